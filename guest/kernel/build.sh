@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds the forkd guest kernel (bzImage) from Debian's linux-source-6.1.
+# usage: build.sh OUT_BZIMAGE
+# The caller (forkd's image cache) keys the result by a hash of this script, the fragment and the
+# source package version, and renames OUT into place only after this script succeeds.
+set -euo pipefail
+out=${1:?usage: build.sh OUT_BZIMAGE}
+here=$(cd "$(dirname "$0")" && pwd)
+src_tar=$(ls /usr/src/linux-source-6.1.tar.* 2>/dev/null | head -n 1 || true)
+if [[ -z "$src_tar" ]]; then
+  echo "build.sh: /usr/src/linux-source-6.1.tar.* not found; run scripts/install-deps.sh" >&2
+  exit 1
+fi
+work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-kernel.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+echo "[kernel 1/4] unpacking $(basename "$src_tar")"
+tar -xf "$src_tar" -C "$work"
+cd "$work"/linux-source-6.1
+echo "[kernel 2/4] configuring (tinyconfig + guest/kernel/forkd.config)"
+make -s tinyconfig >/dev/null
+scripts/kconfig/merge_config.sh -m .config "$here/forkd.config" >/dev/null
+make -s olddefconfig >/dev/null
+# Every requested option must have survived olddefconfig (a missing dependency drops it silently).
+missing=0
+while IFS= read -r line; do
+  [[ "$line" =~ ^CONFIG_ ]] || continue
+  if ! grep -qx "$line" .config; then
+    echo "build.sh: option not in final config: $line" >&2
+    missing=1
+  fi
+done < "$here/forkd.config"
+((missing == 0)) || exit 1
+echo "[kernel 3/4] compiling bzImage with $(nproc) jobs (about 5 min on 2 cores)"
+start=$(date +%s)
+make -s -j"$(nproc)" bzImage KBUILD_BUILD_TIMESTAMP="2024-01-01 00:00:00" KBUILD_BUILD_USER=forkd KBUILD_BUILD_HOST=forkd 2>&1 \
+  | grep -vE '^\s*$' || true
+[[ -f arch/x86/boot/bzImage ]] || { echo "build.sh: bzImage was not produced" >&2; exit 1; }
+echo "[kernel 4/4] done in $(( $(date +%s) - start )) s"
+cp arch/x86/boot/bzImage "$out"

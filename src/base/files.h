@@ -1,0 +1,57 @@
+#pragma once
+// File helpers. Every write that must survive a crash goes through write_file_atomic: stage in the
+// same directory, fsync, rename over the target, fsync the directory.
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+namespace forkd {
+
+Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode = 0644);
+
+// Reads a whole file, refusing files larger than max_bytes.
+Result<std::string> read_file(const std::string& path, size_t max_bytes = 64u << 20);
+
+// Writes all of data to fd, retrying short writes and EINTR.
+Status write_all(int fd, std::string_view data);
+
+// Atomically replaces path with data (stage, fsync, rename, fsync dir).
+Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+
+// Renames staged to final and fsyncs the parent directory.
+Status rename_durable(const std::string& staged, const std::string& final_path);
+
+// mkdir -p with the given mode for new directories.
+Status make_dirs(const std::string& path, mode_t mode = 0755);
+
+// rm -rf; a missing path is not an error. Refuses "", "/" and relative paths.
+Status remove_tree(const std::string& path);
+
+bool path_exists(const std::string& path);
+
+// Lowercase hex SHA-256 of a file's contents, or of a string.
+Result<std::string> sha256_file(const std::string& path);
+std::string sha256_hex(std::string_view data);
+
+// A fresh directory under the system temp dir, removed on destruction.
+class TempDir {
+ public:
+  static Result<TempDir> create(std::string_view prefix);
+  TempDir(TempDir&& other) noexcept;
+  TempDir& operator=(TempDir&&) = delete;
+  TempDir(const TempDir&) = delete;
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit TempDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+}  // namespace forkd

@@ -1,0 +1,199 @@
+#include "base/subprocess.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+extern char** environ;
+
+namespace forkd {
+
+namespace {
+
+int decode_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+std::vector<std::string> merged_env(const std::map<std::string, std::string>& extra) {
+  std::vector<std::string> out;
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv(*e);
+    auto eq = kv.find('=');
+    if (eq != std::string::npos && extra.count(kv.substr(0, eq))) continue;
+    out.push_back(std::move(kv));
+  }
+  for (const auto& [k, v] : extra) out.push_back(k + "=" + v);
+  return out;
+}
+
+}  // namespace
+
+Result<Child> Child::spawn(const std::vector<std::string>& argv, const SpawnOptions& opts) {
+  if (argv.empty()) return make_error(ErrorCode::kInternal, "spawn: empty argv");
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+  if (opts.new_session) flags |= POSIX_SPAWN_SETSID;
+  posix_spawnattr_setflags(&attr, flags);
+  sigset_t empty, all;
+  sigemptyset(&empty);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &empty);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  if (opts.stdin_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&fa, opts.stdin_fd, 0);
+  } else if (opts.null_stdin) {
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  }
+  if (opts.stdout_fd >= 0) posix_spawn_file_actions_adddup2(&fa, opts.stdout_fd, 1);
+  if (opts.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&fa, opts.stderr_fd, 2);
+  if (opts.cwd) posix_spawn_file_actions_addchdir_np(&fa, opts.cwd->c_str());
+
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::vector<std::string> env = merged_env(opts.env);
+  std::vector<char*> cenv;
+  for (auto& e : env) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
+
+  pid_t pid = -1;
+  int rc = posix_spawnp(&pid, argv[0].c_str(), &fa, &attr, cargv.data(), cenv.data());
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return errno_error(rc, "spawn " + argv[0]);
+  int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  return Child(pid, UniqueFd(pidfd));
+}
+
+Child::Child(Child&& other) noexcept
+    : pid_(std::exchange(other.pid_, -1)), pidfd_(std::move(other.pidfd_)) {}
+
+Child& Child::operator=(Child&& other) noexcept {
+  if (this != &other) {
+    if (pid_ > 0) {
+      kill(SIGKILL);
+      (void)wait();
+    }
+    pid_ = std::exchange(other.pid_, -1);
+    pidfd_ = std::move(other.pidfd_);
+  }
+  return *this;
+}
+
+Child::~Child() {
+  if (pid_ > 0) {
+    kill(SIGKILL);
+    (void)wait();
+  }
+}
+
+void Child::kill(int sig) {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+Result<int> Child::wait(std::optional<std::chrono::milliseconds> timeout) {
+  if (pid_ <= 0) return make_error(ErrorCode::kInternal, "wait: no child");
+  if (timeout && pidfd_) {
+    struct pollfd p = {pidfd_.get(), POLLIN, 0};
+    int rc;
+    do {
+      rc = ::poll(&p, 1, static_cast<int>(timeout->count()));
+    } while (rc < 0 && errno == EINTR);
+    if (rc == 0) return make_error(ErrorCode::kTimeout, "process " + std::to_string(pid_) +
+                                                            " still running");
+  } else if (timeout) {
+    auto deadline = std::chrono::steady_clock::now() + *timeout;
+    for (;;) {
+      int status = 0;
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return decode_status(status);
+      }
+      if (std::chrono::steady_clock::now() > deadline) {
+        return make_error(ErrorCode::kTimeout, "process still running");
+      }
+      ::usleep(5000);
+    }
+  }
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &status, 0);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return errno_error(errno, "waitpid");
+  pid_ = -1;
+  pidfd_.reset();
+  return decode_status(status);
+}
+
+Result<RunResult> run_capture(const std::vector<std::string>& argv,
+                              std::chrono::milliseconds timeout) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return errno_error(errno, "pipe");
+  UniqueFd rd(fds[0]), wr(fds[1]);
+  SpawnOptions opts;
+  opts.stdout_fd = wr.get();
+  opts.stderr_fd = wr.get();
+  auto child = Child::spawn(argv, opts);
+  if (!child) return tl::unexpected(child.error());
+  wr.reset();
+  RunResult res;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buf[8192];
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      child->kill(SIGKILL);
+      return make_error(ErrorCode::kTimeout, argv[0] + " did not finish in time");
+    }
+    struct pollfd p = {rd.get(), POLLIN, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(left.count()));
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) continue;
+    ssize_t n = ::read(rd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    if (res.output.size() < (1u << 20)) res.output.append(buf, static_cast<size_t>(n));
+  }
+  auto code = child->wait(std::chrono::milliseconds(5000));
+  if (!code) return tl::unexpected(code.error());
+  res.exit_code = *code;
+  return res;
+}
+
+bool process_alive(pid_t pid) {
+  if (pid <= 0) return false;
+  return ::kill(pid, 0) == 0 || errno == EPERM;
+}
+
+std::string find_in_path(const std::string& name) {
+  if (name.find('/') != std::string::npos) return ::access(name.c_str(), X_OK) == 0 ? name : "";
+  const char* path = std::getenv("PATH");
+  std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find(':', start);
+    if (end == std::string::npos) end = p.size();
+    std::string cand = p.substr(start, end - start) + "/" + name;
+    if (end > start && ::access(cand.c_str(), X_OK) == 0) return cand;
+    start = end + 1;
+  }
+  return "";
+}
+
+}  // namespace forkd

@@ -1,0 +1,66 @@
+#pragma once
+// Child processes: spawn (posix_spawn, no shell), wait with a timeout, kill. A Child that is still
+// running when destroyed is killed (SIGKILL) and reaped, unless detach() was called.
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+namespace forkd {
+
+struct SpawnOptions {
+  // -1 means inherit; the fds are dup2'ed onto 0/1/2 in the child.
+  int stdin_fd = -1;
+  int stdout_fd = -1;
+  int stderr_fd = -1;
+  bool null_stdin = true;  // /dev/null on stdin unless stdin_fd is set
+  bool new_session = false;
+  std::optional<std::string> cwd;
+  // Extra variables added to the current environment.
+  std::map<std::string, std::string> env;
+};
+
+class Child {
+ public:
+  static Result<Child> spawn(const std::vector<std::string>& argv, const SpawnOptions& opts = {});
+  Child(Child&& other) noexcept;
+  Child& operator=(Child&& other) noexcept;
+  Child(const Child&) = delete;
+  ~Child();
+
+  pid_t pid() const { return pid_; }
+  // Waits until the child exits; returns its exit code (128+signal when killed). A timeout
+  // returns kTimeout and leaves the child running.
+  Result<int> wait(std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  void kill(int sig);
+  // Leaves the child running and unreaped by this object.
+  void detach() { pid_ = -1; }
+
+ private:
+  explicit Child(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  pid_t pid_ = -1;
+  UniqueFd pidfd_;
+};
+
+struct RunResult {
+  int exit_code = 0;
+  std::string output;  // stdout and stderr, interleaved
+};
+
+// Runs argv to completion, capturing up to 1 MiB of its output.
+Result<RunResult> run_capture(const std::vector<std::string>& argv,
+                              std::chrono::milliseconds timeout);
+
+// True when a process with this pid exists (signal 0 succeeds or fails with EPERM).
+bool process_alive(pid_t pid);
+
+// Finds an executable in $PATH; empty when absent.
+std::string find_in_path(const std::string& name);
+
+}  // namespace forkd
