@@ -1,0 +1,152 @@
+#include "engine/agent_client.h"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "base/files.h"
+#include "proto/frame.h"
+
+namespace forkd::engine {
+namespace {
+
+// A fake agent on the other end of a socketpair: answers each request with a script.
+class FakeAgent {
+ public:
+  using Handler = std::function<void(FakeAgent&, const Json& req, const std::string& bin)>;
+  FakeAgent(UniqueFd fd, Handler h) : fd_(std::move(fd)), handler_(std::move(h)) {
+    thread_ = std::jthread([this] { loop(); });
+  }
+  ~FakeAgent() {
+    ::shutdown(fd_.get(), SHUT_RDWR);
+  }
+  void send(const Json& j, std::string_view bin = {}) {
+    auto f = proto::encode_frame(j.dump(), bin);
+    ASSERT_TRUE(f);
+    ASSERT_TRUE(write_all(fd_.get(), *f));
+  }
+  void send_raw(std::string_view raw) { ASSERT_TRUE(write_all(fd_.get(), raw)); }
+
+ private:
+  void loop() {
+    proto::FrameDecoder d;
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(fd_.get(), buf, sizeof buf);
+      if (n <= 0) return;
+      d.feed(std::string_view(buf, static_cast<size_t>(n)));
+      while (auto f = d.next()) {
+        if (!*f) continue;
+        Json req = Json::parse((*f)->json, nullptr, false);
+        handler_(*this, req, (*f)->bin);
+      }
+    }
+  }
+  UniqueFd fd_;
+  Handler handler_;
+  std::jthread thread_;
+};
+
+std::pair<UniqueFd, UniqueFd> socket_pair() {
+  int sv[2];
+  EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  return {UniqueFd(sv[0]), UniqueFd(sv[1])};
+}
+
+TEST(AgentClient, RepliesAndStreamEventsAreRoutedById) {
+  auto [a, b] = socket_pair();
+  FakeAgent agent(std::move(b), [](FakeAgent& self, const Json& req, const std::string& bin) {
+    uint64_t id = req["id"];
+    if (req["op"] == "exec") {
+      self.send({{"id", id}, {"event", "stdout"}}, "hello ");
+      self.send({{"id", id}, {"event", "stderr"}}, "oops");
+      self.send({{"id", id}, {"event", "stdout"}}, "world");
+      self.send({{"id", id}, {"ok", true}, {"exit_code", 3}});
+    } else {
+      self.send({{"id", id}, {"ok", true}, {"echo", bin}});
+    }
+  });
+  auto client = AgentClient::from_fd(std::move(a));
+  std::string out, err;
+  auto r = client->call({{"op", "exec"}}, {}, std::chrono::seconds(5),
+                        [&](const std::string& s, std::string_view d) {
+                          (s == "stdout" ? out : err).append(d);
+                        });
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->json["exit_code"], 3);
+  EXPECT_EQ(out, "hello world");
+  EXPECT_EQ(err, "oops");
+  auto e = client->call({{"op", "echo"}}, "payload", std::chrono::seconds(5));
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->json["echo"], "payload");
+}
+
+TEST(AgentClient, ConcurrentCallsAnsweredOutOfOrder) {
+  auto [a, b] = socket_pair();
+  std::mutex mu;
+  std::vector<uint64_t> held;
+  FakeAgent agent(std::move(b), [&](FakeAgent& self, const Json& req, const std::string&) {
+    std::lock_guard lock(mu);
+    held.push_back(req["id"].get<uint64_t>());
+    if (held.size() == 8) {  // answer all in reverse order
+      for (auto it = held.rbegin(); it != held.rend(); ++it) {
+        self.send({{"id", *it}, {"ok", true}, {"n", *it}});
+      }
+    }
+  });
+  auto client = AgentClient::from_fd(std::move(a));
+  std::vector<std::jthread> threads;
+  std::atomic<int> good{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      auto r = client->call({{"op", "x"}}, {}, std::chrono::seconds(10));
+      if (r && r->json["n"] == r->json["id"]) ++good;
+    });
+  }
+  threads.clear();
+  EXPECT_EQ(good.load(), 8);
+}
+
+TEST(AgentClient, ErrorReplyMapsCode) {
+  auto [a, b] = socket_pair();
+  FakeAgent agent(std::move(b), [](FakeAgent& self, const Json& req, const std::string&) {
+    self.send({{"id", req["id"]},
+               {"ok", false},
+               {"error", {{"code", "not_found"}, {"message", "command not found: foo"}}}});
+  });
+  auto client = AgentClient::from_fd(std::move(a));
+  auto r = client->call({{"op", "exec"}}, {}, std::chrono::seconds(5));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(r.error().message(), "command not found: foo");
+}
+
+TEST(AgentClient, TimeoutAndGarbageAndClose) {
+  auto [a, b] = socket_pair();
+  FakeAgent agent(std::move(b), [](FakeAgent& self, const Json&, const std::string&) {
+    self.send_raw("this is not a frame");  // never answers properly
+  });
+  auto client = AgentClient::from_fd(std::move(a));
+  auto r = client->call({{"op", "ping"}}, {}, std::chrono::milliseconds(200));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kAgentTimeout);
+  EXPECT_TRUE(client->connected());
+}
+
+TEST(AgentClient, PeerCloseFailsPendingCall) {
+  auto [a, b] = socket_pair();
+  auto client = AgentClient::from_fd(std::move(a));
+  std::jthread closer([fd = std::move(b)]() mutable {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    fd.reset();
+  });
+  auto r = client->call({{"op", "ping"}}, {}, std::chrono::seconds(10));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kAgentError);
+  EXPECT_FALSE(client->connected());
+}
+
+}  // namespace
+}  // namespace forkd::engine

@@ -1,0 +1,118 @@
+#pragma once
+// One sandbox: a QEMU process running a guest whose agent answers over agent.sock.
+// Run dir: $FORKD_HOME/sandboxes/<id>/ holds sandbox.json, qmp.sock, agent.sock, console.log,
+// qemu.log, qemu.pid and (for disk images) overlay.qcow2, the sandbox's only writable disk.
+// A Sandbox object owns its VM: destroy() (also run by the destructor) stops QEMU and removes
+// the run dir. Methods are thread-safe (the agent connection multiplexes requests).
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "engine/agent_client.h"
+#include "engine/config.h"
+#include "engine/image_store.h"
+#include "vmm/vm_process.h"
+
+namespace forkd::engine {
+
+struct BootOptions {
+  std::string image = "minimal";
+  int memory_mib = 256;
+  int cpus = 1;
+  std::chrono::milliseconds boot_timeout = std::chrono::seconds(90);
+  ProgressFn progress;       // image build progress and boot steps
+  std::string extra_append;  // appended to the kernel command line (tests, debugging)
+};
+
+struct BootTimings {
+  double image_ms = 0;   // image lookup (and build, on a cold cache)
+  double launch_ms = 0;  // QEMU spawn until daemonized
+  double agent_ms = 0;   // from launch until the agent answered ping
+  double total_ms = 0;
+};
+
+struct ExecOptions {
+  std::vector<std::string> argv;     // argv, or
+  std::optional<std::string> shell;  // a /bin/sh -c string
+  std::map<std::string, std::string> env;
+  std::string cwd;
+  std::chrono::milliseconds timeout{0};  // 0: none
+  std::optional<std::string> stdin_data;
+};
+
+struct ExecResult {
+  int exit_code = 0;
+  bool timed_out = false;
+  int64_t duration_ms = 0;
+  std::string stdout_data;  // filled only when no output callback was given
+  std::string stderr_data;
+};
+
+struct EvalResult {
+  std::optional<std::string> value;  // repr, or nullopt for statements
+  std::string stdout_text;
+  std::optional<std::string> error;  // Python traceback
+};
+
+struct FileStat {
+  std::string type;
+  uint64_t size = 0;
+  uint32_t mode = 0;
+  int64_t mtime = 0;
+};
+
+class Sandbox {
+ public:
+  static Result<std::unique_ptr<Sandbox>> boot(const EngineConfig& cfg, const BootOptions& opts);
+  ~Sandbox();
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+
+  const std::string& id() const { return id_; }
+  const std::string& dir() const { return dir_; }
+  pid_t qemu_pid() const { return vm_.pid(); }
+  const BootTimings& timings() const { return timings_; }
+  const Json& agent_info() const { return agent_info_; }
+
+  Result<Json> ping(std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  // Runs a command. With on_output, stdout/stderr chunks go there as they arrive; without it they
+  // are collected into the result. A command that cannot be started is kGuestCommandNotFound.
+  Result<ExecResult> exec(const ExecOptions& opts, EventFn on_output = {});
+  Result<EvalResult> eval(std::string_view code,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+  Status write_file(const std::string& guest_path, std::string_view data, uint32_t mode = 0644);
+  Result<std::string> read_file(const std::string& guest_path, size_t max_bytes = 256u << 20);
+  Status put_file(const std::string& host_path, const std::string& guest_path);
+  Status get_file(const std::string& guest_path, const std::string& host_path);
+  Result<FileStat> stat(const std::string& guest_path);
+  Result<Json> list_dir(const std::string& guest_path);
+  Status mkdir(const std::string& guest_path, bool parents);
+  Status remove(const std::string& guest_path, bool recursive);
+
+  // Stops QEMU (QMP quit, then SIGTERM/SIGKILL) and removes the run dir. Idempotent.
+  void destroy();
+
+  // Kills every sandbox this process booted and still owns (Ctrl-C path). Async-signal-unsafe:
+  // call it from a normal thread, e.g. the CLI's signal-waiting thread.
+  static void destroy_all_owned();
+
+ private:
+  Sandbox(std::string id, std::string dir, vmm::VmProcess vm);
+  Result<AgentReply> call(Json request, std::string_view bin, std::chrono::milliseconds timeout,
+                          EventFn on_event = {});
+
+  std::string id_;
+  std::string dir_;
+  vmm::VmProcess vm_;
+  std::unique_ptr<AgentClient> agent_;
+  Json agent_info_;
+  BootTimings timings_;
+  bool destroyed_ = false;
+};
+
+}  // namespace forkd::engine

@@ -1,0 +1,186 @@
+// Sandbox operations that go through the guest agent: exec, eval and files.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/files.h"
+#include "engine/sandbox.h"
+#include "proto/frame.h"
+
+namespace forkd::engine {
+
+namespace {
+
+constexpr auto kFileOpTimeout = std::chrono::seconds(60);
+
+// Generous margin over the guest-side timeout: the agent kills the command itself and replies.
+std::chrono::milliseconds exec_wait(std::chrono::milliseconds guest_timeout) {
+  if (guest_timeout.count() <= 0) return std::chrono::hours(24 * 365);
+  return guest_timeout + std::chrono::seconds(30);
+}
+
+}  // namespace
+
+Result<ExecResult> Sandbox::exec(const ExecOptions& opts, EventFn on_output) {
+  Json req = {{"op", "exec"}};
+  if (opts.shell) {
+    req["shell"] = *opts.shell;
+  } else if (!opts.argv.empty()) {
+    req["argv"] = opts.argv;
+  } else {
+    return make_error(ErrorCode::kInvalidArgument, "exec: no command given");
+  }
+  if (!opts.env.empty()) req["env"] = opts.env;
+  if (!opts.cwd.empty()) req["cwd"] = opts.cwd;
+  req["timeout_ms"] = opts.timeout.count();
+  std::string_view stdin_bin;
+  if (opts.stdin_data) {
+    if (opts.stdin_data->size() > proto::kMaxBinLen) {
+      return make_error(ErrorCode::kInvalidArgument, "exec: stdin larger than 4 MiB");
+    }
+    req["stdin"] = true;
+    stdin_bin = *opts.stdin_data;
+  }
+  ExecResult res;
+  EventFn sink = on_output;
+  if (!sink) {
+    sink = [&res](const std::string& stream, std::string_view data) {
+      (stream == "stderr" ? res.stderr_data : res.stdout_data).append(data);
+    };
+  }
+  auto r = call(std::move(req), stdin_bin, exec_wait(opts.timeout), sink);
+  if (!r) {
+    if (r.error().code() == ErrorCode::kNotFound) {
+      return tl::unexpected(Error(ErrorCode::kGuestCommandNotFound, r.error().message()));
+    }
+    return tl::unexpected(r.error());
+  }
+  const Json& j = r->json;
+  res.exit_code = j.value("exit_code", -1);
+  res.timed_out = j.value("timed_out", false);
+  res.duration_ms = j.value("duration_ms", int64_t{0});
+  return res;
+}
+
+Result<EvalResult> Sandbox::eval(std::string_view code, std::chrono::milliseconds timeout) {
+  auto r = call(Json{{"op", "eval"}, {"code", code}}, {}, timeout);
+  if (!r) return tl::unexpected(r.error());
+  const Json& j = r->json;
+  EvalResult res;
+  if (auto v = j.find("value"); v != j.end() && v->is_string()) res.value = v->get<std::string>();
+  if (auto s = j.find("stdout"); s != j.end() && s->is_string()) {
+    res.stdout_text = s->get<std::string>();
+  }
+  if (auto e = j.find("error"); e != j.end() && e->is_string()) res.error = e->get<std::string>();
+  return res;
+}
+
+Status Sandbox::write_file(const std::string& guest_path, std::string_view data, uint32_t mode) {
+  uint64_t offset = 0;
+  do {
+    std::string_view chunk = data.substr(offset, proto::kChunkLen);
+    Json req = {{"op", "file_write"}, {"path", guest_path}, {"offset", offset},
+                {"truncate", offset == 0}, {"mode", mode}};
+    auto r = call(std::move(req), chunk, kFileOpTimeout);
+    if (!r) return tl::unexpected(r.error().wrap("write " + guest_path));
+    offset += chunk.size();
+  } while (offset < data.size());
+  return {};
+}
+
+Result<std::string> Sandbox::read_file(const std::string& guest_path, size_t max_bytes) {
+  std::string out;
+  for (;;) {
+    Json req = {{"op", "file_read"}, {"path", guest_path}, {"offset", out.size()},
+                {"length", proto::kChunkLen}};
+    auto r = call(std::move(req), {}, kFileOpTimeout);
+    if (!r) return tl::unexpected(r.error().wrap("read " + guest_path));
+    if (out.size() + r->bin.size() > max_bytes) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "read " + guest_path + ": larger than " + std::to_string(max_bytes));
+    }
+    out += r->bin;
+    if (r->json.value("eof", true) || r->bin.empty()) break;
+  }
+  return out;
+}
+
+Status Sandbox::put_file(const std::string& host_path, const std::string& guest_path) {
+  auto fd = open_file(host_path, O_RDONLY);
+  if (!fd) return tl::unexpected(fd.error());
+  struct stat st;
+  if (::fstat(fd->get(), &st) != 0) return errno_error(errno, "stat " + host_path);
+  std::string buf(proto::kChunkLen, '\0');
+  uint64_t offset = 0;
+  for (;;) {
+    ssize_t n = ::read(fd->get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno_error(errno, "read " + host_path);
+    if (n == 0 && offset > 0) break;
+    Json req = {{"op", "file_write"}, {"path", guest_path}, {"offset", offset},
+                {"truncate", offset == 0}, {"mode", st.st_mode & 07777}};
+    auto r = call(std::move(req), std::string_view(buf.data(), static_cast<size_t>(n)),
+                  kFileOpTimeout);
+    if (!r) return tl::unexpected(r.error().wrap("write " + guest_path));
+    offset += static_cast<uint64_t>(n);
+    if (n == 0) break;
+  }
+  return {};
+}
+
+Status Sandbox::get_file(const std::string& guest_path, const std::string& host_path) {
+  std::string staged = host_path + ".forkd-partial";
+  auto fd = open_file(staged, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (!fd) return tl::unexpected(fd.error());
+  uint64_t offset = 0;
+  auto fail = [&](Error e) -> Status {
+    ::unlink(staged.c_str());
+    return tl::unexpected(std::move(e));
+  };
+  for (;;) {
+    Json req = {{"op", "file_read"}, {"path", guest_path}, {"offset", offset},
+                {"length", proto::kChunkLen}};
+    auto r = call(std::move(req), {}, kFileOpTimeout);
+    if (!r) return fail(r.error().wrap("read " + guest_path));
+    if (auto st = write_all(fd->get(), r->bin); !st) return fail(st.error().wrap(host_path));
+    offset += r->bin.size();
+    if (r->json.value("eof", true) || r->bin.empty()) break;
+  }
+  if (::fsync(fd->get()) != 0) return fail(errno_error(errno, "fsync " + staged).value());
+  fd->reset();
+  if (auto st = rename_durable(staged, host_path); !st) return fail(st.error());
+  return {};
+}
+
+Result<FileStat> Sandbox::stat(const std::string& guest_path) {
+  auto r = call(Json{{"op", "file_stat"}, {"path", guest_path}}, {}, kFileOpTimeout);
+  if (!r) return tl::unexpected(r.error());
+  FileStat s;
+  s.type = r->json.value("type", "");
+  s.size = r->json.value("size", uint64_t{0});
+  s.mode = r->json.value("mode", uint32_t{0});
+  s.mtime = r->json.value("mtime", int64_t{0});
+  return s;
+}
+
+Result<Json> Sandbox::list_dir(const std::string& guest_path) {
+  auto r = call(Json{{"op", "file_list"}, {"path", guest_path}}, {}, kFileOpTimeout);
+  if (!r) return tl::unexpected(r.error());
+  return r->json.value("entries", Json::array());
+}
+
+Status Sandbox::mkdir(const std::string& guest_path, bool parents) {
+  auto r = call(Json{{"op", "mkdir"}, {"path", guest_path}, {"parents", parents}}, {},
+                kFileOpTimeout);
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+Status Sandbox::remove(const std::string& guest_path, bool recursive) {
+  auto r = call(Json{{"op", "remove"}, {"path", guest_path}, {"recursive", recursive}}, {},
+                kFileOpTimeout);
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+}  // namespace forkd::engine

@@ -1,0 +1,136 @@
+#include "vmm/qemu_cmdline.h"
+
+#include <string>
+
+namespace forkd::vmm {
+
+namespace {
+
+// QEMU's option parser splits on ',' and reads ",," as a literal comma, so a path with a comma
+// (legal in file names) must be escaped, or it would inject extra properties.
+std::string qemu_opt_escape(const std::string& value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    out.push_back(c);
+    if (c == ',') out.push_back(',');
+  }
+  return out;
+}
+
+// microvm places its devices on virtio-mmio; pc puts them on PCI.
+std::string virtio_device(MachineType m, const std::string& base) {
+  return base + (m == MachineType::kMicrovm ? "-device" : "-pci");
+}
+
+}  // namespace
+
+std::string_view machine_name(MachineType m) {
+  switch (m) {
+    case MachineType::kMicrovm:
+      return "microvm";
+    case MachineType::kPc:
+      return "pc";
+  }
+  return "microvm";
+}
+
+std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
+  const bool microvm = cfg.machine == MachineType::kMicrovm;
+  std::vector<std::string> a;
+  auto add = [&a](std::string flag, std::string value) {
+    a.push_back(std::move(flag));
+    a.push_back(std::move(value));
+  };
+
+  a.push_back(cfg.qemu_binary);
+  // Keep QEMU from reading /etc/qemu/*.conf or adding default devices we do not control.
+  a.push_back("-nodefaults");
+  a.push_back("-no-user-config");
+  if (!cfg.name.empty()) add("-name", qemu_opt_escape(cfg.name));
+
+  // Machine. microvm: no option ROMs (qboot boots the kernel directly), the ISA serial port for
+  // console=ttyS0 and the RTC so the guest has a wall clock before the agent sets it.
+  // pc: no HPET and no vmport, which cost boot time and do nothing for us.
+  std::string machine =
+      microvm ? "microvm,x-option-roms=off,isa-serial=on,rtc=on" : "pc,hpet=off,vmport=off";
+  if (!cfg.memory_file.empty()) machine += ",memory-backend=mem";
+  add("-machine", machine);
+
+  if (cfg.accel == Accel::kKvm) {
+    add("-accel", "kvm");
+    add("-cpu", "host");
+  } else {
+    std::string accel = "tcg";
+    if (cfg.tb_size_mib > 0) accel += ",tb-size=" + std::to_string(cfg.tb_size_mib);
+    add("-accel", accel);
+    // `max` exposes every feature TCG emulates (x86-64-v2+), which a 6.1 kernel and modern
+    // userland binaries expect; qemu64 lacks e.g. SSE4.2/POPCNT.
+    add("-cpu", "max");
+  }
+  add("-smp", std::to_string(cfg.cpus));
+  add("-m", std::to_string(cfg.memory_mib) + "M");
+  if (!cfg.memory_file.empty()) {
+    add("-object", "memory-backend-file,id=mem,size=" + std::to_string(cfg.memory_mib) +
+                       "M,mem-path=" + qemu_opt_escape(cfg.memory_file) +
+                       ",share=" + (cfg.memory_share ? "on" : "off"));
+  }
+
+  add("-kernel", cfg.kernel);
+  if (!cfg.initrd.empty()) add("-initrd", cfg.initrd);
+  if (!cfg.kernel_append.empty()) add("-append", cfg.kernel_append);
+
+  // No display; -nographic would redirect serial/monitor to stdio, which -daemonize forbids.
+  add("-display", "none");
+  if (!microvm) add("-vga", "none");
+  // A guest reboot (including panic=N) ends QEMU instead of rebooting the sandbox silently.
+  a.push_back("-no-reboot");
+
+  // Serial console into a file.
+  add("-chardev", "file,id=console,path=" + qemu_opt_escape(cfg.console_log));
+  add("-serial", "chardev:console");
+
+  // QMP control socket.
+  add("-chardev", "socket,id=qmp,path=" + qemu_opt_escape(cfg.qmp_socket) + ",server=on,wait=off");
+  add("-mon", "chardev=qmp,mode=control");
+
+  // Guest agent channel: virtio-serial port org.forkd.agent (/dev/vport0p1 in the guest).
+  add("-device", virtio_device(cfg.machine, "virtio-serial") + ",id=vser");
+  add("-chardev",
+      "socket,id=agent,path=" + qemu_opt_escape(cfg.agent_socket) + ",server=on,wait=off");
+  add("-device", "virtserialport,bus=vser.0,chardev=agent,name=org.forkd.agent");
+
+  if (cfg.disk) {
+    // cache=writeback (QEMU's default, spelled out): host page cache, guest flushes honoured.
+    // Not cache=none: O_DIRECT fails on tmpfs run dirs. Not cache=unsafe: a branch freezes this
+    // overlay as a tag disk, and we want the guest's fsyncs to have meant something.
+    add("-drive", "file=" + qemu_opt_escape(*cfg.disk) + ",format=" +
+                      qemu_opt_escape(cfg.disk_format) + ",if=none,id=root,cache=writeback");
+    add("-device", virtio_device(cfg.machine, "virtio-blk") + ",drive=root");
+  }
+
+  // Entropy for the guest's CRNG at boot (the agent reseeds it again after each restore).
+  add("-object", "rng-random,id=rng,filename=/dev/urandom");
+  add("-device", virtio_device(cfg.machine, "virtio-rng") + ",rng=rng");
+
+  // VM generation ID: makes the guest kernel reseed on restore. Only reaches the guest on pc
+  // (it is an ACPI device microvm does not expose).
+  if (!microvm) add("-device", "vmgenid,guid=auto");
+
+  if (cfg.incoming_defer) add("-incoming", "defer");
+  if (cfg.start_paused) a.push_back("-S");
+  if (cfg.seccomp_sandbox) {
+    // QEMU 7.2 installs the seccomp filter before -daemonize forks and calls setsid(), so
+    // spawn=deny kills it with SIGSYS and elevateprivileges=deny makes it exit 1 (measured).
+    // With -daemonize only the compatible subset is possible; VmProcess::launch therefore does
+    // not use -daemonize and gets the full jail.
+    add("-sandbox", cfg.daemonize ? "on,obsolete=deny,resourcecontrol=deny"
+                                  : "on,obsolete=deny,elevateprivileges=deny,spawn=deny,"
+                                    "resourcecontrol=deny");
+  }
+  if (cfg.daemonize) a.push_back("-daemonize");
+  if (!cfg.pid_file.empty()) add("-pidfile", cfg.pid_file);
+  return a;
+}
+
+}  // namespace forkd::vmm

@@ -1,0 +1,240 @@
+#include "vmm/qemu_cmdline.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "vmm/accel.h"
+
+namespace forkd::vmm {
+namespace {
+
+using ::testing::Contains;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+VmConfig base_config(MachineType machine) {
+  VmConfig c;
+  c.name = "sb-1";
+  c.machine = machine;
+  c.kernel = "/img/vmlinuz";
+  c.initrd = "/img/initrd";
+  c.kernel_append = "console=ttyS0 quiet";
+  c.qmp_socket = "/run/sb-1/qmp.sock";
+  c.agent_socket = "/run/sb-1/agent.sock";
+  c.console_log = "/run/sb-1/console.log";
+  c.pid_file = "/run/sb-1/pid";
+  return c;
+}
+
+// The value following the first occurrence of flag, or "<absent>".
+std::string value_of(const std::vector<std::string>& argv, const std::string& flag) {
+  auto it = std::find(argv.begin(), argv.end(), flag);
+  if (it == argv.end() || it + 1 == argv.end()) return "<absent>";
+  return *(it + 1);
+}
+
+// Every value passed with flag, in order.
+std::vector<std::string> values_of(const std::vector<std::string>& argv, const std::string& flag) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i + 1 < argv.size(); ++i) {
+    if (argv[i] == flag) out.push_back(argv[i + 1]);
+  }
+  return out;
+}
+
+bool has_flag(const std::vector<std::string>& argv, const std::string& flag) {
+  return std::find(argv.begin(), argv.end(), flag) != argv.end();
+}
+
+TEST(BuildQemuArgv, MicrovmDefaults) {
+  auto argv = build_qemu_argv(base_config(MachineType::kMicrovm));
+  EXPECT_EQ(argv[0], "qemu-system-x86_64");
+  EXPECT_EQ(value_of(argv, "-name"), "sb-1");
+  EXPECT_EQ(value_of(argv, "-machine"), "microvm,x-option-roms=off,isa-serial=on,rtc=on");
+  EXPECT_EQ(value_of(argv, "-accel"), "tcg");
+  EXPECT_EQ(value_of(argv, "-cpu"), "max");
+  EXPECT_EQ(value_of(argv, "-smp"), "1");
+  EXPECT_EQ(value_of(argv, "-m"), "256M");
+  EXPECT_EQ(value_of(argv, "-kernel"), "/img/vmlinuz");
+  EXPECT_EQ(value_of(argv, "-initrd"), "/img/initrd");
+  EXPECT_EQ(value_of(argv, "-append"), "console=ttyS0 quiet");
+  EXPECT_TRUE(has_flag(argv, "-nodefaults"));
+  EXPECT_TRUE(has_flag(argv, "-no-user-config"));
+  EXPECT_TRUE(has_flag(argv, "-no-reboot"));
+  EXPECT_EQ(value_of(argv, "-display"), "none");
+  EXPECT_FALSE(has_flag(argv, "-vga"));
+  EXPECT_FALSE(has_flag(argv, "-nographic"));
+  EXPECT_EQ(value_of(argv, "-serial"), "chardev:console");
+  EXPECT_EQ(value_of(argv, "-mon"), "chardev=qmp,mode=control");
+  EXPECT_THAT(values_of(argv, "-chardev"),
+              testing::ElementsAre("file,id=console,path=/run/sb-1/console.log",
+                                   "socket,id=qmp,path=/run/sb-1/qmp.sock,server=on,wait=off",
+                                   "socket,id=agent,path=/run/sb-1/agent.sock,server=on,wait=off"));
+  auto devices = values_of(argv, "-device");
+  EXPECT_THAT(devices, Contains("virtio-serial-device,id=vser"));
+  EXPECT_THAT(devices, Contains("virtserialport,bus=vser.0,chardev=agent,name=org.forkd.agent"));
+  EXPECT_THAT(devices, Contains("virtio-rng-device,rng=rng"));
+  EXPECT_THAT(devices, Not(Contains(HasSubstr("vmgenid"))));
+  EXPECT_THAT(devices, Not(Contains(HasSubstr("virtio-blk"))));
+  EXPECT_THAT(values_of(argv, "-object"), Contains("rng-random,id=rng,filename=/dev/urandom"));
+  EXPECT_FALSE(has_flag(argv, "-drive"));
+  EXPECT_FALSE(has_flag(argv, "-incoming"));
+  EXPECT_FALSE(has_flag(argv, "-S"));
+  EXPECT_FALSE(has_flag(argv, "-daemonize"));
+  EXPECT_EQ(value_of(argv, "-pidfile"), "/run/sb-1/pid");
+  EXPECT_EQ(value_of(argv, "-sandbox"),
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+}
+
+TEST(BuildQemuArgv, PcUsesPciDevicesAndVmgenid) {
+  VmConfig c = base_config(MachineType::kPc);
+  c.disk = "/run/sb-1/disk.qcow2";
+  auto argv = build_qemu_argv(c);
+  EXPECT_THAT(value_of(argv, "-machine"), testing::StartsWith("pc"));
+  EXPECT_EQ(value_of(argv, "-vga"), "none");
+  auto devices = values_of(argv, "-device");
+  EXPECT_THAT(devices, Contains("virtio-serial-pci,id=vser"));
+  EXPECT_THAT(devices, Contains("virtio-rng-pci,rng=rng"));
+  EXPECT_THAT(devices, Contains("virtio-blk-pci,drive=root"));
+  EXPECT_THAT(devices, Contains("vmgenid,guid=auto"));
+}
+
+TEST(BuildQemuArgv, DiskOnMicrovm) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.disk = "/d/root.raw";
+  c.disk_format = "raw";
+  auto argv = build_qemu_argv(c);
+  EXPECT_EQ(value_of(argv, "-drive"),
+            "file=/d/root.raw,format=raw,if=none,id=root,cache=writeback");
+  EXPECT_THAT(values_of(argv, "-device"), Contains("virtio-blk-device,drive=root"));
+}
+
+TEST(BuildQemuArgv, MemoryFileSharedAndPrivate) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.memory_mib = 512;
+  c.memory_file = "/dev/shm/t/memory";
+  c.memory_share = true;
+  auto argv = build_qemu_argv(c);
+  EXPECT_EQ(value_of(argv, "-machine"),
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem");
+  EXPECT_EQ(value_of(argv, "-m"), "512M");
+  EXPECT_THAT(values_of(argv, "-object"),
+              Contains("memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/t/memory,share=on"));
+  c.memory_share = false;
+  argv = build_qemu_argv(c);
+  EXPECT_THAT(values_of(argv, "-object"), Contains(HasSubstr(",share=off")));
+}
+
+TEST(BuildQemuArgv, NoMemoryBackendWithoutFile) {
+  auto argv = build_qemu_argv(base_config(MachineType::kPc));
+  EXPECT_THAT(value_of(argv, "-machine"), Not(HasSubstr("memory-backend")));
+  EXPECT_THAT(values_of(argv, "-object"), Not(Contains(HasSubstr("memory-backend-file"))));
+}
+
+TEST(BuildQemuArgv, CommasInPathsAreEscaped) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.memory_file = "/tmp/a,share=on/mem";
+  c.console_log = "/x,y/console.log";
+  auto argv = build_qemu_argv(c);
+  EXPECT_THAT(values_of(argv, "-object"), Contains(HasSubstr("mem-path=/tmp/a,,share=on/mem,")));
+  EXPECT_THAT(values_of(argv, "-chardev"), Contains("file,id=console,path=/x,,y/console.log"));
+}
+
+TEST(BuildQemuArgv, IncomingAndPaused) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.incoming_defer = true;
+  c.start_paused = true;
+  auto argv = build_qemu_argv(c);
+  EXPECT_EQ(value_of(argv, "-incoming"), "defer");
+  EXPECT_TRUE(has_flag(argv, "-S"));
+}
+
+TEST(BuildQemuArgv, TcgTbSize) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.tb_size_mib = 4;
+  EXPECT_EQ(value_of(build_qemu_argv(c), "-accel"), "tcg,tb-size=4");
+}
+
+TEST(BuildQemuArgv, KvmUsesHostCpuAndIgnoresTbSize) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.accel = Accel::kKvm;
+  c.tb_size_mib = 4;
+  c.cpus = 2;
+  c.memory_mib = 1024;
+  auto argv = build_qemu_argv(c);
+  EXPECT_EQ(value_of(argv, "-accel"), "kvm");
+  EXPECT_EQ(value_of(argv, "-cpu"), "host");
+  EXPECT_EQ(value_of(argv, "-smp"), "2");
+  EXPECT_EQ(value_of(argv, "-m"), "1024M");
+}
+
+TEST(BuildQemuArgv, OptionalPieces) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.initrd.clear();
+  c.kernel_append.clear();
+  c.seccomp_sandbox = false;
+  c.qemu_binary = "/opt/qemu/bin/qemu-system-x86_64";
+  auto argv = build_qemu_argv(c);
+  EXPECT_EQ(argv[0], "/opt/qemu/bin/qemu-system-x86_64");
+  EXPECT_FALSE(has_flag(argv, "-initrd"));
+  EXPECT_FALSE(has_flag(argv, "-append"));
+  EXPECT_FALSE(has_flag(argv, "-sandbox"));
+}
+
+TEST(BuildQemuArgv, DaemonizeKeepsOnlyCompatibleSandbox) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.daemonize = true;
+  auto argv = build_qemu_argv(c);
+  EXPECT_TRUE(has_flag(argv, "-daemonize"));
+  EXPECT_EQ(value_of(argv, "-pidfile"), "/run/sb-1/pid");
+  EXPECT_EQ(value_of(argv, "-sandbox"), "on,obsolete=deny,resourcecontrol=deny");
+}
+
+TEST(MachineName, Names) {
+  EXPECT_EQ(machine_name(MachineType::kMicrovm), "microvm");
+  EXPECT_EQ(machine_name(MachineType::kPc), "pc");
+  EXPECT_EQ(accel_name(Accel::kKvm), "kvm");
+  EXPECT_EQ(accel_name(Accel::kTcg), "tcg");
+}
+
+// ---- accel ----
+
+TEST(CpuinfoHasVirt, FindsWholeWordsOnFlagsLines) {
+  EXPECT_TRUE(cpuinfo_has_virt("processor\t: 0\nflags\t\t: fpu vme vmx sse\n"));
+  EXPECT_TRUE(cpuinfo_has_virt("flags\t\t: fpu svm\n"));
+  EXPECT_TRUE(cpuinfo_has_virt("flags : vmx"));                             // no trailing newline
+  EXPECT_TRUE(cpuinfo_has_virt("flags\t\t: fpu\n\nflags\t\t: fpu vmx\n"));  // second CPU
+}
+
+TEST(CpuinfoHasVirt, RejectsPartialWordsAndOtherLines) {
+  EXPECT_FALSE(cpuinfo_has_virt(""));
+  EXPECT_FALSE(cpuinfo_has_virt("flags\t\t: fpu vme sse4_2 hypervisor\n"));
+  EXPECT_FALSE(cpuinfo_has_virt("flags\t\t: vmxe svmx xvmx\n"));
+  EXPECT_FALSE(cpuinfo_has_virt("vmx flags\t: vnmi preemption_timer\n"));
+  EXPECT_FALSE(cpuinfo_has_virt("model name\t: vmx svm\nflags\t\t: fpu\n"));
+  EXPECT_FALSE(cpuinfo_has_virt("flags vmx\n"));  // no colon
+}
+
+TEST(ChooseAccel, TcgAndInvalid) {
+  auto tcg = choose_accel("tcg");
+  ASSERT_TRUE(tcg);
+  EXPECT_EQ(tcg->accel, Accel::kTcg);
+  EXPECT_EQ(tcg->reason, "requested");
+  for (const char* bad : {"", "KVM", "hvf", "auto "}) {
+    auto r = choose_accel(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument);
+  }
+}
+
+TEST(ChooseAccel, AutoAlwaysDecidesWithAReason) {
+  // Host dependent: whichever accelerator auto picks, it must say why.
+  auto r = choose_accel("auto");
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_THAT(r->reason, HasSubstr("auto:"));
+}
+
+}  // namespace
+}  // namespace forkd::vmm

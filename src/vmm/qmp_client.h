@@ -1,0 +1,63 @@
+#pragma once
+// Minimal synchronous QMP client over a unix socket. Not thread-safe: one owner drives it.
+// Asynchronous events that arrive while waiting for a command's reply are queued and can be
+// fetched with wait_event / take_events.
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+
+namespace forkd::vmm {
+
+using Json = nlohmann::json;
+
+// One parsed QMP message.
+struct QmpMessage {
+  enum class Kind { kGreeting, kReturn, kError, kEvent } kind;
+  Json body;        // the "return" value, the "error" object, the event object, or the greeting
+  std::string id;   // the command id echoed back, if any
+};
+
+// Parses one line of QMP output. Malformed JSON or an unknown shape is kProtocol.
+Result<QmpMessage> parse_qmp_message(std::string_view line);
+
+class QmpClient {
+ public:
+  // Connects (retrying until timeout while the socket does not exist or refuses), reads the
+  // greeting and negotiates capabilities.
+  static Result<QmpClient> connect(const std::string& socket_path,
+                                   std::chrono::milliseconds timeout);
+
+  // Runs a command; returns its "return" value. A QMP error reply is kQemuFailed with
+  // "<command>: <class>: <desc>". No reply within timeout is kTimeout. EOF is kQemuFailed.
+  Result<Json> execute(std::string_view command, const Json& arguments = Json::object(),
+                       std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+  // Like execute, and passes fd along with the command (SCM_RIGHTS), as `getfd` / `add-fd` need.
+  Result<Json> execute_with_fd(std::string_view command, const Json& arguments, int fd,
+                               std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+  // Returns the first queued or arriving event named name (others stay queued).
+  Result<Json> wait_event(std::string_view name, std::chrono::milliseconds timeout);
+  std::deque<Json> take_events();
+
+  int fd() const { return fd_.get(); }
+
+ private:
+  explicit QmpClient(UniqueFd fd) : fd_(std::move(fd)) {}
+  Result<QmpMessage> read_message(std::chrono::steady_clock::time_point deadline);
+  Status send_line(const std::string& line, int fd_to_pass);
+
+  UniqueFd fd_;
+  std::string rbuf_;
+  std::deque<Json> events_;
+  uint64_t next_id_ = 1;
+};
+
+}  // namespace forkd::vmm

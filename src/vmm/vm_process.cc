@@ -1,0 +1,256 @@
+#include "vmm/vm_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <thread>
+
+#include "base/files.h"
+#include "base/subprocess.h"
+#include "vmm/qmp_client.h"
+
+namespace forkd::vmm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kPidFileWait = std::chrono::seconds(2);
+constexpr auto kKillWait = std::chrono::seconds(5);
+
+UniqueFd pidfd_open(pid_t pid) {
+  return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+}
+
+// Sends sig through the pidfd when we have one (immune to pid reuse), else by pid.
+void send_signal(pid_t pid, const UniqueFd& pidfd, int sig) {
+  if (pidfd) {
+    if (::syscall(SYS_pidfd_send_signal, pidfd.get(), sig, nullptr, 0) == 0 || errno == ESRCH) {
+      return;
+    }
+  }
+  if (pid > 0) ::kill(pid, sig);
+}
+
+// launch() leaves QEMU a child of this process; once it exited, collect it so it does not linger
+// as a zombie. For an adopted process (not our child) this fails with ECHILD, which is fine.
+void reap_if_child(const UniqueFd& pidfd) {
+  siginfo_t info{};
+  ::waitid(P_PIDFD, static_cast<id_t>(pidfd.get()), &info, WEXITED | WNOHANG);
+}
+
+Result<pid_t> parse_pid(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '\r')) {
+    text.remove_suffix(1);
+  }
+  pid_t pid = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), pid);
+  if (ec != std::errc() || end != text.data() + text.size() || pid <= 1) {
+    return make_error(ErrorCode::kProtocol, "pid file does not hold a pid");
+  }
+  return pid;
+}
+
+// QEMU writes the pid file before its launcher exits, but retry briefly in case the file is
+// still empty (it is created, locked, then written).
+Result<pid_t> read_pid_file(const std::string& path) {
+  const auto deadline = Clock::now() + kPidFileWait;
+  for (;;) {
+    auto text = read_file(path, 64);
+    if (text) {
+      auto pid = parse_pid(*text);
+      if (pid) return pid;
+      if (Clock::now() >= deadline) return tl::unexpected(pid.error().wrap(path));
+    } else if (Clock::now() >= deadline) {
+      return tl::unexpected(text.error().wrap("read pid file"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+std::string with_log(std::string message, const std::string& stderr_log) {
+  std::string tail = log_tail(stderr_log, 1024);
+  while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
+  if (!tail.empty()) message += "; qemu said: " + tail;
+  return message;
+}
+
+}  // namespace
+
+Result<VmProcess> VmProcess::launch(const VmConfig& cfg, const std::string& stderr_log,
+                                    std::chrono::milliseconds timeout) {
+  if (cfg.pid_file.empty() || cfg.qmp_socket.empty()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "launch qemu: config needs a pid file and a QMP socket");
+  }
+  const std::string& bin = cfg.qemu_binary;
+  bool found = bin.find('/') != std::string::npos ? ::access(bin.c_str(), X_OK) == 0
+                                                  : !find_in_path(bin).empty();
+  if (!found) {
+    return make_error(ErrorCode::kQemuMissing,
+                      bin +
+                          " not found; install it with: apt-get install qemu-system-x86 "
+                          "(or run scripts/install-deps.sh)");
+  }
+  const auto deadline = Clock::now() + timeout;
+
+  // Stale files from an earlier run would make us adopt or talk to the wrong process.
+  for (const std::string* path : {&cfg.pid_file, &cfg.qmp_socket}) {
+    if (::unlink(path->c_str()) != 0 && errno != ENOENT) {
+      return errno_error(errno, "launch qemu: remove stale " + *path);
+    }
+  }
+  auto log = open_file(stderr_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
+  if (!log) return tl::unexpected(log.error().wrap("launch qemu: open log"));
+
+  VmConfig run_cfg = cfg;
+  run_cfg.daemonize = false;  // see the header: we detach QEMU ourselves
+  SpawnOptions opts;
+  opts.stdout_fd = log->get();
+  opts.stderr_fd = log->get();
+  opts.new_session = true;  // no controlling terminal; a Ctrl-C aimed at the CLI misses QEMU
+  auto child = Child::spawn(build_qemu_argv(run_cfg), opts);
+  if (!child) return tl::unexpected(child.error().wrap("launch qemu"));
+  // From here on, returning early destroys child, which kills and reaps QEMU.
+
+  auto exited = [&](int status) {
+    return make_error(ErrorCode::kQemuFailed,
+                      with_log("qemu exited with status " + std::to_string(status), stderr_log));
+  };
+  // The QMP socket appears early in QEMU's start-up; an early failure ends the process instead.
+  while (!path_exists(cfg.qmp_socket)) {
+    auto status = child->wait(std::chrono::milliseconds(2));
+    if (status) return exited(*status);
+    if (status.error().code() != ErrorCode::kTimeout) {
+      return tl::unexpected(status.error().wrap("launch qemu"));
+    }
+    if (Clock::now() >= deadline) {
+      return make_error(ErrorCode::kTimeout, with_log("launch qemu: no QMP socket within " +
+                                                          std::to_string(timeout.count()) + " ms",
+                                                      stderr_log));
+    }
+  }
+  // QMP commands (qmp_capabilities included) run in QEMU's main loop, which starts only after
+  // machine init, so a finished handshake means QEMU is up.
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  auto qmp = QmpClient::connect(cfg.qmp_socket, std::max(left, std::chrono::milliseconds(1)));
+  if (!qmp) {
+    auto status = child->wait(std::chrono::milliseconds(500));
+    if (status) return exited(*status);
+    return tl::unexpected(
+        Error(qmp.error().code(), with_log("launch qemu: " + qmp.error().message(), stderr_log)));
+  }
+
+  auto pid = read_pid_file(cfg.pid_file);
+  if (!pid) return tl::unexpected(pid.error().wrap("launch qemu"));
+  if (*pid != child->pid()) {
+    return make_error(ErrorCode::kQemuFailed, "launch qemu: pid file " + cfg.pid_file + " names " +
+                                                  std::to_string(*pid) + ", not " +
+                                                  std::to_string(child->pid()));
+  }
+  UniqueFd pidfd = pidfd_open(*pid);
+  if (!pidfd) return errno_error(errno, "launch qemu: pidfd_open");
+  child->detach();
+  return VmProcess(*pid, std::move(pidfd));
+}
+
+Result<VmProcess> VmProcess::adopt(pid_t pid) {
+  if (pid <= 1) return make_error(ErrorCode::kInvalidArgument, "adopt: invalid pid");
+  UniqueFd pidfd = pidfd_open(pid);
+  if (!pidfd) {
+    int err = errno;
+    if (err == ESRCH) {
+      return make_error(ErrorCode::kNotFound, "adopt: process " + std::to_string(pid) + " is gone");
+    }
+    return errno_error(err, "adopt: pidfd_open " + std::to_string(pid));
+  }
+  VmProcess proc(pid, std::move(pidfd));
+  if (!proc.alive()) {
+    return make_error(ErrorCode::kNotFound, "adopt: process " + std::to_string(pid) + " is gone");
+  }
+  return proc;
+}
+
+bool VmProcess::alive() const {
+  if (pid_ <= 0) return false;
+  if (pidfd_) {
+    pollfd p{pidfd_.get(), POLLIN, 0};
+    int rc;
+    do {
+      rc = ::poll(&p, 1, 0);
+    } while (rc < 0 && errno == EINTR);
+    if (rc > 0) {  // readable means exited
+      reap_if_child(pidfd_);
+      return false;
+    }
+    if (rc == 0) return true;
+  }
+  return process_alive(pid_);
+}
+
+bool VmProcess::wait_exit(std::chrono::milliseconds timeout) const {
+  if (pid_ <= 0) return true;
+  const auto deadline = Clock::now() + timeout;
+  if (pidfd_) {
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd p{pidfd_.get(), POLLIN, 0};
+      int rc = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+      if (rc > 0) {
+        reap_if_child(pidfd_);
+        return true;
+      }
+      if (rc == 0) return false;
+      if (errno != EINTR) break;  // fall back to polling the pid
+    }
+  }
+  // Without a pidfd (only possible after a failed poll): check every 10 ms.
+  for (;;) {
+    if (!process_alive(pid_)) return true;
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+void VmProcess::terminate(std::chrono::milliseconds grace) {
+  if (!alive()) return;
+  send_signal(pid_, pidfd_, SIGTERM);
+  if (wait_exit(grace)) return;
+  send_signal(pid_, pidfd_, SIGKILL);
+  (void)wait_exit(kKillWait);
+}
+
+std::string log_tail(const std::string& path, size_t max_bytes) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || st.st_size <= 0 || max_bytes == 0) return {};
+  const auto size = static_cast<size_t>(st.st_size);
+  const size_t len = std::min(size, max_bytes);
+  std::string out(len, '\0');
+  size_t got = 0;
+  while (got < len) {
+    ssize_t n =
+        ::pread(fd.get(), out.data() + got, len - got, static_cast<off_t>(size - len + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  out.resize(got);
+  // Start at a line boundary when we cut the file, so the first line is not a fragment.
+  if (len < size) {
+    size_t nl = out.find('\n');
+    if (nl != std::string::npos && nl + 1 < out.size()) out.erase(0, nl + 1);
+  }
+  return out;
+}
+
+}  // namespace forkd::vmm

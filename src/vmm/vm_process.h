@@ -1,0 +1,50 @@
+#pragma once
+// One QEMU process. It runs detached in its own session (so a sandbox outlives the forkd process
+// that started it) and writes its pid file; VmProcess tracks it with a pidfd. forkd detaches QEMU
+// itself rather than using -daemonize, which QEMU 7.2 cannot combine with -sandbox spawn=deny.
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+
+#include "base/error.h"
+#include "base/unique_fd.h"
+#include "vmm/qemu_cmdline.h"
+
+namespace forkd::vmm {
+
+class VmProcess {
+ public:
+  // Starts QEMU with cfg (which must set pid_file and qmp_socket; cfg.daemonize is ignored) in a
+  // new session and waits until it finished initialising: a QMP handshake succeeds (QMP commands
+  // run only once QEMU's main loop does). QEMU's stdout/stderr go to stderr_log; on failure the
+  // error message carries its last lines. A missing QEMU binary is kQemuMissing with the apt-get
+  // command to fix it. The QMP connection used for the check is closed again. If the launching
+  // process outlives QEMU, alive()/wait_exit() reap it.
+  static Result<VmProcess> launch(const VmConfig& cfg, const std::string& stderr_log,
+                                  std::chrono::milliseconds timeout);
+
+  // Tracks an already running QEMU (re-adoption from a pid file). kNotFound if it is gone.
+  static Result<VmProcess> adopt(pid_t pid);
+
+  VmProcess(VmProcess&&) noexcept = default;
+  VmProcess& operator=(VmProcess&&) noexcept = default;
+  VmProcess(const VmProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool alive() const;
+  // Waits up to timeout for the process to exit; true when it did.
+  bool wait_exit(std::chrono::milliseconds timeout) const;
+  // SIGTERM, wait up to grace, then SIGKILL and wait. Idempotent; safe on a dead process.
+  void terminate(std::chrono::milliseconds grace);
+
+ private:
+  VmProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  pid_t pid_ = -1;
+  UniqueFd pidfd_;
+};
+
+// Last max_bytes of a log file (for error messages); empty if unreadable.
+std::string log_tail(const std::string& path, size_t max_bytes = 2048);
+
+}  // namespace forkd::vmm
