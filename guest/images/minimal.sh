@@ -6,7 +6,8 @@ agent=${1:?usage: minimal.sh AGENT OUT}
 out=${2:?usage: minimal.sh AGENT OUT}
 busybox=$(command -v busybox || true)
 [[ -n "$busybox" ]] || { echo "minimal.sh: busybox not found; apt-get install busybox-static" >&2; exit 1; }
-if ! file_out=$(LC_ALL=C ldd "$busybox" 2>&1) || [[ "$file_out" != *"not a dynamic executable"* ]]; then
+ldd_out=$(LC_ALL=C ldd "$busybox" 2>&1 || true)
+if [[ "$ldd_out" != *"not a dynamic executable"* ]]; then
   echo "minimal.sh: $busybox is not static; apt-get install busybox-static" >&2
   exit 1
 fi

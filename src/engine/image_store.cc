@@ -272,7 +272,7 @@ Result<Image> ImageStore::build_image(std::string_view name, const std::string& 
   }
   if (name == "minimal") {
     auto st = run_script({"bash", assets_ + "/images/minimal.sh", agent_, staging + "/initramfs.gz"},
-                         staging + "/build.log", progress);
+                         home_ + "/cache/image-minimal.log", progress);
     if (!st) return cleanup(st.error());
     meta["initrd"] = "initramfs.gz";
     meta["append"] = kMinimalAppend;
@@ -282,7 +282,7 @@ Result<Image> ImageStore::build_image(std::string_view name, const std::string& 
     if (!tar) return cleanup(tar.error());
     auto st = run_script(
         {"bash", assets_ + "/images/assemble-rootfs.sh", *tar, agent_, staging + "/rootfs.ext4"},
-        staging + "/build.log", progress);
+        home_ + "/cache/image-python.log", progress);
     if (!st) return cleanup(st.error());
     ::chmod((staging + "/rootfs.ext4").c_str(), 0444);
     meta["disk"] = "rootfs.ext4";

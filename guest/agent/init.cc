@@ -1,0 +1,102 @@
+#include "init.h"
+
+#include <fcntl.h>
+#include <net/if.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "base/unique_fd.h"
+#include "log.h"
+
+namespace forkd::agent {
+
+namespace {
+
+void mount_fs(const char* source, const char* target, const char* type, unsigned long flags,
+              const char* data) {
+  ::mkdir(target, 0755);
+  if (::mount(source, target, type, flags, data) != 0 && errno != EBUSY) {
+    log_line(std::string("mount ") + target + ": " + std::strerror(errno));
+  }
+}
+
+void bring_up_loopback() {
+  forkd::UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) return;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) return;
+  ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) log_line("lo up failed");
+}
+
+}  // namespace
+
+void ensure_std_fds() {
+  for (int fd = 0; fd < 3; ++fd) {
+    if (::fcntl(fd, F_GETFD) >= 0) continue;
+    int n = ::open("/dev/null", O_RDWR);  // lands on the lowest free fd, i.e. fd
+    if (n >= 0 && n != fd) ::close(n);
+  }
+}
+
+void init_system() {
+  const unsigned long nosuid_nodev = MS_NOSUID | MS_NODEV;
+  mount_fs("proc", "/proc", "proc", nosuid_nodev | MS_NOEXEC, nullptr);
+  mount_fs("sysfs", "/sys", "sysfs", nosuid_nodev | MS_NOEXEC, nullptr);
+  mount_fs("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+  mount_fs("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");
+  mount_fs("tmpfs", "/dev/shm", "tmpfs", nosuid_nodev, "mode=1777");
+  mount_fs("tmpfs", "/tmp", "tmpfs", nosuid_nodev, "mode=1777");
+  mount_fs("tmpfs", "/run", "tmpfs", nosuid_nodev, "mode=0755");
+  ensure_std_fds();
+  ::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
+  ::setenv("HOME", "/root", 1);
+  bring_up_loopback();
+  static constexpr char kHostname[] = "forkd";
+  if (::sethostname(kHostname, sizeof kHostname - 1) != 0) log_line("sethostname failed");
+  if (::chdir("/") != 0) log_line("chdir / failed");
+}
+
+void split_reaper() {
+  pid_t child = ::fork();
+  if (child < 0) {
+    // Cannot split: serve from PID 1 itself; orphans then stay zombies, which beats no agent.
+    log_line(std::string("fork failed: ") + std::strerror(errno));
+    return;
+  }
+  if (child == 0) return;
+  // PID 1: the kernel ignores signals init has no handler for, so SIGTERM/SIGINT are harmless.
+  // Block everything to be explicit, and reap forever.
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, nullptr);
+  for (;;) {
+    int status;
+    pid_t pid = ::wait(&status);
+    if (pid < 0 && errno == ECHILD) ::sleep(1);
+    if (pid != child && !(pid < 0 && child < 0)) continue;
+    // The server died (or an earlier restart failed to fork): start another one.
+    log_line("agent server exited; restarting");
+    ::sleep(1);
+    child = ::fork();
+    if (child == 0) {
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      return;
+    }
+  }
+}
+
+}  // namespace forkd::agent

@@ -1,0 +1,230 @@
+#include "port.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+#include "base/unique_fd.h"
+#include "log.h"
+
+namespace forkd::agent {
+
+namespace {
+
+constexpr int kWriteStallMs = 30'000;
+
+// Waits up to timeout_ms for SIGIO (which must be blocked so it stays pending).
+void wait_sigio(int timeout_ms) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGIO);
+  timespec ts{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1'000'000L};
+  (void)sigtimedwait(&set, nullptr, &ts);
+}
+
+// A character device or other path: the virtio-serial semantics are that read() returns 0
+// (and poll reports POLLHUP) while the host side is not connected.
+class FdPort : public Port {
+ public:
+  explicit FdPort(UniqueFd fd) : fd_(std::move(fd)) {
+    // Ask for SIGIO on state changes (host connect, data) so the reader can sleep without spinning.
+    if (::fcntl(fd_.get(), F_SETOWN, ::getpid()) != 0) log_line("F_SETOWN failed");
+    int fl = ::fcntl(fd_.get(), F_GETFL);
+    if (fl >= 0) (void)::fcntl(fd_.get(), F_SETFL, fl | O_ASYNC | O_NONBLOCK);
+  }
+
+  ReadEvent read_some(std::string* out, size_t max) override {
+    char buf[65536];
+    size_t want = max < sizeof buf ? max : sizeof buf;
+    for (;;) {
+      ssize_t n = ::read(fd_.get(), buf, want);
+      if (n > 0) {
+        if (was_disconnected_) log_line("host connected");
+        was_disconnected_ = false;
+        out->append(buf, static_cast<size_t>(n));
+        return ReadEvent::kData;
+      }
+      int err = errno;
+      if (n < 0 && err == EINTR) continue;
+      if (n < 0 && err == EAGAIN) {
+        pollfd p{fd_.get(), POLLIN, 0};
+        int r = ::poll(&p, 1, 1000);
+        if (r > 0 && (p.revents & POLLIN) == 0 && (p.revents & (POLLHUP | POLLERR)) != 0) {
+          return disconnected();
+        }
+        continue;
+      }
+      // n == 0: host not connected. Other errors: treat alike, but never spin.
+      return disconnected();
+    }
+  }
+
+  void write(std::string_view bytes) override {
+    std::lock_guard lock(mu_);
+    if (!write_all_fd(fd_.get(), bytes, kWriteStallMs)) log_limited("reply dropped: host gone");
+  }
+
+ private:
+  ReadEvent disconnected() {
+    if (!was_disconnected_) log_line("host disconnected; waiting");
+    was_disconnected_ = true;
+    wait_sigio(1000);
+    return ReadEvent::kReset;
+  }
+
+  UniqueFd fd_;
+  std::mutex mu_;  // serializes frames
+  bool was_disconnected_ = false;
+};
+
+class UnixListenPort : public Port {
+ public:
+  explicit UnixListenPort(UniqueFd listener) : listener_(std::move(listener)) {}
+
+  ReadEvent read_some(std::string* out, size_t max) override {
+    if (conn_fd_ < 0) {
+      int c = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) {
+        if (errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        return ReadEvent::kReset;
+      }
+      std::lock_guard lock(mu_);
+      conn_.reset(c);
+      conn_fd_ = c;
+    }
+    char buf[65536];
+    size_t want = max < sizeof buf ? max : sizeof buf;
+    ssize_t n = ::recv(conn_fd_, buf, want, 0);
+    if (n > 0) {
+      out->append(buf, static_cast<size_t>(n));
+      return ReadEvent::kData;
+    }
+    if (n < 0 && errno == EINTR) return ReadEvent::kData;  // nothing appended; caller loops
+    std::lock_guard lock(mu_);
+    conn_.reset();
+    conn_fd_ = -1;
+    return ReadEvent::kReset;
+  }
+
+  void write(std::string_view bytes) override {
+    std::lock_guard lock(mu_);
+    if (!conn_.valid()) return;  // no host: drop
+    if (!write_all_fd(conn_.get(), bytes, kWriteStallMs)) log_limited("reply dropped: host gone");
+  }
+
+ private:
+  UniqueFd listener_;
+  std::mutex mu_;  // serializes frames; guards conn_
+  UniqueFd conn_;
+  int conn_fd_ = -1;  // reader's copy of conn_.get(); only the reader thread changes conn_
+};
+
+Result<std::string> find_virtio_port(std::string_view name) {
+  const char* base = "/sys/class/virtio-ports";
+  DIR* d = ::opendir(base);
+  if (d == nullptr) return errno_error(errno, "opendir /sys/class/virtio-ports");
+  std::string found;
+  int budget = 1024;
+  while (dirent* e = ::readdir(d)) {
+    if (--budget < 0) break;
+    if (std::strncmp(e->d_name, "vport", 5) != 0) continue;
+    std::string name_path = std::string(base) + "/" + e->d_name + "/name";
+    UniqueFd fd(::open(name_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) continue;
+    char buf[256];
+    ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+    if (n <= 0) continue;
+    std::string_view content(buf, static_cast<size_t>(n));
+    while (!content.empty() && (content.back() == '\n' || content.back() == '\0')) {
+      content.remove_suffix(1);
+    }
+    if (content == name) {
+      found = std::string("/dev/") + e->d_name;
+      break;
+    }
+  }
+  ::closedir(d);
+  if (found.empty()) {
+    return make_error(ErrorCode::kNotFound, "no virtio port named " + std::string(name));
+  }
+  return found;
+}
+
+}  // namespace
+
+bool write_all_fd(int fd, std::string_view data, int stall_ms) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno == ENOTSOCK) n = ::write(fd, data.data() + off, data.size() - off);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd p{fd, POLLOUT, 0};
+      int r = ::poll(&p, 1, stall_ms);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) return false;                      // stalled
+      if ((p.revents & POLLOUT) == 0) return false;  // POLLHUP/POLLERR: host gone
+      continue;
+    }
+    return false;  // EPIPE, ECONNRESET, ENODEV, ...
+  }
+  return true;
+}
+
+Result<std::unique_ptr<Port>> open_virtio_port(std::string_view name, int wait_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+  for (;;) {
+    auto dev = find_virtio_port(name);
+    if (dev) {
+      UniqueFd fd(::open(dev->c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+      if (fd) {
+        log_line("using port " + *dev);
+        return std::unique_ptr<Port>(new FdPort(std::move(fd)));
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return errno_error(errno, "open " + *dev);
+    } else if (std::chrono::steady_clock::now() >= deadline) {
+      return tl::unexpected(dev.error());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+Result<std::unique_ptr<Port>> open_path_port(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
+  if (!fd) return errno_error(errno, "open " + path);
+  return std::unique_ptr<Port>(new FdPort(std::move(fd)));
+}
+
+Result<std::unique_ptr<Port>> open_unix_listener(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    return make_error(ErrorCode::kInvalidArgument, "unix socket path too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return errno_error(errno, "socket");
+  ::unlink(path.c_str());
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return errno_error(errno, "bind " + path);
+  }
+  if (::listen(fd.get(), 4) != 0) return errno_error(errno, "listen " + path);
+  return std::unique_ptr<Port>(new UnixListenPort(std::move(fd)));
+}
+
+}  // namespace forkd::agent

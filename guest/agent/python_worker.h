@@ -1,0 +1,72 @@
+#pragma once
+// The warm Python worker behind the eval op: one `python3 -u -c <kWorkerScript>` child, started
+// at agent start (so a snapshot captures it warm, numpy imported), restarted on the next eval
+// after it dies. Evals are serialized; globals persist across evals.
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/unique_fd.h"
+#include "request.h"
+
+namespace forkd::agent {
+
+inline constexpr uint32_t kMaxWorkerMessage = 16u << 20;
+
+// u32 little-endian length + the JSON text.
+std::string encode_worker_message(const Json& msg);
+// Reads the length prefix of buf (at least 4 bytes).
+uint32_t decode_worker_length(std::string_view buf);
+
+struct WorkerHello {
+  Json numpy;  // version string or null
+  std::string python;
+};
+AgentResult<WorkerHello> parse_worker_hello(std::string_view json);
+// Validates a worker reply; returns {"value", "stdout", "error"} with checked types.
+AgentResult<Json> parse_eval_reply(std::string_view json);
+
+class PythonWorker {
+ public:
+  PythonWorker() = default;
+  PythonWorker(const PythonWorker&) = delete;
+  PythonWorker& operator=(const PythonWorker&) = delete;
+  ~PythonWorker();
+
+  // Starts the worker on a background thread when python3 is on PATH; returns at once.
+  void start_async();
+
+  struct Info {
+    bool python = false;
+    Json numpy;  // null when unknown or absent
+  };
+  // Waits up to wait_ms for a pending start to finish. Thread-safe; never waits behind an eval.
+  Info info(int wait_ms);
+
+  // The eval op: args "code" (string), optional "timeout_ms" (kills and restarts the worker).
+  AgentResult<OpReply> eval(const Request& req);
+
+ private:
+  AgentStatus start_locked();
+  void stop_locked();
+  AgentResult<std::string> read_message_locked(int64_t timeout_ms);
+  void set_info(bool python, Json numpy, bool starting);
+
+  std::mutex eval_mu_;  // serializes evals and (re)starts; guards the fields below
+  pid_t pid_ = -1;
+  UniqueFd to_worker_;
+  UniqueFd from_worker_;
+
+  std::mutex info_mu_;  // guards the fields below
+  std::condition_variable info_cv_;
+  bool starting_ = false;
+  bool python_ = false;
+  Json numpy_;
+};
+
+}  // namespace forkd::agent

@@ -1,0 +1,147 @@
+#include "server.h"
+
+#include <unistd.h>
+
+#include <system_error>
+#include <thread>
+
+#include "exec_op.h"
+#include "file_ops.h"
+#include "log.h"
+
+namespace forkd::agent {
+
+namespace {
+
+constexpr size_t kReadMax = 256 * 1024;
+
+}  // namespace
+
+Server::Server(Port* port, PythonWorker* python) : port_(port), python_(python) {}
+
+void Server::run() {
+  proto::FrameDecoder decoder;
+  std::string bytes;
+  for (;;) {
+    bytes.clear();
+    if (port_->read_some(&bytes, kReadMax) == ReadEvent::kReset) {
+      // The host went away mid-frame (or a clone got a fresh connection): start clean.
+      if (decoder.buffered() > 0) log_line("dropping partial frame after disconnect");
+      decoder = proto::FrameDecoder();
+      continue;
+    }
+    if (bytes.empty()) continue;
+    decoder.feed(bytes);
+    // Bounded: each iteration consumes a frame or at least one byte of garbage.
+    for (int guard = 0; guard < 100'000; ++guard) {
+      auto next = decoder.next();
+      if (!next) break;
+      if (!*next) {
+        log_limited("bad frame: " + next->error().message());
+        send_json(error_reply(0, {"bad_request", next->error().message()}), {});
+        continue;
+      }
+      handle_frame(std::move(**next));
+    }
+  }
+}
+
+void Server::handle_frame(proto::Frame frame) {
+  auto req = parse_request(frame.json, std::move(frame.bin));
+  if (!req) {
+    log_limited("bad request: " + req.error().error.message);
+    send_json(error_reply(req.error().id, req.error().error), {});
+    return;
+  }
+  if (!is_known_op(req->op)) {
+    send_reply(req->id, agent_error("unknown_op", "unknown op: " + req->op.substr(0, 64)));
+    return;
+  }
+  if (in_flight_.fetch_add(1) >= kMaxInFlight) {
+    in_flight_.fetch_sub(1);
+    send_reply(req->id, agent_error("busy", "too many requests in flight"));
+    return;
+  }
+  const uint64_t id = req->id;
+  // Detached: the server outlives every request (it never returns from run()). std::thread
+  // reports resource exhaustion by throwing; convert that at this library boundary.
+  try {
+    std::thread([this, r = std::move(*req)]() mutable {
+      AgentResult<OpReply> result = dispatch(r);
+      // Released before the reply goes out, so a host that saw the reply can reuse the slot.
+      in_flight_.fetch_sub(1);
+      send_reply(r.id, result);
+    }).detach();
+  } catch (const std::system_error&) {
+    in_flight_.fetch_sub(1);
+    send_reply(id, agent_error("busy", "cannot start a request thread"));
+  }
+}
+
+AgentResult<OpReply> Server::dispatch(const Request& req) {
+  const std::string& op = req.op;
+  if (op == "ping") return ping();
+  if (op == "exec") {
+    return run_exec(req, [this, id = req.id](std::string_view kind, std::string_view bytes) {
+      send_event(id, kind, bytes);
+    });
+  }
+  if (op == "eval") return python_->eval(req);
+  if (op == "file_write") return file_write_op(req);
+  if (op == "file_read") return file_read_op(req);
+  if (op == "file_list") return file_list_op(req);
+  if (op == "file_stat") return file_stat_op(req);
+  if (op == "mkdir") return mkdir_op(req);
+  if (op == "remove") return remove_op(req);
+  return agent_error("unknown_op", "unknown op: " + op.substr(0, 64));
+}
+
+AgentResult<OpReply> Server::ping() {
+  // Waits for a worker that is still importing numpy, so a snapshot taken after the first ping
+  // captures it warm.
+  PythonWorker::Info info = python_->info(120'000);
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start_);
+  OpReply reply;
+  reply.result = Json{{"version", kAgentVersion},
+                      {"protocol", proto::kProtocolVersion},
+                      {"pid", static_cast<int64_t>(::getpid())},
+                      {"hostname", std::string(host)},
+                      {"numpy", info.numpy},
+                      {"python", info.python},
+                      {"uptime_ms", static_cast<int64_t>(uptime.count())}};
+  return reply;
+}
+
+void Server::send_reply(uint64_t id, const AgentResult<OpReply>& result) {
+  if (!result) {
+    send_json(error_reply(id, result.error()), {});
+    return;
+  }
+  send_json(ok_reply(id, result->result), result->body);
+}
+
+void Server::send_event(uint64_t id, std::string_view kind, std::string_view bytes) {
+  // Callers pass at most 64 KiB; split anyway so no event exceeds one chunk.
+  for (size_t off = 0; off < bytes.size() || off == 0; off += proto::kChunkLen) {
+    send_json(Json{{"id", id}, {"event", kind}}, bytes.substr(off, proto::kChunkLen));
+    if (bytes.size() <= off + proto::kChunkLen) break;
+  }
+}
+
+void Server::send_json(const Json& j, std::string_view bin) {
+  std::string wire;
+  auto st = proto::encode_frame(to_wire(j), bin, &wire);
+  if (!st) {
+    // Only an oversized reply gets here; tell the host rather than going silent.
+    uint64_t id = j.contains("id") && j["id"].is_number_unsigned() ? j["id"].get<uint64_t>() : 0;
+    wire.clear();
+    auto fallback = to_wire(error_reply(id, {"internal", "reply too large"}));
+    if (!proto::encode_frame(fallback, {}, &wire)) return;
+  }
+  port_->write(wire);
+}
+
+}  // namespace forkd::agent

@@ -1,0 +1,45 @@
+#pragma once
+// The request loop: one reader thread decodes frames from the Port; each request runs on its own
+// thread (at most kMaxInFlight at once, beyond that the reply is `busy`) and writes its events and
+// final reply through the Port, which serializes frames.
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string_view>
+
+#include "port.h"
+#include "proto/frame.h"
+#include "python_worker.h"
+#include "request.h"
+
+namespace forkd::agent {
+
+inline constexpr int kMaxInFlight = 64;
+inline constexpr char kAgentVersion[] = "0.1.0";
+
+class Server {
+ public:
+  // Both pointers must outlive the server; request threads are detached and use them.
+  Server(Port* port, PythonWorker* python);
+
+  // Reads and dispatches forever.
+  [[noreturn]] void run();
+
+  // Handles one decoded frame: parses, validates and dispatches it (on a new thread unless the
+  // reply is immediate). Exposed for tests.
+  void handle_frame(proto::Frame frame);
+
+ private:
+  AgentResult<OpReply> dispatch(const Request& req);
+  AgentResult<OpReply> ping();
+  void send_reply(uint64_t id, const AgentResult<OpReply>& result);
+  void send_event(uint64_t id, std::string_view kind, std::string_view bytes);
+  void send_json(const Json& j, std::string_view bin);
+
+  Port* port_;
+  PythonWorker* python_;
+  std::atomic<int> in_flight_{0};
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace forkd::agent

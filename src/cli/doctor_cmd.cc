@@ -1,0 +1,177 @@
+// forkd doctor: checks the host and says how to fix each problem.
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/files.h"
+#include "base/subprocess.h"
+#include "cli/output.h"
+#include "engine/image_store.h"
+#include "vmm/accel.h"
+
+namespace forkd::cli {
+
+namespace {
+
+struct Check {
+  std::string name;
+  std::string status;  // ok | warn | fail
+  std::string detail;
+  std::string fix;
+};
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+Check check_binary(const std::string& name, const std::string& what, const std::string& pkg,
+                   const std::vector<std::string>& version_args) {
+  std::string path = find_in_path(name);
+  if (path.empty()) return {what, "fail", name + " not found", "apt-get install " + pkg};
+  std::string detail = path;
+  if (!version_args.empty()) {
+    std::vector<std::string> argv = {path};
+    argv.insert(argv.end(), version_args.begin(), version_args.end());
+    auto r = run_capture(argv, std::chrono::seconds(10));
+    if (r && r->exit_code == 0) detail = first_line(r->output);
+  }
+  return {what, "ok", detail, ""};
+}
+
+std::string fs_name(long type) {
+  switch (type) {
+    case EXT4_SUPER_MAGIC: return "ext4";
+    case TMPFS_MAGIC: return "tmpfs";
+    case BTRFS_SUPER_MAGIC: return "btrfs";
+    case XFS_SUPER_MAGIC: return "xfs";
+    case OVERLAYFS_SUPER_MAGIC: return "overlayfs";
+    default: return "other (0x" + fmt::format("{:x}", type) + ")";
+  }
+}
+
+std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
+  std::vector<Check> out;
+  out.push_back(check_binary("qemu-system-x86_64", "qemu", "qemu-system-x86", {"--version"}));
+  out.push_back(check_binary("qemu-img", "qemu-img", "qemu-utils", {}));
+  auto accel = vmm::choose_accel(cfg.accel);
+  if (accel) {
+    out.push_back({"accelerator", "ok",
+                   std::string(vmm::accel_name(accel->accel)) + ": " + accel->reason, ""});
+    if (accel->accel == vmm::Accel::kTcg) {
+      out.push_back({"isolation", "warn",
+                     "under TCG QEMU itself is not a security boundary; sandboxes are confined by "
+                     "QEMU's seccomp filter (-sandbox on, spawn/elevate denied)",
+                     "run on a host with vmx/svm for KVM isolation"});
+    } else {
+      out.push_back({"isolation", "ok", "KVM hardware virtualization", ""});
+    }
+  } else {
+    out.push_back({"accelerator", "fail", accel.error().message(), "use --accel auto or tcg"});
+  }
+  engine::ImageStore store(cfg.home, cfg.assets, cfg.agent);
+  if (path_exists(cfg.agent)) {
+    out.push_back({"agent", "ok", cfg.agent, ""});
+  } else {
+    out.push_back({"agent", "fail", cfg.agent + " missing", "make build"});
+  }
+  auto kc = store.kernel_cached();
+  if (kc && *kc) {
+    out.push_back({"kernel cache", "ok", "guest kernel built", ""});
+  } else {
+    out.push_back({"kernel cache", "warn",
+                   kc ? "guest kernel not built yet (first boot builds it, ~5 min)"
+                      : kc.error().message(),
+                   "forkd run -- true (builds it once)"});
+  }
+  for (const auto& name : engine::ImageStore::known_images()) {
+    auto ic = store.image_cached(name);
+    if (ic && *ic) {
+      out.push_back({"image " + name, "ok", "built", ""});
+    } else {
+      out.push_back({"image " + name, "warn", ic ? "not built yet" : ic.error().message(),
+                     "forkd run --image " + name + " -- true"});
+    }
+  }
+  out.push_back(check_binary("busybox", "busybox", "busybox-static", {}));
+  out.push_back(check_binary("debootstrap", "debootstrap", "debootstrap", {}));
+  out.push_back(path_exists("/usr/src/linux-source-6.1.tar.xz")
+                    ? Check{"kernel source", "ok", "/usr/src/linux-source-6.1.tar.xz", ""}
+                    : Check{"kernel source", "fail", "linux-source-6.1 missing",
+                            "apt-get install linux-source-6.1"});
+  (void)make_dirs(cfg.home);
+  struct statvfs sv;
+  if (::statvfs(cfg.home.c_str(), &sv) == 0) {
+    uint64_t free_mib = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize >> 20;
+    std::string detail = std::to_string(free_mib / 1024) + " GiB free in " + cfg.home;
+    out.push_back(free_mib >= 4096 ? Check{"disk", "ok", detail, ""}
+                                   : Check{"disk", free_mib >= 1024 ? "warn" : "fail", detail,
+                                           "free space or set FORKD_HOME to a larger disk"});
+  } else {
+    out.push_back({"disk", "fail", "cannot stat " + cfg.home, "set FORKD_HOME to a writable dir"});
+  }
+  struct statfs sf;
+  if (::statfs(cfg.home.c_str(), &sf) == 0) {
+    std::string fs = fs_name(static_cast<long>(sf.f_type));
+    bool reflink = fs == "btrfs" || fs == "xfs";
+    out.push_back({"filesystem", "ok",
+                   fs + " at " + cfg.home + (reflink ? " (reflink copies)" : " (no reflink)"), ""});
+  }
+  long uffd = ::syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+  if (uffd >= 0) {
+    ::close(static_cast<int>(uffd));
+    out.push_back({"userfaultfd", "ok", "available", ""});
+  } else {
+    out.push_back({"userfaultfd", "warn", std::string("unavailable: ") + strerror(errno),
+                   "sysctl vm.unprivileged_userfaultfd=1 or run as root"});
+  }
+  if (path_exists("/sys/fs/cgroup/cgroup.controllers")) {
+    auto ctl = read_file("/sys/fs/cgroup/cgroup.controllers", 4096);
+    out.push_back({"cgroups", "ok", "cgroup v2: " + (ctl ? first_line(*ctl) : ""), ""});
+  } else {
+    out.push_back({"cgroups", "warn", "cgroup v2 not mounted at /sys/fs/cgroup",
+                   "mount -t cgroup2 none /sys/fs/cgroup"});
+  }
+  return out;
+}
+
+int do_doctor(const GlobalOptions& g, bool json) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  auto checks = run_checks(*cfg);
+  bool failed = false;
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& c : checks) {
+    failed |= c.status == "fail";
+    arr.push_back({{"check", c.name}, {"status", c.status}, {"detail", c.detail}, {"fix", c.fix}});
+  }
+  if (json) {
+    std::printf("%s\n", nlohmann::json{{"ok", !failed}, {"home", cfg->home}, {"checks", arr}}
+                            .dump(2).c_str());
+  } else {
+    for (const auto& c : checks) {
+      std::printf("%-5s %-14s %s\n", c.status == "ok" ? "ok" : c.status == "warn" ? "WARN" : "FAIL",
+                  c.name.c_str(), c.detail.c_str());
+      if (c.status != "ok" && !c.fix.empty()) std::printf("      %-14s fix: %s\n", "", c.fix.c_str());
+    }
+    std::printf("%s\n", failed ? "doctor: problems found" : "doctor: ready");
+  }
+  return failed ? kExitError : 0;
+}
+
+}  // namespace
+
+void register_doctor(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto json = std::make_shared<bool>(false);
+  auto* sub = app.add_subcommand("doctor", "Check this host and print a fix for each problem");
+  sub->add_flag("--json", *json, "Machine-readable output");
+  sub->callback([&action, &g, json] { action = [&g, json] { return do_doctor(g, *json); }; });
+}
+
+}  // namespace forkd::cli

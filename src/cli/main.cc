@@ -1,0 +1,66 @@
+// forkd command line: thin front end over the engine library.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "base/log.h"
+#include "base/paths.h"
+#include "cli/output.h"
+#include "engine/sandbox.h"
+
+namespace {
+
+// Ctrl-C, SIGTERM and SIGHUP are taken by a dedicated thread (the signals are blocked everywhere
+// else), which tears down every sandbox this process owns before exiting.
+void start_signal_thread() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::thread([set] {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) return;
+    std::fprintf(stderr, "\nforkd: %s, tearing down sandboxes\n", strsignal(sig));
+    forkd::engine::Sandbox::destroy_all_owned();
+    _exit(forkd::cli::kExitInterrupted);
+  }).detach();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  start_signal_thread();
+  forkd::init_logging(spdlog::level::warn);
+
+  CLI::App app{"forkd: fork-able microVM sandboxes for AI agents"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(forkd::forkd_version()));
+  forkd::cli::GlobalOptions g;
+  app.add_option("--accel", g.accel, "Accelerator: auto (default), kvm or tcg")
+      ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
+  app.add_option("--machine", g.machine, "QEMU machine type: microvm (default) or pc");
+  app.add_flag("-v,--verbose", g.verbose, "Log engine steps to stderr");
+  app.parse_complete_callback([&g] {
+    if (g.verbose) forkd::init_logging(spdlog::level::info);
+  });
+
+  forkd::cli::Action action;
+  forkd::cli::register_run(app, g, action);
+  forkd::cli::register_doctor(app, g, action);
+  forkd::cli::register_bench(app, g, action);
+  forkd::cli::register_demo(app, g, action);
+
+  // CLI11 reports usage errors by exception; this is the library boundary where they end.
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : forkd::cli::kExitUsage;
+  }
+  return action ? action() : 0;
+}

@@ -1,0 +1,46 @@
+#pragma once
+// Shared CLI plumbing: error printing, exit codes, global options, progress lines.
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include <CLI/CLI.hpp>
+
+#include "base/error.h"
+#include "engine/config.h"
+#include "engine/image_store.h"
+
+namespace forkd::cli {
+
+// Exit codes of the CLI itself (a `run` passes the guest command's code through instead).
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr int kExitTimeout = 124;
+inline constexpr int kExitNotFound = 127;
+inline constexpr int kExitInterrupted = 130;
+
+struct GlobalOptions {
+  std::string accel = "auto";
+  std::string machine;  // empty: engine default (FORKD_MACHINE or microvm)
+  bool verbose = false;
+};
+
+// Prints "forkd: <message> [code]" to stderr and returns the exit code for it.
+int report_error(const Error& err);
+
+// The engine configuration from the environment and the global flags. kInvalidArgument for a
+// bad --machine.
+Result<engine::EngineConfig> make_config(const GlobalOptions& g);
+
+// Progress printer for long operations: "forkd: <line>" on stderr.
+engine::ProgressFn stderr_progress();
+
+// Each verb registers its subcommand; when CLI11 selects it, its callback stores the action to run
+// in `action`, and main runs it after parsing (CLI11 callbacks cannot return an exit code).
+using Action = std::function<int()>;
+void register_run(CLI::App& app, GlobalOptions& g, Action& action);
+void register_doctor(CLI::App& app, GlobalOptions& g, Action& action);
+void register_bench(CLI::App& app, GlobalOptions& g, Action& action);
+void register_demo(CLI::App& app, GlobalOptions& g, Action& action);
+
+}  // namespace forkd::cli

@@ -1,0 +1,102 @@
+// forkd run: boot a sandbox, run one command, stream its output, exit with its code.
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "base/files.h"
+#include "cli/output.h"
+#include "engine/sandbox.h"
+
+namespace forkd::cli {
+
+namespace {
+
+struct RunArgs {
+  std::string image = "minimal";
+  int memory_mib = 256;
+  int cpus = 1;
+  double timeout_s = 0;
+  double boot_timeout_s = 90;
+  std::string cwd;
+  std::vector<std::string> env;
+  bool json = false;
+  std::string extra_append;
+  std::vector<std::string> command;
+};
+
+int do_run(const GlobalOptions& g, const RunArgs& a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  engine::BootOptions bo;
+  bo.image = a.image;
+  bo.memory_mib = a.memory_mib;
+  bo.cpus = a.cpus;
+  bo.boot_timeout = std::chrono::milliseconds(static_cast<int64_t>(a.boot_timeout_s * 1000));
+  bo.progress = stderr_progress();
+  bo.extra_append = a.extra_append;
+  engine::ExecOptions eo;
+  eo.argv = a.command;
+  eo.cwd = a.cwd;
+  eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000));
+  for (const auto& kv : a.env) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return report_error(Error(ErrorCode::kInvalidArgument, "--env wants KEY=VALUE, got " + kv));
+    }
+    eo.env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+
+  auto sb = engine::Sandbox::boot(*cfg, bo);
+  if (!sb) return report_error(sb.error());
+  engine::EventFn stream;
+  if (!a.json) {
+    stream = [](const std::string& which, std::string_view data) {
+      (void)write_all(which == "stderr" ? STDERR_FILENO : STDOUT_FILENO, data);
+    };
+  }
+  auto res = (*sb)->exec(eo, stream);
+  double boot_ms = (*sb)->timings().agent_ms;
+  (*sb)->destroy();
+  if (!res) return report_error(res.error());
+  if (a.json) {
+    nlohmann::json out = {{"exit_code", res->exit_code}, {"timed_out", res->timed_out},
+                          {"duration_ms", res->duration_ms}, {"boot_ms", boot_ms},
+                          {"stdout", res->stdout_data}, {"stderr", res->stderr_data}};
+    std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  }
+  if (res->timed_out) {
+    std::fprintf(stderr, "forkd: command timed out after %.3g s and was killed [timeout]\n",
+                 a.timeout_s);
+    return kExitTimeout;
+  }
+  return res->exit_code;
+}
+
+}  // namespace
+
+void register_run(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto a = std::make_shared<RunArgs>();
+  auto* sub = app.add_subcommand("run", "Boot a sandbox, run a command in it, tear it down");
+  sub->add_option("--image", a->image, "Guest image: minimal or python")->capture_default_str();
+  sub->add_option("--memory", a->memory_mib, "Guest memory in MiB")
+      ->check(CLI::Range(64, 65536))
+      ->capture_default_str();
+  sub->add_option("--cpus", a->cpus, "Guest vCPUs")->check(CLI::Range(1, 64))->capture_default_str();
+  sub->add_option("--timeout", a->timeout_s, "Kill the command after S seconds (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--boot-timeout", a->boot_timeout_s, "Give up if the agent has not answered")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sub->add_option("--cwd", a->cwd, "Working directory in the guest");
+  sub->add_option("-e,--env", a->env, "KEY=VALUE added to the command's environment");
+  sub->add_flag("--json", a->json, "Print one JSON result instead of streaming output");
+  sub->add_option("--kernel-append", a->extra_append, "Extra kernel arguments (debugging)")
+      ->group("");
+  sub->add_option("command", a->command, "Command and arguments (after --)")->required();
+  sub->callback([&action, &g, a] { action = [&g, a] { return do_run(g, *a); }; });
+}
+
+}  // namespace forkd::cli

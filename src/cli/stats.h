@@ -1,0 +1,30 @@
+#pragma once
+// Small summary statistics for benchmarks.
+#include <algorithm>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace forkd::cli {
+
+struct Summary {
+  double min = 0, median = 0, p90 = 0, max = 0;
+  size_t n = 0;
+  nlohmann::json to_json() const {
+    return {{"min", min}, {"median", median}, {"p90", p90}, {"max", max}, {"n", n}};
+  }
+};
+
+inline Summary summarize(std::vector<double> v) {
+  Summary s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.n = v.size();
+  s.min = v.front();
+  s.max = v.back();
+  s.median = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  s.p90 = v[std::min(v.size() - 1, static_cast<size_t>(0.9 * static_cast<double>(v.size())))];
+  return s;
+}
+
+}  // namespace forkd::cli

@@ -1,0 +1,110 @@
+#include "integration/vm_fixture.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "base/files.h"
+#include "base/paths.h"
+#include "base/subprocess.h"
+
+namespace forkd::test {
+
+engine::EngineConfig config() { return engine::EngineConfig::from_env(); }
+
+std::string qemu_missing_reason() {
+  if (find_in_path("qemu-system-x86_64").empty()) {
+    return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)";
+  }
+  return "";
+}
+
+std::unique_ptr<engine::Sandbox> boot(const std::string& image, int memory_mib) {
+  engine::BootOptions o;
+  o.image = image;
+  o.memory_mib = memory_mib;
+  auto sb = engine::Sandbox::boot(config(), o);
+  EXPECT_TRUE(sb) << sb.error().describe();
+  return sb ? std::move(*sb) : nullptr;
+}
+
+std::string forkd_cli() { return exe_dir() + "/forkd"; }
+
+std::vector<int> qemu_pids_for_home(const std::string& home) {
+  std::vector<int> out;
+  std::string needle = home + "/sandboxes/";
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (auto* e = ::readdir(d)) {
+    int pid = std::atoi(e->d_name);
+    if (pid <= 0) continue;
+    auto cmd = read_file("/proc/" + std::string(e->d_name) + "/cmdline", 1 << 20);
+    if (!cmd) continue;
+    for (auto& c : *cmd) {
+      if (c == '\0') c = ' ';
+    }
+    if (cmd->find("qemu-system") != std::string::npos && cmd->find(needle) != std::string::npos) {
+      out.push_back(pid);
+    }
+  }
+  ::closedir(d);
+  return out;
+}
+
+namespace {
+void drain(int fd, std::string* into) {
+  char buf[65536];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  if (n > 0) into->append(buf, static_cast<size_t>(n));
+}
+}  // namespace
+
+CliResult run_cli(const std::vector<std::string>& args,
+                  const std::vector<std::pair<std::string, std::string>>& env, int timeout_s) {
+  CliResult res;
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) return res;
+  UniqueFd out_r(out[0]), out_w(out[1]), err_r(err[0]), err_w(err[1]);
+  std::vector<std::string> argv = {forkd_cli()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  SpawnOptions o;
+  o.stdout_fd = out_w.get();
+  o.stderr_fd = err_w.get();
+  for (const auto& [k, v] : env) o.env[k] = v;
+  auto child = Child::spawn(argv, o);
+  if (!child) {
+    res.err = child.error().describe();
+    return res;
+  }
+  out_w.reset();
+  err_w.reset();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  bool out_open = true, err_open = true;
+  while ((out_open || err_open) && std::chrono::steady_clock::now() < deadline) {
+    struct pollfd p[2] = {{out_open ? out_r.get() : -1, POLLIN, 0},
+                          {err_open ? err_r.get() : -1, POLLIN, 0}};
+    if (::poll(p, 2, 500) <= 0) continue;
+    if (p[0].revents) {
+      size_t before = res.out.size();
+      drain(out_r.get(), &res.out);
+      if (res.out.size() == before) out_open = false;
+    }
+    if (p[1].revents) {
+      size_t before = res.err.size();
+      drain(err_r.get(), &res.err);
+      if (res.err.size() == before) err_open = false;
+    }
+  }
+  auto code = child->wait(std::chrono::seconds(out_open || err_open ? 0 : timeout_s));
+  if (!code) {
+    child->kill(SIGKILL);
+    res.err += "\n[test: forkd did not exit in time]";
+    return res;
+  }
+  res.exit_code = *code;
+  return res;
+}
+
+}  // namespace forkd::test

@@ -1,0 +1,37 @@
+#pragma once
+// Helpers shared by the VM integration tests.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/sandbox.h"
+
+namespace forkd::test {
+
+// The engine configuration the tests use (environment defaults).
+engine::EngineConfig config();
+
+// Skip reason when QEMU is truly absent; empty when tests can run.
+std::string qemu_missing_reason();
+
+// Boots a sandbox or fails the calling test with the error.
+std::unique_ptr<engine::Sandbox> boot(const std::string& image, int memory_mib = 256);
+
+// Path of the forkd CLI built beside the test binaries.
+std::string forkd_cli();
+
+// Pids of QEMU processes whose command line mentions home's sandboxes dir.
+std::vector<int> qemu_pids_for_home(const std::string& home);
+
+struct CliResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs the forkd CLI with args (and extra environment), capturing stdout and stderr separately.
+CliResult run_cli(const std::vector<std::string>& args,
+                  const std::vector<std::pair<std::string, std::string>>& env = {},
+                  int timeout_s = 300);
+
+}  // namespace forkd::test
