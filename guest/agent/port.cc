@@ -70,21 +70,25 @@ class FdPort : public Port {
     }
   }
 
-  void write(std::string_view bytes) override {
-    std::lock_guard lock(mu_);
+  void write_locked(std::string_view bytes) override {
     if (!write_all_fd(fd_.get(), bytes, kWriteStallMs)) log_limited("reply dropped: host gone");
   }
 
  private:
   ReadEvent disconnected() {
-    if (!was_disconnected_) log_line("host disconnected; waiting");
+    if (!was_disconnected_) {
+      log_line("host disconnected; waiting");
+      std::lock_guard lock(write_mu_);
+      bump_generation_locked();
+    }
     was_disconnected_ = true;
+    // Wakes on the port-open SIGIO the moment a host connects (the reader then reads at once);
+    // the 1 s tick only covers a lost signal.
     wait_sigio(1000);
     return ReadEvent::kReset;
   }
 
   UniqueFd fd_;
-  std::mutex mu_;  // serializes frames
   bool was_disconnected_ = false;
 };
 
@@ -99,9 +103,10 @@ class UnixListenPort : public Port {
         if (errno != EINTR) std::this_thread::sleep_for(std::chrono::milliseconds(100));
         return ReadEvent::kReset;
       }
-      std::lock_guard lock(mu_);
+      std::lock_guard lock(write_mu_);
       conn_.reset(c);
       conn_fd_ = c;
+      bump_generation_locked();
     }
     char buf[65536];
     size_t want = max < sizeof buf ? max : sizeof buf;
@@ -111,22 +116,21 @@ class UnixListenPort : public Port {
       return ReadEvent::kData;
     }
     if (n < 0 && errno == EINTR) return ReadEvent::kData;  // nothing appended; caller loops
-    std::lock_guard lock(mu_);
+    std::lock_guard lock(write_mu_);
     conn_.reset();
     conn_fd_ = -1;
+    bump_generation_locked();
     return ReadEvent::kReset;
   }
 
-  void write(std::string_view bytes) override {
-    std::lock_guard lock(mu_);
+  void write_locked(std::string_view bytes) override {
     if (!conn_.valid()) return;  // no host: drop
     if (!write_all_fd(conn_.get(), bytes, kWriteStallMs)) log_limited("reply dropped: host gone");
   }
 
  private:
   UniqueFd listener_;
-  std::mutex mu_;  // serializes frames; guards conn_
-  UniqueFd conn_;
+  UniqueFd conn_;  // guarded by write_mu_
   int conn_fd_ = -1;  // reader's copy of conn_.get(); only the reader thread changes conn_
 };
 
@@ -162,6 +166,20 @@ Result<std::string> find_virtio_port(std::string_view name) {
 }
 
 }  // namespace
+
+void Port::new_generation() {
+  std::lock_guard lock(write_mu_);
+  bump_generation_locked();
+}
+
+void Port::write(std::string_view bytes, uint64_t gen) {
+  std::lock_guard lock(write_mu_);
+  if (gen != generation_.load()) {
+    log_limited("reply dropped: its request came from an earlier host connection");
+    return;
+  }
+  write_locked(bytes);
+}
 
 bool write_all_fd(int fd, std::string_view data, int stall_ms) {
   size_t off = 0;

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -77,6 +78,17 @@ AgentResult<Json> parse_eval_reply(std::string_view json) {
   }
   out["stdout"] = j.contains("stdout") && j["stdout"].is_string() ? j["stdout"] : Json("");
   return out;
+}
+
+AgentStatus parse_reseed_reply(std::string_view json) {
+  Json j = Json::parse(json.begin(), json.end(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return agent_error("internal", "python worker sent a bad reseed reply");
+  }
+  if (j.contains("reseeded") && j["reseeded"] == true) return {};
+  std::string why = j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>()
+                                                                   : "no reason given";
+  return agent_error("internal", "python reseed failed: " + why.substr(0, 512));
 }
 
 PythonWorker::~PythonWorker() {
@@ -153,6 +165,7 @@ AgentStatus PythonWorker::start_locked() {
     _exit(127);
   }
   pid_ = pid;
+  applied_reseed_ = 0;
   to_worker_ = std::move(req_w);
   from_worker_ = std::move(rep_r);
   auto hello_msg = read_message_locked(kHelloTimeoutMs);
@@ -221,20 +234,17 @@ AgentResult<OpReply> PythonWorker::eval(const Request& req) {
   auto timeout = get_u64(req.args, "timeout_ms", 0, kMaxTimeoutMs);
   if (!timeout) return tl::unexpected(timeout.error());
   std::lock_guard lock(eval_mu_);
-  if (pid_ < 0) {
-    auto st = start_locked();
-    if (!st) return tl::unexpected(st.error());
-  }
-  std::string msg = encode_worker_message(Json{{"code", *code}});
-  size_t off = 0;
-  while (off < msg.size()) {
-    ssize_t n = ::write(to_worker_.get(), msg.data() + off, msg.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      stop_locked();
-      return agent_error("internal", "python worker exited");
+  // A reseed that could not be applied when `resumed` came goes first; one restart at most.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (pid_ < 0) {
+      auto st = start_locked();
+      if (!st) return tl::unexpected(st.error());
     }
-    off += static_cast<size_t>(n);
+    if (apply_reseed_locked(kWorkerReseedMs) || pid_ > 0) break;
+  }
+  if (pid_ < 0) return agent_error("internal", "python worker exited");
+  if (!send_locked(encode_worker_message(Json{{"code", *code}}))) {
+    return agent_error("internal", "python worker exited");
   }
   auto reply = read_message_locked(static_cast<int64_t>(*timeout));
   if (!reply) {
@@ -250,6 +260,65 @@ AgentResult<OpReply> PythonWorker::eval(const Request& req) {
   OpReply out;
   out.result = std::move(*result);
   return out;
+}
+
+bool PythonWorker::send_locked(const std::string& msg) {
+  size_t off = 0;
+  while (off < msg.size()) {
+    ssize_t n = ::write(to_worker_.get(), msg.data() + off, msg.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      stop_locked();
+      return false;
+    }
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+bool PythonWorker::apply_reseed_locked(int64_t timeout_ms) {
+  Json msg;
+  uint64_t gen;
+  {
+    std::lock_guard lock(info_mu_);
+    if (reseed_gen_ == 0 || applied_reseed_ == reseed_gen_) return true;
+    msg = reseed_msg_;
+    gen = reseed_gen_;
+  }
+  if (pid_ < 0) return false;
+  if (!send_locked(encode_worker_message(msg))) return false;
+  auto reply = read_message_locked(std::max<int64_t>(timeout_ms, 1));
+  if (!reply) {
+    // A late reply would be taken for the next eval's: the worker must go.
+    log_line("python worker: reseed: " + reply.error().message + "; restarting it");
+    stop_locked();
+    return false;
+  }
+  auto st = parse_reseed_reply(*reply);
+  if (!st) {
+    log_line("python worker: " + st.error().message);
+    return false;
+  }
+  applied_reseed_ = gen;
+  return true;
+}
+
+bool PythonWorker::reseed(const std::string& salt_hex, const Json& env, int timeout_ms) {
+  const auto start = Clock::now();
+  {
+    std::lock_guard lock(info_mu_);
+    reseed_msg_ = Json{{"reseed", salt_hex}, {"env", env}};
+    ++reseed_gen_;
+  }
+  std::unique_lock lock(eval_mu_, std::defer_lock);
+  if (!lock.try_lock_for(std::chrono::milliseconds(timeout_ms))) {
+    log_line("python worker busy; reseeding it before the next eval");
+    return false;
+  }
+  if (pid_ < 0) return false;  // no worker: the next one gets it at its first eval
+  auto left =
+      timeout_ms - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+  return apply_reseed_locked(std::max<int64_t>(left, 1));
 }
 
 }  // namespace forkd::agent

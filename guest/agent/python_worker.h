@@ -17,6 +17,8 @@
 namespace forkd::agent {
 
 inline constexpr uint32_t kMaxWorkerMessage = 16u << 20;
+// Bound on a PRNG reseed of the worker (waiting for a running eval included).
+inline constexpr int kWorkerReseedMs = 2000;
 
 // u32 little-endian length + the JSON text.
 std::string encode_worker_message(const Json& msg);
@@ -30,6 +32,8 @@ struct WorkerHello {
 AgentResult<WorkerHello> parse_worker_hello(std::string_view json);
 // Validates a worker reply; returns {"value", "stdout", "error"} with checked types.
 AgentResult<Json> parse_eval_reply(std::string_view json);
+// Validates the reply to a reseed message: ok only for {"reseeded": true, ...}.
+AgentStatus parse_reseed_reply(std::string_view json);
 
 class PythonWorker {
  public:
@@ -51,22 +55,36 @@ class PythonWorker {
   // The eval op: args "code" (string), optional "timeout_ms" (kills and restarts the worker).
   AgentResult<OpReply> eval(const Request& req);
 
+  // Reseeds the worker's `random` module and numpy's legacy global RNG (when numpy is imported)
+  // from os.urandom mixed with salt_hex (64 hex chars), and sets env in its os.environ. Waits at
+  // most timeout_ms in all, also for a running eval. True when the running worker confirmed it.
+  // The request is remembered: when it cannot be applied now (worker busy, starting, or dead)
+  // it is applied before the next eval, and to every worker started later.
+  bool reseed(const std::string& salt_hex, const Json& env, int timeout_ms);
+
  private:
   AgentStatus start_locked();
+  // Sends the remembered reseed unless this worker already had it (true then too). A worker that
+  // does not answer in time is stopped.
+  bool apply_reseed_locked(int64_t timeout_ms);
+  bool send_locked(const std::string& msg);
   void stop_locked();
   AgentResult<std::string> read_message_locked(int64_t timeout_ms);
   void set_info(bool python, Json numpy, bool starting);
 
-  std::mutex eval_mu_;  // serializes evals and (re)starts; guards the fields below
+  std::timed_mutex eval_mu_;  // serializes evals and (re)starts; guards the fields below
   pid_t pid_ = -1;
   UniqueFd to_worker_;
   UniqueFd from_worker_;
+  uint64_t applied_reseed_ = 0;  // the reseed_gen_ this worker has had
 
   std::mutex info_mu_;  // guards the fields below
   std::condition_variable info_cv_;
   bool starting_ = false;
   bool python_ = false;
   Json numpy_;
+  Json reseed_msg_;          // the latest reseed message
+  uint64_t reseed_gen_ = 0;  // bumped with every reseed() call
 };
 
 }  // namespace forkd::agent

@@ -4,6 +4,9 @@
 // UTF-8 JSON object. First message from the worker: {"hello": true, "numpy": ver|null,
 // "python": ver}. Requests: {"code": str}. Replies: {"value": str|null, "stdout": str,
 // "error": str|null}. Long strings are cut so a reply stays well under the frame limit.
+// Reseed (after a restore): {"reseed": 64 hex chars, "env": {name: value}} reseeds `random` and,
+// when numpy is imported, numpy's legacy global RNG, from os.urandom mixed with the salt, and sets
+// env in os.environ. Reply: {"reseeded": true, "numpy": bool} or {"reseeded": false, "error": str}.
 namespace forkd::agent {
 
 inline constexpr const char* kWorkerScript = R"PY(
@@ -46,10 +49,28 @@ except Exception:
     numpy_version = None
 send({'hello': True, 'numpy': numpy_version, 'python': sys.version.split()[0]})
 
+def reseed(req):
+    import hashlib, random
+    salt = bytes.fromhex(req['reseed'])
+    random.seed(os.urandom(32) + salt)
+    np = sys.modules.get('numpy')
+    if np is not None:
+        words = struct.unpack('<8I', hashlib.sha256(os.urandom(32) + salt).digest())
+        np.random.seed(list(words))
+    for k, v in (req.get('env') or {}).items():
+        os.environ[str(k)] = str(v)
+    return {'reseeded': True, 'numpy': np is not None}
+
 while True:
     n = struct.unpack('<I', read_exact(4))[0]
     try:
         req = json.loads(read_exact(n).decode('utf-8', 'replace'))
+        if 'reseed' in req:
+            try:
+                send(reseed(req))
+            except Exception as e:
+                send({'reseeded': False, 'error': repr(e)[:512]})
+            continue
         code = req.get('code', '')
     except Exception:
         send({'value': None, 'stdout': '', 'error': 'bad request to worker'})

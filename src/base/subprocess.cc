@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,8 +39,64 @@ std::vector<std::string> merged_env(const std::map<std::string, std::string>& ex
 
 }  // namespace
 
+namespace {
+
+// fork+exec for options posix_spawn cannot express. Everything the child needs is prepared
+// before fork(); between fork and exec the child calls only async-signal-safe functions.
+Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions& opts,
+                        char* const* cargv, char* const* cenv) {
+  std::string path = find_in_path(argv[0]);
+  if (path.empty()) return errno_error(ENOENT, "spawn " + argv[0]);
+  int null_fd = -1;
+  if (opts.stdin_fd < 0 && opts.null_stdin) {
+    null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0) return errno_error(errno, "open /dev/null");
+  }
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int err = errno;
+    if (null_fd >= 0) ::close(null_fd);
+    return errno_error(err, "fork");
+  }
+  if (pid == 0) {
+    if (opts.die_with_parent) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
+    }
+    if (opts.new_session) ::setsid();
+    sigset_t empty;
+    sigemptyset(&empty);
+    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+    int in = opts.stdin_fd >= 0 ? opts.stdin_fd : null_fd;
+    if (in >= 0) ::dup2(in, 0);
+    if (opts.stdout_fd >= 0) ::dup2(opts.stdout_fd, 1);
+    if (opts.stderr_fd >= 0) ::dup2(opts.stderr_fd, 2);
+    if (opts.cwd && ::chdir(opts.cwd->c_str()) != 0) ::_exit(127);
+    ::execve(path.c_str(), cargv, cenv);
+    ::_exit(127);
+  }
+  if (null_fd >= 0) ::close(null_fd);
+  return pid;
+}
+
+}  // namespace
+
 Result<Child> Child::spawn(const std::vector<std::string>& argv, const SpawnOptions& opts) {
   if (argv.empty()) return make_error(ErrorCode::kInternal, "spawn: empty argv");
+  if (opts.die_with_parent) {
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+    std::vector<std::string> env = merged_env(opts.env);
+    std::vector<char*> cenv;
+    for (auto& e : env) cenv.push_back(e.data());
+    cenv.push_back(nullptr);
+    auto pid = fork_exec(argv, opts, cargv.data(), cenv.data());
+    if (!pid) return tl::unexpected(pid.error());
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));
+    return Child(*pid, UniqueFd(pidfd));
+  }
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&fa);

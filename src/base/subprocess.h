@@ -21,6 +21,10 @@ struct SpawnOptions {
   int stderr_fd = -1;
   bool null_stdin = true;  // /dev/null on stdin unless stdin_fd is set
   bool new_session = false;
+  // SIGKILL the child when this thread's process dies (PR_SET_PDEATHSIG). Spawned with fork+exec
+  // instead of posix_spawn; the death signal fires when the *spawning thread* exits, so spawn
+  // from a thread that lives as long as the child should.
+  bool die_with_parent = false;
   std::optional<std::string> cwd;
   // Extra variables added to the current environment.
   std::map<std::string, std::string> env;

@@ -1,6 +1,10 @@
 #include "base/subprocess.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 namespace forkd {
 namespace {
@@ -35,6 +39,45 @@ TEST(Subprocess, RunCaptureTimesOut) {
   auto r = run_capture({"sleep", "30"}, std::chrono::milliseconds(100));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kTimeout);
+}
+
+// A die_with_parent child is killed when the process that spawned it dies.
+TEST(Subprocess, DieWithParent) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t middle = ::fork();
+  ASSERT_GE(middle, 0);
+  if (middle == 0) {
+    SpawnOptions o;
+    o.die_with_parent = true;
+    auto c = Child::spawn({"sleep", "30"}, o);
+    pid_t p = c ? c->pid() : -1;
+    if (c) c->detach();
+    (void)!::write(fds[1], &p, sizeof p);
+    ::_exit(0);
+  }
+  pid_t grandchild = -1;
+  ASSERT_EQ(::read(fds[0], &grandchild, sizeof grandchild),
+            static_cast<ssize_t>(sizeof grandchild));
+  ::close(fds[0]);
+  ::close(fds[1]);
+  ASSERT_GT(grandchild, 0);
+  ::waitpid(middle, nullptr, 0);
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    std::string stat_path = "/proc/" + std::to_string(grandchild) + "/stat";
+    FILE* f = std::fopen(stat_path.c_str(), "r");
+    if (!f) {
+      gone = true;
+      break;
+    }
+    char state = '?';
+    int scanned = std::fscanf(f, "%*d %*s %c", &state);
+    std::fclose(f);
+    gone = scanned == 1 && (state == 'Z' || state == 'X');
+    if (!gone) ::usleep(10000);
+  }
+  EXPECT_TRUE(gone) << "sleep outlived the process that spawned it";
 }
 
 TEST(Subprocess, FindInPath) {

@@ -39,7 +39,10 @@ struct VmConfig {
   bool daemonize = false;
   bool incoming_defer = false;  // -incoming defer (restore later via QMP migrate-incoming)
   bool start_paused = false;    // -S
-  bool seccomp_sandbox = true;  // -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,...
+  bool seccomp_sandbox = true;
+  // Process option, not an argument: QEMU gets SIGKILL when the launching thread's process dies
+  // (used for snapshot templates, which must never outlive `forkd snapshot`).
+  bool die_with_parent = false;  // -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,...
                                 // (only obsolete,resourcecontrol with daemonize)
 };
 

@@ -87,6 +87,13 @@ std::string with_log(std::string message, const std::string& stderr_log) {
 
 Result<VmProcess> VmProcess::launch(const VmConfig& cfg, const std::string& stderr_log,
                                     std::chrono::milliseconds timeout) {
+  auto both = launch_with_qmp(cfg, stderr_log, timeout);
+  if (!both) return tl::unexpected(both.error());
+  return std::move(both->first);
+}
+
+Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
+    const VmConfig& cfg, const std::string& stderr_log, std::chrono::milliseconds timeout) {
   if (cfg.pid_file.empty() || cfg.qmp_socket.empty()) {
     return make_error(ErrorCode::kInvalidArgument,
                       "launch qemu: config needs a pid file and a QMP socket");
@@ -117,6 +124,7 @@ Result<VmProcess> VmProcess::launch(const VmConfig& cfg, const std::string& stde
   opts.stdout_fd = log->get();
   opts.stderr_fd = log->get();
   opts.new_session = true;  // no controlling terminal; a Ctrl-C aimed at the CLI misses QEMU
+  opts.die_with_parent = cfg.die_with_parent;
   auto child = Child::spawn(build_qemu_argv(run_cfg), opts);
   if (!child) return tl::unexpected(child.error().wrap("launch qemu"));
   // From here on, returning early destroys child, which kills and reaps QEMU.
@@ -159,7 +167,7 @@ Result<VmProcess> VmProcess::launch(const VmConfig& cfg, const std::string& stde
   UniqueFd pidfd = pidfd_open(*pid);
   if (!pidfd) return errno_error(errno, "launch qemu: pidfd_open");
   child->detach();
-  return VmProcess(*pid, std::move(pidfd));
+  return std::make_pair(VmProcess(*pid, std::move(pidfd)), std::move(*qmp));
 }
 
 Result<VmProcess> VmProcess::adopt(pid_t pid) {

@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 #include "vmm/qemu_cmdline.h"
+#include "vmm/qmp_client.h"
 
 namespace forkd::vmm {
 
@@ -23,6 +24,10 @@ class VmProcess {
   // process outlives QEMU, alive()/wait_exit() reap it.
   static Result<VmProcess> launch(const VmConfig& cfg, const std::string& stderr_log,
                                   std::chrono::milliseconds timeout);
+
+  // Like launch, but keeps the QMP connection of the readiness check open and hands it over.
+  static Result<std::pair<VmProcess, QmpClient>> launch_with_qmp(
+      const VmConfig& cfg, const std::string& stderr_log, std::chrono::milliseconds timeout);
 
   // Tracks an already running QEMU (re-adoption from a pid file). kNotFound if it is gone.
   static Result<VmProcess> adopt(pid_t pid);

@@ -1,0 +1,223 @@
+#include "identity.h"
+
+#include <fcntl.h>
+#include <linux/random.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+
+#include "base/unique_fd.h"
+#include "log.h"
+
+namespace forkd::agent {
+
+namespace {
+
+std::mutex g_identity_mu;
+std::optional<Identity> g_identity;  // guarded by g_identity_mu
+
+bool is_alnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+StepResult step_error(int err, std::string_view what) {
+  return StepResult{false, std::string(what) + ": " + std::strerror(err)};
+}
+
+struct FreeDeleter {
+  size_t size;
+  void operator()(void* p) const {
+    explicit_bzero(p, size);  // the seed was in here
+    std::free(p);
+  }
+};
+
+}  // namespace
+
+bool valid_epoch(std::string_view s) {
+  if (s.size() != kEpochLen) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+bool valid_sandbox_id(std::string_view s) {
+  if (s.empty() || s.size() > kMaxSandboxIdLen) return false;
+  for (char c : s) {
+    if (!is_alnum(c) && c != '-' && c != '_') return false;
+  }
+  return true;
+}
+
+bool valid_hostname(std::string_view s) {
+  // One DNS label as Linux takes it (HOST_NAME_MAX = 64): letters, digits, inner hyphens.
+  if (s.empty() || s.size() > kMaxHostnameLen || s.front() == '-' || s.back() == '-') return false;
+  for (char c : s) {
+    if (!is_alnum(c) && c != '-') return false;
+  }
+  return true;
+}
+
+AgentResult<ResumedSpec> parse_resumed(const Request& req) {
+  ResumedSpec spec;
+  auto epoch = get_string(req.args, "epoch");
+  if (!epoch) return tl::unexpected(epoch.error());
+  if (!valid_epoch(*epoch)) return bad_request("\"epoch\" must be 32 lowercase hex characters");
+  spec.epoch = std::move(*epoch);
+  auto sandbox_id = get_string(req.args, "sandbox_id");
+  if (!sandbox_id) return tl::unexpected(sandbox_id.error());
+  if (!valid_sandbox_id(*sandbox_id)) {
+    return bad_request("\"sandbox_id\" must be 1..64 characters of [A-Za-z0-9_-]");
+  }
+  spec.sandbox_id = std::move(*sandbox_id);
+  auto hostname = get_string(req.args, "hostname");
+  if (!hostname) return tl::unexpected(hostname.error());
+  if (!valid_hostname(*hostname)) {
+    return bad_request("\"hostname\" must be 1..64 characters of [A-Za-z0-9-], no outer '-'");
+  }
+  spec.hostname = std::move(*hostname);
+  auto t = req.args.find("time_ns");
+  if (t == req.args.end() || t->is_null()) return bad_request("missing field \"time_ns\"");
+  const bool fits = t->is_number_integer() &&
+                    (!t->is_number_unsigned() ||
+                     t->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX));
+  if (!fits || t->get<int64_t>() <= 0) {
+    return bad_request("\"time_ns\" must be a positive int64 (ns since the epoch)");
+  }
+  spec.time_ns = t->get<int64_t>();
+  if (req.body.size() < kMinSeedLen || req.body.size() > kMaxSeedLen) {
+    return bad_request("the seed (binary body) must be 32..512 bytes");
+  }
+  spec.seed = req.body;
+  return spec;
+}
+
+std::optional<Identity> current_identity() {
+  std::lock_guard lock(g_identity_mu);
+  return g_identity;
+}
+
+void set_identity(Identity id) {
+  std::lock_guard lock(g_identity_mu);
+  g_identity = std::move(id);
+}
+
+std::vector<std::pair<std::string, std::string>> identity_env() {
+  auto id = current_identity();
+  if (!id) return {};
+  return {{"FORKD_SANDBOX_ID", id->sandbox_id}, {"FORKD_EPOCH", id->epoch}};
+}
+
+StepResult reseed_kernel_rng(std::string_view seed) {
+  if (seed.empty() || seed.size() > kMaxSeedLen) return StepResult{false, "bad seed length"};
+  UniqueFd fd(::open("/dev/urandom", O_RDWR | O_CLOEXEC));
+  if (!fd) return step_error(errno, "open /dev/urandom");
+  // rand_pool_info ends in a flexible array: allocate header + bytes (zeroed, so the padding of a
+  // length that is not a multiple of 4 is defined).
+  const size_t size = sizeof(rand_pool_info) + seed.size();
+  std::unique_ptr<rand_pool_info, FreeDeleter> info(
+      static_cast<rand_pool_info*>(std::calloc(1, size)), FreeDeleter{size});
+  if (!info) return StepResult{false, "out of memory"};
+  info->entropy_count = static_cast<int>(seed.size() * 8);
+  info->buf_size = static_cast<int>(seed.size());
+  std::memcpy(info->buf, seed.data(), seed.size());
+  if (::ioctl(fd.get(), RNDADDENTROPY, info.get()) != 0) return step_error(errno, "RNDADDENTROPY");
+  if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) return step_error(errno, "RNDRESEEDCRNG");
+  return StepResult{true, {}};
+}
+
+StepResult set_wall_clock(int64_t time_ns) {
+  timespec ts{static_cast<time_t>(time_ns / 1'000'000'000),
+              static_cast<long>(time_ns % 1'000'000'000)};
+  if (::clock_settime(CLOCK_REALTIME, &ts) != 0) return step_error(errno, "clock_settime");
+  return StepResult{true, {}};
+}
+
+StepResult set_host_name(const std::string& name) {
+  if (::sethostname(name.data(), name.size()) != 0) return step_error(errno, "sethostname");
+  UniqueFd fd(::open("/etc/hostname", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (fd) {
+    std::string line = name + "\n";
+    ssize_t n = ::write(fd.get(), line.data(), line.size());
+    (void)n;  // best effort: the kernel hostname is what counts
+  }
+  return StepResult{true, {}};
+}
+
+std::string python_salt_hex(std::string_view seed) {
+  std::array<unsigned char, 32> salt{};
+  size_t got = 0;
+  while (got < salt.size()) {
+    ssize_t n = ::getrandom(salt.data() + got, salt.size() - got, GRND_NONBLOCK);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the folded seed alone still separates clones
+    got += static_cast<size_t>(n);
+  }
+  for (size_t i = 0; i < seed.size(); ++i) salt[i % salt.size()] ^= static_cast<uint8_t>(seed[i]);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char b : salt) {
+    hex.push_back(kHex[b >> 4]);
+    hex.push_back(kHex[b & 15]);
+  }
+  explicit_bzero(salt.data(), salt.size());
+  return hex;
+}
+
+AgentResult<OpReply> resumed_op(const Request& req, PythonWorker* python,
+                                const ResumedOptions& opts) {
+  auto spec = parse_resumed(req);
+  if (!spec) return tl::unexpected(spec.error());
+  Json out = Json::object();
+  // a. The kernel CRNG first: everything after (Python's os.urandom included) draws from it.
+  StepResult rng = reseed_kernel_rng(spec->seed);
+  out["reseeded"] = rng.ok;
+  if (!rng.ok) out["reseed_error"] = rng.error;
+  // b. Wall clock, exactly the host's value (the request is a few ms old at most).
+  StepResult clock{false, "disabled (--no-system-identity)"};
+  if (opts.system_identity) clock = set_wall_clock(spec->time_ns);
+  out["clock_set"] = clock.ok;
+  if (!clock.ok) out["clock_error"] = clock.error;
+  // c. Hostname; the reply reports what the kernel now says.
+  StepResult host{false, "disabled (--no-system-identity)"};
+  if (opts.system_identity) host = set_host_name(spec->hostname);
+  out["hostname_set"] = host.ok;
+  if (!host.ok) out["hostname_error"] = host.error;
+  char actual[256] = {};
+  if (::gethostname(actual, sizeof actual - 1) != 0) actual[0] = '\0';
+  out["hostname"] = std::string(actual);
+  // d. Identity for ping and every later exec.
+  set_identity(Identity{spec->sandbox_id, spec->epoch});
+  // e. The warm Python worker's PRNGs (and its os.environ).
+  bool py = false;
+  if (python != nullptr) {
+    std::string salt = python_salt_hex(spec->seed);
+    Json env = Json::object();
+    for (const auto& [k, v] : identity_env()) env[k] = v;
+    py = python->reseed(salt, env, kPythonReseedMs);
+    explicit_bzero(salt.data(), salt.size());
+  }
+  explicit_bzero(spec->seed.data(), spec->seed.size());
+  out["python_reseeded"] = py;
+  out["epoch"] = spec->epoch;
+  out["sandbox_id"] = spec->sandbox_id;
+  log_line("resumed: sandbox_id=" + spec->sandbox_id + " epoch=" + spec->epoch +
+           " reseeded=" + (rng.ok ? "1" : "0") + " clock_set=" + (clock.ok ? "1" : "0") +
+           " hostname_set=" + (host.ok ? "1" : "0") + " python_reseeded=" + (py ? "1" : "0"));
+  OpReply reply;
+  reply.result = std::move(out);
+  return reply;
+}
+
+}  // namespace forkd::agent

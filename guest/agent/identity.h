@@ -1,0 +1,75 @@
+#pragma once
+// The `resumed` op: after a restore each clone becomes itself. It credits host randomness to the
+// kernel CRNG and forces a reseed, sets the wall clock and the hostname, remembers the sandbox id
+// and restore epoch (exported to every later exec, reported by ping), and reseeds the warm Python
+// worker's pseudo-random generators. See proto/PROTOCOL.md.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "python_worker.h"
+#include "request.h"
+
+namespace forkd::agent {
+
+inline constexpr size_t kEpochLen = 32;  // 128 bits, lowercase hex
+inline constexpr size_t kMaxSandboxIdLen = 64;
+inline constexpr size_t kMaxHostnameLen = 64;
+inline constexpr size_t kMinSeedLen = 32;
+inline constexpr size_t kMaxSeedLen = 512;
+inline constexpr int kPythonReseedMs = 2000;
+
+struct ResumedSpec {
+  std::string epoch;
+  std::string sandbox_id;
+  std::string hostname;
+  int64_t time_ns = 0;
+  std::string seed;  // secret: never log it
+};
+
+// Validates a resumed request strictly (field types, formats, seed length). Pure.
+AgentResult<ResumedSpec> parse_resumed(const Request& req);
+
+bool valid_epoch(std::string_view s);
+bool valid_sandbox_id(std::string_view s);
+bool valid_hostname(std::string_view s);
+
+// What `resumed` last recorded (process-global, thread-safe).
+struct Identity {
+  std::string sandbox_id;
+  std::string epoch;
+};
+std::optional<Identity> current_identity();
+void set_identity(Identity id);
+// FORKD_SANDBOX_ID and FORKD_EPOCH, empty before any resumed.
+std::vector<std::pair<std::string, std::string>> identity_env();
+
+// One system step: ok, or the reason it failed.
+struct StepResult {
+  bool ok = false;
+  std::string error;
+};
+// RNDADDENTROPY (crediting 8 bits per byte) then RNDRESEEDCRNG on /dev/urandom.
+StepResult reseed_kernel_rng(std::string_view seed);
+StepResult set_wall_clock(int64_t time_ns);
+// sethostname, then /etc/hostname when writable (its failure is ignored).
+StepResult set_host_name(const std::string& name);
+
+// 32 bytes for the Python worker's reseed, as hex: getrandom() output XOR the seed folded to 32
+// bytes, so clones differ even when the kernel reseed failed, without handing out the seed.
+std::string python_salt_hex(std::string_view seed);
+
+struct ResumedOptions {
+  // false (--no-system-identity, tests): the clock and hostname steps are skipped and reported as
+  // not done. The RNG steps always run.
+  bool system_identity = true;
+};
+
+// The resumed op. Fails only on a malformed request; failed steps are reported in the result.
+AgentResult<OpReply> resumed_op(const Request& req, PythonWorker* python,
+                                const ResumedOptions& opts);
+
+}  // namespace forkd::agent

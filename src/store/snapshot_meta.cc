@@ -1,0 +1,127 @@
+#include "store/snapshot_meta.h"
+
+#include "base/paths.h"
+
+namespace forkd::store {
+
+using Json = nlohmann::json;
+
+std::string snapshot_file_name(const std::string& role) {
+  if (role == "disk") return "disk.qcow2";
+  if (role == "base") return "base.img";
+  if (role == "kernel") return "bzImage";
+  if (role == "initrd") return "initramfs.gz";
+  return role;  // vmstate, memory
+}
+
+Json SnapshotMeta::to_json() const {
+  Json files_j = Json::object();
+  for (const auto& [role, f] : files) files_j[role] = {{"size", f.size}, {"sha256", f.sha256}};
+  Json j = {{"schema", schema},
+            {"tag", tag},
+            {"status", status},
+            {"image", image},
+            {"created_at", created_at},
+            {"parent_tag", parent_tag ? Json(*parent_tag) : Json(nullptr)},
+            {"parent_content_hash", parent_content_hash ? Json(*parent_content_hash) : Json()},
+            {"machine", machine},
+            {"memory_mib", memory_mib},
+            {"cpus", cpus},
+            {"kernel_append", kernel_append},
+            {"has_disk", has_disk},
+            {"has_initrd", has_initrd},
+            {"pause_ms", pause_ms},
+            {"warmup", warmup},
+            {"files", files_j}};
+  return j;
+}
+
+namespace {
+
+Error bad(const std::string& what) {
+  return Error(ErrorCode::kInvalidArgument, "snapshot.json: " + what);
+}
+
+template <typename T>
+bool get_field(const Json& j, const char* key, T* out, bool required = true) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return !required;
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!it->is_string()) return false;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) return false;
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!it->is_number()) return false;
+  } else if constexpr (std::is_unsigned_v<T>) {
+    if (!it->is_number_unsigned()) return false;
+  } else {
+    if (!it->is_number_integer()) return false;
+  }
+  *out = it->get<T>();
+  return true;
+}
+
+}  // namespace
+
+Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
+  if (!j.is_object()) return tl::unexpected(bad("not an object"));
+  SnapshotMeta m;
+  if (!get_field(j, "schema", &m.schema)) return tl::unexpected(bad("missing schema"));
+  if (m.schema > kSnapshotSchema) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "snapshot.json has schema " + std::to_string(m.schema) +
+                          ", newer than this forkd understands (" +
+                          std::to_string(kSnapshotSchema) + "); upgrade forkd");
+  }
+  if (m.schema < 1) return tl::unexpected(bad("bad schema"));
+  if (!get_field(j, "tag", &m.tag) || !is_safe_name(m.tag)) return tl::unexpected(bad("bad tag"));
+  if (!get_field(j, "status", &m.status) ||
+      (m.status != "ready" && m.status != "writing" && m.status != "failed")) {
+    return tl::unexpected(bad("bad status"));
+  }
+  std::string parent, parent_hash;
+  if (!get_field(j, "image", &m.image) || !get_field(j, "created_at", &m.created_at) ||
+      !get_field(j, "machine", &m.machine) || !get_field(j, "memory_mib", &m.memory_mib) ||
+      !get_field(j, "cpus", &m.cpus) || !get_field(j, "kernel_append", &m.kernel_append) ||
+      !get_field(j, "has_disk", &m.has_disk) || !get_field(j, "has_initrd", &m.has_initrd) ||
+      !get_field(j, "pause_ms", &m.pause_ms, false) ||
+      !get_field(j, "parent_tag", &parent, false) ||
+      !get_field(j, "parent_content_hash", &parent_hash, false)) {
+    return tl::unexpected(bad("missing or mistyped field"));
+  }
+  if (!parent.empty()) m.parent_tag = parent;
+  if (!parent_hash.empty()) m.parent_content_hash = parent_hash;
+  if (m.machine != "microvm" && m.machine != "pc") return tl::unexpected(bad("bad machine"));
+  if (m.memory_mib < 64 || m.memory_mib > 65536 || m.cpus < 1 || m.cpus > 64) {
+    return tl::unexpected(bad("memory or cpus out of range"));
+  }
+  if (auto w = j.find("warmup"); w != j.end() && w->is_array()) {
+    for (const auto& c : *w) {
+      if (c.is_string()) m.warmup.push_back(c.get<std::string>());
+    }
+  }
+  auto f = j.find("files");
+  if (f == j.end() || !f->is_object()) return tl::unexpected(bad("missing files"));
+  for (const auto& [role, entry] : f->items()) {
+    if (role != "vmstate" && role != "memory" && role != "kernel" && role != "initrd" &&
+        role != "disk" && role != "base") {
+      return tl::unexpected(bad("unknown file role " + role));
+    }
+    FileEntry fe;
+    if (!entry.is_object() || !get_field(entry, "size", &fe.size) ||
+        !get_field(entry, "sha256", &fe.sha256) || fe.sha256.size() != 64) {
+      return tl::unexpected(bad("bad entry for " + role));
+    }
+    m.files[role] = fe;
+  }
+  for (const char* need : {"vmstate", "memory", "kernel"}) {
+    if (!m.files.count(need)) return tl::unexpected(bad(std::string("no ") + need + " file"));
+  }
+  if (m.has_disk && (!m.files.count("disk") || !m.files.count("base"))) {
+    return tl::unexpected(bad("disk files missing"));
+  }
+  if (m.has_initrd && !m.files.count("initrd")) return tl::unexpected(bad("initrd missing"));
+  return m;
+}
+
+}  // namespace forkd::store

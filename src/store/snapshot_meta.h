@@ -1,0 +1,52 @@
+#pragma once
+// snapshot.json: the record of one tag. Plain data plus strict (de)serialization; a file from a
+// newer schema is refused rather than half-understood.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+
+namespace forkd::store {
+
+inline constexpr int kSnapshotSchema = 1;
+
+struct FileEntry {
+  uint64_t size = 0;
+  std::string sha256;
+};
+
+struct SnapshotMeta {
+  int schema = kSnapshotSchema;
+  std::string tag;
+  std::string status = "ready";  // ready | writing | failed
+  std::string image;
+  int64_t created_at = 0;  // unix seconds
+  std::optional<std::string> parent_tag;
+  std::optional<std::string> parent_content_hash;
+  // The VM shape a restore must reproduce exactly.
+  std::string machine;  // microvm | pc
+  int memory_mib = 0;
+  int cpus = 1;
+  std::string kernel_append;
+  bool has_disk = false;
+  bool has_initrd = false;
+  double pause_ms = 0;
+  std::vector<std::string> warmup;
+  // Files in the tag directory by role: vmstate, memory, kernel, initrd, disk, base.
+  std::map<std::string, FileEntry> files;
+
+  nlohmann::json to_json() const;
+  // Validates types, the tag, the status and the schema; a newer schema is kInvalidArgument
+  // naming both versions.
+  static Result<SnapshotMeta> from_json(const nlohmann::json& j);
+};
+
+// File names inside a tag directory, by role.
+std::string snapshot_file_name(const std::string& role);
+
+}  // namespace forkd::store
