@@ -1,98 +1,21 @@
 // Drives the real forkd-agent binary over --listen-unix, as the host would over virtio-serial.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <chrono>
-#include <cstring>
-#include <optional>
-#include <thread>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
 
-#include "base/unique_fd.h"
 #include "proto/frame.h"
 #include "request.h"
+#include "test_client.h"
 
 namespace forkd::agent {
 namespace {
 
+using namespace forkd::agent::testing;
 using Clock = std::chrono::steady_clock;
-
-std::atomic<uint64_t> g_next_id{1};
-
-struct Reply {
-  Json final;
-  std::string out, err, bin;
-};
-
-class Client {
- public:
-  explicit Client(const std::string& path) {
-    for (int i = 0; i < 100 && !fd_; ++i) {
-      UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-      if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-        fd_ = std::move(s);
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-    }
-    timeval tv{60, 0};
-    ::setsockopt(fd_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  }
-  bool connected() const { return fd_.valid(); }
-
-  void send_raw(std::string_view bytes) {
-    ASSERT_EQ(::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL),
-              static_cast<ssize_t>(bytes.size()));
-  }
-  uint64_t send(Json req, std::string_view bin = {}) {
-    uint64_t id = g_next_id++;
-    req["id"] = id;
-    send_raw(*proto::encode_frame(to_wire(req), bin));
-    return id;
-  }
-  std::optional<proto::Frame> read_frame() {
-    for (;;) {
-      if (auto f = dec_.next()) {
-        if (!*f) return std::nullopt;
-        return std::move(**f);
-      }
-      char buf[65536];
-      ssize_t n = ::recv(fd_.get(), buf, sizeof buf, 0);
-      if (n <= 0) return std::nullopt;
-      dec_.feed(std::string_view(buf, static_cast<size_t>(n)));
-    }
-  }
-  // Reads until the final reply for id; events for id are collected, other ids ignored.
-  Reply wait(uint64_t id) {
-    Reply r;
-    while (auto f = read_frame()) {
-      Json j = Json::parse(f->json);
-      if (j["id"] != id) continue;
-      if (j.contains("event")) {
-        (j["event"] == "stdout" ? r.out : r.err) += f->bin;
-        continue;
-      }
-      r.final = j;
-      r.bin = f->bin;
-      return r;
-    }
-    ADD_FAILURE() << "connection ended before the reply to " << id;
-    return r;
-  }
-  Reply call(Json req, std::string_view bin = {}) { return wait(send(std::move(req), bin)); }
-
- private:
-  UniqueFd fd_;
-  proto::FrameDecoder dec_;
-};
 
 class AgentHostTest : public ::testing::Test {
  protected:
@@ -101,21 +24,10 @@ class AgentHostTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     sock_ = dir_ + "/agent.sock";
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::execl(FORKD_AGENT_BIN, "forkd-agent", "--listen-unix", sock_.c_str(), nullptr);
-      ::_exit(127);
-    }
-    struct stat st;
-    for (int i = 0; i < 100 && ::stat(sock_.c_str(), &st) != 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    pid_ = start_agent(sock_);
   }
   static void TearDownTestSuite() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
+    stop_agent(pid_);
     std::string cmd = "rm -rf " + dir_;
     (void)std::system(cmd.c_str());
   }

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "base/unique_fd.h"
+#include "identity.h"
 
 extern char** environ;
 
@@ -88,7 +89,8 @@ AgentResult<OpReply> run_exec(const Request& req, const EventSink& emit) {
 
   std::vector<std::string> base_env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) base_env.emplace_back(*e);
-  std::vector<std::string> env = merge_env(base_env, spec->env);
+  // FORKD_SANDBOX_ID / FORKD_EPOCH (after `resumed`) unless the request sets them itself.
+  std::vector<std::string> env = merge_env(merge_env(base_env, identity_env()), spec->env);
   std::string path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   for (const auto& entry : env) {
     if (entry.rfind("PATH=", 0) == 0) path_var = entry.substr(5);

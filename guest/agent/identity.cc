@@ -89,9 +89,9 @@ AgentResult<ResumedSpec> parse_resumed(const Request& req) {
   spec.hostname = std::move(*hostname);
   auto t = req.args.find("time_ns");
   if (t == req.args.end() || t->is_null()) return bad_request("missing field \"time_ns\"");
-  const bool fits = t->is_number_integer() &&
-                    (!t->is_number_unsigned() ||
-                     t->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX));
+  const bool fits =
+      t->is_number_integer() &&
+      (!t->is_number_unsigned() || t->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX));
   if (!fits || t->get<int64_t>() <= 0) {
     return bad_request("\"time_ns\" must be a positive int64 (ns since the epoch)");
   }

@@ -2,6 +2,8 @@
 //   forkd-agent                      serve on the virtio-serial port org.forkd.agent
 //   forkd-agent --port PATH          serve on PATH (opened read/write)
 //   forkd-agent --listen-unix PATH   serve connections on a unix socket, one at a time (tests)
+//   --no-system-identity             `resumed` leaves the clock and hostname alone (tests on a
+//                                    host machine); it still reseeds the kernel RNG
 // As PID 1 it first sets up the system (init.h) and leaves a reaper behind as PID 1.
 #include <signal.h>
 #include <unistd.h>
@@ -21,7 +23,8 @@ namespace {
 constexpr int kPortWaitMs = 10'000;
 
 int usage() {
-  forkd::agent::log_line("usage: forkd-agent [--port PATH | --listen-unix PATH]");
+  forkd::agent::log_line(
+      "usage: forkd-agent [--port PATH | --listen-unix PATH] [--no-system-identity]");
   return 2;
 }
 
@@ -30,10 +33,13 @@ int usage() {
 int main(int argc, char** argv) {
   using namespace forkd::agent;
   std::string port_path, unix_path;
+  ResumedOptions opts;
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     if ((arg == "--port" || arg == "--listen-unix") && i + 1 < argc) {
       (arg == "--port" ? port_path : unix_path) = argv[++i];
+    } else if (arg == "--no-system-identity") {
+      opts.system_identity = false;
     } else if (arg == "--version") {
       log_line(kAgentVersion);
       return 0;
@@ -69,6 +75,6 @@ int main(int argc, char** argv) {
     // sees EOF on its request pipe and exits.
     ::_exit(1);
   }
-  static Server server(port->get(), &python);
+  static Server server(port->get(), &python, opts);
   server.run();
 }

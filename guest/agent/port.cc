@@ -11,8 +11,10 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "base/unique_fd.h"
@@ -35,6 +37,14 @@ void wait_sigio(int timeout_ms) {
 
 // A character device or other path: the virtio-serial semantics are that read() returns 0
 // (and poll reports POLLHUP) while the host side is not connected.
+//
+// The guest kernel learns that the host connected from a control message handled later, in a
+// workqueue, while the host's first bytes are queued at once by the interrupt. So right after a
+// connect, read() can return the request and then 0, and a write can see POLLHUP, although the
+// host is there. Until the kernel has confirmed the host (read() gives EAGAIN, which it does only
+// when the host is connected), a 0 after fresh data is taken as that lag: the reader waits for
+// the port-open SIGIO (at most kOpenLagMs) instead of declaring a disconnect, and writers wait
+// for the reader's verdict before writing.
 class FdPort : public Port {
  public:
   explicit FdPort(UniqueFd fd) : fd_(std::move(fd)) {
@@ -52,32 +62,74 @@ class FdPort : public Port {
       if (n > 0) {
         if (was_disconnected_) log_line("host connected");
         was_disconnected_ = false;
+        if (!confirmed()) unconfirmed_data_ = true;
         out->append(buf, static_cast<size_t>(n));
         return ReadEvent::kData;
       }
       int err = errno;
       if (n < 0 && err == EINTR) continue;
       if (n < 0 && err == EAGAIN) {
+        set_confirmed();
         pollfd p{fd_.get(), POLLIN, 0};
         int r = ::poll(&p, 1, 1000);
         if (r > 0 && (p.revents & POLLIN) == 0 && (p.revents & (POLLHUP | POLLERR)) != 0) {
-          return disconnected();
+          return host_absent();
         }
         continue;
       }
       // n == 0: host not connected. Other errors: treat alike, but never spin.
-      return disconnected();
+      return host_absent();
     }
   }
 
   void write_locked(std::string_view bytes) override {
+    wait_for_open_lag();
     if (!write_all_fd(fd_.get(), bytes, kWriteStallMs)) log_limited("reply dropped: host gone");
   }
 
  private:
+  static constexpr int kOpenLagMs = 1000;
+
+  bool confirmed() {
+    std::lock_guard lock(state_mu_);
+    return confirmed_;
+  }
+  void set_confirmed() {
+    unconfirmed_data_ = false;
+    lag_since_.reset();
+    {
+      std::lock_guard lock(state_mu_);
+      if (confirmed_) return;
+      confirmed_ = true;
+    }
+    state_cv_.notify_all();
+  }
+
+  ReadEvent host_absent() {
+    if (unconfirmed_data_) {
+      auto now = std::chrono::steady_clock::now();
+      if (!lag_since_) lag_since_ = now;
+      auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - *lag_since_);
+      if (waited.count() < kOpenLagMs) {
+        wait_sigio(kOpenLagMs - static_cast<int>(waited.count()));
+        return ReadEvent::kData;  // nothing appended; the caller reads again
+      }
+    }
+    return disconnected();
+  }
+
   ReadEvent disconnected() {
+    unconfirmed_data_ = false;
+    lag_since_.reset();
     if (!was_disconnected_) {
       log_line("host disconnected; waiting");
+      {
+        // Release writers waiting out an open lag before taking the write lock.
+        std::lock_guard lock(state_mu_);
+        confirmed_ = false;
+        ++disconnects_;
+      }
+      state_cv_.notify_all();
       std::lock_guard lock(write_mu_);
       bump_generation_locked();
     }
@@ -88,8 +140,28 @@ class FdPort : public Port {
     return ReadEvent::kReset;
   }
 
+  // A reply to a request that raced ahead of the port-open message: wait until the reader has
+  // seen the kernel confirm the host, or declared it gone.
+  void wait_for_open_lag() {
+    std::unique_lock lock(state_mu_);
+    if (confirmed_) return;
+    pollfd p{fd_.get(), POLLOUT, 0};
+    if (::poll(&p, 1, 0) == 1 && (p.revents & POLLOUT) != 0) return;
+    const uint64_t seen = disconnects_;
+    state_cv_.wait_for(lock, std::chrono::milliseconds(kOpenLagMs),
+                       [&] { return confirmed_ || disconnects_ != seen; });
+  }
+
   UniqueFd fd_;
+  // Reader thread only.
   bool was_disconnected_ = false;
+  bool unconfirmed_data_ = false;  // data read since the last disconnect, host not yet confirmed
+  std::optional<std::chrono::steady_clock::time_point> lag_since_;
+  // Shared with writers.
+  std::mutex state_mu_;
+  std::condition_variable state_cv_;
+  bool confirmed_ = false;  // the kernel has reported the host connected since the last disconnect
+  uint64_t disconnects_ = 0;
 };
 
 class UnixListenPort : public Port {
@@ -130,7 +202,7 @@ class UnixListenPort : public Port {
 
  private:
   UniqueFd listener_;
-  UniqueFd conn_;  // guarded by write_mu_
+  UniqueFd conn_;     // guarded by write_mu_
   int conn_fd_ = -1;  // reader's copy of conn_.get(); only the reader thread changes conn_
 };
 

@@ -87,7 +87,7 @@ AgentStatus parse_reseed_reply(std::string_view json) {
   }
   if (j.contains("reseeded") && j["reseeded"] == true) return {};
   std::string why = j.contains("error") && j["error"].is_string() ? j["error"].get<std::string>()
-                                                                   : "no reason given";
+                                                                  : "no reason given";
   return agent_error("internal", "python reseed failed: " + why.substr(0, 512));
 }
 
@@ -316,8 +316,8 @@ bool PythonWorker::reseed(const std::string& salt_hex, const Json& env, int time
     return false;
   }
   if (pid_ < 0) return false;  // no worker: the next one gets it at its first eval
-  auto left =
-      timeout_ms - std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+  auto left = timeout_ms -
+              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
   return apply_reseed_locked(std::max<int64_t>(left, 1));
 }
 

@@ -46,6 +46,21 @@ TEST(EvalReply, Validates) {
   EXPECT_EQ((*no_stdout)["stdout"], "");
 }
 
+TEST(ReseedReply, Validates) {
+  EXPECT_TRUE(parse_reseed_reply(R"({"reseeded": true, "numpy": false})"));
+  auto failed = parse_reseed_reply(R"j({"reseeded": false, "error": "ValueError()"})j");
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message.find("ValueError"), std::string::npos);
+  EXPECT_FALSE(parse_reseed_reply(R"({"value": "1", "stdout": "", "error": null})"));
+  EXPECT_FALSE(parse_reseed_reply(R"({"reseeded": 1})"));
+  EXPECT_FALSE(parse_reseed_reply("{"));
+}
+
+TEST(PythonWorker, ReseedWithoutWorkerIsFalse) {
+  PythonWorker w;  // never started
+  EXPECT_FALSE(w.reseed(std::string(64, 'a'), Json::object(), 100));
+}
+
 TEST(PythonWorker, EvalRejectsBadArgs) {
   PythonWorker w;
   Request req;

@@ -35,7 +35,8 @@ TEST(ParseRequest, BadOpKeepsId) {
 TEST(ParseRequest, KnownOps) {
   EXPECT_TRUE(is_known_op("exec"));
   EXPECT_TRUE(is_known_op("remove"));
-  EXPECT_FALSE(is_known_op("resumed"));
+  EXPECT_TRUE(is_known_op("resumed"));
+  EXPECT_FALSE(is_known_op("resume"));
   EXPECT_FALSE(is_known_op(""));
 }
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <optional>
 #include <system_error>
 #include <thread>
 
@@ -17,7 +18,8 @@ constexpr size_t kReadMax = 256 * 1024;
 
 }  // namespace
 
-Server::Server(Port* port, PythonWorker* python) : port_(port), python_(python) {}
+Server::Server(Port* port, PythonWorker* python, ResumedOptions opts)
+    : port_(port), python_(python), opts_(opts) {}
 
 void Server::run() {
   proto::FrameDecoder decoder;
@@ -25,7 +27,9 @@ void Server::run() {
   for (;;) {
     bytes.clear();
     if (port_->read_some(&bytes, kReadMax) == ReadEvent::kReset) {
-      // The host went away mid-frame (or a clone got a fresh connection): start clean.
+      // The host went away mid-frame (or a clone got a fresh connection): start clean. The port
+      // has moved to a new generation, so replies still being computed for the old host are
+      // dropped.
       if (decoder.buffered() > 0) log_line("dropping partial frame after disconnect");
       decoder = proto::FrameDecoder();
       continue;
@@ -38,7 +42,8 @@ void Server::run() {
       if (!next) break;
       if (!*next) {
         log_limited("bad frame: " + next->error().message());
-        send_json(error_reply(0, {"bad_request", next->error().message()}), {});
+        send_json(error_reply(0, {"bad_request", next->error().message()}), {},
+                  port_->generation());
         continue;
       }
       handle_frame(std::move(**next));
@@ -47,43 +52,63 @@ void Server::run() {
 }
 
 void Server::handle_frame(proto::Frame frame) {
+  // Runs on the reader thread, so this is the generation the frame's bytes arrived on.
+  uint64_t gen = port_->generation();
   auto req = parse_request(frame.json, std::move(frame.bin));
   if (!req) {
     log_limited("bad request: " + req.error().error.message);
-    send_json(error_reply(req.error().id, req.error().error), {});
+    send_json(error_reply(req.error().id, req.error().error), {}, gen);
     return;
   }
   if (!is_known_op(req->op)) {
-    send_reply(req->id, agent_error("unknown_op", "unknown op: " + req->op.substr(0, 64)));
+    send_reply(req->id, agent_error("unknown_op", "unknown op: " + req->op.substr(0, 64)), gen);
     return;
   }
-  if (in_flight_.fetch_add(1) >= kMaxInFlight) {
+  // `hello` and `resumed` open a host session: the first request on every host connection.
+  const bool resumed = req->op == "resumed" || req->op == "hello";
+  if (resumed) {
+    if (req->op == "resumed") {
+      if (auto spec = parse_resumed(*req); !spec) {
+        send_reply(req->id, tl::unexpected(spec.error()), gen);
+        return;
+      }
+    }
+    // A clone's first request: whatever arrived before it came from the snapshotted host (whose
+    // close+open a virtio port can hide when both land at once), so cut those replies off here,
+    // on the reader thread, before any later frame is read.
+    port_->new_generation();
+    gen = port_->generation();
+  }
+  // `resumed` is never refused as busy: requests inherited from the snapshot may fill the slots.
+  if (in_flight_.fetch_add(1) >= kMaxInFlight && !resumed) {
     in_flight_.fetch_sub(1);
-    send_reply(req->id, agent_error("busy", "too many requests in flight"));
+    send_reply(req->id, agent_error("busy", "too many requests in flight"), gen);
     return;
   }
   const uint64_t id = req->id;
   // Detached: the server outlives every request (it never returns from run()). std::thread
   // reports resource exhaustion by throwing; convert that at this library boundary.
   try {
-    std::thread([this, r = std::move(*req)]() mutable {
-      AgentResult<OpReply> result = dispatch(r);
+    std::thread([this, gen, r = std::move(*req)]() mutable {
+      AgentResult<OpReply> result = dispatch(r, gen);
       // Released before the reply goes out, so a host that saw the reply can reuse the slot.
       in_flight_.fetch_sub(1);
-      send_reply(r.id, result);
+      send_reply(r.id, result, gen);
     }).detach();
   } catch (const std::system_error&) {
     in_flight_.fetch_sub(1);
-    send_reply(id, agent_error("busy", "cannot start a request thread"));
+    send_reply(id, agent_error("busy", "cannot start a request thread"), gen);
   }
 }
 
-AgentResult<OpReply> Server::dispatch(const Request& req) {
+AgentResult<OpReply> Server::dispatch(const Request& req, uint64_t gen) {
   const std::string& op = req.op;
   if (op == "ping") return ping();
+  if (op == "hello") return hello();
+  if (op == "resumed") return resumed_op(req, python_, opts_);
   if (op == "exec") {
-    return run_exec(req, [this, id = req.id](std::string_view kind, std::string_view bytes) {
-      send_event(id, kind, bytes);
+    return run_exec(req, [this, gen, id = req.id](std::string_view kind, std::string_view bytes) {
+      send_event(id, kind, bytes, gen);
     });
   }
   if (op == "eval") return python_->eval(req);
@@ -96,6 +121,18 @@ AgentResult<OpReply> Server::dispatch(const Request& req) {
   return agent_error("unknown_op", "unknown op: " + op.substr(0, 64));
 }
 
+AgentResult<OpReply> Server::hello() {
+  // Answered at once (unlike ping, it never waits for the Python worker).
+  std::optional<Identity> id = current_identity();
+  OpReply reply;
+  reply.result = Json{{"version", kAgentVersion},
+                      {"protocol", 1},
+                      {"pid", ::getpid()},
+                      {"sandbox_id", id ? Json(id->sandbox_id) : Json(nullptr)},
+                      {"epoch", id ? Json(id->epoch) : Json(nullptr)}};
+  return reply;
+}
+
 AgentResult<OpReply> Server::ping() {
   // Waits for a worker that is still importing numpy, so a snapshot taken after the first ping
   // captures it warm.
@@ -104,6 +141,7 @@ AgentResult<OpReply> Server::ping() {
   if (::gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
   auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start_);
+  std::optional<Identity> id = current_identity();
   OpReply reply;
   reply.result = Json{{"version", kAgentVersion},
                       {"protocol", proto::kProtocolVersion},
@@ -111,27 +149,29 @@ AgentResult<OpReply> Server::ping() {
                       {"hostname", std::string(host)},
                       {"numpy", info.numpy},
                       {"python", info.python},
-                      {"uptime_ms", static_cast<int64_t>(uptime.count())}};
+                      {"uptime_ms", static_cast<int64_t>(uptime.count())},
+                      {"sandbox_id", id ? Json(id->sandbox_id) : Json(nullptr)},
+                      {"epoch", id ? Json(id->epoch) : Json(nullptr)}};
   return reply;
 }
 
-void Server::send_reply(uint64_t id, const AgentResult<OpReply>& result) {
+void Server::send_reply(uint64_t id, const AgentResult<OpReply>& result, uint64_t gen) {
   if (!result) {
-    send_json(error_reply(id, result.error()), {});
+    send_json(error_reply(id, result.error()), {}, gen);
     return;
   }
-  send_json(ok_reply(id, result->result), result->body);
+  send_json(ok_reply(id, result->result), result->body, gen);
 }
 
-void Server::send_event(uint64_t id, std::string_view kind, std::string_view bytes) {
+void Server::send_event(uint64_t id, std::string_view kind, std::string_view bytes, uint64_t gen) {
   // Callers pass at most 64 KiB; split anyway so no event exceeds one chunk.
   for (size_t off = 0; off < bytes.size() || off == 0; off += proto::kChunkLen) {
-    send_json(Json{{"id", id}, {"event", kind}}, bytes.substr(off, proto::kChunkLen));
+    send_json(Json{{"id", id}, {"event", kind}}, bytes.substr(off, proto::kChunkLen), gen);
     if (bytes.size() <= off + proto::kChunkLen) break;
   }
 }
 
-void Server::send_json(const Json& j, std::string_view bin) {
+void Server::send_json(const Json& j, std::string_view bin, uint64_t gen) {
   std::string wire;
   auto st = proto::encode_frame(to_wire(j), bin, &wire);
   if (!st) {
@@ -141,7 +181,7 @@ void Server::send_json(const Json& j, std::string_view bin) {
     auto fallback = to_wire(error_reply(id, {"internal", "reply too large"}));
     if (!proto::encode_frame(fallback, {}, &wire)) return;
   }
-  port_->write(wire);
+  port_->write(wire, gen);
 }
 
 }  // namespace forkd::agent

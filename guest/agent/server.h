@@ -1,12 +1,15 @@
 #pragma once
 // The request loop: one reader thread decodes frames from the Port; each request runs on its own
-// thread (at most kMaxInFlight at once, beyond that the reply is `busy`) and writes its events and
-// final reply through the Port, which serializes frames.
+// thread (at most kMaxInFlight at once, beyond that the reply is `busy`; `resumed` is exempt) and
+// writes its events and final reply through the Port, which serializes frames. Events and replies
+// are tagged with the connection generation their request arrived on and dropped if the host has
+// reconnected since; a valid `resumed` starts a new generation itself.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string_view>
 
+#include "identity.h"
 #include "port.h"
 #include "proto/frame.h"
 #include "python_worker.h"
@@ -20,7 +23,7 @@ inline constexpr char kAgentVersion[] = "0.1.0";
 class Server {
  public:
   // Both pointers must outlive the server; request threads are detached and use them.
-  Server(Port* port, PythonWorker* python);
+  Server(Port* port, PythonWorker* python, ResumedOptions opts = {});
 
   // Reads and dispatches forever.
   [[noreturn]] void run();
@@ -30,14 +33,16 @@ class Server {
   void handle_frame(proto::Frame frame);
 
  private:
-  AgentResult<OpReply> dispatch(const Request& req);
+  AgentResult<OpReply> dispatch(const Request& req, uint64_t gen);
   AgentResult<OpReply> ping();
-  void send_reply(uint64_t id, const AgentResult<OpReply>& result);
-  void send_event(uint64_t id, std::string_view kind, std::string_view bytes);
-  void send_json(const Json& j, std::string_view bin);
+  AgentResult<OpReply> hello();
+  void send_reply(uint64_t id, const AgentResult<OpReply>& result, uint64_t gen);
+  void send_event(uint64_t id, std::string_view kind, std::string_view bytes, uint64_t gen);
+  void send_json(const Json& j, std::string_view bin, uint64_t gen);
 
   Port* port_;
   PythonWorker* python_;
+  const ResumedOptions opts_;
   std::atomic<int> in_flight_{0};
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };

@@ -54,6 +54,9 @@ int main(int argc, char** argv) {
   forkd::cli::register_doctor(app, g, action);
   forkd::cli::register_bench(app, g, action);
   forkd::cli::register_demo(app, g, action);
+  forkd::cli::register_snapshot(app, g, action);
+  forkd::cli::register_fork(app, g, action);
+  forkd::cli::register_sandbox_verbs(app, g, action);
 
   // CLI11 reports usage errors by exception; this is the library boundary where they end.
   try {

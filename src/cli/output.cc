@@ -1,6 +1,10 @@
 #include "cli/output.h"
 
+#include <unistd.h>
+
 #include <cstdio>
+
+#include "base/files.h"
 
 namespace forkd::cli {
 
@@ -26,6 +30,45 @@ Result<engine::EngineConfig> make_config(const GlobalOptions& g) {
                       "unknown machine type '" + g.machine + "' (use microvm or pc)");
   }
   return cfg;
+}
+
+engine::EventFn exec_stream(bool json) {
+  if (json) return {};
+  return [](const std::string& which, std::string_view data) {
+    (void)write_all(which == "stderr" ? STDERR_FILENO : STDOUT_FILENO, data);
+  };
+}
+
+int finish_exec(const engine::ExecResult& res, bool json, double timeout_s, nlohmann::json extra) {
+  if (json) {
+    extra["exit_code"] = res.exit_code;
+    extra["timed_out"] = res.timed_out;
+    extra["duration_ms"] = res.duration_ms;
+    extra["stdout"] = res.stdout_data;
+    extra["stderr"] = res.stderr_data;
+    print_json(extra);
+  }
+  if (res.timed_out) {
+    std::fprintf(stderr, "forkd: command timed out after %.3g s and was killed [timeout]\n",
+                 timeout_s);
+    return kExitTimeout;
+  }
+  return res.exit_code;
+}
+
+void print_json(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+}
+
+Status parse_env(const std::vector<std::string>& kvs, std::map<std::string, std::string>* env) {
+  for (const auto& kv : kvs) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return make_error(ErrorCode::kInvalidArgument, "--env wants KEY=VALUE, got " + kv);
+    }
+    (*env)[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return {};
 }
 
 engine::ProgressFn stderr_progress() {

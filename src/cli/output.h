@@ -4,10 +4,16 @@
 #include <string>
 #include <string_view>
 
+#include <map>
+#include <vector>
+
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "engine/agent_client.h"
 #include "engine/config.h"
+#include "engine/sandbox.h"
 #include "engine/image_store.h"
 
 namespace forkd::cli {
@@ -42,5 +48,21 @@ void register_run(CLI::App& app, GlobalOptions& g, Action& action);
 void register_doctor(CLI::App& app, GlobalOptions& g, Action& action);
 void register_bench(CLI::App& app, GlobalOptions& g, Action& action);
 void register_demo(CLI::App& app, GlobalOptions& g, Action& action);
+void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action);
+void register_fork(CLI::App& app, GlobalOptions& g, Action& action);
+void register_sandbox_verbs(CLI::App& app, GlobalOptions& g, Action& action);
+
+// The output sink of an exec: streams to stdout/stderr, or nothing (collected) for --json.
+engine::EventFn exec_stream(bool json);
+// Finishes an exec for the CLI: prints the JSON result (with extra fields) when json, reports a
+// timeout, and returns the exit code the CLI should exit with.
+int finish_exec(const engine::ExecResult& res, bool json, double timeout_s,
+                nlohmann::json extra = nlohmann::json::object());
+
+// Prints JSON to stdout (invalid UTF-8 replaced, never thrown on).
+void print_json(const nlohmann::json& j);
+
+// Parses KEY=VALUE strings into env; kInvalidArgument naming the bad one.
+Status parse_env(const std::vector<std::string>& kvs, std::map<std::string, std::string>* env);
 
 }  // namespace forkd::cli

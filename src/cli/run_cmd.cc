@@ -41,38 +41,15 @@ int do_run(const GlobalOptions& g, const RunArgs& a) {
   eo.argv = a.command;
   eo.cwd = a.cwd;
   eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000));
-  for (const auto& kv : a.env) {
-    auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) {
-      return report_error(Error(ErrorCode::kInvalidArgument, "--env wants KEY=VALUE, got " + kv));
-    }
-    eo.env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  if (auto st = parse_env(a.env, &eo.env); !st) return report_error(st.error());
 
   auto sb = engine::Sandbox::boot(*cfg, bo);
   if (!sb) return report_error(sb.error());
-  engine::EventFn stream;
-  if (!a.json) {
-    stream = [](const std::string& which, std::string_view data) {
-      (void)write_all(which == "stderr" ? STDERR_FILENO : STDOUT_FILENO, data);
-    };
-  }
-  auto res = (*sb)->exec(eo, stream);
+  auto res = (*sb)->exec(eo, exec_stream(a.json));
   double boot_ms = (*sb)->timings().agent_ms;
   (*sb)->destroy();
   if (!res) return report_error(res.error());
-  if (a.json) {
-    nlohmann::json out = {{"exit_code", res->exit_code}, {"timed_out", res->timed_out},
-                          {"duration_ms", res->duration_ms}, {"boot_ms", boot_ms},
-                          {"stdout", res->stdout_data}, {"stderr", res->stderr_data}};
-    std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  }
-  if (res->timed_out) {
-    std::fprintf(stderr, "forkd: command timed out after %.3g s and was killed [timeout]\n",
-                 a.timeout_s);
-    return kExitTimeout;
-  }
-  return res->exit_code;
+  return finish_exec(*res, a.json, a.timeout_s, {{"boot_ms", boot_ms}});
 }
 
 }  // namespace

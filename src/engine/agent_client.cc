@@ -10,6 +10,7 @@
 
 #include "base/files.h"
 #include "base/log.h"
+#include "engine/config.h"
 #include "proto/frame.h"
 
 namespace forkd::engine {
@@ -53,6 +54,9 @@ std::unique_ptr<AgentClient> AgentClient::from_fd(UniqueFd fd) {
 }
 
 AgentClient::AgentClient(UniqueFd fd) : fd_(std::move(fd)) {
+  // Ids start at a random point: a reply the agent still owes an earlier connection can then
+  // never be mistaken for the answer to one of ours.
+  next_id_ = (std::stoull(random_hex(5), nullptr, 16) << 8) + 1;
   reader_ = std::jthread([this](std::stop_token st) { reader_loop(st); });
 }
 
@@ -174,18 +178,28 @@ Result<AgentReply> AgentClient::call(Json request, std::string_view bin,
   return std::move(pending->reply);
 }
 
-Result<Json> AgentClient::wait_ready(std::chrono::milliseconds timeout,
-                                     std::chrono::milliseconds interval) {
+Result<Json> AgentClient::open_session(std::chrono::milliseconds timeout,
+                                       std::chrono::milliseconds interval) {
   auto deadline = Clock::now() + timeout;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) break;
-    auto r = call(Json{{"op", "ping"}}, {}, std::min(left, interval));
+    auto r = call(Json{{"op", "hello"}}, {}, std::min(left, interval));
     if (r) return r->json;
     if (r.error().code() != ErrorCode::kAgentTimeout) return tl::unexpected(r.error());
   }
   return make_error(ErrorCode::kAgentTimeout,
-                    "agent did not answer ping within " + std::to_string(timeout.count()) + " ms");
+                    "agent did not answer within " + std::to_string(timeout.count()) + " ms");
+}
+
+Result<Json> AgentClient::wait_ready(std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  auto hello = open_session(timeout);
+  if (!hello) return hello;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  auto r = call(Json{{"op", "ping"}}, {}, std::max(left, std::chrono::milliseconds(1000)));
+  if (!r) return tl::unexpected(r.error());
+  return r->json;
 }
 
 }  // namespace forkd::engine

@@ -46,9 +46,14 @@ class AgentClient {
   Result<AgentReply> call(Json request, std::string_view bin, std::chrono::milliseconds timeout,
                           EventFn on_event = {});
 
-  // Sends ping every interval until one is answered or timeout passes.
-  Result<Json> wait_ready(std::chrono::milliseconds timeout,
-                          std::chrono::milliseconds interval = std::chrono::milliseconds(500));
+  // Opens a session: sends `hello` (retried every interval: a virtio port can drop the reply
+  // to a request that raced the port's close/open) until one is answered. Every new
+  // connection must do this (or `resumed`) before other requests.
+  Result<Json> open_session(std::chrono::milliseconds timeout,
+                            std::chrono::milliseconds interval = std::chrono::milliseconds(250));
+
+  // open_session, then one ping (which waits for the guest's warm Python worker).
+  Result<Json> wait_ready(std::chrono::milliseconds timeout);
 
   bool connected() const { return !closed_.load(); }
 

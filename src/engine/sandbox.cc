@@ -10,9 +10,9 @@
 
 #include "base/files.h"
 #include "base/log.h"
-#include "base/subprocess.h"
-#include "vmm/accel.h"
-#include "vmm/host_tsc.h"
+#include "base/paths.h"
+#include "engine/registry.h"
+#include "engine/vm_setup.h"
 #include "vmm/qmp_client.h"
 
 namespace forkd::engine {
@@ -25,24 +25,9 @@ double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-// Sandboxes owned by this process, for the Ctrl-C path.
+// Sandboxes this process owns, for the Ctrl-C path.
 std::mutex g_owned_mu;
 std::set<Sandbox*> g_owned;
-
-Status create_overlay(const std::string& base, const std::string& overlay) {
-  if (find_in_path("qemu-img").empty()) {
-    return make_error(ErrorCode::kQemuMissing,
-                      "qemu-img not found; install it with: apt-get install qemu-utils");
-  }
-  auto r = run_capture({"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base,
-                        overlay},
-                       std::chrono::seconds(30));
-  if (!r) return tl::unexpected(r.error().wrap("qemu-img create"));
-  if (r->exit_code != 0) {
-    return make_error(ErrorCode::kQemuFailed, "qemu-img create " + overlay + ": " + r->output);
-  }
-  return {};
-}
 
 }  // namespace
 
@@ -53,7 +38,7 @@ Sandbox::Sandbox(std::string id, std::string dir, vmm::VmProcess vm)
 }
 
 Sandbox::~Sandbox() {
-  destroy();
+  if (owned_) destroy();
   std::lock_guard lock(g_owned_mu);
   g_owned.erase(this);
 }
@@ -61,14 +46,21 @@ Sandbox::~Sandbox() {
 void Sandbox::destroy_all_owned() {
   std::lock_guard lock(g_owned_mu);
   for (Sandbox* sb : g_owned) {
+    if (!sb->owned_) continue;
     ::kill(sb->qemu_pid(), SIGKILL);
     (void)remove_tree(sb->dir_);
   }
 }
 
+Status Sandbox::write_record() {
+  record_["id"] = id_;
+  record_["pid"] = vm_.pid();
+  record_["schema"] = 1;
+  return write_file_atomic(dir_ + "/sandbox.json", record_.dump(2) + "\n");
+}
+
 Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const BootOptions& opts) {
   auto t0 = Clock::now();
-  auto say = [](std::string_view s) { logger("engine")->info("event=boot_step step=\"{}\"", s); };
   if (opts.memory_mib < 64 || opts.memory_mib > 65536) {
     return make_error(ErrorCode::kInvalidArgument, "memory must be 64..65536 MiB");
   }
@@ -78,72 +70,49 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   ImageStore store(cfg.home, cfg.assets, cfg.agent);
   auto image = store.get(opts.image, opts.progress);
   if (!image) return tl::unexpected(image.error());
-  auto accel = vmm::choose_accel(cfg.accel);
-  if (!accel) return tl::unexpected(accel.error());
   BootTimings timings;
   timings.image_ms = ms_since(t0);
 
-  std::string id = "sb-" + random_hex(6);
+  std::string id = new_sandbox_id();
   std::string dir = cfg.sandboxes_dir() + "/" + id;
+  auto vc = base_vm_config(cfg, id, dir);
+  if (!vc) return tl::unexpected(vc.error());
   FORKD_TRY(make_dirs(dir));
   auto fail = [&](Error e) -> Result<std::unique_ptr<Sandbox>> {
     (void)remove_tree(dir);
     return tl::unexpected(e.wrap("boot " + opts.image));
   };
-
-  vmm::VmConfig vc;
-  vc.name = "forkd-" + id;
-  vc.machine = cfg.machine;
-  vc.accel = accel->accel;
-  vc.tb_size_mib = cfg.tb_size_mib;
-  vc.cpus = opts.cpus;
-  vc.memory_mib = opts.memory_mib;
-  vc.kernel = image->kernel;
-  vc.initrd = image->initrd;
-  vc.kernel_append = image->append + " forkd.id=" + id;
-  if (vc.machine == vmm::MachineType::kMicrovm) {
-    // No PCI bus on microvm: skip probing it.
-    vc.kernel_append += " pci=off";
-    if (vc.accel == vmm::Accel::kTcg) {
-      if (uint64_t khz = vmm::host_tsc_khz(); khz > 0) {
-        vc.kernel_append += " tsc_early_khz=" + std::to_string(khz);
-      }
-    }
-  }
-  if (!opts.extra_append.empty()) vc.kernel_append += " " + opts.extra_append;
+  vc->cpus = opts.cpus;
+  vc->memory_mib = opts.memory_mib;
+  vc->kernel = image->kernel;
+  vc->initrd = image->initrd;
+  vc->kernel_append = image->append + host_kernel_args(*vc);
+  if (!opts.extra_append.empty()) vc->kernel_append += " " + opts.extra_append;
+  vc->memory_file = opts.memory_file;
+  vc->memory_share = !opts.memory_file.empty();
+  vc->die_with_parent = opts.die_with_parent;
   if (!image->disk.empty()) {
     std::string overlay = dir + "/overlay.qcow2";
-    if (auto st = create_overlay(image->disk, overlay); !st) return fail(st.error());
-    vc.disk = overlay;
+    if (auto st = create_overlay(image->disk, "raw", overlay); !st) return fail(st.error());
+    vc->disk = overlay;
   }
-  vc.qmp_socket = dir + "/qmp.sock";
-  vc.agent_socket = dir + "/agent.sock";
-  vc.console_log = dir + "/console.log";
-  vc.pid_file = dir + "/qemu.pid";
 
-  say("starting QEMU (" + std::string(vmm::machine_name(vc.machine)) + ", " +
-      std::string(vmm::accel_name(vc.accel)) + ")");
+  logger("engine")->info("event=boot_start id={} image={}", id, opts.image);
   auto t_launch = Clock::now();
-  auto vm = vmm::VmProcess::launch(vc, dir + "/qemu.log", std::chrono::seconds(30));
+  auto vm = vmm::VmProcess::launch(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!vm) return fail(vm.error());
   timings.launch_ms = ms_since(t_launch);
   std::unique_ptr<Sandbox> sb(new Sandbox(id, dir, std::move(*vm)));
-
-  Json record = {{"schema", 1},
-                 {"id", id},
-                 {"image", opts.image},
-                 {"pid", sb->qemu_pid()},
+  sb->record_ = {{"image", opts.image},
                  {"memory_mib", opts.memory_mib},
                  {"cpus", opts.cpus},
-                 {"accel", vmm::accel_name(vc.accel)},
-                 {"machine", vmm::machine_name(vc.machine)},
+                 {"accel", vmm::accel_name(vc->accel)},
+                 {"machine", vmm::machine_name(vc->machine)},
+                 {"kernel_append", vc->kernel_append},
                  {"created_at", static_cast<int64_t>(std::time(nullptr))}};
-  if (auto st = write_file_atomic(dir + "/sandbox.json", record.dump(2) + "\n"); !st) {
-    return tl::unexpected(st.error().wrap("boot " + opts.image));
-  }
+  if (auto st = sb->write_record(); !st) return tl::unexpected(st.error().wrap("boot"));
 
-  say("waiting for the agent");
-  auto agent = AgentClient::connect(vc.agent_socket, std::chrono::seconds(10));
+  auto agent = AgentClient::connect(vc->agent_socket, std::chrono::seconds(10));
   if (!agent) return tl::unexpected(agent.error().wrap("boot " + opts.image));
   sb->agent_ = std::move(*agent);
   auto left = opts.boot_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -151,7 +120,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   auto info = sb->agent_->wait_ready(std::max(left, std::chrono::milliseconds(1000)));
   if (!info) {
     std::string tail = sb->vm_.alive() ? "" : " (QEMU exited)";
-    tail += "; console tail:\n" + vmm::log_tail(vc.console_log, 1500);
+    tail += "; console tail:\n" + vmm::log_tail(vc->console_log, 1500);
     return tl::unexpected(info.error().wrap("boot " + opts.image + tail));
   }
   sb->agent_info_ = *info;
@@ -163,9 +132,47 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   return sb;
 }
 
+Result<std::unique_ptr<Sandbox>> Sandbox::attach(const EngineConfig& cfg, const std::string& id) {
+  if (!is_safe_name(id)) {
+    return make_error(ErrorCode::kInvalidArgument, "invalid sandbox id '" + id + "'");
+  }
+  std::string dir = cfg.sandboxes_dir() + "/" + id;
+  auto text = forkd::read_file(dir + "/sandbox.json", 1 << 20);
+  if (!text) return make_error(ErrorCode::kNotFound, "no sandbox " + id + " (see forkd ps)");
+  Json rec = Json::parse(*text, nullptr, false);
+  if (rec.is_discarded() || !rec.is_object() || !rec["pid"].is_number_integer()) {
+    return make_error(ErrorCode::kInvalidArgument, "sandbox " + id + ": unreadable record");
+  }
+  pid_t pid = rec["pid"].get<pid_t>();
+  // The pid must still be our QEMU (pids are reused): its command line names the run dir.
+  if (!qemu_owns_dir(pid, dir)) {
+    return make_error(ErrorCode::kNotFound, "sandbox " + id + " is not running (its QEMU exited)");
+  }
+  auto vm = vmm::VmProcess::adopt(pid);
+  if (!vm) return tl::unexpected(vm.error().wrap("sandbox " + id));
+  std::unique_ptr<Sandbox> sb(new Sandbox(id, dir, std::move(*vm)));
+  sb->owned_ = false;
+  sb->record_ = rec;
+  auto agent = AgentClient::connect(dir + "/agent.sock", std::chrono::seconds(2));
+  if (!agent) return tl::unexpected(agent.error().wrap("sandbox " + id));
+  // QEMU serves one host connection at a time: a second client waits until the first leaves.
+  auto hello = (*agent)->open_session(std::chrono::seconds(10));
+  if (!hello) {
+    return tl::unexpected(hello.error().wrap("sandbox " + id +
+                                             " (is another client connected to it?)"));
+  }
+  sb->agent_ = std::move(*agent);
+  return sb;
+}
+
 void Sandbox::destroy() {
   if (destroyed_) return;
   destroyed_ = true;
+  stop_vm();
+  (void)remove_tree(dir_);
+}
+
+void Sandbox::stop_vm() {
   agent_.reset();
   if (vm_.alive()) {
     // A clean stop first; QEMU then exits on its own.
@@ -175,7 +182,6 @@ void Sandbox::destroy() {
       vm_.terminate(std::chrono::milliseconds(2000));
     }
   }
-  (void)remove_tree(dir_);
 }
 
 Result<AgentReply> Sandbox::call(Json request, std::string_view bin,

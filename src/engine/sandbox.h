@@ -26,6 +26,18 @@ struct BootOptions {
   std::chrono::milliseconds boot_timeout = std::chrono::seconds(90);
   ProgressFn progress;       // image build progress and boot steps
   std::string extra_append;  // appended to the kernel command line (tests, debugging)
+  // Guest RAM in this file, shared (MAP_SHARED): a snapshot template writes its memory straight
+  // into the tag's memory file. Empty: anonymous RAM.
+  std::string memory_file;
+  // QEMU dies with this process (snapshot templates must never outlive `forkd snapshot`).
+  bool die_with_parent = false;
+};
+
+// Timings of one restore, in ms from the start of Sandbox::restore.
+struct RestoreTimings {
+  double launch_ms = 0;    // QEMU started, QMP ready (0 when taken from a pool)
+  double incoming_ms = 0;  // device state loaded, vCPUs running
+  double ready_ms = 0;     // identity set (`resumed` answered)
 };
 
 struct BootTimings {
@@ -68,6 +80,12 @@ struct FileStat {
 class Sandbox {
  public:
   static Result<std::unique_ptr<Sandbox>> boot(const EngineConfig& cfg, const BootOptions& opts);
+  // Reconnects to a running sandbox from its record. The returned object does not own the VM
+  // (its destructor leaves it running); kNotFound when the id is unknown or its QEMU is gone.
+  static Result<std::unique_ptr<Sandbox>> attach(const EngineConfig& cfg, const std::string& id);
+
+  // After release(), destroying this object leaves the VM running (children outlive the CLI).
+  void release() { owned_ = false; }
   ~Sandbox();
   Sandbox(const Sandbox&) = delete;
   Sandbox& operator=(const Sandbox&) = delete;
@@ -77,6 +95,8 @@ class Sandbox {
   pid_t qemu_pid() const { return vm_.pid(); }
   const BootTimings& timings() const { return timings_; }
   const Json& agent_info() const { return agent_info_; }
+  const RestoreTimings& restore_timings() const { return restore_timings_; }
+  const Json& record() const { return record_; }
 
   Result<Json> ping(std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Runs a command. With on_output, stdout/stderr chunks go there as they arrive; without it they
@@ -94,7 +114,9 @@ class Sandbox {
   Status mkdir(const std::string& guest_path, bool parents);
   Status remove(const std::string& guest_path, bool recursive);
 
-  // Stops QEMU (QMP quit, then SIGTERM/SIGKILL) and removes the run dir. Idempotent.
+  // Stops QEMU (QMP quit, then SIGTERM/SIGKILL) but keeps the run dir. Idempotent.
+  void stop_vm();
+  // stop_vm() and removes the run dir. Idempotent.
   void destroy();
 
   // Kills every sandbox this process booted and still owns (Ctrl-C path). Async-signal-unsafe:
@@ -102,7 +124,9 @@ class Sandbox {
   static void destroy_all_owned();
 
  private:
+  friend class Restorer;
   Sandbox(std::string id, std::string dir, vmm::VmProcess vm);
+  Status write_record();
   Result<AgentReply> call(Json request, std::string_view bin, std::chrono::milliseconds timeout,
                           EventFn on_event = {});
 
@@ -112,7 +136,10 @@ class Sandbox {
   std::unique_ptr<AgentClient> agent_;
   Json agent_info_;
   BootTimings timings_;
+  RestoreTimings restore_timings_;
+  Json record_;  // sandbox.json
   bool destroyed_ = false;
+  bool owned_ = true;
 };
 
 }  // namespace forkd::engine

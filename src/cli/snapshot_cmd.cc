@@ -1,0 +1,152 @@
+// Tags: snapshot (create), images (list images and tags), rmi (remove a tag).
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <ctime>
+#include <memory>
+
+#include "base/files.h"
+#include "cli/output.h"
+#include "engine/image_store.h"
+#include "engine/pool.h"
+#include "engine/snapshot.h"
+#include "store/snapshot_store.h"
+
+namespace forkd::cli {
+
+namespace {
+
+struct SnapshotArgs {
+  std::string tag;
+  std::string image = "minimal";
+  int memory_mib = 256;
+  int cpus = 1;
+  std::vector<std::string> exec;
+  bool force = false;
+  bool json = false;
+};
+
+int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  engine::SnapshotOptions so;
+  so.tag = a.tag;
+  so.image = a.image;
+  so.memory_mib = a.memory_mib;
+  so.cpus = a.cpus;
+  so.warmup = a.exec;
+  so.force = a.force;
+  so.progress = stderr_progress();
+  auto r = engine::create_snapshot(*cfg, so);
+  if (!r) return report_error(r.error());
+  if (a.json) {
+    auto j = r->meta.to_json();
+    j["timings_ms"] = {{"boot", r->boot_ms}, {"warmup", r->warmup_ms}, {"save", r->save_ms},
+                       {"commit", r->commit_ms}};
+    print_json(j);
+  } else {
+    std::printf("tag %s ready: image %s, %d MiB, boot %.0f ms, warm-up %.0f ms, save %.0f ms, "
+                "commit %.0f ms\n",
+                a.tag.c_str(), a.image.c_str(), a.memory_mib, r->boot_ms, r->warmup_ms, r->save_ms,
+                r->commit_ms);
+  }
+  return 0;
+}
+
+// Disk blocks actually used by the files of a tag (memory files are sparse or preallocated).
+uint64_t tag_disk_kib(const std::string& dir, const store::SnapshotMeta& m) {
+  uint64_t kib = 0;
+  for (const auto& [role, f] : m.files) {
+    struct stat st;
+    if (::stat((dir + "/" + store::snapshot_file_name(role)).c_str(), &st) == 0) {
+      kib += static_cast<uint64_t>(st.st_blocks) / 2;
+    }
+  }
+  return kib;
+}
+
+int do_images(const GlobalOptions& g, bool json) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  engine::ImageStore images(cfg->home, cfg->assets, cfg->agent);
+  store::SnapshotStore snaps(cfg->home);
+  nlohmann::json imgs = nlohmann::json::array(), tags = nlohmann::json::array();
+  for (const auto& name : engine::ImageStore::known_images()) {
+    auto cached = images.image_cached(name);
+    imgs.push_back({{"name", name}, {"built", cached && *cached}});
+  }
+  for (const auto& m : snaps.list()) {
+    tags.push_back({{"tag", m.tag}, {"image", m.image}, {"memory_mib", m.memory_mib},
+                    {"created_at", m.created_at}, {"status", m.status},
+                    {"parent_tag", m.parent_tag ? nlohmann::json(*m.parent_tag) : nlohmann::json()},
+                    {"disk_kib", tag_disk_kib(snaps.dir(m.tag), m)}, {"warmup", m.warmup}});
+  }
+  if (json) {
+    print_json({{"images", imgs}, {"tags", tags}});
+    return 0;
+  }
+  std::printf("IMAGES\n");
+  for (const auto& i : imgs) {
+    std::printf("  %-10s %s\n", i["name"].get<std::string>().c_str(),
+                i["built"].get<bool>() ? "built" : "not built yet");
+  }
+  std::printf("TAGS\n");
+  if (tags.empty()) std::printf("  (none: forkd snapshot --tag NAME)\n");
+  for (const auto& t : tags) {
+    std::time_t c = t["created_at"].get<int64_t>();
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::localtime(&c));
+    std::printf("  %-20s image %-8s %5d MiB  %7.1f MiB on disk  %s\n",
+                t["tag"].get<std::string>().c_str(), t["image"].get<std::string>().c_str(),
+                t["memory_mib"].get<int>(), static_cast<double>(t["disk_kib"].get<uint64_t>()) / 1024,
+                when);
+  }
+  return 0;
+}
+
+int do_rmi(const GlobalOptions& g, const std::vector<std::string>& tags) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  store::SnapshotStore snaps(cfg->home);
+  int failed = 0;
+  for (const auto& tag : tags) {
+    engine::Pool(*cfg).drain(tag);
+    auto st = snaps.remove(tag);
+    if (!st) {
+      ++failed;
+      report_error(st.error());
+    } else {
+      std::printf("%s\n", tag.c_str());
+    }
+  }
+  return failed ? kExitError : 0;
+}
+
+}  // namespace
+
+void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto a = std::make_shared<SnapshotArgs>();
+  auto* sub = app.add_subcommand("snapshot", "Boot an image, warm it up, freeze it into a tag");
+  sub->add_option("--tag", a->tag, "Tag name ([A-Za-z0-9_-]{1,64})")->required();
+  sub->add_option("--image", a->image, "Image: minimal or python")->capture_default_str();
+  sub->add_option("--memory", a->memory_mib, "Guest memory in MiB")
+      ->check(CLI::Range(64, 65536))
+      ->capture_default_str();
+  sub->add_option("--cpus", a->cpus, "Guest vCPUs")->check(CLI::Range(1, 64));
+  sub->add_option("--exec", a->exec, "Warm-up shell command (repeatable; each must exit 0)");
+  sub->add_flag("--force", a->force, "Replace an existing tag");
+  sub->add_flag("--json", a->json, "Machine-readable output");
+  sub->callback([&action, &g, a] { action = [&g, a] { return do_snapshot(g, *a); }; });
+
+  auto json = std::make_shared<bool>(false);
+  auto* images = app.add_subcommand("images", "List images and snapshot tags");
+  images->add_flag("--json", *json, "Machine-readable output");
+  images->callback([&action, &g, json] { action = [&g, json] { return do_images(g, *json); }; });
+
+  auto tags = std::make_shared<std::vector<std::string>>();
+  auto* rmi = app.add_subcommand("rmi", "Remove snapshot tags (running children keep running)");
+  rmi->add_option("tags", *tags, "Tags")->required();
+  rmi->callback([&action, &g, tags] { action = [&g, tags] { return do_rmi(g, *tags); }; });
+}
+
+}  // namespace forkd::cli

@@ -1,0 +1,81 @@
+#include "engine/fork.h"
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "engine/pool.h"
+#include "engine/restore.h"
+#include "store/snapshot_store.h"
+
+namespace forkd::engine {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+}  // namespace
+
+Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opts) {
+  if (opts.n < 1 || opts.n > kMaxForkChildren) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "n must be 1.." + std::to_string(kMaxForkChildren) + ", got " +
+                          std::to_string(opts.n));
+  }
+  auto t0 = Clock::now();
+  store::SnapshotStore snaps(cfg.home);
+  auto meta = snaps.load(opts.tag);
+  if (!meta) return tl::unexpected(meta.error());
+  if (auto st = snaps.verify(*meta); !st) return tl::unexpected(st.error());
+  std::string tag_dir = snaps.dir(opts.tag);
+  ForkResult res;
+  res.verify_ms = ms_between(t0, Clock::now());
+  res.children.resize(static_cast<size_t>(opts.n));
+
+  Pool pool(cfg);
+  std::atomic<int> next{0};
+  auto worker = [&] {
+    for (;;) {
+      int i = next.fetch_add(1);
+      if (i >= opts.n) return;
+      ForkChild& child = res.children[static_cast<size_t>(i)];
+      std::optional<PrestartedVm> pre;
+      if (opts.use_pool) {
+        if (auto claimed = pool.claim(*meta, tag_dir)) {
+          pre = std::move(*claimed);
+          child.from_pool = true;
+        }
+      }
+      auto t_start = Clock::now();
+      if (!pre) {
+        auto started = prestart_child(cfg, *meta, tag_dir);
+        if (!started) {
+          child.error = started.error();
+          continue;
+        }
+        pre = std::move(*started);
+      }
+      double launch_ms = ms_between(t_start, Clock::now());
+      child.id = pre->id;
+      auto sb = finish_restore(std::move(*pre), *meta, tag_dir);
+      if (!sb) {
+        child.error = sb.error();
+        continue;
+      }
+      child.timings = (*sb)->restore_timings();
+      child.timings.launch_ms = child.from_pool ? 0 : launch_ms;
+      child.total_ms = ms_between(t0, Clock::now());
+      (*sb)->release();
+    }
+  };
+  int threads = std::max(1, std::min(opts.parallel, opts.n));
+  {
+    std::vector<std::jthread> pool_threads;
+    for (int t = 0; t < threads; ++t) pool_threads.emplace_back(worker);
+  }
+  res.wall_ms = ms_between(t0, Clock::now());
+  return res;
+}
+
+}  // namespace forkd::engine

@@ -1,0 +1,98 @@
+#include "engine/migration.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "base/files.h"
+
+namespace forkd::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using vmm::Json;
+
+constexpr auto kMigrationTimeout = std::chrono::seconds(60);
+
+Status enable_ignore_shared(vmm::QmpClient& qmp) {
+  Json caps = {{"capabilities",
+                Json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}};
+  auto r = qmp.execute("migrate-set-capabilities", caps);
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+// Polls query-migrate until the migration completed or failed.
+Status wait_migration(vmm::QmpClient& qmp) {
+  auto deadline = Clock::now() + kMigrationTimeout;
+  for (;;) {
+    auto r = qmp.execute("query-migrate");
+    if (!r) return tl::unexpected(r.error());
+    std::string status = r->is_object() ? r->value("status", "") : "";
+    if (status == "completed") return {};
+    if (status == "failed" || status == "cancelled") {
+      std::string why = r->value("error-desc", "no reason given");
+      return make_error(ErrorCode::kQemuFailed, "migration " + status + ": " + why);
+    }
+    if (Clock::now() > deadline) {
+      return make_error(ErrorCode::kTimeout, "migration still '" + status + "' after 60 s");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+}
+
+Status pass_fd(vmm::QmpClient& qmp, int fd, const std::string& name) {
+  auto r = qmp.execute_with_fd("getfd", Json{{"fdname", name}}, fd);
+  if (!r) return tl::unexpected(r.error().wrap("getfd"));
+  return {};
+}
+
+}  // namespace
+
+Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path) {
+  FORKD_TRY(enable_ignore_shared(qmp));
+  auto fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (!fd) return tl::unexpected(fd.error());
+  FORKD_TRY(pass_fd(qmp, fd->get(), "vmstate"));
+  auto t_stop = Clock::now();
+  auto stopped = qmp.execute("stop");
+  if (!stopped) return tl::unexpected(stopped.error().wrap("stop"));
+  auto started = qmp.execute("migrate", Json{{"uri", "fd:vmstate"}});
+  if (!started) return tl::unexpected(started.error().wrap("migrate"));
+  FORKD_TRY(wait_migration(qmp));
+  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
+  SaveResult res;
+  res.pause_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_stop).count();
+  struct stat st;
+  if (::fstat(fd->get(), &st) == 0) res.bytes = static_cast<uint64_t>(st.st_size);
+  if (res.bytes == 0) return make_error(ErrorCode::kQemuFailed, "device state file is empty");
+  return res;
+}
+
+Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::string& path) {
+  auto qmp = vmm::QmpClient::connect(qmp_socket, std::chrono::seconds(5));
+  if (!qmp) return tl::unexpected(qmp.error());
+  return save_device_state(*qmp, path);
+}
+
+Status load_device_state(vmm::QmpClient& qmp, const std::string& path) {
+  FORKD_TRY(enable_ignore_shared(qmp));
+  auto fd = open_file(path, O_RDONLY);
+  if (!fd) return tl::unexpected(fd.error());
+  FORKD_TRY(pass_fd(qmp, fd->get(), "vmstate"));
+  auto r = qmp.execute("migrate-incoming", Json{{"uri", "fd:vmstate"}});
+  if (!r) return tl::unexpected(r.error().wrap("migrate-incoming"));
+  FORKD_TRY(wait_migration(qmp));
+  auto status = qmp.execute("query-status");
+  if (!status) return tl::unexpected(status.error());
+  if (!status->value("running", false)) {
+    auto cont = qmp.execute("cont");
+    if (!cont) return tl::unexpected(cont.error().wrap("cont"));
+  }
+  return {};
+}
+
+}  // namespace forkd::engine

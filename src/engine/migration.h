@@ -1,0 +1,25 @@
+#pragma once
+// Device-state save and load over QMP, the heart of snapshot and fork. Guest RAM never goes
+// through the migration stream: it lives in a memory file that x-ignore-shared skips.
+#include <string>
+
+#include "base/error.h"
+#include "vmm/qmp_client.h"
+
+namespace forkd::engine {
+
+struct SaveResult {
+  double pause_ms = 0;  // from `stop` until the device state was completely written
+  uint64_t bytes = 0;   // size of the device-state file
+};
+
+// Stops the VM, enables x-ignore-shared and migrates the device state into a new file at path
+// (passed to QEMU as a descriptor: the seccomp jail forbids exec:). The VM stays stopped.
+Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path);
+Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::string& path);
+
+// On a QEMU started with -incoming defer: enables x-ignore-shared, loads the device state from
+// path, and makes sure the vCPUs run.
+Status load_device_state(vmm::QmpClient& qmp, const std::string& path);
+
+}  // namespace forkd::engine

@@ -1,0 +1,49 @@
+#pragma once
+// A pool of pre-started QEMU processes per tag: started with -incoming defer, the tag's memory
+// mapped, waiting for their device state. A fork claims one instead of paying QEMU's start-up.
+// Members live on disk under $FORKD_HOME/pool/<tag>/<id>.json (their run dirs under sandboxes/),
+// so any forkd process can claim or refill them. Claiming is an atomic rename, so two forks
+// never get the same member. The pool size per tag is stored in pool/<tag>/size (0: disabled).
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "engine/config.h"
+#include "engine/restore.h"
+#include "store/snapshot_meta.h"
+
+namespace forkd::engine {
+
+struct PoolStatus {
+  std::string tag;
+  int size = 0;     // configured
+  int members = 0;  // live, waiting
+};
+
+class Pool {
+ public:
+  explicit Pool(const EngineConfig& cfg);
+
+  // Takes one live member for meta's tag (stale or dead members are discarded on the way).
+  std::optional<PrestartedVm> claim(const store::SnapshotMeta& meta, const std::string& tag_dir);
+
+  Status set_size(const std::string& tag, int size);
+  int size(const std::string& tag) const;
+
+  // Starts members until the tag has its configured size; returns how many were started.
+  Result<int> fill(const store::SnapshotMeta& meta, const std::string& tag_dir);
+
+  // Kills every member of tag (or of all tags when tag is empty); returns how many.
+  int drain(const std::string& tag);
+
+  std::vector<PoolStatus> status() const;
+
+ private:
+  std::string tag_dir(const std::string& tag) const { return root_ + "/" + tag; }
+  std::vector<std::string> member_ids(const std::string& tag) const;
+  EngineConfig cfg_;
+  std::string root_;
+};
+
+}  // namespace forkd::engine

@@ -1,0 +1,104 @@
+#include "engine/registry.h"
+
+#include <dirent.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <sstream>
+
+#include "base/files.h"
+#include "base/paths.h"
+#include "vmm/qmp_client.h"
+#include "vmm/vm_process.h"
+
+namespace forkd::engine {
+
+using Json = nlohmann::json;
+
+bool qemu_owns_dir(int pid, const std::string& run_dir) {
+  if (pid <= 1) return false;
+  auto cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20);
+  return cmd && cmd->find(run_dir + "/") != std::string::npos;
+}
+
+Result<ProcMemory> process_memory(int pid) {
+  auto text = read_file("/proc/" + std::to_string(pid) + "/smaps_rollup", 1 << 16);
+  if (!text) return tl::unexpected(text.error());
+  ProcMemory m;
+  std::istringstream in(*text);
+  std::string line;
+  uint64_t priv_clean = 0, priv_dirty = 0;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::string key;
+    uint64_t kib = 0;
+    ls >> key >> kib;
+    if (key == "Rss:") m.rss_kib = kib;
+    if (key == "Pss:") m.pss_kib = kib;
+    if (key == "Private_Clean:") priv_clean = kib;
+    if (key == "Private_Dirty:") priv_dirty = kib;
+  }
+  m.uss_kib = priv_clean + priv_dirty;
+  return m;
+}
+
+std::vector<SandboxInfo> list_sandboxes(const EngineConfig& cfg) {
+  std::vector<SandboxInfo> out;
+  DIR* d = ::opendir(cfg.sandboxes_dir().c_str());
+  if (!d) return out;
+  while (auto* e = ::readdir(d)) {
+    std::string id = e->d_name;
+    if (!is_safe_name(id)) continue;
+    std::string dir = cfg.sandboxes_dir() + "/" + id;
+    auto text = read_file(dir + "/sandbox.json", 1 << 20);
+    if (!text) continue;  // a pool member or a sandbox still starting
+    Json rec = Json::parse(*text, nullptr, false);
+    if (rec.is_discarded() || !rec.is_object()) continue;
+    SandboxInfo info;
+    info.id = id;
+    info.record = rec;
+    info.pid = rec.value("pid", 0);
+    info.state = qemu_owns_dir(info.pid, dir) ? "running" : "exited";
+    if (info.state == "running") {
+      if (auto mem = process_memory(info.pid)) {
+        info.uss_kib = mem->uss_kib;
+        info.pss_kib = mem->pss_kib;
+        info.rss_kib = mem->rss_kib;
+      }
+    }
+    out.push_back(std::move(info));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end(), [](const SandboxInfo& a, const SandboxInfo& b) {
+    int64_t ta = a.record.value("created_at", int64_t{0});
+    int64_t tb = b.record.value("created_at", int64_t{0});
+    return ta != tb ? ta < tb : a.id < b.id;
+  });
+  return out;
+}
+
+Status remove_sandbox(const EngineConfig& cfg, const std::string& id) {
+  if (!is_safe_name(id)) {
+    return make_error(ErrorCode::kInvalidArgument, "invalid sandbox id '" + id + "'");
+  }
+  std::string dir = cfg.sandboxes_dir() + "/" + id;
+  if (!path_exists(dir + "/sandbox.json")) {
+    return make_error(ErrorCode::kNotFound, "no sandbox " + id + " (see forkd ps)");
+  }
+  auto text = read_file(dir + "/sandbox.json", 1 << 20);
+  Json rec = text ? Json::parse(*text, nullptr, false) : Json();
+  int pid = rec.is_object() ? rec.value("pid", 0) : 0;
+  if (qemu_owns_dir(pid, dir)) {
+    auto vm = vmm::VmProcess::adopt(pid);
+    if (vm) {
+      auto qmp = vmm::QmpClient::connect(dir + "/qmp.sock", std::chrono::milliseconds(300));
+      if (qmp) (void)qmp->execute("quit", vmm::Json::object(), std::chrono::milliseconds(1000));
+      if (!vm->wait_exit(std::chrono::milliseconds(1500))) {
+        vm->terminate(std::chrono::milliseconds(1000));
+      }
+    }
+  }
+  return remove_tree(dir);
+}
+
+}  // namespace forkd::engine

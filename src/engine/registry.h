@@ -1,0 +1,39 @@
+#pragma once
+// The sandboxes recorded under $FORKD_HOME/sandboxes/: listing and removal by any forkd process.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "engine/config.h"
+
+namespace forkd::engine {
+
+struct SandboxInfo {
+  std::string id;
+  std::string state;  // running | exited
+  int pid = 0;
+  nlohmann::json record;  // sandbox.json
+  uint64_t uss_kib = 0;   // unique memory of its QEMU (smaps_rollup), 0 if unknown
+  uint64_t pss_kib = 0;
+  uint64_t rss_kib = 0;
+};
+
+// Every recorded sandbox (pool members excluded), sorted by creation time.
+std::vector<SandboxInfo> list_sandboxes(const EngineConfig& cfg);
+
+// True when pid is a live QEMU whose command line names run_dir.
+bool qemu_owns_dir(int pid, const std::string& run_dir);
+
+// Stops a sandbox (QMP quit, then SIGTERM/SIGKILL) and removes its run dir. kNotFound when the
+// id is unknown.
+Status remove_sandbox(const EngineConfig& cfg, const std::string& id);
+
+// Memory of one process from /proc/<pid>/smaps_rollup, in KiB.
+struct ProcMemory {
+  uint64_t rss_kib = 0, pss_kib = 0, uss_kib = 0;
+};
+Result<ProcMemory> process_memory(int pid);
+
+}  // namespace forkd::engine

@@ -1,0 +1,136 @@
+#include "engine/restore.h"
+
+#include <sys/random.h>
+#include <time.h>
+
+#include <ctime>
+
+#include "base/files.h"
+#include "base/log.h"
+#include "engine/migration.h"
+#include "engine/vm_setup.h"
+
+namespace forkd::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+std::string random_bytes(size_t n) {
+  std::string out(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::getrandom(out.data() + got, n - got, 0);
+    if (r > 0) got += static_cast<size_t>(r);
+  }
+  return out;
+}
+
+int64_t realtime_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+}  // namespace
+
+// Friend of Sandbox: assembles one from the pieces of a restore.
+class Restorer {
+ public:
+  static std::unique_ptr<Sandbox> make(std::string id, std::string dir, vmm::VmProcess vm) {
+    return std::unique_ptr<Sandbox>(new Sandbox(std::move(id), std::move(dir), std::move(vm)));
+  }
+  static void set_agent(Sandbox& sb, std::unique_ptr<AgentClient> agent, Json info) {
+    sb.agent_ = std::move(agent);
+    sb.agent_info_ = std::move(info);
+  }
+  static Json& record(Sandbox& sb) { return sb.record_; }
+  static Status write_record(Sandbox& sb) { return sb.write_record(); }
+  static RestoreTimings& timings(Sandbox& sb) { return sb.restore_timings_; }
+};
+
+Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,
+                                    const std::string& tag_dir) {
+  std::string id = new_sandbox_id();
+  std::string dir = cfg.sandboxes_dir() + "/" + id;
+  auto vc = base_vm_config(cfg, id, dir);
+  if (!vc) return tl::unexpected(vc.error());
+  FORKD_TRY(make_dirs(dir));
+  auto fail = [&](const Error& e) -> Result<PrestartedVm> {
+    (void)remove_tree(dir);
+    return tl::unexpected(e.wrap("start child of " + meta.tag));
+  };
+  vc->machine = meta.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
+  vc->cpus = meta.cpus;
+  vc->memory_mib = meta.memory_mib;
+  vc->kernel = tag_dir + "/bzImage";
+  if (meta.has_initrd) vc->initrd = tag_dir + "/initramfs.gz";
+  vc->kernel_append = meta.kernel_append;
+  vc->memory_file = tag_dir + "/memory";
+  vc->memory_share = false;  // MAP_PRIVATE: the child's writes never reach the tag
+  vc->incoming_defer = true;
+  if (meta.has_disk) {
+    std::string overlay = dir + "/overlay.qcow2";
+    if (auto st = create_overlay(tag_dir + "/disk.qcow2", "qcow2", overlay); !st) {
+      return fail(st.error());
+    }
+    vc->disk = overlay;
+  }
+  auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
+  if (!launched) return fail(launched.error());
+  return PrestartedVm{id, dir, std::move(launched->first), std::move(launched->second)};
+}
+
+Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::SnapshotMeta& meta,
+                                                const std::string& tag_dir) {
+  auto t0 = Clock::now();
+  // From here the Sandbox owns the VM: any early return destroys it (kill + remove run dir).
+  auto sb = Restorer::make(pre.id, pre.dir, std::move(pre.vm));
+  auto fail = [&](const Error& e) -> Result<std::unique_ptr<Sandbox>> {
+    std::string tail = vmm::log_tail(pre.dir + "/qemu.log", 600);
+    return tl::unexpected(
+        e.wrap("restore " + pre.id + " from " + meta.tag + (tail.empty() ? "" : " (qemu: " + tail + ")")));
+  };
+  if (auto st = load_device_state(pre.qmp, tag_dir + "/vmstate"); !st) return fail(st.error());
+  Restorer::timings(*sb).incoming_ms = ms_since(t0);
+
+  auto agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
+  if (!agent) return fail(agent.error());
+  std::string epoch = random_hex(16);
+  Json req = {{"op", "resumed"},        {"epoch", epoch},         {"sandbox_id", pre.id},
+              {"hostname", pre.id},     {"time_ns", realtime_ns()}};
+  // Retried on a short timeout: the reply to a request racing the port's close/open can be
+  // dropped by the guest. Setting the same identity twice is harmless.
+  Result<AgentReply> r = make_error(ErrorCode::kAgentTimeout, "no attempt");
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    r = (*agent)->call(req, random_bytes(64), std::chrono::milliseconds(500));
+    if (r || r.error().code() != ErrorCode::kAgentTimeout) break;
+  }
+  if (!r) return fail(r.error().wrap("set identity"));
+  if (!r->json.value("reseeded", false)) {
+    return fail(Error(ErrorCode::kAgentError,
+                      "guest could not reseed its RNG: " + r->json.value("reseed_error", "?")));
+  }
+  if (!r->json.value("clock_set", false)) {
+    return fail(Error(ErrorCode::kAgentError,
+                      "guest could not set its clock: " + r->json.value("clock_error", "?")));
+  }
+  Restorer::timings(*sb).ready_ms = ms_since(t0);
+  Restorer::set_agent(*sb, std::move(*agent), r->json);
+  Json& rec = Restorer::record(*sb);
+  rec = {{"image", meta.image},
+         {"tag", meta.tag},
+         {"epoch", epoch},
+         {"memory_mib", meta.memory_mib},
+         {"cpus", meta.cpus},
+         {"machine", meta.machine},
+         {"created_at", static_cast<int64_t>(std::time(nullptr))}};
+  if (auto st = Restorer::write_record(*sb); !st) return fail(st.error());
+  return sb;
+}
+
+}  // namespace forkd::engine

@@ -1,0 +1,35 @@
+#pragma once
+// Restoring one child from a tag: a QEMU started with -incoming defer maps the tag's memory
+// file MAP_PRIVATE (copy-on-write), loads the device state, runs, and is given its own identity
+// (`resumed`: fresh RNG seed credited to the guest kernel, wall clock, hostname, sandbox id and
+// a random 128-bit epoch) before it is reported ready.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/error.h"
+#include "engine/config.h"
+#include "engine/sandbox.h"
+#include "store/snapshot_meta.h"
+
+namespace forkd::engine {
+
+// A QEMU already started for a tag and waiting for its device state (see pool.h).
+struct PrestartedVm {
+  std::string id;
+  std::string dir;
+  vmm::VmProcess vm;
+  vmm::QmpClient qmp;
+};
+
+// Starts the QEMU of a future child of meta (everything up to, not including, the device-state
+// load). The tag must have been verified.
+Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,
+                                    const std::string& tag_dir);
+
+// Loads the device state into a prestarted VM, runs it and sets its identity. On failure the VM
+// is killed and its run dir removed.
+Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm vm, const store::SnapshotMeta& meta,
+                                                const std::string& tag_dir);
+
+}  // namespace forkd::engine

@@ -1,0 +1,190 @@
+#include "engine/snapshot.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+
+#include "base/files.h"
+#include "base/log.h"
+#include "base/subprocess.h"
+#include "engine/migration.h"
+#include "engine/sandbox.h"
+#include "store/snapshot_store.h"
+#include "vmm/qmp_client.h"
+
+namespace forkd::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// Creates the memory file at its final size with its blocks allocated up front: on ext4,
+// delayed allocation otherwise makes the pause grow while the guest dirties pages.
+Status preallocate(const std::string& path, uint64_t bytes) {
+  auto fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (!fd) return tl::unexpected(fd.error());
+  int rc = ::posix_fallocate(fd->get(), 0, static_cast<off_t>(bytes));
+  if (rc == EOPNOTSUPP || rc == EINVAL) {
+    static bool logged = false;
+    if (!logged) {
+      logged = true;
+      logger("snapshot")->info("event=fallocate_unsupported path={}", path);
+    }
+    if (::ftruncate(fd->get(), static_cast<off_t>(bytes)) != 0) {
+      return errno_error(errno, "truncate " + path);
+    }
+  } else if (rc != 0) {
+    return errno_error(rc, "preallocate " + path);
+  }
+  return {};
+}
+
+Status link_or_copy(const std::string& from, const std::string& to) {
+  if (::link(from.c_str(), to.c_str()) == 0) return {};
+  auto data = read_file(from, 1u << 30);
+  if (!data) return tl::unexpected(data.error());
+  return write_file_atomic(to, *data, 0444);
+}
+
+Status fsync_path(const std::string& path) {
+  auto fd = open_file(path, O_RDONLY);
+  if (!fd) return tl::unexpected(fd.error());
+  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
+  return {};
+}
+
+}  // namespace
+
+Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOptions& opts) {
+  store::SnapshotStore snaps(cfg.home);
+  FORKD_TRY(store::SnapshotStore::validate_tag(opts.tag));
+  if (snaps.exists(opts.tag) && !opts.force) {
+    return make_error(ErrorCode::kAlreadyExists,
+                      "tag " + opts.tag + " already exists; use --force to replace it");
+  }
+  snaps.cleanup_stale();
+  auto staging = snaps.stage(opts.tag);
+  if (!staging) return tl::unexpected(staging.error());
+  // Whatever fails below, the staging dir goes (and a kill -9 leaves only a .staging-* dir,
+  // which no command treats as a tag and the next snapshot removes).
+  struct StagingGuard {
+    std::string path;
+    ~StagingGuard() {
+      if (!path.empty()) (void)remove_tree(path);
+    }
+  } guard{*staging};
+  auto wrap = [&](const Error& e) { return tl::unexpected(e.wrap("snapshot " + opts.tag)); };
+
+  SnapshotResult res;
+  uint64_t mem_bytes = static_cast<uint64_t>(opts.memory_mib) << 20;
+  if (auto st = preallocate(*staging + "/memory", mem_bytes); !st) return wrap(st.error());
+
+  auto t_boot = Clock::now();
+  BootOptions bo;
+  bo.image = opts.image;
+  bo.memory_mib = opts.memory_mib;
+  bo.cpus = opts.cpus;
+  bo.progress = opts.progress;
+  bo.memory_file = *staging + "/memory";
+  bo.die_with_parent = true;
+  auto sb = Sandbox::boot(cfg, bo);
+  if (!sb) return wrap(sb.error());
+  res.boot_ms = ms_since(t_boot);
+
+  auto t_warm = Clock::now();
+  for (size_t i = 0; i < opts.warmup.size(); ++i) {
+    if (opts.progress) opts.progress("warm-up " + std::to_string(i + 1) + ": " + opts.warmup[i]);
+    ExecOptions eo;
+    eo.shell = opts.warmup[i];
+    eo.timeout = std::chrono::minutes(30);
+    auto r = (*sb)->exec(eo);
+    if (!r) return wrap(r.error().wrap("warm-up command " + std::to_string(i + 1)));
+    if (r->exit_code != 0) {
+      std::string tail = r->stderr_data.size() > 500
+                             ? r->stderr_data.substr(r->stderr_data.size() - 500)
+                             : r->stderr_data;
+      return make_error(ErrorCode::kInvalidArgument,
+                        "snapshot " + opts.tag + ": warm-up command " + std::to_string(i + 1) +
+                            " (" + opts.warmup[i] + ") exited " + std::to_string(r->exit_code) +
+                            (tail.empty() ? "" : ": " + tail));
+    }
+  }
+  res.warmup_ms = ms_since(t_warm);
+
+  auto t_save = Clock::now();
+  auto saved = save_device_state((*sb)->dir() + "/qmp.sock", *staging + "/vmstate");
+  if (!saved) return wrap(saved.error());
+  res.save_ms = ms_since(t_save);
+  std::string disk_src = (*sb)->dir() + "/overlay.qcow2";
+  bool has_disk = path_exists(disk_src);
+  Json rec = (*sb)->record();
+  // The template is done: QEMU quits (flushing the disk overlay); the overlay moves into the
+  // tag below, then the run dir goes.
+  (*sb)->stop_vm();
+
+  store::SnapshotMeta meta;
+  meta.tag = opts.tag;
+  meta.image = opts.image;
+  meta.created_at = static_cast<int64_t>(std::time(nullptr));
+  meta.machine = rec.value("machine", "microvm");
+  meta.memory_mib = opts.memory_mib;
+  meta.cpus = opts.cpus;
+  meta.kernel_append = rec.value("kernel_append", "");
+  meta.pause_ms = saved->pause_ms;
+  meta.warmup = opts.warmup;
+  meta.files["vmstate"] = {};
+  meta.files["memory"] = {};
+  meta.files["kernel"] = {};
+
+  auto t_commit = Clock::now();
+  ImageStore images(cfg.home, cfg.assets, cfg.agent);
+  auto image = images.get(opts.image, {});
+  if (!image) return wrap(image.error());
+  if (auto st = link_or_copy(image->kernel, *staging + "/bzImage"); !st) return wrap(st.error());
+  if (!image->initrd.empty()) {
+    if (auto st = link_or_copy(image->initrd, *staging + "/initramfs.gz"); !st) {
+      return wrap(st.error());
+    }
+    meta.has_initrd = true;
+    meta.files["initrd"] = {};
+  }
+  if (has_disk) {
+    std::string disk = *staging + "/disk.qcow2";
+    if (::rename(disk_src.c_str(), disk.c_str()) != 0) {
+      return wrap(errno_error(errno, "move disk overlay").value());
+    }
+    if (auto st = link_or_copy(image->disk, *staging + "/base.img"); !st) return wrap(st.error());
+    // The tag's disk is self-contained: its backing file is the base.img beside it.
+    auto r = run_capture({"qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "raw", "-b", "base.img",
+                          disk},
+                         std::chrono::seconds(30));
+    if (!r || r->exit_code != 0) {
+      return make_error(ErrorCode::kQemuFailed, "snapshot " + opts.tag + ": qemu-img rebase: " +
+                                                    (r ? r->output : r.error().message()));
+    }
+    meta.has_disk = true;
+    meta.files["disk"] = {};
+    meta.files["base"] = {};
+  }
+  for (const auto& [role, f] : meta.files) {
+    std::string path = *staging + "/" + store::snapshot_file_name(role);
+    if (auto st = fsync_path(path); !st) return wrap(st.error());
+    ::chmod(path.c_str(), 0444);
+  }
+  (*sb)->destroy();
+  if (auto st = snaps.commit(*staging, meta, opts.force); !st) return wrap(st.error());
+  guard.path.clear();
+  res.commit_ms = ms_since(t_commit);
+  auto loaded = snaps.load(opts.tag);
+  if (!loaded) return wrap(loaded.error());
+  res.meta = *loaded;
+  return res;
+}
+
+}  // namespace forkd::engine

@@ -1,0 +1,35 @@
+#pragma once
+// Creating a tag: boot a template VM whose RAM is the tag's memory file (MAP_SHARED), warm it
+// up, stop it, save its device state with x-ignore-shared (the RAM is already in the file), and
+// commit the staged directory atomically.
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "engine/config.h"
+#include "engine/image_store.h"
+#include "store/snapshot_meta.h"
+
+namespace forkd::engine {
+
+struct SnapshotOptions {
+  std::string tag;
+  std::string image = "minimal";
+  int memory_mib = 256;
+  int cpus = 1;
+  std::vector<std::string> warmup;  // shell commands; each must exit 0
+  bool force = false;               // replace an existing tag
+  ProgressFn progress;
+};
+
+struct SnapshotResult {
+  store::SnapshotMeta meta;
+  double boot_ms = 0;
+  double warmup_ms = 0;
+  double save_ms = 0;  // stop until the device state is on disk
+  double commit_ms = 0;  // hashing, fsync, rename
+};
+
+Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOptions& opts);
+
+}  // namespace forkd::engine

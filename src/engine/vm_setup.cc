@@ -1,0 +1,56 @@
+#include "engine/vm_setup.h"
+
+#include "base/subprocess.h"
+#include "vmm/accel.h"
+#include "vmm/host_tsc.h"
+
+namespace forkd::engine {
+
+Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string& id,
+                                     const std::string& dir) {
+  auto accel = vmm::choose_accel(cfg.accel);
+  if (!accel) return tl::unexpected(accel.error());
+  vmm::VmConfig vc;
+  vc.name = "forkd-" + id;
+  vc.machine = cfg.machine;
+  vc.accel = accel->accel;
+  vc.tb_size_mib = cfg.tb_size_mib;
+  vc.qmp_socket = dir + "/qmp.sock";
+  vc.agent_socket = dir + "/agent.sock";
+  vc.console_log = dir + "/console.log";
+  vc.pid_file = dir + "/qemu.pid";
+  return vc;
+}
+
+std::string host_kernel_args(const vmm::VmConfig& vc) {
+  std::string args;
+  if (vc.machine == vmm::MachineType::kMicrovm) {
+    args += " pci=off";  // microvm has no PCI bus: skip probing it
+    if (vc.accel == vmm::Accel::kTcg) {
+      if (uint64_t khz = vmm::host_tsc_khz(); khz > 0) {
+        args += " tsc_early_khz=" + std::to_string(khz);
+      }
+    }
+  }
+  return args;
+}
+
+Status create_overlay(const std::string& base, const std::string& base_format,
+                      const std::string& overlay) {
+  if (find_in_path("qemu-img").empty()) {
+    return make_error(ErrorCode::kQemuMissing,
+                      "qemu-img not found; install it with: apt-get install qemu-utils");
+  }
+  auto r = run_capture(
+      {"qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay},
+      std::chrono::seconds(30));
+  if (!r) return tl::unexpected(r.error().wrap("qemu-img create"));
+  if (r->exit_code != 0) {
+    return make_error(ErrorCode::kQemuFailed, "qemu-img create " + overlay + ": " + r->output);
+  }
+  return {};
+}
+
+std::string new_sandbox_id() { return "sb-" + random_hex(6); }
+
+}  // namespace forkd::engine
