@@ -22,6 +22,7 @@ struct SnapshotArgs {
   int memory_mib = 256;
   int cpus = 1;
   std::vector<std::string> exec;
+  std::vector<std::string> eval;
   bool force = false;
   bool json = false;
 };
@@ -35,6 +36,7 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
   so.memory_mib = a.memory_mib;
   so.cpus = a.cpus;
   so.warmup = a.exec;
+  so.warmup_eval = a.eval;
   so.force = a.force;
   so.progress = stderr_progress();
   auto r = engine::create_snapshot(*cfg, so);
@@ -134,6 +136,7 @@ void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action) {
       ->capture_default_str();
   sub->add_option("--cpus", a->cpus, "Guest vCPUs")->check(CLI::Range(1, 64));
   sub->add_option("--exec", a->exec, "Warm-up shell command (repeatable; each must exit 0)");
+  sub->add_option("--eval", a->eval, "Warm-up Python for the warm worker (repeatable, after --exec)");
   sub->add_flag("--force", a->force, "Replace an existing tag");
   sub->add_flag("--json", a->json, "Machine-readable output");
   sub->callback([&action, &g, a] { action = [&g, a] { return do_snapshot(g, *a); }; });

@@ -115,6 +115,16 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
                             (tail.empty() ? "" : ": " + tail));
     }
   }
+  for (size_t i = 0; i < opts.warmup_eval.size(); ++i) {
+    if (opts.progress) opts.progress("warm-up eval " + std::to_string(i + 1));
+    auto r = (*sb)->eval(opts.warmup_eval[i], std::chrono::minutes(30));
+    if (!r) return wrap(r.error().wrap("warm-up eval " + std::to_string(i + 1)));
+    if (r->error) {
+      return make_error(ErrorCode::kInvalidArgument, "snapshot " + opts.tag + ": warm-up eval " +
+                                                         std::to_string(i + 1) + " raised: " +
+                                                         *r->error);
+    }
+  }
   res.warmup_ms = ms_since(t_warm);
 
   auto t_save = Clock::now();
@@ -138,6 +148,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   meta.kernel_append = rec.value("kernel_append", "");
   meta.pause_ms = saved->pause_ms;
   meta.warmup = opts.warmup;
+  for (const auto& e : opts.warmup_eval) meta.warmup.push_back("eval: " + e);
   meta.files["vmstate"] = {};
   meta.files["memory"] = {};
   meta.files["kernel"] = {};

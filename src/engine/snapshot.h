@@ -17,7 +17,8 @@ struct SnapshotOptions {
   std::string image = "minimal";
   int memory_mib = 256;
   int cpus = 1;
-  std::vector<std::string> warmup;  // shell commands; each must exit 0
+  std::vector<std::string> warmup;       // shell commands; each must exit 0
+  std::vector<std::string> warmup_eval;  // then Python in the warm worker; each must not raise
   bool force = false;               // replace an existing tag
   ProgressFn progress;
 };

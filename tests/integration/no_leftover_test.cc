@@ -1,4 +1,4 @@
-// Runs after every VM test (ctest FIXTURES_CLEANUP): no QEMU of ours may still be running.
+// Runs after every VM test (ctest FIXTURES_CLEANUP): no QEMU started by a test may still run.
 #include <gtest/gtest.h>
 
 #include "integration/vm_fixture.h"
@@ -7,7 +7,9 @@ namespace forkd::test {
 namespace {
 
 TEST(NoLeftovers, NoQemuProcessRemains) {
-  auto pids = qemu_pids_for_home(config().home);
+  // Every test binary's home is $TMPDIR/forkd-test-home.*; any QEMU whose command line names
+  // such a home was left behind by a test.
+  auto pids = qemu_pids_matching(kTestHomePrefix);
   std::string list;
   for (int p : pids) list += std::to_string(p) + " ";
   EXPECT_TRUE(pids.empty()) << "QEMU processes left behind: " << list;

@@ -1,6 +1,9 @@
 // eval in the warm Python worker of the python image (numpy imported before any request).
 #include <gtest/gtest.h>
 
+#include "engine/fork.h"
+#include "engine/registry.h"
+#include "engine/snapshot.h"
 #include "integration/vm_fixture.h"
 
 namespace forkd::test {
@@ -70,6 +73,47 @@ TEST_F(PythonEval, ExecRunsPythonFromTheRootDisk) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
   EXPECT_EQ(r->stdout_data, "6\n");
+}
+
+// A python tag warmed with numpy and a counter in the worker: children start with both, their
+// Python state is isolated, and their pseudo-random generators were reseeded apart.
+TEST_F(PythonEval, ForkedChildrenKeepTheWarmWorker) {
+  engine::SnapshotOptions so;
+  so.tag = "pywarm";
+  so.image = "python";
+  so.memory_mib = 512;
+  so.warmup_eval = {"import random\ncounter = 41\nwarm = numpy.arange(3).tolist()"};
+  auto snap = engine::create_snapshot(config(), so);
+  ASSERT_TRUE(snap) << snap.error().describe();
+  engine::ForkOptions fo;
+  fo.tag = "pywarm";
+  fo.n = 2;
+  auto forked = engine::fork_children(config(), fo);
+  ASSERT_TRUE(forked) << forked.error().describe();
+  std::vector<std::unique_ptr<engine::Sandbox>> kids;
+  for (const auto& c : forked->children) {
+    ASSERT_FALSE(c.error) << c.error->describe();
+    auto sb = engine::Sandbox::attach(config(), c.id);
+    ASSERT_TRUE(sb) << sb.error().describe();
+    kids.push_back(std::move(*sb));
+  }
+  auto value = [](engine::Sandbox& sb, const std::string& code) {
+    auto r = sb.eval(code);
+    EXPECT_TRUE(r) << r.error().describe();
+    if (r && r->error) ADD_FAILURE() << *r->error;
+    return r ? r->value.value_or("") : "";
+  };
+  for (auto& k : kids) {
+    EXPECT_EQ(value(*k, "counter"), "41");
+    EXPECT_EQ(value(*k, "warm"), "[0, 1, 2]");
+    EXPECT_EQ(value(*k, "__import__('sys').modules.get('numpy') is not None"), "True");
+  }
+  (void)value(*kids[0], "counter += 1");
+  EXPECT_EQ(value(*kids[0], "counter"), "42");
+  EXPECT_EQ(value(*kids[1], "counter"), "41");
+  EXPECT_NE(value(*kids[0], "random.random()"), value(*kids[1], "random.random()"));
+  EXPECT_NE(value(*kids[0], "numpy.random.rand()"), value(*kids[1], "numpy.random.rand()"));
+  for (auto& k : kids) (void)engine::remove_sandbox(config(), k->id());
 }
 
 }  // namespace

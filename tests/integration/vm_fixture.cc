@@ -1,6 +1,7 @@
 #include "integration/vm_fixture.h"
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -11,6 +12,40 @@
 #include "base/subprocess.h"
 
 namespace forkd::test {
+
+namespace {
+
+// Each test binary gets its own FORKD_HOME (sandboxes, snapshots, pools), sharing the built
+// images and cache of the real home through symlinks, so nothing a test does can touch a
+// user's sandboxes, and its leftovers are attributable.
+class TestHome : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    std::string real = forkd_home();
+    (void)make_dirs(real + "/images");
+    (void)make_dirs(real + "/cache");
+    auto dir = TempDir::create(kTestHomePrefix);
+    ASSERT_TRUE(dir) << dir.error().describe();
+    home_ = std::make_unique<TempDir>(std::move(*dir));
+    ASSERT_EQ(::symlink((real + "/images").c_str(), (home_->path() + "/images").c_str()), 0);
+    ASSERT_EQ(::symlink((real + "/cache").c_str(), (home_->path() + "/cache").c_str()), 0);
+    ::setenv("FORKD_HOME", home_->path().c_str(), 1);
+  }
+  void TearDown() override {
+    // Whatever a failed test left running goes with its home.
+    for (int pid : qemu_pids_for_home(home_->path())) ::kill(pid, SIGKILL);
+    ::unlink((home_->path() + "/images").c_str());
+    ::unlink((home_->path() + "/cache").c_str());
+    home_.reset();
+  }
+
+ private:
+  std::unique_ptr<TempDir> home_;
+};
+
+const auto* const g_test_home = ::testing::AddGlobalTestEnvironment(new TestHome);
+
+}  // namespace
 
 engine::EngineConfig config() { return engine::EngineConfig::from_env(); }
 
@@ -33,8 +68,11 @@ std::unique_ptr<engine::Sandbox> boot(const std::string& image, int memory_mib) 
 std::string forkd_cli() { return exe_dir() + "/forkd"; }
 
 std::vector<int> qemu_pids_for_home(const std::string& home) {
+  return qemu_pids_matching(home + "/sandboxes/");
+}
+
+std::vector<int> qemu_pids_matching(const std::string& needle) {
   std::vector<int> out;
-  std::string needle = home + "/sandboxes/";
   DIR* d = ::opendir("/proc");
   if (!d) return out;
   while (auto* e = ::readdir(d)) {

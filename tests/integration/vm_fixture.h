@@ -8,7 +8,10 @@
 
 namespace forkd::test {
 
-// The engine configuration the tests use (environment defaults).
+// Test homes are created under $TMPDIR with this prefix.
+inline constexpr const char* kTestHomePrefix = "forkd-test-home";
+
+// The engine configuration the tests use: the test binary's own FORKD_HOME.
 engine::EngineConfig config();
 
 // Skip reason when QEMU is truly absent; empty when tests can run.
@@ -22,6 +25,8 @@ std::string forkd_cli();
 
 // Pids of QEMU processes whose command line mentions home's sandboxes dir.
 std::vector<int> qemu_pids_for_home(const std::string& home);
+// Pids of QEMU processes whose command line contains needle.
+std::vector<int> qemu_pids_matching(const std::string& needle);
 
 struct CliResult {
   int exit_code = -1;

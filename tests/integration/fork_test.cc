@@ -1,0 +1,252 @@
+// Snapshot and fork with real VMs (minimal image): state carried into children, isolation,
+// identity after restore, and the failure modes of bad tags.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "base/files.h"
+#include "base/subprocess.h"
+#include "engine/fork.h"
+#include "engine/registry.h"
+#include "engine/snapshot.h"
+#include "integration/vm_fixture.h"
+#include "store/snapshot_store.h"
+
+namespace forkd::test {
+namespace {
+
+// A plain tag of the minimal image.
+Status snap(const std::string& tag, bool force = false) {
+  engine::SnapshotOptions so;
+  so.tag = tag;
+  so.force = force;
+  auto r = engine::create_snapshot(config(), so);
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+class Fork : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!qemu_missing_reason().empty()) return;
+    engine::SnapshotOptions so;
+    so.tag = "base";
+    so.image = "minimal";
+    // State in guest RAM: a tmpfs file, and a running process.
+    so.warmup = {"echo 41 > /tmp/counter", "sleep 100000 >/dev/null 2>&1 &"};
+    auto r = engine::create_snapshot(config(), so);
+    ASSERT_TRUE(r) << r.error().describe();
+  }
+  void SetUp() override {
+    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+  }
+  void TearDown() override {
+    for (const auto& s : engine::list_sandboxes(config())) {
+      (void)engine::remove_sandbox(config(), s.id);
+    }
+  }
+  static std::vector<std::unique_ptr<engine::Sandbox>> fork(int n, const std::string& tag = "base") {
+    engine::ForkOptions fo;
+    fo.tag = tag;
+    fo.n = n;
+    auto r = engine::fork_children(config(), fo);
+    EXPECT_TRUE(r) << r.error().describe();
+    std::vector<std::unique_ptr<engine::Sandbox>> out;
+    if (!r) return out;
+    for (const auto& c : r->children) {
+      EXPECT_FALSE(c.error) << c.error->describe();
+      if (c.error) continue;
+      auto sb = engine::Sandbox::attach(config(), c.id);
+      EXPECT_TRUE(sb) << sb.error().describe();
+      if (sb) out.push_back(std::move(*sb));
+    }
+    return out;
+  }
+  static std::string sh(engine::Sandbox& sb, const std::string& cmd) {
+    engine::ExecOptions o;
+    o.shell = cmd;
+    auto r = sb.exec(o);
+    EXPECT_TRUE(r) << r.error().describe();
+    return r ? r->stdout_data : "";
+  }
+};
+
+TEST_F(Fork, ChildrenContinueTheParentsState) {
+  auto kids = fork(2);
+  ASSERT_EQ(kids.size(), 2u);
+  for (auto& k : kids) {
+    EXPECT_EQ(sh(*k, "cat /tmp/counter"), "41\n");
+    EXPECT_EQ(sh(*k, "ps -o args | grep -c '^sleep 100000'"), "1\n")
+        << "the process started before the snapshot runs on in the child";
+  }
+}
+
+TEST_F(Fork, ChildrenAreIsolated) {
+  auto kids = fork(2);
+  ASSERT_EQ(kids.size(), 2u);
+  sh(*kids[0], "echo mine > /tmp/only-in-a; echo 99 > /tmp/counter");
+  EXPECT_EQ(sh(*kids[0], "cat /tmp/counter"), "99\n");
+  EXPECT_EQ(sh(*kids[1], "cat /tmp/counter"), "41\n");
+  EXPECT_EQ(sh(*kids[1], "test -e /tmp/only-in-a && echo yes || echo no"), "no\n");
+  auto later = fork(1);
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(sh(*later[0], "cat /tmp/counter"), "41\n") << "the tag itself must be untouched";
+}
+
+TEST_F(Fork, EachChildGetsItsOwnIdentity) {
+  auto kids = fork(5);
+  ASSERT_EQ(kids.size(), 5u);
+  std::set<std::string> randoms, hostnames;
+  for (auto& k : kids) {
+    std::string out = sh(*k, "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
+                             "hostname; echo $FORKD_SANDBOX_ID; date +%s");
+    std::istringstream in(out);
+    std::string rnd, host, sid, secs;
+    in >> rnd >> host >> sid >> secs;
+    EXPECT_EQ(rnd.size(), 32u) << out;
+    randoms.insert(rnd);
+    hostnames.insert(host);
+    EXPECT_EQ(host, k->id());
+    EXPECT_EQ(sid, k->id());
+    int64_t guest = std::atoll(secs.c_str());
+    int64_t host_now = static_cast<int64_t>(std::time(nullptr));
+    EXPECT_LE(std::llabs(guest - host_now), 2) << "guest clock " << guest << " host " << host_now;
+  }
+  EXPECT_EQ(randoms.size(), 5u) << "two children produced the same random bytes";
+  EXPECT_EQ(hostnames.size(), 5u);
+}
+
+TEST_F(Fork, CorruptTagIsRefusedNamingTheFile) {
+  ASSERT_TRUE(snap("corrupt"));
+  store::SnapshotStore snaps(config().home);
+  std::string mem = snaps.dir("corrupt") + "/memory";
+  ASSERT_EQ(::truncate(mem.c_str(), 4096), 0);
+  auto r = run_cli({"fork", "--tag", "corrupt", "-n", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("checksum_mismatch"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("memory"), std::string::npos) << r.err;
+
+  ASSERT_TRUE(snap("corrupt", true));
+  std::string vmstate = snaps.dir("corrupt") + "/vmstate";
+  auto fd = open_file(vmstate, O_WRONLY);
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(::pwrite(fd->get(), "garbage", 7, 100), 7);
+  fd->reset();
+  r = run_cli({"fork", "--tag", "corrupt", "-n", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("vmstate"), std::string::npos) << r.err;
+  EXPECT_TRUE(engine::list_sandboxes(config()).empty());
+  EXPECT_TRUE(qemu_pids_for_home(config().home).empty());
+}
+
+TEST_F(Fork, QemuFailingDuringRestoreReportsItsLogAndLeaksNothing) {
+  ASSERT_TRUE(snap("wrongmachine"));
+  store::SnapshotStore snaps(config().home);
+  std::string json_path = snaps.dir("wrongmachine") + "/snapshot.json";
+  auto text = read_file(json_path);
+  ASSERT_TRUE(text);
+  auto j = nlohmann::json::parse(*text);
+  j["machine"] = "pc";  // the device state of a microvm cannot load into a pc
+  ASSERT_TRUE(write_file_atomic(json_path, j.dump()));
+  auto r = run_cli({"fork", "--tag", "wrongmachine", "-n", "2", "--json"});
+  EXPECT_EQ(r.exit_code, 1);
+  auto out = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(out.is_discarded()) << r.out << r.err;
+  EXPECT_EQ(out["failed"], 2);
+  for (const auto& c : out["children"]) {
+    EXPECT_EQ(c["status"], "failed");
+    EXPECT_NE(c["error"]["message"].get<std::string>().find("qemu"), std::string::npos) << c;
+  }
+  EXPECT_TRUE(qemu_pids_for_home(config().home).empty());
+  EXPECT_TRUE(engine::list_sandboxes(config()).empty());
+}
+
+TEST_F(Fork, BadRequestsGetClearErrors) {
+  auto unknown = run_cli({"fork", "--tag", "nope", "-n", "1"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("unknown tag 'nope'"), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("base"), std::string::npos) << "lists the known tags";
+  EXPECT_EQ(run_cli({"fork", "--tag", "base", "-n", "0"}).exit_code, 2);
+  EXPECT_EQ(run_cli({"fork", "--tag", "base", "-n", "1001"}).exit_code, 2);
+  EXPECT_EQ(run_cli({"fork", "--tag", "../x", "-n", "1"}).exit_code, 2);
+  auto exists = run_cli({"snapshot", "--tag", "base"});
+  EXPECT_EQ(exists.exit_code, 1);
+  EXPECT_NE(exists.err.find("--force"), std::string::npos) << exists.err;
+
+  store::SnapshotStore snaps(config().home);
+  ASSERT_TRUE(snap("future"));
+  std::string json_path = snaps.dir("future") + "/snapshot.json";
+  auto j = nlohmann::json::parse(*read_file(json_path));
+  j["schema"] = 99;
+  ASSERT_TRUE(write_file_atomic(json_path, j.dump()));
+  auto newer = run_cli({"fork", "--tag", "future", "-n", "1"});
+  EXPECT_EQ(newer.exit_code, 2);
+  EXPECT_NE(newer.err.find("newer"), std::string::npos) << newer.err;
+}
+
+TEST_F(Fork, KilledSnapshotLeavesNoTagAndNoQemu) {
+  SpawnOptions o;
+  int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  o.stdout_fd = devnull;
+  o.stderr_fd = devnull;
+  auto child = Child::spawn({forkd_cli(), "snapshot", "--tag", "killed", "--exec", "sleep 60"}, o);
+  ::close(devnull);
+  ASSERT_TRUE(child);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (qemu_pids_for_home(config().home).empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(qemu_pids_for_home(config().home).empty());
+  std::this_thread::sleep_for(std::chrono::seconds(3));  // inside the warm-up
+  child->kill(SIGKILL);
+  ASSERT_TRUE(child->wait(std::chrono::seconds(10)));
+  for (int i = 0; i < 100 && !qemu_pids_for_home(config().home).empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(qemu_pids_for_home(config().home).empty()) << "the template QEMU outlived the CLI";
+  store::SnapshotStore snaps(config().home);
+  EXPECT_FALSE(snaps.exists("killed"));
+  EXPECT_FALSE(snaps.load("killed"));
+  auto r = run_cli({"fork", "--tag", "killed", "-n", "1"});
+  EXPECT_NE(r.exit_code, 0);
+  // The next snapshot sweeps the dead staging directory.
+  ASSERT_TRUE(snap("after"));
+  bool stale = false;
+  for (const auto& e : std::filesystem::directory_iterator(snaps.root())) {
+    stale |= e.path().filename().string().find("killed") != std::string::npos;
+  }
+  EXPECT_FALSE(stale);
+}
+
+TEST_F(Fork, PoolMembersAreUsedAndRmAllStopsEverything) {
+  auto fill = run_cli({"pool", "fill", "--tag", "base", "--size", "2"});
+  ASSERT_EQ(fill.exit_code, 0) << fill.err;
+  auto r = run_cli({"fork", "--tag", "base", "-n", "3", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto out = nlohmann::json::parse(r.out);
+  int pooled = 0;
+  for (const auto& c : out["children"]) pooled += c["from_pool"].get<bool>() ? 1 : 0;
+  EXPECT_EQ(pooled, 2);
+  auto ps = nlohmann::json::parse(run_cli({"ps", "--json"}).out);
+  EXPECT_EQ(ps["sandboxes"].size(), 3u) << "pool members are not sandboxes";
+  // The background refill brings the pool back to 2; then rm --all stops children and pool.
+  for (int i = 0; i < 100; ++i) {
+    auto ls = nlohmann::json::parse(run_cli({"pool", "ls", "--json"}).out);
+    if (!ls["pools"].empty() && ls["pools"][0]["members"] == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto rm = run_cli({"rm", "--all"});
+  EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_TRUE(qemu_pids_for_home(config().home).empty());
+  (void)run_cli({"pool", "drain", "--tag", "base"});
+}
+
+}  // namespace
+}  // namespace forkd::test
