@@ -78,7 +78,7 @@ TEST_F(AgentResumedTest, SetsIdentityForPingAndExec) {
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   EXPECT_EQ(r.final["hostname"], host);  // untouched
-  EXPECT_EQ(r.final["python_reseeded"], p.final["python"]) << r.final;
+  EXPECT_EQ(r.final["python_reseed_pending"], p.final["python"]) << r.final;
   p = c.call({{"op", "ping"}});
   EXPECT_EQ(p.final["sandbox_id"], "sb_42");
   EXPECT_EQ(p.final["epoch"], epoch);
@@ -150,8 +150,8 @@ TEST_F(AgentResumedTest, ReseedsPythonWorkers) {
   ASSERT_EQ(b.call(seed42).final["ok"], true);
   Reply ra = a.call(resumed_req(random_epoch(), "clone-a"), random_bytes(32));
   Reply rb = b.call(resumed_req(random_epoch(), "clone-b"), random_bytes(32));
-  EXPECT_EQ(ra.final["python_reseeded"], true) << ra.final;
-  EXPECT_EQ(rb.final["python_reseeded"], true) << rb.final;
+  EXPECT_EQ(ra.final["python_reseed_pending"], true) << ra.final;
+  EXPECT_EQ(rb.final["python_reseed_pending"], true) << rb.final;
   const Json va = a.call(draw).final["value"], vb = b.call(draw).final["value"];
   EXPECT_NE(va, vb);
   EXPECT_NE(va, unseeded);
@@ -174,7 +174,7 @@ TEST_F(AgentResumedTest, PythonReseedIsBoundedAndCatchesUp) {
   Reply r = c.call(resumed_req(random_epoch()), random_bytes(32));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(2500));
   EXPECT_EQ(r.final["ok"], true);
-  EXPECT_EQ(r.final["python_reseeded"], false) << r.final;
+  EXPECT_EQ(r.final["python_reseed_pending"], true) << r.final;
   // The next eval runs after the pending reseed.
   Reply v = c.call({{"op", "eval"}, {"code", "random.random()"}});
   EXPECT_NE(v.final["value"], control) << v.final;

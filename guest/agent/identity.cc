@@ -200,21 +200,22 @@ AgentResult<OpReply> resumed_op(const Request& req, PythonWorker* python,
   // d. Identity for ping and every later exec.
   set_identity(Identity{spec->sandbox_id, spec->epoch});
   // e. The warm Python worker's PRNGs (and its os.environ).
-  bool py = false;
+  // Scheduled, not awaited: cold Python under TCG would add a hundred milliseconds to every
+  // fork. No eval can run before it: the next eval applies it first.
   if (python != nullptr) {
     std::string salt = python_salt_hex(spec->seed);
     Json env = Json::object();
     for (const auto& [k, v] : identity_env()) env[k] = v;
-    py = python->reseed(salt, env, kPythonReseedMs);
+    python->schedule_reseed(salt, env);
     explicit_bzero(salt.data(), salt.size());
   }
   explicit_bzero(spec->seed.data(), spec->seed.size());
-  out["python_reseeded"] = py;
+  out["python_reseed_pending"] = python != nullptr;
   out["epoch"] = spec->epoch;
   out["sandbox_id"] = spec->sandbox_id;
   log_line("resumed: sandbox_id=" + spec->sandbox_id + " epoch=" + spec->epoch +
            " reseeded=" + (rng.ok ? "1" : "0") + " clock_set=" + (clock.ok ? "1" : "0") +
-           " hostname_set=" + (host.ok ? "1" : "0") + " python_reseeded=" + (py ? "1" : "0"));
+           " hostname_set=" + (host.ok ? "1" : "0"));
   OpReply reply;
   reply.result = std::move(out);
   return reply;

@@ -135,7 +135,7 @@ TEST(Resumed, ResumedOpReportsStepsWithoutSystemIdentity) {
   EXPECT_NE(j["clock_error"].get<std::string>().find("disabled"), std::string::npos);
   EXPECT_EQ(j["hostname_set"], false);
   EXPECT_TRUE(j["hostname"].is_string());
-  EXPECT_EQ(j["python_reseeded"], false);
+  EXPECT_EQ(j["python_reseed_pending"], false);
   EXPECT_EQ(j["epoch"], "0123456789abcdef0123456789abcdef");
   EXPECT_EQ(j["reseeded"], ::geteuid() == 0);
   EXPECT_EQ(j.contains("reseed_error"), ::geteuid() != 0);

@@ -62,6 +62,10 @@ class PythonWorker {
   // it is applied before the next eval, and to every worker started later.
   bool reseed(const std::string& salt_hex, const Json& env, int timeout_ms);
 
+  // Records the reseed like reseed(), and applies it on a background thread, so `resumed` does
+  // not wait for Python. The next eval applies it first if the thread has not yet.
+  void schedule_reseed(const std::string& salt_hex, const Json& env);
+
  private:
   AgentStatus start_locked();
   // Sends the remembered reseed unless this worker already had it (true then too). A worker that

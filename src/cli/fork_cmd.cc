@@ -68,11 +68,11 @@ int do_fork(const GlobalOptions& g, const ForkArgs& a) {
     std::fprintf(stderr, "forkd: %d of %d children ready in %.0f ms\n", a.n - failed, a.n,
                  r->wall_ms);
   }
-  if (engine::Pool(*cfg).size(a.tag) > 0) refill_in_background(a.tag);
+  if (engine::Pool(*cfg).config(a.tag).size > 0) refill_in_background(a.tag);
   return failed ? kExitError : 0;
 }
 
-int do_pool_fill(const GlobalOptions& g, const std::string& tag, int size) {
+int do_pool_fill(const GlobalOptions& g, const std::string& tag, int size, int warm) {
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   store::SnapshotStore snaps(cfg->home);
@@ -80,12 +80,14 @@ int do_pool_fill(const GlobalOptions& g, const std::string& tag, int size) {
   if (!meta) return report_error(meta.error());
   if (auto st = snaps.verify(*meta); !st) return report_error(st.error());
   engine::Pool pool(*cfg);
-  if (size >= 0) {
-    if (auto st = pool.set_size(tag, size); !st) return report_error(st.error());
-  }
+  engine::PoolConfig pc = pool.config(tag);
+  if (size >= 0) pc.size = size;
+  if (warm >= 0) pc.warm = warm == 1;
+  if (auto st = pool.configure(tag, pc); !st) return report_error(st.error());
   auto n = pool.fill(*meta, snaps.dir(tag));
   if (!n) return report_error(n.error());
-  std::printf("pool %s: started %d, size %d\n", tag.c_str(), *n, pool.size(tag));
+  std::printf("pool %s: started %d, size %d, %s\n", tag.c_str(), *n, pc.size,
+              pc.warm ? "warm" : "cold");
   return 0;
 }
 
@@ -95,12 +97,18 @@ int do_pool_ls(const GlobalOptions& g, bool json) {
   auto st = engine::Pool(*cfg).status();
   if (json) {
     nlohmann::json arr = nlohmann::json::array();
-    for (const auto& p : st) arr.push_back({{"tag", p.tag}, {"size", p.size}, {"members", p.members}});
+    for (const auto& p : st) {
+      arr.push_back({{"tag", p.tag}, {"size", p.config.size}, {"warm", p.config.warm},
+                     {"members", p.members}});
+    }
     print_json({{"pools", arr}});
     return 0;
   }
-  std::printf("%-24s %6s %8s\n", "TAG", "SIZE", "WAITING");
-  for (const auto& p : st) std::printf("%-24s %6d %8d\n", p.tag.c_str(), p.size, p.members);
+  std::printf("%-24s %6s %6s %8s\n", "TAG", "SIZE", "KIND", "WAITING");
+  for (const auto& p : st) {
+    std::printf("%-24s %6d %6s %8d\n", p.tag.c_str(), p.config.size,
+                p.config.warm ? "warm" : "cold", p.members);
+  }
   return 0;
 }
 
@@ -108,7 +116,7 @@ int do_pool_drain(const GlobalOptions& g, const std::string& tag) {
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   engine::Pool pool(*cfg);
-  if (!tag.empty()) (void)pool.set_size(tag, 0);
+  if (!tag.empty()) (void)pool.configure(tag, {});
   std::printf("stopped %d pool members\n", pool.drain(tag));
   return 0;
 }
@@ -131,12 +139,18 @@ void register_fork(CLI::App& app, GlobalOptions& g, Action& action) {
   pool->require_subcommand(1);
   auto tag = std::make_shared<std::string>();
   auto size = std::make_shared<int>(-1);
+  auto warm = std::make_shared<int>(-1);
   auto* fill = pool->add_subcommand("fill", "Set a tag's pool size and start its members");
   fill->add_option("--tag", *tag, "Tag")->required();
   fill->add_option("--size", *size, "Pool size (0 disables; default: keep the current size)")
       ->check(CLI::Range(0, 256));
-  fill->callback([&action, &g, tag, size] {
-    action = [&g, tag, size] { return do_pool_fill(g, *tag, *size); };
+  fill->add_flag_callback("--warm", [warm] { *warm = 1; },
+                          "Members load the state and run briefly, then pause (fastest claims)");
+  fill->add_flag_callback("--cold", [warm] { *warm = 0; },
+                          "Members stop before loading the state (children start exactly at the "
+                          "snapshot point)");
+  fill->callback([&action, &g, tag, size, warm] {
+    action = [&g, tag, size, warm] { return do_pool_fill(g, *tag, *size, *warm); };
   });
   auto json = std::make_shared<bool>(false);
   auto* ls = pool->add_subcommand("ls", "Pool sizes and waiting members");

@@ -47,6 +47,7 @@ using Action = std::function<int()>;
 void register_run(CLI::App& app, GlobalOptions& g, Action& action);
 void register_doctor(CLI::App& app, GlobalOptions& g, Action& action);
 void register_bench(CLI::App& app, GlobalOptions& g, Action& action);
+void add_bench_spawn(CLI::App& bench, GlobalOptions& g, Action& action);
 void register_demo(CLI::App& app, GlobalOptions& g, Action& action);
 void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action);
 void register_fork(CLI::App& app, GlobalOptions& g, Action& action);

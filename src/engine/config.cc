@@ -14,6 +14,7 @@ EngineConfig EngineConfig::from_env() {
   c.assets = assets_dir();
   c.agent = agent_binary_path();
   if (const char* a = std::getenv("FORKD_ACCEL"); a && *a) c.accel = a;
+  if (const char* t = std::getenv("FORKD_TB_SIZE_MIB"); t && *t) c.tb_size_mib = std::atoi(t);
   if (const char* m = std::getenv("FORKD_MACHINE"); m && std::string(m) == "pc") {
     c.machine = vmm::MachineType::kPc;
   }

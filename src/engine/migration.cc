@@ -17,9 +17,9 @@ using vmm::Json;
 
 constexpr auto kMigrationTimeout = std::chrono::seconds(60);
 
-Status enable_ignore_shared(vmm::QmpClient& qmp) {
+Status set_ignore_shared(vmm::QmpClient& qmp, bool on) {
   Json caps = {{"capabilities",
-                Json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}};
+                Json::array({{{"capability", "x-ignore-shared"}, {"state", on}}})}};
   auto r = qmp.execute("migrate-set-capabilities", caps);
   if (!r) return tl::unexpected(r.error());
   return {};
@@ -52,8 +52,14 @@ Status pass_fd(vmm::QmpClient& qmp, int fd, const std::string& name) {
 
 }  // namespace
 
-Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path) {
-  FORKD_TRY(enable_ignore_shared(qmp));
+Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path,
+                                     bool ignore_shared) {
+  FORKD_TRY(set_ignore_shared(qmp, ignore_shared));
+  if (!ignore_shared) {
+    // A plain save of a stopped VM: let it write as fast as the disk takes it.
+    auto p = qmp.execute("migrate-set-parameters", Json{{"max-bandwidth", int64_t{1} << 40}});
+    if (!p) return tl::unexpected(p.error());
+  }
   auto fd = open_file(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!fd) return tl::unexpected(fd.error());
   FORKD_TRY(pass_fd(qmp, fd->get(), "vmstate"));
@@ -72,14 +78,15 @@ Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& pat
   return res;
 }
 
-Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::string& path) {
+Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::string& path,
+                                     bool ignore_shared) {
   auto qmp = vmm::QmpClient::connect(qmp_socket, std::chrono::seconds(5));
   if (!qmp) return tl::unexpected(qmp.error());
-  return save_device_state(*qmp, path);
+  return save_device_state(*qmp, path, ignore_shared);
 }
 
-Status load_device_state(vmm::QmpClient& qmp, const std::string& path) {
-  FORKD_TRY(enable_ignore_shared(qmp));
+Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool ignore_shared) {
+  FORKD_TRY(set_ignore_shared(qmp, ignore_shared));
   auto fd = open_file(path, O_RDONLY);
   if (!fd) return tl::unexpected(fd.error());
   FORKD_TRY(pass_fd(qmp, fd->get(), "vmstate"));

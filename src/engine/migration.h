@@ -15,11 +15,15 @@ struct SaveResult {
 
 // Stops the VM, enables x-ignore-shared and migrates the device state into a new file at path
 // (passed to QEMU as a descriptor: the seccomp jail forbids exec:). The VM stays stopped.
-Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path);
-Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::string& path);
+// With ignore_shared false, guest RAM goes into the stream too (plain QEMU save, the baseline
+// the benchmarks compare against).
+Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path,
+                                     bool ignore_shared = true);
+Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::string& path,
+                                     bool ignore_shared = true);
 
 // On a QEMU started with -incoming defer: enables x-ignore-shared, loads the device state from
 // path, and makes sure the vCPUs run.
-Status load_device_state(vmm::QmpClient& qmp, const std::string& path);
+Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool ignore_shared = true);
 
 }  // namespace forkd::engine

@@ -1,6 +1,7 @@
 #include "engine/pool.h"
 
 #include <dirent.h>
+#include <algorithm>
 #include <signal.h>
 #include <unistd.h>
 
@@ -16,7 +17,7 @@ constexpr int kMaxPoolSize = 256;
 // The member file ties a pre-started QEMU to one version of a tag (its vmstate hash), so a tag
 // replaced with --force never gets children from QEMUs mapping the old memory file.
 Json member_json(const PrestartedVm& vm, const store::SnapshotMeta& meta) {
-  return {{"id", vm.id}, {"pid", vm.vm.pid()}, {"tag", meta.tag},
+  return {{"id", vm.id}, {"pid", vm.vm.pid()}, {"tag", meta.tag}, {"warm", vm.loaded},
           {"vmstate_sha256", meta.files.at("vmstate").sha256}};
 }
 
@@ -83,34 +84,49 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
       kill_member(cfg_.sandboxes_dir(), m);
       continue;
     }
-    return PrestartedVm{id, dir, std::move(*vm), std::move(*qmp)};
+    return PrestartedVm{id, dir, std::move(*vm), std::move(*qmp), m.value("warm", false)};
   }
   return std::nullopt;
 }
 
-Status Pool::set_size(const std::string& tag, int size) {
+Status Pool::configure(const std::string& tag, PoolConfig config) {
   if (!is_safe_name(tag)) return make_error(ErrorCode::kInvalidArgument, "invalid tag");
-  if (size < 0 || size > kMaxPoolSize) {
+  if (config.size < 0 || config.size > kMaxPoolSize) {
     return make_error(ErrorCode::kInvalidArgument,
                       "pool size must be 0.." + std::to_string(kMaxPoolSize));
   }
   FORKD_TRY(make_dirs(tag_dir(tag)));
-  return write_file_atomic(tag_dir(tag) + "/size", std::to_string(size));
+  return write_file_atomic(tag_dir(tag) + "/config.json",
+                           Json{{"size", config.size}, {"warm", config.warm}}.dump());
 }
 
-int Pool::size(const std::string& tag) const {
-  auto text = read_file(tag_dir(tag) + "/size", 64);
-  if (!text) return 0;
-  int n = std::atoi(text->c_str());
-  return n < 0 ? 0 : std::min(n, kMaxPoolSize);
+PoolConfig Pool::config(const std::string& tag) const {
+  PoolConfig c;
+  auto text = read_file(tag_dir(tag) + "/config.json", 4096);
+  if (!text) return c;
+  Json j = Json::parse(*text, nullptr, false);
+  if (!j.is_object()) return c;
+  if (j.contains("size") && j["size"].is_number_integer()) {
+    c.size = std::clamp(j["size"].get<int>(), 0, kMaxPoolSize);
+  }
+  if (j.contains("warm") && j["warm"].is_boolean()) c.warm = j["warm"].get<bool>();
+  return c;
 }
 
 Result<int> Pool::fill(const store::SnapshotMeta& meta, const std::string& tag_dir_path) {
-  int want = size(meta.tag) - static_cast<int>(member_ids(meta.tag).size());
+  PoolConfig pc = config(meta.tag);
+  int want = pc.size - static_cast<int>(member_ids(meta.tag).size());
   int started = 0;
   for (int i = 0; i < want; ++i) {
     auto pre = prestart_child(cfg_, meta, tag_dir_path);
     if (!pre) return tl::unexpected(pre.error().wrap("pool " + meta.tag));
+    if (pc.warm) {
+      if (auto st = warm_up_prestarted(*pre, tag_dir_path); !st) {
+        pre->vm.terminate(std::chrono::milliseconds(1000));
+        (void)remove_tree(pre->dir);
+        return tl::unexpected(st.error().wrap("pool " + meta.tag + ": warm up"));
+      }
+    }
     FORKD_TRY(make_dirs(tag_dir(meta.tag)));
     FORKD_TRY(write_file_atomic(tag_dir(meta.tag) + "/" + pre->id + ".json",
                                 member_json(*pre, meta).dump()));
@@ -152,7 +168,7 @@ std::vector<PoolStatus> Pool::status() const {
   while (auto* e = ::readdir(d)) {
     std::string t = e->d_name;
     if (!is_safe_name(t)) continue;
-    out.push_back({t, size(t), static_cast<int>(member_ids(t).size())});
+    out.push_back({t, config(t), static_cast<int>(member_ids(t).size())});
   }
   ::closedir(d);
   return out;

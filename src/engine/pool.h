@@ -3,7 +3,10 @@
 // mapped, waiting for their device state. A fork claims one instead of paying QEMU's start-up.
 // Members live on disk under $FORKD_HOME/pool/<tag>/<id>.json (their run dirs under sandboxes/),
 // so any forkd process can claim or refill them. Claiming is an atomic rename, so two forks
-// never get the same member. The pool size per tag is stored in pool/<tag>/size (0: disabled).
+// never get the same member. Each tag's pool settings are in pool/<tag>/config.json: its size
+// (0: disabled) and whether members are warm (see warm_up_prestarted: state loaded, run briefly
+// past the snapshot point to translate the claim's code paths, then paused) or cold (QEMU
+// started, state not loaded: a claimed child starts exactly at the snapshot point).
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,9 +18,14 @@
 
 namespace forkd::engine {
 
+struct PoolConfig {
+  int size = 0;
+  bool warm = false;
+};
+
 struct PoolStatus {
   std::string tag;
-  int size = 0;     // configured
+  PoolConfig config;
   int members = 0;  // live, waiting
 };
 
@@ -28,8 +36,8 @@ class Pool {
   // Takes one live member for meta's tag (stale or dead members are discarded on the way).
   std::optional<PrestartedVm> claim(const store::SnapshotMeta& meta, const std::string& tag_dir);
 
-  Status set_size(const std::string& tag, int size);
-  int size(const std::string& tag) const;
+  Status configure(const std::string& tag, PoolConfig config);
+  PoolConfig config(const std::string& tag) const;
 
   // Starts members until the tag has its configured size; returns how many were started.
   Result<int> fill(const store::SnapshotMeta& meta, const std::string& tag_dir);

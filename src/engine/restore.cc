@@ -67,9 +67,8 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   vc->machine = meta.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
   vc->cpus = meta.cpus;
   vc->memory_mib = meta.memory_mib;
-  vc->kernel = tag_dir + "/bzImage";
-  if (meta.has_initrd) vc->initrd = tag_dir + "/initramfs.gz";
-  vc->kernel_append = meta.kernel_append;
+  // No -kernel/-initrd/-append: the guest booted long ago, and QEMU would otherwise read both
+  // files into its heap for fw_cfg (megabytes per child, and their start-up time).
   vc->memory_file = tag_dir + "/memory";
   vc->memory_share = false;  // MAP_PRIVATE: the child's writes never reach the tag
   vc->incoming_defer = true;
@@ -85,6 +84,47 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   return PrestartedVm{id, dir, std::move(launched->first), std::move(launched->second)};
 }
 
+Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::string& epoch) {
+  Json req = {{"op", "resumed"}, {"epoch", epoch},           {"sandbox_id", id},
+              {"hostname", id},  {"time_ns", realtime_ns()}};
+  // Retried on a short timeout: the reply to a request racing the port's close/open can be
+  // dropped by the guest. Setting the same identity twice is harmless.
+  Result<AgentReply> r = make_error(ErrorCode::kAgentTimeout, "no attempt");
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    r = agent.call(req, random_bytes(64), std::chrono::milliseconds(500));
+    if (r || r.error().code() != ErrorCode::kAgentTimeout) break;
+  }
+  if (!r) return tl::unexpected(r.error().wrap("set identity"));
+  if (!r->json.value("reseeded", false)) {
+    return make_error(ErrorCode::kAgentError,
+                      "guest could not reseed its RNG: " + r->json.value("reseed_error", "?"));
+  }
+  if (!r->json.value("clock_set", false)) {
+    return make_error(ErrorCode::kAgentError,
+                      "guest could not set its clock: " + r->json.value("clock_error", "?"));
+  }
+  return r->json;
+}
+
+Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
+  FORKD_TRY(load_device_state(pre.qmp, tag_dir + "/vmstate"));
+  pre.loaded = true;
+  {
+    auto agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
+    if (!agent) return tl::unexpected(agent.error());
+    // A provisional identity (replaced at claim) and one exec translate the code paths a claim
+    // and a first command take.
+    auto id = set_identity(**agent, "pool-" + pre.id, random_hex(16));
+    if (!id) return tl::unexpected(id.error());
+    auto ex = (*agent)->call(Json{{"op", "exec"}, {"argv", {"true"}}}, {},
+                             std::chrono::seconds(30));
+    if (!ex) return tl::unexpected(ex.error().wrap("warm-up exec"));
+  }
+  auto stopped = pre.qmp.execute("stop");
+  if (!stopped) return tl::unexpected(stopped.error().wrap("stop"));
+  return {};
+}
+
 Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::SnapshotMeta& meta,
                                                 const std::string& tag_dir) {
   auto t0 = Clock::now();
@@ -92,35 +132,24 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   auto sb = Restorer::make(pre.id, pre.dir, std::move(pre.vm));
   auto fail = [&](const Error& e) -> Result<std::unique_ptr<Sandbox>> {
     std::string tail = vmm::log_tail(pre.dir + "/qemu.log", 600);
-    return tl::unexpected(
-        e.wrap("restore " + pre.id + " from " + meta.tag + (tail.empty() ? "" : " (qemu: " + tail + ")")));
+    return tl::unexpected(e.wrap("restore " + pre.id + " from " + meta.tag +
+                                 (tail.empty() ? "" : " (qemu: " + tail + ")")));
   };
-  if (auto st = load_device_state(pre.qmp, tag_dir + "/vmstate"); !st) return fail(st.error());
+  if (pre.loaded) {
+    auto cont = pre.qmp.execute("cont");
+    if (!cont) return fail(cont.error().wrap("cont"));
+  } else if (auto st = load_device_state(pre.qmp, tag_dir + "/vmstate"); !st) {
+    return fail(st.error());
+  }
   Restorer::timings(*sb).incoming_ms = ms_since(t0);
 
   auto agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
   if (!agent) return fail(agent.error());
   std::string epoch = random_hex(16);
-  Json req = {{"op", "resumed"},        {"epoch", epoch},         {"sandbox_id", pre.id},
-              {"hostname", pre.id},     {"time_ns", realtime_ns()}};
-  // Retried on a short timeout: the reply to a request racing the port's close/open can be
-  // dropped by the guest. Setting the same identity twice is harmless.
-  Result<AgentReply> r = make_error(ErrorCode::kAgentTimeout, "no attempt");
-  for (int attempt = 0; attempt < 20; ++attempt) {
-    r = (*agent)->call(req, random_bytes(64), std::chrono::milliseconds(500));
-    if (r || r.error().code() != ErrorCode::kAgentTimeout) break;
-  }
-  if (!r) return fail(r.error().wrap("set identity"));
-  if (!r->json.value("reseeded", false)) {
-    return fail(Error(ErrorCode::kAgentError,
-                      "guest could not reseed its RNG: " + r->json.value("reseed_error", "?")));
-  }
-  if (!r->json.value("clock_set", false)) {
-    return fail(Error(ErrorCode::kAgentError,
-                      "guest could not set its clock: " + r->json.value("clock_error", "?")));
-  }
+  auto identity = set_identity(**agent, pre.id, epoch);
+  if (!identity) return fail(identity.error());
   Restorer::timings(*sb).ready_ms = ms_since(t0);
-  Restorer::set_agent(*sb, std::move(*agent), r->json);
+  Restorer::set_agent(*sb, std::move(*agent), *identity);
   Json& rec = Restorer::record(*sb);
   rec = {{"image", meta.image},
          {"tag", meta.tag},

@@ -20,6 +20,7 @@ struct PrestartedVm {
   std::string dir;
   vmm::VmProcess vm;
   vmm::QmpClient qmp;
+  bool loaded = false;  // device state already loaded and the VM paused (a warm pool member)
 };
 
 // Starts the QEMU of a future child of meta (everything up to, not including, the device-state
@@ -27,7 +28,12 @@ struct PrestartedVm {
 Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,
                                     const std::string& tag_dir);
 
-// Loads the device state into a prestarted VM, runs it and sets its identity. On failure the VM
+// Makes a prestarted VM a warm pool member: loads the device state, runs it just long enough to
+// answer a provisional `resumed` and one exec (so the code paths of a claim are already
+// translated, under TCG), then pauses it. Its real identity is set when it is claimed.
+Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir);
+
+// Loads the device state into a prestarted VM (or resumes a warm one), runs it and sets its identity. On failure the VM
 // is killed and its run dir removed.
 Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm vm, const store::SnapshotMeta& meta,
                                                 const std::string& tag_dir);

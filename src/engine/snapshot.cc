@@ -11,6 +11,7 @@
 #include "base/subprocess.h"
 #include "engine/migration.h"
 #include "engine/sandbox.h"
+#include "engine/warmup.h"
 #include "store/snapshot_store.h"
 #include "vmm/qmp_client.h"
 
@@ -98,32 +99,10 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   res.boot_ms = ms_since(t_boot);
 
   auto t_warm = Clock::now();
-  for (size_t i = 0; i < opts.warmup.size(); ++i) {
-    if (opts.progress) opts.progress("warm-up " + std::to_string(i + 1) + ": " + opts.warmup[i]);
-    ExecOptions eo;
-    eo.shell = opts.warmup[i];
-    eo.timeout = std::chrono::minutes(30);
-    auto r = (*sb)->exec(eo);
-    if (!r) return wrap(r.error().wrap("warm-up command " + std::to_string(i + 1)));
-    if (r->exit_code != 0) {
-      std::string tail = r->stderr_data.size() > 500
-                             ? r->stderr_data.substr(r->stderr_data.size() - 500)
-                             : r->stderr_data;
-      return make_error(ErrorCode::kInvalidArgument,
-                        "snapshot " + opts.tag + ": warm-up command " + std::to_string(i + 1) +
-                            " (" + opts.warmup[i] + ") exited " + std::to_string(r->exit_code) +
-                            (tail.empty() ? "" : ": " + tail));
-    }
-  }
-  for (size_t i = 0; i < opts.warmup_eval.size(); ++i) {
-    if (opts.progress) opts.progress("warm-up eval " + std::to_string(i + 1));
-    auto r = (*sb)->eval(opts.warmup_eval[i], std::chrono::minutes(30));
-    if (!r) return wrap(r.error().wrap("warm-up eval " + std::to_string(i + 1)));
-    if (r->error) {
-      return make_error(ErrorCode::kInvalidArgument, "snapshot " + opts.tag + ": warm-up eval " +
-                                                         std::to_string(i + 1) + " raised: " +
-                                                         *r->error);
-    }
+  Warmup warm{opts.warmup, opts.warmup_eval};
+  if (auto st = run_warmup(**sb, warm, opts.progress); !st) {
+    return tl::unexpected(Error(st.error().code(), "snapshot " + opts.tag + ": " +
+                                                       st.error().message()));
   }
   res.warmup_ms = ms_since(t_warm);
 
@@ -147,8 +126,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   meta.cpus = opts.cpus;
   meta.kernel_append = rec.value("kernel_append", "");
   meta.pause_ms = saved->pause_ms;
-  meta.warmup = opts.warmup;
-  for (const auto& e : opts.warmup_eval) meta.warmup.push_back("eval: " + e);
+  meta.warmup = warm.to_record();
   meta.files["vmstate"] = {};
   meta.files["memory"] = {};
   meta.files["kernel"] = {};

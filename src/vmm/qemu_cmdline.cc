@@ -76,7 +76,7 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
                        ",share=" + (cfg.memory_share ? "on" : "off"));
   }
 
-  add("-kernel", cfg.kernel);
+  if (!cfg.kernel.empty()) add("-kernel", cfg.kernel);
   if (!cfg.initrd.empty()) add("-initrd", cfg.initrd);
   if (!cfg.kernel_append.empty()) add("-append", cfg.kernel_append);
 

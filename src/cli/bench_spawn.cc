@@ -1,0 +1,187 @@
+// forkd bench spawn: fork N children from a tag and put the figures beside the baselines
+// (cold boot + warm-up of the same image, QEMU's plain restore with RAM in the stream).
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "base/files.h"
+#include "cli/output.h"
+#include "cli/stats.h"
+#include "engine/baseline.h"
+#include "engine/fork.h"
+#include "engine/pool.h"
+#include "engine/registry.h"
+#include "store/snapshot_store.h"
+#include "vmm/accel.h"
+
+namespace forkd::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct SpawnArgs {
+  std::string tag;
+  int n = 100;
+  int pool = 0;
+  bool warm = false;
+  int parallel = 3;
+  double idle_s = 2;
+  bool baselines = true;
+  bool json = false;
+  std::string out;
+};
+
+Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArgs& a) {
+  store::SnapshotStore snaps(cfg.home);
+  auto meta = snaps.load(a.tag);
+  if (!meta) return tl::unexpected(meta.error());
+  FORKD_TRY(snaps.verify(*meta));
+  engine::Pool pool(cfg);
+  pool.drain(a.tag);
+  double prestart_ms = 0;
+  if (a.pool > 0) {
+    FORKD_TRY(pool.configure(a.tag, {a.pool, a.warm}));
+    auto t = Clock::now();
+    auto filled = pool.fill(*meta, snaps.dir(a.tag));
+    if (!filled) return tl::unexpected(filled.error());
+    prestart_ms = std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+    FORKD_TRY(pool.configure(a.tag, {}));  // no refill during the measurement
+  }
+  std::fprintf(stderr, "forkd: bench spawn: forking %d children from %s\n", a.n, a.tag.c_str());
+  engine::ForkOptions fo;
+  fo.tag = a.tag;
+  fo.n = a.n;
+  fo.parallel = a.parallel;
+  auto forked = engine::fork_children(cfg, fo);
+  if (!forked) return tl::unexpected(forked.error());
+  std::vector<double> latency, since_start, launch, incoming, identity;
+  int failed = 0, from_pool = 0;
+  for (const auto& c : forked->children) {
+    if (c.error) {
+      ++failed;
+      continue;
+    }
+    from_pool += c.from_pool;
+    latency.push_back(c.timings.launch_ms + c.timings.ready_ms);
+    since_start.push_back(c.total_ms);
+    launch.push_back(c.timings.launch_ms);
+    incoming.push_back(c.timings.incoming_ms);
+    identity.push_back(c.timings.ready_ms - c.timings.incoming_ms);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(a.idle_s * 1000)));
+  std::vector<double> uss, pss;
+  for (const auto& s : engine::list_sandboxes(cfg)) {
+    if (s.record.value("tag", "") != a.tag || s.state != "running") continue;
+    uss.push_back(static_cast<double>(s.uss_kib) / 1024);
+    pss.push_back(static_cast<double>(s.pss_kib) / 1024);
+  }
+  for (const auto& c : forked->children) {
+    if (!c.id.empty()) (void)engine::remove_sandbox(cfg, c.id);
+  }
+  Summary lat = summarize(latency);
+  nlohmann::json out = {
+      {"bench", "spawn"},
+      {"tag", a.tag},
+      {"image", meta->image},
+      {"memory_mib", meta->memory_mib},
+      {"n", a.n},
+      {"pool", a.pool},
+      {"pool_warm", a.warm},
+      {"parallel", a.parallel},
+      {"tb_size_mib", cfg.tb_size_mib},
+      {"failed", failed},
+      {"from_pool", from_pool},
+      {"pool_prestart_ms", prestart_ms},
+      {"wall_ms", forked->wall_ms},
+      {"verify_ms", forked->verify_ms},
+      {"child_latency_ms", lat.to_json()},
+      {"ready_since_start_ms", summarize(since_start).to_json()},
+      {"breakdown_ms",
+       {{"qemu_launch", summarize(launch).to_json()},
+        {"device_state_load", summarize(incoming).to_json()},
+        {"identity", summarize(identity).to_json()}}},
+      {"uss_mib", summarize(uss).to_json()},
+      {"pss_mib", summarize(pss).to_json()}};
+  if (a.baselines) {
+    std::fprintf(stderr, "forkd: bench spawn: cold boot + warm-up baseline\n");
+    auto cold = engine::cold_boot_and_warm(cfg, *meta);
+    if (!cold) return tl::unexpected(cold.error());
+    std::fprintf(stderr, "forkd: bench spawn: plain QEMU restore baseline\n");
+    auto plain = engine::plain_restore(cfg, *meta);
+    if (!plain) return tl::unexpected(plain.error());
+    out["cold_boot_ms"] = {{"boot", cold->boot_ms}, {"warmup", cold->warmup_ms},
+                           {"total", cold->total_ms}};
+    out["plain_restore_ms"] = {{"save", plain->save_ms},      {"state_mib", plain->state_bytes >> 20},
+                               {"launch", plain->launch_ms}, {"load", plain->load_ms},
+                               {"agent", plain->agent_ms},   {"total", plain->total_ms}};
+    out["speedup_vs_cold_p50"] = lat.median > 0 ? cold->total_ms / lat.median : 0;
+    out["speedup_vs_plain_restore_p50"] = lat.median > 0 ? plain->total_ms / lat.median : 0;
+  }
+  return out;
+}
+
+void print_human(const nlohmann::json& r) {
+  auto ms = [](const nlohmann::json& s) { return s["median"].get<double>(); };
+  std::printf("spawn %d children from %s (%s, %d MiB, pool %d%s): %d failed\n", r["n"].get<int>(),
+              r["tag"].get<std::string>().c_str(), r["image"].get<std::string>().c_str(),
+              r["memory_mib"].get<int>(), r["pool"].get<int>(),
+              r["pool_warm"].get<bool>() ? " warm" : "", r["failed"].get<int>());
+  std::printf("  all ready after          %9.0f ms\n", r["wall_ms"].get<double>());
+  std::printf("  per child p50 / p99      %9.1f / %.1f ms\n", ms(r["child_latency_ms"]),
+              r["child_latency_ms"]["p99"].get<double>());
+  const auto& b = r["breakdown_ms"];
+  std::printf("    qemu launch p50        %9.1f ms\n", ms(b["qemu_launch"]));
+  std::printf("    device state load p50  %9.1f ms\n", ms(b["device_state_load"]));
+  std::printf("    identity (resumed) p50 %9.1f ms\n", ms(b["identity"]));
+  std::printf("  USS per idle child       %9.1f MiB median (max %.1f)\n",
+              r["uss_mib"]["median"].get<double>(), r["uss_mib"]["max"].get<double>());
+  std::printf("  PSS per idle child       %9.1f MiB\n", r["pss_mib"]["median"].get<double>());
+  if (r.contains("cold_boot_ms")) {
+    std::printf("  cold boot + warm-up      %9.0f ms  -> fork is %.0fx faster (p50)\n",
+                r["cold_boot_ms"]["total"].get<double>(), r["speedup_vs_cold_p50"].get<double>());
+    std::printf("  plain QEMU restore       %9.0f ms  (%llu MiB stream) -> fork %.1fx faster\n",
+                r["plain_restore_ms"]["total"].get<double>(),
+                static_cast<unsigned long long>(r["plain_restore_ms"]["state_mib"].get<uint64_t>()),
+                r["speedup_vs_plain_restore_p50"].get<double>());
+  }
+}
+
+int do_bench_spawn(const GlobalOptions& g, const SpawnArgs& a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  auto r = run_spawn(*cfg, a);
+  if (!r) return report_error(r.error());
+  auto accel = vmm::choose_accel(cfg->accel);
+  (*r)["accel"] = accel ? std::string(vmm::accel_name(accel->accel)) : "unknown";
+  if (!a.out.empty()) {
+    if (auto st = write_file_atomic(a.out, r->dump(2) + "\n"); !st) return report_error(st.error());
+  }
+  if (a.json) {
+    print_json(*r);
+  } else {
+    print_human(*r);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_spawn(CLI::App& bench, GlobalOptions& g, Action& action) {
+  auto a = std::make_shared<SpawnArgs>();
+  auto* sub = bench.add_subcommand("spawn", "Fork N children; compare with cold boot and plain restore");
+  sub->add_option("--tag", a->tag, "Tag to fork from")->required();
+  sub->add_option("-n", a->n, "Children")->check(CLI::Range(1, 1000))->capture_default_str();
+  sub->add_option("--pool", a->pool, "Pre-start this many QEMUs before timing")
+      ->check(CLI::Range(0, 256));
+  sub->add_flag("--warm", a->warm, "Warm pool members (see forkd pool fill --warm)");
+  sub->add_option("--parallel", a->parallel, "Children restored at once")->check(CLI::Range(1, 64));
+  sub->add_option("--idle", a->idle_s, "Seconds to let children idle before measuring memory");
+  sub->add_flag("!--no-baselines", a->baselines, "Skip the cold-boot and plain-restore runs");
+  sub->add_option("--out", a->out, "Also write the JSON result to this file");
+  sub->add_flag("--json", a->json, "Machine-readable output");
+  sub->callback([&action, &g, a] { action = [&g, a] { return do_bench_spawn(g, *a); }; });
+}
+
+}  // namespace forkd::cli

@@ -1,0 +1,102 @@
+#include "engine/baseline.h"
+
+#include "base/files.h"
+#include "engine/migration.h"
+#include "engine/sandbox.h"
+#include "engine/vm_setup.h"
+#include "engine/warmup.h"
+
+namespace forkd::engine {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+BootOptions boot_options(const store::SnapshotMeta& meta) {
+  BootOptions bo;
+  bo.image = meta.image;
+  bo.memory_mib = meta.memory_mib;
+  bo.cpus = meta.cpus;
+  return bo;
+}
+}  // namespace
+
+Result<ColdBootResult> cold_boot_and_warm(const EngineConfig& cfg,
+                                          const store::SnapshotMeta& meta) {
+  ColdBootResult res;
+  auto t0 = Clock::now();
+  auto sb = Sandbox::boot(cfg, boot_options(meta));
+  if (!sb) return tl::unexpected(sb.error().wrap("cold boot"));
+  res.boot_ms = ms_since(t0);
+  auto t1 = Clock::now();
+  if (auto st = run_warmup(**sb, Warmup::from_record(meta.warmup), {}); !st) {
+    return tl::unexpected(st.error().wrap("cold boot"));
+  }
+  res.warmup_ms = ms_since(t1);
+  res.total_ms = ms_since(t0);
+  return res;
+}
+
+Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::SnapshotMeta& meta) {
+  PlainRestoreResult res;
+  auto tmp = TempDir::create("forkd-plain-restore");
+  if (!tmp) return tl::unexpected(tmp.error());
+  std::string state = tmp->path() + "/full.state";
+  std::string disk = tmp->path() + "/disk.qcow2";
+  auto src = Sandbox::boot(cfg, boot_options(meta));
+  if (!src) return tl::unexpected(src.error().wrap("plain restore: source"));
+  if (auto st = run_warmup(**src, Warmup::from_record(meta.warmup), {}); !st) {
+    return tl::unexpected(st.error().wrap("plain restore: source"));
+  }
+  auto saved = save_device_state((*src)->dir() + "/qmp.sock", state, /*ignore_shared=*/false);
+  if (!saved) return tl::unexpected(saved.error().wrap("plain restore: save"));
+  res.save_ms = saved->pause_ms;
+  res.state_bytes = saved->bytes;
+  Json rec = (*src)->record();
+  (*src)->stop_vm();
+  bool has_disk = ::rename(((*src)->dir() + "/overlay.qcow2").c_str(), disk.c_str()) == 0;
+  (*src)->destroy();
+
+  std::string id = new_sandbox_id();
+  std::string dir = cfg.sandboxes_dir() + "/" + id;
+  auto vc = base_vm_config(cfg, id, dir);
+  if (!vc) return tl::unexpected(vc.error());
+  FORKD_TRY(make_dirs(dir));
+  vc->machine = meta.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
+  vc->cpus = meta.cpus;
+  vc->memory_mib = meta.memory_mib;
+  vc->incoming_defer = true;
+  if (has_disk) vc->disk = disk;
+  auto t0 = Clock::now();
+  auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
+  if (!launched) {
+    (void)remove_tree(dir);
+    return tl::unexpected(launched.error().wrap("plain restore: launch"));
+  }
+  res.launch_ms = ms_since(t0);
+  auto& [vm, qmp] = *launched;
+  auto cleanup = [&, &vm_ref = vm] {
+    vm_ref.terminate(std::chrono::milliseconds(2000));
+    (void)remove_tree(dir);
+  };
+  auto t1 = Clock::now();
+  if (auto st = load_device_state(qmp, state, /*ignore_shared=*/false); !st) {
+    cleanup();
+    return tl::unexpected(st.error().wrap("plain restore: load"));
+  }
+  res.load_ms = ms_since(t1);
+  auto t2 = Clock::now();
+  auto agent = AgentClient::connect(vc->agent_socket, std::chrono::seconds(5));
+  Result<Json> hello = agent ? (*agent)->open_session(std::chrono::seconds(10))
+                             : Result<Json>(tl::unexpected(agent.error()));
+  res.agent_ms = ms_since(t2);
+  res.total_ms = ms_since(t0);
+  agent = make_error(ErrorCode::kCancelled, "done");
+  cleanup();
+  if (!hello) return tl::unexpected(hello.error().wrap("plain restore: agent"));
+  return res;
+}
+
+}  // namespace forkd::engine

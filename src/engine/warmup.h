@@ -1,0 +1,24 @@
+#pragma once
+// Warm-up steps of a snapshot template: shell commands (each must exit 0), then Python for the
+// warm worker (each must not raise). Shared by snapshot creation and the cold-boot baseline.
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "engine/image_store.h"
+#include "engine/sandbox.h"
+
+namespace forkd::engine {
+
+struct Warmup {
+  std::vector<std::string> shell;
+  std::vector<std::string> eval;
+
+  // The list recorded in snapshot.json (eval steps prefixed with "eval: "), and back.
+  std::vector<std::string> to_record() const;
+  static Warmup from_record(const std::vector<std::string>& steps);
+};
+
+Status run_warmup(Sandbox& sb, const Warmup& w, const ProgressFn& progress);
+
+}  // namespace forkd::engine
