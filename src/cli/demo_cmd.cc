@@ -1,11 +1,18 @@
-// forkd demo: the main job. For now: boot the python image, run numpy through exec (cold
-// interpreter) and through eval (the warm worker), and print where the time goes.
+// forkd demo: the tour. Build a warm python tag (numpy imported in the agent's worker), fork 20
+// children from it, evaluate numpy in each, and put fork time and memory beside a cold boot
+// plus warm-up of the same image.
 #include <chrono>
 #include <cstdio>
 #include <memory>
 
 #include "cli/output.h"
-#include "engine/sandbox.h"
+#include "cli/stats.h"
+#include "engine/baseline.h"
+#include "engine/fork.h"
+#include "engine/pool.h"
+#include "store/snapshot_store.h"
+#include "engine/registry.h"
+#include "engine/snapshot.h"
 
 namespace forkd::cli {
 
@@ -17,73 +24,136 @@ double ms_since(Clock::time_point t) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-int do_demo(const GlobalOptions& g, const std::string& image) {
+struct DemoArgs {
+  std::string image = "python";
+  std::string tag = "demo-py";
+  int children = 20;
+};
+
+int do_demo(const GlobalOptions& g, const DemoArgs& a) {
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
-  std::printf("== forkd demo: image %s ==\n", image.c_str());
+  std::printf("== forkd demo: %d children from a warm %s tag ==\n\n", a.children, a.image.c_str());
   std::fflush(stdout);
-  engine::BootOptions bo;
-  bo.image = image;
-  bo.memory_mib = 512;
-  bo.progress = stderr_progress();
-  auto sb = engine::Sandbox::boot(*cfg, bo);
-  if (!sb) return report_error(sb.error());
-  const auto& t = (*sb)->timings();
-  const auto& info = (*sb)->agent_info();
-  std::printf("sandbox %s up: agent %s, numpy %s\n", (*sb)->id().c_str(),
-              info.value("version", "?").c_str(),
-              info["numpy"].is_string() ? info["numpy"].get<std::string>().c_str() : "none");
 
-  const std::string program =
-      "import numpy as np; a = np.arange(1, 1001, dtype=np.float64); "
-      "print(float((a * a).sum()))";
-  engine::ExecOptions eo;
-  eo.argv = {"python3", "-c", program};
-  auto t_exec = Clock::now();
-  auto ex = (*sb)->exec(eo);
-  double exec_ms = ms_since(t_exec);
-  if (!ex) return report_error(ex.error());
-  if (ex->exit_code != 0) {
-    std::fprintf(stderr, "forkd: demo exec failed (exit %d): %s\n", ex->exit_code,
-                 ex->stderr_data.c_str());
-    return kExitError;
-  }
-  auto t_eval = Clock::now();
-  auto ev = (*sb)->eval("float((np.arange(1, 1001, dtype=np.float64) ** 2).sum())");
-  double eval_ms = ms_since(t_eval);
-  if (!ev) return report_error(ev.error());
-  if (ev->error) {
-    std::fprintf(stderr, "forkd: demo eval failed:\n%s\n", ev->error->c_str());
-    return kExitError;
-  }
-  auto t_rtt = Clock::now();
-  engine::ExecOptions tr;
-  tr.argv = {"true"};
-  auto rt = (*sb)->exec(tr);
-  double rtt_ms = ms_since(t_rtt);
-  if (!rt) return report_error(rt.error());
+  std::printf("1. snapshot: boot the %s image, import numpy, freeze it as tag %s\n",
+              a.image.c_str(), a.tag.c_str());
+  std::fflush(stdout);
+  engine::SnapshotOptions so;
+  so.tag = a.tag;
+  so.image = a.image;
+  so.memory_mib = 512;
+  so.force = true;
+  so.warmup_eval = {"import numpy, random\nwarm_since = 'snapshot'"};
+  so.progress = stderr_progress();
+  auto snap = engine::create_snapshot(*cfg, so);
+  if (!snap) return report_error(snap.error());
+  std::printf("   tag ready: boot %.0f ms, warm-up %.0f ms, device state saved in %.0f ms\n\n",
+              snap->boot_ms, snap->warmup_ms, snap->save_ms);
 
-  std::printf("\n%-44s %12s\n", "step", "time (ms)");
-  std::printf("%-44s %12.0f\n", "cold boot to agent ping (QEMU + kernel + init)", t.agent_ms);
-  std::printf("%-44s %12.0f\n", "  of which QEMU launch", t.launch_ms);
-  std::printf("%-44s %12.1f\n", "exec `true` round trip", rtt_ms);
-  std::printf("%-44s %12.0f   -> %s", "exec python3 -c 'import numpy; ...' (cold)", exec_ms,
-              ex->stdout_data.c_str());
-  std::printf("%-44s %12.1f   -> %s\n", "eval in the warm worker (numpy loaded)", eval_ms,
-              ev->value.value_or("None").c_str());
-  std::printf("\nThe warm worker answered %.0fx faster than a cold interpreter.\n",
-              eval_ms > 0 ? exec_ms / eval_ms : 0.0);
-  (*sb)->destroy();
-  return 0;
+  // Two ways to fork: straight from the tag, and from a warm pool prepared in advance.
+  std::vector<std::string> ids;
+  auto fork_n = [&](const char* how, Summary* lat, double* wall) -> Status {
+    engine::ForkOptions fo;
+    fo.tag = a.tag;
+    fo.n = a.children;
+    auto forked = engine::fork_children(*cfg, fo);
+    if (!forked) return tl::unexpected(forked.error());
+    std::vector<double> latency;
+    for (const auto& c : forked->children) {
+      if (c.error) {
+        std::fprintf(stderr, "forkd: child failed: %s\n", c.error->describe().c_str());
+        continue;
+      }
+      latency.push_back(c.timings.launch_ms + c.timings.ready_ms);
+      ids.push_back(c.id);
+    }
+    *lat = summarize(latency);
+    *wall = forked->wall_ms;
+    std::printf("   %s: %zu children ready in %.0f ms (each: %.1f ms p50)\n", how, latency.size(),
+                *wall, lat->median);
+    return {};
+  };
+  std::printf("2. fork %d children from %s\n", a.children, a.tag.c_str());
+  std::fflush(stdout);
+  Summary lat, pool_lat;
+  double wall = 0, pool_wall = 0;
+  if (auto st = fork_n("straight from the tag", &lat, &wall); !st) return report_error(st.error());
+  for (const auto& id : ids) (void)engine::remove_sandbox(*cfg, id);
+  ids.clear();
+  engine::Pool pool(*cfg);
+  store::SnapshotStore snaps(cfg->home);
+  auto t_pool = Clock::now();
+  if (auto st = pool.configure(a.tag, {a.children, true}); !st) return report_error(st.error());
+  auto filled = pool.fill(snap->meta, snaps.dir(a.tag));
+  (void)pool.configure(a.tag, {});
+  if (!filled) return report_error(filled.error());
+  std::printf("   (a warm pool of %d was prepared beforehand in %.0f ms)\n", *filled,
+              ms_since(t_pool));
+  if (auto st = fork_n("from the warm pool", &pool_lat, &pool_wall); !st) {
+    return report_error(st.error());
+  }
+  std::printf("\n");
+
+  std::printf("3. numpy.zeros(5).tolist() in each child's warm worker\n");
+  std::vector<double> eval_ms;
+  int good = 0;
+  for (const auto& id : ids) {
+    auto sb = engine::Sandbox::attach(*cfg, id);
+    if (!sb) {
+      std::fprintf(stderr, "forkd: %s\n", sb.error().describe().c_str());
+      continue;
+    }
+    auto t = Clock::now();
+    auto r = (*sb)->eval("numpy.zeros(5).tolist()");
+    eval_ms.push_back(ms_since(t));
+    bool ok = r && !r->error && r->value == "[0.0, 0.0, 0.0, 0.0, 0.0]";
+    good += ok;
+    std::printf("   %s  %-28s %6.1f ms\n", id.c_str(),
+                r ? (r->error ? "error" : r->value.value_or("None").c_str())
+                  : r.error().describe().c_str(),
+                eval_ms.back());
+  }
+  std::vector<double> uss, pss;
+  for (const auto& s : engine::list_sandboxes(*cfg)) {
+    if (s.record.value("tag", "") != a.tag) continue;
+    uss.push_back(static_cast<double>(s.uss_kib) / 1024);
+    pss.push_back(static_cast<double>(s.pss_kib) / 1024);
+  }
+  std::printf("\n4. the same warm state the slow way: cold boot + numpy import\n");
+  std::fflush(stdout);
+  auto cold = engine::cold_boot_and_warm(*cfg, snap->meta);
+  for (const auto& id : ids) (void)engine::remove_sandbox(*cfg, id);
+  if (!cold) return report_error(cold.error());
+
+  std::printf("\n%-46s %12s\n", "", "result");
+  std::printf("%-46s %9.0f ms\n", "cold boot + warm-up (one sandbox)", cold->total_ms);
+  std::string n = std::to_string(a.children);
+  std::printf("%-46s %9.1f ms\n", "fork from the tag, per child (p50)", lat.median);
+  std::printf("%-46s %9.0f ms\n", ("fork of " + n + " from the tag, all ready").c_str(), wall);
+  std::printf("%-46s %9.1f ms\n", "fork from a warm pool, per child (p50)", pool_lat.median);
+  std::printf("%-46s %9.0f ms\n", ("fork of " + n + " from a warm pool, all ready").c_str(),
+              pool_wall);
+  std::printf("%-46s %9.0fx\n", "speed-up per child, from the tag",
+              lat.median > 0 ? cold->total_ms / lat.median : 0);
+  std::printf("%-46s %9.0fx\n", "speed-up per child, from a warm pool",
+              pool_lat.median > 0 ? cold->total_ms / pool_lat.median : 0);
+  std::printf("%-46s %9.1f ms\n", "eval in a child (p50)", summarize(eval_ms).median);
+  std::printf("%-46s %8.1f MiB\n", "unique memory per child (USS, p50)", summarize(uss).median);
+  std::printf("%-46s %8.1f MiB\n", "proportional memory per child (PSS, p50)", summarize(pss).median);
+  std::printf("%-46s %5d / %zu\n", "children that answered correctly", good, ids.size());
+  return good == a.children ? 0 : kExitError;
 }
 
 }  // namespace
 
 void register_demo(CLI::App& app, GlobalOptions& g, Action& action) {
-  auto image = std::make_shared<std::string>("python");
-  auto* sub = app.add_subcommand("demo", "Boot the python image and show exec vs warm eval");
-  sub->add_option("--image", *image, "Image to demo")->capture_default_str();
-  sub->callback([&action, &g, image] { action = [&g, image] { return do_demo(g, *image); }; });
+  auto a = std::make_shared<DemoArgs>();
+  auto* sub = app.add_subcommand("demo", "Tour: warm python tag, fork 20, numpy in each, vs cold boot");
+  sub->add_option("--image", a->image, "Image for the tag")->capture_default_str();
+  sub->add_option("--tag", a->tag, "Tag to (re)create")->capture_default_str();
+  sub->add_option("-n", a->children, "Children")->check(CLI::Range(1, 1000))->capture_default_str();
+  sub->callback([&action, &g, a] { action = [&g, a] { return do_demo(g, *a); }; });
 }
 
 }  // namespace forkd::cli

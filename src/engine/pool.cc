@@ -40,7 +40,7 @@ Pool::Pool(const EngineConfig& cfg) : cfg_(cfg), root_(cfg.home + "/pool") {}
 
 std::vector<std::string> Pool::member_ids(const std::string& tag) const {
   std::vector<std::string> out;
-  DIR* d = ::opendir(tag_dir(tag).c_str());
+  DIR* d = ::opendir(members_dir(tag).c_str());
   if (!d) return out;
   while (auto* e = ::readdir(d)) {
     std::string name = e->d_name;
@@ -57,7 +57,7 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
                                         const std::string& tag_dir_path) {
   (void)tag_dir_path;
   for (const auto& id : member_ids(meta.tag)) {
-    std::string file = tag_dir(meta.tag) + "/" + id + ".json";
+    std::string file = members_dir(meta.tag) + "/" + id + ".json";
     std::string mine = file + ".claimed-" + std::to_string(::getpid());
     if (::rename(file.c_str(), mine.c_str()) != 0) continue;  // someone else took it
     auto text = read_file(mine, 1 << 16);
@@ -127,8 +127,8 @@ Result<int> Pool::fill(const store::SnapshotMeta& meta, const std::string& tag_d
         return tl::unexpected(st.error().wrap("pool " + meta.tag + ": warm up"));
       }
     }
-    FORKD_TRY(make_dirs(tag_dir(meta.tag)));
-    FORKD_TRY(write_file_atomic(tag_dir(meta.tag) + "/" + pre->id + ".json",
+    FORKD_TRY(make_dirs(members_dir(meta.tag)));
+    FORKD_TRY(write_file_atomic(members_dir(meta.tag) + "/" + pre->id + ".json",
                                 member_json(*pre, meta).dump()));
     ++started;
   }
@@ -148,7 +148,7 @@ int Pool::drain(const std::string& tag) {
   int n = 0;
   for (const auto& t : tags) {
     for (const auto& id : member_ids(t)) {
-      std::string file = tag_dir(t) + "/" + id + ".json";
+      std::string file = members_dir(t) + "/" + id + ".json";
       std::string mine = file + ".drain-" + std::to_string(::getpid());
       if (::rename(file.c_str(), mine.c_str()) != 0) continue;
       auto text = read_file(mine, 1 << 16);

@@ -1,7 +1,7 @@
 #pragma once
 // A pool of pre-started QEMU processes per tag: started with -incoming defer, the tag's memory
 // mapped, waiting for their device state. A fork claims one instead of paying QEMU's start-up.
-// Members live on disk under $FORKD_HOME/pool/<tag>/<id>.json (their run dirs under sandboxes/),
+// Members live on disk under $FORKD_HOME/pool/<tag>/members/<id>.json (their run dirs under sandboxes/),
 // so any forkd process can claim or refill them. Claiming is an atomic rename, so two forks
 // never get the same member. Each tag's pool settings are in pool/<tag>/config.json: its size
 // (0: disabled) and whether members are warm (see warm_up_prestarted: state loaded, run briefly
@@ -49,6 +49,7 @@ class Pool {
 
  private:
   std::string tag_dir(const std::string& tag) const { return root_ + "/" + tag; }
+  std::string members_dir(const std::string& tag) const { return tag_dir(tag) + "/members"; }
   std::vector<std::string> member_ids(const std::string& tag) const;
   EngineConfig cfg_;
   std::string root_;

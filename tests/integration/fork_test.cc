@@ -248,5 +248,31 @@ TEST_F(Fork, PoolMembersAreUsedAndRmAllStopsEverything) {
   (void)run_cli({"pool", "drain", "--tag", "base"});
 }
 
+// Warm members ran briefly past the snapshot point with a provisional identity; a claimed child
+// must still get its own identity and the tag's state.
+TEST_F(Fork, WarmPoolChildrenGetTheirOwnIdentity) {
+  auto fill = run_cli({"pool", "fill", "--tag", "base", "--size", "2", "--warm"});
+  ASSERT_EQ(fill.exit_code, 0) << fill.err;
+  engine::ForkOptions fo;
+  fo.tag = "base";
+  fo.n = 2;
+  auto r = engine::fork_children(config(), fo);
+  ASSERT_TRUE(r) << r.error().describe();
+  (void)run_cli({"pool", "drain", "--tag", "base"});
+  std::set<std::string> randoms;
+  for (const auto& c : r->children) {
+    ASSERT_FALSE(c.error) << c.error->describe();
+    EXPECT_TRUE(c.from_pool);
+    auto sb = engine::Sandbox::attach(config(), c.id);
+    ASSERT_TRUE(sb) << sb.error().describe();
+    EXPECT_EQ(sh(**sb, "hostname; echo $FORKD_SANDBOX_ID; cat /tmp/counter"),
+              c.id + "\n" + c.id + "\n41\n");
+    randoms.insert(sh(**sb, "head -c 16 /dev/urandom | od -An -tx1"));
+    int64_t guest = std::atoll(sh(**sb, "date +%s").c_str());
+    EXPECT_LE(std::llabs(guest - static_cast<int64_t>(std::time(nullptr))), 2);
+  }
+  EXPECT_EQ(randoms.size(), 2u);
+}
+
 }  // namespace
 }  // namespace forkd::test
