@@ -3,7 +3,9 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <algorithm>
 #include <ctime>
+#include <thread>
 
 #include "base/files.h"
 #include "base/log.h"
@@ -89,9 +91,13 @@ Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::
               {"hostname", id},  {"time_ns", realtime_ns()}};
   // Retried on a short timeout: the reply to a request racing the port's close/open can be
   // dropped by the guest. Setting the same identity twice is harmless.
+  // The first waits are short (a dropped reply should cost little), later ones long enough for a
+  // slow guest to finish the first attempt.
+  static constexpr int kWaitMs[] = {200, 300, 500};
   Result<AgentReply> r = make_error(ErrorCode::kAgentTimeout, "no attempt");
   for (int attempt = 0; attempt < 20; ++attempt) {
-    r = agent.call(req, random_bytes(64), std::chrono::milliseconds(500));
+    auto wait = std::chrono::milliseconds(kWaitMs[std::min(attempt, 2)]);
+    r = agent.call(req, random_bytes(64), wait);
     if (r || r.error().code() != ErrorCode::kAgentTimeout) break;
   }
   if (!r) return tl::unexpected(r.error().wrap("set identity"));
@@ -120,6 +126,9 @@ Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
                              std::chrono::seconds(30));
     if (!ex) return tl::unexpected(ex.error().wrap("warm-up exec"));
   }
+  // Let the guest see this connection close before it is paused: a close still pending at
+  // the claim would race the claimer's new connection and cost it a retried request.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
   auto stopped = pre.qmp.execute("stop");
   if (!stopped) return tl::unexpected(stopped.error().wrap("stop"));
   return {};

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/time.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -246,6 +247,28 @@ TEST_F(Fork, PoolMembersAreUsedAndRmAllStopsEverything) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_TRUE(qemu_pids_for_home(config().home).empty());
   (void)run_cli({"pool", "drain", "--tag", "base"});
+}
+
+TEST_F(Fork, DiskFullWhileSnapshottingLeavesNoTag) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  auto dir = TempDir::create("forkd-full-home");
+  ASSERT_TRUE(dir);
+  ASSERT_EQ(::mount("tmpfs", dir->path().c_str(), "tmpfs", 0, "size=16m"), 0);
+  // Images and cache from the real home; tags, sandboxes and staging on the 16 MiB tmpfs.
+  std::string real = std::filesystem::read_symlink(config().home + "/images").string();
+  ASSERT_EQ(::symlink(real.c_str(), (dir->path() + "/images").c_str()), 0);
+  std::string cache = std::filesystem::read_symlink(config().home + "/cache").string();
+  ASSERT_EQ(::symlink(cache.c_str(), (dir->path() + "/cache").c_str()), 0);
+  auto r = run_cli({"snapshot", "--tag", "full"}, {{"FORKD_HOME", dir->path()}});
+  std::error_code ec;
+  bool leftovers = std::filesystem::exists(dir->path() + "/snapshots", ec) &&
+                   !std::filesystem::is_empty(dir->path() + "/snapshots", ec);
+  bool qemu_left = !qemu_pids_for_home(dir->path()).empty();
+  ::umount2(dir->path().c_str(), MNT_DETACH);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no_space"), std::string::npos) << r.err;
+  EXPECT_FALSE(leftovers) << "a partial tag or staging dir was left";
+  EXPECT_FALSE(qemu_left);
 }
 
 // Warm members ran briefly past the snapshot point with a provisional identity; a claimed child
