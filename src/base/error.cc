@@ -7,22 +7,38 @@ namespace forkd {
 
 std::string_view error_code_name(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInternal: return "internal";
-    case ErrorCode::kInvalidArgument: return "invalid_argument";
-    case ErrorCode::kNotFound: return "not_found";
-    case ErrorCode::kAlreadyExists: return "already_exists";
-    case ErrorCode::kChecksumMismatch: return "checksum_mismatch";
-    case ErrorCode::kNoSpace: return "no_space";
-    case ErrorCode::kIo: return "io_error";
-    case ErrorCode::kTimeout: return "timeout";
-    case ErrorCode::kAgentTimeout: return "agent_timeout";
-    case ErrorCode::kAgentError: return "agent_error";
-    case ErrorCode::kQemuMissing: return "qemu_missing";
-    case ErrorCode::kQemuFailed: return "qemu_failed";
-    case ErrorCode::kGuestCommandNotFound: return "command_not_found";
-    case ErrorCode::kCancelled: return "cancelled";
-    case ErrorCode::kUnavailable: return "unavailable";
-    case ErrorCode::kProtocol: return "protocol_error";
+    case ErrorCode::kInternal:
+      return "internal";
+    case ErrorCode::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorCode::kNotFound:
+      return "not_found";
+    case ErrorCode::kAlreadyExists:
+      return "already_exists";
+    case ErrorCode::kChecksumMismatch:
+      return "checksum_mismatch";
+    case ErrorCode::kNoSpace:
+      return "no_space";
+    case ErrorCode::kIo:
+      return "io_error";
+    case ErrorCode::kTimeout:
+      return "timeout";
+    case ErrorCode::kAgentTimeout:
+      return "agent_timeout";
+    case ErrorCode::kAgentError:
+      return "agent_error";
+    case ErrorCode::kQemuMissing:
+      return "qemu_missing";
+    case ErrorCode::kQemuFailed:
+      return "qemu_failed";
+    case ErrorCode::kGuestCommandNotFound:
+      return "command_not_found";
+    case ErrorCode::kCancelled:
+      return "cancelled";
+    case ErrorCode::kUnavailable:
+      return "unavailable";
+    case ErrorCode::kProtocol:
+      return "protocol_error";
   }
   return "internal";
 }

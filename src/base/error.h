@@ -3,7 +3,6 @@
 // Result<T>, and callers add context with Error::wrap ("fork sb-1: load vmstate: ...").
 #include <string>
 #include <string_view>
-
 #include <tl/expected.hpp>
 
 namespace forkd {
@@ -67,10 +66,10 @@ tl::unexpected<Error> errno_error(int err, std::string_view what);
 }  // namespace forkd
 
 // Propagates an error from a Result-returning expression; evaluates to nothing on success.
-#define FORKD_TRY(expr)                                          \
-  do {                                                           \
-    auto forkd_try_result_ = (expr);                             \
-    if (!forkd_try_result_) {                                    \
+#define FORKD_TRY(expr)                                            \
+  do {                                                             \
+    auto forkd_try_result_ = (expr);                               \
+    if (!forkd_try_result_) {                                      \
       return tl::unexpected(std::move(forkd_try_result_).error()); \
-    }                                                            \
+    }                                                              \
   } while (0)

@@ -157,7 +157,8 @@ Result<std::string> sha256_file(const std::string& path) {
 
 Result<TempDir> TempDir::create(std::string_view prefix) {
   const char* tmp = std::getenv("TMPDIR");
-  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + std::string(prefix) + ".XXXXXX";
+  std::string tmpl =
+      std::string(tmp && *tmp ? tmp : "/tmp") + "/" + std::string(prefix) + ".XXXXXX";
   if (::mkdtemp(tmpl.data()) == nullptr) return errno_error(errno, "mkdtemp " + tmpl);
   return TempDir(tmpl);
 }

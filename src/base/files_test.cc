@@ -44,8 +44,7 @@ TEST(Files, ReadFileRespectsLimit) {
 }
 
 TEST(Files, Sha256KnownVector) {
-  EXPECT_EQ(sha256_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   auto dir = TempDir::create("forkd-files-test");
   ASSERT_TRUE(dir);
   ASSERT_TRUE(write_file_atomic(dir->path() + "/f", "abc"));

@@ -1,9 +1,9 @@
 #pragma once
 // Named spdlog loggers, one per subsystem, writing key=value lines to stderr.
+#include <spdlog/spdlog.h>
+
 #include <memory>
 #include <string>
-
-#include <spdlog/spdlog.h>
 
 namespace forkd {
 

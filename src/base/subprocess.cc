@@ -169,8 +169,8 @@ Result<int> Child::wait(std::optional<std::chrono::milliseconds> timeout) {
     do {
       rc = ::poll(&p, 1, static_cast<int>(timeout->count()));
     } while (rc < 0 && errno == EINTR);
-    if (rc == 0) return make_error(ErrorCode::kTimeout, "process " + std::to_string(pid_) +
-                                                            " still running");
+    if (rc == 0)
+      return make_error(ErrorCode::kTimeout, "process " + std::to_string(pid_) + " still running");
   } else if (timeout) {
     auto deadline = std::chrono::steady_clock::now() + *timeout;
     for (;;) {

@@ -2,7 +2,6 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "cli/output.h"
@@ -75,10 +74,13 @@ int do_bench_boot(const GlobalOptions& g, const BenchArgs& a) {
     if (!r) return report_error(r.error());
     results.push_back(*r);
   }
-  nlohmann::json out = {{"bench", "boot"},       {"image", a.image},
-                        {"runs", a.runs},        {"execs_per_run", a.execs},
+  nlohmann::json out = {{"bench", "boot"},
+                        {"image", a.image},
+                        {"runs", a.runs},
+                        {"execs_per_run", a.execs},
                         {"memory_mib", a.memory_mib},
-                        {"accel", vmm::accel_name(accel->accel)}, {"results", results}};
+                        {"accel", vmm::accel_name(accel->accel)},
+                        {"results", results}};
   if (a.json) {
     std::printf("%s\n", out.dump(2).c_str());
     return 0;

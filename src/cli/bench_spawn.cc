@@ -97,30 +97,29 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
   }
   Summary lat = summarize(latency);
   Summary one = summarize(single);
-  nlohmann::json out = {
-      {"bench", "spawn"},
-      {"tag", a.tag},
-      {"image", meta->image},
-      {"memory_mib", meta->memory_mib},
-      {"n", a.n},
-      {"pool", a.pool},
-      {"pool_warm", a.warm},
-      {"parallel", a.parallel},
-      {"tb_size_mib", cfg.tb_size_mib},
-      {"failed", failed},
-      {"from_pool", from_pool},
-      {"pool_prestart_ms", prestart_ms},
-      {"wall_ms", forked->wall_ms},
-      {"verify_ms", forked->verify_ms},
-      {"child_latency_ms", lat.to_json()},
-      {"single_child_ms", one.to_json()},
-      {"ready_since_start_ms", summarize(since_start).to_json()},
-      {"breakdown_ms",
-       {{"qemu_launch", summarize(launch).to_json()},
-        {"device_state_load", summarize(incoming).to_json()},
-        {"identity", summarize(identity).to_json()}}},
-      {"uss_mib", summarize(uss).to_json()},
-      {"pss_mib", summarize(pss).to_json()}};
+  nlohmann::json out = {{"bench", "spawn"},
+                        {"tag", a.tag},
+                        {"image", meta->image},
+                        {"memory_mib", meta->memory_mib},
+                        {"n", a.n},
+                        {"pool", a.pool},
+                        {"pool_warm", a.warm},
+                        {"parallel", a.parallel},
+                        {"tb_size_mib", cfg.tb_size_mib},
+                        {"failed", failed},
+                        {"from_pool", from_pool},
+                        {"pool_prestart_ms", prestart_ms},
+                        {"wall_ms", forked->wall_ms},
+                        {"verify_ms", forked->verify_ms},
+                        {"child_latency_ms", lat.to_json()},
+                        {"single_child_ms", one.to_json()},
+                        {"ready_since_start_ms", summarize(since_start).to_json()},
+                        {"breakdown_ms",
+                         {{"qemu_launch", summarize(launch).to_json()},
+                          {"device_state_load", summarize(incoming).to_json()},
+                          {"identity", summarize(identity).to_json()}}},
+                        {"uss_mib", summarize(uss).to_json()},
+                        {"pss_mib", summarize(pss).to_json()}};
   if (a.baselines) {
     std::fprintf(stderr, "forkd: bench spawn: cold boot + warm-up baseline\n");
     auto cold = engine::cold_boot_and_warm(cfg, *meta);
@@ -128,11 +127,12 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
     std::fprintf(stderr, "forkd: bench spawn: plain QEMU restore baseline\n");
     auto plain = engine::plain_restore(cfg, *meta);
     if (!plain) return tl::unexpected(plain.error());
-    out["cold_boot_ms"] = {{"boot", cold->boot_ms}, {"warmup", cold->warmup_ms},
-                           {"total", cold->total_ms}};
-    out["plain_restore_ms"] = {{"save", plain->save_ms},      {"state_mib", plain->state_bytes >> 20},
-                               {"launch", plain->launch_ms}, {"load", plain->load_ms},
-                               {"agent", plain->agent_ms},   {"total", plain->total_ms}};
+    out["cold_boot_ms"] = {
+        {"boot", cold->boot_ms}, {"warmup", cold->warmup_ms}, {"total", cold->total_ms}};
+    out["plain_restore_ms"] = {
+        {"save", plain->save_ms},     {"state_mib", plain->state_bytes >> 20},
+        {"launch", plain->launch_ms}, {"load", plain->load_ms},
+        {"agent", plain->agent_ms},   {"total", plain->total_ms}};
     out["speedup_vs_cold_p50"] = lat.median > 0 ? cold->total_ms / lat.median : 0;
     out["speedup_vs_plain_restore_p50"] = lat.median > 0 ? plain->total_ms / lat.median : 0;
     out["single_speedup_vs_cold"] = one.median > 0 ? cold->total_ms / one.median : 0;
@@ -159,14 +159,16 @@ void print_human(const nlohmann::json& r) {
               r["uss_mib"]["median"].get<double>(), r["uss_mib"]["max"].get<double>());
   std::printf("  PSS per idle child       %9.1f MiB\n", r["pss_mib"]["median"].get<double>());
   if (r.contains("cold_boot_ms")) {
-    std::printf("  cold boot + warm-up      %9.0f ms  -> batch fork %.0fx, lone fork %.0fx faster\n",
-                r["cold_boot_ms"]["total"].get<double>(), r["speedup_vs_cold_p50"].get<double>(),
-                r["single_speedup_vs_cold"].get<double>());
-    std::printf("  plain QEMU restore       %9.0f ms  (%llu MiB stream) -> batch %.1fx, lone %.1fx\n",
-                r["plain_restore_ms"]["total"].get<double>(),
-                static_cast<unsigned long long>(r["plain_restore_ms"]["state_mib"].get<uint64_t>()),
-                r["speedup_vs_plain_restore_p50"].get<double>(),
-                r["single_speedup_vs_plain_restore"].get<double>());
+    std::printf(
+        "  cold boot + warm-up      %9.0f ms  -> batch fork %.0fx, lone fork %.0fx faster\n",
+        r["cold_boot_ms"]["total"].get<double>(), r["speedup_vs_cold_p50"].get<double>(),
+        r["single_speedup_vs_cold"].get<double>());
+    std::printf(
+        "  plain QEMU restore       %9.0f ms  (%llu MiB stream) -> batch %.1fx, lone %.1fx\n",
+        r["plain_restore_ms"]["total"].get<double>(),
+        static_cast<unsigned long long>(r["plain_restore_ms"]["state_mib"].get<uint64_t>()),
+        r["speedup_vs_plain_restore_p50"].get<double>(),
+        r["single_speedup_vs_plain_restore"].get<double>());
   }
 }
 
@@ -192,7 +194,8 @@ int do_bench_spawn(const GlobalOptions& g, const SpawnArgs& a) {
 
 void add_bench_spawn(CLI::App& bench, GlobalOptions& g, Action& action) {
   auto a = std::make_shared<SpawnArgs>();
-  auto* sub = bench.add_subcommand("spawn", "Fork N children; compare with cold boot and plain restore");
+  auto* sub =
+      bench.add_subcommand("spawn", "Fork N children; compare with cold boot and plain restore");
   sub->add_option("--tag", a->tag, "Tag to fork from")->required();
   sub->add_option("-n", a->n, "Children")->check(CLI::Range(1, 1000))->capture_default_str();
   sub->add_option("--pool", a->pool, "Pre-start this many QEMUs before timing")

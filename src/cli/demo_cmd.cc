@@ -10,9 +10,9 @@
 #include "engine/baseline.h"
 #include "engine/fork.h"
 #include "engine/pool.h"
-#include "store/snapshot_store.h"
 #include "engine/registry.h"
 #include "engine/snapshot.h"
+#include "store/snapshot_store.h"
 
 namespace forkd::cli {
 
@@ -109,10 +109,10 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
     eval_ms.push_back(ms_since(t));
     bool ok = r && !r->error && r->value == "[0.0, 0.0, 0.0, 0.0, 0.0]";
     good += ok;
-    std::printf("   %s  %-28s %6.1f ms\n", id.c_str(),
-                r ? (r->error ? "error" : r->value.value_or("None").c_str())
-                  : r.error().describe().c_str(),
-                eval_ms.back());
+    std::printf(
+        "   %s  %-28s %6.1f ms\n", id.c_str(),
+        r ? (r->error ? "error" : r->value.value_or("None").c_str()) : r.error().describe().c_str(),
+        eval_ms.back());
   }
   std::vector<double> uss, pss;
   for (const auto& s : engine::list_sandboxes(*cfg)) {
@@ -140,7 +140,8 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
               pool_lat.median > 0 ? cold->total_ms / pool_lat.median : 0);
   std::printf("%-46s %9.1f ms\n", "eval in a child (p50)", summarize(eval_ms).median);
   std::printf("%-46s %8.1f MiB\n", "unique memory per child (USS, p50)", summarize(uss).median);
-  std::printf("%-46s %8.1f MiB\n", "proportional memory per child (PSS, p50)", summarize(pss).median);
+  std::printf("%-46s %8.1f MiB\n", "proportional memory per child (PSS, p50)",
+              summarize(pss).median);
   std::printf("%-46s %5d / %zu\n", "children that answered correctly", good, ids.size());
   return good == a.children ? 0 : kExitError;
 }
@@ -149,7 +150,8 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
 
 void register_demo(CLI::App& app, GlobalOptions& g, Action& action) {
   auto a = std::make_shared<DemoArgs>();
-  auto* sub = app.add_subcommand("demo", "Tour: warm python tag, fork 20, numpy in each, vs cold boot");
+  auto* sub =
+      app.add_subcommand("demo", "Tour: warm python tag, fork 20, numpy in each, vs cold boot");
   sub->add_option("--image", a->image, "Image for the tag")->capture_default_str();
   sub->add_option("--tag", a->tag, "Tag to (re)create")->capture_default_str();
   sub->add_option("-n", a->children, "Children")->check(CLI::Range(1, 1000))->capture_default_str();

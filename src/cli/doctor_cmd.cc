@@ -1,5 +1,6 @@
 // forkd doctor: checks the host and says how to fix each problem.
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <linux/magic.h>
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
@@ -8,8 +9,6 @@
 
 #include <cstdio>
 #include <memory>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "base/files.h"
@@ -47,12 +46,18 @@ Check check_binary(const std::string& name, const std::string& what, const std::
 
 std::string fs_name(long type) {
   switch (type) {
-    case EXT4_SUPER_MAGIC: return "ext4";
-    case TMPFS_MAGIC: return "tmpfs";
-    case BTRFS_SUPER_MAGIC: return "btrfs";
-    case XFS_SUPER_MAGIC: return "xfs";
-    case OVERLAYFS_SUPER_MAGIC: return "overlayfs";
-    default: return "other (0x" + fmt::format("{:x}", type) + ")";
+    case EXT4_SUPER_MAGIC:
+      return "ext4";
+    case TMPFS_MAGIC:
+      return "tmpfs";
+    case BTRFS_SUPER_MAGIC:
+      return "btrfs";
+    case XFS_SUPER_MAGIC:
+      return "xfs";
+    case OVERLAYFS_SUPER_MAGIC:
+      return "overlayfs";
+    default:
+      return "other (0x" + fmt::format("{:x}", type) + ")";
   }
 }
 
@@ -85,10 +90,10 @@ std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
   if (kc && *kc) {
     out.push_back({"kernel cache", "ok", "guest kernel built", ""});
   } else {
-    out.push_back({"kernel cache", "warn",
-                   kc ? "guest kernel not built yet (first boot builds it, ~5 min)"
-                      : kc.error().message(),
-                   "forkd run -- true (builds it once)"});
+    out.push_back(
+        {"kernel cache", "warn",
+         kc ? "guest kernel not built yet (first boot builds it, ~5 min)" : kc.error().message(),
+         "forkd run -- true (builds it once)"});
   }
   for (const auto& name : engine::ImageStore::known_images()) {
     auto ic = store.image_cached(name);
@@ -152,13 +157,18 @@ int do_doctor(const GlobalOptions& g, bool json) {
     arr.push_back({{"check", c.name}, {"status", c.status}, {"detail", c.detail}, {"fix", c.fix}});
   }
   if (json) {
-    std::printf("%s\n", nlohmann::json{{"ok", !failed}, {"home", cfg->home}, {"checks", arr}}
-                            .dump(2).c_str());
+    std::printf(
+        "%s\n",
+        nlohmann::json{{"ok", !failed}, {"home", cfg->home}, {"checks", arr}}.dump(2).c_str());
   } else {
     for (const auto& c : checks) {
-      std::printf("%-5s %-14s %s\n", c.status == "ok" ? "ok" : c.status == "warn" ? "WARN" : "FAIL",
+      std::printf("%-5s %-14s %s\n",
+                  c.status == "ok"     ? "ok"
+                  : c.status == "warn" ? "WARN"
+                                       : "FAIL",
                   c.name.c_str(), c.detail.c_str());
-      if (c.status != "ok" && !c.fix.empty()) std::printf("      %-14s fix: %s\n", "", c.fix.c_str());
+      if (c.status != "ok" && !c.fix.empty())
+        std::printf("      %-14s fix: %s\n", "", c.fix.c_str());
     }
     std::printf("%s\n", failed ? "doctor: problems found" : "doctor: ready");
   }

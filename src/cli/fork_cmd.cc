@@ -50,8 +50,11 @@ int do_fork(const GlobalOptions& g, const ForkArgs& a) {
   nlohmann::json arr = nlohmann::json::array();
   for (size_t i = 0; i < r->children.size(); ++i) {
     const auto& c = r->children[i];
-    nlohmann::json j = {{"index", i}, {"id", c.id}, {"status", c.error ? "failed" : "ready"},
-                        {"ready_ms", c.total_ms}, {"from_pool", c.from_pool}};
+    nlohmann::json j = {{"index", i},
+                        {"id", c.id},
+                        {"status", c.error ? "failed" : "ready"},
+                        {"ready_ms", c.total_ms},
+                        {"from_pool", c.from_pool}};
     if (c.error) {
       ++failed;
       j["error"] = {{"code", error_code_name(c.error->code())}, {"message", c.error->message()}};
@@ -62,8 +65,11 @@ int do_fork(const GlobalOptions& g, const ForkArgs& a) {
     arr.push_back(j);
   }
   if (a.json) {
-    print_json({{"tag", a.tag}, {"children", arr}, {"wall_ms", r->wall_ms},
-                {"verify_ms", r->verify_ms}, {"failed", failed}});
+    print_json({{"tag", a.tag},
+                {"children", arr},
+                {"wall_ms", r->wall_ms},
+                {"verify_ms", r->verify_ms},
+                {"failed", failed}});
   } else {
     std::fprintf(stderr, "forkd: %d of %d children ready in %.0f ms\n", a.n - failed, a.n,
                  r->wall_ms);
@@ -98,7 +104,9 @@ int do_pool_ls(const GlobalOptions& g, bool json) {
   if (json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& p : st) {
-      arr.push_back({{"tag", p.tag}, {"size", p.config.size}, {"warm", p.config.warm},
+      arr.push_back({{"tag", p.tag},
+                     {"size", p.config.size},
+                     {"warm", p.config.warm},
                      {"members", p.members}});
     }
     print_json({{"pools", arr}});
@@ -144,11 +152,13 @@ void register_fork(CLI::App& app, GlobalOptions& g, Action& action) {
   fill->add_option("--tag", *tag, "Tag")->required();
   fill->add_option("--size", *size, "Pool size (0 disables; default: keep the current size)")
       ->check(CLI::Range(0, 256));
-  fill->add_flag_callback("--warm", [warm] { *warm = 1; },
-                          "Members load the state and run briefly, then pause (fastest claims)");
-  fill->add_flag_callback("--cold", [warm] { *warm = 0; },
-                          "Members stop before loading the state (children start exactly at the "
-                          "snapshot point)");
+  fill->add_flag_callback(
+      "--warm", [warm] { *warm = 1; },
+      "Members load the state and run briefly, then pause (fastest claims)");
+  fill->add_flag_callback(
+      "--cold", [warm] { *warm = 0; },
+      "Members stop before loading the state (children start exactly at the "
+      "snapshot point)");
   fill->callback([&action, &g, tag, size, warm] {
     action = [&g, tag, size, warm] { return do_pool_fill(g, *tag, *size, *warm); };
   });

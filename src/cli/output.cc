@@ -11,10 +11,14 @@ namespace forkd::cli {
 int report_error(const Error& err) {
   std::fprintf(stderr, "forkd: %s\n", err.describe().c_str());
   switch (err.code()) {
-    case ErrorCode::kGuestCommandNotFound: return kExitNotFound;
-    case ErrorCode::kInvalidArgument: return kExitUsage;
-    case ErrorCode::kCancelled: return kExitInterrupted;
-    default: return kExitError;
+    case ErrorCode::kGuestCommandNotFound:
+      return kExitNotFound;
+    case ErrorCode::kInvalidArgument:
+      return kExitUsage;
+    case ErrorCode::kCancelled:
+      return kExitInterrupted;
+    default:
+      return kExitError;
   }
 }
 

@@ -1,20 +1,18 @@
 #pragma once
 // Shared CLI plumbing: error printing, exit codes, global options, progress lines.
+#include <CLI/CLI.hpp>
 #include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
-
-#include <map>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "engine/agent_client.h"
 #include "engine/config.h"
-#include "engine/sandbox.h"
 #include "engine/image_store.h"
+#include "engine/sandbox.h"
 
 namespace forkd::cli {
 

@@ -3,7 +3,6 @@
 
 #include <cstdio>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "base/files.h"
@@ -61,7 +60,9 @@ void register_run(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--memory", a->memory_mib, "Guest memory in MiB")
       ->check(CLI::Range(64, 65536))
       ->capture_default_str();
-  sub->add_option("--cpus", a->cpus, "Guest vCPUs")->check(CLI::Range(1, 64))->capture_default_str();
+  sub->add_option("--cpus", a->cpus, "Guest vCPUs")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   sub->add_option("--timeout", a->timeout_s, "Kill the command after S seconds (0: none)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--boot-timeout", a->boot_timeout_s, "Give up if the agent has not answered")

@@ -26,10 +26,15 @@ int do_ps(const GlobalOptions& g, bool json) {
   if (json) {
     nlohmann::json arr = nlohmann::json::array();
     for (const auto& s : list) {
-      arr.push_back({{"id", s.id}, {"state", s.state}, {"pid", s.pid},
-                     {"tag", s.record.value("tag", "")}, {"image", s.record.value("image", "")},
+      arr.push_back({{"id", s.id},
+                     {"state", s.state},
+                     {"pid", s.pid},
+                     {"tag", s.record.value("tag", "")},
+                     {"image", s.record.value("image", "")},
                      {"created_at", s.record.value("created_at", int64_t{0})},
-                     {"uss_kib", s.uss_kib}, {"pss_kib", s.pss_kib}, {"rss_kib", s.rss_kib}});
+                     {"uss_kib", s.uss_kib},
+                     {"pss_kib", s.pss_kib},
+                     {"rss_kib", s.rss_kib}});
     }
     print_json({{"sandboxes", arr}});
     return 0;
@@ -136,7 +141,8 @@ int do_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool all,
   nlohmann::json out = nlohmann::json::array();
   for (const auto& id : targets) {
     auto st = engine::remove_sandbox(*cfg, id);
-    out.push_back({{"id", id}, {"removed", bool(st)},
+    out.push_back({{"id", id},
+                   {"removed", bool(st)},
                    {"error", st ? nlohmann::json() : nlohmann::json(st.error().describe())}});
     if (!st) {
       ++failed;

@@ -43,14 +43,17 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
   if (!r) return report_error(r.error());
   if (a.json) {
     auto j = r->meta.to_json();
-    j["timings_ms"] = {{"boot", r->boot_ms}, {"warmup", r->warmup_ms}, {"save", r->save_ms},
+    j["timings_ms"] = {{"boot", r->boot_ms},
+                       {"warmup", r->warmup_ms},
+                       {"save", r->save_ms},
                        {"commit", r->commit_ms}};
     print_json(j);
   } else {
-    std::printf("tag %s ready: image %s, %d MiB, boot %.0f ms, warm-up %.0f ms, save %.0f ms, "
-                "commit %.0f ms\n",
-                a.tag.c_str(), a.image.c_str(), a.memory_mib, r->boot_ms, r->warmup_ms, r->save_ms,
-                r->commit_ms);
+    std::printf(
+        "tag %s ready: image %s, %d MiB, boot %.0f ms, warm-up %.0f ms, save %.0f ms, "
+        "commit %.0f ms\n",
+        a.tag.c_str(), a.image.c_str(), a.memory_mib, r->boot_ms, r->warmup_ms, r->save_ms,
+        r->commit_ms);
   }
   return 0;
 }
@@ -78,10 +81,14 @@ int do_images(const GlobalOptions& g, bool json) {
     imgs.push_back({{"name", name}, {"built", cached && *cached}});
   }
   for (const auto& m : snaps.list()) {
-    tags.push_back({{"tag", m.tag}, {"image", m.image}, {"memory_mib", m.memory_mib},
-                    {"created_at", m.created_at}, {"status", m.status},
+    tags.push_back({{"tag", m.tag},
+                    {"image", m.image},
+                    {"memory_mib", m.memory_mib},
+                    {"created_at", m.created_at},
+                    {"status", m.status},
                     {"parent_tag", m.parent_tag ? nlohmann::json(*m.parent_tag) : nlohmann::json()},
-                    {"disk_kib", tag_disk_kib(snaps.dir(m.tag), m)}, {"warmup", m.warmup}});
+                    {"disk_kib", tag_disk_kib(snaps.dir(m.tag), m)},
+                    {"warmup", m.warmup}});
   }
   if (json) {
     print_json({{"images", imgs}, {"tags", tags}});
@@ -100,8 +107,8 @@ int do_images(const GlobalOptions& g, bool json) {
     std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::localtime(&c));
     std::printf("  %-20s image %-8s %5d MiB  %7.1f MiB on disk  %s\n",
                 t["tag"].get<std::string>().c_str(), t["image"].get<std::string>().c_str(),
-                t["memory_mib"].get<int>(), static_cast<double>(t["disk_kib"].get<uint64_t>()) / 1024,
-                when);
+                t["memory_mib"].get<int>(),
+                static_cast<double>(t["disk_kib"].get<uint64_t>()) / 1024, when);
   }
   return 0;
 }
@@ -136,7 +143,8 @@ void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action) {
       ->capture_default_str();
   sub->add_option("--cpus", a->cpus, "Guest vCPUs")->check(CLI::Range(1, 64));
   sub->add_option("--exec", a->exec, "Warm-up shell command (repeatable; each must exit 0)");
-  sub->add_option("--eval", a->eval, "Warm-up Python for the warm worker (repeatable, after --exec)");
+  sub->add_option("--eval", a->eval,
+                  "Warm-up Python for the warm worker (repeatable, after --exec)");
   sub->add_flag("--force", a->force, "Replace an existing tag");
   sub->add_flag("--json", a->json, "Machine-readable output");
   sub->callback([&action, &g, a] { action = [&g, a] { return do_snapshot(g, *a); }; });

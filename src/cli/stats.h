@@ -1,9 +1,8 @@
 #pragma once
 // Small summary statistics for benchmarks.
 #include <algorithm>
-#include <vector>
-
 #include <nlohmann/json.hpp>
+#include <vector>
 
 namespace forkd::cli {
 

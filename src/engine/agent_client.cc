@@ -171,9 +171,8 @@ Result<AgentReply> AgentClient::call(Json request, std::string_view bin,
   bool done = cv_.wait_for(lock, timeout, [&] { return pending->done; });
   pending_.erase(id);
   if (!done) {
-    return make_error(ErrorCode::kAgentTimeout,
-                      "agent " + op + ": no reply within " + std::to_string(timeout.count()) +
-                          " ms");
+    return make_error(ErrorCode::kAgentTimeout, "agent " + op + ": no reply within " +
+                                                    std::to_string(timeout.count()) + " ms");
   }
   return std::move(pending->reply);
 }

@@ -19,9 +19,7 @@ class FakeAgent {
   FakeAgent(UniqueFd fd, Handler h) : fd_(std::move(fd)), handler_(std::move(h)) {
     thread_ = std::jthread([this] { loop(); });
   }
-  ~FakeAgent() {
-    ::shutdown(fd_.get(), SHUT_RDWR);
-  }
+  ~FakeAgent() { ::shutdown(fd_.get(), SHUT_RDWR); }
   void send(const Json& j, std::string_view bin = {}) {
     auto f = proto::encode_frame(j.dump(), bin);
     ASSERT_TRUE(f);
@@ -70,10 +68,9 @@ TEST(AgentClient, RepliesAndStreamEventsAreRoutedById) {
   });
   auto client = AgentClient::from_fd(std::move(a));
   std::string out, err;
-  auto r = client->call({{"op", "exec"}}, {}, std::chrono::seconds(5),
-                        [&](const std::string& s, std::string_view d) {
-                          (s == "stdout" ? out : err).append(d);
-                        });
+  auto r = client->call(
+      {{"op", "exec"}}, {}, std::chrono::seconds(5),
+      [&](const std::string& s, std::string_view d) { (s == "stdout" ? out : err).append(d); });
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_EQ(r->json["exit_code"], 3);
   EXPECT_EQ(out, "hello world");

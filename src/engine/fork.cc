@@ -19,9 +19,9 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opts) {
   if (opts.n < 1 || opts.n > kMaxForkChildren) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "n must be 1.." + std::to_string(kMaxForkChildren) + ", got " +
-                          std::to_string(opts.n));
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "n must be 1.." + std::to_string(kMaxForkChildren) + ", got " + std::to_string(opts.n));
   }
   auto t0 = Clock::now();
   store::SnapshotStore snaps(cfg.home);

@@ -15,15 +15,15 @@ inline constexpr int kMaxForkChildren = 1000;
 struct ForkOptions {
   std::string tag;
   int n = 1;
-  int parallel = 3;    // children restored at once
+  int parallel = 3;      // children restored at once
   bool use_pool = true;  // take pre-started QEMUs from the tag's pool when there are any
 };
 
 struct ForkChild {
-  std::string id;                     // empty when the child failed before it had one
-  std::optional<Error> error;         // set when this child failed
+  std::string id;              // empty when the child failed before it had one
+  std::optional<Error> error;  // set when this child failed
   RestoreTimings timings;
-  double total_ms = 0;                // from the start of the fork call until this child was ready
+  double total_ms = 0;  // from the start of the fork call until this child was ready
   bool from_pool = false;
 };
 

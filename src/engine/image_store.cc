@@ -10,7 +10,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
-
 #include <nlohmann/json.hpp>
 
 #include "base/files.h"
@@ -108,9 +107,9 @@ Result<std::string> ImageStore::image_hash(std::string_view name) const {
     }
     return hash_files({assets_ + "/images/minimal.sh", agent_, bb}, extra);
   }
-  return hash_files({assets_ + "/images/python-rootfs.sh", assets_ + "/images/assemble-rootfs.sh",
-                     agent_},
-                    extra);
+  return hash_files(
+      {assets_ + "/images/python-rootfs.sh", assets_ + "/images/assemble-rootfs.sh", agent_},
+      extra);
 }
 
 Result<bool> ImageStore::kernel_cached() const {
@@ -125,8 +124,7 @@ Result<bool> ImageStore::image_cached(std::string_view name) const {
   return load_cached(name, *h).has_value();
 }
 
-std::optional<Image> ImageStore::load_cached(std::string_view name,
-                                             const std::string& hash) const {
+std::optional<Image> ImageStore::load_cached(std::string_view name, const std::string& hash) const {
   std::string dir = home_ + "/images/" + std::string(name);
   auto text = read_file(dir + "/image.json", 1 << 20);
   if (!text) return std::nullopt;
@@ -199,8 +197,8 @@ Result<std::string> ImageStore::kernel(const ProgressFn& progress) {
   if (progress) progress("building the guest kernel (once per machine, about 5 min on 2 cores)");
   FORKD_TRY(make_dirs(dir));
   std::string staged = out + ".staging";
-  FORKD_TRY(run_script({"bash", assets_ + "/kernel/build.sh", staged}, dir + "/build.log",
-                       progress));
+  FORKD_TRY(
+      run_script({"bash", assets_ + "/kernel/build.sh", staged}, dir + "/build.log", progress));
   FORKD_TRY(rename_durable(staged, out));
   return out;
 }
@@ -249,18 +247,20 @@ Result<Image> ImageStore::get(std::string_view name, const ProgressFn& progress)
 }
 
 Result<Image> ImageStore::build_image(std::string_view name, const std::string& hash,
-                                      const std::string& kernel_path,
-                                      const ProgressFn& progress) {
+                                      const std::string& kernel_path, const ProgressFn& progress) {
   std::string images = home_ + "/images";
   FORKD_TRY(make_dirs(images));
   std::string final_dir = images + "/" + std::string(name);
-  std::string staging = images + "/.staging-" + std::string(name) + "-" + std::to_string(::getpid());
+  std::string staging =
+      images + "/.staging-" + std::string(name) + "-" + std::to_string(::getpid());
   FORKD_TRY(remove_tree(staging));
   FORKD_TRY(make_dirs(staging));
   FORKD_TRY(check_free_space(images, name == "python" ? 1500 : 100, "image " + std::string(name)));
   if (progress) progress("assembling image " + std::string(name));
-  Json meta = {{"schema", 1},        {"name", name},
-               {"inputs_hash", hash}, {"created_at", static_cast<int64_t>(std::time(nullptr))}};
+  Json meta = {{"schema", 1},
+               {"name", name},
+               {"inputs_hash", hash},
+               {"created_at", static_cast<int64_t>(std::time(nullptr))}};
   auto cleanup = [&](Error e) -> Result<Image> {
     (void)remove_tree(staging);
     return tl::unexpected(std::move(e));
@@ -271,8 +271,9 @@ Result<Image> ImageStore::build_image(std::string_view name, const std::string& 
     if (auto st = write_file_atomic(staging + "/bzImage", *data); !st) return cleanup(st.error());
   }
   if (name == "minimal") {
-    auto st = run_script({"bash", assets_ + "/images/minimal.sh", agent_, staging + "/initramfs.gz"},
-                         home_ + "/cache/image-minimal.log", progress);
+    auto st =
+        run_script({"bash", assets_ + "/images/minimal.sh", agent_, staging + "/initramfs.gz"},
+                   home_ + "/cache/image-minimal.log", progress);
     if (!st) return cleanup(st.error());
     meta["initrd"] = "initramfs.gz";
     meta["append"] = kMinimalAppend;

@@ -18,8 +18,7 @@ using vmm::Json;
 constexpr auto kMigrationTimeout = std::chrono::seconds(60);
 
 Status set_ignore_shared(vmm::QmpClient& qmp, bool on) {
-  Json caps = {{"capabilities",
-                Json::array({{{"capability", "x-ignore-shared"}, {"state", on}}})}};
+  Json caps = {{"capabilities", Json::array({{{"capability", "x-ignore-shared"}, {"state", on}}})}};
   auto r = qmp.execute("migrate-set-capabilities", caps);
   if (!r) return tl::unexpected(r.error());
   return {};

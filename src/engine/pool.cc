@@ -1,9 +1,10 @@
 #include "engine/pool.h"
 
 #include <dirent.h>
-#include <algorithm>
 #include <signal.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include "base/files.h"
 #include "base/paths.h"
@@ -17,7 +18,10 @@ constexpr int kMaxPoolSize = 256;
 // The member file ties a pre-started QEMU to one version of a tag (its vmstate hash), so a tag
 // replaced with --force never gets children from QEMUs mapping the old memory file.
 Json member_json(const PrestartedVm& vm, const store::SnapshotMeta& meta) {
-  return {{"id", vm.id}, {"pid", vm.vm.pid()}, {"tag", meta.tag}, {"warm", vm.loaded},
+  return {{"id", vm.id},
+          {"pid", vm.vm.pid()},
+          {"tag", meta.tag},
+          {"warm", vm.loaded},
           {"vmstate_sha256", meta.files.at("vmstate").sha256}};
 }
 
@@ -65,8 +69,8 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
     if (!text) continue;
     Json m = Json::parse(*text, nullptr, false);
     if (m.is_discarded() || !m.is_object()) continue;
-    bool current = m.value("vmstate_sha256", "") == meta.files.at("vmstate").sha256 &&
-                   m.value("id", "") == id;
+    bool current =
+        m.value("vmstate_sha256", "") == meta.files.at("vmstate").sha256 && m.value("id", "") == id;
     std::string dir = cfg_.sandboxes_dir() + "/" + id;
     auto cmd = read_file("/proc/" + std::to_string(m.value("pid", 0)) + "/cmdline", 1 << 20);
     bool alive = cmd && cmd->find(dir + "/") != std::string::npos;

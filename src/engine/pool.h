@@ -1,9 +1,9 @@
 #pragma once
 // A pool of pre-started QEMU processes per tag: started with -incoming defer, the tag's memory
 // mapped, waiting for their device state. A fork claims one instead of paying QEMU's start-up.
-// Members live on disk under $FORKD_HOME/pool/<tag>/members/<id>.json (their run dirs under sandboxes/),
-// so any forkd process can claim or refill them. Claiming is an atomic rename, so two forks
-// never get the same member. Each tag's pool settings are in pool/<tag>/config.json: its size
+// Members live on disk under $FORKD_HOME/pool/<tag>/members/<id>.json (their run dirs under
+// sandboxes/), so any forkd process can claim or refill them. Claiming is an atomic rename, so two
+// forks never get the same member. Each tag's pool settings are in pool/<tag>/config.json: its size
 // (0: disabled) and whether members are warm (see warm_up_prestarted: state loaded, run briefly
 // past the snapshot point to translate the claim's code paths, then paused) or cold (QEMU
 // started, state not loaded: a claimed child starts exactly at the snapshot point).

@@ -1,9 +1,8 @@
 #pragma once
 // The sandboxes recorded under $FORKD_HOME/sandboxes/: listing and removal by any forkd process.
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "engine/config.h"

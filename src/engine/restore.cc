@@ -87,8 +87,11 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
 }
 
 Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::string& epoch) {
-  Json req = {{"op", "resumed"}, {"epoch", epoch},           {"sandbox_id", id},
-              {"hostname", id},  {"time_ns", realtime_ns()}};
+  Json req = {{"op", "resumed"},
+              {"epoch", epoch},
+              {"sandbox_id", id},
+              {"hostname", id},
+              {"time_ns", realtime_ns()}};
   // Retried on a short timeout: the reply to a request racing the port's close/open can be
   // dropped by the guest. Setting the same identity twice is harmless.
   // The first waits are short (a dropped reply should cost little), later ones long enough for a
@@ -122,8 +125,8 @@ Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
     // and a first command take.
     auto id = set_identity(**agent, "pool-" + pre.id, random_hex(16));
     if (!id) return tl::unexpected(id.error());
-    auto ex = (*agent)->call(Json{{"op", "exec"}, {"argv", {"true"}}}, {},
-                             std::chrono::seconds(30));
+    auto ex =
+        (*agent)->call(Json{{"op", "exec"}, {"argv", {"true"}}}, {}, std::chrono::seconds(30));
     if (!ex) return tl::unexpected(ex.error().wrap("warm-up exec"));
   }
   // Let the guest see this connection close before it is paused: a close still pending at

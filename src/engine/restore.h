@@ -33,8 +33,8 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
 // translated, under TCG), then pauses it. Its real identity is set when it is claimed.
 Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir);
 
-// Loads the device state into a prestarted VM (or resumes a warm one), runs it and sets its identity. On failure the VM
-// is killed and its run dir removed.
+// Loads the device state into a prestarted VM (or resumes a warm one), runs it and sets its
+// identity. On failure the VM is killed and its run dir removed.
 Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm vm, const store::SnapshotMeta& meta,
                                                 const std::string& tag_dir);
 

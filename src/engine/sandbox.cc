@@ -115,8 +115,8 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   auto agent = AgentClient::connect(vc->agent_socket, std::chrono::seconds(10));
   if (!agent) return tl::unexpected(agent.error().wrap("boot " + opts.image));
   sb->agent_ = std::move(*agent);
-  auto left = opts.boot_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      Clock::now() - t_launch);
+  auto left = opts.boot_timeout -
+              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t_launch);
   auto info = sb->agent_->wait_ready(std::max(left, std::chrono::milliseconds(1000)));
   if (!info) {
     std::string tail = sb->vm_.alive() ? "" : " (QEMU exited)";
@@ -158,8 +158,8 @@ Result<std::unique_ptr<Sandbox>> Sandbox::attach(const EngineConfig& cfg, const 
   // QEMU serves one host connection at a time: a second client waits until the first leaves.
   auto hello = (*agent)->open_session(std::chrono::seconds(10));
   if (!hello) {
-    return tl::unexpected(hello.error().wrap("sandbox " + id +
-                                             " (is another client connected to it?)"));
+    return tl::unexpected(
+        hello.error().wrap("sandbox " + id + " (is another client connected to it?)"));
   }
   sb->agent_ = std::move(*agent);
   return sb;

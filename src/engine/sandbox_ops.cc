@@ -79,8 +79,11 @@ Status Sandbox::write_file(const std::string& guest_path, std::string_view data,
   uint64_t offset = 0;
   do {
     std::string_view chunk = data.substr(offset, proto::kChunkLen);
-    Json req = {{"op", "file_write"}, {"path", guest_path}, {"offset", offset},
-                {"truncate", offset == 0}, {"mode", mode}};
+    Json req = {{"op", "file_write"},
+                {"path", guest_path},
+                {"offset", offset},
+                {"truncate", offset == 0},
+                {"mode", mode}};
     auto r = call(std::move(req), chunk, kFileOpTimeout);
     if (!r) return tl::unexpected(r.error().wrap("write " + guest_path));
     offset += chunk.size();
@@ -91,7 +94,9 @@ Status Sandbox::write_file(const std::string& guest_path, std::string_view data,
 Result<std::string> Sandbox::read_file(const std::string& guest_path, size_t max_bytes) {
   std::string out;
   for (;;) {
-    Json req = {{"op", "file_read"}, {"path", guest_path}, {"offset", out.size()},
+    Json req = {{"op", "file_read"},
+                {"path", guest_path},
+                {"offset", out.size()},
                 {"length", proto::kChunkLen}};
     auto r = call(std::move(req), {}, kFileOpTimeout);
     if (!r) return tl::unexpected(r.error().wrap("read " + guest_path));
@@ -117,10 +122,13 @@ Status Sandbox::put_file(const std::string& host_path, const std::string& guest_
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno_error(errno, "read " + host_path);
     if (n == 0 && offset > 0) break;
-    Json req = {{"op", "file_write"}, {"path", guest_path}, {"offset", offset},
-                {"truncate", offset == 0}, {"mode", st.st_mode & 07777}};
-    auto r = call(std::move(req), std::string_view(buf.data(), static_cast<size_t>(n)),
-                  kFileOpTimeout);
+    Json req = {{"op", "file_write"},
+                {"path", guest_path},
+                {"offset", offset},
+                {"truncate", offset == 0},
+                {"mode", st.st_mode & 07777}};
+    auto r =
+        call(std::move(req), std::string_view(buf.data(), static_cast<size_t>(n)), kFileOpTimeout);
     if (!r) return tl::unexpected(r.error().wrap("write " + guest_path));
     offset += static_cast<uint64_t>(n);
     if (n == 0) break;
@@ -138,7 +146,9 @@ Status Sandbox::get_file(const std::string& guest_path, const std::string& host_
     return tl::unexpected(std::move(e));
   };
   for (;;) {
-    Json req = {{"op", "file_read"}, {"path", guest_path}, {"offset", offset},
+    Json req = {{"op", "file_read"},
+                {"path", guest_path},
+                {"offset", offset},
                 {"length", proto::kChunkLen}};
     auto r = call(std::move(req), {}, kFileOpTimeout);
     if (!r) return fail(r.error().wrap("read " + guest_path));
@@ -170,8 +180,8 @@ Result<Json> Sandbox::list_dir(const std::string& guest_path) {
 }
 
 Status Sandbox::mkdir(const std::string& guest_path, bool parents) {
-  auto r = call(Json{{"op", "mkdir"}, {"path", guest_path}, {"parents", parents}}, {},
-                kFileOpTimeout);
+  auto r =
+      call(Json{{"op", "mkdir"}, {"path", guest_path}, {"parents", parents}}, {}, kFileOpTimeout);
   if (!r) return tl::unexpected(r.error());
   return {};
 }

@@ -101,8 +101,8 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   auto t_warm = Clock::now();
   Warmup warm{opts.warmup, opts.warmup_eval};
   if (auto st = run_warmup(**sb, warm, opts.progress); !st) {
-    return tl::unexpected(Error(st.error().code(), "snapshot " + opts.tag + ": " +
-                                                       st.error().message()));
+    return tl::unexpected(
+        Error(st.error().code(), "snapshot " + opts.tag + ": " + st.error().message()));
   }
   res.warmup_ms = ms_since(t_warm);
 
@@ -150,9 +150,9 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
     }
     if (auto st = link_or_copy(image->disk, *staging + "/base.img"); !st) return wrap(st.error());
     // The tag's disk is self-contained: its backing file is the base.img beside it.
-    auto r = run_capture({"qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "raw", "-b", "base.img",
-                          disk},
-                         std::chrono::seconds(30));
+    auto r = run_capture(
+        {"qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "raw", "-b", "base.img", disk},
+        std::chrono::seconds(30));
     if (!r || r->exit_code != 0) {
       return make_error(ErrorCode::kQemuFailed, "snapshot " + opts.tag + ": qemu-img rebase: " +
                                                     (r ? r->output : r.error().message()));

@@ -19,7 +19,7 @@ struct SnapshotOptions {
   int cpus = 1;
   std::vector<std::string> warmup;       // shell commands; each must exit 0
   std::vector<std::string> warmup_eval;  // then Python in the warm worker; each must not raise
-  bool force = false;               // replace an existing tag
+  bool force = false;                    // replace an existing tag
   ProgressFn progress;
 };
 
@@ -27,7 +27,7 @@ struct SnapshotResult {
   store::SnapshotMeta meta;
   double boot_ms = 0;
   double warmup_ms = 0;
-  double save_ms = 0;  // stop until the device state is on disk
+  double save_ms = 0;    // stop until the device state is on disk
   double commit_ms = 0;  // hashing, fsync, rename
 };
 

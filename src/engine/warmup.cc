@@ -37,9 +37,9 @@ Status run_warmup(Sandbox& sb, const Warmup& w, const ProgressFn& progress) {
       std::string tail = r->stderr_data.size() > 500
                              ? r->stderr_data.substr(r->stderr_data.size() - 500)
                              : r->stderr_data;
-      return make_error(ErrorCode::kInvalidArgument,
-                        step + " (" + w.shell[i] + ") exited " + std::to_string(r->exit_code) +
-                            (tail.empty() ? "" : ": " + tail));
+      return make_error(ErrorCode::kInvalidArgument, step + " (" + w.shell[i] + ") exited " +
+                                                         std::to_string(r->exit_code) +
+                                                         (tail.empty() ? "" : ": " + tail));
     }
   }
   for (size_t i = 0; i < w.eval.size(); ++i) {

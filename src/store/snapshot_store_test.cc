@@ -90,7 +90,8 @@ TEST_F(StoreTest, UnknownTagListsKnownOnes) {
 }
 
 TEST_F(StoreTest, BadTagsRefused) {
-  for (const std::string& t : std::vector<std::string>{"", "../x", "a/b", std::string(65, 'a'), "a b"}) {
+  for (const std::string& t :
+       std::vector<std::string>{"", "../x", "a/b", std::string(65, 'a'), "a b"}) {
     EXPECT_FALSE(store_->load(t)) << t;
     EXPECT_FALSE(store_->stage(t)) << t;
   }

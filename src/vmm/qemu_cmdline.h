@@ -43,7 +43,7 @@ struct VmConfig {
   // Process option, not an argument: QEMU gets SIGKILL when the launching thread's process dies
   // (used for snapshot templates, which must never outlive `forkd snapshot`).
   bool die_with_parent = false;  // -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,...
-                                // (only obsolete,resourcecontrol with daemonize)
+                                 // (only obsolete,resourcecontrol with daemonize)
 };
 
 std::vector<std::string> build_qemu_argv(const VmConfig& cfg);

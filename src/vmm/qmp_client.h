@@ -4,11 +4,10 @@
 // fetched with wait_event / take_events.
 #include <chrono>
 #include <deque>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "base/unique_fd.h"
@@ -20,8 +19,8 @@ using Json = nlohmann::json;
 // One parsed QMP message.
 struct QmpMessage {
   enum class Kind { kGreeting, kReturn, kError, kEvent } kind;
-  Json body;        // the "return" value, the "error" object, the event object, or the greeting
-  std::string id;   // the command id echoed back, if any
+  Json body;       // the "return" value, the "error" object, the event object, or the greeting
+  std::string id;  // the command id echoed back, if any
 };
 
 // Parses one line of QMP output. Malformed JSON or an unknown shape is kProtocol.

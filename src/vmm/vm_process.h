@@ -26,8 +26,9 @@ class VmProcess {
                                   std::chrono::milliseconds timeout);
 
   // Like launch, but keeps the QMP connection of the readiness check open and hands it over.
-  static Result<std::pair<VmProcess, QmpClient>> launch_with_qmp(
-      const VmConfig& cfg, const std::string& stderr_log, std::chrono::milliseconds timeout);
+  static Result<std::pair<VmProcess, QmpClient>> launch_with_qmp(const VmConfig& cfg,
+                                                                 const std::string& stderr_log,
+                                                                 std::chrono::milliseconds timeout);
 
   // Tracks an already running QEMU (re-adoption from a pid file). kNotFound if it is gone.
   static Result<VmProcess> adopt(pid_t pid);

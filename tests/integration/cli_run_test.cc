@@ -63,8 +63,8 @@ TEST_F(CliRun, TimeoutKillsAndReports) {
 TEST_F(CliRun, AgentThatNeverAnswersIsBoundedAndTornDown) {
   // rdinit=/bin/cat replaces the agent with a PID 1 that never answers.
   auto start = std::chrono::steady_clock::now();
-  auto r = run_cli({"run", "--boot-timeout", "8", "--kernel-append", "rdinit=/bin/cat", "--",
-                    "true"});
+  auto r =
+      run_cli({"run", "--boot-timeout", "8", "--kernel-append", "rdinit=/bin/cat", "--", "true"});
   auto took = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("agent_timeout"), std::string::npos) << r.err;
@@ -95,8 +95,7 @@ TEST_F(CliRun, CtrlCTearsTheVmDown) {
   ASSERT_TRUE(child);
   // Wait until its QEMU is up and the command runs (the VM exists), then interrupt.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (qemu_pids_for_home(config().home).empty() &&
-         std::chrono::steady_clock::now() < deadline) {
+  while (qemu_pids_for_home(config().home).empty() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_FALSE(qemu_pids_for_home(config().home).empty()) << "QEMU never started";

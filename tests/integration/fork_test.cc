@@ -1,10 +1,12 @@
 // Snapshot and fork with real VMs (minimal image): state carried into children, isolation,
 // identity after restore, and the failure modes of bad tags.
+#include "engine/fork.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/time.h>
 #include <sys/mount.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -13,7 +15,6 @@
 
 #include "base/files.h"
 #include "base/subprocess.h"
-#include "engine/fork.h"
 #include "engine/registry.h"
 #include "engine/snapshot.h"
 #include "integration/vm_fixture.h"
@@ -52,7 +53,8 @@ class Fork : public ::testing::Test {
       (void)engine::remove_sandbox(config(), s.id);
     }
   }
-  static std::vector<std::unique_ptr<engine::Sandbox>> fork(int n, const std::string& tag = "base") {
+  static std::vector<std::unique_ptr<engine::Sandbox>> fork(int n,
+                                                            const std::string& tag = "base") {
     engine::ForkOptions fo;
     fo.tag = tag;
     fo.n = n;
@@ -105,8 +107,9 @@ TEST_F(Fork, EachChildGetsItsOwnIdentity) {
   ASSERT_EQ(kids.size(), 5u);
   std::set<std::string> randoms, hostnames;
   for (auto& k : kids) {
-    std::string out = sh(*k, "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
-                             "hostname; echo $FORKD_SANDBOX_ID; date +%s");
+    std::string out = sh(*k,
+                         "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
+                         "hostname; echo $FORKD_SANDBOX_ID; date +%s");
     std::istringstream in(out);
     std::string rnd, host, sid, secs;
     in >> rnd >> host >> sid >> secs;

@@ -78,8 +78,8 @@ TEST_F(SandboxFiles, MkdirListRemove) {
   auto entries = sb_->list_dir("/tmp/a");
   ASSERT_TRUE(entries);
   std::set<std::string> names;
-  for (const auto& e : *entries) names.insert(e["name"].get<std::string>() + ":" +
-                                              e["type"].get<std::string>());
+  for (const auto& e : *entries)
+    names.insert(e["name"].get<std::string>() + ":" + e["type"].get<std::string>());
   EXPECT_EQ(names, (std::set<std::string>{"b:dir", "g.txt:file"}));
   EXPECT_FALSE(sb_->remove("/tmp/a", false)) << "non-recursive remove of a full dir must fail";
   ASSERT_TRUE(sb_->remove("/tmp/a", true));

@@ -1,10 +1,10 @@
 #include "integration/vm_fixture.h"
 
 #include <dirent.h>
-#include <signal.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "base/files.h"
