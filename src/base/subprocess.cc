@@ -84,14 +84,15 @@ Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions
 
 Result<Child> Child::spawn(const std::vector<std::string>& argv, const SpawnOptions& opts) {
   if (argv.empty()) return make_error(ErrorCode::kInternal, "spawn: empty argv");
+  // NULL-terminated argv and envp for exec; they point into argv and env, which outlive them.
+  std::vector<char*> cargv;
+  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::vector<std::string> env = merged_env(opts.env);
+  std::vector<char*> cenv;
+  for (auto& e : env) cenv.push_back(e.data());
+  cenv.push_back(nullptr);
   if (opts.die_with_parent) {
-    std::vector<char*> cargv;
-    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-    cargv.push_back(nullptr);
-    std::vector<std::string> env = merged_env(opts.env);
-    std::vector<char*> cenv;
-    for (auto& e : env) cenv.push_back(e.data());
-    cenv.push_back(nullptr);
     auto pid = fork_exec(argv, opts, cargv.data(), cenv.data());
     if (!pid) return tl::unexpected(pid.error());
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));
@@ -117,14 +118,6 @@ Result<Child> Child::spawn(const std::vector<std::string>& argv, const SpawnOpti
   if (opts.stdout_fd >= 0) posix_spawn_file_actions_adddup2(&fa, opts.stdout_fd, 1);
   if (opts.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&fa, opts.stderr_fd, 2);
   if (opts.cwd) posix_spawn_file_actions_addchdir_np(&fa, opts.cwd->c_str());
-
-  std::vector<char*> cargv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
-  std::vector<std::string> env = merged_env(opts.env);
-  std::vector<char*> cenv;
-  for (auto& e : env) cenv.push_back(e.data());
-  cenv.push_back(nullptr);
 
   pid_t pid = -1;
   int rc = posix_spawnp(&pid, argv[0].c_str(), &fa, &attr, cargv.data(), cenv.data());

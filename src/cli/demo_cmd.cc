@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "base/clock.h"
 #include "cli/output.h"
 #include "cli/stats.h"
 #include "engine/baseline.h"
@@ -19,10 +20,6 @@ namespace forkd::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 struct DemoArgs {
   std::string image = "python";

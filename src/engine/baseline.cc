@@ -1,5 +1,6 @@
 #include "engine/baseline.h"
 
+#include "base/clock.h"
 #include "base/files.h"
 #include "engine/migration.h"
 #include "engine/sandbox.h"
@@ -10,9 +11,6 @@ namespace forkd::engine {
 
 namespace {
 using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 BootOptions boot_options(const store::SnapshotMeta& meta) {
   BootOptions bo;

@@ -21,14 +21,19 @@ EngineConfig EngineConfig::from_env() {
   return c;
 }
 
+std::string random_bytes(size_t n) {
+  std::string out(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::getrandom(out.data() + got, n - got, 0);
+    if (r > 0) got += static_cast<size_t>(r);
+  }
+  return out;
+}
+
 std::string random_hex(size_t n_bytes) {
   static const char kHex[] = "0123456789abcdef";
-  std::string raw(n_bytes, '\0');
-  size_t got = 0;
-  while (got < n_bytes) {
-    ssize_t n = ::getrandom(raw.data() + got, n_bytes - got, 0);
-    if (n > 0) got += static_cast<size_t>(n);
-  }
+  std::string raw = random_bytes(n_bytes);
   std::string out;
   for (unsigned char c : raw) {
     out.push_back(kHex[c >> 4]);

@@ -21,6 +21,9 @@ struct EngineConfig {
   std::string sandboxes_dir() const { return home + "/sandboxes"; }
 };
 
+// n bytes from getrandom(2).
+std::string random_bytes(size_t n);
+
 // Random lowercase hex of n bytes from getrandom(2).
 std::string random_hex(size_t n_bytes);
 

@@ -7,6 +7,7 @@
 #include <ctime>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "engine/migration.h"
@@ -17,20 +18,6 @@ namespace forkd::engine {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-std::string random_bytes(size_t n) {
-  std::string out(n, '\0');
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::getrandom(out.data() + got, n - got, 0);
-    if (r > 0) got += static_cast<size_t>(r);
-  }
-  return out;
-}
 
 int64_t realtime_ns() {
   timespec ts;

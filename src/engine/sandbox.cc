@@ -8,6 +8,7 @@
 #include <mutex>
 #include <set>
 
+#include "base/clock.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/paths.h"
@@ -20,10 +21,6 @@ namespace forkd::engine {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 // Sandboxes this process owns, for the Ctrl-C path.
 std::mutex g_owned_mu;

@@ -6,6 +6,7 @@
 
 #include <ctime>
 
+#include "base/clock.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/subprocess.h"
@@ -20,10 +21,6 @@ namespace forkd::engine {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 // Creates the memory file at its final size with its blocks allocated up front: on ext4,
 // delayed allocation otherwise makes the pause grow while the guest dirties pages.

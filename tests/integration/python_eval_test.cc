@@ -9,23 +9,11 @@
 namespace forkd::test {
 namespace {
 
-class PythonEval : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (!qemu_missing_reason().empty()) return;
-    sb_ = boot("python", 512).release();
-  }
-  static void TearDownTestSuite() {
-    delete sb_;
-    sb_ = nullptr;
-  }
-  void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_NE(sb_, nullptr) << "sandbox did not boot";
-  }
-  static engine::Sandbox* sb_;
+struct PythonEvalTraits {
+  static constexpr const char* kImage = "python";
+  static constexpr int kMemoryMib = 512;
 };
-engine::Sandbox* PythonEval::sb_ = nullptr;
+class PythonEval : public SharedSandboxTest<PythonEvalTraits> {};
 
 TEST_F(PythonEval, PingReportsNumpy) {
   auto p = sb_->ping();

@@ -10,29 +10,19 @@
 namespace forkd::test {
 namespace {
 
-class SandboxExec : public ::testing::Test {
+struct SandboxExecTraits {
+  static constexpr const char* kImage = "minimal";
+  static constexpr int kMemoryMib = 256;
+};
+class SandboxExec : public SharedSandboxTest<SandboxExecTraits> {
  protected:
-  static void SetUpTestSuite() {
-    if (!qemu_missing_reason().empty()) return;
-    sb_ = boot("minimal").release();
-  }
-  static void TearDownTestSuite() {
-    delete sb_;
-    sb_ = nullptr;
-  }
-  void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_NE(sb_, nullptr) << "sandbox did not boot";
-  }
   static engine::ExecResult sh(const std::string& cmd, engine::ExecOptions o = {}) {
     o.shell = cmd;
     auto r = sb_->exec(o);
     EXPECT_TRUE(r) << r.error().describe();
     return r ? *r : engine::ExecResult{};
   }
-  static engine::Sandbox* sb_;
 };
-engine::Sandbox* SandboxExec::sb_ = nullptr;
 
 TEST_F(SandboxExec, EchoAndExitCodes) {
   auto r = sh("echo hello");

@@ -9,23 +9,11 @@
 namespace forkd::test {
 namespace {
 
-class SandboxFiles : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (!qemu_missing_reason().empty()) return;
-    sb_ = boot("minimal", 512).release();
-  }
-  static void TearDownTestSuite() {
-    delete sb_;
-    sb_ = nullptr;
-  }
-  void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_NE(sb_, nullptr) << "sandbox did not boot";
-  }
-  static engine::Sandbox* sb_;
+struct SandboxFilesTraits {
+  static constexpr const char* kImage = "minimal";
+  static constexpr int kMemoryMib = 512;
 };
-engine::Sandbox* SandboxFiles::sb_ = nullptr;
+class SandboxFiles : public SharedSandboxTest<SandboxFilesTraits> {};
 
 TEST_F(SandboxFiles, FiftyMegabyteRoundTripWithChecksum) {
   auto dir = TempDir::create("forkd-files-it");

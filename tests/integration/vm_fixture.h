@@ -1,5 +1,7 @@
 #pragma once
 // Helpers shared by the VM integration tests.
+#include <gtest/gtest.h>
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,5 +40,25 @@ struct CliResult {
 CliResult run_cli(const std::vector<std::string>& args,
                   const std::vector<std::pair<std::string, std::string>>& env = {},
                   int timeout_s = 300);
+
+// A suite whose tests share one sandbox booted from Traits::kImage with Traits::kMemoryMib,
+// booted once before the suite and destroyed after it. Static members are per instantiation.
+template <typename Traits>
+class SharedSandboxTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!qemu_missing_reason().empty()) return;
+    sb_ = boot(Traits::kImage, Traits::kMemoryMib).release();
+  }
+  static void TearDownTestSuite() {
+    delete sb_;
+    sb_ = nullptr;
+  }
+  void SetUp() override {
+    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+    ASSERT_NE(sb_, nullptr) << "sandbox did not boot";
+  }
+  static inline engine::Sandbox* sb_ = nullptr;
+};
 
 }  // namespace forkd::test
