@@ -39,6 +39,8 @@ std::string_view error_code_name(ErrorCode code) {
       return "unavailable";
     case ErrorCode::kProtocol:
       return "protocol_error";
+    case ErrorCode::kNoPython:
+      return "no_python";
   }
   return "internal";
 }

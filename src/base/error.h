@@ -25,6 +25,7 @@ enum class ErrorCode {
   kCancelled,
   kUnavailable,
   kProtocol,
+  kNoPython,  // eval in a sandbox whose image has no Python
 };
 
 // The stable snake_case name of a code ("not_found").

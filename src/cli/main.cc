@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <thread>
 
@@ -11,6 +12,8 @@
 #include "engine/sandbox.h"
 
 namespace {
+
+std::atomic<forkd::cli::SignalHook> g_signal_hook{nullptr};
 
 // Ctrl-C, SIGTERM and SIGHUP are taken by a dedicated thread (the signals are blocked everywhere
 // else), which tears down every sandbox this process owns before exiting.
@@ -23,7 +26,12 @@ void start_signal_thread() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::thread([set] {
     int sig = 0;
-    if (sigwait(&set, &sig) != 0) return;
+    for (;;) {
+      if (sigwait(&set, &sig) != 0) return;
+      auto hook = g_signal_hook.load();
+      if (!hook) break;
+      hook(sig);
+    }
     std::fprintf(stderr, "\nforkd: %s, tearing down sandboxes\n", strsignal(sig));
     forkd::engine::Sandbox::destroy_all_owned();
     _exit(forkd::cli::kExitInterrupted);
@@ -31,6 +39,8 @@ void start_signal_thread() {
 }
 
 }  // namespace
+
+void forkd::cli::set_signal_hook(SignalHook hook) { g_signal_hook = hook; }
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
@@ -57,6 +67,7 @@ int main(int argc, char** argv) {
   forkd::cli::register_snapshot(app, g, action);
   forkd::cli::register_fork(app, g, action);
   forkd::cli::register_sandbox_verbs(app, g, action);
+  forkd::cli::register_serve(app, g, action);
 
   // CLI11 reports usage errors by exception; this is the library boundary where they end.
   try {

@@ -50,6 +50,13 @@ void register_demo(CLI::App& app, GlobalOptions& g, Action& action);
 void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action);
 void register_fork(CLI::App& app, GlobalOptions& g, Action& action);
 void register_sandbox_verbs(CLI::App& app, GlobalOptions& g, Action& action);
+void register_serve(CLI::App& app, GlobalOptions& g, Action& action);
+
+// SIGINT/SIGTERM/SIGHUP normally tear down every sandbox this process owns and exit 130. A verb
+// that handles them itself (serve: graceful stop, sandboxes left running) installs a hook, which
+// then runs on the signal thread instead, once per signal. Defined in main.cc.
+using SignalHook = void (*)(int sig);
+void set_signal_hook(SignalHook hook);
 
 // The output sink of an exec: streams to stdout/stderr, or nothing (collected) for --json.
 engine::EventFn exec_stream(bool json);

@@ -23,6 +23,7 @@ ErrorCode agent_error_code(std::string_view code) {
   if (code == "bad_request") return ErrorCode::kInvalidArgument;
   if (code == "busy") return ErrorCode::kUnavailable;
   if (code == "io_error") return ErrorCode::kIo;
+  if (code == "no_python") return ErrorCode::kNoPython;
   return ErrorCode::kAgentError;
 }
 

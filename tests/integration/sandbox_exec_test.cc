@@ -146,6 +146,7 @@ TEST_F(SandboxExec, PingReportsAgent) {
 TEST_F(SandboxExec, EvalWithoutPythonIsAClearError) {
   auto r = sb_->eval("1+1");
   ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kNoPython);
   EXPECT_NE(r.error().message().find("python"), std::string::npos);
 }
 

@@ -1,0 +1,79 @@
+// serve: the REST daemon (src/daemon) in the foreground.
+#include <atomic>
+#include <cstdio>
+#include <memory>
+
+#include "cli/output.h"
+#include "daemon/server.h"
+
+namespace forkd::cli {
+
+namespace {
+
+struct ServeArgs {
+  std::string listen = "127.0.0.1:8889";
+  std::string socket;
+  std::string token_file;
+  std::string audit_log;
+  size_t max_body_bytes = 1 << 20;
+  bool listen_given = false;
+};
+
+std::atomic<daemon::Server*> g_server{nullptr};
+
+// Runs on main's signal thread: SIGTERM/SIGINT/SIGHUP stop the daemon gracefully, and the
+// sandboxes stay running (they are not owned by this process).
+void on_signal(int sig) {
+  std::fprintf(stderr, "\nforkd: %s, stopping the daemon (sandboxes keep running)\n",
+               strsignal(sig));
+  if (auto* s = g_server.load()) s->stop();
+}
+
+int do_serve(const GlobalOptions& g, const ServeArgs& a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  daemon::ServeOptions o;
+  // With only --socket, no TCP listener.
+  if (!a.socket.empty() && !a.listen_given) {
+    o.listen.reset();
+  } else {
+    o.listen = a.listen;
+  }
+  o.socket = a.socket;
+  o.token_file = a.token_file;
+  o.audit_log = a.audit_log;
+  o.max_body_bytes = a.max_body_bytes;
+  auto server = daemon::Server::create(*cfg, o);
+  if (!server) return report_error(server.error());
+  g_server = server->get();
+  set_signal_hook(&on_signal);
+  std::fprintf(stderr, "forkd: serving on %s%s\n", (*server)->endpoints().c_str(),
+               a.token_file.empty() ? " (no token: loopback only)" : "");
+  auto st = (*server)->run();
+  g_server = nullptr;
+  if (!st) return report_error(st.error());
+  std::fprintf(stderr, "forkd: stopped\n");
+  return 0;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* sub = app.add_subcommand("serve", "Run the REST API daemon (forkd API v1)");
+  sub->add_option("--listen", a->listen, "TCP HOST:PORT (non-loopback needs --token-file)")
+      ->capture_default_str();
+  sub->add_option("--socket", a->socket, "Unix socket path (created mode 0600)");
+  sub->add_option("--token-file", a->token_file,
+                  "File holding the bearer token (>= 32 random characters)");
+  sub->add_option("--audit-log", a->audit_log, "Append one JSON line per request here");
+  sub->add_option("--max-body-bytes", a->max_body_bytes, "Largest request body accepted")
+      ->check(CLI::Range(size_t{1}, size_t{64} << 20))
+      ->capture_default_str();
+  sub->callback([&action, &g, a, sub] {
+    a->listen_given = sub->count("--listen") > 0;
+    action = [&g, a] { return do_serve(g, *a); };
+  });
+}
+
+}  // namespace forkd::cli

@@ -1,0 +1,143 @@
+#include "daemon/request_decode.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "engine/fork.h"
+
+namespace forkd::daemon {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr size_t kMaxListItems = 256;
+constexpr double kMaxTimeoutSecs = 24 * 3600;
+
+tl::unexpected<Error> bad(std::string message) {
+  return make_error(ErrorCode::kInvalidArgument, std::move(message));
+}
+
+// The body as a JSON object; an empty body is {} when allowed.
+Result<Json> parse_object(std::string_view body, bool empty_ok) {
+  if (body.empty() && empty_ok) return Json::object();
+  Json j = Json::parse(body, nullptr, false);
+  if (j.is_discarded()) return bad("request body is not valid JSON");
+  if (!j.is_object()) return bad("request body must be a JSON object");
+  return j;
+}
+
+Status get_string(const Json& j, const char* key, bool required, std::string* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    if (required) return bad(std::string("missing field '") + key + "'");
+    return {};
+  }
+  if (!it->is_string()) return bad(std::string("field '") + key + "' must be a string");
+  *out = it->get<std::string>();
+  return {};
+}
+
+Status get_int(const Json& j, const char* key, bool required, int64_t lo, int64_t hi, int* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    if (required) return bad(std::string("missing field '") + key + "'");
+    return {};
+  }
+  if (!it->is_number_integer()) return bad(std::string("field '") + key + "' must be an integer");
+  // Compare as signed 64-bit; huge unsigned values wrap negative and fail the range check.
+  int64_t v = it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX)
+                  ? -1
+                  : it->get<int64_t>();
+  if (v < lo || v > hi) {
+    return bad(std::string("field '") + key + "' must be " + std::to_string(lo) + ".." +
+               std::to_string(hi));
+  }
+  *out = static_cast<int>(v);
+  return {};
+}
+
+Status get_bool(const Json& j, const char* key, bool* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return {};
+  if (!it->is_boolean()) return bad(std::string("field '") + key + "' must be a boolean");
+  *out = it->get<bool>();
+  return {};
+}
+
+Status get_strings(const Json& j, const char* key, std::vector<std::string>* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return {};
+  if (!it->is_array()) return bad(std::string("field '") + key + "' must be an array of strings");
+  if (it->size() > kMaxListItems) {
+    return bad(std::string("field '") + key + "' has more than " + std::to_string(kMaxListItems) +
+               " items");
+  }
+  for (const auto& v : *it) {
+    if (!v.is_string()) return bad(std::string("field '") + key + "' must be an array of strings");
+    out->push_back(v.get<std::string>());
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<SnapshotCreateRequest> decode_snapshot_create(std::string_view body) {
+  auto j = parse_object(body, false);
+  if (!j) return tl::unexpected(j.error());
+  for (const char* forkd_only : {"kernel", "rootfs"}) {
+    if (j->contains(forkd_only)) {
+      return bad(std::string("field '") + forkd_only +
+                 "' is not supported: this daemon builds snapshots from images; give \"image\" "
+                 "(\"minimal\" or \"python\") instead");
+    }
+  }
+  SnapshotCreateRequest r;
+  FORKD_TRY(get_string(*j, "tag", true, &r.tag));
+  FORKD_TRY(get_string(*j, "image", false, &r.image));
+  FORKD_TRY(get_int(*j, "memory_mib", false, 64, 65536, &r.memory_mib));
+  FORKD_TRY(get_strings(*j, "exec", &r.exec));
+  FORKD_TRY(get_strings(*j, "eval", &r.eval));
+  FORKD_TRY(get_bool(*j, "force", &r.force));
+  return r;
+}
+
+Result<ForkRequest> decode_fork(std::string_view body) {
+  auto j = parse_object(body, false);
+  if (!j) return tl::unexpected(j.error());
+  ForkRequest r;
+  FORKD_TRY(get_string(*j, "snapshot_tag", true, &r.snapshot_tag));
+  FORKD_TRY(get_int(*j, "n", false, 1, engine::kMaxForkChildren, &r.n));
+  return r;
+}
+
+Result<ExecRequest> decode_exec(std::string_view body) {
+  auto j = parse_object(body, false);
+  if (!j) return tl::unexpected(j.error());
+  ExecRequest r;
+  FORKD_TRY(get_strings(*j, "args", &r.args));
+  std::string shell;
+  FORKD_TRY(get_string(*j, "shell", false, &shell));
+  if (j->contains("shell") && !(*j)["shell"].is_null()) r.shell = shell;
+  if (r.args.empty() && !r.shell) return bad("give 'args' (a non-empty array) or 'shell'");
+  if (!r.args.empty() && r.shell) return bad("give 'args' or 'shell', not both");
+  if (auto it = j->find("timeout_secs"); it != j->end() && !it->is_null()) {
+    if (!it->is_number()) return bad("field 'timeout_secs' must be a number");
+    double t = it->get<double>();
+    if (!std::isfinite(t) || t < 0 || t > kMaxTimeoutSecs) {
+      return bad("field 'timeout_secs' must be 0.." + std::to_string(int(kMaxTimeoutSecs)));
+    }
+    r.timeout_secs = t;
+  }
+  return r;
+}
+
+Result<EvalRequest> decode_eval(std::string_view body) {
+  auto j = parse_object(body, false);
+  if (!j) return tl::unexpected(j.error());
+  EvalRequest r;
+  FORKD_TRY(get_string(*j, "code", true, &r.code));
+  return r;
+}
+
+}  // namespace forkd::daemon

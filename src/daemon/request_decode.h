@@ -1,0 +1,46 @@
+#pragma once
+// Decoders for request bodies: untrusted bytes in, a typed request or kInvalidArgument out.
+// Pure functions (no I/O), so they can be fuzzed. Unknown fields are ignored.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+
+namespace forkd::daemon {
+
+// POST /v1/snapshots. `image`, `memory_mib`, `exec`, `eval` and `force` are our extensions; forkd's
+// `kernel`/`rootfs` are refused with a message naming `image`.
+struct SnapshotCreateRequest {
+  std::string tag;
+  std::string image = "minimal";
+  int memory_mib = 256;
+  std::vector<std::string> exec;
+  std::vector<std::string> eval;
+  bool force = false;
+};
+Result<SnapshotCreateRequest> decode_snapshot_create(std::string_view body);
+
+// POST /v1/sandboxes.
+struct ForkRequest {
+  std::string snapshot_tag;
+  int n = 1;
+};
+Result<ForkRequest> decode_fork(std::string_view body);
+
+// POST /v1/sandboxes/:id/exec: `args`, or our extension `shell` (a /bin/sh -c string).
+struct ExecRequest {
+  std::vector<std::string> args;
+  std::optional<std::string> shell;
+  double timeout_secs = 0;  // 0: none
+};
+Result<ExecRequest> decode_exec(std::string_view body);
+
+// POST /v1/sandboxes/:id/eval.
+struct EvalRequest {
+  std::string code;
+};
+Result<EvalRequest> decode_eval(std::string_view body);
+
+}  // namespace forkd::daemon

@@ -1,0 +1,40 @@
+#pragma once
+// Route tables of the daemon. Each handler only decodes the request, calls the engine and maps
+// the result (or error) to the contract's response; the engine does the work.
+#include <httplib.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "daemon/agent_cache.h"
+#include "daemon/metrics.h"
+#include "engine/config.h"
+
+namespace forkd::daemon {
+
+// State shared by every handler; lives as long as the server.
+struct DaemonContext {
+  explicit DaemonContext(engine::EngineConfig c) : cfg(c), agents(std::move(c)) {}
+  engine::EngineConfig cfg;
+  Metrics metrics;
+  AgentCache agents;
+};
+
+using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+
+struct Route {
+  std::string method;   // GET | POST | DELETE
+  std::string pattern;  // httplib regex over the decoded path
+  std::string label;    // the contract's path shape, the metrics and audit route label
+  Handler handler;
+};
+
+// /healthz, /version, /metrics and the routes that wait for the BRANCH issue (501).
+std::vector<Route> meta_routes(DaemonContext& ctx);
+// /v1/snapshots...
+std::vector<Route> snapshot_routes(DaemonContext& ctx);
+// /v1/sandboxes...
+std::vector<Route> sandbox_routes(DaemonContext& ctx);
+
+}  // namespace forkd::daemon

@@ -1,0 +1,224 @@
+// /v1/sandboxes: fork, list, get, delete, ping, exec, eval.
+#include <chrono>
+#include <optional>
+
+#include "base/paths.h"
+#include "daemon/errors.h"
+#include "daemon/request_decode.h"
+#include "daemon/routes.h"
+#include "engine/fork.h"
+#include "engine/registry.h"
+#include "store/snapshot_store.h"
+
+namespace forkd::daemon {
+
+namespace {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// An integer field of hostile JSON (a record on disk, an agent reply), else def.
+int64_t int_or(const Json& j, const char* key, int64_t def) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : def;
+}
+
+// SandboxInfo. We have no netns (null); guest_addr is where the agent answers, its socket path.
+Json sandbox_info(const engine::EngineConfig& cfg, const engine::SandboxInfo& s) {
+  const Json& r = s.record;
+  auto tag = r.find("tag");
+  auto mem = r.find("memory_mib");
+  return {{"id", s.id},
+          {"snapshot_tag", tag != r.end() && tag->is_string() ? *tag : Json()},
+          {"netns", nullptr},
+          {"guest_addr", cfg.sandboxes_dir() + "/" + s.id + "/agent.sock"},
+          {"created_at_unix", int_or(r, "created_at", 0)},
+          {"pid", s.pid},
+          {"memory_limit_mib", mem != r.end() && mem->is_number_integer() ? *mem : Json()},
+          {"state", s.state}};
+}
+
+std::optional<engine::SandboxInfo> find_sandbox(const engine::EngineConfig& cfg,
+                                                const std::string& id) {
+  for (auto& s : engine::list_sandboxes(cfg)) {
+    if (s.id == id) return std::move(s);
+  }
+  return std::nullopt;
+}
+
+// The id from the path, validated, or a 400 already written to res.
+std::optional<std::string> path_id(const httplib::Request& req, httplib::Response& res) {
+  std::string id = req.matches.size() > 1 ? req.matches[1].str() : "";
+  if (!is_safe_name(id)) {
+    send_error(res, Error(ErrorCode::kInvalidArgument, "invalid sandbox id '" + id.substr(0, 80) +
+                                                           "' (must match ^[A-Za-z0-9_-]{1,64}$)"));
+    return std::nullopt;
+  }
+  return id;
+}
+
+void fork(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  auto r = decode_fork(req.body);
+  if (!r) return send_error(res, r.error());
+  if (auto st = store::SnapshotStore::validate_tag(r->snapshot_tag); !st) {
+    return send_error(res, st.error());
+  }
+  auto t0 = Clock::now();
+  engine::ForkOptions fo;
+  fo.tag = r->snapshot_tag;
+  fo.n = r->n;
+  auto forked = engine::fork_children(ctx.cfg, fo);
+  if (!forked) return send_error(res, forked.error());
+  // The contract's answer is an array of sandboxes, which cannot express a partial failure: a
+  // batch with a failed child is removed whole and answered with that child's error.
+  const engine::ForkChild* failed = nullptr;
+  for (const auto& c : forked->children) {
+    if (c.error && !failed) failed = &c;
+  }
+  if (failed) {
+    for (const auto& c : forked->children) {
+      if (!c.error && !c.id.empty()) (void)engine::remove_sandbox(ctx.cfg, c.id);
+    }
+    return send_error(res, failed->error->wrap("fork " + r->snapshot_tag));
+  }
+  ctx.metrics.observe_spawn(seconds_since(t0));
+  auto all = engine::list_sandboxes(ctx.cfg);
+  Json arr = Json::array();
+  for (const auto& c : forked->children) {
+    for (const auto& s : all) {
+      if (s.id == c.id) arr.push_back(sandbox_info(ctx.cfg, s));
+    }
+  }
+  send_json(res, 201, arr);
+}
+
+void list(DaemonContext& ctx, httplib::Response& res) {
+  Json arr = Json::array();
+  for (const auto& s : engine::list_sandboxes(ctx.cfg)) arr.push_back(sandbox_info(ctx.cfg, s));
+  send_json(res, 200, arr);
+}
+
+void get(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  auto id = path_id(req, res);
+  if (!id) return;
+  auto s = find_sandbox(ctx.cfg, *id);
+  if (!s) return send_error(res, Error(ErrorCode::kNotFound, "no sandbox " + *id));
+  send_json(res, 200, sandbox_info(ctx.cfg, *s));
+}
+
+void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  auto id = path_id(req, res);
+  if (!id) return;
+  ctx.agents.drop(*id);
+  if (auto st = engine::remove_sandbox(ctx.cfg, *id); !st) return send_error(res, st.error());
+  res.status = 204;
+}
+
+// Runs op on the sandbox's cached connection; on an error that may have broken the connection,
+// the connection is dropped (the next request re-attaches). Returns false after writing the error.
+template <typename Op>
+bool with_sandbox(DaemonContext& ctx, const std::string& id, httplib::Response& res, Op op) {
+  auto sb = ctx.agents.get(id);
+  if (!sb) {
+    send_error(res, sb.error());
+    return false;
+  }
+  auto err = op(**sb);
+  if (err) {
+    if (breaks_connection(*err)) ctx.agents.drop(id, *sb);
+    send_error(res, *err);
+    return false;
+  }
+  return true;
+}
+
+void ping(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  auto id = path_id(req, res);
+  if (!id) return;
+  Json out;
+  bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
+    auto r = sb.ping();
+    if (!r) return r.error();
+    out = {{"pong", true}, {"pid", int_or(*r, "pid", 0)}};
+    if (auto np = r->find("numpy"); np != r->end() && np->is_string()) out["numpy_version"] = *np;
+    return std::nullopt;
+  });
+  if (ok) send_json(res, 200, out);
+}
+
+void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  auto id = path_id(req, res);
+  if (!id) return;
+  auto r = decode_exec(req.body);
+  if (!r) return send_error(res, r.error());
+  engine::ExecOptions eo;
+  eo.argv = r->args;
+  eo.shell = r->shell;
+  eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(r->timeout_secs * 1000));
+  auto t0 = Clock::now();
+  Json out;
+  bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
+    auto e = sb.exec(eo);
+    if (!e && e.error().code() == ErrorCode::kGuestCommandNotFound) {
+      // What a shell answers: exit 127 with the reason on stderr.
+      out = {{"stdout", ""},
+             {"stderr", "forkd: " + e.error().message() + "\n"},
+             {"exit_code", 127},
+             {"timed_out", false}};
+      return std::nullopt;
+    }
+    if (!e) return e.error();
+    out = {{"stdout", e->stdout_data},
+           {"stderr", e->stderr_data},
+           {"exit_code", e->exit_code},
+           {"timed_out", e->timed_out},
+           {"duration_ms", e->duration_ms}};
+    return std::nullopt;
+  });
+  if (!ok) return;
+  ctx.metrics.observe_exec(seconds_since(t0));
+  send_json(res, 200, out);
+}
+
+void eval(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  auto id = path_id(req, res);
+  if (!id) return;
+  auto r = decode_eval(req.body);
+  if (!r) return send_error(res, r.error());
+  Json out;
+  bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
+    auto e = sb.eval(r->code);
+    if (!e) return e.error();
+    out = {{"result", e->value ? Json(*e->value) : Json()},
+           {"error", e->error ? Json(*e->error) : Json()},
+           {"exit_code", e->error ? 1 : 0},
+           {"stdout", e->stdout_text}};
+    return std::nullopt;
+  });
+  if (ok) send_json(res, 200, out);
+}
+
+}  // namespace
+
+std::vector<Route> sandbox_routes(DaemonContext& ctx) {
+  DaemonContext* c = &ctx;
+  auto bind = [c](void (*fn)(DaemonContext&, const httplib::Request&, httplib::Response&)) {
+    return [c, fn](const httplib::Request& req, httplib::Response& res) { fn(*c, req, res); };
+  };
+  return {
+      {"GET", "/v1/sandboxes", "/v1/sandboxes",
+       [c](const httplib::Request&, httplib::Response& res) { list(*c, res); }},
+      {"POST", "/v1/sandboxes", "/v1/sandboxes", bind(fork)},
+      {"POST", R"(/v1/sandboxes/(.*)/ping)", "/v1/sandboxes/:id/ping", bind(ping)},
+      {"POST", R"(/v1/sandboxes/(.*)/exec)", "/v1/sandboxes/:id/exec", bind(exec)},
+      {"POST", R"(/v1/sandboxes/(.*)/eval)", "/v1/sandboxes/:id/eval", bind(eval)},
+      {"GET", R"(/v1/sandboxes/(.*))", "/v1/sandboxes/:id", bind(get)},
+      {"DELETE", R"(/v1/sandboxes/(.*))", "/v1/sandboxes/:id", bind(remove)},
+  };
+}
+
+}  // namespace forkd::daemon

@@ -1,0 +1,286 @@
+#include "daemon/server.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "base/log.h"
+#include "daemon/audit.h"
+#include "daemon/auth.h"
+#include "daemon/errors.h"
+#include "daemon/routes.h"
+
+namespace forkd::daemon {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Per-request state, kept per worker thread: httplib runs pre-routing, the handler and the logger
+// of one request on the same thread.
+struct RequestState {
+  Clock::time_point start = Clock::now();
+  std::string route = "unmatched";
+};
+thread_local RequestState t_request;
+
+// httplib 0.11 binds only TCP; its protected listening socket lets a subclass serve a unix socket.
+class UnixHttpServer : public httplib::Server {
+ public:
+  Status bind_unix(const std::string& path) {
+    sockaddr_un addr{};
+    if (path.size() >= sizeof addr.sun_path) {
+      return make_error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
+    }
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        return make_error(ErrorCode::kAlreadyExists, path + " exists and is not a socket");
+      }
+      ::unlink(path.c_str());  // a stale socket of an earlier daemon
+    }
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return errno_error(errno, "socket");
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    // The umask makes the socket 0600 from birth: no window where others may connect.
+    mode_t old = ::umask(0177);
+    int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    int err = errno;
+    ::umask(old);
+    if (rc != 0 || ::listen(fd, SOMAXCONN) != 0) {
+      if (rc == 0) err = errno;
+      ::close(fd);
+      return errno_error(err, "bind " + path);
+    }
+    svr_sock_ = fd;
+    return {};
+  }
+};
+
+struct HostPort {
+  std::string host;
+  int port = 0;
+};
+
+Result<HostPort> parse_listen(const std::string& s) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "--listen wants HOST:PORT, got '" + s + "'");
+  }
+  HostPort hp{s.substr(0, colon), 0};
+  std::string port = s.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != port.npos ||
+      std::stoi(port) > 65535) {
+    return make_error(ErrorCode::kInvalidArgument, "--listen: bad port in '" + s + "'");
+  }
+  hp.port = std::stoi(port);
+  if (hp.host.size() > 2 && hp.host.front() == '[' && hp.host.back() == ']') {
+    hp.host = hp.host.substr(1, hp.host.size() - 2);
+  }
+  return hp;
+}
+
+std::string default_message(int status, const httplib::Request& req, size_t max_body) {
+  switch (status) {
+    case 404:
+      return "no route for " + req.method + " " + req.path.substr(0, 200);
+    case 413:
+      return "request body larger than " + std::to_string(max_body) + " bytes";
+    case 400:
+      return "malformed HTTP request";
+    default:
+      return "HTTP error " + std::to_string(status);
+  }
+}
+
+}  // namespace
+
+struct Server::Impl {
+  explicit Impl(const engine::EngineConfig& cfg) : ctx(cfg) {}
+
+  DaemonContext ctx;
+  ServeOptions opts;
+  std::string token;  // empty: no auth
+  std::optional<AuditLog> audit;
+  std::vector<std::unique_ptr<httplib::Server>> servers;
+  std::vector<std::string> endpoints;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop_requested = false;
+
+  void install(httplib::Server& svr);
+};
+
+void Server::Impl::install(httplib::Server& svr) {
+  int threads = opts.threads;
+  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.set_payload_max_length(opts.max_body_bytes);
+  svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    t_request = RequestState{};
+    if (token.empty() || req.path == "/healthz") return httplib::Server::HandlerResponse::Unhandled;
+    if (!bearer_matches(req.get_header_value("Authorization"), token)) {
+      t_request.route = "auth";
+      res.set_header("WWW-Authenticate", "Bearer");
+      send_error(res, 401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                 "unauthorized");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  std::vector<Route> routes = meta_routes(ctx);
+  for (auto* more : {&snapshot_routes, &sandbox_routes}) {
+    auto r = (*more)(ctx);
+    routes.insert(routes.end(), r.begin(), r.end());
+  }
+  for (auto& r : routes) {
+    Handler h = [label = r.label, fn = r.handler](const httplib::Request& req,
+                                                  httplib::Response& res) {
+      t_request.route = label;
+      fn(req, res);
+    };
+    if (r.method == "GET") svr.Get(r.pattern, h);
+    if (r.method == "POST") svr.Post(r.pattern, h);
+    if (r.method == "DELETE") svr.Delete(r.pattern, h);
+  }
+  size_t max_body = opts.max_body_bytes;
+  svr.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
+    if (res.body.empty()) {
+      send_error(res, res.status, default_message(res.status, req, max_body),
+                 res.status == 413 ? "body_too_large" : "http_error");
+    }
+  });
+  svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t_request.start);
+    ctx.metrics.count_request(t_request.route, res.status);
+    if (audit) {
+      std::string remote = req.remote_addr.empty()
+                               ? "unix"
+                               : req.remote_addr + ":" + std::to_string(req.remote_port);
+      audit->append({req.method, req.path, res.status, us.count(),
+                     req.get_header_value("User-Agent").substr(0, 256), remote});
+    }
+    t_request = RequestState{};
+  });
+}
+
+Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
+                                               const ServeOptions& opts) {
+  auto impl = std::make_unique<Impl>(cfg);
+  impl->opts = opts;
+  if (!opts.listen && opts.socket.empty()) {
+    return make_error(ErrorCode::kInvalidArgument, "nothing to listen on (--listen or --socket)");
+  }
+  if (!opts.token_file.empty()) {
+    auto t = load_token(opts.token_file);
+    if (!t) return tl::unexpected(t.error());
+    impl->token = *t;
+  }
+  std::optional<HostPort> hp;
+  if (opts.listen) {
+    auto p = parse_listen(*opts.listen);
+    if (!p) return tl::unexpected(p.error());
+    if (!is_loopback_host(p->host) && impl->token.empty()) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "refusing to listen on non-loopback address " + p->host +
+                            " without a token (give --token-file, or listen on 127.0.0.1)");
+    }
+    hp = *p;
+  }
+  if (!opts.audit_log.empty()) {
+    auto a = AuditLog::open(opts.audit_log);
+    if (!a) return tl::unexpected(a.error());
+    impl->audit.emplace(std::move(*a));
+  }
+  if (hp) {
+    auto svr = std::make_unique<httplib::Server>();
+    impl->install(*svr);
+    int port = hp->port;
+    if (port == 0) {
+      port = svr->bind_to_any_port(hp->host);
+      if (port < 0) port = 0;
+    } else if (!svr->bind_to_port(hp->host, port)) {
+      port = 0;
+    }
+    if (port == 0) {
+      return make_error(ErrorCode::kUnavailable,
+                        "cannot listen on " + *opts.listen + " (address in use or not local?)");
+    }
+    impl->endpoints.push_back("http://" + hp->host + ":" + std::to_string(port));
+    impl->servers.push_back(std::move(svr));
+  }
+  if (!opts.socket.empty()) {
+    auto svr = std::make_unique<UnixHttpServer>();
+    impl->install(*svr);
+    if (auto st = svr->bind_unix(opts.socket); !st) return tl::unexpected(st.error());
+    impl->endpoints.push_back("unix:" + opts.socket);
+    impl->servers.push_back(std::move(svr));
+  }
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() {
+  if (!impl_->opts.socket.empty()) ::unlink(impl_->opts.socket.c_str());
+}
+
+std::string Server::endpoints() const {
+  std::string out;
+  for (const auto& e : impl_->endpoints) out += (out.empty() ? "" : " ") + e;
+  return out;
+}
+
+Status Server::run() {
+  std::vector<std::atomic<bool>> done(impl_->servers.size());
+  std::vector<std::jthread> threads;
+  for (size_t i = 0; i < impl_->servers.size(); ++i) {
+    threads.emplace_back([this, i, &done] {
+      impl_->servers[i]->listen_after_bind();
+      std::lock_guard g(impl_->mu);
+      done[i] = true;
+      impl_->cv.notify_all();
+    });
+  }
+  std::unique_lock lock(impl_->mu);
+  impl_->cv.wait(lock, [&] {
+    if (impl_->stop_requested) return true;
+    for (auto& d : done) {
+      if (d) return true;  // a listener failed on its own: stop the others too
+    }
+    return false;
+  });
+  lock.unlock();
+  // stop() before a listener reached its accept loop is lost, so repeat until each has ended.
+  for (;;) {
+    bool all = true;
+    for (size_t i = 0; i < impl_->servers.size(); ++i) {
+      if (!done[i]) {
+        impl_->servers[i]->stop();
+        all = false;
+      }
+    }
+    if (all) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  threads.clear();
+  return {};
+}
+
+void Server::stop() {
+  std::lock_guard lock(impl_->mu);
+  impl_->stop_requested = true;
+  impl_->cv.notify_all();
+}
+
+}  // namespace forkd::daemon
