@@ -8,6 +8,7 @@
 #include "base/paths.h"
 #include "base/subprocess.h"
 #include "cli/output.h"
+#include "cli/remote_verbs.h"
 #include "engine/fork.h"
 #include "engine/pool.h"
 #include "store/snapshot_store.h"
@@ -37,6 +38,7 @@ void refill_in_background(const std::string& tag) {
 }
 
 int do_fork(const GlobalOptions& g, const ForkArgs& a) {
+  if (!g.url.empty()) return remote_fork(g, a.tag, a.n, a.json);
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   engine::ForkOptions fo;

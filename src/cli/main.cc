@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "base/paths.h"
 #include "cli/output.h"
+#include "cli/remote_verbs.h"
 #include "engine/sandbox.h"
 
 namespace {
@@ -55,6 +56,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
   app.add_option("--machine", g.machine, "QEMU machine type: microvm (default) or pc");
   app.add_flag("-v,--verbose", g.verbose, "Log engine steps to stderr");
+  app.add_option("--url", g.url,
+                 "Client mode: send fork/ps/exec/eval/rm/snapshot/images/rmi to the forkd daemon "
+                 "at this URL (http://HOST:PORT or unix:///PATH; token from FORKD_TOKEN)")
+      ->envname("FORKD_URL");
   app.parse_complete_callback([&g] {
     if (g.verbose) forkd::init_logging(spdlog::level::info);
   });
@@ -75,6 +80,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int code = app.exit(e);
     return code == 0 ? 0 : forkd::cli::kExitUsage;
+  }
+  // Client mode covers the verbs the REST API can express. Verbs that drive this machine's engine
+  // directly are refused rather than silently run locally; doctor and serve ignore --url (they are
+  // about this machine: serve is the daemon itself).
+  if (!g.url.empty()) {
+    for (const char* verb : {"run", "demo", "bench", "pool", "cp"}) {
+      if (app.got_subcommand(verb)) return forkd::cli::remote_unsupported(verb);
+    }
   }
   return action ? action() : 0;
 }

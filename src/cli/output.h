@@ -27,6 +27,8 @@ struct GlobalOptions {
   std::string accel = "auto";
   std::string machine;  // empty: engine default (FORKD_MACHINE or microvm)
   bool verbose = false;
+  // CLI client mode: the daemon's URL (--url or FORKD_URL). Empty: the embedded engine.
+  std::string url;
 };
 
 // Prints "forkd: <message> [code]" to stderr and returns the exit code for it.

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/output.h"
+#include "cli/remote_verbs.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
 #include "engine/sandbox.h"
@@ -20,6 +21,7 @@ std::string age(int64_t created) {
 }
 
 int do_ps(const GlobalOptions& g, bool json) {
+  if (!g.url.empty()) return remote_ps(g, json);
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   auto list = engine::list_sandboxes(*cfg);
@@ -63,6 +65,9 @@ struct ExecArgs {
 };
 
 int do_exec(const GlobalOptions& g, const ExecArgs& a) {
+  if (!g.url.empty()) {
+    return remote_exec(g, {a.id, a.command, a.timeout_s, !a.cwd.empty() || !a.env.empty(), a.json});
+  }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   engine::ExecOptions eo;
@@ -78,6 +83,7 @@ int do_exec(const GlobalOptions& g, const ExecArgs& a) {
 }
 
 int do_eval(const GlobalOptions& g, const std::string& id, const std::string& code, bool json) {
+  if (!g.url.empty()) return remote_eval(g, id, code, json);
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   auto sb = engine::Sandbox::attach(*cfg, id);
@@ -129,6 +135,7 @@ int do_cp(const GlobalOptions& g, const std::string& src, const std::string& dst
 }
 
 int do_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool all, bool json) {
+  if (!g.url.empty()) return remote_rm(g, ids, all, json);
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   std::vector<std::string> targets = ids;

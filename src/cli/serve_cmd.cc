@@ -16,6 +16,8 @@ struct ServeArgs {
   std::string token_file;
   std::string audit_log;
   size_t max_body_bytes = 1 << 20;
+  int max_inflight = 64;
+  int max_execs_per_sandbox = 16;
   bool listen_given = false;
 };
 
@@ -43,6 +45,8 @@ int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   o.token_file = a.token_file;
   o.audit_log = a.audit_log;
   o.max_body_bytes = a.max_body_bytes;
+  o.max_inflight = a.max_inflight;
+  o.max_execs_per_sandbox = a.max_execs_per_sandbox;
   auto server = daemon::Server::create(*cfg, o);
   if (!server) return report_error(server.error());
   g_server = server->get();
@@ -69,6 +73,14 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--audit-log", a->audit_log, "Append one JSON line per request here");
   sub->add_option("--max-body-bytes", a->max_body_bytes, "Largest request body accepted")
       ->check(CLI::Range(size_t{1}, size_t{64} << 20))
+      ->capture_default_str();
+  sub->add_option("--max-inflight", a->max_inflight,
+                  "Requests queued or running at once; beyond: 503")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  sub->add_option("--max-execs-per-sandbox", a->max_execs_per_sandbox,
+                  "Concurrent execs per sandbox; beyond: 429")
+      ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   sub->callback([&action, &g, a, sub] {
     a->listen_given = sub->count("--listen") > 0;

@@ -7,6 +7,7 @@
 
 #include "base/files.h"
 #include "cli/output.h"
+#include "cli/remote_verbs.h"
 #include "engine/image_store.h"
 #include "engine/pool.h"
 #include "engine/snapshot.h"
@@ -28,6 +29,10 @@ struct SnapshotArgs {
 };
 
 int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
+  if (!g.url.empty()) {
+    return remote_snapshot(g,
+                           {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force, a.json});
+  }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   engine::SnapshotOptions so;
@@ -71,6 +76,7 @@ uint64_t tag_disk_kib(const std::string& dir, const store::SnapshotMeta& m) {
 }
 
 int do_images(const GlobalOptions& g, bool json) {
+  if (!g.url.empty()) return remote_images(g, json);
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   engine::ImageStore images(cfg->home, cfg->assets, cfg->agent);
@@ -114,6 +120,7 @@ int do_images(const GlobalOptions& g, bool json) {
 }
 
 int do_rmi(const GlobalOptions& g, const std::vector<std::string>& tags) {
+  if (!g.url.empty()) return remote_rmi(g, tags);
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   store::SnapshotStore snaps(cfg->home);

@@ -12,7 +12,7 @@ namespace {
 using Json = nlohmann::json;
 
 constexpr size_t kMaxListItems = 256;
-constexpr double kMaxTimeoutSecs = 24 * 3600;
+constexpr double kMaxTimeoutSecs = 3600;  // an exec holds a worker thread this long
 
 tl::unexpected<Error> bad(std::string message) {
   return make_error(ErrorCode::kInvalidArgument, std::move(message));

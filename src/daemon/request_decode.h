@@ -33,7 +33,7 @@ Result<ForkRequest> decode_fork(std::string_view body);
 struct ExecRequest {
   std::vector<std::string> args;
   std::optional<std::string> shell;
-  double timeout_secs = 0;  // 0: none
+  double timeout_secs = 0;  // 0: the daemon's default (300 s); at most 3600
 };
 Result<ExecRequest> decode_exec(std::string_view body);
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "daemon/agent_cache.h"
+#include "daemon/limits.h"
 #include "daemon/metrics.h"
 #include "engine/config.h"
 
@@ -19,6 +20,8 @@ struct DaemonContext {
   engine::EngineConfig cfg;
   Metrics metrics;
   AgentCache agents;
+  InflightLimit inflight;
+  ExecSlots exec_slots{16};
 };
 
 using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;

@@ -19,7 +19,8 @@ Handler not_implemented(std::string what) {
   };
 }
 
-std::string gauges(const engine::EngineConfig& cfg) {
+std::string gauges(const DaemonContext& ctx) {
+  const engine::EngineConfig& cfg = ctx.cfg;
   size_t snapshots = store::SnapshotStore(cfg.home).list().size();
   size_t active = 0;
   for (const auto& s : engine::list_sandboxes(cfg)) {
@@ -35,8 +36,22 @@ std::string gauges(const engine::EngineConfig& cfg) {
       "# HELP forkd_branch_concurrency_cap Branches allowed at once.\n"
       "# TYPE forkd_branch_concurrency_cap gauge\nforkd_branch_concurrency_cap {}\n"
       "# HELP forkd_build_info Build of this daemon.\n"
-      "# TYPE forkd_build_info gauge\nforkd_build_info{{version=\"{}\"}} 1\n",
-      snapshots, active, kBranchConcurrencyCap, forkd_version());
+      "# TYPE forkd_build_info gauge\nforkd_build_info{{version=\"{}\"}} 1\n"
+      "# HELP forkd_requests_in_flight Connections queued or served (this one included).\n"
+      "# TYPE forkd_requests_in_flight gauge\nforkd_requests_in_flight {}\n"
+      "# HELP forkd_requests_in_flight_cap Connections allowed at once; beyond: 503.\n"
+      "# TYPE forkd_requests_in_flight_cap gauge\nforkd_requests_in_flight_cap {}\n"
+      "# HELP forkd_requests_busy_total Connections refused with 503 for the cap.\n"
+      "# TYPE forkd_requests_busy_total counter\nforkd_requests_busy_total {}\n"
+      "# HELP forkd_execs_in_flight Execs running, all sandboxes.\n"
+      "# TYPE forkd_execs_in_flight gauge\nforkd_execs_in_flight {}\n"
+      "# HELP forkd_exec_per_sandbox_cap Execs allowed at once per sandbox; beyond: 429.\n"
+      "# TYPE forkd_exec_per_sandbox_cap gauge\nforkd_exec_per_sandbox_cap {}\n"
+      "# HELP forkd_execs_throttled_total Execs refused with 429 for the per-sandbox cap.\n"
+      "# TYPE forkd_execs_throttled_total counter\nforkd_execs_throttled_total {}\n",
+      snapshots, active, kBranchConcurrencyCap, forkd_version(), ctx.inflight.in_flight.load(),
+      ctx.inflight.cap, ctx.inflight.rejected.load(), ctx.exec_slots.total(), ctx.exec_slots.cap(),
+      ctx.exec_slots.rejected());
 }
 
 }  // namespace
@@ -54,7 +69,7 @@ std::vector<Route> meta_routes(DaemonContext& ctx) {
        }},
       {"GET", "/metrics", "/metrics",
        [c](const httplib::Request&, httplib::Response& res) {
-         res.set_content(gauges(c->cfg) + c->metrics.render(), "text/plain; version=0.0.4");
+         res.set_content(gauges(*c) + c->metrics.render(), "text/plain; version=0.0.4");
        }},
       {"POST", R"(/v1/sandboxes/(.*)/branch)", "/v1/sandboxes/:id/branch",
        not_implemented("branch")},

@@ -17,6 +17,12 @@ namespace {
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
+// Deadlines of agent calls, so no request holds a worker thread forever on a wedged guest.
+constexpr auto kPingDeadline = std::chrono::seconds(10);
+constexpr auto kEvalDeadline = std::chrono::seconds(120);
+// Exec without timeout_secs gets this bound (the decoder caps explicit values at 3600 s).
+constexpr double kDefaultExecTimeoutSecs = 300;
+
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -141,7 +147,7 @@ void ping(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   if (!id) return;
   Json out;
   bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
-    auto r = sb.ping();
+    auto r = sb.ping(kPingDeadline);
     if (!r) return r.error();
     out = {{"pong", true}, {"pid", int_or(*r, "pid", 0)}};
     if (auto np = r->find("numpy"); np != r->end() && np->is_string()) out["numpy_version"] = *np;
@@ -155,10 +161,20 @@ void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   if (!id) return;
   auto r = decode_exec(req.body);
   if (!r) return send_error(res, r.error());
+  // Checked before attaching: a sandbox already at its cap costs nothing more.
+  auto slot = ctx.exec_slots.acquire(*id);
+  if (!slot) {
+    res.set_header("Retry-After", "1");
+    return send_error(res, 429,
+                      "too many execs on " + *id + " (cap " + std::to_string(ctx.exec_slots.cap()) +
+                          " at once), retry later",
+                      "too_many_requests");
+  }
   engine::ExecOptions eo;
   eo.argv = r->args;
   eo.shell = r->shell;
-  eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(r->timeout_secs * 1000));
+  double secs = r->timeout_secs > 0 ? r->timeout_secs : kDefaultExecTimeoutSecs;
+  eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
   auto t0 = Clock::now();
   Json out;
   bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
@@ -191,7 +207,7 @@ void eval(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   if (!r) return send_error(res, r.error());
   Json out;
   bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
-    auto e = sb.eval(r->code);
+    auto e = sb.eval(r->code, kEvalDeadline);
     if (!e) return e.error();
     out = {{"result", e->value ? Json(*e->value) : Json()},
            {"error", e->error ? Json(*e->error) : Json()},

@@ -17,7 +17,9 @@
 #include "daemon/audit.h"
 #include "daemon/auth.h"
 #include "daemon/errors.h"
+#include "daemon/limits.h"
 #include "daemon/routes.h"
+#include "engine/registry.h"
 
 namespace forkd::daemon {
 
@@ -36,6 +38,13 @@ thread_local RequestState t_request;
 // httplib 0.11 binds only TCP; its protected listening socket lets a subclass serve a unix socket.
 class UnixHttpServer : public httplib::Server {
  public:
+  // httplib listens with a backlog of 5: a burst of clients overflows the accept queue and their
+  // connections are reset before the in-flight cap can answer them 503. Linux lets listen()
+  // on a listening socket raise the backlog.
+  void widen_backlog() {
+    if (svr_sock_ != INVALID_SOCKET) (void)::listen(svr_sock_, SOMAXCONN);
+  }
+
   Status bind_unix(const std::string& path) {
     sockaddr_un addr{};
     if (path.size() >= sizeof addr.sun_path) {
@@ -103,6 +112,20 @@ std::string default_message(int status, const httplib::Request& req, size_t max_
   }
 }
 
+// Re-adoption after a restart (even after kill -9): sandboxes live in the run dir, not in the
+// daemon, so live ones need nothing (the agent cache attaches on first use). Records whose QEMU
+// is gone are removed here, so the list shows only drivable sandboxes and nothing accumulates.
+void reap_dead_sandboxes(const engine::EngineConfig& cfg) {
+  for (const auto& s : engine::list_sandboxes(cfg)) {
+    if (s.state != "exited") continue;
+    if (auto st = engine::remove_sandbox(cfg, s.id); !st) {
+      spdlog::warn("reaping dead sandbox {}: {}", s.id, st.error().describe());
+    } else {
+      spdlog::info("reaped sandbox {}: its QEMU is gone", s.id);
+    }
+  }
+}
+
 }  // namespace
 
 struct Server::Impl {
@@ -124,10 +147,23 @@ struct Server::Impl {
 
 void Server::Impl::install(httplib::Server& svr) {
   int threads = opts.threads;
-  svr.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr.new_task_queue = [this, threads] {
+    return new AdmissionQueue(ctx.inflight, static_cast<size_t>(threads));
+  };
   svr.set_payload_max_length(opts.max_body_bytes);
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_request = RequestState{};
+    // Before auth: refusing costs nothing and tells nothing. /healthz is refused too, so a
+    // load balancer sees the daemon as saturated.
+    if (over_inflight_cap()) {
+      t_request.route = "busy";
+      res.set_header("Retry-After", "1");
+      send_error(res, 503,
+                 "busy: more than " + std::to_string(ctx.inflight.cap) +
+                     " requests in flight, retry later",
+                 "busy");
+      return httplib::Server::HandlerResponse::Handled;
+    }
     if (token.empty() || req.path == "/healthz") return httplib::Server::HandlerResponse::Unhandled;
     if (!bearer_matches(req.get_header_value("Authorization"), token)) {
       t_request.route = "auth";
@@ -178,6 +214,12 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
                                                const ServeOptions& opts) {
   auto impl = std::make_unique<Impl>(cfg);
   impl->opts = opts;
+  if (opts.threads < 1 || opts.max_inflight < 1 || opts.max_execs_per_sandbox < 1) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "threads, max_inflight and max_execs_per_sandbox must be >= 1");
+  }
+  impl->ctx.inflight.cap = opts.max_inflight;
+  impl->ctx.exec_slots.set_cap(opts.max_execs_per_sandbox);
   if (!opts.listen && opts.socket.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "nothing to listen on (--listen or --socket)");
   }
@@ -203,7 +245,7 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
     impl->audit.emplace(std::move(*a));
   }
   if (hp) {
-    auto svr = std::make_unique<httplib::Server>();
+    auto svr = std::make_unique<UnixHttpServer>();
     impl->install(*svr);
     int port = hp->port;
     if (port == 0) {
@@ -216,6 +258,7 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
       return make_error(ErrorCode::kUnavailable,
                         "cannot listen on " + *opts.listen + " (address in use or not local?)");
     }
+    svr->widen_backlog();
     impl->endpoints.push_back("http://" + hp->host + ":" + std::to_string(port));
     impl->servers.push_back(std::move(svr));
   }
@@ -226,6 +269,7 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
     impl->endpoints.push_back("unix:" + opts.socket);
     impl->servers.push_back(std::move(svr));
   }
+  reap_dead_sandboxes(cfg);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 

@@ -20,6 +20,10 @@ struct ServeOptions {
   std::string audit_log;                                 // empty: no audit log
   size_t max_body_bytes = 1 << 20;
   int threads = 16;  // requests served at once
+  // Connections queued or served at once, over every listener; beyond it the answer is 503.
+  int max_inflight = 64;
+  // Execs running at once on one sandbox; beyond it the answer is 429.
+  int max_execs_per_sandbox = 16;
 };
 
 class Server {

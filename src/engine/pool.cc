@@ -31,7 +31,12 @@ void kill_member(const std::string& sandboxes, const Json& m) {
     std::string id = m.value("id", "");
     auto cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20);
     if (is_safe_name(id) && cmd && cmd->find(sandboxes + "/" + id + "/") != std::string::npos) {
-      ::kill(pid, SIGKILL);
+      // Waited for, so a drain that returned has really stopped its members.
+      if (auto vm = vmm::VmProcess::adopt(pid)) {
+        vm->terminate(std::chrono::milliseconds(0));
+      } else {
+        ::kill(pid, SIGKILL);
+      }
     }
   }
   std::string id = m.value("id", "");

@@ -10,7 +10,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -54,6 +58,25 @@ void expect_error(const httplib::Result& r, int status, const std::string& needl
   if (!needle.empty()) {
     EXPECT_NE(r->body.find(needle), std::string::npos) << r->body;
   }
+}
+
+// Starts `forkd serve` on port with the token and waits for /healthz; nullopt on failure.
+std::optional<Child> start_daemon(int port, const std::string& token_file,
+                                  std::vector<std::string> extra = {}) {
+  std::vector<std::string> argv = {forkd_cli(),    "serve",
+                                   "--listen",     "127.0.0.1:" + std::to_string(port),
+                                   "--token-file", token_file};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto c = Child::spawn(argv);
+  if (!c) return std::nullopt;
+  httplib::Client cli("127.0.0.1", port);
+  for (int i = 0; i < 100; ++i) {
+    if (auto r = cli.Get("/healthz"); r && r->status == 200) return std::move(*c);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  c->kill(SIGKILL);
+  (void)c->wait();
+  return std::nullopt;
 }
 
 class Daemon : public ::testing::Test {
@@ -326,6 +349,188 @@ TEST_F(Daemon, UnixSocketIsPrivate) {
   auto code = c->wait(std::chrono::seconds(20));
   EXPECT_TRUE(code && *code == 0);
   EXPECT_FALSE(path_exists(sock)) << "socket left behind";
+}
+
+// Sandboxes outlive the daemon: after kill -9 and a restart both are listed and drivable; a
+// sandbox whose QEMU died while no daemon ran is reaped at the next start; nothing leaks.
+TEST_F(Daemon, ReadoptsAfterKill9) {
+  ensure_tag();
+  int port = free_port();
+  ASSERT_GT(port, 0);
+  auto d = start_daemon(port, home_ + "/token");
+  ASSERT_TRUE(d);
+  auto c = client();
+  httplib::Client mine("127.0.0.1", port);
+  mine.set_read_timeout(300, 0);
+  mine.set_bearer_token_auth(token_);
+  auto r = post(mine, "/v1/sandboxes", {{"snapshot_tag", "dt"}, {"n", 2}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  auto made = body_json(r);
+  ASSERT_EQ(made.size(), 2u);
+  std::string a = made[0]["id"], b = made[1]["id"];
+  auto exec_ok = [&](const std::string& id) {
+    auto e = post(mine, "/v1/sandboxes/" + id + "/exec", {{"args", {"echo", id}}});
+    return e && e->status == 200 && body_json(e)["stdout"] == id + "\n";
+  };
+  ASSERT_TRUE(exec_ok(a));  // the daemon now holds both agent connections
+  ASSERT_TRUE(exec_ok(b));
+
+  d->kill(SIGKILL);
+  (void)d->wait();
+  d = start_daemon(port, home_ + "/token");
+  ASSERT_TRUE(d);
+  auto ids = [&] {
+    std::set<std::string> out;
+    for (const auto& s : body_json(mine.Get("/v1/sandboxes"))) out.insert(s["id"]);
+    return out;
+  };
+  EXPECT_TRUE(ids().count(a) && ids().count(b));
+  EXPECT_TRUE(exec_ok(a)) << "not drivable after restart: " << a;
+  EXPECT_TRUE(exec_ok(b)) << "not drivable after restart: " << b;
+
+  // QEMU of a dies while no daemon runs.
+  int pid_a = body_json(mine.Get("/v1/sandboxes/" + a))["pid"];
+  ASSERT_GT(pid_a, 0);
+  d->kill(SIGKILL);
+  (void)d->wait();
+  ASSERT_EQ(::kill(pid_a, SIGKILL), 0);
+  for (int i = 0; i < 100 && ::kill(pid_a, 0) == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  d = start_daemon(port, home_ + "/token");
+  ASSERT_TRUE(d);
+  EXPECT_FALSE(ids().count(a)) << "dead sandbox not reaped";
+  EXPECT_TRUE(ids().count(b));
+  EXPECT_TRUE(exec_ok(b));
+  auto del = mine.Delete("/v1/sandboxes/" + b);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 204);
+  d->kill(SIGTERM);
+  (void)d->wait(std::chrono::seconds(20));
+  EXPECT_TRUE(qemu_pids_matching(a).empty()) << "QEMU of " << a << " leaked";
+  EXPECT_TRUE(qemu_pids_matching(b).empty()) << "QEMU of " << b << " leaked";
+}
+
+// 500 execs at once over 5 sandboxes from 50 threads: each is served (200) or refused at once
+// by a cap (429 per sandbox, 503 in flight); the daemon stays up; nothing leaks.
+TEST_F(Daemon, ConcurrentExecsAreServedOrRefused) {
+  ensure_tag();
+  auto c = client();
+  auto r = post(c, "/v1/sandboxes", {{"snapshot_tag", "dt"}, {"n", 5}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::vector<std::string> ids;
+  for (const auto& s : body_json(r)) ids.push_back(s["id"]);
+  ASSERT_EQ(ids.size(), 5u);
+
+  constexpr int kThreads = 50, kPerThread = 10;
+  std::atomic<int> ok{0}, throttled{0}, busy{0}, other{0};
+  std::mutex mu;
+  std::string first_other;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      httplib::Client cl("127.0.0.1", port_);
+      cl.set_read_timeout(60, 0);
+      cl.set_bearer_token_auth(token_);
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string& id = ids[(t + i) % ids.size()];
+        auto e =
+            cl.Post("/v1/sandboxes/" + id + "/exec", R"({"args":["true"]})", "application/json");
+        int st = e ? e->status : -1;
+        if (st == 200 && body_json(e)["exit_code"] == 0) {
+          ++ok;
+        } else if (st == 429 || st == 503) {
+          ++(st == 429 ? throttled : busy);
+          EXPECT_TRUE(body_json(e)["error"].is_string());
+        } else {
+          ++other;
+          std::lock_guard g(mu);
+          if (first_other.empty()) {
+            first_other = e ? std::to_string(st) + " " + e->body : httplib::to_string(e.error());
+            first_other += " (request " + std::to_string(i) + " of thread " + std::to_string(t) +
+                           ", errno " + std::to_string(errno) + ")";
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(other.load(), 0) << first_other;
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_EQ(ok + throttled + busy + other, kThreads * kPerThread);
+  std::printf("concurrent execs: %d ok, %d 429, %d 503\n", ok.load(), throttled.load(),
+              busy.load());
+  auto h = c.Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  auto m = c.Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_NE(m->body.find("forkd_requests_in_flight_cap 64"), std::string::npos);
+  EXPECT_NE(m->body.find("forkd_exec_per_sandbox_cap 16"), std::string::npos);
+  EXPECT_NE(m->body.find("forkd_execs_in_flight 0"), std::string::npos);
+  for (const auto& id : ids) {
+    auto d = c.Delete("/v1/sandboxes/" + id);
+    ASSERT_TRUE(d);
+    EXPECT_EQ(d->status, 204);
+  }
+  for (const auto& id : ids) EXPECT_TRUE(qemu_pids_matching(id).empty()) << id << " leaked";
+}
+
+// With small caps the refusals really happen: 429 past 2 execs on one sandbox, 503 past 4
+// requests in flight, and every refusal is immediate and carries an error body.
+TEST_F(Daemon, SmallCapsRefuseTheExcess) {
+  ensure_tag();
+  int port = free_port();
+  ASSERT_GT(port, 0);
+  auto d =
+      start_daemon(port, home_ + "/token", {"--max-inflight", "4", "--max-execs-per-sandbox", "2"});
+  ASSERT_TRUE(d);
+  httplib::Client c("127.0.0.1", port);
+  c.set_bearer_token_auth(token_);
+  c.set_read_timeout(120, 0);
+  auto r = c.Post("/v1/sandboxes", R"({"snapshot_tag":"dt","n":1})", "application/json");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  std::string id = body_json(r)[0]["id"];
+  std::atomic<int> ok{0}, throttled{0}, busy{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 12; ++t) {
+    threads.emplace_back([&] {
+      httplib::Client cl("127.0.0.1", port);
+      cl.set_bearer_token_auth(token_);
+      cl.set_read_timeout(60, 0);
+      auto e =
+          cl.Post("/v1/sandboxes/" + id + "/exec", R"({"args":["sleep","1"]})", "application/json");
+      int st = e ? e->status : -1;
+      if (st == 200) {
+        ++ok;
+      } else if (st == 429) {
+        ++throttled;
+      } else if (st == 503) {
+        ++busy;
+      } else {
+        ++other;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_GE(ok.load(), 1);
+  EXPECT_GT(throttled + busy, 0) << "12 one-second execs against caps of 2 and 4 were all served";
+  auto del = c.Delete("/v1/sandboxes/" + id);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 204);
+  d->kill(SIGTERM);
+  EXPECT_TRUE(d->wait(std::chrono::seconds(20)));
+}
+
+// An exec timeout beyond the daemon's bound is refused, not honoured.
+TEST_F(Daemon, ExecTimeoutBounded) {
+  auto c = client();
+  expect_error(post(c, "/v1/sandboxes/sb-x/exec", {{"args", {"true"}}, {"timeout_secs", 3601}}),
+               400, "timeout_secs");
 }
 
 }  // namespace

@@ -7,6 +7,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <thread>
+
 #include "base/files.h"
 #include "base/paths.h"
 #include "base/subprocess.h"
@@ -32,8 +35,16 @@ class TestHome : public ::testing::Environment {
     ::setenv("FORKD_HOME", home_->path().c_str(), 1);
   }
   void TearDown() override {
-    // Whatever a failed test left running goes with its home.
-    for (int pid : qemu_pids_for_home(home_->path())) ::kill(pid, SIGKILL);
+    // Whatever a failed test left running goes with its home (killed and waited for, so the
+    // no-leftover check that runs after every suite sees only real leaks).
+    auto left = qemu_pids_for_home(home_->path());
+    if (!left.empty()) {
+      std::fprintf(stderr, "test home: stopping %zu leftover QEMU process(es)\n", left.size());
+    }
+    for (int pid : left) ::kill(pid, SIGKILL);
+    for (int i = 0; i < 100 && !qemu_pids_for_home(home_->path()).empty(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     ::unlink((home_->path() + "/images").c_str());
     ::unlink((home_->path() + "/cache").c_str());
     home_.reset();

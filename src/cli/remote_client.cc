@@ -1,0 +1,142 @@
+#include "cli/remote_client.h"
+
+#include <httplib.h>
+#include <sys/socket.h>
+
+namespace forkd::cli {
+
+namespace {
+
+using Json = nlohmann::json;
+
+bool starts_with(const std::string& s, std::string_view p) { return s.rfind(p, 0) == 0; }
+
+// The code whose stable name is name, if any.
+std::optional<ErrorCode> code_from_name(std::string_view name) {
+  for (int i = 0; i <= static_cast<int>(ErrorCode::kNoPython); ++i) {
+    auto c = static_cast<ErrorCode>(i);
+    if (error_code_name(c) == name) return c;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Error http_error(int status, const std::string& body) {
+  Json j = Json::parse(body, nullptr, false);
+  std::string msg = "HTTP " + std::to_string(status);
+  if (j.is_object()) {
+    if (auto e = j.find("error"); e != j.end() && e->is_string()) msg = e->get<std::string>();
+  }
+  if (status == 401) {
+    return Error(ErrorCode::kInvalidArgument, "unauthorized: set FORKD_TOKEN (" + msg + ")");
+  }
+  if (j.is_object()) {
+    if (auto c = j.find("code"); c != j.end() && c->is_string()) {
+      if (auto code = code_from_name(c->get<std::string>())) return Error(*code, msg);
+    }
+  }
+  ErrorCode code = ErrorCode::kInternal;
+  if (status == 404) {
+    code = ErrorCode::kNotFound;
+  } else if (status == 400) {
+    code = ErrorCode::kInvalidArgument;
+  } else if (status == 409) {
+    code = ErrorCode::kAlreadyExists;
+  } else if (status >= 500) {
+    code = ErrorCode::kUnavailable;
+  }
+  return Error(code, msg);
+}
+
+Result<RemoteClient> RemoteClient::create(const std::string& url, std::string token) {
+  RemoteClient c;
+  c.url_ = url;
+  c.token_ = std::move(token);
+  if (starts_with(url, "unix://")) {
+    c.unix_socket_ = true;
+    c.base_ = url.substr(7);
+    if (c.base_.empty() || c.base_[0] != '/') {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "--url " + url + ": want unix:///absolute/path.sock");
+    }
+    return c;
+  }
+  size_t scheme_end = url.find("://");
+  std::string scheme = scheme_end == std::string::npos ? "" : url.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") {
+    return make_error(
+        ErrorCode::kInvalidArgument,
+        "--url " + url + ": want http://HOST:PORT, https://HOST:PORT or unix:///PATH");
+  }
+  std::string rest = url.substr(scheme_end + 3);
+  size_t slash = rest.find('/');
+  if (slash != std::string::npos) {
+    if (rest.substr(slash) != "/") {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "--url " + url + ": give the daemon's root, without a path");
+    }
+    rest.resize(slash);
+  }
+  if (rest.empty()) return make_error(ErrorCode::kInvalidArgument, "--url " + url + ": no host");
+  c.base_ = scheme + "://" + rest;
+  return c;
+}
+
+Result<Json> RemoteClient::get(const std::string& path) const {
+  return request("GET", path, nullptr);
+}
+
+Result<Json> RemoteClient::post(const std::string& path, const Json& body) const {
+  return request("POST", path, &body);
+}
+
+Status RemoteClient::del(const std::string& path) const {
+  auto r = request("DELETE", path, nullptr);
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+Result<Json> RemoteClient::request(const std::string& method, const std::string& path,
+                                   const Json* body) const {
+  std::unique_ptr<httplib::Client> cli;
+  if (unix_socket_) {
+    cli = std::make_unique<httplib::Client>(base_, 80);
+    cli->set_address_family(AF_UNIX);
+  } else {
+    cli = std::make_unique<httplib::Client>(base_);
+  }
+  if (!cli->is_valid()) {
+    return make_error(ErrorCode::kInvalidArgument, "--url " + url_ + ": not a usable address");
+  }
+  cli->set_connection_timeout(10, 0);
+  // Snapshot creation boots a VM and exec may run long: the daemon bounds the work itself.
+  cli->set_read_timeout(3600, 0);
+  cli->set_write_timeout(60, 0);
+  if (!token_.empty()) cli->set_bearer_token_auth(token_);
+  httplib::Result r =
+      method == "GET" ? cli->Get(path)
+      : method == "POST"
+          ? cli->Post(
+                path,
+                body ? body->dump(-1, ' ', false, Json::error_handler_t::replace) : std::string(),
+                "application/json")
+          : cli->Delete(path);
+  if (!r) {
+    std::string why = r.error() == httplib::Error::Connection
+                          ? "connection failed (is `forkd serve` running there?)"
+                          : httplib::to_string(r.error());
+    return make_error(ErrorCode::kUnavailable, "cannot reach forkd daemon at " + url_ + ": " + why);
+  }
+  if (r->status < 200 || r->status >= 300) {
+    return tl::unexpected(http_error(r->status, r->body).wrap(method + " " + path));
+  }
+  if (r->body.empty()) return Json();
+  Json j = Json::parse(r->body, nullptr, false);
+  if (j.is_discarded()) {
+    return make_error(ErrorCode::kProtocol, method + " " + path + ": daemon answered non-JSON");
+  }
+  return j;
+}
+
+}  // namespace forkd::cli

@@ -1,0 +1,253 @@
+// CLI client mode: each verb as one or a few REST calls (shared/reference/forkd-rest-v1.md).
+#include "cli/remote_verbs.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+
+#include "base/files.h"
+#include "cli/remote_client.h"
+
+namespace forkd::cli {
+
+namespace {
+
+using Json = nlohmann::json;
+
+Result<RemoteClient> client(const GlobalOptions& g) {
+  const char* token = std::getenv("FORKD_TOKEN");
+  return RemoteClient::create(g.url, token ? token : "");
+}
+
+std::string str(const Json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+int64_t num(const Json& j, const char* key) {
+  if (!j.is_object()) return 0;
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
+}
+
+double dbl(const Json& j, const char* key) {
+  if (!j.is_object()) return 0;
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : 0;
+}
+
+bool flag(const Json& j, const char* key) {
+  if (!j.is_object()) return false;
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
+std::string age(int64_t created) {
+  int64_t s = static_cast<int64_t>(std::time(nullptr)) - created;
+  if (s < 120) return std::to_string(s) + "s";
+  if (s < 7200) return std::to_string(s / 60) + "m";
+  return std::to_string(s / 3600) + "h";
+}
+
+Result<Json> list_array(const RemoteClient& c, const std::string& path) {
+  auto r = c.get(path);
+  if (!r) return r;
+  if (!r->is_array()) return make_error(ErrorCode::kProtocol, "GET " + path + ": not an array");
+  return r;
+}
+
+}  // namespace
+
+int remote_unsupported(const std::string& verb) {
+  std::fprintf(stderr,
+               "forkd: %s is not supported with --url (it runs on this machine's engine; unset "
+               "--url/FORKD_URL) [invalid_argument]\n",
+               verb.c_str());
+  return kExitUsage;
+}
+
+int remote_fork(const GlobalOptions& g, const std::string& tag, int n, bool json) {
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  auto r = c->post("/v1/sandboxes", {{"snapshot_tag", tag}, {"n", n}});
+  if (!r) return report_error(r.error());
+  if (!r->is_array()) return report_error(Error(ErrorCode::kProtocol, "fork: not an array"));
+  Json children = Json::array();
+  for (size_t i = 0; i < r->size(); ++i) {
+    const Json& s = (*r)[i];
+    if (!json) std::printf("%s\n", str(s, "id").c_str());
+    children.push_back({{"index", i}, {"id", str(s, "id")}, {"status", "ready"}, {"sandbox", s}});
+  }
+  if (json) print_json({{"tag", tag}, {"children", children}, {"failed", 0}});
+  return 0;
+}
+
+int remote_ps(const GlobalOptions& g, bool json) {
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  auto r = list_array(*c, "/v1/sandboxes");
+  if (!r) return report_error(r.error());
+  if (json) {
+    Json arr = Json::array();
+    for (Json s : *r) {
+      s["tag"] = str(s, "snapshot_tag");
+      s["created_at"] = num(s, "created_at_unix");
+      arr.push_back(std::move(s));
+    }
+    print_json({{"sandboxes", arr}});
+    return 0;
+  }
+  std::printf("%-16s %-8s %-20s %-8s %6s\n", "ID", "STATE", "FROM", "PID", "AGE");
+  for (const auto& s : *r) {
+    std::printf("%-16s %-8s %-20s %-8lld %6s\n", str(s, "id").c_str(), str(s, "state").c_str(),
+                ("tag:" + str(s, "snapshot_tag")).c_str(), static_cast<long long>(num(s, "pid")),
+                age(num(s, "created_at_unix")).c_str());
+  }
+  if (r->empty()) std::printf("(no sandboxes)\n");
+  return 0;
+}
+
+int remote_exec(const GlobalOptions& g, const RemoteExecArgs& a) {
+  if (a.has_cwd_or_env) {
+    return report_error(
+        Error(ErrorCode::kInvalidArgument, "exec: --cwd and --env are not supported with --url"));
+  }
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  Json body = {{"args", a.command}};
+  if (a.timeout_s > 0) body["timeout_secs"] = a.timeout_s;
+  auto r = c->post("/v1/sandboxes/" + a.id + "/exec", body);
+  if (!r) return report_error(r.error());
+  engine::ExecResult res;
+  res.exit_code = static_cast<int>(num(*r, "exit_code"));
+  res.timed_out = flag(*r, "timed_out");
+  res.duration_ms = num(*r, "duration_ms");
+  res.stdout_data = str(*r, "stdout");
+  res.stderr_data = str(*r, "stderr");
+  if (!a.json) {
+    (void)write_all(STDOUT_FILENO, res.stdout_data);
+    (void)write_all(STDERR_FILENO, res.stderr_data);
+  }
+  return finish_exec(res, a.json, a.timeout_s, {{"id", a.id}});
+}
+
+int remote_eval(const GlobalOptions& g, const std::string& id, const std::string& code, bool json) {
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  auto r = c->post("/v1/sandboxes/" + id + "/eval", {{"code", code}});
+  if (!r) return report_error(r.error());
+  bool obj = r->is_object();
+  Json value = obj && r->contains("result") ? (*r)["result"] : Json();
+  Json error = obj && r->contains("error") ? (*r)["error"] : Json();
+  if (json) {
+    print_json({{"id", id}, {"value", value}, {"stdout", str(*r, "stdout")}, {"error", error}});
+    return error.is_string() ? kExitError : 0;
+  }
+  std::fputs(str(*r, "stdout").c_str(), stdout);
+  if (error.is_string()) {
+    std::fprintf(stderr, "%s", error.get<std::string>().c_str());
+    return kExitError;
+  }
+  if (value.is_string()) std::printf("%s\n", value.get<std::string>().c_str());
+  return 0;
+}
+
+int remote_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool all, bool json) {
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  std::vector<std::string> targets = ids;
+  if (all) {
+    auto r = list_array(*c, "/v1/sandboxes");
+    if (!r) return report_error(r.error());
+    for (const auto& s : *r) targets.push_back(str(s, "id"));
+  } else if (targets.empty()) {
+    return report_error(Error(ErrorCode::kInvalidArgument, "rm: give sandbox ids or --all"));
+  }
+  int failed = 0;
+  Json out = Json::array();
+  for (const auto& id : targets) {
+    auto st = c->del("/v1/sandboxes/" + id);
+    out.push_back(
+        {{"id", id}, {"removed", bool(st)}, {"error", st ? Json() : Json(st.error().describe())}});
+    if (!st) {
+      ++failed;
+      if (!json) std::fprintf(stderr, "forkd: %s\n", st.error().describe().c_str());
+    } else if (!json) {
+      std::printf("%s\n", id.c_str());
+    }
+  }
+  if (json) print_json({{"removed", out}});
+  return failed ? kExitError : 0;
+}
+
+int remote_images(const GlobalOptions& g, bool json) {
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  auto r = list_array(*c, "/v1/snapshots");
+  if (!r) return report_error(r.error());
+  if (json) {
+    print_json({{"tags", *r}});
+    return 0;
+  }
+  std::printf("TAGS (daemon %s)\n", c->url().c_str());
+  if (r->empty()) std::printf("  (none: forkd --url URL snapshot --tag NAME)\n");
+  for (const auto& t : *r) {
+    std::time_t when_t = num(t, "created_at_unix");
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::localtime(&when_t));
+    std::printf("  %-20s image %-8s %5lld MiB  %-7s %s\n", str(t, "tag").c_str(),
+                str(t, "image").c_str(), static_cast<long long>(num(t, "memory_mib")),
+                str(t, "status").c_str(), when);
+  }
+  return 0;
+}
+
+int remote_rmi(const GlobalOptions& g, const std::vector<std::string>& tags) {
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  int failed = 0;
+  for (const auto& tag : tags) {
+    if (auto st = c->del("/v1/snapshots/" + tag); !st) {
+      ++failed;
+      report_error(st.error());
+    } else {
+      std::printf("%s\n", tag.c_str());
+    }
+  }
+  return failed ? kExitError : 0;
+}
+
+int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a) {
+  if (a.cpus != 1) {
+    return report_error(
+        Error(ErrorCode::kInvalidArgument, "snapshot: --cpus is not supported with --url"));
+  }
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  std::fprintf(stderr, "forkd: asking %s to boot %s and snapshot it as %s\n", c->url().c_str(),
+               a.image.c_str(), a.tag.c_str());
+  auto r = c->post("/v1/snapshots", {{"tag", a.tag},
+                                     {"image", a.image},
+                                     {"memory_mib", a.memory_mib},
+                                     {"exec", a.exec},
+                                     {"eval", a.eval},
+                                     {"force", a.force}});
+  if (!r) return report_error(r.error());
+  if (a.json) {
+    print_json(*r);
+    return 0;
+  }
+  Json t = r->is_object() && r->contains("timings_ms") ? (*r)["timings_ms"] : Json();
+  auto ms = [&t](const char* k) { return dbl(t, k); };
+  std::printf(
+      "tag %s ready: image %s, %d MiB, boot %.0f ms, warm-up %.0f ms, save %.0f ms, "
+      "commit %.0f ms\n",
+      a.tag.c_str(), a.image.c_str(), a.memory_mib, ms("boot"), ms("warmup"), ms("save"),
+      ms("commit"));
+  return 0;
+}
+
+}  // namespace forkd::cli

@@ -1,0 +1,38 @@
+#pragma once
+// CLI client mode: the verbs that go through a forkd daemon when --url (or FORKD_URL) is set.
+// Each local do_* function calls its remote_* counterpart first when g.url is non-empty.
+#include <string>
+#include <vector>
+
+#include "cli/output.h"
+
+namespace forkd::cli {
+
+int remote_fork(const GlobalOptions& g, const std::string& tag, int n, bool json);
+int remote_ps(const GlobalOptions& g, bool json);
+struct RemoteExecArgs {
+  std::string id;
+  std::vector<std::string> command;
+  double timeout_s = 0;
+  bool has_cwd_or_env = false;  // not expressible in the REST API
+  bool json = false;
+};
+int remote_exec(const GlobalOptions& g, const RemoteExecArgs& a);
+int remote_eval(const GlobalOptions& g, const std::string& id, const std::string& code, bool json);
+int remote_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool all, bool json);
+int remote_images(const GlobalOptions& g, bool json);
+int remote_rmi(const GlobalOptions& g, const std::vector<std::string>& tags);
+struct RemoteSnapshotArgs {
+  std::string tag, image;
+  int memory_mib = 256;
+  int cpus = 1;
+  std::vector<std::string> exec, eval;
+  bool force = false;
+  bool json = false;
+};
+int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a);
+
+// "forkd: VERB is not supported with --url ..." and kExitUsage.
+int remote_unsupported(const std::string& verb);
+
+}  // namespace forkd::cli

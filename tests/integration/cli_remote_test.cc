@@ -1,0 +1,176 @@
+// CLI client mode: `forkd --url URL VERB` against a real `forkd serve` on a free loopback port,
+// with its token in FORKD_TOKEN.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "base/files.h"
+#include "base/subprocess.h"
+#include "engine/config.h"
+#include "integration/vm_fixture.h"
+
+namespace forkd::test {
+namespace {
+
+using Json = nlohmann::json;
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+class CliRemote : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!qemu_missing_reason().empty()) return;
+    home_ = config().home;
+    token_ = engine::random_hex(32);
+    ASSERT_TRUE(write_file_atomic(home_ + "/cli-remote-token", token_ + "\n", 0600));
+    port_ = free_port();
+    ASSERT_GT(port_, 0);
+    url_ = "http://127.0.0.1:" + std::to_string(port_);
+    auto c = Child::spawn({forkd_cli(), "serve", "--listen", "127.0.0.1:" + std::to_string(port_),
+                           "--token-file", home_ + "/cli-remote-token"});
+    ASSERT_TRUE(c) << c.error().describe();
+    daemon_ = new Child(std::move(*c));
+    httplib::Client cli("127.0.0.1", port_);
+    for (int i = 0; i < 100; ++i) {
+      if (auto r = cli.Get("/healthz"); r && r->status == 200) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << "daemon did not answer /healthz";
+  }
+  static void TearDownTestSuite() {
+    if (daemon_) {
+      daemon_->kill(SIGTERM);
+      (void)daemon_->wait(std::chrono::seconds(20));
+      delete daemon_;
+      daemon_ = nullptr;
+    }
+    (void)run_cli({"rm", "--all"});
+  }
+  void SetUp() override {
+    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+    ASSERT_NE(daemon_, nullptr);
+  }
+
+  // forkd --url URL args..., with the token (or another one) in FORKD_TOKEN.
+  static CliResult remote(std::vector<std::string> args, const std::string& token = token_) {
+    args.insert(args.begin(), {"--url", url_});
+    return run_cli(args, {{"FORKD_TOKEN", token}});
+  }
+
+  static inline Child* daemon_ = nullptr;
+  static inline std::string home_, token_, url_;
+  static inline int port_ = 0;
+};
+
+TEST_F(CliRemote, SnapshotForkPsExecRmImages) {
+  auto snap = remote({"snapshot", "--tag", "clirem", "--memory", "128", "--force"});
+  ASSERT_EQ(snap.exit_code, 0) << snap.err;
+  EXPECT_NE(snap.out.find("tag clirem ready"), std::string::npos) << snap.out;
+
+  auto fork = remote({"fork", "--tag", "clirem", "-n", "2", "--json"});
+  ASSERT_EQ(fork.exit_code, 0) << fork.err;
+  Json fj = Json::parse(fork.out, nullptr, false);
+  ASSERT_TRUE(fj.is_object()) << fork.out;
+  ASSERT_EQ(fj["children"].size(), 2u) << fork.out;
+  std::vector<std::string> ids;
+  for (const auto& c : fj["children"]) ids.push_back(c["id"].get<std::string>());
+
+  auto ps = remote({"ps", "--json"});
+  ASSERT_EQ(ps.exit_code, 0) << ps.err;
+  Json pj = Json::parse(ps.out, nullptr, false);
+  ASSERT_TRUE(pj.is_object()) << ps.out;
+  for (const auto& id : ids) {
+    bool found = false;
+    for (const auto& s : pj["sandboxes"]) found = found || s["id"] == id;
+    EXPECT_TRUE(found) << id << " missing from " << ps.out;
+  }
+
+  auto ex = remote({"exec", ids[0], "--", "sh", "-c", "echo hello-remote; echo oops >&2; exit 3"});
+  EXPECT_EQ(ex.exit_code, 3) << ex.err;
+  EXPECT_EQ(ex.out, "hello-remote\n");
+  EXPECT_NE(ex.err.find("oops"), std::string::npos) << ex.err;
+
+  auto exj = remote({"exec", "--json", ids[1], "--", "echo", "hi"});
+  EXPECT_EQ(exj.exit_code, 0) << exj.err;
+  Json ej = Json::parse(exj.out, nullptr, false);
+  ASSERT_TRUE(ej.is_object()) << exj.out;
+  EXPECT_EQ(ej["stdout"], "hi\n");
+  EXPECT_EQ(ej["exit_code"], 0);
+
+  auto missing = remote({"exec", "sb-nope", "--", "true"});
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.err.find("not_found"), std::string::npos) << missing.err;
+
+  auto rm = remote({"rm", "--all"});
+  EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  for (const auto& id : ids) EXPECT_NE(rm.out.find(id), std::string::npos) << rm.out;
+  auto ps2 = remote({"ps", "--json"});
+  Json pj2 = Json::parse(ps2.out, nullptr, false);
+  ASSERT_TRUE(pj2.is_object()) << ps2.out;
+  EXPECT_TRUE(pj2["sandboxes"].empty()) << ps2.out;
+
+  auto images = remote({"images", "--json"});
+  ASSERT_EQ(images.exit_code, 0) << images.err;
+  Json ij = Json::parse(images.out, nullptr, false);
+  ASSERT_TRUE(ij.is_object()) << images.out;
+  bool has_tag = false;
+  for (const auto& t : ij["tags"]) has_tag = has_tag || t["tag"] == "clirem";
+  EXPECT_TRUE(has_tag) << images.out;
+  auto text = remote({"images"});
+  EXPECT_NE(text.out.find("clirem"), std::string::npos) << text.out;
+
+  auto rmi = remote({"rmi", "clirem"});
+  EXPECT_EQ(rmi.exit_code, 0) << rmi.err;
+  auto rmi2 = remote({"rmi", "clirem"});
+  EXPECT_NE(rmi2.exit_code, 0);
+  EXPECT_NE(rmi2.err.find("not_found"), std::string::npos) << rmi2.err;
+}
+
+TEST_F(CliRemote, WrongTokenIsUnauthorized) {
+  auto r = remote({"ps"}, token_.substr(0, token_.size() - 1) + "x");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("unauthorized"), std::string::npos) << r.err;
+  auto none = remote({"images"}, "");
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.err.find("FORKD_TOKEN"), std::string::npos) << none.err;
+}
+
+TEST_F(CliRemote, UnreachableDaemonIsAClearError) {
+  int port = free_port();
+  auto r = run_cli({"--url", "http://127.0.0.1:" + std::to_string(port), "ps"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("cannot reach forkd daemon at http://127.0.0.1:"), std::string::npos)
+      << r.err;
+  auto env = run_cli({"images"}, {{"FORKD_URL", "http://127.0.0.1:" + std::to_string(port)}});
+  EXPECT_NE(env.exit_code, 0);
+  EXPECT_NE(env.err.find("cannot reach forkd daemon"), std::string::npos) << env.err;
+}
+
+TEST_F(CliRemote, LocalOnlyVerbsAreRefused) {
+  auto r = remote({"run", "--", "true"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("not supported with --url"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace forkd::test
