@@ -3,11 +3,19 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "base/paths.h"
 #include "engine/fork.h"
 
 namespace forkd::daemon {
 
 namespace {
+
+// Tags become directory names: refuse anything outside ^[A-Za-z0-9_-]{1,64}$ at the door.
+Status check_tag(const std::string& tag) {
+  if (is_safe_name(tag)) return {};
+  return make_error(ErrorCode::kInvalidArgument, "invalid tag '" + tag.substr(0, 80) +
+                                                     "': use 1-64 characters from A-Z a-z 0-9 _ -");
+}
 
 using Json = nlohmann::json;
 
@@ -94,6 +102,7 @@ Result<SnapshotCreateRequest> decode_snapshot_create(std::string_view body) {
   }
   SnapshotCreateRequest r;
   FORKD_TRY(get_string(*j, "tag", true, &r.tag));
+  FORKD_TRY(check_tag(r.tag));
   FORKD_TRY(get_string(*j, "image", false, &r.image));
   FORKD_TRY(get_int(*j, "memory_mib", false, 64, 65536, &r.memory_mib));
   FORKD_TRY(get_strings(*j, "exec", &r.exec));
@@ -107,6 +116,7 @@ Result<ForkRequest> decode_fork(std::string_view body) {
   if (!j) return tl::unexpected(j.error());
   ForkRequest r;
   FORKD_TRY(get_string(*j, "snapshot_tag", true, &r.snapshot_tag));
+  FORKD_TRY(check_tag(r.snapshot_tag));
   FORKD_TRY(get_int(*j, "n", false, 1, engine::kMaxForkChildren, &r.n));
   return r;
 }

@@ -1,0 +1,104 @@
+// Unit tests for the daemon's pure parts: token vetting and matching, loopback detection, the
+// error table, and the request-body decoders.
+#include <gtest/gtest.h>
+
+#include "base/files.h"
+#include "daemon/auth.h"
+#include "daemon/errors.h"
+#include "daemon/request_decode.h"
+
+namespace forkd::daemon {
+namespace {
+
+constexpr const char* kGood = "Zq3v8Kp1Lm7Rt2Wx9Yb4Nc6Hd0Gf5Js8";
+
+TEST(Auth, WeakTokensRefused) {
+  EXPECT_TRUE(check_token_strength(kGood));
+  EXPECT_FALSE(check_token_strength("short"));
+  EXPECT_FALSE(check_token_strength(std::string(40, 'a')));
+  EXPECT_FALSE(check_token_strength("changeme"));
+  EXPECT_FALSE(check_token_strength(""));
+}
+
+TEST(Auth, LoadTokenTrimsAndVets) {
+  auto dir = TempDir::create("forkd-auth-test");
+  ASSERT_TRUE(dir);
+  ASSERT_TRUE(write_file_atomic(dir->path() + "/t", std::string("  ") + kGood + "\n"));
+  auto t = load_token(dir->path() + "/t");
+  ASSERT_TRUE(t) << t.error().describe();
+  EXPECT_EQ(*t, kGood);
+  ASSERT_TRUE(write_file_atomic(dir->path() + "/weak", "secret\n"));
+  EXPECT_FALSE(load_token(dir->path() + "/weak"));
+  EXPECT_FALSE(load_token(dir->path() + "/missing"));
+}
+
+TEST(Auth, BearerMatchesOnlyTheExactHeader) {
+  std::string good = std::string("Bearer ") + kGood;
+  EXPECT_TRUE(bearer_matches(good, kGood));
+  EXPECT_FALSE(bearer_matches(kGood, kGood));                            // no scheme
+  EXPECT_FALSE(bearer_matches("bearer x", kGood));                       // wrong token
+  EXPECT_FALSE(bearer_matches(good + "x", kGood));                       // longer
+  EXPECT_FALSE(bearer_matches(good.substr(0, good.size() - 1), kGood));  // shorter
+  EXPECT_FALSE(bearer_matches("", kGood));
+}
+
+TEST(Auth, Loopback) {
+  EXPECT_TRUE(is_loopback_host("127.0.0.1"));
+  EXPECT_TRUE(is_loopback_host("127.1.2.3"));
+  EXPECT_TRUE(is_loopback_host("::1"));
+  EXPECT_TRUE(is_loopback_host("localhost"));
+  EXPECT_FALSE(is_loopback_host("0.0.0.0"));
+  EXPECT_FALSE(is_loopback_host("10.0.0.1"));
+  EXPECT_FALSE(is_loopback_host("128.0.0.1"));
+}
+
+TEST(Errors, TableMapsStableCodes) {
+  EXPECT_EQ(http_status(ErrorCode::kInvalidArgument), 400);
+  EXPECT_EQ(http_status(ErrorCode::kNotFound), 404);
+  EXPECT_EQ(http_status(ErrorCode::kAlreadyExists), 409);
+  EXPECT_EQ(http_status(ErrorCode::kNoPython), 409);
+  EXPECT_EQ(http_status(ErrorCode::kUnavailable), 503);
+  EXPECT_EQ(http_status(ErrorCode::kAgentTimeout), 504);
+  EXPECT_EQ(http_status(ErrorCode::kInternal), 500);
+}
+
+TEST(Decode, ForkBounds) {
+  auto ok = decode_fork(R"({"snapshot_tag":"py","n":3,"unknown":true})");
+  ASSERT_TRUE(ok) << ok.error().describe();
+  EXPECT_EQ(ok->snapshot_tag, "py");
+  EXPECT_EQ(ok->n, 3);
+  EXPECT_FALSE(decode_fork(R"({"snapshot_tag":"py","n":0})"));
+  EXPECT_FALSE(decode_fork(R"({"snapshot_tag":"py","n":1001})"));
+  EXPECT_FALSE(decode_fork(R"({"snapshot_tag":"py","n":"3"})"));
+  EXPECT_FALSE(decode_fork(R"({"snapshot_tag":"../x","n":1})"));
+  EXPECT_FALSE(decode_fork(R"({"n":1})"));
+  EXPECT_FALSE(decode_fork("{not json"));
+  EXPECT_FALSE(decode_fork("[1,2]"));
+}
+
+TEST(Decode, SnapshotCreateNamesImageForForkdFields) {
+  auto ok = decode_snapshot_create(R"({"tag":"t","image":"python","exec":["true"]})");
+  ASSERT_TRUE(ok) << ok.error().describe();
+  EXPECT_EQ(ok->image, "python");
+  EXPECT_EQ(ok->exec, std::vector<std::string>{"true"});
+  auto fc = decode_snapshot_create(R"({"tag":"t","kernel":"/k","rootfs":"/r"})");
+  ASSERT_FALSE(fc);
+  EXPECT_NE(fc.error().message().find("image"), std::string::npos);
+  EXPECT_FALSE(decode_snapshot_create(R"({"tag":"a/b"})"));
+  EXPECT_FALSE(decode_snapshot_create(R"({"tag":"t","exec":"true"})"));
+}
+
+TEST(Decode, ExecAndEval) {
+  auto a = decode_exec(R"({"args":["echo","hi"],"timeout_secs":5})");
+  ASSERT_TRUE(a) << a.error().describe();
+  EXPECT_EQ(a->args.size(), 2u);
+  EXPECT_TRUE(decode_exec(R"({"shell":"echo hi"})"));
+  EXPECT_FALSE(decode_exec(R"({})"));
+  EXPECT_FALSE(decode_exec(R"({"args":[1,2]})"));
+  EXPECT_FALSE(decode_exec(R"({"args":["x"],"timeout_secs":3601})"));
+  EXPECT_TRUE(decode_eval(R"({"code":"1+1"})"));
+  EXPECT_FALSE(decode_eval(R"({"code":1})"));
+}
+
+}  // namespace
+}  // namespace forkd::daemon
