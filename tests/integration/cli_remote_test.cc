@@ -14,27 +14,13 @@
 #include "base/files.h"
 #include "base/subprocess.h"
 #include "engine/config.h"
+#include "integration/daemon_fixture.h"
 #include "integration/vm_fixture.h"
 
 namespace forkd::test {
 namespace {
 
 using Json = nlohmann::json;
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 class CliRemote : public ::testing::Test {
  protected:
@@ -46,16 +32,9 @@ class CliRemote : public ::testing::Test {
     port_ = free_port();
     ASSERT_GT(port_, 0);
     url_ = "http://127.0.0.1:" + std::to_string(port_);
-    auto c = Child::spawn({forkd_cli(), "serve", "--listen", "127.0.0.1:" + std::to_string(port_),
-                           "--token-file", home_ + "/cli-remote-token"});
-    ASSERT_TRUE(c) << c.error().describe();
+    auto c = start_daemon(port_, home_ + "/cli-remote-token");
+    ASSERT_TRUE(c) << "daemon did not answer /healthz";
     daemon_ = new Child(std::move(*c));
-    httplib::Client cli("127.0.0.1", port_);
-    for (int i = 0; i < 100; ++i) {
-      if (auto r = cli.Get("/healthz"); r && r->status == 200) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << "daemon did not answer /healthz";
   }
   static void TearDownTestSuite() {
     if (daemon_) {

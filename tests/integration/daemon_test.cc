@@ -21,27 +21,13 @@
 #include "base/files.h"
 #include "base/subprocess.h"
 #include "engine/config.h"
+#include "integration/daemon_fixture.h"
 #include "integration/vm_fixture.h"
 
 namespace forkd::test {
 namespace {
 
 using Json = nlohmann::json;
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 Json body_json(const httplib::Result& r) {
   if (!r) return Json();
@@ -60,25 +46,6 @@ void expect_error(const httplib::Result& r, int status, const std::string& needl
   }
 }
 
-// Starts `forkd serve` on port with the token and waits for /healthz; nullopt on failure.
-std::optional<Child> start_daemon(int port, const std::string& token_file,
-                                  std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv = {forkd_cli(),    "serve",
-                                   "--listen",     "127.0.0.1:" + std::to_string(port),
-                                   "--token-file", token_file};
-  argv.insert(argv.end(), extra.begin(), extra.end());
-  auto c = Child::spawn(argv);
-  if (!c) return std::nullopt;
-  httplib::Client cli("127.0.0.1", port);
-  for (int i = 0; i < 100; ++i) {
-    if (auto r = cli.Get("/healthz"); r && r->status == 200) return std::move(*c);
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  c->kill(SIGKILL);
-  (void)c->wait();
-  return std::nullopt;
-}
-
 class Daemon : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -89,17 +56,10 @@ class Daemon : public ::testing::Test {
     audit_ = home_ + "/audit.log";
     port_ = free_port();
     ASSERT_GT(port_, 0);
-    auto c = Child::spawn({forkd_cli(), "serve", "--listen", "127.0.0.1:" + std::to_string(port_),
-                           "--token-file", home_ + "/token", "--audit-log", audit_,
-                           "--max-body-bytes", "65536"});
-    ASSERT_TRUE(c) << c.error().describe();
+    auto c =
+        start_daemon(port_, home_ + "/token", {"--audit-log", audit_, "--max-body-bytes", "65536"});
+    ASSERT_TRUE(c) << "daemon did not answer /healthz";
     daemon_ = new Child(std::move(*c));
-    httplib::Client cli("127.0.0.1", port_);
-    for (int i = 0; i < 100; ++i) {
-      if (auto r = cli.Get("/healthz"); r && r->status == 200) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << "daemon did not answer /healthz";
   }
   static void TearDownTestSuite() {
     if (daemon_) {

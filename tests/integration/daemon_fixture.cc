@@ -1,0 +1,49 @@
+#include "integration/daemon_fixture.h"
+
+#include <arpa/inet.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "integration/vm_fixture.h"
+
+namespace forkd::test {
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    return 0;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::optional<Child> start_daemon(int port, const std::string& token_file,
+                                  std::vector<std::string> extra) {
+  std::vector<std::string> argv = {forkd_cli(),    "serve",
+                                   "--listen",     "127.0.0.1:" + std::to_string(port),
+                                   "--token-file", token_file};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto c = Child::spawn(argv);
+  if (!c) return std::nullopt;
+  httplib::Client cli("127.0.0.1", port);
+  for (int i = 0; i < 100; ++i) {
+    if (auto r = cli.Get("/healthz"); r && r->status == 200) return std::move(*c);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  c->kill(SIGKILL);
+  (void)c->wait();
+  return std::nullopt;
+}
+
+}  // namespace forkd::test

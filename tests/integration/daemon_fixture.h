@@ -1,0 +1,19 @@
+#pragma once
+// Helpers for tests that drive a real `forkd serve` process.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/subprocess.h"
+
+namespace forkd::test {
+
+// A loopback TCP port that was free a moment ago; 0 on failure.
+int free_port();
+
+// Starts `forkd serve --listen 127.0.0.1:port --token-file token_file extra...` and waits for
+// /healthz to answer 200; nullopt (the process killed) when it never does.
+std::optional<Child> start_daemon(int port, const std::string& token_file,
+                                  std::vector<std::string> extra = {});
+
+}  // namespace forkd::test
