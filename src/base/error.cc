@@ -41,6 +41,8 @@ std::string_view error_code_name(ErrorCode code) {
       return "protocol_error";
     case ErrorCode::kNoPython:
       return "no_python";
+    case ErrorCode::kFailedPrecondition:
+      return "failed_precondition";
   }
   return "internal";
 }

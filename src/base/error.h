@@ -25,7 +25,8 @@ enum class ErrorCode {
   kCancelled,
   kUnavailable,
   kProtocol,
-  kNoPython,  // eval in a sandbox whose image has no Python
+  kNoPython,            // eval in a sandbox whose image has no Python
+  kFailedPrecondition,  // the object is in the wrong state (a chain link whose parent is gone)
 };
 
 // The stable snake_case name of a code ("not_found").

@@ -1,10 +1,12 @@
 #include "base/files.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -101,17 +103,34 @@ Status remove_tree(const std::string& path) {
   return {};
 }
 
+std::string file_identity(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "";
+  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ctim.tv_sec) + "." +
+         std::to_string(st.st_ctim.tv_nsec);
+}
+
+std::vector<std::string> list_dir_names(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (auto* e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name != "." && name != "..") out.push_back(std::move(name));
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 bool path_exists(const std::string& path) {
   struct stat st;
   return ::lstat(path.c_str(), &st) == 0;
 }
 
 namespace {
-struct MdCtxFree {
-  void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-};
-using MdCtx = std::unique_ptr<EVP_MD_CTX, MdCtxFree>;
-
 std::string to_hex(const unsigned char* digest, unsigned len) {
   static const char kHex[] = "0123456789abcdef";
   std::string out;
@@ -124,21 +143,26 @@ std::string to_hex(const unsigned char* digest, unsigned len) {
 }
 }  // namespace
 
-std::string sha256_hex(std::string_view data) {
-  MdCtx ctx(EVP_MD_CTX_new());
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+void Sha256::update(const void* data, size_t n) { EVP_DigestUpdate(ctx_, data, n); }
+std::string Sha256::hex() {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned len = 0;
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  EVP_DigestUpdate(ctx.get(), data.data(), data.size());
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
+  EVP_DigestFinal_ex(ctx_, digest, &len);
   return to_hex(digest, len);
+}
+
+std::string sha256_hex(std::string_view data) {
+  Sha256 h;
+  h.update(data.data(), data.size());
+  return h.hex();
 }
 
 Result<std::string> sha256_file(const std::string& path) {
   auto fd = open_file(path, O_RDONLY);
   if (!fd) return tl::unexpected(fd.error());
-  MdCtx ctx(EVP_MD_CTX_new());
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  Sha256 h;
   std::unique_ptr<char[]> buf(new char[1 << 20]);
   for (;;) {
     ssize_t n = ::read(fd->get(), buf.get(), 1 << 20);
@@ -147,12 +171,9 @@ Result<std::string> sha256_file(const std::string& path) {
       return errno_error(errno, "read " + path);
     }
     if (n == 0) break;
-    EVP_DigestUpdate(ctx.get(), buf.get(), static_cast<size_t>(n));
+    h.update(buf.get(), static_cast<size_t>(n));
   }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
-  return to_hex(digest, len);
+  return h.hex();
 }
 
 Result<TempDir> TempDir::create(std::string_view prefix) {

@@ -35,9 +35,30 @@ Status remove_tree(const std::string& path);
 
 bool path_exists(const std::string& path);
 
+// Names in a directory (without "." and ".."), sorted; empty when it cannot be read.
+std::vector<std::string> list_dir_names(const std::string& dir);
+
+// The identity of one version of a file (device, inode, size, mtime, ctime): a rewrite,
+// truncation or chmod changes it. Empty when the file is missing.
+std::string file_identity(const std::string& path);
+
 // Lowercase hex SHA-256 of a file's contents, or of a string.
 Result<std::string> sha256_file(const std::string& path);
 std::string sha256_hex(std::string_view data);
+
+// Incremental SHA-256.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* data, size_t n);
+  std::string hex();  // finishes the digest; call once
+
+ private:
+  struct evp_md_ctx_st* ctx_;
+};
 
 // A fresh directory under the system temp dir, removed on destruction.
 class TempDir {

@@ -9,8 +9,9 @@ int http_status(ErrorCode code) {
     case ErrorCode::kNotFound:
       return 404;
     case ErrorCode::kAlreadyExists:
-    case ErrorCode::kNoPython:          // the sandbox's image cannot eval
-    case ErrorCode::kChecksumMismatch:  // tag not restorable: the contract's 409
+    case ErrorCode::kNoPython:            // the sandbox's image cannot eval
+    case ErrorCode::kFailedPrecondition:  // e.g. a link whose parent is gone: not restorable
+    case ErrorCode::kChecksumMismatch:    // tag not restorable: the contract's 409
       return 409;
     case ErrorCode::kGuestCommandNotFound:
       return 422;
