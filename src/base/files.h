@@ -11,6 +11,8 @@
 #include "base/error.h"
 #include "base/unique_fd.h"
 
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
+
 namespace forkd {
 
 Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode = 0644);
@@ -57,7 +59,7 @@ class Sha256 {
   std::string hex();  // finishes the digest; call once
 
  private:
-  struct evp_md_ctx_st* ctx_;
+  struct ::evp_md_ctx_st* ctx_;
 };
 
 // A fresh directory under the system temp dir, removed on destruction.
