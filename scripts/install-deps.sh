@@ -9,6 +9,8 @@ PKGS=(
   # C++ libraries (see STYLE.md)
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libexpected-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libxxhash-dev libzstd-dev libarchive-dev
+  # the openssl CLI: certificates for the HTTPS test (tests/integration/daemon_tls_test.cc)
+  openssl
   # VMM and guest images
   qemu-system-x86 qemu-utils busybox-static debootstrap cpio gzip e2fsprogs
   # guest kernel build

@@ -2,6 +2,9 @@
 
 #include <httplib.h>
 #include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 namespace forkd::cli {
 
@@ -49,10 +52,15 @@ Error http_error(int status, const std::string& body) {
   return Error(code, msg);
 }
 
-Result<RemoteClient> RemoteClient::create(const std::string& url, std::string token) {
+Result<RemoteClient> RemoteClient::create(const std::string& url, std::string token,
+                                          std::string ca_file) {
   RemoteClient c;
   c.url_ = url;
   c.token_ = std::move(token);
+  if (!ca_file.empty() && ::access(ca_file.c_str(), R_OK) != 0) {
+    return errno_error(errno, "FORKD_CA_CERT " + ca_file);
+  }
+  c.ca_file_ = std::move(ca_file);
   if (starts_with(url, "unix://")) {
     c.unix_socket_ = true;
     c.base_ = url.substr(7);
@@ -114,6 +122,8 @@ Result<Json> RemoteClient::request(const std::string& method, const std::string&
   cli->set_read_timeout(3600, 0);
   cli->set_write_timeout(60, 0);
   if (!token_.empty()) cli->set_bearer_token_auth(token_);
+  if (!ca_file_.empty()) cli->set_ca_cert_path(ca_file_.c_str());
+  cli->enable_server_certificate_verification(true);
   httplib::Result r =
       method == "GET" ? cli->Get(path)
       : method == "POST"
@@ -123,9 +133,14 @@ Result<Json> RemoteClient::request(const std::string& method, const std::string&
                 "application/json")
           : cli->Delete(path);
   if (!r) {
-    std::string why = r.error() == httplib::Error::Connection
-                          ? "connection failed (is `forkd serve` running there?)"
-                          : httplib::to_string(r.error());
+    std::string why = httplib::to_string(r.error());
+    if (r.error() == httplib::Error::Connection) {
+      why = "connection failed (is `forkd serve` running there?)";
+    } else if (r.error() == httplib::Error::SSLServerVerification) {
+      why = "TLS certificate not trusted (set FORKD_CA_CERT to the daemon's CA or certificate)";
+    } else if (r.error() == httplib::Error::SSLConnection) {
+      why = "TLS handshake failed (is the daemon serving https?)";
+    }
     return make_error(ErrorCode::kUnavailable, "cannot reach forkd daemon at " + url_ + ": " + why);
   }
   if (r->status < 200 || r->status >= 300) {

@@ -12,7 +12,10 @@ class RemoteClient {
  public:
   // url: http://host:port, https://host:port or unix:///path/to.sock (a trailing "/" is allowed,
   // other paths are refused). token: sent as "Authorization: Bearer <token>" when non-empty.
-  static Result<RemoteClient> create(const std::string& url, std::string token);
+  // ca_file: for https, a PEM file of the CA (or self-signed certificate) to trust instead of the
+  // system store; it must be readable. The server's certificate and host name are always checked.
+  static Result<RemoteClient> create(const std::string& url, std::string token,
+                                     std::string ca_file = {});
 
   Result<nlohmann::json> get(const std::string& path) const;
   Result<nlohmann::json> post(const std::string& path, const nlohmann::json& body) const;
@@ -29,6 +32,7 @@ class RemoteClient {
   std::string base_;  // scheme://host:port for httplib, or the socket path
   bool unix_socket_ = false;
   std::string token_;
+  std::string ca_file_;  // empty: the system's CA store
 };
 
 // The error for a non-2xx answer: the body's `code` when it names one of ours, else by status

@@ -18,7 +18,8 @@ using Json = nlohmann::json;
 
 Result<RemoteClient> client(const GlobalOptions& g) {
   const char* token = std::getenv("FORKD_TOKEN");
-  return RemoteClient::create(g.url, token ? token : "");
+  const char* ca = std::getenv("FORKD_CA_CERT");
+  return RemoteClient::create(g.url, token ? token : "", ca ? ca : "");
 }
 
 std::string str(const Json& j, const char* key) {

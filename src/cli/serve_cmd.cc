@@ -15,6 +15,8 @@ struct ServeArgs {
   std::string socket;
   std::string token_file;
   std::string audit_log;
+  std::string tls_cert;
+  std::string tls_key;
   size_t max_body_bytes = 1 << 20;
   int max_inflight = 64;
   int max_execs_per_sandbox = 16;
@@ -44,6 +46,8 @@ int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   o.socket = a.socket;
   o.token_file = a.token_file;
   o.audit_log = a.audit_log;
+  o.tls_cert = a.tls_cert;
+  o.tls_key = a.tls_key;
   o.max_body_bytes = a.max_body_bytes;
   o.max_inflight = a.max_inflight;
   o.max_execs_per_sandbox = a.max_execs_per_sandbox;
@@ -71,6 +75,9 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--token-file", a->token_file,
                   "File holding the bearer token (>= 32 random characters)");
   sub->add_option("--audit-log", a->audit_log, "Append one JSON line per request here");
+  sub->add_option("--tls-cert", a->tls_cert,
+                  "PEM certificate (chain) for HTTPS on the TCP listener; needs --tls-key");
+  sub->add_option("--tls-key", a->tls_key, "PEM private key (unencrypted) for --tls-cert");
   sub->add_option("--max-body-bytes", a->max_body_bytes, "Largest request body accepted")
       ->check(CLI::Range(size_t{1}, size_t{64} << 20))
       ->capture_default_str();

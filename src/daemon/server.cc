@@ -19,6 +19,7 @@
 #include "daemon/errors.h"
 #include "daemon/limits.h"
 #include "daemon/routes.h"
+#include "daemon/tls.h"
 #include "engine/registry.h"
 
 namespace forkd::daemon {
@@ -36,13 +37,17 @@ struct RequestState {
 thread_local RequestState t_request;
 
 // httplib 0.11 binds only TCP; its protected listening socket lets a subclass serve a unix socket.
-class UnixHttpServer : public httplib::Server {
+// Base is httplib::Server, or httplib::SSLServer for HTTPS on TCP.
+template <typename Base>
+class Listener : public Base {
  public:
+  using Base::Base;
+
   // httplib listens with a backlog of 5: a burst of clients overflows the accept queue and their
   // connections are reset before the in-flight cap can answer them 503. Linux lets listen()
   // on a listening socket raise the backlog.
   void widen_backlog() {
-    if (svr_sock_ != INVALID_SOCKET) (void)::listen(svr_sock_, SOMAXCONN);
+    if (this->svr_sock_ != INVALID_SOCKET) (void)::listen(this->svr_sock_, SOMAXCONN);
   }
 
   Status bind_unix(const std::string& path) {
@@ -71,10 +76,12 @@ class UnixHttpServer : public httplib::Server {
       ::close(fd);
       return errno_error(err, "bind " + path);
     }
-    svr_sock_ = fd;
+    this->svr_sock_ = fd;
     return {};
   }
 };
+using PlainListener = Listener<httplib::Server>;
+using TlsListener = Listener<httplib::SSLServer>;
 
 struct HostPort {
   std::string host;
@@ -223,6 +230,16 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
   if (!opts.listen && opts.socket.empty()) {
     return make_error(ErrorCode::kInvalidArgument, "nothing to listen on (--listen or --socket)");
   }
+  if (opts.tls_cert.empty() != opts.tls_key.empty()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--tls-cert and --tls-key go together: give both, or neither");
+  }
+  bool tls = !opts.tls_cert.empty();
+  if (tls && !opts.listen) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--tls-cert/--tls-key apply to the TCP listener: add --listen HOST:PORT "
+                      "(the unix socket is plain HTTP)");
+  }
   if (!opts.token_file.empty()) {
     auto t = load_token(opts.token_file);
     if (!t) return tl::unexpected(t.error());
@@ -245,7 +262,24 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
     impl->audit.emplace(std::move(*a));
   }
   if (hp) {
-    auto svr = std::make_unique<UnixHttpServer>();
+    std::unique_ptr<PlainListener> plain;
+    std::unique_ptr<TlsListener> secure;
+    httplib::Server* svr = nullptr;
+    if (tls) {
+      Status tls_status;
+      secure = std::make_unique<TlsListener>([&](SSL_CTX& ssl) {
+        tls_status = configure_tls(ssl, opts.tls_cert, opts.tls_key);
+        return tls_status.has_value();
+      });
+      if (!tls_status) return tl::unexpected(tls_status.error());
+      if (!secure->is_valid()) {
+        return make_error(ErrorCode::kInternal, "TLS: cannot create an OpenSSL context");
+      }
+      svr = secure.get();
+    } else {
+      plain = std::make_unique<PlainListener>();
+      svr = plain.get();
+    }
     impl->install(*svr);
     int port = hp->port;
     if (port == 0) {
@@ -258,12 +292,18 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
       return make_error(ErrorCode::kUnavailable,
                         "cannot listen on " + *opts.listen + " (address in use or not local?)");
     }
-    svr->widen_backlog();
-    impl->endpoints.push_back("http://" + hp->host + ":" + std::to_string(port));
-    impl->servers.push_back(std::move(svr));
+    if (secure) {
+      secure->widen_backlog();
+      impl->servers.push_back(std::move(secure));
+    } else {
+      plain->widen_backlog();
+      impl->servers.push_back(std::move(plain));
+    }
+    impl->endpoints.push_back((tls ? "https://" : "http://") + hp->host + ":" +
+                              std::to_string(port));
   }
   if (!opts.socket.empty()) {
-    auto svr = std::make_unique<UnixHttpServer>();
+    auto svr = std::make_unique<PlainListener>();
     impl->install(*svr);
     if (auto st = svr->bind_unix(opts.socket); !st) return tl::unexpected(st.error());
     impl->endpoints.push_back("unix:" + opts.socket);

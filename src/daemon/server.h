@@ -18,6 +18,10 @@ struct ServeOptions {
   std::string socket;                                    // unix socket path; empty: none
   std::string token_file;                                // empty: no auth (loopback only)
   std::string audit_log;                                 // empty: no audit log
+  // PEM files: both set, the TCP listener serves HTTPS (the unix socket stays plain HTTP);
+  // both empty, plain HTTP. One without the other is refused.
+  std::string tls_cert;
+  std::string tls_key;
   size_t max_body_bytes = 1 << 20;
   int threads = 16;  // requests served at once
   // Connections queued or served at once, over every listener; beyond it the answer is 503.
@@ -28,8 +32,8 @@ struct ServeOptions {
 
 class Server {
  public:
-  // Validates the options (token strength, loopback without a token), opens the audit log and
-  // binds the sockets. kInvalidArgument for refused configurations, with the reason.
+  // Validates the options (token strength, loopback without a token, TLS files), opens the audit
+  // log and binds the sockets. kInvalidArgument for refused configurations, with the reason.
   static Result<std::unique_ptr<Server>> create(const engine::EngineConfig& cfg,
                                                 const ServeOptions& opts);
   ~Server();
@@ -39,7 +43,8 @@ class Server {
   // Thread-safe; callable before or during run(). Not async-signal-safe.
   void stop();
 
-  // Where it listens, for the start-up message ("http://127.0.0.1:8889", "unix:/path").
+  // Where it listens, for the start-up message ("http://127.0.0.1:8889", "https://...",
+  // "unix:/path").
   std::string endpoints() const;
 
  private:

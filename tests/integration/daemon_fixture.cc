@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <memory>
 #include <thread>
 
 #include "integration/vm_fixture.h"
@@ -29,14 +30,21 @@ int free_port() {
 }
 
 std::optional<Child> start_daemon(int port, const std::string& token_file,
-                                  std::vector<std::string> extra) {
+                                  std::vector<std::string> extra, const std::string& tls_ca) {
   std::vector<std::string> argv = {forkd_cli(),    "serve",
                                    "--listen",     "127.0.0.1:" + std::to_string(port),
                                    "--token-file", token_file};
   argv.insert(argv.end(), extra.begin(), extra.end());
   auto c = Child::spawn(argv);
   if (!c) return std::nullopt;
-  httplib::Client cli("127.0.0.1", port);
+  std::unique_ptr<httplib::Client> https;
+  if (!tls_ca.empty()) {
+    https = std::make_unique<httplib::Client>("https://127.0.0.1:" + std::to_string(port));
+    https->set_ca_cert_path(tls_ca.c_str());
+    https->enable_server_certificate_verification(true);
+  }
+  httplib::Client plain("127.0.0.1", port);
+  httplib::Client& cli = https ? *https : plain;
   for (int i = 0; i < 100; ++i) {
     if (auto r = cli.Get("/healthz"); r && r->status == 200) return std::move(*c);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

@@ -12,8 +12,10 @@ namespace forkd::test {
 int free_port();
 
 // Starts `forkd serve --listen 127.0.0.1:port --token-file token_file extra...` and waits for
-// /healthz to answer 200; nullopt (the process killed) when it never does.
+// /healthz to answer 200; nullopt (the process killed) when it never does. With tls_ca (extra
+// then holds --tls-cert/--tls-key), /healthz is asked over https, trusting that PEM file.
 std::optional<Child> start_daemon(int port, const std::string& token_file,
-                                  std::vector<std::string> extra = {});
+                                  std::vector<std::string> extra = {},
+                                  const std::string& tls_ca = "");
 
 }  // namespace forkd::test
