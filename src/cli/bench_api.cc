@@ -1,0 +1,253 @@
+// forkd bench api: what the REST daemon adds to a request. One sandbox, forked from a throw-away
+// tag in a throw-away FORKD_HOME, runs `true` N times straight through the engine and N times
+// through a daemon (in this process, on a loopback port, reached with the CLI client mode's HTTP
+// client); N GET /healthz give the cost of HTTP alone.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <numeric>
+#include <thread>
+
+#include "base/files.h"
+#include "cli/output.h"
+#include "cli/remote_client.h"
+#include "cli/stats.h"
+#include "daemon/server.h"
+#include "engine/fork.h"
+#include "engine/registry.h"
+#include "engine/snapshot.h"
+#include "vmm/accel.h"
+
+namespace forkd::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
+
+// Untimed calls before each series: the first execs in a fresh child translate cold guest code,
+// and the daemon attaches to the agent on its first exec.
+constexpr int kWarmupCalls = 5;
+
+struct ApiArgs {
+  std::string image = "minimal";
+  int runs = 200;
+  int memory_mib = 256;
+  bool json = false;
+};
+
+// Set by Ctrl-C/SIGTERM (on main's signal thread): the series stop and everything is cleaned up.
+std::atomic<bool> g_interrupted{false};
+void on_signal(int) { g_interrupted = true; }
+
+// Everything the bench starts, torn down in reverse order on every exit path: the daemon (its
+// agent connections with it), then the sandbox's QEMU. The bench home itself is a TempDir
+// declared before this, so it goes last, with the tag in it.
+struct Teardown {
+  engine::EngineConfig cfg;
+  std::unique_ptr<daemon::Server> server;
+  std::jthread serving;
+  std::string sandbox_id;
+
+  ~Teardown() {
+    if (server) server->stop();
+    if (serving.joinable()) serving.join();
+    server.reset();
+    if (!sandbox_id.empty()) {
+      if (auto st = engine::remove_sandbox(cfg, sandbox_id); !st) {
+        std::fprintf(stderr, "forkd: bench api: removing sandbox %s: %s\n", sandbox_id.c_str(),
+                     st.error().describe().c_str());
+      }
+    }
+  }
+};
+
+Json series_json(const std::vector<double>& ms) {
+  Json j = summarize(ms).to_json();
+  j["mean"] = ms.empty() ? 0.0 : std::accumulate(ms.begin(), ms.end(), 0.0) / ms.size();
+  return j;
+}
+
+// Runs call kWarmupCalls times untimed, then n times timed (ms each). Stops at the first error.
+template <typename Call>
+Result<std::vector<double>> time_series(const char* what, int n, Call call) {
+  std::vector<double> ms;
+  ms.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < kWarmupCalls + n; ++i) {
+    if (g_interrupted) return make_error(ErrorCode::kCancelled, "interrupted");
+    auto t = Clock::now();
+    if (auto st = call(); !st) return tl::unexpected(st.error().wrap(what));
+    if (i >= kWarmupCalls) {
+      ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t).count());
+    }
+  }
+  return ms;
+}
+
+Status exit_zero(int code, const char* via) {
+  if (code == 0) return {};
+  return make_error(ErrorCode::kInternal,
+                    std::string("`true` exited ") + std::to_string(code) + " via " + via);
+}
+
+Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
+  // The bench home: private sandboxes, tags and run dirs; images and the build cache are the real
+  // home's, through symlinks (remove_all removes a link, never what it points at).
+  auto home = TempDir::create("forkd-bench-api");
+  if (!home) return tl::unexpected(home.error());
+  for (const char* sub : {"images", "cache"}) {
+    FORKD_TRY(make_dirs(cfg.home + "/" + sub));
+    std::string link = home->path() + "/" + sub;
+    if (::symlink((cfg.home + "/" + sub).c_str(), link.c_str()) != 0) {
+      return errno_error(errno, "symlink " + link);
+    }
+  }
+  cfg.home = home->path();
+  Teardown td;
+  td.cfg = cfg;
+
+  engine::SnapshotOptions so;
+  so.tag = "bench-api";
+  so.image = a.image;
+  so.memory_mib = a.memory_mib;
+  so.progress = stderr_progress();
+  std::fprintf(stderr, "forkd: bench api: creating a %s tag\n", a.image.c_str());
+  auto snap = engine::create_snapshot(cfg, so);
+  if (!snap) return tl::unexpected(snap.error());
+  if (g_interrupted) return make_error(ErrorCode::kCancelled, "interrupted");
+  engine::ForkOptions fo;
+  fo.tag = so.tag;
+  fo.use_pool = false;
+  auto forked = engine::fork_children(cfg, fo);
+  if (!forked) return tl::unexpected(forked.error());
+  if (forked->children.size() != 1) {
+    return make_error(ErrorCode::kInternal, "fork of 1 returned no child");
+  }
+  const auto& child = forked->children.front();
+  td.sandbox_id = child.id;
+  if (child.error) return tl::unexpected(*child.error);
+  if (g_interrupted) return make_error(ErrorCode::kCancelled, "interrupted");
+
+  engine::ExecOptions eo;
+  eo.argv = {"true"};
+  std::vector<double> direct;
+  {
+    // The attached object holds the agent connection, which QEMU gives one client at a time:
+    // it is closed before the daemon is started.
+    auto sb = engine::Sandbox::attach(cfg, child.id);
+    if (!sb) return tl::unexpected(sb.error());
+    std::fprintf(stderr, "forkd: bench api: %d execs through the engine\n", a.runs);
+    auto r = time_series("direct exec", a.runs, [&]() -> Status {
+      auto res = (*sb)->exec(eo);
+      if (!res) return tl::unexpected(res.error());
+      return exit_zero(res->exit_code, "the engine");
+    });
+    if (!r) return tl::unexpected(r.error());
+    direct = std::move(*r);
+  }
+
+  daemon::ServeOptions opts;
+  opts.listen = "127.0.0.1:0";  // any free port; loopback without a token is allowed
+  auto server = daemon::Server::create(cfg, opts);
+  if (!server) return tl::unexpected(server.error().wrap("start daemon"));
+  td.server = std::move(*server);
+  std::string url = td.server->endpoints();
+  td.serving = std::jthread([s = td.server.get()] { (void)s->run(); });
+  auto client = RemoteClient::create(url, "");
+  if (!client) return tl::unexpected(client.error());
+
+  std::fprintf(stderr, "forkd: bench api: %d execs and %d GET /healthz through %s\n", a.runs,
+               a.runs, url.c_str());
+  Json body = {{"args", eo.argv}};
+  std::string exec_path = "/v1/sandboxes/" + child.id + "/exec";
+  auto rest = time_series("REST exec", a.runs, [&]() -> Status {
+    auto res = client->post(exec_path, body);
+    if (!res) return tl::unexpected(res.error());
+    return exit_zero(res->value("exit_code", -1), "the daemon");
+  });
+  if (!rest) return tl::unexpected(rest.error());
+  auto healthz = time_series("GET /healthz", a.runs, [&]() -> Status {
+    auto res = client->get("/healthz");
+    if (!res) return tl::unexpected(res.error());
+    return {};
+  });
+  if (!healthz) return tl::unexpected(healthz.error());
+
+  Json d = series_json(direct), r = series_json(*rest);
+  Json out = {{"bench", "api"},
+              {"image", a.image},
+              {"memory_mib", a.memory_mib},
+              {"runs", a.runs},
+              {"warmup_calls", kWarmupCalls},
+              {"transport", "tcp loopback, one connection per request"},
+              {"exec_direct_ms", d},
+              {"exec_rest_ms", r},
+              {"healthz_rest_ms", series_json(*healthz)},
+              {"rest_overhead_ms",
+               {{"p50", r["median"].get<double>() - d["median"].get<double>()},
+                {"p90", r["p90"].get<double>() - d["p90"].get<double>()},
+                {"mean", r["mean"].get<double>() - d["mean"].get<double>()}}}};
+  // The hosts are shared: the load says how much to trust a sub-millisecond difference.
+  if (auto load = read_file("/proc/loadavg", 256); load) {
+    out["host_loadavg"] = load->substr(0, load->find(' ', load->find(' ') + 1));
+  }
+  auto accel = vmm::choose_accel(cfg.accel);
+  out["accel"] = accel ? std::string(vmm::accel_name(accel->accel)) : "unknown";
+  return out;
+}
+
+void print_human(const Json& r) {
+  std::printf("REST overhead per request, image %s, %d calls each (loopback TCP), ms\n",
+              r["image"].get<std::string>().c_str(), r["runs"].get<int>());
+  std::printf("%-28s %8s %8s %8s\n", "", "p50", "p90", "mean");
+  auto row = [&r](const char* label, const char* key, const char* p50 = "median") {
+    const auto& s = r[key];
+    std::printf("%-28s %8.2f %8.2f %8.2f\n", label, s[p50].get<double>(), s["p90"].get<double>(),
+                s["mean"].get<double>());
+  };
+  row("exec `true`, engine direct", "exec_direct_ms");
+  row("exec `true`, through REST", "exec_rest_ms");
+  row("GET /healthz", "healthz_rest_ms");
+  row("REST minus direct", "rest_overhead_ms", "p50");
+}
+
+int do_bench_api(const GlobalOptions& g, const ApiArgs& a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  set_signal_hook(&on_signal);
+  auto r = run_api(*cfg, a);
+  set_signal_hook(nullptr);
+  if (!r) {
+    if (g_interrupted) {
+      std::fprintf(stderr, "forkd: bench api: interrupted, cleaned up\n");
+      return kExitInterrupted;
+    }
+    return report_error(r.error());
+  }
+  if (a.json) {
+    print_json(*r);
+  } else {
+    print_human(*r);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_api(CLI::App& bench, GlobalOptions& g, Action& action) {
+  auto a = std::make_shared<ApiArgs>();
+  auto* sub = bench.add_subcommand(
+      "api", "Per-request overhead of the REST daemon: exec through the engine vs through REST");
+  sub->add_option("--image", a->image, "minimal or python")->capture_default_str();
+  sub->add_option("--runs", a->runs, "Calls per series")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  sub->add_option("--memory", a->memory_mib, "Guest memory in MiB")->check(CLI::Range(64, 65536));
+  sub->add_flag("--json", a->json, "Machine-readable output");
+  sub->callback([&action, &g, a] { action = [&g, a] { return do_bench_api(g, *a); }; });
+}
+
+}  // namespace forkd::cli
