@@ -100,5 +100,25 @@ TEST(Decode, ExecAndEval) {
   EXPECT_FALSE(decode_eval(R"({"code":1})"));
 }
 
+TEST(Decode, Workspaces) {
+  auto c = decode_workspace_create(
+      R"({"name":"dev","snapshot_tag":"py","per_child_netns":true,"memory_limit_mib":512,"x":1})");
+  ASSERT_TRUE(c) << c.error().describe();
+  EXPECT_EQ(c->name, "dev");
+  EXPECT_EQ(c->snapshot_tag, "py");
+  EXPECT_FALSE(decode_workspace_create(R"({"name":"../x","snapshot_tag":"py"})"));
+  EXPECT_FALSE(decode_workspace_create(R"({"name":5,"snapshot_tag":"py"})"));
+  EXPECT_FALSE(decode_workspace_create(R"({"name":"dev"})"));
+  EXPECT_FALSE(
+      decode_workspace_create(R"({"name":"dev","snapshot_tag":"py","per_child_netns":1})"));
+  EXPECT_FALSE(
+      decode_workspace_create(R"({"name":"dev","snapshot_tag":"py","memory_limit_mib":"1"})"));
+  EXPECT_TRUE(decode_workspace_suspend("")->live);
+  EXPECT_TRUE(decode_workspace_suspend(R"({"diff":true})")->live);
+  EXPECT_FALSE(decode_workspace_suspend(R"({"diff":false})")->live);
+  EXPECT_FALSE(decode_workspace_suspend(R"({"diff":"no"})"));
+  EXPECT_FALSE(decode_workspace_suspend("[]"));
+}
+
 }  // namespace
 }  // namespace forkd::daemon

@@ -150,4 +150,30 @@ Result<EvalRequest> decode_eval(std::string_view body) {
   return r;
 }
 
+Result<WorkspaceCreateRequest> decode_workspace_create(std::string_view body) {
+  auto j = parse_object(body, false);
+  if (!j) return tl::unexpected(j.error());
+  WorkspaceCreateRequest r;
+  FORKD_TRY(get_string(*j, "name", true, &r.name));
+  if (!is_safe_name(r.name)) {
+    return bad("invalid workspace name '" + r.name.substr(0, 80) +
+               "': use 1-55 characters from A-Z a-z 0-9 _ -");
+  }
+  FORKD_TRY(get_string(*j, "snapshot_tag", true, &r.snapshot_tag));
+  FORKD_TRY(check_tag(r.snapshot_tag));
+  bool netns = false;
+  FORKD_TRY(get_bool(*j, "per_child_netns", &netns));
+  int memory_mib = 0;
+  FORKD_TRY(get_int(*j, "memory_limit_mib", false, 0, 1 << 20, &memory_mib));
+  return r;
+}
+
+Result<WorkspaceSuspendRequest> decode_workspace_suspend(std::string_view body) {
+  auto j = parse_object(body, true);
+  if (!j) return tl::unexpected(j.error());
+  bool diff = true;
+  FORKD_TRY(get_bool(*j, "diff", &diff));
+  return WorkspaceSuspendRequest{diff};
+}
+
 }  // namespace forkd::daemon

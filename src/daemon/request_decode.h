@@ -43,4 +43,18 @@ struct EvalRequest {
 };
 Result<EvalRequest> decode_eval(std::string_view body);
 
+// POST /v1/workspaces. per_child_netns and memory_limit_mib are type-checked, then ignored (no
+// network namespaces; memory comes from the tag).
+struct WorkspaceCreateRequest {
+  std::string name;
+  std::string snapshot_tag;
+};
+Result<WorkspaceCreateRequest> decode_workspace_create(std::string_view body);
+
+// POST /v1/workspaces/:name/suspend: `diff` true or absent is a live snapshot, false a full one.
+struct WorkspaceSuspendRequest {
+  bool live = true;
+};
+Result<WorkspaceSuspendRequest> decode_workspace_suspend(std::string_view body);
+
 }  // namespace forkd::daemon
