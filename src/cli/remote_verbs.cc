@@ -206,12 +206,13 @@ int remote_images(const GlobalOptions& g, bool json) {
   return 0;
 }
 
-int remote_rmi(const GlobalOptions& g, const std::vector<std::string>& tags) {
+int remote_rmi(const GlobalOptions& g, const std::vector<std::string>& tags,
+               const std::string& query) {
   auto c = client(g);
   if (!c) return report_error(c.error());
   int failed = 0;
   for (const auto& tag : tags) {
-    if (auto st = c->del("/v1/snapshots/" + tag); !st) {
+    if (auto st = c->del("/v1/snapshots/" + tag + query); !st) {
       ++failed;
       report_error(st.error());
     } else {
@@ -250,5 +251,7 @@ int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a) {
       ms("commit"));
   return 0;
 }
+
+Result<RemoteClient> make_remote_client(const GlobalOptions& g) { return client(g); }
 
 }  // namespace forkd::cli

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/output.h"
+#include "cli/remote_client.h"
 
 namespace forkd::cli {
 
@@ -21,7 +22,9 @@ int remote_exec(const GlobalOptions& g, const RemoteExecArgs& a);
 int remote_eval(const GlobalOptions& g, const std::string& id, const std::string& code, bool json);
 int remote_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool all, bool json);
 int remote_images(const GlobalOptions& g, bool json);
-int remote_rmi(const GlobalOptions& g, const std::vector<std::string>& tags);
+// query: "", "?cascade=true" or "?force=true".
+int remote_rmi(const GlobalOptions& g, const std::vector<std::string>& tags,
+               const std::string& query);
 struct RemoteSnapshotArgs {
   std::string tag, image;
   int memory_mib = 256;
@@ -31,6 +34,10 @@ struct RemoteSnapshotArgs {
   bool json = false;
 };
 int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a);
+
+// A client for g.url with FORKD_TOKEN and FORKD_CA_CERT, for verbs that talk to the daemon
+// themselves.
+Result<RemoteClient> make_remote_client(const GlobalOptions& g);
 
 // "forkd: VERB is not supported with --url ..." and kExitUsage.
 int remote_unsupported(const std::string& verb);

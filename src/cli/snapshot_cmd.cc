@@ -9,6 +9,7 @@
 #include "cli/output.h"
 #include "cli/remote_verbs.h"
 #include "engine/image_store.h"
+#include "engine/chain_ops.h"
 #include "engine/pool.h"
 #include "engine/snapshot.h"
 #include "store/snapshot_store.h"
@@ -119,21 +120,31 @@ int do_images(const GlobalOptions& g, bool json) {
   return 0;
 }
 
-int do_rmi(const GlobalOptions& g, const std::vector<std::string>& tags) {
-  if (!g.url.empty()) return remote_rmi(g, tags);
+struct RmiArgs {
+  std::vector<std::string> tags;
+  bool cascade = false;
+  bool force = false;
+};
+
+int do_rmi(const GlobalOptions& g, const RmiArgs& a) {
+  if (a.cascade && a.force) {
+    return report_error(Error(ErrorCode::kInvalidArgument, "give --cascade or --force, not both"));
+  }
+  std::string query = a.cascade ? "?cascade=true" : (a.force ? "?force=true" : "");
+  if (!g.url.empty()) return remote_rmi(g, a.tags, query);
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
-  store::SnapshotStore snaps(cfg->home);
+  auto mode = a.cascade ? engine::RemoveMode::kCascade
+                        : (a.force ? engine::RemoveMode::kForce : engine::RemoveMode::kRefuse);
   int failed = 0;
-  for (const auto& tag : tags) {
-    engine::Pool(*cfg).drain(tag);
-    auto st = snaps.remove(tag);
-    if (!st) {
+  for (const auto& tag : a.tags) {
+    auto removed = engine::remove_tag(*cfg, tag, mode);
+    if (!removed) {
       ++failed;
-      report_error(st.error());
-    } else {
-      std::printf("%s\n", tag.c_str());
+      report_error(removed.error());
+      continue;
     }
+    for (const auto& t : *removed) std::printf("%s\n", t.c_str());
   }
   return failed ? kExitError : 0;
 }
@@ -161,10 +172,12 @@ void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action) {
   images->add_flag("--json", *json, "Machine-readable output");
   images->callback([&action, &g, json] { action = [&g, json] { return do_images(g, *json); }; });
 
-  auto tags = std::make_shared<std::vector<std::string>>();
+  auto rm = std::make_shared<RmiArgs>();
   auto* rmi = app.add_subcommand("rmi", "Remove snapshot tags (running children keep running)");
-  rmi->add_option("tags", *tags, "Tags")->required();
-  rmi->callback([&action, &g, tags] { action = [&g, tags] { return do_rmi(g, *tags); }; });
+  rmi->add_option("tags", rm->tags, "Tags")->required();
+  rmi->add_flag("--cascade", rm->cascade, "Also remove the tags built on it (chain links)");
+  rmi->add_flag("--force", rm->force, "Remove it even if links depend on it (they are orphaned)");
+  rmi->callback([&action, &g, rm] { action = [&g, rm] { return do_rmi(g, *rm); }; });
 }
 
 }  // namespace forkd::cli

@@ -43,6 +43,11 @@ std::string Metrics::render() const {
   out += spawn_.render("forkd_spawn_seconds",
                        "POST /v1/sandboxes latency, until every child's agent answered.");
   out += exec_.render("forkd_exec_seconds", "POST /v1/sandboxes/:id/exec latency.");
+  out += branch_.render("forkd_branch_seconds",
+                        "POST /v1/sandboxes/:id/branch latency (until the tag is ready, or until "
+                        "the source runs again with wait:false).");
+  out += branch_pause_.render("forkd_branch_pause_seconds",
+                              "Time a branch's source vCPUs were stopped.");
   return out;
 }
 

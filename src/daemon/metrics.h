@@ -15,6 +15,11 @@ class Metrics {
   void count_request(const std::string& route, int status);
   void observe_spawn(double seconds) { spawn_.observe(seconds); }
   void observe_exec(double seconds) { exec_.observe(seconds); }
+  // A branch: the request's latency, and how long the source's vCPUs were stopped.
+  void observe_branch(double seconds, double pause_seconds) {
+    branch_.observe(seconds);
+    branch_pause_.observe(pause_seconds);
+  }
 
   // Counters and histograms in Prometheus text format (the gauges are added by the caller).
   std::string render() const;
@@ -22,8 +27,9 @@ class Metrics {
  private:
   class Histogram {
    public:
-    static constexpr std::array<double, 12> kBounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                                       0.5,   1,    2.5,   5,    10,  30};
+    static constexpr std::array<double, 14> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                       0.05,  0.1,    0.25,  0.5,  1,
+                                                       2.5,   5,      10,    30};
     void observe(double v);
     std::string render(const std::string& name, const std::string& help) const;
 
@@ -38,6 +44,8 @@ class Metrics {
   std::map<std::pair<std::string, int>, uint64_t> requests_;
   Histogram spawn_;
   Histogram exec_;
+  Histogram branch_;
+  Histogram branch_pause_;
 };
 
 }  // namespace forkd::daemon

@@ -150,6 +150,38 @@ Result<EvalRequest> decode_eval(std::string_view body) {
   return r;
 }
 
+Result<BranchRequest> decode_branch(std::string_view body) {
+  auto j = parse_object(body, true);
+  if (!j) return tl::unexpected(j.error());
+  BranchRequest r;
+  FORKD_TRY(get_string(*j, "tag", false, &r.tag));
+  if (!r.tag.empty()) FORKD_TRY(check_tag(r.tag));
+  bool has_mode = j->contains("mode") && !(*j)["mode"].is_null();
+  bool has_diff = j->contains("diff") && !(*j)["diff"].is_null();
+  if (has_mode && has_diff) return bad("give `mode` or the legacy `diff`, not both");
+  if (has_mode) {
+    FORKD_TRY(get_string(*j, "mode", true, &r.mode));
+    if (r.mode != "full" && r.mode != "diff" && r.mode != "live") {
+      return bad("unknown mode '" + r.mode.substr(0, 40) + "': use full, diff or live");
+    }
+  } else if (has_diff) {
+    bool diff = true;
+    FORKD_TRY(get_bool(*j, "diff", &diff));
+    r.mode = diff ? "diff" : "full";
+  }
+  FORKD_TRY(get_bool(*j, "wait", &r.wait));
+  return r;
+}
+
+Result<std::string> decode_compact(std::string_view body) {
+  auto j = parse_object(body, false);
+  if (!j) return tl::unexpected(j.error());
+  std::string to;
+  FORKD_TRY(get_string(*j, "to", true, &to));
+  FORKD_TRY(check_tag(to));
+  return to;
+}
+
 Result<WorkspaceCreateRequest> decode_workspace_create(std::string_view body) {
   auto j = parse_object(body, false);
   if (!j) return tl::unexpected(j.error());

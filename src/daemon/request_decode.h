@@ -43,6 +43,18 @@ struct EvalRequest {
 };
 Result<EvalRequest> decode_eval(std::string_view body);
 
+// POST /v1/sandboxes/:id/branch: `mode` (full|diff|live) or the legacy boolean `diff` (true:
+// diff, false: full), not both; `wait` defaults to true.
+struct BranchRequest {
+  std::string tag;  // empty: generated
+  std::string mode = "diff";
+  bool wait = true;
+};
+Result<BranchRequest> decode_branch(std::string_view body);
+
+// POST /v1/snapshots/:tag/compact: `to`, the new flat tag.
+Result<std::string> decode_compact(std::string_view body);
+
 // POST /v1/workspaces. per_child_netns and memory_limit_mib are type-checked, then ignored (no
 // network namespaces; memory comes from the tag).
 struct WorkspaceCreateRequest {

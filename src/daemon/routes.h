@@ -3,6 +3,7 @@
 // the result (or error) to the contract's response; the engine does the work.
 #include <httplib.h>
 
+#include <atomic>
 #include <functional>
 #include <string>
 #include <vector>
@@ -22,6 +23,9 @@ struct DaemonContext {
   AgentCache agents;
   InflightLimit inflight;
   ExecSlots exec_slots{16};
+  // Branches (and workspace suspends) running at once; beyond branch_cap the answer is 503.
+  std::atomic<int> branches_in_flight{0};
+  int branch_cap = 4;
 };
 
 using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
@@ -33,11 +37,13 @@ struct Route {
   Handler handler;
 };
 
-// /healthz, /version, /metrics and the routes that wait for the BRANCH issue (501).
+// /healthz, /version, /metrics.
 std::vector<Route> meta_routes(DaemonContext& ctx);
 // /v1/snapshots...
 std::vector<Route> snapshot_routes(DaemonContext& ctx);
 // /v1/sandboxes...
 std::vector<Route> sandbox_routes(DaemonContext& ctx);
+// POST /v1/sandboxes/:id/branch
+std::vector<Route> branch_routes(DaemonContext& ctx);
 
 }  // namespace forkd::daemon

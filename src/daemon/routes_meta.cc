@@ -1,4 +1,4 @@
-// /healthz, /version, /metrics, and the routes that need the BRANCH issue (501 until it lands).
+// /healthz, /version, /metrics.
 #include <fmt/format.h>
 
 #include "base/paths.h"
@@ -10,14 +10,6 @@
 namespace forkd::daemon {
 
 namespace {
-
-constexpr int kBranchConcurrencyCap = 4;  // the contract's default; no branches run yet
-
-Handler not_implemented(std::string what) {
-  return [what](const httplib::Request&, httplib::Response& res) {
-    send_error(res, 501, what + " is not implemented yet (BRANCH issue)", "not_implemented");
-  };
-}
 
 std::string gauges(const DaemonContext& ctx) {
   const engine::EngineConfig& cfg = ctx.cfg;
@@ -32,7 +24,7 @@ std::string gauges(const DaemonContext& ctx) {
       "# HELP forkd_sandboxes_active Running sandboxes.\n"
       "# TYPE forkd_sandboxes_active gauge\nforkd_sandboxes_active {}\n"
       "# HELP forkd_branches_in_flight Branches being written.\n"
-      "# TYPE forkd_branches_in_flight gauge\nforkd_branches_in_flight 0\n"
+      "# TYPE forkd_branches_in_flight gauge\nforkd_branches_in_flight {}\n"
       "# HELP forkd_branch_concurrency_cap Branches allowed at once.\n"
       "# TYPE forkd_branch_concurrency_cap gauge\nforkd_branch_concurrency_cap {}\n"
       "# HELP forkd_build_info Build of this daemon.\n"
@@ -49,7 +41,7 @@ std::string gauges(const DaemonContext& ctx) {
       "# TYPE forkd_exec_per_sandbox_cap gauge\nforkd_exec_per_sandbox_cap {}\n"
       "# HELP forkd_execs_throttled_total Execs refused with 429 for the per-sandbox cap.\n"
       "# TYPE forkd_execs_throttled_total counter\nforkd_execs_throttled_total {}\n",
-      snapshots, active, kBranchConcurrencyCap, forkd_version(), ctx.inflight.in_flight.load(),
+      snapshots, active, ctx.branches_in_flight.load(), ctx.branch_cap, forkd_version(), ctx.inflight.in_flight.load(),
       ctx.inflight.cap, ctx.inflight.rejected.load(), ctx.exec_slots.total(), ctx.exec_slots.cap(),
       ctx.exec_slots.rejected());
 }
@@ -71,16 +63,6 @@ std::vector<Route> meta_routes(DaemonContext& ctx) {
        [c](const httplib::Request&, httplib::Response& res) {
          res.set_content(gauges(*c) + c->metrics.render(), "text/plain; version=0.0.4");
        }},
-      {"POST", R"(/v1/sandboxes/(.*)/branch)", "/v1/sandboxes/:id/branch",
-       not_implemented("branch")},
-      {"POST", R"(/v1/snapshots/(.*)/compact)", "/v1/snapshots/:tag/compact",
-       not_implemented("compact")},
-      {"GET", "/v1/workspaces", "/v1/workspaces", not_implemented("workspaces")},
-      {"POST", "/v1/workspaces", "/v1/workspaces", not_implemented("workspaces")},
-      {"GET", R"(/v1/workspaces/(.*))", "/v1/workspaces/:name", not_implemented("workspaces")},
-      {"DELETE", R"(/v1/workspaces/(.*))", "/v1/workspaces/:name", not_implemented("workspaces")},
-      {"POST", R"(/v1/workspaces/(.*)/(suspend|resume))", "/v1/workspaces/:name/:op",
-       not_implemented("workspaces")},
   };
 }
 

@@ -1,4 +1,4 @@
-// /v1/snapshots: create, list, delete, info.
+// /v1/snapshots: create, list, delete (cascade/force), info, compact.
 #include <sys/stat.h>
 
 #include <optional>
@@ -7,7 +7,7 @@
 #include "daemon/errors.h"
 #include "daemon/request_decode.h"
 #include "daemon/routes.h"
-#include "engine/pool.h"
+#include "engine/chain_ops.h"
 #include "engine/snapshot.h"
 #include "store/snapshot_store.h"
 
@@ -16,46 +16,6 @@ namespace forkd::daemon {
 namespace {
 
 using Json = nlohmann::json;
-
-// Names the first artifact that is missing or has the wrong size (what a restore would refuse).
-std::optional<std::string> artifact_problem(const std::string& dir, const store::SnapshotMeta& m) {
-  for (const auto& [role, f] : m.files) {
-    std::string path = dir + "/" + store::snapshot_file_name(role);
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0) return role + " file missing: " + path;
-    if (static_cast<uint64_t>(st.st_size) != f.size) {
-      return role + " file has " + std::to_string(st.st_size) + " bytes, expected " +
-             std::to_string(f.size) + ": " + path;
-    }
-  }
-  return std::nullopt;
-}
-
-Json snapshot_info(const store::SnapshotStore& snaps, const store::SnapshotMeta& m) {
-  std::string dir = snaps.dir(m.tag);
-  auto problem = artifact_problem(dir, m);
-  Json j = {{"tag", m.tag},
-            {"dir", dir},
-            {"created_at_unix", m.created_at},
-            {"status", m.status},
-            {"bootable", m.status == "ready" && !problem},
-            {"image", m.image},
-            {"memory_mib", m.memory_mib}};
-  if (problem) j["warning"] = *problem;
-  return j;
-}
-
-struct FileSizes {
-  uint64_t logical = 0, physical = 0;
-};
-
-FileSizes file_sizes(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return {};
-  return {static_cast<uint64_t>(st.st_size), static_cast<uint64_t>(st.st_blocks) * 512};
-}
-
-Json opt(const std::optional<std::string>& s) { return s ? Json(*s) : Json(); }
 
 // The tag from the path, validated, or a 400 already written to res.
 std::optional<std::string> path_tag(const httplib::Request& req, httplib::Response& res) {
@@ -87,7 +47,7 @@ void create(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   so.progress = [](std::string_view line) { logger("daemon")->info("snapshot: {}", line); };
   auto made = engine::create_snapshot(ctx.cfg, so);
   if (!made) return send_error(res, made.error());
-  Json j = snapshot_info(snaps, made->meta);
+  Json j = engine::snapshot_info_json(ctx.cfg, made->meta);
   j["timings_ms"] = {{"boot", made->boot_ms},
                      {"warmup", made->warmup_ms},
                      {"save", made->save_ms},
@@ -96,10 +56,7 @@ void create(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
 }
 
 void list(DaemonContext& ctx, httplib::Response& res) {
-  store::SnapshotStore snaps(ctx.cfg.home);
-  Json arr = Json::array();
-  for (const auto& m : snaps.list()) arr.push_back(snapshot_info(snaps, m));
-  send_json(res, 200, arr);
+  send_json(res, 200, engine::list_snapshots_json(ctx.cfg));
 }
 
 void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
@@ -111,34 +68,32 @@ void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
     return send_error(
         res, Error(ErrorCode::kInvalidArgument, "give ?cascade=true or ?force=true, not both"));
   }
-  store::SnapshotStore snaps(ctx.cfg.home);
-  // Tags have no dependents until chains land, so cascade and force change nothing yet.
-  if (!snaps.exists(*tag)) {
-    return send_error(res, Error(ErrorCode::kNotFound, "no snapshot tag '" + *tag + "'"));
-  }
-  engine::Pool(ctx.cfg).drain(*tag);
-  if (auto st = snaps.remove(*tag); !st) return send_error(res, st.error());
+  auto mode = cascade ? engine::RemoveMode::kCascade
+                      : (force ? engine::RemoveMode::kForce : engine::RemoveMode::kRefuse);
+  auto removed = engine::remove_tag(ctx.cfg, *tag, mode);
+  if (!removed) return send_error(res, removed.error());
   res.status = 204;
 }
 
 void info(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   auto tag = path_tag(req, res);
   if (!tag) return;
-  store::SnapshotStore snaps(ctx.cfg.home);
-  auto m = snaps.load(*tag);
-  if (!m) return send_error(res, m.error());
-  Json j = snapshot_info(snaps, *m);
-  std::string dir = snaps.dir(*tag);
-  auto mem = file_sizes(dir + "/" + store::snapshot_file_name("memory"));
-  j["memory_logical_bytes"] = mem.logical;
-  j["memory_physical_bytes"] = mem.physical;
-  j["vmstate_bytes"] = file_sizes(dir + "/" + store::snapshot_file_name("vmstate")).logical;
-  j["parent_tag"] = opt(m->parent_tag);
-  j["parent_content_hash"] = opt(m->parent_content_hash);
-  j["chain_depth"] = 0;
-  j["ancestors"] = Json::array();
-  j["dependents"] = Json::array();
-  send_json(res, 200, j);
+  auto j = engine::snapshot_detail_json(ctx.cfg, *tag);
+  if (!j) return send_error(res, j.error());
+  send_json(res, 200, *j);
+}
+
+void compact(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  auto tag = path_tag(req, res);
+  if (!tag) return;
+  auto to = decode_compact(req.body);
+  if (!to) return send_error(res, to.error());
+  if (*to == *tag) {
+    return send_error(res, Error(ErrorCode::kInvalidArgument, "`to` must differ from the tag"));
+  }
+  auto made = engine::compact_tag(ctx.cfg, *tag, *to);
+  if (!made) return send_error(res, made.error());
+  send_json(res, 200, engine::snapshot_info_json(ctx.cfg, *made));
 }
 
 }  // namespace
@@ -152,6 +107,8 @@ std::vector<Route> snapshot_routes(DaemonContext& ctx) {
        [c](const httplib::Request& req, httplib::Response& res) { create(*c, req, res); }},
       {"GET", R"(/v1/snapshots/(.*)/info)", "/v1/snapshots/:tag/info",
        [c](const httplib::Request& req, httplib::Response& res) { info(*c, req, res); }},
+      {"POST", R"(/v1/snapshots/(.*)/compact)", "/v1/snapshots/:tag/compact",
+       [c](const httplib::Request& req, httplib::Response& res) { compact(*c, req, res); }},
       {"DELETE", R"(/v1/snapshots/(.*))", "/v1/snapshots/:tag",
        [c](const httplib::Request& req, httplib::Response& res) { remove(*c, req, res); }},
   };

@@ -28,6 +28,8 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
   auto meta = snaps.load(opts.tag);
   if (!meta) return tl::unexpected(meta.error());
   if (auto st = snaps.verify(*meta); !st) return tl::unexpected(st.error());
+  // A chain link's memory is assembled (once) here, before the children start in parallel.
+  if (auto mem = tag_memory_path(cfg, *meta); !mem) return tl::unexpected(mem.error());
   std::string tag_dir = snaps.dir(opts.tag);
   ForkResult res;
   res.verify_ms = ms_between(t0, Clock::now());

@@ -12,6 +12,8 @@
 #include "base/log.h"
 #include "engine/migration.h"
 #include "engine/vm_setup.h"
+#include "store/chain.h"
+#include "store/snapshot_store.h"
 
 namespace forkd::engine {
 
@@ -42,6 +44,14 @@ class Restorer {
   static RestoreTimings& timings(Sandbox& sb) { return sb.restore_timings_; }
 };
 
+Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::SnapshotMeta& meta) {
+  store::SnapshotStore snaps(cfg.home);
+  store::MemoryResolver resolver(snaps, cfg.home + "/cache/assembled");
+  auto path = resolver.resolve(meta);
+  if (!path) return tl::unexpected(path.error().wrap("tag " + meta.tag));
+  return path;
+}
+
 Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,
                                     const std::string& tag_dir) {
   std::string id = new_sandbox_id();
@@ -58,7 +68,9 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   vc->memory_mib = meta.memory_mib;
   // No -kernel/-initrd/-append: the guest booted long ago, and QEMU would otherwise read both
   // files into its heap for fw_cfg (megabytes per child, and their start-up time).
-  vc->memory_file = tag_dir + "/memory";
+  auto memory = tag_memory_path(cfg, meta);
+  if (!memory) return fail(memory.error());
+  vc->memory_file = *memory;
   vc->memory_share = false;  // MAP_PRIVATE: the child's writes never reach the tag
   vc->incoming_defer = true;
   if (meta.has_disk) {
@@ -73,7 +85,8 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   return PrestartedVm{id, dir, std::move(launched->first), std::move(launched->second)};
 }
 
-Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::string& epoch) {
+Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::string& epoch,
+                          int attempts = 20) {
   Json req = {{"op", "resumed"},
               {"epoch", epoch},
               {"sandbox_id", id},
@@ -85,7 +98,7 @@ Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::
   // slow guest to finish the first attempt.
   static constexpr int kWaitMs[] = {200, 300, 500};
   Result<AgentReply> r = make_error(ErrorCode::kAgentTimeout, "no attempt");
-  for (int attempt = 0; attempt < 20; ++attempt) {
+  for (int attempt = 0; attempt < attempts; ++attempt) {
     auto wait = std::chrono::milliseconds(kWaitMs[std::min(attempt, 2)]);
     r = agent.call(req, random_bytes(64), wait);
     if (r || r.error().code() != ErrorCode::kAgentTimeout) break;
@@ -142,10 +155,23 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   }
   Restorer::timings(*sb).incoming_ms = ms_since(t0);
 
-  auto agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
-  if (!agent) return fail(agent.error());
   std::string epoch = random_hex(16);
-  auto identity = set_identity(**agent, pre.id, epoch);
+  Result<std::unique_ptr<AgentClient>> agent = make_error(ErrorCode::kAgentError, "no attempt");
+  Result<Json> identity = make_error(ErrorCode::kAgentError, "no attempt");
+  // The guest saw a host connection open at the snapshot point (the source's). Ours can be
+  // dropped as the guest agent notices it is a new one, or go unnoticed by it: then close it
+  // and connect again, which the guest sees as a close and an open of its port.
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
+    if (!agent) return fail(agent.error());
+    identity = set_identity(**agent, pre.id, epoch, 6);
+    if (identity) break;
+    auto code = identity.error().code();
+    bool dropped = identity.error().message().find("connection closed") != std::string::npos;
+    if (!dropped && code != ErrorCode::kAgentTimeout) break;
+    agent->reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   if (!identity) return fail(identity.error());
   Restorer::timings(*sb).ready_ms = ms_since(t0);
   Restorer::set_agent(*sb, std::move(*agent), *identity);

@@ -23,6 +23,10 @@ struct PrestartedVm {
   bool loaded = false;  // device state already loaded and the VM paused (a warm pool member)
 };
 
+// The flat memory file children of meta map: the tag's memory, or a chain link's assembled
+// memory (assembled and verified on first use).
+Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::SnapshotMeta& meta);
+
 // Starts the QEMU of a future child of meta (everything up to, not including, the device-state
 // load). The tag must have been verified.
 Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,

@@ -22,27 +22,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Creates the memory file at its final size with its blocks allocated up front: on ext4,
-// delayed allocation otherwise makes the pause grow while the guest dirties pages.
-Status preallocate(const std::string& path, uint64_t bytes) {
-  auto fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-  if (!fd) return tl::unexpected(fd.error());
-  int rc = ::posix_fallocate(fd->get(), 0, static_cast<off_t>(bytes));
-  if (rc == EOPNOTSUPP || rc == EINVAL) {
-    static bool logged = false;
-    if (!logged) {
-      logged = true;
-      logger("snapshot")->info("event=fallocate_unsupported path={}", path);
-    }
-    if (::ftruncate(fd->get(), static_cast<off_t>(bytes)) != 0) {
-      return errno_error(errno, "truncate " + path);
-    }
-  } else if (rc != 0) {
-    return errno_error(rc, "preallocate " + path);
-  }
-  return {};
-}
-
 Status link_or_copy(const std::string& from, const std::string& to) {
   if (::link(from.c_str(), to.c_str()) == 0) return {};
   auto data = read_file(from, 1u << 30);
@@ -81,7 +60,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
 
   SnapshotResult res;
   uint64_t mem_bytes = static_cast<uint64_t>(opts.memory_mib) << 20;
-  if (auto st = preallocate(*staging + "/memory", mem_bytes); !st) return wrap(st.error());
+  if (auto st = preallocate_file(*staging + "/memory", mem_bytes); !st) return wrap(st.error());
 
   auto t_boot = Clock::now();
   BootOptions bo;

@@ -11,6 +11,8 @@ std::string snapshot_file_name(const std::string& role) {
   if (role == "base") return "base.img";
   if (role == "kernel") return "bzImage";
   if (role == "initrd") return "initramfs.gz";
+  if (role == "memory_diff") return "memory.diff";
+  if (role == "memory_pages") return "memory.pages";
   return role;  // vmstate, memory
 }
 
@@ -32,8 +34,16 @@ Json SnapshotMeta::to_json() const {
             {"has_initrd", has_initrd},
             {"pause_ms", pause_ms},
             {"warmup", warmup},
+            {"memory_sha256", content_hash()},
             {"files", files_j}};
+  if (branched_from) j["branched_from"] = *branched_from;
   return j;
+}
+
+std::string SnapshotMeta::content_hash() const {
+  if (!memory_sha256.empty()) return memory_sha256;
+  auto it = files.find("memory");
+  return it == files.end() ? "" : it->second.sha256;
 }
 
 namespace {
@@ -79,18 +89,21 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
       (m.status != "ready" && m.status != "writing" && m.status != "failed")) {
     return tl::unexpected(bad("bad status"));
   }
-  std::string parent, parent_hash;
+  std::string parent, parent_hash, branched;
   if (!get_field(j, "image", &m.image) || !get_field(j, "created_at", &m.created_at) ||
       !get_field(j, "machine", &m.machine) || !get_field(j, "memory_mib", &m.memory_mib) ||
       !get_field(j, "cpus", &m.cpus) || !get_field(j, "kernel_append", &m.kernel_append) ||
       !get_field(j, "has_disk", &m.has_disk) || !get_field(j, "has_initrd", &m.has_initrd) ||
       !get_field(j, "pause_ms", &m.pause_ms, false) ||
       !get_field(j, "parent_tag", &parent, false) ||
-      !get_field(j, "parent_content_hash", &parent_hash, false)) {
+      !get_field(j, "parent_content_hash", &parent_hash, false) ||
+      !get_field(j, "branched_from", &branched, false) ||
+      !get_field(j, "memory_sha256", &m.memory_sha256, false)) {
     return tl::unexpected(bad("missing or mistyped field"));
   }
   if (!parent.empty()) m.parent_tag = parent;
   if (!parent_hash.empty()) m.parent_content_hash = parent_hash;
+  if (!branched.empty()) m.branched_from = branched;
   if (m.machine != "microvm" && m.machine != "pc") return tl::unexpected(bad("bad machine"));
   if (m.memory_mib < 64 || m.memory_mib > 65536 || m.cpus < 1 || m.cpus > 64) {
     return tl::unexpected(bad("memory or cpus out of range"));
@@ -104,7 +117,7 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
   if (f == j.end() || !f->is_object()) return tl::unexpected(bad("missing files"));
   for (const auto& [role, entry] : f->items()) {
     if (role != "vmstate" && role != "memory" && role != "kernel" && role != "initrd" &&
-        role != "disk" && role != "base") {
+        role != "disk" && role != "base" && role != "memory_diff" && role != "memory_pages") {
       return tl::unexpected(bad("unknown file role " + role));
     }
     FileEntry fe;
@@ -114,8 +127,14 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
     }
     m.files[role] = fe;
   }
-  for (const char* need : {"vmstate", "memory", "kernel"}) {
-    if (!m.files.count(need)) return tl::unexpected(bad(std::string("no ") + need + " file"));
+  if (!m.files.count("vmstate")) return tl::unexpected(bad("no vmstate file"));
+  if (m.is_link()) {
+    if (!m.files.count("memory_pages") || !m.parent_tag || !m.parent_content_hash ||
+        m.memory_sha256.size() != 64) {
+      return tl::unexpected(bad("chain link without pages bitmap, parent or content hash"));
+    }
+  } else if (!m.files.count("memory")) {
+    return tl::unexpected(bad("no memory file"));
   }
   if (m.has_disk && (!m.files.count("disk") || !m.files.count("base"))) {
     return tl::unexpected(bad("disk files missing"));

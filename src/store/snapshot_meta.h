@@ -35,14 +35,26 @@ struct SnapshotMeta {
   bool has_disk = false;
   bool has_initrd = false;
   double pause_ms = 0;
+  // Branches only: the source sandbox id, or "compact:<tag>" for a compacted chain.
+  std::optional<std::string> branched_from;
+  // SHA-256 of the whole guest memory at the snapshot point (for a base tag, the memory file's
+  // hash; for a chain link, the hash of the assembled memory). A link of this tag records it as
+  // its parent_content_hash.
+  std::string memory_sha256;
   std::vector<std::string> warmup;
-  // Files in the tag directory by role: vmstate, memory, kernel, initrd, disk, base.
+  // Files in the tag directory by role: vmstate, memory (a base's whole memory) or memory_diff
+  // + memory_pages (a link: the pages that differ from the parent, and their bitmap), kernel,
+  // initrd, disk, base.
   std::map<std::string, FileEntry> files;
 
   nlohmann::json to_json() const;
   // Validates types, the tag, the status and the schema; a newer schema is kInvalidArgument
   // naming both versions.
   static Result<SnapshotMeta> from_json(const nlohmann::json& j);
+
+  bool is_link() const { return files.count("memory_diff") != 0; }
+  // memory_sha256, or for records written before it existed the memory file's hash.
+  std::string content_hash() const;
 };
 
 // File names inside a tag directory, by role.

@@ -2,10 +2,12 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
 #include "base/files.h"
 #include "base/paths.h"
@@ -18,15 +20,35 @@ using Json = nlohmann::json;
 namespace {
 
 constexpr const char* kStagingPrefix = ".staging-";
+constexpr const char* kPendingPrefix = ".pending-";
 
-// The identity of one version of a file: a rewrite, truncation or chmod changes it.
-std::string stat_identity(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) return "";
-  return std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
-         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ctim.tv_sec) + "." +
-         std::to_string(st.st_ctim.tv_nsec);
+Json pending_json(const PendingTag& p) {
+  return {{"tag", p.tag},         {"status", p.status},         {"error", p.error},
+          {"branched_from", p.branched_from}, {"pause_ms", p.pause_ms},
+          {"created_at", p.created_at}, {"pid", p.pid}};
+}
+
+std::optional<PendingTag> parse_pending(const std::string& text) {
+  Json j = Json::parse(text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  PendingTag p;
+  try {
+    p.tag = j.at("tag").get<std::string>();
+    p.status = j.at("status").get<std::string>();
+    p.error = j.value("error", "");
+    p.branched_from = j.value("branched_from", "");
+    p.pause_ms = j.value("pause_ms", 0.0);
+    p.created_at = j.value("created_at", int64_t{0});
+    p.pid = j.value("pid", 0);
+  } catch (const Json::exception&) {
+    return std::nullopt;
+  }
+  if (!is_safe_name(p.tag)) return std::nullopt;
+  if (p.status == "writing" && (p.pid <= 0 || !process_alive(p.pid))) {
+    p.status = "failed";
+    p.error = "the process writing it (pid " + std::to_string(p.pid) + ") died";
+  }
+  return p;
 }
 
 }  // namespace
@@ -90,13 +112,13 @@ bool SnapshotStore::stamp_matches(const std::string& tag_dir, const std::string&
                                   const std::string& sha) const {
   auto text = read_file(tag_dir + "/.verified." + role, 4096);
   if (!text) return false;
-  std::string want = sha + " " + stat_identity(tag_dir + "/" + snapshot_file_name(role));
+  std::string want = sha + " " + file_identity(tag_dir + "/" + snapshot_file_name(role));
   return *text == want;
 }
 
 Status SnapshotStore::record_stamp(const std::string& tag_dir, const std::string& role,
                                    const std::string& sha) const {
-  std::string id = stat_identity(tag_dir + "/" + snapshot_file_name(role));
+  std::string id = file_identity(tag_dir + "/" + snapshot_file_name(role));
   if (id.empty()) return make_error(ErrorCode::kNotFound, "stamp " + role + ": file missing");
   return write_file_atomic(tag_dir + "/.verified." + role, sha + " " + id);
 }
@@ -178,11 +200,72 @@ Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool
 Status SnapshotStore::remove(const std::string& tag) const {
   FORKD_TRY(validate_tag(tag));
   std::string d = dir(tag);
-  if (!path_exists(d)) return make_error(ErrorCode::kNotFound, "unknown tag '" + tag + "'");
+  if (!path_exists(d)) {
+    if (auto p = pending(tag); p && p->status == "failed") {
+      end_pending(tag);  // deleting a failed branch clears its record
+      return {};
+    } else if (p) {
+      return make_error(ErrorCode::kAlreadyExists,
+                        "tag " + tag + " is still being written; delete it when it is ready");
+    }
+    return make_error(ErrorCode::kNotFound, "unknown tag '" + tag + "'");
+  }
   // Rename first so a half-removed tag is never visible under its name.
   std::string doomed = root_ + "/.removing-" + tag + "-" + std::to_string(::getpid());
   if (::rename(d.c_str(), doomed.c_str()) != 0) return errno_error(errno, "remove tag " + tag);
   return remove_tree(doomed);
+}
+
+Status SnapshotStore::begin_pending(const PendingTag& p, bool replace) const {
+  FORKD_TRY(validate_tag(p.tag));
+  FORKD_TRY(make_dirs(root_));
+  if (!replace && exists(p.tag)) {
+    return make_error(ErrorCode::kAlreadyExists, "tag " + p.tag + " already exists");
+  }
+  std::string path = root_ + "/" + kPendingPrefix + p.tag + ".json";
+  if (auto old = pending(p.tag); old && old->status == "failed") {
+    ::unlink(path.c_str());  // a failed attempt does not block a new one
+  }
+  auto fd = open_file(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+  if (!fd) {
+    if (fd.error().sys_errno() == EEXIST) {
+      return make_error(ErrorCode::kAlreadyExists,
+                        "tag " + p.tag + " is being written by another branch");
+    }
+    return tl::unexpected(fd.error());
+  }
+  FORKD_TRY(write_all(fd->get(), pending_json(p).dump() + "\n"));
+  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
+  return {};
+}
+
+Status SnapshotStore::update_pending(const PendingTag& p) const {
+  return write_file_atomic(root_ + "/" + kPendingPrefix + p.tag + ".json",
+                           pending_json(p).dump() + "\n");
+}
+
+void SnapshotStore::end_pending(const std::string& tag) const {
+  if (is_safe_name(tag)) ::unlink((root_ + "/" + kPendingPrefix + tag + ".json").c_str());
+}
+
+std::optional<PendingTag> SnapshotStore::pending(const std::string& tag) const {
+  if (!is_safe_name(tag)) return std::nullopt;
+  auto text = read_file(root_ + "/" + kPendingPrefix + tag + ".json", 1 << 16);
+  if (!text) return std::nullopt;
+  return parse_pending(*text);
+}
+
+std::vector<PendingTag> SnapshotStore::list_pending() const {
+  std::vector<PendingTag> out;
+  for (const auto& name : list_dir_names(root_)) {
+    if (name.rfind(kPendingPrefix, 0) != 0 || name.size() < 6 ||
+        name.compare(name.size() - 5, 5, ".json") != 0) {
+      continue;
+    }
+    std::string tag = name.substr(strlen(kPendingPrefix), name.size() - strlen(kPendingPrefix) - 5);
+    if (auto p = pending(tag)) out.push_back(std::move(*p));
+  }
+  return out;
 }
 
 void SnapshotStore::cleanup_stale() const {

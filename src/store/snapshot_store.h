@@ -2,6 +2,7 @@
 // The tags under $FORKD_HOME/snapshots/. A tag directory appears only by an atomic rename of a
 // fully written, fsynced staging directory (.staging-<tag>-<pid>), so a crash never leaves a
 // half-written tag that looks complete. Files in a ready tag are never written again.
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,19 @@
 #include "store/snapshot_meta.h"
 
 namespace forkd::store {
+
+// A tag being written by a branch (status writing) or whose write failed (status failed). Kept
+// in .pending-<tag>.json beside the tags so every process lists it; the tag directory itself
+// appears only when the write commits.
+struct PendingTag {
+  std::string tag;
+  std::string status = "writing";  // writing | failed
+  std::string error;               // why it failed
+  std::string branched_from;
+  double pause_ms = 0;
+  int64_t created_at = 0;
+  int pid = 0;  // the writer; a writing record whose writer is gone reads as failed
+};
 
 class SnapshotStore {
  public:
@@ -40,6 +54,14 @@ class SnapshotStore {
   // is swapped out (children running from it keep their mappings).
   Status commit(const std::string& staging, SnapshotMeta meta, bool replace) const;
   Status remove(const std::string& tag) const;
+  // Claims tag for a write: kAlreadyExists when the tag is being written, or exists (unless
+  // replace).
+  Status begin_pending(const PendingTag& p, bool replace = false) const;
+  Status update_pending(const PendingTag& p) const;
+  void end_pending(const std::string& tag) const;
+  std::optional<PendingTag> pending(const std::string& tag) const;
+  std::vector<PendingTag> list_pending() const;
+
   // Removes staging directories whose owner process is gone.
   void cleanup_stale() const;
 

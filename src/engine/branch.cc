@@ -1,0 +1,249 @@
+#include "engine/branch.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <ctime>
+
+#include "base/clock.h"
+#include "base/files.h"
+#include "base/log.h"
+#include "base/subprocess.h"
+#include "engine/branch_migrate.h"
+#include "engine/registry.h"
+#include "engine/sandbox.h"
+#include "store/chain.h"
+#include "store/snapshot_store.h"
+
+namespace forkd::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Claims the tag (pending record) for the duration of a branch; on destruction without
+// success() the record says failed with the error.
+class PendingClaim {
+ public:
+  PendingClaim(const store::SnapshotStore& store, store::PendingTag p, bool keep_failed)
+      : store_(store), p_(std::move(p)), keep_failed_(keep_failed) {}
+  Status begin(bool replace) {
+    FORKD_TRY(store_.begin_pending(p_, replace));
+    claimed_ = true;
+    return {};
+  }
+  void set_pause(double ms) {
+    p_.pause_ms = ms;
+    (void)store_.update_pending(p_);
+  }
+  void fail(const Error& e) {
+    if (!claimed_) return;
+    if (!keep_failed_) return done();
+    p_.status = "failed";
+    p_.error = e.message();
+    (void)store_.update_pending(p_);
+    claimed_ = false;
+  }
+  void done() {
+    if (claimed_) store_.end_pending(p_.tag);
+    claimed_ = false;
+  }
+  ~PendingClaim() {
+    if (claimed_) fail(Error(ErrorCode::kInternal, "branch ended without a result"));
+  }
+
+ private:
+  const store::SnapshotStore& store_;
+  store::PendingTag p_;
+  bool keep_failed_;
+  bool claimed_ = false;
+};
+
+// The tag a sandbox was forked from, if it is still there and ready (a link's parent).
+std::optional<store::SnapshotMeta> source_parent(const store::SnapshotStore& snaps,
+                                                 const Json& rec, int memory_mib) {
+  auto it = rec.find("tag");
+  if (it == rec.end() || !it->is_string()) return std::nullopt;
+  auto meta = snaps.load(it->get<std::string>());
+  if (!meta || meta->status != "ready" || meta->memory_mib != memory_mib) return std::nullopt;
+  return std::move(*meta);
+}
+
+// Makes the frozen top layer of the source's disk a self-contained tag disk: a copy of the
+// layer, rebased (safe mode: differing clusters are copied in) straight onto the base image, and
+// the base hard-linked beside it.
+Status write_tag_disk(const std::string& frozen_layer, const std::string& base,
+                      const std::string& staging) {
+  std::string disk = staging + "/disk.qcow2";
+  auto data = run_capture({"cp", "--sparse=always", frozen_layer, disk}, std::chrono::minutes(5));
+  if (!data || data->exit_code != 0) {
+    return make_error(ErrorCode::kIo, "copy disk layer: " + (data ? data->output : ""));
+  }
+  auto r = run_capture({"qemu-img", "rebase", "-U", "-f", "qcow2", "-F", "raw", "-b", base, disk},
+                       std::chrono::minutes(10));
+  if (!r || r->exit_code != 0) {
+    return make_error(ErrorCode::kQemuFailed,
+                      "qemu-img rebase: " + (r ? r->output : r.error().message()));
+  }
+  if (::link(base.c_str(), (staging + "/base.img").c_str()) != 0) {
+    return errno_error(errno, "link base image into the tag");
+  }
+  r = run_capture({"qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "raw", "-b", "base.img", disk},
+                  std::chrono::seconds(30));
+  if (!r || r->exit_code != 0) {
+    return make_error(ErrorCode::kQemuFailed,
+                      "qemu-img rebase -u: " + (r ? r->output : r.error().message()));
+  }
+  return {};
+}
+
+Status fsync_file(const std::string& path) {
+  auto fd = open_file(path, O_RDONLY);
+  if (!fd) return tl::unexpected(fd.error());
+  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
+  return {};
+}
+
+}  // namespace
+
+Result<BranchMode> parse_branch_mode(const std::string& s) {
+  if (s == "full") return BranchMode::kFull;
+  if (s == "live" || s == "diff") return BranchMode::kLive;
+  return make_error(ErrorCode::kInvalidArgument,
+                    "unknown branch mode '" + s + "': use full, diff or live");
+}
+
+const char* branch_mode_name(BranchMode m) { return m == BranchMode::kFull ? "full" : "live"; }
+
+std::string generate_branch_tag(const std::string& sandbox_id) {
+  // branch-<id>-<unix ts>-<hex>: sb- ids are 15 characters, so this stays within 64.
+  return "branch-" + sandbox_id + "-" + std::to_string(std::time(nullptr)) + "-" + random_hex(3);
+}
+
+Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions& opts) {
+  auto t0 = Clock::now();
+  store::SnapshotStore snaps(cfg.home);
+  std::string tag = opts.tag.empty() ? generate_branch_tag(opts.sandbox_id) : opts.tag;
+  FORKD_TRY(store::SnapshotStore::validate_tag(tag));
+  // The record only: the branch talks to QEMU, never to the agent (whose one connection may
+  // well be held by the caller).
+  std::optional<SandboxInfo> found;
+  for (auto& s : list_sandboxes(cfg)) {
+    if (s.id == opts.sandbox_id) found = std::move(s);
+  }
+  if (!found || found->state != "running") {
+    return make_error(ErrorCode::kNotFound,
+                      "branch: no running sandbox '" + opts.sandbox_id + "' (see forkd ps)");
+  }
+  const Json& rec = found->record;
+  int memory_mib = rec.value("memory_mib", 256);
+
+  store::PendingTag pend;
+  pend.tag = tag;
+  pend.branched_from = opts.sandbox_id;
+  pend.created_at = static_cast<int64_t>(std::time(nullptr));
+  pend.pid = static_cast<int>(::getpid());
+  PendingClaim claim(snaps, pend, opts.keep_failed_record);
+  FORKD_TRY(claim.begin(opts.replace));
+  auto fail = [&](const Error& e) -> Result<BranchResult> {
+    Error wrapped = e.wrap("branch " + opts.sandbox_id + " into " + tag);
+    claim.fail(wrapped);
+    return tl::unexpected(wrapped);
+  };
+
+  std::optional<store::SnapshotMeta> parent;
+  if (!opts.flat) parent = source_parent(snaps, rec, memory_mib);
+
+  snaps.cleanup_stale();
+  auto staging = snaps.stage(tag);
+  if (!staging) return fail(staging.error());
+  struct StagingGuard {
+    std::string path;
+    ~StagingGuard() {
+      if (!path.empty()) (void)remove_tree(path);
+    }
+  } guard{*staging};
+
+  MigrateRequest mreq;
+  mreq.source_dir = cfg.sandboxes_dir() + "/" + opts.sandbox_id;
+  mreq.memory_mib = memory_mib;
+  mreq.cpus = rec.value("cpus", 1);
+  mreq.machine = rec.value("machine", "microvm");
+  mreq.memory_file = *staging + "/memory";
+  mreq.vmstate_file = *staging + "/vmstate";
+  mreq.mode = opts.mode;
+  mreq.on_resumed = [&](double pause_ms) {
+    claim.set_pause(pause_ms);
+    if (opts.on_resumed) opts.on_resumed(tag, pause_ms);
+  };
+  auto mig = migrate_to_template(cfg, mreq);
+  if (!mig) return fail(mig.error());
+
+  BranchResult res;
+  res.pause_ms = mig->pause_ms;
+  res.copy_ms = mig->copy_ms;
+
+  store::SnapshotMeta meta;
+  meta.tag = tag;
+  meta.image = rec.value("image", parent ? parent->image : "");
+  meta.created_at = static_cast<int64_t>(std::time(nullptr));
+  meta.machine = mreq.machine;
+  meta.memory_mib = memory_mib;
+  meta.cpus = mreq.cpus;
+  meta.kernel_append = parent ? parent->kernel_append : rec.value("kernel_append", "");
+  meta.pause_ms = mig->pause_ms;
+  meta.branched_from = opts.sandbox_id;
+  if (parent) meta.warmup = parent->warmup;
+  meta.files["vmstate"] = {};
+
+  if (!mig->frozen_disk.empty()) {
+    std::string base = mig->disk_base;
+    if (base.empty()) return fail(Error(ErrorCode::kInternal, "disk without a base image"));
+    if (auto st = write_tag_disk(mig->frozen_disk, base, *staging); !st) return fail(st.error());
+    meta.has_disk = true;
+    meta.files["disk"] = {};
+    meta.files["base"] = {};
+  }
+
+  std::string full = *staging + "/memory";
+  store::MemoryResolver resolver(snaps, cfg.home + "/cache/assembled");
+  if (parent) {
+    auto parent_mem = resolver.resolve(*parent);
+    if (!parent_mem) return fail(parent_mem.error());
+    auto link = store::write_link(full, *parent_mem, *staging);
+    if (!link) return fail(link.error());
+    meta.parent_tag = parent->tag;
+    meta.parent_content_hash = parent->content_hash();
+    meta.memory_sha256 = link->content_sha256;
+    meta.files["memory_diff"] = {};
+    meta.files["memory_pages"] = {};
+    res.link_bytes = link->bytes_stored;
+    // The whole memory the destination wrote is exactly the link's assembled memory: keep it as
+    // such, so the first spawn need not assemble it.
+    if (auto st = resolver.adopt(meta, full); !st) return fail(st.error());
+  } else {
+    if (auto st = fsync_file(full); !st) return fail(st.error());
+    meta.files["memory"] = {};
+    struct stat st;
+    if (::stat(full.c_str(), &st) == 0) res.link_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  for (const auto& [role, f] : meta.files) {
+    std::string path = *staging + "/" + store::snapshot_file_name(role);
+    if (auto st = fsync_file(path); !st) return fail(st.error());
+    ::chmod(path.c_str(), 0444);
+  }
+  if (auto st = snaps.commit(*staging, meta, opts.replace); !st) return fail(st.error());
+  guard.path.clear();
+  claim.done();
+  auto loaded = snaps.load(tag);
+  if (!loaded) return tl::unexpected(loaded.error());
+  res.meta = *loaded;
+  res.total_ms = ms_since(t0);
+  logger("branch")->info("event=branch tag={} source={} mode={} pause_ms={:.1f} total_ms={:.0f}",
+                         tag, opts.sandbox_id, branch_mode_name(opts.mode), res.pause_ms,
+                         res.total_ms);
+  return res;
+}
+
+}  // namespace forkd::engine

@@ -1,0 +1,68 @@
+#pragma once
+// BRANCH: pause a running sandbox as briefly as possible, snapshot it into a new tag, resume it.
+//
+// Both modes migrate the source's RAM into a paused destination QEMU whose RAM is the new tag's
+// memory file (share=on, preallocated); the destination then saves its device state with
+// x-ignore-shared and quits, which makes the file a template exactly like `forkd snapshot` makes.
+//  - live: pre-copy. The source runs while its memory is copied; it stops only for the last dirty
+//    pages and the device state (pause_ms = that interval).
+//  - full: the source is stopped first and stays stopped for the whole copy.
+// `diff` is accepted as an alias of live. A disk is snapshotted at the paused instant (the source
+// continues on a new overlay). pause_ms is measured from QEMU's own STOP and RESUME events.
+//
+// A branch of a sandbox forked from tag A is a chain link: parent_tag A, parent_content_hash =
+// A's memory content hash, and the link stores only the pages that differ from A.
+#include <functional>
+#include <string>
+
+#include "base/error.h"
+#include "engine/config.h"
+#include "store/snapshot_meta.h"
+
+namespace forkd::engine {
+
+enum class BranchMode { kFull, kLive };
+
+// "full" | "live" | "diff" (alias of live); kInvalidArgument otherwise.
+Result<BranchMode> parse_branch_mode(const std::string& s);
+const char* branch_mode_name(BranchMode m);
+
+struct BranchOptions {
+  std::string sandbox_id;
+  std::string tag;  // empty: generated, branch-<source-id>-<unix-ts>-<hex>
+  BranchMode mode = BranchMode::kLive;
+  // Store the whole memory and record no parent (workspace state tags, which replace
+  // themselves). Otherwise a source forked from a tag becomes a chain link of that tag.
+  bool flat = false;
+  bool replace = false;  // replace an existing tag of that name (workspace state tags)
+  // On failure, keep the tag listed as "failed" (for wait:false callers, who poll for the
+  // outcome) instead of clearing it (the caller got the error).
+  bool keep_failed_record = false;
+  // Called once, as soon as the source runs again (before the tag is written), with the
+  // generated tag and the pause. The daemon's wait:false answers from here.
+  std::function<void(const std::string& tag, double pause_ms)> on_resumed;
+};
+
+struct BranchResult {
+  store::SnapshotMeta meta;  // the committed tag
+  double pause_ms = 0;       // source vCPUs stopped (QEMU STOP to RESUME event)
+  double copy_ms = 0;        // migration start to completion
+  double total_ms = 0;       // call start to tag committed
+  uint64_t link_bytes = 0;   // bytes of memory stored by the tag (dirty set for a link)
+};
+
+// Branches a running sandbox. The caller should hold no agent connection to it (the daemon drops
+// its cached one first): a child restored from a state in which the guest saw a host connected
+// can miss our first request (measured: 1 live branch in 2 under TCG).
+// The source keeps running whatever happens (on any failure after
+// it was stopped, it is resumed before the error is returned), and no partial tag is left.
+// While the call runs the tag is listed with status "writing" (a pending record); with
+// keep_failed_record a failure leaves status "failed" until the tag is deleted.
+// Errors: kNotFound (sandbox), kAlreadyExists (tag exists or a branch of it is in flight),
+// kInvalidArgument (tag), kQemuFailed / kTimeout / kNoSpace.
+Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions& opts);
+
+// The generated tag for a branch of sandbox id (fits the tag regex).
+std::string generate_branch_tag(const std::string& sandbox_id);
+
+}  // namespace forkd::engine

@@ -1,0 +1,270 @@
+#include "engine/branch_migrate.h"
+
+#include <thread>
+
+#include "base/clock.h"
+#include "base/files.h"
+#include "base/log.h"
+#include "base/subprocess.h"
+#include "engine/migration.h"
+#include "engine/vm_setup.h"
+#include "vmm/qmp_client.h"
+#include "vmm/vm_process.h"
+
+namespace forkd::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using vmm::Json;
+using vmm::QmpClient;
+
+constexpr auto kMigrationDeadline = std::chrono::seconds(180);
+// Live mode: after this long without converging, allow a long final pause so it finishes.
+constexpr auto kConvergeAfter = std::chrono::seconds(8);
+constexpr int kLiveDowntimeMs = 20;
+
+Status set_caps(QmpClient& qmp, const std::vector<std::pair<std::string, bool>>& caps) {
+  Json list = Json::array();
+  for (const auto& [name, on] : caps) list.push_back({{"capability", name}, {"state", on}});
+  auto r = qmp.execute("migrate-set-capabilities", Json{{"capabilities", list}});
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+double event_time_us(const Json& ev) {
+  auto ts = ev.find("timestamp");
+  if (ts == ev.end() || !ts->is_object()) return 0;
+  return ts->value("seconds", 0.0) * 1e6 + ts->value("microseconds", 0.0);
+}
+
+// The source's disk as QEMU has it now: active image file and virtual size.
+struct SourceDisk {
+  std::string active;
+  int64_t virtual_size = 0;
+};
+
+Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
+  auto r = qmp.execute("query-block");
+  if (!r) return tl::unexpected(r.error());
+  for (const auto& dev : *r) {
+    if (dev.value("device", "") != "root") continue;
+    auto ins = dev.find("inserted");
+    if (ins == dev.end()) continue;
+    SourceDisk d;
+    d.active = ins->value("file", "");
+    if (auto img = ins->find("image"); img != ins->end()) {
+      d.virtual_size = img->value("virtual-size", int64_t{0});
+    }
+    if (d.active.empty() || d.virtual_size <= 0) {
+      return make_error(ErrorCode::kQemuFailed, "query-block: no file or size for the disk");
+    }
+    return std::optional<SourceDisk>(d);
+  }
+  return std::optional<SourceDisk>();
+}
+
+// The bottom (raw base) of a qcow2 chain.
+Result<std::string> chain_base(const std::string& image) {
+  auto r = run_capture({"qemu-img", "info", "-U", "--backing-chain", "--output=json", image},
+                       std::chrono::seconds(30));
+  if (!r || r->exit_code != 0) {
+    return make_error(ErrorCode::kQemuFailed, "qemu-img info " + image + ": " +
+                                                  (r ? r->output : r.error().message()));
+  }
+  Json j = Json::parse(r->output, nullptr, false);
+  if (!j.is_array() || j.empty() || !j.back().is_object()) {
+    return make_error(ErrorCode::kQemuFailed, "qemu-img info: unexpected output");
+  }
+  const Json& last = j.back();
+  if (last.value("format", "") != "raw") {
+    return make_error(ErrorCode::kQemuFailed, "disk chain of " + image + " does not end in raw");
+  }
+  return last.value("filename", "");
+}
+
+// Runs the source's side; the source is running again when this returns (on success or not).
+class SourceSide {
+ public:
+  explicit SourceSide(QmpClient& qmp) : qmp_(qmp) {}
+
+  // Resumes the source if it is not running (cancelling a migration still in progress).
+  void ensure_running() {
+    auto st = qmp_.execute("query-status");
+    if (st && st->value("running", true)) return;
+    auto mig = qmp_.execute("query-migrate");
+    if (mig && mig->is_object()) {
+      std::string s = mig->value("status", "");
+      if (s == "active" || s == "pre-switchover" || s == "device" || s == "setup") {
+        (void)qmp_.execute("migrate_cancel");
+        for (int i = 0; i < 200; ++i) {
+          auto m = qmp_.execute("query-migrate");
+          if (!m || m->value("status", "") != "cancelling") break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+      }
+    }
+    (void)qmp_.execute("cont");
+  }
+
+ private:
+  QmpClient& qmp_;
+};
+
+}  // namespace
+
+Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const MigrateRequest& req) {
+  uint64_t mem_bytes = static_cast<uint64_t>(req.memory_mib) << 20;
+  // Before anything stops: a full disk fails here, with the source untouched.
+  FORKD_TRY(preallocate_file(req.memory_file, mem_bytes));
+
+  auto src = QmpClient::connect(req.source_dir + "/qmp.sock", std::chrono::seconds(5));
+  if (!src) return tl::unexpected(src.error().wrap("source QMP"));
+  auto disk = query_disk(*src);
+  if (!disk) return tl::unexpected(disk.error());
+
+  auto tmp = TempDir::create("forkd-branch");
+  if (!tmp) return tl::unexpected(tmp.error());
+  auto vc = base_vm_config(cfg, "branch", tmp->path());
+  if (!vc) return tl::unexpected(vc.error());
+  vc->machine = req.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
+  vc->cpus = req.cpus;
+  vc->memory_mib = req.memory_mib;
+  vc->memory_file = req.memory_file;
+  vc->memory_share = true;  // the destination writes the tag's memory file
+  vc->incoming_defer = true;
+  vc->start_paused = true;  // stays paused after the migration: it is a template, never runs
+  vc->die_with_parent = true;
+  if (*disk) {
+    // The destination needs a disk device of the same size; it never reads or writes it.
+    std::string dummy = tmp->path() + "/dest.qcow2";
+    auto r = run_capture({"qemu-img", "create", "-q", "-f", "qcow2", dummy,
+                          std::to_string((*disk)->virtual_size)},
+                         std::chrono::seconds(30));
+    if (!r || r->exit_code != 0) {
+      return make_error(ErrorCode::kQemuFailed, "qemu-img create: " + (r ? r->output : ""));
+    }
+    vc->disk = dummy;
+  }
+  auto launched =
+      vmm::VmProcess::launch_with_qmp(*vc, tmp->path() + "/qemu.log", std::chrono::seconds(30));
+  if (!launched) return tl::unexpected(launched.error().wrap("start the branch destination"));
+  struct DestGuard {
+    vmm::VmProcess& vm;
+    ~DestGuard() { vm.terminate(std::chrono::seconds(2)); }
+  } dest_guard{launched->first};
+  QmpClient& dst = launched->second;
+  std::string uri = "unix:" + tmp->path() + "/mig.sock";
+  FORKD_TRY(set_caps(dst, {{"events", true}, {"x-ignore-shared", false}}));
+  if (auto r = dst.execute("migrate-incoming", Json{{"uri", uri}}); !r) {
+    return tl::unexpected(r.error().wrap("destination migrate-incoming"));
+  }
+
+  FORKD_TRY(set_caps(*src, {{"events", true},
+                            {"x-ignore-shared", false},
+                            {"pause-before-switchover", disk->has_value()}}));
+  Json params = {{"max-bandwidth", int64_t{1} << 40}, {"downtime-limit", kLiveDowntimeMs}};
+  if (auto r = src->execute("migrate-set-parameters", params); !r) {
+    return tl::unexpected(r.error().wrap("migrate-set-parameters"));
+  }
+  (void)src->take_events();  // only this migration's STOP/RESUME count
+
+  SourceSide source(*src);
+  MigrateResult res;
+  auto give_up = [&](const Error& e) -> Result<MigrateResult> {
+    source.ensure_running();
+    return tl::unexpected(e);
+  };
+  if (req.mode == BranchMode::kFull) {
+    if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
+  }
+  auto t_copy = Clock::now();
+  if (auto r = src->execute("migrate", Json{{"uri", uri}}); !r) {
+    return give_up(r.error().wrap("migrate"));
+  }
+  bool raised = false;
+  for (;;) {
+    auto remaining = kMigrationDeadline - (Clock::now() - t_copy);
+    if (remaining <= Clock::duration::zero()) {
+      return give_up(Error(ErrorCode::kTimeout, "migration did not finish in 180 s"));
+    }
+    auto ev = src->wait_event("MIGRATION", std::chrono::milliseconds(250));
+    if (!ev) {
+      if (ev.error().code() != ErrorCode::kTimeout) return give_up(ev.error());
+      if (!raised && Clock::now() - t_copy > kConvergeAfter) {
+        // A guest dirtying memory faster than it can be copied: finish with a longer pause.
+        raised = true;
+        (void)src->execute("migrate-set-parameters", Json{{"downtime-limit", 10000}});
+        logger("branch")->info("event=converge_forced after_ms={:.0f}", ms_since(t_copy));
+      }
+      continue;
+    }
+    std::string status = (*ev)["data"].value("status", "");
+    if (status == "pre-switchover") {
+      // Source stopped, device state not yet sent: freeze its disk at this instant; it goes on
+      // writing to a new overlay above the frozen layer.
+      std::string next = req.source_dir + "/overlay-" + random_hex(4) + ".qcow2";
+      auto snap = src->execute("blockdev-snapshot-sync",
+                               Json{{"device", "root"},
+                                    {"snapshot-file", next},
+                                    {"format", "qcow2"},
+                                    {"mode", "absolute-paths"}});
+      if (!snap) return give_up(snap.error().wrap("disk snapshot"));
+      res.frozen_disk = (*disk)->active;
+      if (auto r = src->execute("migrate-continue", Json{{"state", "pre-switchover"}}); !r) {
+        return give_up(r.error().wrap("migrate-continue"));
+      }
+    } else if (status == "completed") {
+      break;
+    } else if (status == "failed" || status == "cancelled") {
+      auto q = src->execute("query-migrate");
+      std::string why = q && q->is_object() ? q->value("error-desc", "no reason given") : "";
+      return give_up(Error(ErrorCode::kQemuFailed, "migration " + status + ": " + why));
+    }
+  }
+  // The completed event can arrive a moment before QEMU's migration cleanup leaves the
+  // finish-migrate state, and `cont` is refused until then: retry briefly.
+  for (auto t_cont = Clock::now();;) {
+    auto r = src->execute("cont");
+    if (r) break;
+    bool not_final = r.error().message().find("not finalized") != std::string::npos;
+    if (!not_final || Clock::now() - t_cont > std::chrono::seconds(5)) {
+      return give_up(r.error().wrap("cont"));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  res.copy_ms = ms_since(t_copy);
+  auto stop_ev = src->wait_event("STOP", std::chrono::seconds(2));
+  auto resume_ev = src->wait_event("RESUME", std::chrono::seconds(5));
+  if (!stop_ev || !resume_ev) {
+    return make_error(ErrorCode::kQemuFailed, "no STOP/RESUME event from the source");
+  }
+  res.pause_ms = (event_time_us(*resume_ev) - event_time_us(*stop_ev)) / 1000.0;
+  if (req.on_resumed) req.on_resumed(res.pause_ms);
+
+  // The destination finishes loading and stays paused: it is now a template.
+  for (;;) {
+    auto ev = dst.wait_event("MIGRATION", std::chrono::seconds(60));
+    if (!ev) return tl::unexpected(ev.error().wrap("destination"));
+    std::string status = (*ev)["data"].value("status", "");
+    if (status == "completed") break;
+    if (status == "failed" || status == "cancelled") {
+      return make_error(ErrorCode::kQemuFailed,
+                        "destination migration " + status + ": " +
+                            vmm::log_tail(tmp->path() + "/qemu.log", 400));
+    }
+  }
+  auto saved = save_device_state(dst, req.vmstate_file, /*ignore_shared=*/true);
+  if (!saved) return tl::unexpected(saved.error().wrap("destination device state"));
+  (void)dst.execute("quit");
+  launched->first.wait_exit(std::chrono::seconds(5));
+
+  if (!res.frozen_disk.empty()) {
+    auto base = chain_base(res.frozen_disk);
+    if (!base) return tl::unexpected(base.error());
+    res.disk_base = *base;
+  }
+  return res;
+}
+
+}  // namespace forkd::engine

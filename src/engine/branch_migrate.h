@@ -1,0 +1,36 @@
+#pragma once
+// The QEMU side of a branch: pre-copy migration of a running sandbox into a paused destination
+// QEMU whose RAM is a memory file (share=on), which then saves its device state with
+// x-ignore-shared. The source is resumed the moment the migration completes.
+#include <functional>
+#include <string>
+
+#include "base/error.h"
+#include "engine/branch.h"
+#include "engine/config.h"
+
+namespace forkd::engine {
+
+struct MigrateRequest {
+  std::string source_dir;  // the source sandbox's run dir (qmp.sock)
+  int memory_mib = 256;
+  int cpus = 1;
+  std::string machine = "microvm";
+  std::string memory_file;   // created (preallocated) here; the destination's RAM
+  std::string vmstate_file;  // the destination's device state goes here
+  BranchMode mode = BranchMode::kLive;
+  std::function<void(double pause_ms)> on_resumed;
+};
+
+struct MigrateResult {
+  double pause_ms = 0;  // source STOP to RESUME, by QEMU's event timestamps
+  double copy_ms = 0;   // migrate command until completion
+  // With a disk: the source's layer frozen at the paused instant (the source went on on a new
+  // overlay above it) and the raw base image at the bottom of its chain.
+  std::string frozen_disk;
+  std::string disk_base;
+};
+
+Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const MigrateRequest& req);
+
+}  // namespace forkd::engine

@@ -1,0 +1,289 @@
+#include "store/chain.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <set>
+
+#include "base/files.h"
+#include "base/paths.h"
+
+namespace forkd::store {
+
+namespace {
+
+constexpr size_t kChunk = 1 << 20;  // bytes compared per read
+
+Status pread_full(int fd, char* buf, size_t n, off_t off, const std::string& what) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pread(fd, buf + done, n - done, off + static_cast<off_t>(done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno_error(errno, "read " + what);
+    }
+    if (r == 0) return make_error(ErrorCode::kIo, what + ": unexpected end of file");
+    done += static_cast<size_t>(r);
+  }
+  return {};
+}
+
+Status pwrite_full(int fd, const char* buf, size_t n, off_t off, const std::string& what) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = ::pwrite(fd, buf + done, n - done, off + static_cast<off_t>(done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno_error(errno, "write " + what);
+    }
+    done += static_cast<size_t>(r);
+  }
+  return {};
+}
+
+Result<uint64_t> file_size(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return errno_error(errno, "stat " + path);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Status fsync_fd(int fd, const std::string& path) {
+  if (::fsync(fd) != 0) return errno_error(errno, "fsync " + path);
+  return {};
+}
+
+}  // namespace
+
+Result<ChainInfo> chain_info(const SnapshotStore& store, const std::string& tag) {
+  auto meta = store.load(tag);
+  if (!meta) return tl::unexpected(meta.error());
+  ChainInfo info;
+  info.dependents = direct_dependents(store, tag);
+  std::set<std::string> seen{tag};
+  SnapshotMeta cur = *meta;
+  while (cur.parent_tag) {
+    const std::string& parent = *cur.parent_tag;
+    if (seen.count(parent) || info.depth >= kMaxChainDepth) {
+      info.warning = "chain metadata has a cycle through '" + parent + "'";
+      break;
+    }
+    seen.insert(parent);
+    auto pm = store.load(parent);
+    ++info.depth;
+    info.ancestors.insert(info.ancestors.begin(), parent);
+    if (!pm) {
+      info.warning = "parent '" + parent + "' of '" + cur.tag + "' is missing";
+      break;
+    }
+    if (cur.parent_content_hash && pm->content_hash() != *cur.parent_content_hash) {
+      info.warning = "parent '" + parent + "' changed since '" + cur.tag + "' was written";
+      break;
+    }
+    cur = std::move(*pm);
+  }
+  return info;
+}
+
+std::vector<std::string> direct_dependents(const SnapshotStore& store, const std::string& tag) {
+  std::vector<std::string> out;
+  for (const auto& m : store.list()) {
+    if (m.parent_tag && *m.parent_tag == tag && m.tag != tag) out.push_back(m.tag);
+  }
+  return out;
+}
+
+std::vector<std::string> all_descendants(const SnapshotStore& store, const std::string& tag) {
+  std::vector<SnapshotMeta> metas = store.list();
+  std::vector<std::string> order;  // breadth first from tag
+  std::set<std::string> seen{tag};
+  std::vector<std::string> frontier{tag};
+  while (!frontier.empty()) {
+    std::vector<std::string> next;
+    for (const auto& m : metas) {
+      if (!m.parent_tag || seen.count(m.tag)) continue;
+      if (std::find(frontier.begin(), frontier.end(), *m.parent_tag) != frontier.end()) {
+        seen.insert(m.tag);
+        next.push_back(m.tag);
+        order.push_back(m.tag);
+      }
+    }
+    frontier = std::move(next);
+  }
+  std::reverse(order.begin(), order.end());  // deepest first
+  return order;
+}
+
+Result<LinkWrite> write_link(const std::string& full_path, const std::string& parent_path,
+                             const std::string& dir) {
+  auto full = open_file(full_path, O_RDONLY);
+  if (!full) return tl::unexpected(full.error());
+  auto parent = open_file(parent_path, O_RDONLY);
+  if (!parent) return tl::unexpected(parent.error());
+  auto size = file_size(full->get(), full_path);
+  if (!size) return tl::unexpected(size.error());
+  auto psize = file_size(parent->get(), parent_path);
+  if (!psize) return tl::unexpected(psize.error());
+  if (*size != *psize || *size % kPageSize != 0) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "memory of " + std::to_string(*size) + " bytes cannot be a link of a " +
+                          std::to_string(*psize) + "-byte parent");
+  }
+  std::string diff_path = dir + "/" + snapshot_file_name("memory_diff");
+  std::string pages_path = dir + "/" + snapshot_file_name("memory_pages");
+  auto diff = open_file(diff_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (!diff) return tl::unexpected(diff.error());
+  // Sparse: only changed pages get blocks.
+  if (::ftruncate(diff->get(), static_cast<off_t>(*size)) != 0) {
+    return errno_error(errno, "truncate " + diff_path);
+  }
+  std::string bitmap((*size / kPageSize + 7) / 8, '\0');
+  std::unique_ptr<char[]> a(new char[kChunk]), b(new char[kChunk]);
+  LinkWrite out;
+  Sha256 sha;
+  for (uint64_t off = 0; off < *size; off += kChunk) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, *size - off));
+    FORKD_TRY(pread_full(full->get(), a.get(), n, static_cast<off_t>(off), full_path));
+    FORKD_TRY(pread_full(parent->get(), b.get(), n, static_cast<off_t>(off), parent_path));
+    sha.update(a.get(), n);
+    for (size_t p = 0; p < n; p += kPageSize) {
+      if (std::memcmp(a.get() + p, b.get() + p, kPageSize) == 0) continue;
+      uint64_t page = (off + p) / kPageSize;
+      bitmap[page / 8] = static_cast<char>(bitmap[page / 8] | (1 << (page % 8)));
+      FORKD_TRY(pwrite_full(diff->get(), a.get() + p, kPageSize, static_cast<off_t>(off + p),
+                            diff_path));
+      ++out.pages_changed;
+    }
+  }
+  FORKD_TRY(fsync_fd(diff->get(), diff_path));
+  struct stat st;
+  if (::fstat(diff->get(), &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
+  out.content_sha256 = sha.hex();
+  auto pages = open_file(pages_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (!pages) return tl::unexpected(pages.error());
+  FORKD_TRY(write_all(pages->get(), bitmap));
+  FORKD_TRY(fsync_fd(pages->get(), pages_path));
+  return out;
+}
+
+std::string MemoryResolver::assembled_path(const SnapshotMeta& meta) const {
+  return cache_dir_ + "/" + meta.tag + "-" + meta.content_hash().substr(0, 16) + ".mem";
+}
+
+bool MemoryResolver::stamp_ok(const std::string& path, const std::string& sha) const {
+  auto text = read_file(path + ".verified", 4096);
+  return text && *text == sha + " " + file_identity(path);
+}
+
+Status MemoryResolver::stamp(const std::string& path, const std::string& sha) const {
+  std::string id = file_identity(path);
+  if (id.empty()) return make_error(ErrorCode::kNotFound, "stamp: " + path + " is missing");
+  return write_file_atomic(path + ".verified", sha + " " + id);
+}
+
+Status MemoryResolver::adopt(const SnapshotMeta& meta, const std::string& full_path) const {
+  FORKD_TRY(make_dirs(cache_dir_));
+  std::string dst = assembled_path(meta);
+  ::chmod(full_path.c_str(), 0444);
+  FORKD_TRY(rename_durable(full_path, dst));
+  return stamp(dst, meta.content_hash());
+}
+
+void MemoryResolver::forget(const std::string& tag) const {
+  auto names = list_dir_names(cache_dir_);
+  for (const auto& name : names) {
+    // <tag>-<16 hex>.mem[.verified]: the tag is everything before the last dash.
+    auto dash = name.rfind('-');
+    if (dash != std::string::npos && name.substr(0, dash) == tag) {
+      ::unlink((cache_dir_ + "/" + name).c_str());
+    }
+  }
+}
+
+Result<std::string> MemoryResolver::resolve(const SnapshotMeta& meta) const {
+  return resolve_depth(meta, 0);
+}
+
+Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int depth) const {
+  std::string tag_dir = store_.dir(meta.tag);
+  if (!meta.is_link()) return tag_dir + "/" + snapshot_file_name("memory");
+  std::string path = assembled_path(meta);
+  if (stamp_ok(path, meta.content_hash())) return path;
+
+  if (depth >= kMaxChainDepth) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "chain of '" + meta.tag + "' is deeper than " +
+                          std::to_string(kMaxChainDepth) + " links (a cycle?)");
+  }
+  const std::string& parent_tag = *meta.parent_tag;
+  if (parent_tag == meta.tag) {
+    return make_error(ErrorCode::kInvalidArgument, "tag '" + meta.tag + "' is its own parent");
+  }
+  auto parent = store_.load(parent_tag);
+  if (!parent) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "tag '" + meta.tag + "' cannot be assembled: its parent '" + parent_tag +
+                          "' is missing");
+  }
+  if (parent->content_hash() != *meta.parent_content_hash) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "tag '" + meta.tag + "' cannot be assembled: its parent '" + parent_tag +
+                          "' changed since the link was written");
+  }
+  FORKD_TRY(store_.verify(*parent));
+  auto parent_path = resolve_depth(*parent, depth + 1);
+  if (!parent_path) return tl::unexpected(parent_path.error());
+
+  FORKD_TRY(make_dirs(cache_dir_));
+  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
+                    std::to_string(reinterpret_cast<uintptr_t>(&meta) & 0xffff);
+  struct TmpGuard {
+    std::string p;
+    ~TmpGuard() { ::unlink(p.c_str()); }
+  } guard{tmp};
+  auto src = open_file(*parent_path, O_RDONLY);
+  if (!src) return tl::unexpected(src.error());
+  auto out = open_file(tmp, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (!out) return tl::unexpected(out.error());
+  auto size = file_size(src->get(), *parent_path);
+  if (!size) return tl::unexpected(size.error());
+  auto bitmap = read_file(tag_dir + "/" + snapshot_file_name("memory_pages"), 64u << 20);
+  if (!bitmap) return tl::unexpected(bitmap.error());
+  if (bitmap->size() != (*size / kPageSize + 7) / 8) {
+    return make_error(ErrorCode::kChecksumMismatch,
+                      "tag '" + meta.tag + "': page bitmap does not fit the parent's memory");
+  }
+  std::string diff_path = tag_dir + "/" + snapshot_file_name("memory_diff");
+  auto diff = open_file(diff_path, O_RDONLY);
+  if (!diff) return tl::unexpected(diff.error());
+  std::unique_ptr<char[]> buf(new char[kChunk]);
+  Sha256 sha;
+  for (uint64_t off = 0; off < *size; off += kChunk) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, *size - off));
+    FORKD_TRY(pread_full(src->get(), buf.get(), n, static_cast<off_t>(off), *parent_path));
+    for (size_t p = 0; p < n; p += kPageSize) {
+      uint64_t page = (off + p) / kPageSize;
+      if (((*bitmap)[page / 8] >> (page % 8)) & 1) {
+        FORKD_TRY(pread_full(diff->get(), buf.get() + p, kPageSize, static_cast<off_t>(off + p),
+                             diff_path));
+      }
+    }
+    sha.update(buf.get(), n);
+    FORKD_TRY(pwrite_full(out->get(), buf.get(), n, static_cast<off_t>(off), tmp));
+  }
+  if (sha.hex() != meta.content_hash()) {
+    return make_error(ErrorCode::kChecksumMismatch,
+                      "tag '" + meta.tag + "': assembled memory does not match its content hash");
+  }
+  FORKD_TRY(fsync_fd(out->get(), tmp));
+  ::fchmod(out->get(), 0444);
+  FORKD_TRY(rename_durable(tmp, path));
+  guard.p.clear();
+  FORKD_TRY(stamp(path, meta.content_hash()));
+  return path;
+}
+
+}  // namespace forkd::store

@@ -1,0 +1,75 @@
+#pragma once
+// Snapshot chains. A branch of a sandbox forked from tag A is a link of A: it stores only the
+// memory pages that differ from A (memory.diff, a sparse file, plus the memory.pages bitmap) and
+// names A and A's memory content hash. Children need one flat memory file to map, so the first
+// spawn of a link assembles it (parent's assembled memory + the link's pages), verifies the
+// content hash once and keeps it in $FORKD_HOME/cache/assembled; later spawns only stat it.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "store/snapshot_meta.h"
+#include "store/snapshot_store.h"
+
+namespace forkd::store {
+
+inline constexpr size_t kPageSize = 4096;
+inline constexpr int kMaxChainDepth = 64;
+
+struct ChainInfo {
+  int depth = 0;                       // 0 for a base
+  std::vector<std::string> ancestors;  // root first, parent last
+  std::vector<std::string> dependents;  // tags whose parent is this tag, sorted
+  std::string warning;                 // a missing parent, a changed parent, a cycle
+};
+
+// Walks the parents of tag. A cycle or a missing parent ends the walk with a warning; it never
+// loops. kNotFound only when tag itself is unknown.
+Result<ChainInfo> chain_info(const SnapshotStore& store, const std::string& tag);
+
+// Direct dependents (links whose parent_tag is tag), and every descendant, deepest first.
+std::vector<std::string> direct_dependents(const SnapshotStore& store, const std::string& tag);
+std::vector<std::string> all_descendants(const SnapshotStore& store, const std::string& tag);
+
+// Result of writing a link's pages.
+struct LinkWrite {
+  std::string content_sha256;  // of the whole memory
+  uint64_t pages_changed = 0;
+  uint64_t bytes_stored = 0;  // bytes allocated by memory.diff
+};
+
+// Compares the whole memory at full_path with the parent's whole memory at parent_path (same
+// size) and writes dir/memory.diff (sparse: changed pages at their offsets) and
+// dir/memory.pages (one bit per page), both fsynced.
+Result<LinkWrite> write_link(const std::string& full_path, const std::string& parent_path,
+                             const std::string& dir);
+
+class MemoryResolver {
+ public:
+  // cache_dir: $FORKD_HOME/cache/assembled.
+  MemoryResolver(const SnapshotStore& store, std::string cache_dir)
+      : store_(store), cache_dir_(std::move(cache_dir)) {}
+
+  // The flat memory file children of meta map: a base's memory file, or a link's assembled
+  // memory (assembled and verified now if missing or changed). The meta must be verified.
+  Result<std::string> resolve(const SnapshotMeta& meta) const;
+
+  // Where a link's assembled memory lives.
+  std::string assembled_path(const SnapshotMeta& meta) const;
+  // Adopts full_path (the whole memory of a link, hash already known) as its assembled memory,
+  // so the first spawn need not assemble it.
+  Status adopt(const SnapshotMeta& meta, const std::string& full_path) const;
+  // Removes a tag's assembled memory files (after the tag was deleted).
+  void forget(const std::string& tag) const;
+
+ private:
+  Result<std::string> resolve_depth(const SnapshotMeta& meta, int depth) const;
+  bool stamp_ok(const std::string& path, const std::string& sha) const;
+  Status stamp(const std::string& path, const std::string& sha) const;
+
+  const SnapshotStore& store_;
+  std::string cache_dir_;
+};
+
+}  // namespace forkd::store

@@ -1,0 +1,302 @@
+// BRANCH and chains with real VMs (minimal image): the consistency of a branch (memory state
+// at the paused instant, source carrying on), full and live modes, chain links (depth,
+// ancestors, dependents, rmi refusal/cascade/force, compact), and the fault cases.
+#include "engine/branch.h"
+
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "base/files.h"
+#include "engine/chain_ops.h"
+#include "engine/fork.h"
+#include "engine/registry.h"
+#include "engine/snapshot.h"
+#include "integration/vm_fixture.h"
+#include "store/snapshot_store.h"
+
+namespace forkd::test {
+namespace {
+
+// A guest shell loop counting in memory (the loop's own variable, published to a tmpfs file by
+// rename so a reader never sees it half-written).
+constexpr const char* kCounter =
+    "(i=0; while true; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/counter; "
+    "sleep 0.01; done) >/dev/null 2>&1 &";
+
+// Children are handled by id, and each command attaches and detaches again: a branch's caller
+// holds no agent connection (see branch.h).
+std::string fork_one(const std::string& tag) {
+  engine::ForkOptions fo;
+  fo.tag = tag;
+  fo.n = 1;
+  auto r = engine::fork_children(config(), fo);
+  EXPECT_TRUE(r) << r.error().describe();
+  if (!r || r->children[0].error) {
+    ADD_FAILURE() << (r ? r->children[0].error->describe() : "fork failed");
+    return "";
+  }
+  return r->children[0].id;
+}
+
+std::string sh(const std::string& id, const std::string& cmd) {
+  auto sb = engine::Sandbox::attach(config(), id);
+  EXPECT_TRUE(sb) << sb.error().describe();
+  if (!sb) return "";
+  engine::ExecOptions o;
+  o.shell = cmd;
+  auto r = (*sb)->exec(o);
+  EXPECT_TRUE(r) << r.error().describe();
+  return r ? r->stdout_data : "";
+}
+
+long counter(const std::string& id) { return std::stol("0" + sh(id, "cat /tmp/counter")); }
+
+// Branches id; callers hold no agent connection to it at that moment (see branch.h).
+Result<engine::BranchResult> branch(const std::string& id, const std::string& tag,
+                                    engine::BranchMode mode = engine::BranchMode::kLive) {
+  engine::BranchOptions bo;
+  bo.sandbox_id = id;
+  bo.tag = tag;
+  bo.mode = mode;
+  return engine::branch_sandbox(config(), bo);
+}
+
+class Branch : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!qemu_missing_reason().empty()) return;
+    engine::SnapshotOptions so;
+    so.tag = "base";
+    so.image = "minimal";
+    so.warmup = {"echo base > /tmp/origin"};
+    auto r = engine::create_snapshot(config(), so);
+    ASSERT_TRUE(r) << r.error().describe();
+  }
+  void SetUp() override {
+    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+  }
+  void TearDown() override {
+    for (const auto& s : engine::list_sandboxes(config())) {
+      (void)engine::remove_sandbox(config(), s.id);
+    }
+  }
+};
+
+// The child holds the state of the paused instant; the source carries on from it.
+void check_consistency(engine::BranchMode mode, const std::string& tag) {
+  auto src = fork_one("base");
+  ASSERT_FALSE(src.empty());
+  sh(src, kCounter);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  long before = counter(src);
+  ASSERT_GT(before, 0);
+  double pause_ms = -1;
+  engine::BranchOptions bo;
+  bo.sandbox_id = src;
+  bo.tag = tag;
+  bo.mode = mode;
+  long at_resume = 0;
+  bo.on_resumed = [&](const std::string&, double p) { pause_ms = p; };
+  auto r = engine::branch_sandbox(config(), bo);
+  ASSERT_TRUE(r) << r.error().describe();
+  at_resume = counter(src);
+  EXPECT_EQ(r->meta.status, "ready");
+  EXPECT_EQ(r->pause_ms, pause_ms) << "on_resumed reports the same pause";
+  EXPECT_GE(r->pause_ms, 0);
+  ASSERT_TRUE(r->meta.parent_tag);
+  EXPECT_EQ(*r->meta.parent_tag, "base");
+  EXPECT_EQ(r->meta.branched_from.value_or(""), src);
+
+  // The source keeps running: its counter advances past the branch.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  long after = counter(src);
+  EXPECT_GT(after, at_resume);
+
+  auto child = fork_one(tag);
+  ASSERT_FALSE(child.empty());
+  long c0 = counter(child);
+  EXPECT_GE(c0, before) << "the child starts from the source's state at the pause";
+  EXPECT_LE(c0, at_resume);
+  EXPECT_EQ(sh(child, "cat /tmp/origin"), "base\n");
+  // Its copy of the loop carries on from that value.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_GT(counter(child), c0);
+  // And the two diverge: a write in the child does not reach the source.
+  sh(child, "echo child > /tmp/origin");
+  EXPECT_EQ(sh(src, "cat /tmp/origin"), "base\n");
+}
+
+TEST_F(Branch, LiveBranchHoldsThePausedInstantAndTheSourceCarriesOn) {
+  check_consistency(engine::BranchMode::kLive, "live1");
+}
+
+TEST_F(Branch, FullBranchHoldsThePausedInstantAndTheSourceCarriesOn) {
+  check_consistency(engine::BranchMode::kFull, "full1");
+}
+
+TEST_F(Branch, ALinkStoresOnlyTheDirtyPages) {
+  auto src = fork_one("base");
+  ASSERT_FALSE(src.empty());
+  sh(src, "dd if=/dev/urandom of=/tmp/blob bs=1M count=8 2>/dev/null");
+  auto r = branch(src, "dirty8");
+  ASSERT_TRUE(r) << r.error().describe();
+  auto detail = engine::snapshot_detail_json(config(), "dirty8");
+  ASSERT_TRUE(detail) << detail.error().describe();
+  uint64_t stored = (*detail)["memory_physical_bytes"].get<uint64_t>();
+  uint64_t logical = (*detail)["memory_logical_bytes"].get<uint64_t>();
+  EXPECT_EQ(logical, 256ull << 20);
+  EXPECT_GE(stored, 8ull << 20) << "the 8 MiB the guest wrote are in the link";
+  EXPECT_LT(stored, 64ull << 20) << "but not the untouched rest of its memory";
+  EXPECT_EQ(r->link_bytes, stored - 8192) << "memory.diff plus the 8 KiB page bitmap";
+}
+
+TEST_F(Branch, ChainsRecordAncestorsAndRefuseToOrphan) {
+  auto a = fork_one("base");
+  ASSERT_FALSE(a.empty());
+  sh(a, "echo one > /tmp/level");
+  ASSERT_TRUE(branch(a, "l1"));
+  auto b = fork_one("l1");
+  ASSERT_FALSE(b.empty());
+  EXPECT_EQ(sh(b, "cat /tmp/level"), "one\n");
+  sh(b, "echo two > /tmp/level");
+  auto l2 = branch(b, "l2");
+  ASSERT_TRUE(l2) << l2.error().describe();
+  auto base_meta = store::SnapshotStore(config().home).load("base");
+  auto l1_meta = store::SnapshotStore(config().home).load("l1");
+  ASSERT_TRUE(base_meta && l1_meta);
+  EXPECT_EQ(l2->meta.parent_tag.value_or(""), "l1");
+  EXPECT_EQ(l2->meta.parent_content_hash.value_or(""), l1_meta->content_hash());
+  EXPECT_EQ(l1_meta->parent_content_hash.value_or(""), base_meta->content_hash());
+
+  auto d = engine::snapshot_detail_json(config(), "l2");
+  ASSERT_TRUE(d);
+  EXPECT_EQ((*d)["chain_depth"], 2);
+  EXPECT_EQ((*d)["ancestors"], nlohmann::json({"base", "l1"}));
+  auto d1 = engine::snapshot_detail_json(config(), "l1");
+  ASSERT_TRUE(d1);
+  EXPECT_EQ((*d1)["dependents"], nlohmann::json({"l2"}));
+
+  // A depth-2 child has the state of its own branch.
+  auto c = fork_one("l2");
+  ASSERT_FALSE(c.empty());
+  EXPECT_EQ(sh(c, "cat /tmp/level"), "two\n");
+
+  // rmi refuses to orphan, naming the dependents.
+  auto refused = engine::remove_tag(config(), "l1", engine::RemoveMode::kRefuse);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("l2"), std::string::npos) << refused.error().message();
+
+  // compact flattens l2 into a base that no longer needs l1.
+  auto flat = engine::compact_tag(config(), "l2", "l2flat");
+  ASSERT_TRUE(flat) << flat.error().describe();
+  EXPECT_FALSE(flat->parent_tag);
+  EXPECT_EQ(flat->branched_from.value_or(""), "compact:l2");
+  EXPECT_EQ(flat->content_hash(), l2->meta.content_hash());
+  auto again = engine::compact_tag(config(), "l2", "l2flat");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(engine::compact_tag(config(), "l2", "l2").error().code(),
+            ErrorCode::kInvalidArgument);
+
+  // force removes l1 and orphans l2: it reports the missing parent; c keeps running.
+  auto forced = engine::remove_tag(config(), "l1", engine::RemoveMode::kForce);
+  ASSERT_TRUE(forced) << forced.error().describe();
+  auto orphan = engine::snapshot_detail_json(config(), "l2");
+  ASSERT_TRUE(orphan);
+  EXPECT_NE(orphan->value("chain_warning", "").find("l1"), std::string::npos) << orphan->dump();
+  EXPECT_EQ(sh(c, "cat /tmp/level"), "two\n") << "children keep running from a removed tag";
+  auto flat_child = fork_one("l2flat");
+  ASSERT_FALSE(flat_child.empty());
+  EXPECT_EQ(sh(flat_child, "cat /tmp/level"), "two\n");
+
+  // cascade removes a tag with everything built on it.
+  ASSERT_TRUE(branch(flat_child, "l3"));
+  auto cascaded = engine::remove_tag(config(), "l2flat", engine::RemoveMode::kCascade);
+  ASSERT_TRUE(cascaded) << cascaded.error().describe();
+  EXPECT_EQ(*cascaded, std::vector<std::string>({"l3", "l2flat"}));
+  store::SnapshotStore snaps(config().home);
+  EXPECT_FALSE(snaps.exists("l3"));
+  EXPECT_FALSE(snaps.exists("l2flat"));
+  (void)engine::remove_tag(config(), "l2", engine::RemoveMode::kForce);
+}
+
+TEST_F(Branch, FaultCases) {
+  // A dead sandbox.
+  auto gone = fork_one("base");
+  ASSERT_FALSE(gone.empty());
+  std::string id = gone;
+  ASSERT_TRUE(engine::remove_sandbox(config(), id));
+  auto dead = branch(id, "never");
+  ASSERT_FALSE(dead);
+  EXPECT_EQ(dead.error().code(), ErrorCode::kNotFound);
+
+  auto src = fork_one("base");
+  ASSERT_FALSE(src.empty());
+  // An existing tag, and an unsafe one.
+  auto exists = branch(src, "base");
+  ASSERT_FALSE(exists);
+  EXPECT_EQ(exists.error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(branch(src, "../x").error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_FALSE(store::SnapshotStore(config().home).exists("never"));
+
+  // A generated tag fits the contract's pattern.
+  auto gen = branch(src, "");
+  ASSERT_TRUE(gen) << gen.error().describe();
+  EXPECT_EQ(gen->meta.tag.rfind("branch-" + src + "-", 0), 0u) << gen->meta.tag;
+  EXPECT_LE(gen->meta.tag.size(), 64u);
+  EXPECT_EQ(sh(src, "echo alive"), "alive\n");
+}
+
+TEST_F(Branch, DiskFullResumesTheSourceAndLeavesNoTag) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  auto dir = TempDir::create("forkd-full-home");
+  ASSERT_TRUE(dir);
+  // Room for a 128 MiB tag and its child, not for a branch's 128 MiB memory file.
+  ASSERT_EQ(::mount("tmpfs", dir->path().c_str(), "tmpfs", 0, "size=200m"), 0);
+  struct Unmount {
+    std::string p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{dir->path()};
+  std::string real = std::filesystem::read_symlink(config().home + "/images").string();
+  ASSERT_EQ(::symlink(real.c_str(), (dir->path() + "/images").c_str()), 0);
+  std::string cache = std::filesystem::read_symlink(config().home + "/cache").string();
+  ASSERT_EQ(::symlink(cache.c_str(), (dir->path() + "/cache").c_str()), 0);
+  engine::EngineConfig cfg = config();
+  cfg.home = dir->path();
+  engine::SnapshotOptions so;
+  so.tag = "small";
+  so.memory_mib = 128;
+  ASSERT_TRUE(engine::create_snapshot(cfg, so));
+  engine::ForkOptions fo;
+  fo.tag = "small";
+  auto forked = engine::fork_children(cfg, fo);
+  ASSERT_TRUE(forked && !forked->children[0].error);
+  auto src = engine::Sandbox::attach(cfg, forked->children[0].id);
+  ASSERT_TRUE(src);
+  engine::BranchOptions bo;
+  bo.sandbox_id = (*src)->id();
+  bo.tag = "nospace";
+  auto r = engine::branch_sandbox(cfg, bo);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kNoSpace) << r.error().describe();
+  engine::ExecOptions eo;
+  eo.shell = "echo running";
+  auto ran = (*src)->exec(eo);
+  ASSERT_TRUE(ran) << ran.error().describe();
+  EXPECT_EQ(ran->stdout_data, "running\n") << "the source runs on";
+  store::SnapshotStore snaps(cfg.home);
+  EXPECT_FALSE(snaps.exists("nospace"));
+  EXPECT_FALSE(snaps.pending("nospace"));
+  for (const auto& name : list_dir_names(snaps.root())) {
+    EXPECT_EQ(name.find("staging"), std::string::npos) << "left behind: " << name;
+  }
+  (void)engine::remove_sandbox(cfg, (*src)->id());
+}
+
+}  // namespace
+}  // namespace forkd::test
