@@ -74,6 +74,7 @@ int main(int argc, char** argv) {
   forkd::cli::register_sandbox_verbs(app, g, action);
   forkd::cli::register_serve(app, g, action);
   forkd::cli::register_branch(app, g, action);
+  forkd::cli::register_workspace(app, g, action);
 
   // CLI11 reports usage errors by exception; this is the library boundary where they end.
   try {

@@ -45,5 +45,7 @@ std::vector<Route> snapshot_routes(DaemonContext& ctx);
 std::vector<Route> sandbox_routes(DaemonContext& ctx);
 // POST /v1/sandboxes/:id/branch
 std::vector<Route> branch_routes(DaemonContext& ctx);
+// /v1/workspaces...
+std::vector<Route> workspace_routes(DaemonContext& ctx);
 
 }  // namespace forkd::daemon

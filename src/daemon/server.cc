@@ -182,7 +182,7 @@ void Server::Impl::install(httplib::Server& svr) {
     return httplib::Server::HandlerResponse::Unhandled;
   });
   std::vector<Route> routes = meta_routes(ctx);
-  for (auto* more : {&snapshot_routes, &sandbox_routes, &branch_routes}) {
+  for (auto* more : {&snapshot_routes, &sandbox_routes, &branch_routes, &workspace_routes}) {
     auto r = (*more)(ctx);
     routes.insert(routes.end(), r.begin(), r.end());
   }
