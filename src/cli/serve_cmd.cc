@@ -20,6 +20,7 @@ struct ServeArgs {
   size_t max_body_bytes = 1 << 20;
   int max_inflight = 64;
   int max_execs_per_sandbox = 16;
+  int max_branches = 4;
   bool listen_given = false;
 };
 
@@ -51,6 +52,7 @@ int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   o.max_body_bytes = a.max_body_bytes;
   o.max_inflight = a.max_inflight;
   o.max_execs_per_sandbox = a.max_execs_per_sandbox;
+  o.max_branches = a.max_branches;
   auto server = daemon::Server::create(*cfg, o);
   if (!server) return report_error(server.error());
   g_server = server->get();
@@ -88,6 +90,10 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--max-execs-per-sandbox", a->max_execs_per_sandbox,
                   "Concurrent execs per sandbox; beyond: 429")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  sub->add_option("--max-branches", a->max_branches,
+                  "Branches being written at once (the contract's cap); beyond: 503")
+      ->check(CLI::Range(1, 64))
       ->capture_default_str();
   sub->callback([&action, &g, a, sub] {
     a->listen_given = sub->count("--listen") > 0;

@@ -9,6 +9,7 @@
 #include "cli/output.h"
 #include "cli/remote_verbs.h"
 #include "engine/image_store.h"
+#include "engine/branch.h"
 #include "engine/chain_ops.h"
 #include "engine/pool.h"
 #include "engine/snapshot.h"
@@ -27,15 +28,45 @@ struct SnapshotArgs {
   std::vector<std::string> eval;
   bool force = false;
   bool json = false;
+  std::string from;  // build a chain link from this tag instead of booting the image
 };
+
+int do_snapshot_from(const engine::EngineConfig& cfg, const SnapshotArgs& a) {
+  engine::SnapshotFromOptions so;
+  so.from_tag = a.from;
+  so.new_tag = a.tag;
+  so.exec = a.exec;
+  so.eval = a.eval;
+  so.progress = stderr_progress();
+  auto r = engine::snapshot_from(cfg, so);
+  if (!r) return report_error(r.error());
+  if (a.json) {
+    auto j = engine::snapshot_info_json(cfg, r->meta);
+    j["timings_ms"] = {{"pause", r->pause_ms}, {"copy", r->copy_ms}, {"total", r->total_ms}};
+    j["memory_stored_bytes"] = r->link_bytes;
+    print_json(j);
+  } else {
+    std::printf("tag %s ready: a link of %s, %.1f MiB of memory stored, pause %.1f ms\n",
+                a.tag.c_str(), a.from.c_str(), static_cast<double>(r->link_bytes) / 1048576,
+                r->pause_ms);
+  }
+  return 0;
+}
 
 int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
   if (!g.url.empty()) {
+    if (!a.from.empty()) return remote_unsupported("snapshot --from");
     return remote_snapshot(g,
                            {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force, a.json});
   }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
+  if (!a.from.empty()) {
+    if (a.force) {
+      return report_error(Error(ErrorCode::kInvalidArgument, "--force does not go with --from"));
+    }
+    return do_snapshot_from(*cfg, a);
+  }
   engine::SnapshotOptions so;
   so.tag = a.tag;
   so.image = a.image;
@@ -164,6 +195,9 @@ void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--eval", a->eval,
                   "Warm-up Python for the warm worker (repeatable, after --exec)");
   sub->add_flag("--force", a->force, "Replace an existing tag");
+  sub->add_option("--from", a->from,
+                  "Fork one child of this tag, run the warm-up in it and branch it into --tag "
+                  "(a chain link)");
   sub->add_flag("--json", a->json, "Machine-readable output");
   sub->callback([&action, &g, a] { action = [&g, a] { return do_snapshot(g, *a); }; });
 

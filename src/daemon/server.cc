@@ -221,10 +221,12 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
                                                const ServeOptions& opts) {
   auto impl = std::make_unique<Impl>(cfg);
   impl->opts = opts;
-  if (opts.threads < 1 || opts.max_inflight < 1 || opts.max_execs_per_sandbox < 1) {
+  if (opts.threads < 1 || opts.max_inflight < 1 || opts.max_execs_per_sandbox < 1 ||
+      opts.max_branches < 1) {
     return make_error(ErrorCode::kInvalidArgument,
-                      "threads, max_inflight and max_execs_per_sandbox must be >= 1");
+                      "threads, max_inflight, max_execs_per_sandbox and max_branches must be >= 1");
   }
+  impl->ctx.branch_cap = opts.max_branches;
   impl->ctx.inflight.cap = opts.max_inflight;
   impl->ctx.exec_slots.set_cap(opts.max_execs_per_sandbox);
   if (!opts.listen && opts.socket.empty()) {

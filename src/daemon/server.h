@@ -28,6 +28,8 @@ struct ServeOptions {
   int max_inflight = 64;
   // Execs running at once on one sandbox; beyond it the answer is 429.
   int max_execs_per_sandbox = 16;
+  // Branches (and workspace suspends) writing at once; beyond it the answer is 503.
+  int max_branches = 4;
 };
 
 class Server {

@@ -11,8 +11,10 @@
 #include "base/log.h"
 #include "base/subprocess.h"
 #include "engine/branch_migrate.h"
+#include "engine/fork.h"
 #include "engine/registry.h"
 #include "engine/sandbox.h"
+#include "engine/warmup.h"
 #include "store/chain.h"
 #include "store/snapshot_store.h"
 
@@ -195,6 +197,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   meta.pause_ms = mig->pause_ms;
   meta.branched_from = opts.sandbox_id;
   if (parent) meta.warmup = parent->warmup;
+  meta.warmup.insert(meta.warmup.end(), opts.warmup.begin(), opts.warmup.end());
   meta.files["vmstate"] = {};
 
   if (!mig->frozen_disk.empty()) {
@@ -244,6 +247,42 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
                          tag, opts.sandbox_id, branch_mode_name(opts.mode), res.pause_ms,
                          res.total_ms);
   return res;
+}
+
+Result<BranchResult> snapshot_from(const EngineConfig& cfg, const SnapshotFromOptions& opts) {
+  FORKD_TRY(store::SnapshotStore::validate_tag(opts.new_tag));
+  store::SnapshotStore snaps(cfg.home);
+  if (snaps.exists(opts.new_tag)) {
+    return make_error(ErrorCode::kAlreadyExists, "tag " + opts.new_tag + " already exists");
+  }
+  ForkOptions fo;
+  fo.tag = opts.from_tag;
+  fo.use_pool = false;  // the exact snapshot point, not a warm member that ran past it
+  auto forked = fork_children(cfg, fo);
+  if (!forked) return tl::unexpected(forked.error());
+  const ForkChild& child = forked->children[0];
+  if (child.error) return tl::unexpected(*child.error);
+  struct ChildGuard {
+    const EngineConfig& cfg;
+    std::string id;
+    ~ChildGuard() { (void)remove_sandbox(cfg, id); }
+  } guard{cfg, child.id};
+  if (opts.progress) opts.progress("forked " + child.id + " from " + opts.from_tag);
+  {
+    // The warm-up's agent connection is closed again before the branch (see branch_sandbox).
+    auto sb = Sandbox::attach(cfg, child.id);
+    if (!sb) return tl::unexpected(sb.error());
+    FORKD_TRY(run_warmup(**sb, Warmup{opts.exec, opts.eval}, opts.progress));
+  }
+  BranchOptions bo;
+  bo.sandbox_id = child.id;
+  bo.tag = opts.new_tag;
+  bo.mode = opts.mode;
+  bo.warmup = Warmup{opts.exec, opts.eval}.to_record();
+  auto r = branch_sandbox(cfg, bo);
+  if (!r) return tl::unexpected(r.error());
+  if (opts.progress) opts.progress("branched " + child.id + " into " + opts.new_tag);
+  return r;
 }
 
 }  // namespace forkd::engine

@@ -14,9 +14,11 @@
 // A's memory content hash, and the link stores only the pages that differ from A.
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "engine/config.h"
+#include "engine/image_store.h"
 #include "store/snapshot_meta.h"
 
 namespace forkd::engine {
@@ -38,6 +40,8 @@ struct BranchOptions {
   // On failure, keep the tag listed as "failed" (for wait:false callers, who poll for the
   // outcome) instead of clearing it (the caller got the error).
   bool keep_failed_record = false;
+  // Warm-up steps run in the source since it was forked, appended to the parent's in the record.
+  std::vector<std::string> warmup;
   // Called once, as soon as the source runs again (before the tag is written), with the
   // generated tag and the pause. The daemon's wait:false answers from here.
   std::function<void(const std::string& tag, double pause_ms)> on_resumed;
@@ -61,6 +65,19 @@ struct BranchResult {
 // Errors: kNotFound (sandbox), kAlreadyExists (tag exists or a branch of it is in flight),
 // kInvalidArgument (tag), kQemuFailed / kTimeout / kNoSpace.
 Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions& opts);
+
+// `forkd snapshot --from TAG --tag NEW --exec CMD`: forks one child of from_tag, runs the
+// warm-up in it (shell commands, then Python), branches it into new_tag (a link of from_tag) and
+// removes the child, whatever happened.
+struct SnapshotFromOptions {
+  std::string from_tag;
+  std::string new_tag;
+  std::vector<std::string> exec;
+  std::vector<std::string> eval;
+  BranchMode mode = BranchMode::kLive;
+  ProgressFn progress;
+};
+Result<BranchResult> snapshot_from(const EngineConfig& cfg, const SnapshotFromOptions& opts);
 
 // The generated tag for a branch of sandbox id (fits the tag regex).
 std::string generate_branch_tag(const std::string& sandbox_id);

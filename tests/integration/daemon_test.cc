@@ -240,8 +240,16 @@ TEST_F(Daemon, BadInput) {
   expect_error(c.Get("/no/such/route"), 404);
   // Over the daemon's 64 KiB cap.
   expect_error(c.Post("/v1/sandboxes", std::string(100000, ' '), "application/json"), 413);
-  expect_error(post(c, "/v1/sandboxes/sb-1/branch", Json::object()), 501, "BRANCH");
-  expect_error(post(c, "/v1/snapshots/dt/compact", {{"to", "x"}}), 501);
+  expect_error(post(c, "/v1/sandboxes/sb-nope/branch", Json::object()), 404);
+  expect_error(post(c, "/v1/sandboxes/sb-nope/branch", {{"mode", "live"}, {"diff", true}}), 400);
+  expect_error(post(c, "/v1/sandboxes/sb-nope/branch", {{"mode", "fast"}}), 400);
+  expect_error(post(c, "/v1/sandboxes/sb-nope/branch", {{"tag", "../x"}}), 400);
+  expect_error(post(c, "/v1/sandboxes/sb-nope/branch", {{"wait", "no"}}), 400);
+  expect_error(post(c, "/v1/sandboxes/..%2Fx/branch", Json::object()), 400);
+  expect_error(post(c, "/v1/snapshots/no-such-tag/compact", {{"to", "x"}}), 404);
+  expect_error(post(c, "/v1/snapshots/dt/compact", {{"to", "dt"}}), 400);
+  expect_error(post(c, "/v1/snapshots/dt/compact", {{"to", "a/b"}}), 400);
+  expect_error(post(c, "/v1/snapshots/dt/compact", Json::object()), 400);
   // Still up after all of that.
   EXPECT_EQ(c.Get("/healthz")->status, 200);
 }
@@ -254,7 +262,8 @@ TEST_F(Daemon, MetricsAndAuditLog) {
   EXPECT_EQ(m->status, 200);
   for (const char* name :
        {"forkd_snapshots_total", "forkd_sandboxes_active", "forkd_branches_in_flight",
-        "forkd_branch_concurrency_cap",
+        "forkd_branch_concurrency_cap", "forkd_branch_seconds_bucket",
+        "forkd_branch_pause_seconds_count",
         "forkd_build_info{version=", "forkd_requests_total{route=\"/version\""}) {
     EXPECT_NE(m->body.find(name), std::string::npos) << name;
   }
