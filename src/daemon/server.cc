@@ -312,6 +312,9 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
     impl->servers.push_back(std::move(svr));
   }
   reap_dead_sandboxes(cfg);
+  for (const auto& id : engine::resume_stopped_sandboxes(cfg)) {
+    spdlog::warn("resumed sandbox {}: it was left stopped (a branch interrupted by a crash)", id);
+  }
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -360,6 +363,12 @@ Status Server::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   threads.clear();
+  // A wait:false branch still writing finishes its tag (its source already runs again); give it
+  // time rather than leave a failed tag behind.
+  for (int i = 0; i < 1200 && impl_->ctx.branches_in_flight.load() > 0; ++i) {
+    if (i == 0) spdlog::info("waiting for {} branch(es) to finish", impl_->ctx.branches_in_flight.load());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   return {};
 }
 

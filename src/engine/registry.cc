@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <thread>
 
 #include "base/files.h"
 #include "base/paths.h"
@@ -99,6 +100,31 @@ Status remove_sandbox(const EngineConfig& cfg, const std::string& id) {
     }
   }
   return remove_tree(dir);
+}
+
+std::vector<std::string> resume_stopped_sandboxes(const EngineConfig& cfg) {
+  std::vector<std::string> resumed;
+  for (const auto& s : list_sandboxes(cfg)) {
+    if (s.state != "running") continue;
+    auto qmp = vmm::QmpClient::connect(cfg.sandboxes_dir() + "/" + s.id + "/qmp.sock",
+                                       std::chrono::seconds(2));
+    if (!qmp) continue;
+    auto st = qmp->execute("query-status");
+    if (!st || st->value("running", true)) continue;
+    auto mig = qmp->execute("query-migrate");
+    if (mig && mig->is_object() && mig->value("status", "") == "active") {
+      (void)qmp->execute("migrate_cancel");
+    }
+    // `cont` is refused while a cancelled migration winds down: retry briefly.
+    for (int i = 0; i < 100; ++i) {
+      if (qmp->execute("cont")) {
+        resumed.push_back(s.id);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  return resumed;
 }
 
 }  // namespace forkd::engine

@@ -29,6 +29,11 @@ bool qemu_owns_dir(int pid, const std::string& run_dir);
 // id is unknown.
 Status remove_sandbox(const EngineConfig& cfg, const std::string& id);
 
+// Resumes recorded sandboxes whose QEMU is alive but stopped: a branch interrupted by the death
+// of its process (kill -9 during the pause) leaves its source so. forkd has no user-facing pause,
+// so a stopped sandbox outside a pool is always such a leftover. Returns the ids resumed.
+std::vector<std::string> resume_stopped_sandboxes(const EngineConfig& cfg);
+
 // Memory of one process from /proc/<pid>/smaps_rollup, in KiB.
 struct ProcMemory {
   uint64_t rss_kib = 0, pss_kib = 0, uss_kib = 0;

@@ -225,6 +225,26 @@ TEST_F(Branch, ChainsRecordAncestorsAndRefuseToOrphan) {
   (void)engine::remove_tag(config(), "l2", engine::RemoveMode::kForce);
 }
 
+TEST_F(Branch, SnapshotFromBuildsALinkAndRemovesItsChild) {
+  auto r = run_cli({"snapshot", "--from", "base", "--tag", "from1", "--exec",
+                    "echo built > /tmp/built", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  EXPECT_EQ(j["parent_tag"], "base");
+  EXPECT_TRUE(engine::list_sandboxes(config()).empty()) << "the building child must be gone";
+  auto child = fork_one("from1");
+  ASSERT_FALSE(child.empty());
+  EXPECT_EQ(sh(child, "cat /tmp/built /tmp/origin"), "built\nbase\n");
+  auto bad = run_cli({"snapshot", "--from", "nope", "--tag", "from2"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("nope"), std::string::npos) << bad.err;
+  auto failing = run_cli({"snapshot", "--from", "base", "--tag", "from3", "--exec", "false"});
+  EXPECT_NE(failing.exit_code, 0);
+  EXPECT_TRUE(engine::list_sandboxes(config()).size() == 1u) << "only `child` is left";
+  EXPECT_FALSE(store::SnapshotStore(config().home).exists("from3"));
+}
+
 TEST_F(Branch, FaultCases) {
   // A dead sandbox.
   auto gone = fork_one("base");

@@ -1,0 +1,195 @@
+#include "store/chain.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/files.h"
+
+namespace forkd::store {
+namespace {
+
+constexpr size_t kPages = 64;
+
+class ChainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto d = TempDir::create("forkd-chain-test");
+    ASSERT_TRUE(d);
+    home_ = std::make_unique<TempDir>(std::move(*d));
+    store_ = std::make_unique<SnapshotStore>(home_->path());
+    resolver_ = std::make_unique<MemoryResolver>(*store_, home_->path() + "/cache/assembled");
+  }
+  static std::string memory(char fill) { return std::string(kPages * kPageSize, fill); }
+
+  SnapshotMeta base(const std::string& tag, const std::string& mem) {
+    auto staging = store_->stage(tag);
+    EXPECT_TRUE(staging);
+    EXPECT_TRUE(write_file_atomic(*staging + "/vmstate", "VMSTATE"));
+    EXPECT_TRUE(write_file_atomic(*staging + "/memory", mem));
+    SnapshotMeta m = skeleton(tag);
+    m.files["memory"] = {};
+    EXPECT_TRUE(store_->commit(*staging, m, false));
+    return *store_->load(tag);
+  }
+  // A link of parent whose whole memory is mem; returns its meta.
+  Result<SnapshotMeta> link(const std::string& tag, const SnapshotMeta& parent,
+                            const std::string& mem, LinkWrite* out = nullptr) {
+    auto staging = store_->stage(tag);
+    if (!staging) return tl::unexpected(staging.error());
+    FORKD_TRY(write_file_atomic(*staging + "/vmstate", "VMSTATE"));
+    FORKD_TRY(write_file_atomic(*staging + "/full", mem));
+    auto parent_mem = resolver_->resolve(parent);
+    if (!parent_mem) return tl::unexpected(parent_mem.error());
+    auto w = write_link(*staging + "/full", *parent_mem, *staging);
+    if (!w) return tl::unexpected(w.error());
+    if (out) *out = *w;
+    ::unlink((*staging + "/full").c_str());
+    SnapshotMeta m = skeleton(tag);
+    m.parent_tag = parent.tag;
+    m.parent_content_hash = parent.content_hash();
+    m.memory_sha256 = w->content_sha256;
+    m.files["memory_diff"] = {};
+    m.files["memory_pages"] = {};
+    FORKD_TRY(store_->commit(*staging, m, false));
+    return store_->load(tag);
+  }
+  static SnapshotMeta skeleton(const std::string& tag) {
+    SnapshotMeta m;
+    m.tag = tag;
+    m.image = "minimal";
+    m.machine = "microvm";
+    m.memory_mib = 256;
+    m.files["vmstate"] = {};
+    return m;
+  }
+  // Rewrites a tag's snapshot.json through fn (to fake broken chain metadata).
+  void edit(const std::string& tag, const std::function<void(nlohmann::json&)>& fn) {
+    std::string path = store_->dir(tag) + "/snapshot.json";
+    auto j = nlohmann::json::parse(*read_file(path));
+    fn(j);
+    ASSERT_TRUE(write_file_atomic(path, j.dump()));
+  }
+
+  std::unique_ptr<TempDir> home_;
+  std::unique_ptr<SnapshotStore> store_;
+  std::unique_ptr<MemoryResolver> resolver_;
+};
+
+TEST_F(ChainTest, LinkStoresChangedPagesAndAssemblesBack) {
+  auto a = base("a", memory('a'));
+  std::string m1 = memory('a');
+  m1[3 * kPageSize] = 'x';
+  m1[40 * kPageSize + 7] = 'y';
+  LinkWrite w;
+  auto l1 = link("l1", a, m1, &w);
+  ASSERT_TRUE(l1) << l1.error().describe();
+  EXPECT_EQ(w.pages_changed, 2u);
+  EXPECT_EQ(w.content_sha256, sha256_hex(m1));
+  EXPECT_LE(w.bytes_stored, 4 * kPageSize) << "only the changed pages take blocks";
+
+  std::string m2 = m1;
+  m2[63 * kPageSize + 1] = 'z';
+  auto l2 = link("l2", *l1, m2);
+  ASSERT_TRUE(l2) << l2.error().describe();
+  auto path = resolver_->resolve(*l2);
+  ASSERT_TRUE(path) << path.error().describe();
+  EXPECT_EQ(*read_file(*path), m2);
+
+  auto info = chain_info(*store_, "l2");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->depth, 2);
+  EXPECT_EQ(info->ancestors, std::vector<std::string>({"a", "l1"}));
+  EXPECT_TRUE(info->warning.empty());
+  EXPECT_EQ(direct_dependents(*store_, "a"), std::vector<std::string>({"l1"}));
+  EXPECT_EQ(all_descendants(*store_, "a"), std::vector<std::string>({"l2", "l1"}));
+}
+
+TEST_F(ChainTest, AssembledMemoryIsReusedAndCheckedAgainstItsHash) {
+  auto a = base("a", memory('a'));
+  std::string m1 = memory('a');
+  m1[5] = 'q';
+  auto l1 = link("l1", a, m1);
+  ASSERT_TRUE(l1);
+  auto p1 = resolver_->resolve(*l1);
+  ASSERT_TRUE(p1);
+  std::string id = file_identity(*p1);
+  auto p2 = resolver_->resolve(*l1);
+  ASSERT_TRUE(p2);
+  EXPECT_EQ(file_identity(*p2), id) << "a second spawn must not assemble again";
+  // A changed diff is caught when the memory is assembled again.
+  ::unlink(p1->c_str());
+  std::string diff = store_->dir("l1") + "/memory.diff";
+  ::chmod(diff.c_str(), 0644);
+  auto fd = open_file(diff, O_WRONLY);
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(::pwrite(fd->get(), "Z", 1, 5), 1);
+  auto bad = resolver_->resolve(*l1);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code(), ErrorCode::kChecksumMismatch);
+}
+
+TEST_F(ChainTest, MissingParentAndCyclesAreReportedNotLoopedOn) {
+  auto a = base("a", memory('a'));
+  std::string m1 = memory('a');
+  m1[0] = 'b';
+  auto l1 = link("l1", a, m1);
+  ASSERT_TRUE(l1);
+  std::string m2 = m1;
+  m2[1] = 'c';
+  auto l2 = link("l2", *l1, m2);
+  ASSERT_TRUE(l2);
+
+  // A cycle: l1's parent is l2, whose parent is l1.
+  edit("l1", [](nlohmann::json& j) { j["parent_tag"] = "l2"; });
+  auto info = chain_info(*store_, "l2");
+  ASSERT_TRUE(info);
+  EXPECT_NE(info->warning.find("cycle"), std::string::npos) << info->warning;
+  // Resolving a link whose cached memory is gone follows the broken metadata and stops.
+  for (const auto& name : list_dir_names(home_->path() + "/cache/assembled")) {
+    ::unlink((home_->path() + "/cache/assembled/" + name).c_str());
+  }
+  auto reloaded = store_->load("l2");
+  ASSERT_TRUE(reloaded);
+  EXPECT_FALSE(resolver_->resolve(*reloaded));
+
+  // A missing parent.
+  edit("l1", [](nlohmann::json& j) { j["parent_tag"] = "gone"; });
+  info = chain_info(*store_, "l1");
+  ASSERT_TRUE(info);
+  EXPECT_NE(info->warning.find("'gone'"), std::string::npos) << info->warning;
+  auto l1b = store_->load("l1");
+  ASSERT_TRUE(l1b);
+  auto r = resolver_->resolve(*l1b);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(r.error().message().find("gone"), std::string::npos);
+}
+
+TEST_F(ChainTest, PendingRecordsClaimTagsAndDeadWritersReadAsFailed) {
+  PendingTag p;
+  p.tag = "w1";
+  p.pid = static_cast<int>(::getpid());
+  ASSERT_TRUE(store_->begin_pending(p));
+  auto again = store_->begin_pending(p);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
+  ASSERT_EQ(store_->list_pending().size(), 1u);
+  EXPECT_EQ(store_->list_pending()[0].status, "writing");
+  store_->end_pending("w1");
+  EXPECT_TRUE(store_->list_pending().empty());
+
+  p.tag = "w2";
+  p.pid = 999999999;  // no such process
+  ASSERT_TRUE(store_->begin_pending(p));
+  auto dead = store_->pending("w2");
+  ASSERT_TRUE(dead);
+  EXPECT_EQ(dead->status, "failed");
+  EXPECT_NE(dead->error.find("died"), std::string::npos);
+  EXPECT_TRUE(store_->remove("w2")) << "deleting a failed tag clears it";
+  EXPECT_FALSE(store_->pending("w2"));
+}
+
+}  // namespace
+}  // namespace forkd::store
