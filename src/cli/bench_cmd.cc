@@ -120,6 +120,7 @@ void register_bench(CLI::App& app, GlobalOptions& g, Action& action) {
   boot->callback([&action, &g, a] { action = [&g, a] { return do_bench_boot(g, *a); }; });
   add_bench_spawn(*bench, g, action);
   add_bench_api(*bench, g, action);
+  add_bench_branch(*bench, g, action);
 }
 
 }  // namespace forkd::cli

@@ -49,6 +49,7 @@ void register_doctor(CLI::App& app, GlobalOptions& g, Action& action);
 void register_bench(CLI::App& app, GlobalOptions& g, Action& action);
 void add_bench_spawn(CLI::App& bench, GlobalOptions& g, Action& action);
 void add_bench_api(CLI::App& bench, GlobalOptions& g, Action& action);
+void add_bench_branch(CLI::App& bench, GlobalOptions& g, Action& action);
 void register_demo(CLI::App& app, GlobalOptions& g, Action& action);
 void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action);
 void register_fork(CLI::App& app, GlobalOptions& g, Action& action);
