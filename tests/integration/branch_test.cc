@@ -245,6 +245,33 @@ TEST_F(Branch, SnapshotFromBuildsALinkAndRemovesItsChild) {
   EXPECT_FALSE(store::SnapshotStore(config().home).exists("from3"));
 }
 
+// A sandbox with a disk (python image): the tag's disk is the source's disk at the paused
+// instant, read back from the disk itself (the child's page cache dropped), and the source goes
+// on writing to its own disk.
+TEST_F(Branch, DiskIsFrozenAtThePausedInstant) {
+  engine::SnapshotOptions so;
+  so.tag = "pybase";
+  so.image = "python";
+  ASSERT_TRUE(engine::create_snapshot(config(), so));
+  auto src = fork_one("pybase");
+  ASSERT_FALSE(src.empty());
+  sh(src, "echo before > /root/before; sync");
+  auto r = branch(src, "pylink");
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_TRUE(r->meta.has_disk);
+  sh(src, "echo after > /root/after; sync");
+  EXPECT_EQ(sh(src, "cat /root/before /root/after"), "before\nafter\n");
+  auto child = fork_one("pylink");
+  ASSERT_FALSE(child.empty());
+  EXPECT_EQ(sh(child, "sync; echo 3 > /proc/sys/vm/drop_caches; cat /root/before; "
+                      "test -e /root/after && echo leaked || echo absent"),
+            "before\nabsent\n");
+  (void)engine::remove_tag(config(), "pylink", engine::RemoveMode::kForce);
+  (void)engine::remove_sandbox(config(), child);
+  (void)engine::remove_sandbox(config(), src);
+  (void)engine::remove_tag(config(), "pybase", engine::RemoveMode::kCascade);
+}
+
 TEST_F(Branch, FaultCases) {
   // A dead sandbox.
   auto gone = fork_one("base");
