@@ -199,6 +199,17 @@ Result<std::string> sha256_file(const std::string& path) {
   return h.hex();
 }
 
+Status fsync_path(const std::string& path) {
+  auto fd = open_file(path, O_RDONLY);
+  if (!fd) return tl::unexpected(fd.error());
+  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
+  return {};
+}
+
+TreeGuard::~TreeGuard() {
+  if (!path_.empty()) (void)remove_tree(path_);
+}
+
 Result<TempDir> TempDir::create(std::string_view prefix) {
   const char* tmp = std::getenv("TMPDIR");
   std::string tmpl =

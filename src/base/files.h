@@ -67,6 +67,23 @@ class Sha256 {
   struct ::evp_md_ctx_st* ctx_;
 };
 
+// fsync(2) of a file by path.
+Status fsync_path(const std::string& path);
+
+// Removes a directory tree on destruction unless release()d: the staging directory of a write
+// that must leave nothing behind when it fails.
+class TreeGuard {
+ public:
+  explicit TreeGuard(std::string path) : path_(std::move(path)) {}
+  TreeGuard(const TreeGuard&) = delete;
+  TreeGuard& operator=(const TreeGuard&) = delete;
+  ~TreeGuard();
+  void release() { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
 // A fresh directory under the system temp dir, removed on destruction.
 class TempDir {
  public:

@@ -100,12 +100,6 @@ Status write_tag_disk(const std::string& frozen_layer, const std::string& base,
   return {};
 }
 
-Status fsync_file(const std::string& path) {
-  auto fd = open_file(path, O_RDONLY);
-  if (!fd) return tl::unexpected(fd.error());
-  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
-  return {};
-}
 
 }  // namespace
 
@@ -160,12 +154,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   snaps.cleanup_stale();
   auto staging = snaps.stage(tag);
   if (!staging) return fail(staging.error());
-  struct StagingGuard {
-    std::string path;
-    ~StagingGuard() {
-      if (!path.empty()) (void)remove_tree(path);
-    }
-  } guard{*staging};
+  TreeGuard guard(*staging);
 
   MigrateRequest mreq;
   mreq.source_dir = cfg.sandboxes_dir() + "/" + opts.sandbox_id;
@@ -226,18 +215,18 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     // such, so the first spawn need not assemble it.
     if (auto st = resolver.adopt(meta, full); !st) return fail(st.error());
   } else {
-    if (auto st = fsync_file(full); !st) return fail(st.error());
+    if (auto st = fsync_path(full); !st) return fail(st.error());
     meta.files["memory"] = {};
     struct stat st;
     if (::stat(full.c_str(), &st) == 0) res.link_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
   }
   for (const auto& [role, f] : meta.files) {
     std::string path = *staging + "/" + store::snapshot_file_name(role);
-    if (auto st = fsync_file(path); !st) return fail(st.error());
+    if (auto st = fsync_path(path); !st) return fail(st.error());
     ::chmod(path.c_str(), 0444);
   }
   if (auto st = snaps.commit(*staging, meta, opts.replace); !st) return fail(st.error());
-  guard.path.clear();
+  guard.release();
   claim.done();
   auto loaded = snaps.load(tag);
   if (!loaded) return tl::unexpected(loaded.error());

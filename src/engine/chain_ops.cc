@@ -194,12 +194,7 @@ Result<store::SnapshotMeta> compact_tag(const EngineConfig& cfg, const std::stri
   } release{snaps, to};
   auto staging = snaps.stage(to);
   if (!staging) return tl::unexpected(staging.error());
-  struct StagingGuard {
-    std::string path;
-    ~StagingGuard() {
-      if (!path.empty()) (void)remove_tree(path);
-    }
-  } guard{*staging};
+  TreeGuard guard(*staging);
 
   store::SnapshotMeta out = *m;
   out.tag = to;
@@ -220,7 +215,7 @@ Result<store::SnapshotMeta> compact_tag(const EngineConfig& cfg, const std::stri
     FORKD_TRY(link_file(dir + "/" + name, *staging + "/" + name));
   }
   FORKD_TRY(snaps.commit(*staging, out, /*replace=*/false));
-  guard.path.clear();
+  guard.release();
   return snaps.load(to);
 }
 

@@ -29,13 +29,6 @@ Status link_or_copy(const std::string& from, const std::string& to) {
   return write_file_atomic(to, *data, 0444);
 }
 
-Status fsync_path(const std::string& path) {
-  auto fd = open_file(path, O_RDONLY);
-  if (!fd) return tl::unexpected(fd.error());
-  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
-  return {};
-}
-
 }  // namespace
 
 Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOptions& opts) {
@@ -50,12 +43,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   if (!staging) return tl::unexpected(staging.error());
   // Whatever fails below, the staging dir goes (and a kill -9 leaves only a .staging-* dir,
   // which no command treats as a tag and the next snapshot removes).
-  struct StagingGuard {
-    std::string path;
-    ~StagingGuard() {
-      if (!path.empty()) (void)remove_tree(path);
-    }
-  } guard{*staging};
+  TreeGuard guard(*staging);
   auto wrap = [&](const Error& e) { return tl::unexpected(e.wrap("snapshot " + opts.tag)); };
 
   SnapshotResult res;
@@ -144,7 +132,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   }
   (*sb)->destroy();
   if (auto st = snaps.commit(*staging, meta, opts.force); !st) return wrap(st.error());
-  guard.path.clear();
+  guard.release();
   res.commit_ms = ms_since(t_commit);
   auto loaded = snaps.load(opts.tag);
   if (!loaded) return wrap(loaded.error());
