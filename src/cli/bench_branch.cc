@@ -39,7 +39,7 @@ struct BranchArgs {
   int runs = 10;
   std::vector<std::string> modes = {"live", "full"};
   int baseline_runs = 0;  // 0: --runs up to 512 MiB, 3 above (each writes the whole RAM)
-  int chain_spawns = 5;   // later spawns per depth
+  int chain_spawns = 10;  // later spawns per depth
   bool json = false;
 };
 
@@ -278,33 +278,37 @@ Result<Json> chain_bench(const engine::EngineConfig& cfg, Teardown& td, const st
     tags.push_back(bo.tag);
     progress("chain: " + bo.tag + " stores " + std::to_string(r->link_bytes >> 20) + " MiB");
   }
-  Json depths = Json::array();
-  double base_median = 0;
-  for (int d = 0; d <= kChainDepth; ++d) {
-    std::vector<double> later, later_launch;
-    double first = 0;
-    for (int i = 0; i <= spawns; ++i) {
+  // First spawns in depth order (each may assemble its memory), then the later spawns
+  // round-robin over the depths, so drift in the host's load hits every depth alike.
+  constexpr int kLevels = kChainDepth + 1;
+  std::vector<double> first(kLevels);
+  std::vector<std::vector<double>> later(kLevels), later_launch(kLevels);
+  for (int i = 0; i <= spawns; ++i) {
+    for (int d = 0; d < kLevels; ++d) {
       FORKD_TRY(check_interrupted());
       auto c = fork_one(cfg, td, tags[d]);
       if (!c) return tl::unexpected(c.error());
       td.remove(c->id);
       if (i == 0) {
-        first = c->total_ms;
+        first[d] = c->total_ms;
       } else {
-        later.push_back(c->total_ms);
-        later_launch.push_back(c->timings.launch_ms);
+        later[d].push_back(c->total_ms);
+        later_launch[d].push_back(c->timings.launch_ms);
       }
     }
-    Summary s = summarize(later);
-    if (d == 0) base_median = s.median;
+  }
+  Json depths = Json::array();
+  double base_median = summarize(later[0]).median;
+  for (int d = 0; d < kLevels; ++d) {
+    Summary s = summarize(later[d]);
     double tax = d > 0 ? (s.median - base_median) / d : 0;
     depths.push_back({{"depth", d},
                       {"tag", tags[d]},
-                      {"first_spawn_ms", first},
+                      {"first_spawn_ms", first[d]},
                       {"later_spawn_ms", s.to_json()},
-                      {"later_launch_ms", summarize(later_launch).to_json()},
+                      {"later_launch_ms", summarize(later_launch[d]).to_json()},
                       {"per_link_tax_ms", tax}});
-    progress("chain depth " + std::to_string(d) + ": first " + num(first) +
+    progress("chain depth " + std::to_string(d) + ": first " + num(first[d]) +
              " ms, later p50 " + num(s.median) + " ms");
   }
   return Json{{"spawns_per_depth", spawns}, {"depths", depths}};
