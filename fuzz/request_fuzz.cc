@@ -16,5 +16,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   (void)daemon::decode_exec(body);
   (void)daemon::decode_eval(body);
+  if (auto b = daemon::decode_branch(body);
+      b && (b->mode != "full" && b->mode != "diff" && b->mode != "live")) {
+    std::abort();
+  }
+  if (auto to = daemon::decode_compact(body); to && (to->empty() || to->size() > 64)) std::abort();
+  (void)daemon::decode_workspace_create(body);
+  (void)daemon::decode_workspace_suspend(body);
   return 0;
 }
