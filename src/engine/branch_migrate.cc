@@ -1,5 +1,8 @@
 #include "engine/branch_migrate.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <thread>
 
 #include "base/clock.h"
@@ -111,6 +114,19 @@ class SourceSide {
   QmpClient& qmp_;
 };
 
+// The destination's run dir: $FORKD_HOME/branching/<pid>-<hex>, short enough for its sockets.
+// Dirs of processes that died (kill -9 mid-branch) are removed first.
+Result<std::string> make_dest_dir(const EngineConfig& cfg) {
+  std::string root = cfg.home + "/branching";
+  for (const auto& name : list_dir_names(root)) {
+    int pid = std::atoi(name.c_str());
+    if (pid > 0 && pid != ::getpid() && !process_alive(pid)) (void)remove_tree(root + "/" + name);
+  }
+  std::string dir = root + "/" + std::to_string(::getpid()) + "-" + random_hex(4);
+  FORKD_TRY(make_dirs(dir));
+  return dir;
+}
+
 }  // namespace
 
 Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const MigrateRequest& req) {
@@ -123,9 +139,10 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   auto disk = query_disk(*src);
   if (!disk) return tl::unexpected(disk.error());
 
-  auto tmp = TempDir::create("forkd-branch");
-  if (!tmp) return tl::unexpected(tmp.error());
-  auto vc = base_vm_config(cfg, "branch", tmp->path());
+  auto dest_dir = make_dest_dir(cfg);
+  if (!dest_dir) return tl::unexpected(dest_dir.error());
+  TreeGuard dest_dir_guard(*dest_dir);
+  auto vc = base_vm_config(cfg, "branch", *dest_dir);
   if (!vc) return tl::unexpected(vc.error());
   vc->machine = req.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
   vc->cpus = req.cpus;
@@ -137,7 +154,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   vc->die_with_parent = true;
   if (*disk) {
     // The destination needs a disk device of the same size; it never reads or writes it.
-    std::string dummy = tmp->path() + "/dest.qcow2";
+    std::string dummy = *dest_dir + "/dest.qcow2";
     auto r = run_capture({"qemu-img", "create", "-q", "-f", "qcow2", dummy,
                           std::to_string((*disk)->virtual_size)},
                          std::chrono::seconds(30));
@@ -147,14 +164,14 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     vc->disk = dummy;
   }
   auto launched =
-      vmm::VmProcess::launch_with_qmp(*vc, tmp->path() + "/qemu.log", std::chrono::seconds(30));
+      vmm::VmProcess::launch_with_qmp(*vc, *dest_dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) return tl::unexpected(launched.error().wrap("start the branch destination"));
   struct DestGuard {
     vmm::VmProcess& vm;
     ~DestGuard() { vm.terminate(std::chrono::seconds(2)); }
   } dest_guard{launched->first};
   QmpClient& dst = launched->second;
-  std::string uri = "unix:" + tmp->path() + "/mig.sock";
+  std::string uri = "unix:" + *dest_dir + "/mig.sock";
   FORKD_TRY(set_caps(dst, {{"events", true}, {"x-ignore-shared", false}}));
   if (auto r = dst.execute("migrate-incoming", Json{{"uri", uri}}); !r) {
     return tl::unexpected(r.error().wrap("destination migrate-incoming"));
@@ -251,7 +268,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     if (status == "failed" || status == "cancelled") {
       return make_error(ErrorCode::kQemuFailed,
                         "destination migration " + status + ": " +
-                            vmm::log_tail(tmp->path() + "/qemu.log", 400));
+                            vmm::log_tail(*dest_dir + "/qemu.log", 400));
     }
   }
   auto saved = save_device_state(dst, req.vmstate_file, /*ignore_shared=*/true);
