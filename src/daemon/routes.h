@@ -28,6 +28,27 @@ struct DaemonContext {
   int branch_cap = 4;
 };
 
+// One of the context's branch slots, held until destroyed (branches and workspace suspends).
+class BranchSlot {
+ public:
+  explicit BranchSlot(DaemonContext& ctx) : ctx_(ctx) {
+    held_ = ctx_.branches_in_flight.fetch_add(1) < ctx_.branch_cap;
+    if (!held_) ctx_.branches_in_flight.fetch_sub(1);
+  }
+  BranchSlot(const BranchSlot&) = delete;
+  BranchSlot& operator=(const BranchSlot&) = delete;
+  ~BranchSlot() {
+    if (held_) ctx_.branches_in_flight.fetch_sub(1);
+  }
+  bool held() const { return held_; }
+  // The 503 the contract gives beyond the cap, written to res.
+  void refuse(httplib::Response& res) const;
+
+ private:
+  DaemonContext& ctx_;
+  bool held_ = false;
+};
+
 using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
 
 struct Route {

@@ -15,30 +15,18 @@
 
 namespace forkd::daemon {
 
+void BranchSlot::refuse(httplib::Response& res) const {
+  res.set_header("Retry-After", "1");
+  send_error(res, 503,
+             "branch concurrency cap reached (" + std::to_string(ctx_.branch_cap) +
+                 " at once); retry later",
+             "unavailable");
+}
+
 namespace {
 
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-// Holds one of the context's branch slots; released when the branch (not the request) ends.
-class BranchSlot {
- public:
-  explicit BranchSlot(DaemonContext& ctx) : ctx_(ctx) {
-    if (ctx_.branches_in_flight.fetch_add(1) >= ctx_.branch_cap) {
-      ctx_.branches_in_flight.fetch_sub(1);
-    } else {
-      held_ = true;
-    }
-  }
-  ~BranchSlot() {
-    if (held_) ctx_.branches_in_flight.fetch_sub(1);
-  }
-  bool held() const { return held_; }
-
- private:
-  DaemonContext& ctx_;
-  bool held_ = false;
-};
 
 void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   auto t0 = Clock::now();
@@ -52,13 +40,7 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   auto mode = engine::parse_branch_mode(r->mode);
   if (!mode) return send_error(res, mode.error());
   auto slot = std::make_shared<BranchSlot>(ctx);
-  if (!slot->held()) {
-    res.set_header("Retry-After", "1");
-    return send_error(res, 503,
-                      "branch concurrency cap reached (" + std::to_string(ctx.branch_cap) +
-                          " at once); retry later",
-                      "unavailable");
-  }
+  if (!slot->held()) return slot->refuse(res);
   // No agent connection across the pause (see branch.h); the next request reconnects.
   ctx.agents.drop(id);
   engine::BranchOptions bo;

@@ -50,18 +50,8 @@ void suspend(DaemonContext& ctx, engine::Workspaces& ws, const httplib::Request&
   if (!r) return send_error(res, r.error());
   std::string name = path_name(req);
   // A suspend is a branch: it takes one of the daemon's branch slots (beyond the cap, 503).
-  if (ctx.branches_in_flight.fetch_add(1) >= ctx.branch_cap) {
-    ctx.branches_in_flight.fetch_sub(1);
-    res.set_header("Retry-After", "1");
-    return send_error(res, 503,
-                      "branch concurrency cap reached (" + std::to_string(ctx.branch_cap) +
-                          " at once); retry later",
-                      "unavailable");
-  }
-  struct SlotRelease {
-    std::atomic<int>& n;
-    ~SlotRelease() { n.fetch_sub(1); }
-  } release{ctx.branches_in_flight};
+  BranchSlot slot(ctx);
+  if (!slot.held()) return slot.refuse(res);
   // The sandbox is about to stop: let go of the daemon's agent connection to it first.
   if (auto w = ws.get(name); w && !w->sandbox_id.empty()) ctx.agents.drop(w->sandbox_id);
   auto w = ws.suspend(name, r->live);
