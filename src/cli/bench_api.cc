@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/files.h"
+#include "cli/bench_common.h"
 #include "cli/output.h"
 #include "cli/remote_client.h"
 #include "cli/stats.h"
@@ -38,10 +39,6 @@ struct ApiArgs {
   int memory_mib = 256;
   bool json = false;
 };
-
-// Set by Ctrl-C/SIGTERM (on main's signal thread): the series stop and everything is cleaned up.
-std::atomic<bool> g_interrupted{false};
-void on_signal(int) { g_interrupted = true; }
 
 // Everything the bench starts, torn down in reverse order on every exit path: the daemon (its
 // agent connections with it), then the sandbox's QEMU. The bench home itself is a TempDir
@@ -77,7 +74,7 @@ Result<std::vector<double>> time_series(const char* what, int n, Call call) {
   std::vector<double> ms;
   ms.reserve(static_cast<size_t>(n));
   for (int i = 0; i < kWarmupCalls + n; ++i) {
-    if (g_interrupted) return make_error(ErrorCode::kCancelled, "interrupted");
+    FORKD_TRY(check_interrupted());
     auto t = Clock::now();
     if (auto st = call(); !st) return tl::unexpected(st.error().wrap(what));
     if (i >= kWarmupCalls) {
@@ -94,17 +91,8 @@ Status exit_zero(int code, const char* via) {
 }
 
 Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
-  // The bench home: private sandboxes, tags and run dirs; images and the build cache are the real
-  // home's, through symlinks (remove_all removes a link, never what it points at).
-  auto home = TempDir::create("forkd-bench-api");
+  auto home = make_bench_home(cfg, "forkd-bench-api");
   if (!home) return tl::unexpected(home.error());
-  for (const char* sub : {"images", "cache"}) {
-    FORKD_TRY(make_dirs(cfg.home + "/" + sub));
-    std::string link = home->path() + "/" + sub;
-    if (::symlink((cfg.home + "/" + sub).c_str(), link.c_str()) != 0) {
-      return errno_error(errno, "symlink " + link);
-    }
-  }
   cfg.home = home->path();
   Teardown td;
   td.cfg = cfg;
@@ -117,7 +105,7 @@ Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
   std::fprintf(stderr, "forkd: bench api: creating a %s tag\n", a.image.c_str());
   auto snap = engine::create_snapshot(cfg, so);
   if (!snap) return tl::unexpected(snap.error());
-  if (g_interrupted) return make_error(ErrorCode::kCancelled, "interrupted");
+  FORKD_TRY(check_interrupted());
   engine::ForkOptions fo;
   fo.tag = so.tag;
   fo.use_pool = false;
@@ -129,7 +117,7 @@ Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
   const auto& child = forked->children.front();
   td.sandbox_id = child.id;
   if (child.error) return tl::unexpected(*child.error);
-  if (g_interrupted) return make_error(ErrorCode::kCancelled, "interrupted");
+  FORKD_TRY(check_interrupted());
 
   engine::ExecOptions eo;
   eo.argv = {"true"};
@@ -215,24 +203,9 @@ void print_human(const Json& r) {
 }
 
 int do_bench_api(const GlobalOptions& g, const ApiArgs& a) {
-  auto cfg = make_config(g);
-  if (!cfg) return report_error(cfg.error());
-  set_signal_hook(&on_signal);
-  auto r = run_api(*cfg, a);
-  set_signal_hook(nullptr);
-  if (!r) {
-    if (g_interrupted) {
-      std::fprintf(stderr, "forkd: bench api: interrupted, cleaned up\n");
-      return kExitInterrupted;
-    }
-    return report_error(r.error());
-  }
-  if (a.json) {
-    print_json(*r);
-  } else {
-    print_human(*r);
-  }
-  return 0;
+  return run_bench_verb(
+      g, "api", a.json, [&](const engine::EngineConfig& cfg) { return run_api(cfg, a); },
+      print_human);
 }
 
 }  // namespace

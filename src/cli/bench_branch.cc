@@ -11,6 +11,8 @@
 #include <thread>
 
 #include "base/files.h"
+#include "base/clock.h"
+#include "cli/bench_common.h"
 #include "cli/output.h"
 #include "cli/stats.h"
 #include "engine/branch.h"
@@ -43,18 +45,6 @@ struct BranchArgs {
   bool json = false;
 };
 
-std::atomic<bool> g_interrupted{false};
-void on_signal(int) { g_interrupted = true; }
-
-Status check_interrupted() {
-  if (g_interrupted) return make_error(ErrorCode::kCancelled, "interrupted");
-  return {};
-}
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
 void progress(const std::string& line) {
   std::fprintf(stderr, "forkd: bench branch: %s\n", line.c_str());
 }
@@ -82,27 +72,6 @@ struct Teardown {
     while (!sandboxes.empty()) remove(sandboxes.back());
   }
 };
-
-// The bench home: private sandboxes, tags and assembled chain memory; the real home's images and
-// build cache entries (kernel, rootfs) through symlinks. cache/assembled stays private so no
-// file of the bench lands in the real cache.
-Result<TempDir> make_bench_home(const engine::EngineConfig& real) {
-  auto home = TempDir::create("forkd-bench-branch");
-  if (!home) return tl::unexpected(home.error());
-  FORKD_TRY(make_dirs(real.home + "/images"));
-  FORKD_TRY(make_dirs(real.home + "/cache"));
-  FORKD_TRY(make_dirs(home->path() + "/cache"));
-  auto link = [](const std::string& target, const std::string& at) -> Status {
-    if (::symlink(target.c_str(), at.c_str()) != 0) return errno_error(errno, "symlink " + at);
-    return {};
-  };
-  FORKD_TRY(link(real.home + "/images", home->path() + "/images"));
-  for (const auto& name : list_dir_names(real.home + "/cache")) {
-    if (name == "assembled") continue;
-    FORKD_TRY(link(real.home + "/cache/" + name, home->path() + "/cache/" + name));
-  }
-  return home;
-}
 
 // One guest shell command through a short-lived agent connection, closed before returning:
 // BRANCH must not run while the host holds one (see engine/branch.h).
@@ -317,7 +286,7 @@ Result<Json> chain_bench(const engine::EngineConfig& cfg, Teardown& td, const st
 Result<Json> run_branch_bench(engine::EngineConfig cfg, const BranchArgs& a) {
   engine::ImageStore images(cfg.home, cfg.assets, cfg.agent);
   if (auto img = images.get(a.image, stderr_progress()); !img) return tl::unexpected(img.error());
-  auto home = make_bench_home(cfg);
+  auto home = make_bench_home(cfg, "forkd-bench-branch");
   if (!home) return tl::unexpected(home.error());
   cfg.home = home->path();
   Teardown td;
@@ -465,24 +434,9 @@ void print_human(const Json& r) {
 }
 
 int do_bench_branch(const GlobalOptions& g, const BranchArgs& a) {
-  auto cfg = make_config(g);
-  if (!cfg) return report_error(cfg.error());
-  set_signal_hook(&on_signal);
-  auto r = run_branch_bench(*cfg, a);
-  set_signal_hook(nullptr);
-  if (!r) {
-    if (g_interrupted) {
-      std::fprintf(stderr, "forkd: bench branch: interrupted, cleaned up\n");
-      return kExitInterrupted;
-    }
-    return report_error(r.error());
-  }
-  if (a.json) {
-    print_json(*r);
-  } else {
-    print_human(*r);
-  }
-  return 0;
+  return run_bench_verb(
+      g, "branch", a.json,
+      [&](const engine::EngineConfig& cfg) { return run_branch_bench(cfg, a); }, print_human);
 }
 
 }  // namespace
