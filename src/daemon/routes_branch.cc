@@ -60,6 +60,8 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
     Json j = engine::snapshot_info_json(ctx.cfg, made->meta);
     j["mode"] = engine::branch_mode_name(*mode);
     j["timings_ms"] = {{"pause", made->pause_ms},
+                       {"switchover", made->switchover_ms},
+                       {"resume", made->resume_ms},
                        {"copy", made->copy_ms},
                        {"total", made->total_ms}};
     j["memory_stored_bytes"] = made->link_bytes;

@@ -174,6 +174,8 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   BranchResult res;
   res.pause_ms = mig->pause_ms;
   res.copy_ms = mig->copy_ms;
+  res.switchover_ms = mig->switchover_ms;
+  res.resume_ms = mig->resume_ms;
 
   store::SnapshotMeta meta;
   meta.tag = tag;
@@ -232,9 +234,11 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   if (!loaded) return tl::unexpected(loaded.error());
   res.meta = *loaded;
   res.total_ms = ms_since(t0);
-  logger("branch")->info("event=branch tag={} source={} mode={} pause_ms={:.1f} total_ms={:.0f}",
-                         tag, opts.sandbox_id, branch_mode_name(opts.mode), res.pause_ms,
-                         res.total_ms);
+  logger("branch")->info(
+      "event=branch tag={} source={} mode={} pause_ms={:.1f} switchover_ms={:.1f} "
+      "resume_ms={:.1f} total_ms={:.0f}",
+      tag, opts.sandbox_id, branch_mode_name(opts.mode), res.pause_ms, res.switchover_ms,
+      res.resume_ms, res.total_ms);
   return res;
 }
 

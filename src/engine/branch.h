@@ -51,6 +51,8 @@ struct BranchResult {
   store::SnapshotMeta meta;  // the committed tag
   double pause_ms = 0;       // source vCPUs stopped (QEMU STOP to RESUME event)
   double copy_ms = 0;        // migration start to completion
+  double switchover_ms = 0;  // of the pause: STOP until QEMU's migration `completed` event
+  double resume_ms = 0;      // of the pause: `completed` until RESUME (our reaction, `cont`)
   double total_ms = 0;       // call start to tag committed
   uint64_t link_bytes = 0;   // bytes of memory stored by the tag (dirty set for a link)
 };

@@ -200,6 +200,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     return give_up(r.error().wrap("migrate"));
   }
   bool raised = false;
+  double completed_us = 0;
   for (;;) {
     auto remaining = kMigrationDeadline - (Clock::now() - t_copy);
     if (remaining <= Clock::duration::zero()) {
@@ -232,6 +233,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
         return give_up(r.error().wrap("migrate-continue"));
       }
     } else if (status == "completed") {
+      completed_us = event_time_us(*ev);
       break;
     } else if (status == "failed" || status == "cancelled") {
       auto q = src->execute("query-migrate");
@@ -257,6 +259,10 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     return make_error(ErrorCode::kQemuFailed, "no STOP/RESUME event from the source");
   }
   res.pause_ms = (event_time_us(*resume_ev) - event_time_us(*stop_ev)) / 1000.0;
+  if (completed_us > 0) {
+    res.switchover_ms = (completed_us - event_time_us(*stop_ev)) / 1000.0;
+    res.resume_ms = (event_time_us(*resume_ev) - completed_us) / 1000.0;
+  }
   if (req.on_resumed) req.on_resumed(res.pause_ms);
 
   // The destination finishes loading and stays paused: it is now a template.

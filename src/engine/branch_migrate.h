@@ -25,6 +25,10 @@ struct MigrateRequest {
 struct MigrateResult {
   double pause_ms = 0;  // source STOP to RESUME, by QEMU's event timestamps
   double copy_ms = 0;   // migrate command until completion
+  // The pause in two: STOP until QEMU's `completed` event (last dirty pages, device state, disk
+  // snapshot), and from that event until RESUME (event delivery and our `cont`).
+  double switchover_ms = 0;
+  double resume_ms = 0;
   // With a disk: the source's layer frozen at the paused instant (the source went on on a new
   // overlay above it) and the raw base image at the bottom of its chain.
   std::string frozen_disk;
