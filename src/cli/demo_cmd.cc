@@ -1,6 +1,6 @@
 // forkd demo: the tour. Build a warm python tag (numpy imported in the agent's worker), fork 20
-// children from it, evaluate numpy in each, and put fork time and memory beside a cold boot
-// plus warm-up of the same image.
+// children from it, evaluate numpy in each, branch one of them mid-task, and put fork time and
+// memory beside a cold boot plus warm-up of the same image.
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -9,6 +9,8 @@
 #include "cli/output.h"
 #include "cli/stats.h"
 #include "engine/baseline.h"
+#include "engine/branch.h"
+#include "engine/chain_ops.h"
 #include "engine/fork.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
@@ -20,6 +22,58 @@ namespace forkd::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Step 4: branch a running child mid-task and fork from the branch. Returns the pause (ms) or
+// the error; the branch tag and its child are removed again.
+struct BranchStep {
+  double pause_ms = 0;
+  bool child_ok = false;
+  bool source_ok = false;
+};
+
+Result<std::string> eval_in(const engine::EngineConfig& cfg, const std::string& id,
+                            const std::string& code) {
+  // Attached only for this call: a branch must not find our agent connection open.
+  auto sb = engine::Sandbox::attach(cfg, id);
+  if (!sb) return tl::unexpected(sb.error());
+  auto r = (*sb)->eval(code);
+  if (!r) return tl::unexpected(r.error());
+  if (r->error) return make_error(ErrorCode::kAgentError, *r->error);
+  return r->value.value_or("None");
+}
+
+Result<BranchStep> branch_step(const engine::EngineConfig& cfg, const std::string& source,
+                               const std::string& tag) {
+  (void)engine::remove_tag(cfg, tag, engine::RemoveMode::kCascade);  // a leftover of a past run
+  FORKD_TRY(eval_in(cfg, source, "x = numpy.arange(10) * 7").map([](auto&&) {}));
+  engine::BranchOptions bo;
+  bo.sandbox_id = source;
+  bo.tag = tag;
+  auto br = engine::branch_sandbox(cfg, bo);
+  if (!br) return tl::unexpected(br.error());
+  BranchStep out;
+  out.pause_ms = br->pause_ms;
+  std::printf("   %s paused %.1f ms; its state is now tag %s (a link storing %.1f MiB)\n",
+              source.c_str(), br->pause_ms, tag.c_str(),
+              static_cast<double>(br->link_bytes) / 1048576);
+  auto src_after = eval_in(cfg, source, "x = x + 1");
+  if (src_after) src_after = eval_in(cfg, source, "int(x.sum())");
+  out.source_ok = src_after && *src_after == "325";
+  engine::ForkOptions fo;
+  fo.tag = tag;
+  auto forked = engine::fork_children(cfg, fo);
+  if (forked && !forked->children[0].error) {
+    std::string child = forked->children[0].id;
+    auto v = eval_in(cfg, child, "int(x.sum())");
+    out.child_ok = v && *v == "315";
+    std::printf("   child %s of %s: x.sum() = %s; the source went on: %s\n", child.c_str(),
+                tag.c_str(), v ? v->c_str() : v.error().describe().c_str(),
+                src_after ? src_after->c_str() : src_after.error().describe().c_str());
+    (void)engine::remove_sandbox(cfg, child);
+  }
+  (void)engine::remove_tag(cfg, tag, engine::RemoveMode::kCascade);
+  return out;
+}
 
 struct DemoArgs {
   std::string image = "python";
@@ -117,7 +171,14 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
     uss.push_back(static_cast<double>(s.uss_kib) / 1024);
     pss.push_back(static_cast<double>(s.pss_kib) / 1024);
   }
-  std::printf("\n4. the same warm state the slow way: cold boot + numpy import\n");
+  std::printf("\n4. branch %s mid-task: x = numpy.arange(10) * 7, snapshot it live, go on\n",
+              ids.empty() ? "(none)" : ids[0].c_str());
+  std::fflush(stdout);
+  Result<BranchStep> branched = make_error(ErrorCode::kInternal, "no child to branch");
+  if (!ids.empty()) branched = branch_step(*cfg, ids[0], a.tag + "-branch");
+  if (!branched) std::fprintf(stderr, "forkd: branch: %s\n", branched.error().describe().c_str());
+
+  std::printf("\n5. the same warm state the slow way: cold boot + numpy import\n");
   std::fflush(stdout);
   auto cold = engine::cold_boot_and_warm(*cfg, snap->meta);
   for (const auto& id : ids) (void)engine::remove_sandbox(*cfg, id);
@@ -140,7 +201,12 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
   std::printf("%-46s %8.1f MiB\n", "proportional memory per child (PSS, p50)",
               summarize(pss).median);
   std::printf("%-46s %5d / %zu\n", "children that answered correctly", good, ids.size());
-  return good == a.children ? 0 : kExitError;
+  bool branch_ok = branched && branched->child_ok && branched->source_ok;
+  if (branched) {
+    std::printf("%-46s %9.1f ms\n", "branch: source paused", branched->pause_ms);
+  }
+  std::printf("%-46s %12s\n", "branch: child and source both correct", branch_ok ? "yes" : "NO");
+  return good == a.children && branch_ok ? 0 : kExitError;
 }
 
 }  // namespace
@@ -148,7 +214,7 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
 void register_demo(CLI::App& app, GlobalOptions& g, Action& action) {
   auto a = std::make_shared<DemoArgs>();
   auto* sub =
-      app.add_subcommand("demo", "Tour: warm python tag, fork 20, numpy in each, vs cold boot");
+      app.add_subcommand("demo", "Tour: warm python tag, fork 20, numpy in each, branch one, vs cold boot");
   sub->add_option("--image", a->image, "Image for the tag")->capture_default_str();
   sub->add_option("--tag", a->tag, "Tag to (re)create")->capture_default_str();
   sub->add_option("-n", a->children, "Children")->check(CLI::Range(1, 1000))->capture_default_str();
