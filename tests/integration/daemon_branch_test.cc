@@ -20,10 +20,6 @@ namespace {
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-Json body_json(const httplib::Result& r) {
-  return r ? Json::parse(r->body, nullptr, false) : Json();
-}
-
 class DaemonBranch : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -58,13 +54,10 @@ class DaemonBranch : public ::testing::Test {
     daemon_.reset();
   }
   httplib::Client client() {
-    httplib::Client c("127.0.0.1", port_);
-    c.set_read_timeout(300, 0);
-    c.set_bearer_token_auth(token_);
-    return c;
+    return daemon_client(port_, token_);
   }
   static httplib::Result post(httplib::Client& c, const std::string& path, const Json& body) {
-    return c.Post(path, body.dump(), "application/json");
+    return post_json(c, path, body);
   }
   std::string fork_one(httplib::Client& c) {
     auto r = post(c, "/v1/sandboxes", {{"snapshot_tag", "bt"}, {"n", 1}});

@@ -1,5 +1,7 @@
 #include "integration/daemon_fixture.h"
 
+#include <gtest/gtest.h>
+
 #include <arpa/inet.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -52,6 +54,32 @@ std::optional<Child> start_daemon(int port, const std::string& token_file,
   c->kill(SIGKILL);
   (void)c->wait();
   return std::nullopt;
+}
+
+httplib::Client daemon_client(int port, const std::string& token) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(300, 0);
+  if (!token.empty()) c.set_bearer_token_auth(token);
+  return c;
+}
+
+httplib::Result post_json(httplib::Client& c, const std::string& path, const nlohmann::json& body) {
+  return c.Post(path, body.dump(), "application/json");
+}
+
+nlohmann::json body_json(const httplib::Result& r) {
+  if (!r) return nlohmann::json();
+  return nlohmann::json::parse(r->body, nullptr, false);
+}
+
+void expect_error(const httplib::Result& r, int status, const std::string& needle) {
+  ASSERT_TRUE(r) << "no response: " << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, status) << r->body;
+  nlohmann::json j = body_json(r);
+  ASSERT_TRUE(j.is_object() && j.contains("error") && j["error"].is_string()) << r->body;
+  if (!needle.empty()) {
+    EXPECT_NE(r->body.find(needle), std::string::npos) << r->body;
+  }
 }
 
 }  // namespace forkd::test

@@ -29,23 +29,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-Json body_json(const httplib::Result& r) {
-  if (!r) return Json();
-  return Json::parse(r->body, nullptr, false);
-}
-
-// Every 4xx/5xx body is {"error": "<message>"}.
-void expect_error(const httplib::Result& r, int status, const std::string& needle = "") {
-  ASSERT_TRUE(r) << "no response: " << httplib::to_string(r.error());
-  EXPECT_EQ(r->status, status) << r->body;
-  Json j = body_json(r);
-  ASSERT_TRUE(j.is_object()) << r->body;
-  ASSERT_TRUE(j.contains("error") && j["error"].is_string()) << r->body;
-  if (!needle.empty()) {
-    EXPECT_NE(r->body.find(needle), std::string::npos) << r->body;
-  }
-}
-
 class Daemon : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -78,13 +61,10 @@ class Daemon : public ::testing::Test {
 
   // A client with the token, and long timeouts (snapshot creation boots a VM).
   httplib::Client client(bool auth = true) {
-    httplib::Client c("127.0.0.1", port_);
-    c.set_read_timeout(300, 0);
-    if (auth) c.set_bearer_token_auth(token_);
-    return c;
+    return daemon_client(port_, auth ? token_ : "");
   }
   static httplib::Result post(httplib::Client& c, const std::string& path, const Json& body) {
-    return c.Post(path, body.dump(), "application/json");
+    return post_json(c, path, body);
   }
 
   // Creates the suite's tag once.

@@ -21,21 +21,6 @@ using Json = nlohmann::json;
 
 constexpr const char* kTag = "wsbase";
 
-Json body_json(const httplib::Result& r) {
-  if (!r) return Json();
-  return Json::parse(r->body, nullptr, false);
-}
-
-void expect_error(const httplib::Result& r, int status, const std::string& needle = "") {
-  ASSERT_TRUE(r) << "no response: " << httplib::to_string(r.error());
-  EXPECT_EQ(r->status, status) << r->body;
-  Json j = body_json(r);
-  ASSERT_TRUE(j.is_object() && j.contains("error") && j["error"].is_string()) << r->body;
-  if (!needle.empty()) {
-    EXPECT_NE(r->body.find(needle), std::string::npos) << r->body;
-  }
-}
-
 class Workspaces : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -77,13 +62,10 @@ class Workspaces : public ::testing::Test {
   }
 
   static httplib::Client client() {
-    httplib::Client c("127.0.0.1", port_);
-    c.set_read_timeout(300, 0);
-    c.set_bearer_token_auth(token_);
-    return c;
+    return daemon_client(port_, token_);
   }
   static httplib::Result post(httplib::Client& c, const std::string& path, const Json& body) {
-    return c.Post(path, body.dump(), "application/json");
+    return post_json(c, path, body);
   }
   // Creates a workspace from the suite's tag and returns its WorkspaceInfo.
   static Json create(httplib::Client& c, const std::string& name) {
