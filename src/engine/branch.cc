@@ -227,7 +227,14 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     if (auto st = fsync_path(path); !st) return fail(st.error());
     ::chmod(path.c_str(), 0444);
   }
-  if (auto st = snaps.commit(*staging, meta, opts.replace); !st) return fail(st.error());
+  if (auto st = snaps.commit(*staging, meta, opts.replace); !st) {
+    if (parent) {  // the adopted memory belongs to a tag that never appeared
+      std::string adopted = resolver.assembled_path(meta);
+      ::unlink(adopted.c_str());
+      ::unlink((adopted + ".verified").c_str());
+    }
+    return fail(st.error());
+  }
   guard.release();
   claim.done();
   auto loaded = snaps.load(tag);
