@@ -58,9 +58,10 @@ Json snapshot_info_json(const EngineConfig& cfg, const store::SnapshotMeta& m) {
   if (!problem && m.is_link()) {
     // A link whose chain is broken can still spawn from its assembled memory.
     store::MemoryResolver resolver(snaps, cache_dir(cfg));
-    auto chain = store::chain_info(snaps, m.tag);
-    if (chain && !chain->warning.empty() && !path_exists(resolver.assembled_path(m))) {
-      problem = chain->warning;
+    // Ancestors only: dependents would read every tag, for each tag of a listing.
+    auto chain = store::walk_ancestors(snaps, m);
+    if (!chain.warning.empty() && !path_exists(resolver.assembled_path(m))) {
+      problem = chain.warning;
     }
   }
   Json j = {{"tag", m.tag},

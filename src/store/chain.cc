@@ -58,13 +58,10 @@ Status fsync_fd(int fd, const std::string& path) {
 
 }  // namespace
 
-Result<ChainInfo> chain_info(const SnapshotStore& store, const std::string& tag) {
-  auto meta = store.load(tag);
-  if (!meta) return tl::unexpected(meta.error());
+ChainInfo walk_ancestors(const SnapshotStore& store, const SnapshotMeta& meta) {
   ChainInfo info;
-  info.dependents = direct_dependents(store, tag);
-  std::set<std::string> seen{tag};
-  SnapshotMeta cur = *meta;
+  std::set<std::string> seen{meta.tag};
+  SnapshotMeta cur = meta;
   while (cur.parent_tag) {
     const std::string& parent = *cur.parent_tag;
     if (seen.count(parent) || info.depth >= kMaxChainDepth) {
@@ -85,6 +82,14 @@ Result<ChainInfo> chain_info(const SnapshotStore& store, const std::string& tag)
     }
     cur = std::move(*pm);
   }
+  return info;
+}
+
+Result<ChainInfo> chain_info(const SnapshotStore& store, const std::string& tag) {
+  auto meta = store.load(tag);
+  if (!meta) return tl::unexpected(meta.error());
+  ChainInfo info = walk_ancestors(store, *meta);
+  info.dependents = direct_dependents(store, tag);
   return info;
 }
 

@@ -24,8 +24,11 @@ struct ChainInfo {
   std::string warning;                 // a missing parent, a changed parent, a cycle
 };
 
-// Walks the parents of tag. A cycle or a missing parent ends the walk with a warning; it never
-// loops. kNotFound only when tag itself is unknown.
+// Walks the parents of meta (depth, ancestors, warning; dependents left empty: finding them
+// reads every tag). A cycle or a missing parent ends the walk with a warning; it never loops.
+ChainInfo walk_ancestors(const SnapshotStore& store, const SnapshotMeta& meta);
+
+// walk_ancestors of tag plus its direct dependents. kNotFound only when tag itself is unknown.
 Result<ChainInfo> chain_info(const SnapshotStore& store, const std::string& tag);
 
 // Direct dependents (links whose parent_tag is tag), and every descendant, deepest first.
