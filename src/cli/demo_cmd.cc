@@ -33,7 +33,7 @@ struct BranchStep {
 
 Result<std::string> eval_in(const engine::EngineConfig& cfg, const std::string& id,
                             const std::string& code) {
-  // Attached only for this call: a branch must not find our agent connection open.
+  // Attached only for this call: no connection of ours is open at a branch (see branch.h).
   auto sb = engine::Sandbox::attach(cfg, id);
   if (!sb) return tl::unexpected(sb.error());
   auto r = (*sb)->eval(code);
@@ -213,8 +213,8 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
 
 void register_demo(CLI::App& app, GlobalOptions& g, Action& action) {
   auto a = std::make_shared<DemoArgs>();
-  auto* sub =
-      app.add_subcommand("demo", "Tour: warm python tag, fork 20, numpy in each, branch one, vs cold boot");
+  auto* sub = app.add_subcommand(
+      "demo", "Tour: warm python tag, fork 20, numpy in each, branch one, vs cold boot");
   sub->add_option("--image", a->image, "Image for the tag")->capture_default_str();
   sub->add_option("--tag", a->tag, "Tag to (re)create")->capture_default_str();
   sub->add_option("-n", a->children, "Children")->check(CLI::Range(1, 1000))->capture_default_str();

@@ -32,8 +32,8 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   auto t0 = Clock::now();
   std::string id = req.matches.size() > 1 ? req.matches[1].str() : "";
   if (!is_safe_name(id)) {
-    return send_error(res, Error(ErrorCode::kInvalidArgument, "invalid sandbox id '" +
-                                                                  id.substr(0, 80) + "'"));
+    return send_error(
+        res, Error(ErrorCode::kInvalidArgument, "invalid sandbox id '" + id.substr(0, 80) + "'"));
   }
   auto r = decode_branch(req.body);
   if (!r) return send_error(res, r.error());
@@ -41,7 +41,7 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   if (!mode) return send_error(res, mode.error());
   auto slot = std::make_shared<BranchSlot>(ctx);
   if (!slot->held()) return slot->refuse(res);
-  // No agent connection across the pause (see branch.h); the next request reconnects.
+  // Let our agent connection go before the pause (see branch.h); the next request reconnects.
   ctx.agents.drop(id);
   engine::BranchOptions bo;
   bo.sandbox_id = id;

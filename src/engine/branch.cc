@@ -63,8 +63,8 @@ class PendingClaim {
 };
 
 // The tag a sandbox was forked from, if it is still there and ready (a link's parent).
-std::optional<store::SnapshotMeta> source_parent(const store::SnapshotStore& snaps,
-                                                 const Json& rec, int memory_mib) {
+std::optional<store::SnapshotMeta> source_parent(const store::SnapshotStore& snaps, const Json& rec,
+                                                 int memory_mib) {
   auto it = rec.find("tag");
   if (it == rec.end() || !it->is_string()) return std::nullopt;
   auto meta = snaps.load(it->get<std::string>());
@@ -99,7 +99,6 @@ Status write_tag_disk(const std::string& frozen_layer, const std::string& base,
   }
   return {};
 }
-
 
 }  // namespace
 
@@ -183,6 +182,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   meta.created_at = static_cast<int64_t>(std::time(nullptr));
   meta.machine = mreq.machine;
   meta.memory_mib = memory_mib;
+  meta.ram_bytes = mig->ram_bytes;
   meta.cpus = mreq.cpus;
   meta.kernel_append = parent ? parent->kernel_append : rec.value("kernel_append", "");
   meta.pause_ms = mig->pause_ms;
@@ -269,7 +269,7 @@ Result<BranchResult> snapshot_from(const EngineConfig& cfg, const SnapshotFromOp
   } guard{cfg, child.id};
   if (opts.progress) opts.progress("forked " + child.id + " from " + opts.from_tag);
   {
-    // The warm-up's agent connection is closed again before the branch (see branch_sandbox).
+    // The warm-up's agent connection is closed again before the branch (see branch.h).
     auto sb = Sandbox::attach(cfg, child.id);
     if (!sb) return tl::unexpected(sb.error());
     FORKD_TRY(run_warmup(**sb, Warmup{opts.exec, opts.eval}, opts.progress));

@@ -57,9 +57,10 @@ struct BranchResult {
   uint64_t link_bytes = 0;   // bytes of memory stored by the tag (dirty set for a link)
 };
 
-// Branches a running sandbox. The caller should hold no agent connection to it (the daemon drops
-// its cached one first): a child restored from a state in which the guest saw a host connected
-// can miss our first request (measured: 1 live branch in 2 under TCG).
+// Branches a running sandbox. The caller may hold an agent connection to it; its children's
+// first request is then a little slower (their guest saw a host connected at the pause and
+// notices ours as a new one, see finish_restore), which is why the daemon and the CLI let
+// theirs go first.
 // The source keeps running whatever happens (on any failure after
 // it was stopped, it is resumed before the error is returned), and no partial tag is left.
 // While the call runs the tag is listed with status "writing" (a pending record); with

@@ -72,8 +72,8 @@ Result<std::string> chain_base(const std::string& image) {
   auto r = run_capture({"qemu-img", "info", "-U", "--backing-chain", "--output=json", image},
                        std::chrono::seconds(30));
   if (!r || r->exit_code != 0) {
-    return make_error(ErrorCode::kQemuFailed, "qemu-img info " + image + ": " +
-                                                  (r ? r->output : r.error().message()));
+    return make_error(ErrorCode::kQemuFailed,
+                      "qemu-img info " + image + ": " + (r ? r->output : r.error().message()));
   }
   Json j = Json::parse(r->output, nullptr, false);
   if (!j.is_array() || j.empty() || !j.back().is_object()) {
@@ -130,12 +130,20 @@ Result<std::string> make_dest_dir(const EngineConfig& cfg) {
 }  // namespace
 
 Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const MigrateRequest& req) {
-  uint64_t mem_bytes = static_cast<uint64_t>(req.memory_mib) << 20;
-  // Before anything stops: a full disk fails here, with the source untouched.
-  FORKD_TRY(preallocate_file(req.memory_file, mem_bytes));
-
   auto src = QmpClient::connect(req.source_dir + "/qmp.sock", std::chrono::seconds(5));
   if (!src) return tl::unexpected(src.error().wrap("source QMP"));
+  // The source's exact RAM size (with or without the TCG pad, see vmm::guest_ram_bytes): the
+  // destination must match it byte for byte.
+  auto mem = src->execute("query-memory-size-summary");
+  if (!mem) return tl::unexpected(mem.error().wrap("source memory size"));
+  uint64_t ram_bytes = mem->value("base-memory", uint64_t{0});
+  if (ram_bytes < (static_cast<uint64_t>(req.memory_mib) << 20)) {
+    return make_error(ErrorCode::kInternal, "source reports " + std::to_string(ram_bytes) +
+                                                " bytes of RAM for " +
+                                                std::to_string(req.memory_mib) + " MiB");
+  }
+  // Before anything stops: a full disk fails here, with the source untouched.
+  FORKD_TRY(preallocate_file(req.memory_file, ram_bytes));
   auto disk = query_disk(*src);
   if (!disk) return tl::unexpected(disk.error());
 
@@ -147,6 +155,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   vc->machine = req.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
   vc->cpus = req.cpus;
   vc->memory_mib = req.memory_mib;
+  vc->ram_bytes = ram_bytes;
   vc->memory_file = req.memory_file;
   vc->memory_share = true;  // the destination writes the tag's memory file
   vc->incoming_defer = true;
@@ -155,9 +164,9 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   if (*disk) {
     // The destination needs a disk device of the same size; it never reads or writes it.
     std::string dummy = *dest_dir + "/dest.qcow2";
-    auto r = run_capture({"qemu-img", "create", "-q", "-f", "qcow2", dummy,
-                          std::to_string((*disk)->virtual_size)},
-                         std::chrono::seconds(30));
+    auto r = run_capture(
+        {"qemu-img", "create", "-q", "-f", "qcow2", dummy, std::to_string((*disk)->virtual_size)},
+        std::chrono::seconds(30));
     if (!r || r->exit_code != 0) {
       return make_error(ErrorCode::kQemuFailed, "qemu-img create: " + (r ? r->output : ""));
     }
@@ -188,6 +197,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
 
   SourceSide source(*src);
   MigrateResult res;
+  res.ram_bytes = ram_bytes;
   auto give_up = [&](const Error& e) -> Result<MigrateResult> {
     source.ensure_running();
     return tl::unexpected(e);
@@ -222,11 +232,10 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
       // Source stopped, device state not yet sent: freeze its disk at this instant; it goes on
       // writing to a new overlay above the frozen layer.
       std::string next = req.source_dir + "/overlay-" + random_hex(4) + ".qcow2";
-      auto snap = src->execute("blockdev-snapshot-sync",
-                               Json{{"device", "root"},
-                                    {"snapshot-file", next},
-                                    {"format", "qcow2"},
-                                    {"mode", "absolute-paths"}});
+      auto snap = src->execute("blockdev-snapshot-sync", Json{{"device", "root"},
+                                                              {"snapshot-file", next},
+                                                              {"format", "qcow2"},
+                                                              {"mode", "absolute-paths"}});
       if (!snap) return give_up(snap.error().wrap("disk snapshot"));
       res.frozen_disk = (*disk)->active;
       if (auto r = src->execute("migrate-continue", Json{{"state", "pre-switchover"}}); !r) {
@@ -272,9 +281,8 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     std::string status = (*ev)["data"].value("status", "");
     if (status == "completed") break;
     if (status == "failed" || status == "cancelled") {
-      return make_error(ErrorCode::kQemuFailed,
-                        "destination migration " + status + ": " +
-                            vmm::log_tail(*dest_dir + "/qemu.log", 400));
+      return make_error(ErrorCode::kQemuFailed, "destination migration " + status + ": " +
+                                                    vmm::log_tail(*dest_dir + "/qemu.log", 400));
     }
   }
   auto saved = save_device_state(dst, req.vmstate_file, /*ignore_shared=*/true);

@@ -66,6 +66,7 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   vc->machine = meta.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
   vc->cpus = meta.cpus;
   vc->memory_mib = meta.memory_mib;
+  vc->ram_bytes = meta.guest_ram_bytes();
   // No -kernel/-initrd/-append: the guest booted long ago, and QEMU would otherwise read both
   // files into its heap for fw_cfg (megabytes per child, and their start-up time).
   auto memory = tag_memory_path(cfg, meta);
@@ -180,6 +181,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
          {"tag", meta.tag},
          {"epoch", epoch},
          {"memory_mib", meta.memory_mib},
+         {"ram_bytes", meta.guest_ram_bytes()},
          {"cpus", meta.cpus},
          {"machine", meta.machine},
          {"created_at", static_cast<int64_t>(std::time(nullptr))}};

@@ -81,6 +81,8 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   };
   vc->cpus = opts.cpus;
   vc->memory_mib = opts.memory_mib;
+  vc->ram_bytes =
+      opts.ram_bytes ? opts.ram_bytes : vmm::guest_ram_bytes(opts.memory_mib, vc->accel);
   vc->kernel = image->kernel;
   vc->initrd = image->initrd;
   vc->kernel_append = image->append + host_kernel_args(*vc);
@@ -102,6 +104,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   std::unique_ptr<Sandbox> sb(new Sandbox(id, dir, std::move(*vm)));
   sb->record_ = {{"image", opts.image},
                  {"memory_mib", opts.memory_mib},
+                 {"ram_bytes", vc->ram_bytes},
                  {"cpus", opts.cpus},
                  {"accel", vmm::accel_name(vc->accel)},
                  {"machine", vmm::machine_name(vc->machine)},

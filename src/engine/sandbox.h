@@ -22,6 +22,7 @@ namespace forkd::engine {
 struct BootOptions {
   std::string image = "minimal";
   int memory_mib = 256;
+  uint64_t ram_bytes = 0;  // exact RAM size; 0: vmm::guest_ram_bytes for the accelerator
   int cpus = 1;
   std::chrono::milliseconds boot_timeout = std::chrono::seconds(90);
   ProgressFn progress;       // image build progress and boot steps

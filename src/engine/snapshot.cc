@@ -14,6 +14,7 @@
 #include "engine/sandbox.h"
 #include "engine/warmup.h"
 #include "store/snapshot_store.h"
+#include "vmm/accel.h"
 #include "vmm/qmp_client.h"
 
 namespace forkd::engine {
@@ -47,13 +48,16 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   auto wrap = [&](const Error& e) { return tl::unexpected(e.wrap("snapshot " + opts.tag)); };
 
   SnapshotResult res;
-  uint64_t mem_bytes = static_cast<uint64_t>(opts.memory_mib) << 20;
-  if (auto st = preallocate_file(*staging + "/memory", mem_bytes); !st) return wrap(st.error());
+  auto accel = vmm::choose_accel(cfg.accel);
+  if (!accel) return wrap(accel.error());
+  uint64_t ram_bytes = vmm::guest_ram_bytes(opts.memory_mib, accel->accel);
+  if (auto st = preallocate_file(*staging + "/memory", ram_bytes); !st) return wrap(st.error());
 
   auto t_boot = Clock::now();
   BootOptions bo;
   bo.image = opts.image;
   bo.memory_mib = opts.memory_mib;
+  bo.ram_bytes = ram_bytes;
   bo.cpus = opts.cpus;
   bo.progress = opts.progress;
   bo.memory_file = *staging + "/memory";
@@ -87,6 +91,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   meta.created_at = static_cast<int64_t>(std::time(nullptr));
   meta.machine = rec.value("machine", "microvm");
   meta.memory_mib = opts.memory_mib;
+  meta.ram_bytes = ram_bytes;
   meta.cpus = opts.cpus;
   meta.kernel_append = rec.value("kernel_append", "");
   meta.pause_ms = saved->pause_ms;

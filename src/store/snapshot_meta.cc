@@ -28,6 +28,7 @@ Json SnapshotMeta::to_json() const {
             {"parent_content_hash", parent_content_hash ? Json(*parent_content_hash) : Json()},
             {"machine", machine},
             {"memory_mib", memory_mib},
+            {"ram_bytes", guest_ram_bytes()},
             {"cpus", cpus},
             {"kernel_append", kernel_append},
             {"has_disk", has_disk},
@@ -98,7 +99,8 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
       !get_field(j, "parent_tag", &parent, false) ||
       !get_field(j, "parent_content_hash", &parent_hash, false) ||
       !get_field(j, "branched_from", &branched, false) ||
-      !get_field(j, "memory_sha256", &m.memory_sha256, false)) {
+      !get_field(j, "memory_sha256", &m.memory_sha256, false) ||
+      !get_field(j, "ram_bytes", &m.ram_bytes, false)) {
     return tl::unexpected(bad("missing or mistyped field"));
   }
   if (!parent.empty()) m.parent_tag = parent;
@@ -107,6 +109,13 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
   if (m.machine != "microvm" && m.machine != "pc") return tl::unexpected(bad("bad machine"));
   if (m.memory_mib < 64 || m.memory_mib > 65536 || m.cpus < 1 || m.cpus > 64) {
     return tl::unexpected(bad("memory or cpus out of range"));
+  }
+  // QEMU takes RAM in 8 KiB steps; a pad beyond 1 MiB is not one forkd writes.
+  uint64_t mib_bytes = static_cast<uint64_t>(m.memory_mib) << 20;
+  if (m.ram_bytes != 0 &&
+      (m.ram_bytes < mib_bytes || m.ram_bytes >= mib_bytes + (1u << 20) || m.ram_bytes % 8192)) {
+    return tl::unexpected(bad("ram_bytes " + std::to_string(m.ram_bytes) + " does not fit " +
+                              std::to_string(m.memory_mib) + " MiB"));
   }
   if (auto w = j.find("warmup"); w != j.end() && w->is_array()) {
     for (const auto& c : *w) {

@@ -30,6 +30,9 @@ struct SnapshotMeta {
   // The VM shape a restore must reproduce exactly.
   std::string machine;  // microvm | pc
   int memory_mib = 0;
+  // Exact guest RAM size (memory_mib MiB plus, under TCG, a pad: see vmm::guest_ram_bytes);
+  // 0 in records written before it existed, whose RAM is exactly memory_mib MiB.
+  uint64_t ram_bytes = 0;
   int cpus = 1;
   std::string kernel_append;
   bool has_disk = false;
@@ -53,6 +56,9 @@ struct SnapshotMeta {
   static Result<SnapshotMeta> from_json(const nlohmann::json& j);
 
   bool is_link() const { return files.count("memory_diff") != 0; }
+  uint64_t guest_ram_bytes() const {
+    return ram_bytes ? ram_bytes : static_cast<uint64_t>(memory_mib) << 20;
+  }
   // memory_sha256, or for records written before it existed the memory file's hash.
   std::string content_hash() const;
 };

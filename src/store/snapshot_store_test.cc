@@ -107,6 +107,38 @@ TEST_F(StoreTest, NewerSchemaRefusedWithBothVersions) {
   EXPECT_NE(r.error().message().find("newer"), std::string::npos);
 }
 
+// ram_bytes: absent in older records (RAM is exactly memory_mib MiB), kept when written, and
+// refused when it cannot be the RAM of memory_mib MiB.
+TEST(SnapshotMetaRam, LegacyPaddedAndBad) {
+  SnapshotMeta m;
+  m.tag = "t";
+  m.image = "minimal";
+  m.machine = "microvm";
+  m.memory_mib = 256;
+  m.files["vmstate"] = {1, std::string(64, 'a')};
+  m.files["memory"] = {1, std::string(64, 'b')};
+  auto j = m.to_json();
+  j.erase("ram_bytes");
+  auto legacy = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(legacy) << legacy.error().describe();
+  EXPECT_EQ(legacy->guest_ram_bytes(), 256u << 20);
+
+  j["ram_bytes"] = (256u << 20) + 8192;
+  auto padded = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(padded) << padded.error().describe();
+  EXPECT_EQ(padded->guest_ram_bytes(), (256u << 20) + 8192);
+  EXPECT_EQ(padded->to_json()["ram_bytes"], (256u << 20) + 8192);
+
+  for (uint64_t bad : {uint64_t{255} << 20, (uint64_t{256} << 20) + 100, uint64_t{257} << 20}) {
+    j["ram_bytes"] = bad;
+    auto r = SnapshotMeta::from_json(j);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().message().find("ram_bytes"), std::string::npos);
+  }
+  j["ram_bytes"] = "big";
+  EXPECT_FALSE(SnapshotMeta::from_json(j));
+}
+
 TEST_F(StoreTest, ExistingTagNeedsReplace) {
   make("t1", "one");
   auto staging = store_->stage("t1");

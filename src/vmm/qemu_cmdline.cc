@@ -25,6 +25,11 @@ std::string virtio_device(MachineType m, const std::string& base) {
 
 }  // namespace
 
+uint64_t guest_ram_bytes(int memory_mib, Accel accel) {
+  uint64_t bytes = static_cast<uint64_t>(memory_mib) << 20;
+  return accel == Accel::kTcg ? bytes + kTcgRamPadBytes : bytes;
+}
+
 std::string_view machine_name(MachineType m) {
   switch (m) {
     case MachineType::kMicrovm:
@@ -69,10 +74,13 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
     add("-cpu", "max");
   }
   add("-smp", std::to_string(cfg.cpus));
-  add("-m", std::to_string(cfg.memory_mib) + "M");
+  uint64_t ram_bytes = cfg.ram_bytes ? cfg.ram_bytes : guest_ram_bytes(cfg.memory_mib, cfg.accel);
+  std::string ram = ram_bytes % (1u << 20) == 0 ? std::to_string(ram_bytes >> 20) + "M"
+                                                : std::to_string(ram_bytes / 1024) + "K";
+  add("-m", ram);
   if (!cfg.memory_file.empty()) {
-    add("-object", "memory-backend-file,id=mem,size=" + std::to_string(cfg.memory_mib) +
-                       "M,mem-path=" + qemu_opt_escape(cfg.memory_file) +
+    add("-object", "memory-backend-file,id=mem,size=" + ram +
+                       ",mem-path=" + qemu_opt_escape(cfg.memory_file) +
                        ",share=" + (cfg.memory_share ? "on" : "off"));
   }
 

@@ -1,5 +1,6 @@
 #pragma once
 // Builds the qemu-system-x86_64 argv for one sandbox. Pure: no I/O, so it is unit-tested.
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -11,6 +12,17 @@ namespace forkd::vmm {
 enum class MachineType { kMicrovm, kPc };
 std::string_view machine_name(MachineType m);
 
+// Bytes of guest RAM for a new VM of memory_mib MiB. Under TCG this is 8 KiB more than the MiB
+// figure, on purpose: QEMU 7.2 syncs the migration dirty bitmap of a RAM block whose size is a
+// multiple of 256 KiB with a fast path that does not re-arm TCG's write tracking (the TLB keeps
+// the pages writable without a trap), so pages the guest writes again after a sync are missed by
+// pre-copy migration and a live BRANCH saved stale pages (children hung on a lock word that was
+// already released). A block of any other size takes the per-page path, which re-arms it.
+// (Upstream QEMU fixed the fast path later; 8 KiB is QEMU's -m granularity.) KVM tracks writes
+// in the kernel and gets the plain size.
+uint64_t guest_ram_bytes(int memory_mib, Accel accel);
+constexpr uint64_t kTcgRamPadBytes = 8192;
+
 struct VmConfig {
   std::string qemu_binary = "qemu-system-x86_64";
   std::string name;  // -name, for ps output
@@ -19,6 +31,9 @@ struct VmConfig {
   int tb_size_mib = 0;  // TCG translation buffer (-accel tcg,tb-size=N); 0 keeps QEMU's default
   int cpus = 1;
   int memory_mib = 256;
+  // Exact guest RAM size; 0 means guest_ram_bytes(memory_mib, accel). A restore or a branch
+  // destination must use the size its state was saved with (older tags: memory_mib MiB).
+  uint64_t ram_bytes = 0;
   // Guest RAM backing: empty means anonymous memory; otherwise a memory-backend-file on this path
   // with share=on|off (share=off maps it MAP_PRIVATE, i.e. copy-on-write).
   std::string memory_file;

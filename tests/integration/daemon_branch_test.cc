@@ -53,9 +53,7 @@ class DaemonBranch : public ::testing::Test {
     (void)daemon_->wait(std::chrono::seconds(60));
     daemon_.reset();
   }
-  httplib::Client client() {
-    return daemon_client(port_, token_);
-  }
+  httplib::Client client() { return daemon_client(port_, token_); }
   static httplib::Result post(httplib::Client& c, const std::string& path, const Json& body) {
     return post_json(c, path, body);
   }
@@ -111,7 +109,8 @@ TEST_F(DaemonBranch, SyncAndAsyncBranchesCompactAndCascade) {
   EXPECT_EQ(dup->status, 409) << dup->body;
 
   // wait:false: 202 while writing, then ready; the legacy `diff` flag picks the mode.
-  r = post(c, "/v1/sandboxes/" + src + "/branch", {{"tag", "b2"}, {"diff", false}, {"wait", false}});
+  r = post(c, "/v1/sandboxes/" + src + "/branch",
+           {{"tag", "b2"}, {"diff", false}, {"wait", false}});
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 202) << r->body;
   Json b2 = body_json(r);
@@ -121,7 +120,9 @@ TEST_F(DaemonBranch, SyncAndAsyncBranchesCompactAndCascade) {
   // The cap is 1: a second branch while b2 is written is refused at once.
   auto busy = post(c, "/v1/sandboxes/" + src + "/branch", {{"tag", "b3"}});
   ASSERT_TRUE(busy);
-  if (busy->status != 201) EXPECT_EQ(busy->status, 503) << busy->body;
+  if (busy->status != 201) {
+    EXPECT_EQ(busy->status, 503) << busy->body;
+  }
   Json settled = wait_settled(c, "b2");
   EXPECT_EQ(settled["status"], "ready") << settled.dump();
   EXPECT_EQ(settled["chain_depth"], 1);
