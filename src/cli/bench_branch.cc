@@ -10,8 +10,8 @@
 #include <memory>
 #include <thread>
 
-#include "base/files.h"
 #include "base/clock.h"
+#include "base/files.h"
 #include "cli/bench_common.h"
 #include "cli/output.h"
 #include "cli/stats.h"
@@ -112,7 +112,7 @@ Result<engine::ForkChild> fork_one(const engine::EngineConfig& cfg, Teardown& td
 struct Writer {
   int chunk_mib = 1;
   double sleep_s = 0;
-  double chunk_ms = 0;  // one chunk, timed through exec (so an over-estimate)
+  double chunk_ms = 0;  // one chunk, timed in the guest
 };
 
 Result<uint64_t> writer_count(const engine::EngineConfig& cfg, const std::string& id) {
@@ -132,10 +132,20 @@ Result<Writer> start_writer(const engine::EngineConfig& cfg, const std::string& 
                      " 2>/dev/null && i=0; while [ $i -lt " + std::to_string(slots) +
                      " ]; do cat /dev/shm/wsrc; i=$((i+1)); done > /tmp/dirty";
   FORKD_TRY(guest_sh(cfg, id, prep, std::chrono::seconds(300)));
-  std::string one = "dd if=/dev/shm/wsrc of=/tmp/dirty bs=1M count=" + c + " conv=notrunc 2>/dev/null";
-  auto t = Clock::now();
-  FORKD_TRY(guest_sh(cfg, id, one, std::chrono::seconds(60)));
-  w.chunk_ms = ms_since(t);
+  // Eight chunks timed inside the guest by /proc/uptime (10 ms steps): one chunk timed through
+  // exec was sometimes several times too slow, which left the writer unpaced.
+  constexpr int kTimed = 8;
+  std::string timed =
+      "t0=$(cut -d' ' -f1 /proc/uptime); n=0; while [ $n -lt " + std::to_string(kTimed) +
+      " ]; do dd if=/dev/shm/wsrc of=/tmp/dirty bs=1M count=" + c +
+      " conv=notrunc 2>/dev/null; n=$((n+1)); done; echo $t0 $(cut -d' ' -f1 /proc/uptime)";
+  auto timing = guest_sh(cfg, id, timed, std::chrono::seconds(120));
+  if (!timing) return tl::unexpected(timing.error());
+  double t0 = 0, t1 = 0;
+  if (std::sscanf(timing->stdout_data.c_str(), "%lf %lf", &t0, &t1) != 2 || t1 < t0) {
+    return make_error(ErrorCode::kProtocol, "guest writer timing: " + timing->stdout_data);
+  }
+  w.chunk_ms = (t1 - t0) * 1000 / kTimed;
   w.sleep_s = std::max(0.0, w.chunk_mib / a.dirty_mibps - w.chunk_ms / 1000);
   char sleep_arg[32];
   std::snprintf(sleep_arg, sizeof sleep_arg, "%.3f", w.sleep_s);
@@ -199,8 +209,7 @@ Result<Json> branch_series(const engine::EngineConfig& cfg, const std::string& i
 }
 
 // QEMU's own stop + full save (RAM in the stream) of the same running source, then `cont`.
-Result<Json> plain_save_baseline(const engine::EngineConfig& cfg, const std::string& id,
-                                 int runs) {
+Result<Json> plain_save_baseline(const engine::EngineConfig& cfg, const std::string& id, int runs) {
   std::string dir = cfg.sandboxes_dir() + "/" + id;
   std::string file = cfg.home + "/full.state";
   std::vector<double> pause, resume, mib;
@@ -235,8 +244,8 @@ Result<Json> chain_bench(const engine::EngineConfig& cfg, Teardown& td, const st
     FORKD_TRY(check_interrupted());
     auto c = fork_one(cfg, td, tags.back());
     if (!c) return tl::unexpected(c.error());
-    std::string cmd = "dd if=/dev/urandom of=/dev/shm/link" + std::to_string(d) +
-                      " bs=1M count=8 2>/dev/null";
+    std::string cmd =
+        "dd if=/dev/urandom of=/dev/shm/link" + std::to_string(d) + " bs=1M count=8 2>/dev/null";
     FORKD_TRY(guest_sh(cfg, c->id, cmd, std::chrono::seconds(120)));
     engine::BranchOptions bo;
     bo.sandbox_id = c->id;
@@ -277,8 +286,8 @@ Result<Json> chain_bench(const engine::EngineConfig& cfg, Teardown& td, const st
                       {"later_spawn_ms", s.to_json()},
                       {"later_launch_ms", summarize(later_launch[d]).to_json()},
                       {"per_link_tax_ms", tax}});
-    progress("chain depth " + std::to_string(d) + ": first " + num(first[d]) +
-             " ms, later p50 " + num(s.median) + " ms");
+    progress("chain depth " + std::to_string(d) + ": first " + num(first[d]) + " ms, later p50 " +
+             num(s.median) + " ms");
   }
   return Json{{"spawns_per_depth", spawns}, {"depths", depths}};
 }
@@ -341,8 +350,7 @@ Result<Json> run_branch_bench(engine::EngineConfig cfg, const BranchArgs& a) {
                      {"chunk_ms", w->chunk_ms},
                      {"dirty_mibps_idle", rate},
                      {"reached_requested", rate >= 0.9 * a.dirty_mibps}};
-    progress("guest writer: " + num(rate) + " MiB/s (asked " +
-             num(a.dirty_mibps) + ")");
+    progress("guest writer: " + num(rate) + " MiB/s (asked " + num(a.dirty_mibps) + ")");
   }
 
   Json modes = Json::array();

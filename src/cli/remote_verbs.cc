@@ -252,6 +252,81 @@ int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a) {
   return 0;
 }
 
+namespace {
+
+// The warm-up steps of snapshot --from, in the child: shell commands, then Python evals; a
+// non-zero exit or a raised exception stops it.
+Status remote_warmup(const RemoteClient& c, const std::string& id,
+                     const RemoteSnapshotFromArgs& a) {
+  constexpr double kStepTimeoutS = 1800;  // the daemon's cap; the local warm-up allows 30 min
+  for (size_t i = 0; i < a.exec.size(); ++i) {
+    std::string step = "warm-up " + std::to_string(i + 1);
+    std::fprintf(stderr, "forkd: %s: %s\n", step.c_str(), a.exec[i].c_str());
+    auto r = c.post("/v1/sandboxes/" + id + "/exec",
+                    {{"args", {"/bin/sh", "-c", a.exec[i]}}, {"timeout_secs", kStepTimeoutS}});
+    if (!r) return tl::unexpected(r.error().wrap(step));
+    if (num(*r, "exit_code") != 0) {
+      std::string err = str(*r, "stderr");
+      if (err.size() > 500) err = err.substr(err.size() - 500);
+      return make_error(ErrorCode::kInvalidArgument, step + " (" + a.exec[i] + ") exited " +
+                                                         std::to_string(num(*r, "exit_code")) +
+                                                         (err.empty() ? "" : ": " + err));
+    }
+  }
+  for (size_t i = 0; i < a.eval.size(); ++i) {
+    std::string step = "warm-up eval " + std::to_string(i + 1);
+    std::fprintf(stderr, "forkd: %s\n", step.c_str());
+    auto r = c.post("/v1/sandboxes/" + id + "/eval", {{"code", a.eval[i]}});
+    if (!r) return tl::unexpected(r.error().wrap(step));
+    if (r->is_object() && (*r)["error"].is_string()) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        step + " raised: " + (*r)["error"].get<std::string>());
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+int remote_snapshot_from(const GlobalOptions& g, const RemoteSnapshotFromArgs& a) {
+  auto c = client(g);
+  if (!c) return report_error(c.error());
+  auto forked = c->post("/v1/sandboxes", {{"snapshot_tag", a.from}, {"n", 1}});
+  if (!forked) return report_error(forked.error().wrap("snapshot --from " + a.from));
+  if (!forked->is_array() || forked->empty()) {
+    return report_error(Error(ErrorCode::kProtocol, "fork: not an array of one sandbox"));
+  }
+  std::string id = str((*forked)[0], "id");
+  std::fprintf(stderr, "forkd: forked %s from %s on %s\n", id.c_str(), a.from.c_str(),
+               c->url().c_str());
+  // The child goes whatever happens below (a failed delete is reported, not fatal).
+  struct ChildGuard {
+    const RemoteClient& c;
+    std::string id;
+    ~ChildGuard() {
+      if (auto st = c.del("/v1/sandboxes/" + id); !st) {
+        std::fprintf(stderr, "forkd: could not delete %s: %s\n", id.c_str(),
+                     st.error().describe().c_str());
+      }
+    }
+  } guard{*c, id};
+  if (auto st = remote_warmup(*c, id, a); !st) {
+    return report_error(st.error().wrap("snapshot " + a.tag));
+  }
+  std::fprintf(stderr, "forkd: branching %s into %s\n", id.c_str(), a.tag.c_str());
+  auto b = c->post("/v1/sandboxes/" + id + "/branch", {{"tag", a.tag}, {"mode", "live"}});
+  if (!b) return report_error(b.error().wrap("snapshot " + a.tag));
+  if (a.json) {
+    print_json(*b);
+    return 0;
+  }
+  auto info = c->get("/v1/snapshots/" + a.tag + "/info");
+  double stored_mib = info ? static_cast<double>(num(*info, "memory_physical_bytes")) / 1048576 : 0;
+  std::printf("tag %s ready: a link of %s, %.1f MiB of memory stored, pause %.1f ms\n",
+              a.tag.c_str(), a.from.c_str(), stored_mib, dbl(*b, "pause_ms"));
+  return 0;
+}
+
 Result<RemoteClient> make_remote_client(const GlobalOptions& g) { return client(g); }
 
 }  // namespace forkd::cli

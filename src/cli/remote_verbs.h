@@ -34,6 +34,14 @@ struct RemoteSnapshotArgs {
   bool json = false;
 };
 int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a);
+// snapshot --from over the API: fork one child of `from`, run the warm-up steps in it, branch it
+// (live) into `tag`, and delete the child whatever happened.
+struct RemoteSnapshotFromArgs {
+  std::string from, tag;
+  std::vector<std::string> exec, eval;
+  bool json = false;
+};
+int remote_snapshot_from(const GlobalOptions& g, const RemoteSnapshotFromArgs& a);
 
 // A client for g.url with FORKD_TOKEN and FORKD_CA_CERT, for verbs that talk to the daemon
 // themselves.

@@ -8,9 +8,9 @@
 #include "base/files.h"
 #include "cli/output.h"
 #include "cli/remote_verbs.h"
-#include "engine/image_store.h"
 #include "engine/branch.h"
 #include "engine/chain_ops.h"
+#include "engine/image_store.h"
 #include "engine/pool.h"
 #include "engine/snapshot.h"
 #include "store/snapshot_store.h"
@@ -54,19 +54,17 @@ int do_snapshot_from(const engine::EngineConfig& cfg, const SnapshotArgs& a) {
 }
 
 int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
+  if (!a.from.empty() && a.force) {
+    return report_error(Error(ErrorCode::kInvalidArgument, "--force does not go with --from"));
+  }
   if (!g.url.empty()) {
-    if (!a.from.empty()) return remote_unsupported("snapshot --from");
+    if (!a.from.empty()) return remote_snapshot_from(g, {a.from, a.tag, a.exec, a.eval, a.json});
     return remote_snapshot(g,
                            {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force, a.json});
   }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
-  if (!a.from.empty()) {
-    if (a.force) {
-      return report_error(Error(ErrorCode::kInvalidArgument, "--force does not go with --from"));
-    }
-    return do_snapshot_from(*cfg, a);
-  }
+  if (!a.from.empty()) return do_snapshot_from(*cfg, a);
   engine::SnapshotOptions so;
   so.tag = a.tag;
   so.image = a.image;

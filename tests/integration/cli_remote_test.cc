@@ -145,6 +145,52 @@ TEST_F(CliRemote, UnreachableDaemonIsAClearError) {
   EXPECT_NE(env.err.find("cannot reach forkd daemon"), std::string::npos) << env.err;
 }
 
+// snapshot --from over the API: fork, warm-up, branch, and the child is gone either way.
+TEST_F(CliRemote, SnapshotFromBuildsALinkThroughTheDaemon) {
+  auto base = remote({"snapshot", "--tag", "remfrom", "--memory", "128", "--force"});
+  ASSERT_EQ(base.exit_code, 0) << base.err;
+  auto link = remote({"snapshot", "--from", "remfrom", "--tag", "remlink", "--exec",
+                      "echo warmed > /tmp/state", "--json"});
+  ASSERT_EQ(link.exit_code, 0) << link.err;
+  Json lj = Json::parse(link.out, nullptr, false);
+  ASSERT_TRUE(lj.is_object()) << link.out;
+  EXPECT_EQ(lj["tag"], "remlink");
+  EXPECT_EQ(lj["status"], "ready");
+  auto ps = remote({"ps", "--json"});
+  Json pj = Json::parse(ps.out, nullptr, false);
+  ASSERT_TRUE(pj.is_object()) << ps.out;
+  EXPECT_TRUE(pj["sandboxes"].empty()) << "the warm-up child is deleted: " << ps.out;
+
+  auto info = remote({"info", "remlink", "--json"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  Json ij = Json::parse(info.out, nullptr, false);
+  ASSERT_TRUE(ij.is_object()) << info.out;
+  EXPECT_EQ(ij["parent_tag"], "remfrom");
+  EXPECT_EQ(ij["chain_depth"], 1);
+
+  auto fork = remote({"fork", "--tag", "remlink", "-n", "1"});
+  ASSERT_EQ(fork.exit_code, 0) << fork.err;
+  std::string id = fork.out.substr(0, fork.out.find('\n'));
+  auto cat = remote({"exec", id, "--", "cat", "/tmp/state"});
+  EXPECT_EQ(cat.exit_code, 0) << cat.err;
+  EXPECT_EQ(cat.out, "warmed\n");
+  EXPECT_EQ(remote({"rm", id}).exit_code, 0);
+
+  // A failing warm-up step: non-zero exit naming the step, no tag, no child left.
+  auto bad = remote({"snapshot", "--from", "remfrom", "--tag", "remfail", "--exec", "exit 7"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("exited 7"), std::string::npos) << bad.err;
+  EXPECT_NE(remote({"info", "remfail"}).exit_code, 0) << "no tag remfail";
+  auto forced = remote({"snapshot", "--from", "remfrom", "--tag", "x", "--force"});
+  EXPECT_EQ(forced.exit_code, 2) << "bad usage";
+  EXPECT_NE(forced.err.find("--force does not go with --from"), std::string::npos) << forced.err;
+  auto ps2 = remote({"ps", "--json"});
+  Json pj2 = Json::parse(ps2.out, nullptr, false);
+  ASSERT_TRUE(pj2.is_object()) << ps2.out;
+  EXPECT_TRUE(pj2["sandboxes"].empty()) << "the failed warm-up's child is deleted: " << ps2.out;
+  (void)remote({"rmi", "--cascade", "remfrom"});
+}
+
 TEST_F(CliRemote, LocalOnlyVerbsAreRefused) {
   auto r = remote({"run", "--", "true"});
   EXPECT_EQ(r.exit_code, 2);
