@@ -1,19 +1,10 @@
 // CLI client mode: `forkd --url URL VERB` against a real `forkd serve` on a free loopback port,
 // with its token in FORKD_TOKEN.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <nlohmann/json.hpp>
-#include <thread>
 
-#include "base/files.h"
-#include "base/subprocess.h"
-#include "engine/config.h"
 #include "integration/daemon_fixture.h"
 #include "integration/vm_fixture.h"
 
@@ -26,39 +17,25 @@ class CliRemote : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!qemu_missing_reason().empty()) return;
-    home_ = config().home;
-    token_ = engine::random_hex(32);
-    ASSERT_TRUE(write_file_atomic(home_ + "/cli-remote-token", token_ + "\n", 0600));
-    port_ = free_port();
-    ASSERT_GT(port_, 0);
-    url_ = "http://127.0.0.1:" + std::to_string(port_);
-    auto c = start_daemon(port_, home_ + "/cli-remote-token");
-    ASSERT_TRUE(c) << "daemon did not answer /healthz";
-    daemon_ = new Child(std::move(*c));
+    ASSERT_TRUE(daemon_.start(config().home, "cli-remote-token"));
   }
   static void TearDownTestSuite() {
-    if (daemon_) {
-      daemon_->kill(SIGTERM);
-      (void)daemon_->wait(std::chrono::seconds(20));
-      delete daemon_;
-      daemon_ = nullptr;
-    }
+    (void)daemon_.stop();
     (void)run_cli({"rm", "--all"});
   }
   void SetUp() override {
     if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_NE(daemon_, nullptr);
+    ASSERT_TRUE(daemon_.running());
   }
 
   // forkd --url URL args..., with the token (or another one) in FORKD_TOKEN.
-  static CliResult remote(std::vector<std::string> args, const std::string& token = token_) {
-    args.insert(args.begin(), {"--url", url_});
+  static CliResult remote(std::vector<std::string> args,
+                          const std::string& token = daemon_.token()) {
+    args.insert(args.begin(), {"--url", daemon_.url()});
     return run_cli(args, {{"FORKD_TOKEN", token}});
   }
 
-  static inline Child* daemon_ = nullptr;
-  static inline std::string home_, token_, url_;
-  static inline int port_ = 0;
+  static inline TestDaemon daemon_;
 };
 
 TEST_F(CliRemote, SnapshotForkPsExecRmImages) {
@@ -126,7 +103,7 @@ TEST_F(CliRemote, SnapshotForkPsExecRmImages) {
 }
 
 TEST_F(CliRemote, WrongTokenIsUnauthorized) {
-  auto r = remote({"ps"}, token_.substr(0, token_.size() - 1) + "x");
+  auto r = remote({"ps"}, daemon_.token().substr(0, daemon_.token().size() - 1) + "x");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("unauthorized"), std::string::npos) << r.err;
   auto none = remote({"images"}, "");

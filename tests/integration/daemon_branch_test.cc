@@ -9,8 +9,6 @@
 #include <thread>
 
 #include "base/files.h"
-#include "base/subprocess.h"
-#include "engine/config.h"
 #include "integration/daemon_fixture.h"
 #include "integration/vm_fixture.h"
 
@@ -24,12 +22,7 @@ class DaemonBranch : public ::testing::Test {
  protected:
   void SetUp() override {
     if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-    home_ = config().home;
-    token_ = engine::random_hex(32);
-    ASSERT_TRUE(write_file_atomic(home_ + "/token", token_ + "\n", 0600));
-    port_ = free_port();
-    ASSERT_GT(port_, 0);
-    start({"--max-branches", "1"});
+    ASSERT_TRUE(daemon_.start(config().home, "token", {"--max-branches", "1"}));
     if (!made_tag_) {
       auto c = client();
       auto r = post(c, "/v1/snapshots", {{"tag", "bt"}, {"image", "minimal"}, {"memory_mib", 128}});
@@ -39,21 +32,10 @@ class DaemonBranch : public ::testing::Test {
     }
   }
   void TearDown() override {
-    stop();
+    (void)daemon_.stop(SIGTERM, std::chrono::seconds(60));
     (void)run_cli({"rm", "--all"});
   }
-  void start(std::vector<std::string> extra = {}) {
-    auto d = start_daemon(port_, home_ + "/token", std::move(extra));
-    ASSERT_TRUE(d) << "daemon did not answer /healthz";
-    daemon_ = std::make_unique<Child>(std::move(*d));
-  }
-  void stop(int sig = SIGTERM) {
-    if (!daemon_) return;
-    daemon_->kill(sig);
-    (void)daemon_->wait(std::chrono::seconds(60));
-    daemon_.reset();
-  }
-  httplib::Client client() { return daemon_client(port_, token_); }
+  httplib::Client client() { return daemon_.client(); }
   static httplib::Result post(httplib::Client& c, const std::string& path, const Json& body) {
     return post_json(c, path, body);
   }
@@ -80,9 +62,7 @@ class DaemonBranch : public ::testing::Test {
     return j;
   }
 
-  std::unique_ptr<Child> daemon_;
-  std::string home_, token_;
-  int port_ = 0;
+  TestDaemon daemon_;
   static inline bool made_tag_ = false;
 };
 
@@ -193,15 +173,15 @@ TEST_F(DaemonBranch, Kill9DuringAsyncBranch) {
   auto r = post(c, "/v1/sandboxes/" + src + "/branch", {{"tag", "k1"}, {"wait", false}});
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 202) << r->body;
-  stop(SIGKILL);
-  start();
+  (void)daemon_.stop(SIGKILL, std::chrono::seconds(60));
+  ASSERT_TRUE(daemon_.restart());
   auto c2 = client();
   Json settled = wait_settled(c2, "k1");
   std::string status = settled.value("status", "");
   EXPECT_TRUE(status == "ready" || status == "failed") << settled.dump();
   if (status == "failed") {
     EXPECT_EQ(settled["bootable"], false);
-    for (const auto& name : list_dir_names(home_ + "/snapshots")) {
+    for (const auto& name : list_dir_names(config().home + "/snapshots")) {
       EXPECT_NE(name, "k1") << "a failed tag must not have a directory";
     }
   }

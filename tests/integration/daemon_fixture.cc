@@ -1,8 +1,7 @@
 #include "integration/daemon_fixture.h"
 
-#include <gtest/gtest.h>
-
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -12,6 +11,8 @@
 #include <memory>
 #include <thread>
 
+#include "base/files.h"
+#include "engine/config.h"
 #include "integration/vm_fixture.h"
 
 namespace forkd::test {
@@ -54,6 +55,41 @@ std::optional<Child> start_daemon(int port, const std::string& token_file,
   c->kill(SIGKILL);
   (void)c->wait();
   return std::nullopt;
+}
+
+::testing::AssertionResult TestDaemon::start(const std::string& home, const std::string& token_file,
+                                             std::vector<std::string> extra) {
+  token_ = engine::random_hex(32);
+  token_file_ = home + "/" + token_file;
+  if (auto w = write_file_atomic(token_file_, token_ + "\n", 0600); !w) {
+    return ::testing::AssertionFailure() << "write token: " << w.error().describe();
+  }
+  port_ = free_port();
+  if (port_ <= 0) return ::testing::AssertionFailure() << "no free loopback port";
+  return restart(std::move(extra));
+}
+
+::testing::AssertionResult TestDaemon::restart(std::vector<std::string> extra) {
+  if (child_) return ::testing::AssertionFailure() << "daemon on port " << port_ << " still runs";
+  child_ = start_daemon(port_, token_file_, std::move(extra));
+  if (!child_) {
+    return ::testing::AssertionFailure()
+           << "forkd serve on port " << port_ << " did not answer /healthz";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+std::optional<int> TestDaemon::stop(int sig, std::chrono::seconds timeout) {
+  if (!child_) return std::nullopt;
+  child_->kill(sig);
+  auto code = child_->wait(timeout);
+  child_.reset();  // SIGKILLs and reaps a daemon that outlived the timeout
+  if (!code) return std::nullopt;
+  return *code;
+}
+
+httplib::Client TestDaemon::client(bool auth) const {
+  return daemon_client(port_, auth ? token_ : "");
 }
 
 httplib::Client daemon_client(int port, const std::string& token) {

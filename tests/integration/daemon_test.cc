@@ -20,7 +20,6 @@
 
 #include "base/files.h"
 #include "base/subprocess.h"
-#include "engine/config.h"
 #include "integration/daemon_fixture.h"
 #include "integration/vm_fixture.h"
 
@@ -34,33 +33,24 @@ class Daemon : public ::testing::Test {
   static void SetUpTestSuite() {
     if (!qemu_missing_reason().empty()) return;
     home_ = config().home;
-    token_ = engine::random_hex(32);
-    ASSERT_TRUE(write_file_atomic(home_ + "/token", token_ + "\n", 0600));
     audit_ = home_ + "/audit.log";
-    port_ = free_port();
-    ASSERT_GT(port_, 0);
-    auto c =
-        start_daemon(port_, home_ + "/token", {"--audit-log", audit_, "--max-body-bytes", "65536"});
-    ASSERT_TRUE(c) << "daemon did not answer /healthz";
-    daemon_ = new Child(std::move(*c));
+    ASSERT_TRUE(
+        daemon_.start(home_, "token", {"--audit-log", audit_, "--max-body-bytes", "65536"}));
   }
   static void TearDownTestSuite() {
-    if (daemon_) {
-      daemon_->kill(SIGTERM);
-      auto code = daemon_->wait(std::chrono::seconds(20));
+    if (daemon_.running()) {
+      auto code = daemon_.stop();
       EXPECT_TRUE(code && *code == 0) << "daemon did not stop cleanly on SIGTERM";
-      delete daemon_;
-      daemon_ = nullptr;
     }
     (void)run_cli({"rm", "--all"});
   }
   void SetUp() override {
     if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_NE(daemon_, nullptr);
+    ASSERT_TRUE(daemon_.running());
   }
 
   // A client with the token, and long timeouts (snapshot creation boots a VM).
-  httplib::Client client(bool auth = true) { return daemon_client(port_, auth ? token_ : ""); }
+  httplib::Client client(bool auth = true) { return daemon_.client(auth); }
   static httplib::Result post(httplib::Client& c, const std::string& path, const Json& body) {
     return post_json(c, path, body);
   }
@@ -75,9 +65,8 @@ class Daemon : public ::testing::Test {
     tag_ready_ = true;
   }
 
-  static inline Child* daemon_ = nullptr;
-  static inline std::string home_, token_, audit_;
-  static inline int port_ = 0;
+  static inline TestDaemon daemon_;
+  static inline std::string home_, audit_;
   static inline bool tag_ready_ = false;
 };
 
@@ -93,12 +82,12 @@ TEST_F(Daemon, AuthRequired) {
   auto none = client(false);
   expect_error(none.Get("/version"), 401);
   expect_error(none.Get("/v1/sandboxes"), 401);
-  httplib::Client wrong("127.0.0.1", port_);
-  wrong.set_bearer_token_auth(token_.substr(0, token_.size() - 1) + "x");
+  httplib::Client wrong("127.0.0.1", daemon_.port());
+  wrong.set_bearer_token_auth(daemon_.token().substr(0, daemon_.token().size() - 1) + "x");
   expect_error(wrong.Get("/version"), 401);
   // The right token in the wrong header is still unauthorized.
-  expect_error(none.Get("/version", {{"X-Auth-Token", token_}}), 401);
-  expect_error(none.Get("/version", {{"Authorization", token_}}), 401);
+  expect_error(none.Get("/version", {{"X-Auth-Token", daemon_.token()}}), 401);
+  expect_error(none.Get("/version", {{"Authorization", daemon_.token()}}), 401);
 }
 
 TEST_F(Daemon, Version) {
@@ -259,7 +248,7 @@ TEST_F(Daemon, MetricsAndAuditLog) {
     for (const char* k : {"ts", "method", "path", "status", "latency_us", "user_agent", "remote"}) {
       EXPECT_TRUE(j.contains(k)) << k << " missing in " << line;
     }
-    EXPECT_EQ(line.find(token_), std::string::npos) << "token leaked into the audit log";
+    EXPECT_EQ(line.find(daemon_.token()), std::string::npos) << "token leaked into the audit log";
   }
   EXPECT_GE(lines, 2);
 }
@@ -280,11 +269,12 @@ TEST_F(Daemon, RefusesWeakTokenAndOpenAddress) {
 
 TEST_F(Daemon, UnixSocketIsPrivate) {
   std::string sock = home_ + "/api.sock";
-  auto c = Child::spawn({forkd_cli(), "serve", "--socket", sock, "--token-file", home_ + "/token"});
+  auto c =
+      Child::spawn({forkd_cli(), "serve", "--socket", sock, "--token-file", daemon_.token_file()});
   ASSERT_TRUE(c) << c.error().describe();
   httplib::Client cli(sock);
   cli.set_address_family(AF_UNIX);
-  cli.set_bearer_token_auth(token_);
+  cli.set_bearer_token_auth(daemon_.token());
   for (int i = 0; i < 100 && !path_exists(sock); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -306,12 +296,12 @@ TEST_F(Daemon, ReadoptsAfterKill9) {
   ensure_tag();
   int port = free_port();
   ASSERT_GT(port, 0);
-  auto d = start_daemon(port, home_ + "/token");
+  auto d = start_daemon(port, daemon_.token_file());
   ASSERT_TRUE(d);
   auto c = client();
   httplib::Client mine("127.0.0.1", port);
   mine.set_read_timeout(300, 0);
-  mine.set_bearer_token_auth(token_);
+  mine.set_bearer_token_auth(daemon_.token());
   auto r = post(mine, "/v1/sandboxes", {{"snapshot_tag", "dt"}, {"n", 2}});
   ASSERT_TRUE(r);
   ASSERT_EQ(r->status, 201) << r->body;
@@ -327,7 +317,7 @@ TEST_F(Daemon, ReadoptsAfterKill9) {
 
   d->kill(SIGKILL);
   (void)d->wait();
-  d = start_daemon(port, home_ + "/token");
+  d = start_daemon(port, daemon_.token_file());
   ASSERT_TRUE(d);
   auto ids = [&] {
     std::set<std::string> out;
@@ -347,7 +337,7 @@ TEST_F(Daemon, ReadoptsAfterKill9) {
   for (int i = 0; i < 100 && ::kill(pid_a, 0) == 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  d = start_daemon(port, home_ + "/token");
+  d = start_daemon(port, daemon_.token_file());
   ASSERT_TRUE(d);
   EXPECT_FALSE(ids().count(a)) << "dead sandbox not reaped";
   EXPECT_TRUE(ids().count(b));
@@ -380,9 +370,9 @@ TEST_F(Daemon, ConcurrentExecsAreServedOrRefused) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      httplib::Client cl("127.0.0.1", port_);
+      httplib::Client cl("127.0.0.1", daemon_.port());
       cl.set_read_timeout(60, 0);
-      cl.set_bearer_token_auth(token_);
+      cl.set_bearer_token_auth(daemon_.token());
       for (int i = 0; i < kPerThread; ++i) {
         const std::string& id = ids[(t + i) % ids.size()];
         auto e =
@@ -433,11 +423,11 @@ TEST_F(Daemon, SmallCapsRefuseTheExcess) {
   ensure_tag();
   int port = free_port();
   ASSERT_GT(port, 0);
-  auto d =
-      start_daemon(port, home_ + "/token", {"--max-inflight", "4", "--max-execs-per-sandbox", "2"});
+  auto d = start_daemon(port, daemon_.token_file(),
+                        {"--max-inflight", "4", "--max-execs-per-sandbox", "2"});
   ASSERT_TRUE(d);
   httplib::Client c("127.0.0.1", port);
-  c.set_bearer_token_auth(token_);
+  c.set_bearer_token_auth(daemon_.token());
   c.set_read_timeout(120, 0);
   auto r = c.Post("/v1/sandboxes", R"({"snapshot_tag":"dt","n":1})", "application/json");
   ASSERT_TRUE(r);
@@ -448,7 +438,7 @@ TEST_F(Daemon, SmallCapsRefuseTheExcess) {
   for (int t = 0; t < 12; ++t) {
     threads.emplace_back([&] {
       httplib::Client cl("127.0.0.1", port);
-      cl.set_bearer_token_auth(token_);
+      cl.set_bearer_token_auth(daemon_.token());
       cl.set_read_timeout(60, 0);
       auto e =
           cl.Post("/v1/sandboxes/" + id + "/exec", R"({"args":["sleep","1"]})", "application/json");

@@ -3,14 +3,10 @@
 // suspend and resume, and the stale status when a workspace's sandbox is killed under it.
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <signal.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "base/files.h"
-#include "base/subprocess.h"
-#include "engine/config.h"
 #include "integration/daemon_fixture.h"
 #include "integration/vm_fixture.h"
 
@@ -25,14 +21,7 @@ class Workspaces : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!qemu_missing_reason().empty()) return;
-    home_ = config().home;
-    token_ = engine::random_hex(32);
-    ASSERT_TRUE(write_file_atomic(home_ + "/ws-token", token_ + "\n", 0600));
-    port_ = free_port();
-    ASSERT_GT(port_, 0);
-    auto c = start_daemon(port_, home_ + "/ws-token");
-    ASSERT_TRUE(c) << "daemon did not answer /healthz";
-    daemon_ = new Child(std::move(*c));
+    ASSERT_TRUE(daemon_.start(config().home, "ws-token"));
     auto cl = client();
     auto r = cl.Post("/v1/snapshots",
                      Json{{"tag", kTag}, {"image", "minimal"}, {"memory_mib", 128}}.dump(),
@@ -43,27 +32,22 @@ class Workspaces : public ::testing::Test {
   // Removes every workspace (their sandboxes and state tags) even after a failed test, then
   // stops the daemon and any sandbox left over.
   static void TearDownTestSuite() {
-    if (daemon_) {
+    if (daemon_.running()) {
       auto cl = client();
       Json all = body_json(cl.Get("/v1/workspaces"));
       if (all.is_array()) {
         for (const auto& w : all) (void)cl.Delete("/v1/workspaces/" + w["name"].get<std::string>());
       }
-      daemon_->kill(SIGTERM);
-      (void)daemon_->wait(std::chrono::seconds(20));
-      delete daemon_;
-      daemon_ = nullptr;
+      (void)daemon_.stop();
     }
     (void)run_cli({"rm", "--all"});
   }
   void SetUp() override {
     if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-    ASSERT_NE(daemon_, nullptr);
+    ASSERT_TRUE(daemon_.running());
   }
 
-  static httplib::Client client() {
-    return daemon_client(port_, token_);
-  }
+  static httplib::Client client() { return daemon_.client(); }
   static httplib::Result post(httplib::Client& c, const std::string& path, const Json& body) {
     return post_json(c, path, body);
   }
@@ -87,13 +71,11 @@ class Workspaces : public ::testing::Test {
 
   // forkd --url <daemon> args..., with the token in FORKD_TOKEN.
   static CliResult remote(std::vector<std::string> args) {
-    args.insert(args.begin(), {"--url", "http://127.0.0.1:" + std::to_string(port_)});
-    return run_cli(args, {{"FORKD_TOKEN", token_}});
+    args.insert(args.begin(), {"--url", daemon_.url()});
+    return run_cli(args, {{"FORKD_TOKEN", daemon_.token()}});
   }
 
-  static inline Child* daemon_ = nullptr;
-  static inline std::string home_, token_;
-  static inline int port_ = 0;
+  static inline TestDaemon daemon_;
 };
 
 TEST_F(Workspaces, CreateListGetDelete) {
