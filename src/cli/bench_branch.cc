@@ -175,7 +175,7 @@ double rate_between(const RateProbe& a, const RateProbe& b, int chunk_mib) {
 
 Result<Json> branch_series(const engine::EngineConfig& cfg, const std::string& id,
                            engine::BranchMode mode, int runs) {
-  std::vector<double> pause, copy, total;
+  std::vector<double> pause, copy, total, switchover, resume;
   Json per_run = Json::array();
   for (int i = 0; i < runs; ++i) {
     FORKD_TRY(check_interrupted());
@@ -188,7 +188,11 @@ Result<Json> branch_series(const engine::EngineConfig& cfg, const std::string& i
     pause.push_back(r->pause_ms);
     copy.push_back(r->copy_ms);
     total.push_back(r->total_ms);
+    switchover.push_back(r->switchover_ms);
+    resume.push_back(r->resume_ms);
     per_run.push_back({{"pause_ms", r->pause_ms},
+                       {"switchover_ms", r->switchover_ms},
+                       {"resume_ms", r->resume_ms},
                        {"copy_ms", r->copy_ms},
                        {"total_ms", r->total_ms},
                        {"link_mib", static_cast<double>(r->link_bytes) / (1 << 20)}});
@@ -199,8 +203,16 @@ Result<Json> branch_series(const engine::EngineConfig& cfg, const std::string& i
     if (!removed) return tl::unexpected(removed.error().wrap("remove " + bo.tag));
   }
   Summary p = summarize(pause);
+  // Growth along the series (what preallocation prevents): the later half's median over the
+  // earlier half's; jitter moves max / median but not this.
+  size_t half = pause.size() / 2;
+  double early = summarize({pause.begin(), pause.begin() + half}).median;
+  double late = summarize({pause.begin() + half, pause.end()}).median;
   return Json{{"mode", engine::branch_mode_name(mode)},
+              {"series_late_over_early_median", early > 0 ? late / early : 0},
               {"pause_ms", p.to_json()},
+              {"switchover_ms", summarize(switchover).to_json()},
+              {"resume_ms", summarize(resume).to_json()},
               {"copy_ms", summarize(copy).to_json()},
               {"total_ms", summarize(total).to_json()},
               {"pause_series_ms", pause},
@@ -426,7 +438,11 @@ void print_human(const Json& r) {
   for (const auto& m : r["modes"]) {
     std::printf("\n%s series (pause ms, in order):", m["mode"].get<std::string>().c_str());
     for (const auto& p : m["pause_series_ms"]) std::printf(" %.1f", p.get<double>());
-    std::printf("\n  max / median = %.2f", m["series_max_over_median"].get<double>());
+    std::printf(
+        "\n  max / median = %.2f, later half / earlier half (medians) = %.2f; pause p50 split: "
+        "switchover %.1f + resume %.1f",
+        m["series_max_over_median"].get<double>(), m["series_late_over_early_median"].get<double>(),
+        m["switchover_ms"]["median"].get<double>(), m["resume_ms"]["median"].get<double>());
     if (m.contains("dirty_mibps_during")) {
       std::printf(", writer %.1f MiB/s during the series", m["dirty_mibps_during"].get<double>());
     }
