@@ -109,7 +109,7 @@ int do_branch(const GlobalOptions& g, const BranchArgs& a) {
   auto r = engine::branch_sandbox(*cfg, bo);
   if (!r) return report_error(r.error());
   Json j = engine::snapshot_info_json(*cfg, r->meta);
-  j["mode"] = engine::branch_mode_name(*mode);
+  j["mode"] = engine::branch_mode_name(r->mode);
   j["timings_ms"] = {{"pause", r->pause_ms},
                      {"switchover", r->switchover_ms},
                      {"resume", r->resume_ms},
@@ -216,13 +216,13 @@ void register_branch(CLI::App& app, GlobalOptions& g, Action& action) {
 
   auto tag = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
-  auto* info = app.add_subcommand("info", "Show a tag: status, chain (depth, ancestors, "
-                                          "dependents) and sizes");
+  auto* info = app.add_subcommand("info",
+                                  "Show a tag: status, chain (depth, ancestors, "
+                                  "dependents) and sizes");
   info->add_option("tag", *tag, "Tag")->required();
   info->add_flag("--json", *json, "Machine-readable output");
-  info->callback([&action, &g, tag, json] {
-    action = [&g, tag, json] { return do_info(g, *tag, *json); };
-  });
+  info->callback(
+      [&action, &g, tag, json] { action = [&g, tag, json] { return do_info(g, *tag, *json); }; });
 
   auto ctag = std::make_shared<std::string>();
   auto to = std::make_shared<std::string>();

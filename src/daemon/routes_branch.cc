@@ -58,7 +58,7 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
     if (!made) return send_error(res, made.error());
     observe(made->pause_ms);
     Json j = engine::snapshot_info_json(ctx.cfg, made->meta);
-    j["mode"] = engine::branch_mode_name(*mode);
+    j["mode"] = engine::branch_mode_name(made->mode);
     j["timings_ms"] = {{"pause", made->pause_ms},
                        {"switchover", made->switchover_ms},
                        {"resume", made->resume_ms},

@@ -133,6 +133,13 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   }
   const Json& rec = found->record;
   int memory_mib = rec.value("memory_mib", 256);
+  if (!rec.contains("tag")) {
+    // A booted VM (forkd run, a snapshot template) has kernel blobs in fw_cfg that a
+    // destination started like a child lacks.
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "branch: sandbox '" + opts.sandbox_id +
+                          "' was booted, not forked from a tag; only forked sandboxes branch");
+  }
 
   store::PendingTag pend;
   pend.tag = tag;
@@ -171,6 +178,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   if (!mig) return fail(mig.error());
 
   BranchResult res;
+  res.mode = mig->mode;
   res.pause_ms = mig->pause_ms;
   res.copy_ms = mig->copy_ms;
   res.switchover_ms = mig->switchover_ms;
@@ -244,7 +252,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   logger("branch")->info(
       "event=branch tag={} source={} mode={} pause_ms={:.1f} switchover_ms={:.1f} "
       "resume_ms={:.1f} total_ms={:.0f}",
-      tag, opts.sandbox_id, branch_mode_name(opts.mode), res.pause_ms, res.switchover_ms,
+      tag, opts.sandbox_id, branch_mode_name(res.mode), res.pause_ms, res.switchover_ms,
       res.resume_ms, res.total_ms);
   return res;
 }

@@ -48,9 +48,10 @@ struct BranchOptions {
 };
 
 struct BranchResult {
-  store::SnapshotMeta meta;  // the committed tag
-  double pause_ms = 0;       // source vCPUs stopped (QEMU STOP to RESUME event)
-  double copy_ms = 0;        // migration start to completion
+  store::SnapshotMeta meta;             // the committed tag
+  BranchMode mode = BranchMode::kLive;  // as asked, or full when live was unsafe for the source
+  double pause_ms = 0;                  // source vCPUs stopped (QEMU STOP to RESUME event)
+  double copy_ms = 0;                   // migration start to completion
   double switchover_ms = 0;  // of the pause: STOP until QEMU's migration `completed` event
   double resume_ms = 0;      // of the pause: `completed` until RESUME (our reaction, `cont`)
   double total_ms = 0;       // call start to tag committed

@@ -165,6 +165,16 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   vc->incoming_defer = true;
   vc->start_paused = true;  // stays paused after the migration: it is a template, never runs
   vc->die_with_parent = true;
+  // Under TCG a source whose RAM is whole 256 KiB units (a VM of a tag saved before the RAM pad)
+  // would lose pages in a live copy (see vmm::guest_ram_bytes): it is copied stopped instead.
+  BranchMode mode = req.mode;
+  if (mode == BranchMode::kLive && vc->accel == vmm::Accel::kTcg && ram_bytes % (256u << 10) == 0) {
+    mode = BranchMode::kFull;
+    logger("branch")->warn(
+        "event=live_unsafe ram_bytes={} detail=\"this sandbox's tag predates the TCG RAM pad; "
+        "branching it in full mode (re-create the tag for live branches)\"",
+        ram_bytes);
+  }
   if (*disk) {
     // The destination needs a disk device of the same size; it never reads or writes it.
     std::string dummy = *dest_dir + "/dest.qcow2";
@@ -202,11 +212,12 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   SourceSide source(*src);
   MigrateResult res;
   res.ram_bytes = ram_bytes;
+  res.mode = mode;
   auto give_up = [&](const Error& e) -> Result<MigrateResult> {
     source.ensure_running();
     return tl::unexpected(e);
   };
-  if (req.mode == BranchMode::kFull) {
+  if (mode == BranchMode::kFull) {
     if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
   }
   auto t_copy = Clock::now();

@@ -23,9 +23,10 @@ struct MigrateRequest {
 };
 
 struct MigrateResult {
-  uint64_t ram_bytes = 0;  // the source's RAM size, which the memory file has
-  double pause_ms = 0;     // source STOP to RESUME, by QEMU's event timestamps
-  double copy_ms = 0;      // migrate command until completion
+  uint64_t ram_bytes = 0;               // the source's RAM size, which the memory file has
+  BranchMode mode = BranchMode::kLive;  // as asked, or kFull when live was unsafe (see .cc)
+  double pause_ms = 0;                  // source STOP to RESUME, by QEMU's event timestamps
+  double copy_ms = 0;                   // migrate command until completion
   // The pause in two: STOP until QEMU's `completed` event (last dirty pages, device state, disk
   // snapshot), and from that event until RESUME (event delivery and our `cont`).
   double switchover_ms = 0;

@@ -50,7 +50,8 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   SnapshotResult res;
   auto accel = vmm::choose_accel(cfg.accel);
   if (!accel) return wrap(accel.error());
-  uint64_t ram_bytes = vmm::guest_ram_bytes(opts.memory_mib, accel->accel);
+  uint64_t ram_bytes =
+      opts.ram_bytes ? opts.ram_bytes : vmm::guest_ram_bytes(opts.memory_mib, accel->accel);
   if (auto st = preallocate_file(*staging + "/memory", ram_bytes); !st) return wrap(st.error());
 
   auto t_boot = Clock::now();

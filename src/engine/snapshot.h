@@ -16,6 +16,8 @@ struct SnapshotOptions {
   std::string tag;
   std::string image = "minimal";
   int memory_mib = 256;
+  // Exact guest RAM; 0 (always, outside tests) means vmm::guest_ram_bytes for the accelerator.
+  uint64_t ram_bytes = 0;
   int cpus = 1;
   std::vector<std::string> warmup;       // shell commands; each must exit 0
   std::vector<std::string> warmup_eval;  // then Python in the warm worker; each must not raise

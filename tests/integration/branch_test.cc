@@ -17,6 +17,7 @@
 #include "engine/snapshot.h"
 #include "integration/vm_fixture.h"
 #include "store/snapshot_store.h"
+#include "vmm/accel.h"
 
 namespace forkd::test {
 namespace {
@@ -169,6 +170,53 @@ TEST_F(Branch, EveryLiveBranchOfABusyGuestGivesALiveChild) {
   }
   EXPECT_GT(std::stol("0" + run("cat /tmp/counter")), 0)
       << "the source runs on after five branches, its agent connection too";
+}
+
+// A VM whose RAM is whole MiB under TCG (as every VM of a tag saved before the RAM pad) cannot
+// be copied live safely: its branch is made in full mode, and says so.
+TEST_F(Branch, LiveBranchOfAnUnpaddedVmFallsBackToFull) {
+  engine::SnapshotOptions so;
+  so.tag = "unpadded";
+  so.image = "minimal";
+  so.memory_mib = 128;
+  so.ram_bytes = 128u << 20;  // as forkd wrote tags before the pad
+  so.warmup = {"echo unpadded > /tmp/origin"};
+  auto tag = engine::create_snapshot(config(), so);
+  ASSERT_TRUE(tag) << tag.error().describe();
+  EXPECT_EQ(tag->meta.guest_ram_bytes(), 128u << 20);
+  auto src = fork_one("unpadded");
+  ASSERT_FALSE(src.empty());
+  auto r = branch(src, "unpadded-b");
+  ASSERT_TRUE(r) << r.error().describe();
+  auto accel = vmm::choose_accel(config().accel);
+  ASSERT_TRUE(accel);
+  if (accel->accel == vmm::Accel::kKvm) {
+    EXPECT_EQ(r->mode, engine::BranchMode::kLive);
+  } else {
+    EXPECT_EQ(r->mode, engine::BranchMode::kFull) << "TCG: live would miss pages";
+  }
+  EXPECT_EQ(r->meta.guest_ram_bytes(), 128u << 20);
+  auto child = fork_one("unpadded-b");
+  ASSERT_FALSE(child.empty());
+  EXPECT_EQ(sh(child, "cat /tmp/origin"), "unpadded\n");
+}
+
+// A booted VM (not forked from a tag) is refused with a clear error, and keeps running.
+TEST_F(Branch, ABootedSandboxIsRefused) {
+  engine::BootOptions bo;
+  bo.memory_mib = 128;
+  auto sb = engine::Sandbox::boot(config(), bo);
+  ASSERT_TRUE(sb) << sb.error().describe();
+  std::string id = (*sb)->id();
+  (*sb)->release();
+  sb->reset();
+  auto r = branch(id, "booted");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(r.error().message().find("not forked from a tag"), std::string::npos)
+      << r.error().message();
+  EXPECT_EQ(sh(id, "echo alive"), "alive\n");
+  EXPECT_FALSE(store::SnapshotStore(config().home).load("booted"));
 }
 
 TEST_F(Branch, ALinkStoresOnlyTheDirtyPages) {
