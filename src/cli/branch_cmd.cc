@@ -48,8 +48,11 @@ int branch_detached(const engine::EngineConfig& cfg, engine::BranchOptions bo, b
     if (::fork() != 0) ::_exit(0);  // the grandchild is reparented; nobody waits on it
     ::setsid();
     int out = fds[1];
-    bo.on_resumed = [out](const std::string& tag, double pause_ms) {
-      std::string line = Json{{"tag", tag}, {"pause_ms", pause_ms}}.dump() + "\n";
+    bo.on_resumed = [out](const std::string& tag, double pause_ms, engine::BranchMode used) {
+      std::string line =
+          Json{{"tag", tag}, {"pause_ms", pause_ms}, {"mode", engine::branch_mode_name(used)}}
+              .dump() +
+          "\n";
       (void)!::write(out, line.data(), line.size());
       ::close(out);
     };
@@ -101,7 +104,7 @@ int do_branch(const GlobalOptions& g, const BranchArgs& a) {
   bo.mode = *mode;
   if (a.no_wait) return branch_detached(*cfg, bo, a.json);
   if (!a.json) {
-    bo.on_resumed = [](const std::string& tag, double pause_ms) {
+    bo.on_resumed = [](const std::string& tag, double pause_ms, engine::BranchMode) {
       std::fprintf(stderr, "forkd: source running again after %.1f ms; writing %s\n", pause_ms,
                    tag.c_str());
     };

@@ -73,15 +73,17 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   struct Resumed {
     std::string tag;
     double pause_ms = 0;
+    engine::BranchMode mode = engine::BranchMode::kLive;
   };
   auto promise = std::make_shared<std::promise<Result<Resumed>>>();
   auto answered = std::make_shared<std::atomic<bool>>(false);
   auto answer = [promise, answered](Result<Resumed> v) {
     if (!answered->exchange(true)) promise->set_value(std::move(v));
   };
-  bo.on_resumed = [answer, observe](const std::string& tag, double pause_ms) {
+  bo.on_resumed = [answer, observe](const std::string& tag, double pause_ms,
+                                    engine::BranchMode used) {
     observe(pause_ms);
-    answer(Resumed{tag, pause_ms});
+    answer(Resumed{tag, pause_ms, used});
   };
   bo.keep_failed_record = true;  // the client polls for the outcome
   auto future = promise->get_future();
@@ -103,7 +105,7 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
             {"pause_ms", v->pause_ms},
             {"status", "writing"},
             {"bootable", false},
-            {"mode", engine::branch_mode_name(*mode)}};
+            {"mode", engine::branch_mode_name(v->mode)}};
   send_json(res, 202, j);
 }
 

@@ -170,9 +170,9 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   mreq.memory_file = *staging + "/memory";
   mreq.vmstate_file = *staging + "/vmstate";
   mreq.mode = opts.mode;
-  mreq.on_resumed = [&](double pause_ms) {
+  mreq.on_resumed = [&](double pause_ms, BranchMode used) {
     claim.set_pause(pause_ms);
-    if (opts.on_resumed) opts.on_resumed(tag, pause_ms);
+    if (opts.on_resumed) opts.on_resumed(tag, pause_ms, used);
   };
   auto mig = migrate_to_template(cfg, mreq);
   if (!mig) return fail(mig.error());

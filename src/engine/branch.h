@@ -43,8 +43,8 @@ struct BranchOptions {
   // Warm-up steps run in the source since it was forked, appended to the parent's in the record.
   std::vector<std::string> warmup;
   // Called once, as soon as the source runs again (before the tag is written), with the
-  // generated tag and the pause. The daemon's wait:false answers from here.
-  std::function<void(const std::string& tag, double pause_ms)> on_resumed;
+  // generated tag, the pause and the mode used. The daemon's wait:false answers from here.
+  std::function<void(const std::string& tag, double pause_ms, BranchMode mode)> on_resumed;
 };
 
 struct BranchResult {

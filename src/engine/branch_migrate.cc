@@ -287,7 +287,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     res.switchover_ms = (completed_us - event_time_us(*stop_ev)) / 1000.0;
     res.resume_ms = (event_time_us(*resume_ev) - completed_us) / 1000.0;
   }
-  if (req.on_resumed) req.on_resumed(res.pause_ms);
+  if (req.on_resumed) req.on_resumed(res.pause_ms, res.mode);
 
   // The destination finishes loading and stays paused: it is now a template.
   for (;;) {

@@ -19,7 +19,7 @@ struct MigrateRequest {
   std::string memory_file;   // created (preallocated) here; the destination's RAM
   std::string vmstate_file;  // the destination's device state goes here
   BranchMode mode = BranchMode::kLive;
-  std::function<void(double pause_ms)> on_resumed;
+  std::function<void(double pause_ms, BranchMode mode)> on_resumed;
 };
 
 struct MigrateResult {

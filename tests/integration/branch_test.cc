@@ -102,12 +102,18 @@ void check_consistency(engine::BranchMode mode, const std::string& tag) {
   bo.tag = tag;
   bo.mode = mode;
   long at_resume = 0;
-  bo.on_resumed = [&](const std::string&, double p) { pause_ms = p; };
+  engine::BranchMode reported = engine::BranchMode::kFull;
+  bo.on_resumed = [&](const std::string&, double p, engine::BranchMode used) {
+    pause_ms = p;
+    reported = used;
+  };
   auto r = engine::branch_sandbox(config(), bo);
   ASSERT_TRUE(r) << r.error().describe();
   at_resume = counter(src);
   EXPECT_EQ(r->meta.status, "ready");
   EXPECT_EQ(r->pause_ms, pause_ms) << "on_resumed reports the same pause";
+  EXPECT_EQ(reported, mode) << "and the mode used (as asked: the tag has the RAM pad)";
+  EXPECT_EQ(r->mode, mode);
   EXPECT_GE(r->pause_ms, 0);
   ASSERT_TRUE(r->meta.parent_tag);
   EXPECT_EQ(*r->meta.parent_tag, "base");
