@@ -111,15 +111,7 @@ int do_branch(const GlobalOptions& g, const BranchArgs& a) {
   }
   auto r = engine::branch_sandbox(*cfg, bo);
   if (!r) return report_error(r.error());
-  Json j = engine::snapshot_info_json(*cfg, r->meta);
-  j["mode"] = engine::branch_mode_name(r->mode);
-  j["timings_ms"] = {{"pause", r->pause_ms},
-                     {"switchover", r->switchover_ms},
-                     {"resume", r->resume_ms},
-                     {"copy", r->copy_ms},
-                     {"total", r->total_ms}};
-  j["memory_stored_bytes"] = r->link_bytes;
-  print_branch(j, a.json);
+  print_branch(engine::branch_result_json(*cfg, *r), a.json);
   return 0;
 }
 

@@ -57,15 +57,7 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
     auto made = engine::branch_sandbox(ctx.cfg, bo);
     if (!made) return send_error(res, made.error());
     observe(made->pause_ms);
-    Json j = engine::snapshot_info_json(ctx.cfg, made->meta);
-    j["mode"] = engine::branch_mode_name(made->mode);
-    j["timings_ms"] = {{"pause", made->pause_ms},
-                       {"switchover", made->switchover_ms},
-                       {"resume", made->resume_ms},
-                       {"copy", made->copy_ms},
-                       {"total", made->total_ms}};
-    j["memory_stored_bytes"] = made->link_bytes;
-    return send_json(res, 201, j);
+    return send_json(res, 201, engine::branch_result_json(ctx.cfg, *made));
   }
 
   // wait:false. The branch runs on its own thread; this request answers as soon as the source

@@ -80,6 +80,18 @@ Json snapshot_info_json(const EngineConfig& cfg, const store::SnapshotMeta& m) {
   return j;
 }
 
+Json branch_result_json(const EngineConfig& cfg, const BranchResult& r) {
+  Json j = snapshot_info_json(cfg, r.meta);
+  j["mode"] = branch_mode_name(r.mode);
+  j["timings_ms"] = {{"pause", r.pause_ms},
+                     {"switchover", r.switchover_ms},
+                     {"resume", r.resume_ms},
+                     {"copy", r.copy_ms},
+                     {"total", r.total_ms}};
+  j["memory_stored_bytes"] = r.link_bytes;
+  return j;
+}
+
 Json pending_info_json(const EngineConfig& cfg, const store::PendingTag& p) {
   Json j = {{"tag", p.tag},
             {"dir", store::SnapshotStore(cfg.home).dir(p.tag)},

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "engine/branch.h"
 #include "engine/config.h"
 #include "store/chain.h"
 #include "store/snapshot_meta.h"
@@ -17,6 +18,9 @@ namespace forkd::engine {
 
 // SnapshotInfo of a ready tag, and of a tag still being written or failed.
 nlohmann::json snapshot_info_json(const EngineConfig& cfg, const store::SnapshotMeta& m);
+// A finished branch's answer (CLI --json and the daemon's 201): the new tag's SnapshotInfo plus
+// the mode used, timings_ms {pause, switchover, resume, copy, total} and memory_stored_bytes.
+nlohmann::json branch_result_json(const EngineConfig& cfg, const BranchResult& r);
 nlohmann::json pending_info_json(const EngineConfig& cfg, const store::PendingTag& p);
 // Every tag (ready, writing, failed) as SnapshotInfo, sorted by tag.
 nlohmann::json list_snapshots_json(const EngineConfig& cfg);
