@@ -20,7 +20,6 @@
 #include "engine/fork.h"
 #include "engine/registry.h"
 #include "engine/snapshot.h"
-#include "vmm/accel.h"
 
 namespace forkd::cli {
 
@@ -179,11 +178,7 @@ Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
                 {"p90", r["p90"].get<double>() - d["p90"].get<double>()},
                 {"mean", r["mean"].get<double>() - d["mean"].get<double>()}}}};
   // The hosts are shared: the load says how much to trust a sub-millisecond difference.
-  if (auto load = read_file("/proc/loadavg", 256); load) {
-    out["host_loadavg"] = load->substr(0, load->find(' ', load->find(' ') + 1));
-  }
-  auto accel = vmm::choose_accel(cfg.accel);
-  out["accel"] = accel ? std::string(vmm::accel_name(accel->accel)) : "unknown";
+  add_host_facts(out, cfg);
   return out;
 }
 

@@ -21,7 +21,6 @@
 #include "engine/migration.h"
 #include "engine/registry.h"
 #include "engine/snapshot.h"
-#include "vmm/accel.h"
 #include "vmm/qmp_client.h"
 
 namespace forkd::cli {
@@ -402,11 +401,7 @@ Result<Json> run_branch_bench(engine::EngineConfig cfg, const BranchArgs& a) {
   auto chain = chain_bench(cfg, td, so.tag, a.chain_spawns);
   if (!chain) return tl::unexpected(chain.error());
   out["chain"] = *chain;
-  if (auto load = read_file("/proc/loadavg", 256); load) {
-    out["host_loadavg"] = load->substr(0, load->find(' ', load->find(' ') + 1));
-  }
-  auto accel = vmm::choose_accel(cfg.accel);
-  out["accel"] = accel ? std::string(vmm::accel_name(accel->accel)) : "unknown";
+  add_host_facts(out, cfg);
   return out;
 }
 

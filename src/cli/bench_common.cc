@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstdio>
 
+#include "vmm/accel.h"
+
 namespace forkd::cli {
 
 namespace {
@@ -32,6 +34,14 @@ Result<TempDir> make_bench_home(const engine::EngineConfig& real, const std::str
     FORKD_TRY(make_link(real.home + "/cache/" + name, home->path() + "/cache/" + name));
   }
   return home;
+}
+
+void add_host_facts(nlohmann::json& out, const engine::EngineConfig& cfg) {
+  if (auto load = read_file("/proc/loadavg", 256); load) {
+    out["host_loadavg"] = load->substr(0, load->find(' ', load->find(' ') + 1));
+  }
+  auto accel = vmm::choose_accel(cfg.accel);
+  out["accel"] = accel ? std::string(vmm::accel_name(accel->accel)) : "unknown";
 }
 
 Status check_interrupted() {

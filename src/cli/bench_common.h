@@ -18,6 +18,9 @@ namespace forkd::cli {
 // never what they point at).
 Result<TempDir> make_bench_home(const engine::EngineConfig& real, const std::string& prefix);
 
+// Adds what says how far to trust a result of this host: host_loadavg (1 and 5 min) and accel.
+void add_host_facts(nlohmann::json& out, const engine::EngineConfig& cfg);
+
 // kCancelled once Ctrl-C/SIGTERM arrived during run_bench_verb (the bench then cleans up).
 Status check_interrupted();
 
