@@ -67,7 +67,7 @@ Result<engine::BranchResult> branch(const std::string& id, const std::string& ta
   return engine::branch_sandbox(config(), bo);
 }
 
-class Branch : public ::testing::Test {
+class Branch : public ForkingTest {
  protected:
   static void SetUpTestSuite() {
     if (!qemu_missing_reason().empty()) return;
@@ -77,14 +77,6 @@ class Branch : public ::testing::Test {
     so.warmup = {"echo base > /tmp/origin"};
     auto r = engine::create_snapshot(config(), so);
     ASSERT_TRUE(r) << r.error().describe();
-  }
-  void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-  }
-  void TearDown() override {
-    for (const auto& s : engine::list_sandboxes(config())) {
-      (void)engine::remove_sandbox(config(), s.id);
-    }
   }
 };
 

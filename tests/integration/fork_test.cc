@@ -33,7 +33,7 @@ Status snap(const std::string& tag, bool force = false) {
   return {};
 }
 
-class Fork : public ::testing::Test {
+class Fork : public ForkingTest {
  protected:
   static void SetUpTestSuite() {
     if (!qemu_missing_reason().empty()) return;
@@ -44,14 +44,6 @@ class Fork : public ::testing::Test {
     so.warmup = {"echo 41 > /tmp/counter", "sleep 100000 >/dev/null 2>&1 &"};
     auto r = engine::create_snapshot(config(), so);
     ASSERT_TRUE(r) << r.error().describe();
-  }
-  void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-  }
-  void TearDown() override {
-    for (const auto& s : engine::list_sandboxes(config())) {
-      (void)engine::remove_sandbox(config(), s.id);
-    }
   }
   static std::vector<std::unique_ptr<engine::Sandbox>> fork(int n,
                                                             const std::string& tag = "base") {

@@ -13,6 +13,7 @@
 #include "base/files.h"
 #include "base/paths.h"
 #include "base/subprocess.h"
+#include "engine/registry.h"
 
 namespace forkd::test {
 
@@ -154,6 +155,16 @@ CliResult run_cli(const std::vector<std::string>& args,
   }
   res.exit_code = *code;
   return res;
+}
+
+void ForkingTest::SetUp() {
+  if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+}
+
+void ForkingTest::TearDown() {
+  for (const auto& s : engine::list_sandboxes(config())) {
+    (void)engine::remove_sandbox(config(), s.id);
+  }
 }
 
 }  // namespace forkd::test

@@ -41,6 +41,14 @@ CliResult run_cli(const std::vector<std::string>& args,
                   const std::vector<std::pair<std::string, std::string>>& env = {},
                   int timeout_s = 300);
 
+// A suite whose tests fork their own sandboxes: skipped without QEMU, and after each test,
+// passed or failed, every sandbox of the test home is removed.
+class ForkingTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+};
+
 // A suite whose tests share one sandbox booted from Traits::kImage with Traits::kMemoryMib,
 // booted once before the suite and destroyed after it. Static members are per instantiation.
 template <typename Traits>
