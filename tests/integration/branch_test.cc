@@ -69,15 +69,7 @@ Result<engine::BranchResult> branch(const std::string& id, const std::string& ta
 
 class Branch : public ForkingTest {
  protected:
-  static void SetUpTestSuite() {
-    if (!qemu_missing_reason().empty()) return;
-    engine::SnapshotOptions so;
-    so.tag = "base";
-    so.image = "minimal";
-    so.warmup = {"echo base > /tmp/origin"};
-    auto r = engine::create_snapshot(config(), so);
-    ASSERT_TRUE(r) << r.error().describe();
-  }
+  static void SetUpTestSuite() { create_base_tag({"echo base > /tmp/origin"}); }
 };
 
 // The child holds the state of the paused instant; the source carries on from it.

@@ -35,15 +35,9 @@ Status snap(const std::string& tag, bool force = false) {
 
 class Fork : public ForkingTest {
  protected:
+  // State in guest RAM: a tmpfs file, and a running process.
   static void SetUpTestSuite() {
-    if (!qemu_missing_reason().empty()) return;
-    engine::SnapshotOptions so;
-    so.tag = "base";
-    so.image = "minimal";
-    // State in guest RAM: a tmpfs file, and a running process.
-    so.warmup = {"echo 41 > /tmp/counter", "sleep 100000 >/dev/null 2>&1 &"};
-    auto r = engine::create_snapshot(config(), so);
-    ASSERT_TRUE(r) << r.error().describe();
+    create_base_tag({"echo 41 > /tmp/counter", "sleep 100000 >/dev/null 2>&1 &"});
   }
   static std::vector<std::unique_ptr<engine::Sandbox>> fork(int n,
                                                             const std::string& tag = "base") {

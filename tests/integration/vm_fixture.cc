@@ -14,6 +14,7 @@
 #include "base/paths.h"
 #include "base/subprocess.h"
 #include "engine/registry.h"
+#include "engine/snapshot.h"
 
 namespace forkd::test {
 
@@ -155,6 +156,16 @@ CliResult run_cli(const std::vector<std::string>& args,
   }
   res.exit_code = *code;
   return res;
+}
+
+void ForkingTest::create_base_tag(std::vector<std::string> warmup) {
+  if (!qemu_missing_reason().empty()) return;
+  engine::SnapshotOptions so;
+  so.tag = "base";
+  so.image = "minimal";
+  so.warmup = std::move(warmup);
+  auto r = engine::create_snapshot(config(), so);
+  ASSERT_TRUE(r) << r.error().describe();
 }
 
 void ForkingTest::SetUp() {

@@ -45,6 +45,9 @@ CliResult run_cli(const std::vector<std::string>& args,
 // passed or failed, every sandbox of the test home is removed.
 class ForkingTest : public ::testing::Test {
  protected:
+  // For SetUpTestSuite: the suite's tag "base" of the minimal image after warmup (nothing
+  // without QEMU); a failure fails the suite.
+  static void create_base_tag(std::vector<std::string> warmup);
   void SetUp() override;
   void TearDown() override;
 };
