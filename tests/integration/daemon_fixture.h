@@ -46,6 +46,8 @@ class TestDaemon {
                           std::chrono::seconds timeout = std::chrono::seconds(20));
 
   bool running() const { return child_.has_value(); }
+  // The daemon's process id; -1 when none was started (or it was stopped).
+  int pid() const { return child_ ? child_->pid() : -1; }
   // A client with long timeouts, with the bearer token unless auth is false.
   httplib::Client client(bool auth = true) const;
   int port() const { return port_; }
