@@ -373,7 +373,7 @@ TEST_F(Branch, FaultCases) {
 }
 
 TEST_F(Branch, DiskFullResumesTheSourceAndLeavesNoTag) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  FORKD_REQUIRE("root", root_missing_reason("mount a small tmpfs"));
   auto dir = TempDir::create("forkd-full-home");
   ASSERT_TRUE(dir);
   // Room for a 128 MiB tag and its child, not for a branch's 128 MiB memory file.

@@ -16,7 +16,7 @@ namespace {
 class CliRun : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+    FORKD_REQUIRE("qemu", qemu_missing_reason());
   }
   void TearDown() override {
     EXPECT_TRUE(qemu_pids_for_home(config().home).empty()) << "a test left QEMU running";
@@ -109,7 +109,7 @@ TEST_F(CliRun, CtrlCTearsTheVmDown) {
 }
 
 TEST_F(CliRun, NoDiskSpaceForImageBuild) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a tiny tmpfs";
+  FORKD_REQUIRE("root", root_missing_reason("mount a tiny tmpfs"));
   auto dir = TempDir::create("forkd-nospace");
   ASSERT_TRUE(dir);
   ASSERT_EQ(::mount("tmpfs", dir->path().c_str(), "tmpfs", 0, "size=2m"), 0);

@@ -21,7 +21,7 @@ using Clock = std::chrono::steady_clock;
 class DaemonBranch : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+    FORKD_REQUIRE("qemu", qemu_missing_reason());
     ASSERT_TRUE(daemon_.start(config().home, "token", {"--max-branches", "1"}));
     if (!made_tag_) {
       auto c = client();

@@ -45,7 +45,7 @@ class Daemon : public ::testing::Test {
     (void)run_cli({"rm", "--all"});
   }
   void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+    FORKD_REQUIRE("qemu", qemu_missing_reason());
     ASSERT_TRUE(daemon_.running());
   }
 

@@ -20,7 +20,7 @@ namespace {
 class DaemonTls : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (find_in_path("openssl").empty()) return;  // each test skips with the reason
+    if (!openssl_missing_reason().empty()) return;  // each test fails or skips with the reason
     auto dir = TempDir::create("forkd-tls-test");
     ASSERT_TRUE(dir) << dir.error().describe();
     dir_ = new TempDir(std::move(*dir));
@@ -55,9 +55,7 @@ class DaemonTls : public ::testing::Test {
     dir_ = nullptr;
   }
   void SetUp() override {
-    if (find_in_path("openssl").empty()) {
-      GTEST_SKIP() << "openssl CLI not installed (apt-get install openssl)";
-    }
+    FORKD_REQUIRE("openssl", openssl_missing_reason());
     ASSERT_NE(daemon_, nullptr);
   }
 

@@ -239,7 +239,7 @@ TEST_F(Fork, PoolMembersAreUsedAndRmAllStopsEverything) {
 }
 
 TEST_F(Fork, DiskFullWhileSnapshottingLeavesNoTag) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  FORKD_REQUIRE("root", root_missing_reason("mount a small tmpfs"));
   auto dir = TempDir::create("forkd-full-home");
   ASSERT_TRUE(dir);
   ASSERT_EQ(::mount("tmpfs", dir->path().c_str(), "tmpfs", 0, "size=16m"), 0);

@@ -266,11 +266,7 @@ class HostileGuest : public ::testing::Test {
   }
 
   void SetUp() override {
-#ifdef FORKD_REQUIRE
     FORKD_REQUIRE("qemu", qemu_missing_reason());
-#else
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-#endif
     ASSERT_TRUE(setup_error_.empty()) << "suite set-up failed: " << setup_error_;
     behaviour_ = ::testing::UnitTest::GetInstance()->current_test_info()->name();
     ensure_daemon("before the test");

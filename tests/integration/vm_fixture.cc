@@ -7,7 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "base/files.h"
@@ -20,11 +20,28 @@ namespace forkd::test {
 
 namespace {
 
+// The run dir (home/sandboxes/NAME) that pid's command line names, or its whole command line.
+std::string run_dir_of(int pid, const std::string& home) {
+  auto cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20);
+  if (!cmd) return "(exited)";
+  for (auto& c : *cmd) {
+    if (c == '\0') c = ' ';
+  }
+  const std::string prefix = home + "/sandboxes/";
+  auto at = cmd->find(prefix);
+  if (at == std::string::npos) return *cmd;
+  auto end = cmd->find_first_of("/ ,", at + prefix.size());
+  return cmd->substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
 // Each test binary gets its own FORKD_HOME (sandboxes, snapshots, pools), sharing the built
 // images and cache of the real home through symlinks, so nothing a test does can touch a
 // user's sandboxes, and its leftovers are attributable.
 class TestHome : public ::testing::Environment {
  public:
+  // How long a QEMU that is exiting (SIGTERM sent, quit over QMP) gets before it counts as left.
+  static constexpr std::chrono::milliseconds kExitGrace{3000};
+
   void SetUp() override {
     std::string real = forkd_home();
     (void)make_dirs(real + "/images");
@@ -37,14 +54,25 @@ class TestHome : public ::testing::Environment {
     ::setenv("FORKD_HOME", home_->path().c_str(), 1);
   }
   void TearDown() override {
-    // Whatever a failed test left running goes with its home (killed and waited for, so the
-    // no-leftover check that runs after every suite sees only real leaks).
-    auto left = qemu_pids_for_home(home_->path());
+    // Every QEMU of this home must be gone by now: the tests and suites remove what they start.
+    // One still running is a leak and fails the binary (a process that is exiting gets a short
+    // grace). Only after the failure is recorded is it killed, so no later suite inherits it.
+    if (!home_) return;  // SetUp failed
+    const std::string& home = home_->path();
+    auto left = qemu_pids_for_home(home);
+    for (auto until = std::chrono::steady_clock::now() + kExitGrace;
+         !left.empty() && std::chrono::steady_clock::now() < until;) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      left = qemu_pids_for_home(home);
+    }
     if (!left.empty()) {
-      std::fprintf(stderr, "test home: stopping %zu leftover QEMU process(es)\n", left.size());
+      std::string list;
+      for (int pid : left) list += "\n  pid " + std::to_string(pid) + " " + run_dir_of(pid, home);
+      ADD_FAILURE() << left.size() << " QEMU process(es) of the test home leaked: still running "
+                    << "after the last test and a " << kExitGrace.count() << " ms grace" << list;
     }
     for (int pid : left) ::kill(pid, SIGKILL);
-    for (int i = 0; i < 100 && !qemu_pids_for_home(home_->path()).empty(); ++i) {
+    for (int i = 0; i < 100 && !qemu_pids_for_home(home).empty(); ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     ::unlink((home_->path() + "/images").c_str());
@@ -67,6 +95,32 @@ std::string qemu_missing_reason() {
     return "qemu-system-x86_64 not installed (apt-get install qemu-system-x86)";
   }
   return "";
+}
+
+std::string root_missing_reason(const std::string& what) {
+  return ::geteuid() == 0 ? "" : "needs root to " + what;
+}
+
+std::string openssl_missing_reason() {
+  return find_in_path("openssl").empty() ? "openssl CLI not installed (apt-get install openssl)"
+                                         : "";
+}
+
+bool skip_allowed(const std::string& capability) {
+  const char* env = std::getenv("FORKD_ALLOW_SKIP");
+  if (!env) return false;
+  std::string list = env;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string item = list.substr(start, comma - start);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (item == capability || item == "all") return true;
+    start = comma + 1;
+  }
+  return false;
 }
 
 std::unique_ptr<engine::Sandbox> boot(const std::string& image, int memory_mib) {
@@ -168,9 +222,7 @@ void ForkingTest::create_base_tag(std::vector<std::string> warmup) {
   ASSERT_TRUE(r) << r.error().describe();
 }
 
-void ForkingTest::SetUp() {
-  if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
-}
+void ForkingTest::SetUp() { FORKD_REQUIRE("qemu", qemu_missing_reason()); }
 
 void ForkingTest::TearDown() {
   for (const auto& s : engine::list_sandboxes(config())) {

@@ -18,6 +18,28 @@ engine::EngineConfig config();
 
 // Skip reason when QEMU is truly absent; empty when tests can run.
 std::string qemu_missing_reason();
+// Reason when this process is not root ("needs root to " + what); empty as root.
+std::string root_missing_reason(const std::string& what);
+// Reason when the openssl CLI is not installed; empty when it is.
+std::string openssl_missing_reason();
+
+// Whether $FORKD_ALLOW_SKIP (a comma-separated list such as "qemu,root", or "all") names
+// capability.
+bool skip_allowed(const std::string& capability);
+
+// A test that cannot run on this machine fails, unless FORKD_ALLOW_SKIP names the missing
+// capability ("qemu", "root", "openssl"): then it is skipped. missing_reason is empty when the
+// capability is there, and the test goes on. Returns from the calling (void) function, like
+// GTEST_SKIP and FAIL.
+#define FORKD_REQUIRE(capability, missing_reason)                                  \
+  do {                                                                             \
+    const std::string forkd_missing_ = (missing_reason);                           \
+    if (!forkd_missing_.empty()) {                                                 \
+      if (::forkd::test::skip_allowed(capability)) GTEST_SKIP() << forkd_missing_; \
+      FAIL() << forkd_missing_ << " (set FORKD_ALLOW_SKIP=" << (capability)        \
+             << " to skip instead)";                                               \
+    }                                                                              \
+  } while (0)
 
 // Boots a sandbox or fails the calling test with the error.
 std::unique_ptr<engine::Sandbox> boot(const std::string& image, int memory_mib = 256);
@@ -41,7 +63,7 @@ CliResult run_cli(const std::vector<std::string>& args,
                   const std::vector<std::pair<std::string, std::string>>& env = {},
                   int timeout_s = 300);
 
-// A suite whose tests fork their own sandboxes: skipped without QEMU, and after each test,
+// A suite whose tests fork their own sandboxes: needs QEMU (FORKD_REQUIRE), and after each test,
 // passed or failed, every sandbox of the test home is removed.
 class ForkingTest : public ::testing::Test {
  protected:
@@ -66,7 +88,7 @@ class SharedSandboxTest : public ::testing::Test {
     sb_ = nullptr;
   }
   void SetUp() override {
-    if (auto why = qemu_missing_reason(); !why.empty()) GTEST_SKIP() << why;
+    FORKD_REQUIRE("qemu", qemu_missing_reason());
     ASSERT_NE(sb_, nullptr) << "sandbox did not boot";
   }
   static inline engine::Sandbox* sb_ = nullptr;
