@@ -43,6 +43,8 @@ std::string_view error_code_name(ErrorCode code) {
       return "no_python";
     case ErrorCode::kFailedPrecondition:
       return "failed_precondition";
+    case ErrorCode::kAgentProtocol:
+      return "agent_protocol";
   }
   return "internal";
 }

@@ -27,6 +27,7 @@ enum class ErrorCode {
   kProtocol,
   kNoPython,            // eval in a sandbox whose image has no Python
   kFailedPrecondition,  // the object is in the wrong state (a chain link whose parent is gone)
+  kAgentProtocol,       // the guest agent's reply has the wrong shape (a broken or hostile guest)
 };
 
 // The stable snake_case name of a code ("not_found").

@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "base/log.h"
+#include "base/random.h"
 
 namespace forkd {
 
@@ -72,7 +73,8 @@ Status rename_durable(const std::string& staged, const std::string& final_path) 
 }
 
 Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
-  std::string staged = path + ".staging." + std::to_string(::getpid());
+  // Unique per call: two threads of one process may replace the same file at once.
+  std::string staged = path + ".staging." + std::to_string(::getpid()) + "." + random_hex(4);
   auto fd = open_file(staged, O_WRONLY | O_CREAT | O_TRUNC, mode);
   if (!fd) return tl::unexpected(fd.error().wrap("stage " + path));
   auto st = write_all(fd->get(), data);
@@ -88,10 +90,18 @@ Status write_file_atomic(const std::string& path, std::string_view data, mode_t 
 }
 
 Status make_dirs(const std::string& path, mode_t mode) {
-  std::error_code ec;
-  std::filesystem::create_directories(path, ec);
-  if (ec) return errno_error(ec.value(), "mkdir " + path);
-  (void)mode;
+  if (path.empty()) return make_error(ErrorCode::kInvalidArgument, "mkdir: empty path");
+  // Parents first, each created with mode; EEXIST (also from a concurrent mkdir) is fine as long
+  // as a directory is there.
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i != path.size() && path[i] != '/') continue;
+    std::string prefix = path.substr(0, i);
+    if (::mkdir(prefix.c_str(), mode) == 0) continue;
+    int err = errno;
+    struct stat st;
+    if (err == EEXIST && ::stat(prefix.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) continue;
+    return errno_error(err == EEXIST ? ENOTDIR : err, "mkdir " + prefix);
+  }
   return {};
 }
 

@@ -15,7 +15,8 @@ struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
 
 namespace forkd {
 
-Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode = 0644);
+// New files are the owner's alone unless a mode says otherwise ($FORKD_HOME holds guest memory).
+Result<UniqueFd> open_file(const std::string& path, int flags, mode_t mode = 0600);
 
 // Reads a whole file, refusing files larger than max_bytes.
 Result<std::string> read_file(const std::string& path, size_t max_bytes = 64u << 20);
@@ -24,13 +25,14 @@ Result<std::string> read_file(const std::string& path, size_t max_bytes = 64u <<
 Status write_all(int fd, std::string_view data);
 
 // Atomically replaces path with data (stage, fsync, rename, fsync dir).
-Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0644);
+Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0600);
 
 // Renames staged to final and fsyncs the parent directory.
 Status rename_durable(const std::string& staged, const std::string& final_path);
 
-// mkdir -p with the given mode for new directories.
-Status make_dirs(const std::string& path, mode_t mode = 0755);
+// mkdir -p: every directory it creates gets mode (as masked by the umask); existing ones are
+// left alone.
+Status make_dirs(const std::string& path, mode_t mode = 0700);
 
 // rm -rf; a missing path is not an error. Refuses "", "/" and relative paths.
 Status remove_tree(const std::string& path);

@@ -30,4 +30,21 @@ std::shared_ptr<spdlog::logger> logger(const std::string& name) {
   return created;
 }
 
+bool RateLimit::allow() {
+  std::lock_guard lock(mu_);
+  auto now = std::chrono::steady_clock::now();
+  if (now - window_start_ >= period_) {
+    window_start_ = now;
+    used_ = 0;
+    last_suppressed_ = dropped_;
+    dropped_ = 0;
+  }
+  if (used_ < burst_) {
+    ++used_;
+    return true;
+  }
+  ++dropped_;
+  return false;
+}
+
 }  // namespace forkd

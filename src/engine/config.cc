@@ -1,9 +1,11 @@
 #include "engine/config.h"
 
-#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 
+#include "base/files.h"
 #include "base/paths.h"
 
 namespace forkd::engine {
@@ -21,25 +23,18 @@ EngineConfig EngineConfig::from_env() {
   return c;
 }
 
-std::string random_bytes(size_t n) {
-  std::string out(n, '\0');
-  size_t got = 0;
-  while (got < n) {
-    ssize_t r = ::getrandom(out.data() + got, n - got, 0);
-    if (r > 0) got += static_cast<size_t>(r);
+Status prepare_home(const EngineConfig& cfg) {
+  FORKD_TRY(make_dirs(cfg.home, 0700));
+  for (const char* sub : {"", "/snapshots", "/sandboxes", "/images", "/cache", "/pool",
+                          "/workspaces", "/branching"}) {
+    std::string dir = cfg.home + sub;
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+    if (st.st_uid == ::geteuid() && (st.st_mode & 077) != 0) {
+      if (::chmod(dir.c_str(), 0700) != 0) return errno_error(errno, "chmod 0700 " + dir);
+    }
   }
-  return out;
-}
-
-std::string random_hex(size_t n_bytes) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string raw = random_bytes(n_bytes);
-  std::string out;
-  for (unsigned char c : raw) {
-    out.push_back(kHex[c >> 4]);
-    out.push_back(kHex[c & 15]);
-  }
-  return out;
+  return {};
 }
 
 }  // namespace forkd::engine

@@ -2,6 +2,8 @@
 // Engine-wide settings, shared by the CLI and (later) the daemon.
 #include <string>
 
+#include "base/error.h"
+#include "base/random.h"
 #include "vmm/qemu_cmdline.h"
 
 namespace forkd::engine {
@@ -21,10 +23,13 @@ struct EngineConfig {
   std::string sandboxes_dir() const { return home + "/sandboxes"; }
 };
 
-// n bytes from getrandom(2).
-std::string random_bytes(size_t n);
+// Makes $FORKD_HOME private before anything is written under it: the home and its top-level
+// directories are created 0700, and tightened to 0700 when an older forkd left them open (tag
+// memory is guest RAM, secrets included). Only directories this user owns are changed.
+Status prepare_home(const EngineConfig& cfg);
 
-// Random lowercase hex of n bytes from getrandom(2).
-std::string random_hex(size_t n_bytes);
+// From base/random.h, used all over the engine.
+using forkd::random_bytes;
+using forkd::random_hex;
 
 }  // namespace forkd::engine
