@@ -64,6 +64,11 @@ void Server::handle_frame(proto::Frame frame) {
     send_reply(req->id, agent_error("unknown_op", "unknown op: " + req->op.substr(0, 64)), gen);
     return;
   }
+  // Answered here, on the reader thread: it shows the host that this agent still reads.
+  if (req->op == "heartbeat") {
+    send_reply(req->id, OpReply{}, gen);
+    return;
+  }
   // `hello` and `resumed` open a host session: the first request on every host connection.
   const bool resumed = req->op == "resumed" || req->op == "hello";
   if (resumed) {

@@ -33,6 +33,7 @@ Result<engine::EngineConfig> make_config(const GlobalOptions& g) {
     return make_error(ErrorCode::kInvalidArgument,
                       "unknown machine type '" + g.machine + "' (use microvm or pc)");
   }
+  if (auto st = engine::prepare_home(cfg); !st) return tl::unexpected(st.error());
   return cfg;
 }
 
@@ -50,7 +51,17 @@ int finish_exec(const engine::ExecResult& res, bool json, double timeout_s, nloh
     extra["duration_ms"] = res.duration_ms;
     extra["stdout"] = res.stdout_data;
     extra["stderr"] = res.stderr_data;
+    extra["truncated"] = res.stdout_truncated || res.stderr_truncated;
+    extra["stdout_bytes"] = res.stdout_bytes;
+    extra["stderr_bytes"] = res.stderr_bytes;
     print_json(extra);
+  }
+  if (res.stdout_truncated || res.stderr_truncated) {
+    std::fprintf(stderr,
+                 "forkd: output truncated: kept %zu of %llu stdout and %zu of %llu stderr bytes "
+                 "(raise it with --max-output-mib)\n",
+                 res.stdout_data.size(), static_cast<unsigned long long>(res.stdout_bytes),
+                 res.stderr_data.size(), static_cast<unsigned long long>(res.stderr_bytes));
   }
   if (res.timed_out) {
     std::fprintf(stderr, "forkd: command timed out after %.3g s and was killed [timeout]\n",

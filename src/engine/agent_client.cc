@@ -1,15 +1,19 @@
 #include "engine/agent_client.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/log.h"
+#include "engine/agent_replies.h"
 #include "engine/config.h"
 #include "proto/frame.h"
 
@@ -27,6 +31,23 @@ ErrorCode agent_error_code(std::string_view code) {
   return ErrorCode::kAgentError;
 }
 
+namespace {
+
+// Guest-triggered log lines (bad frames, forged replies) are rate-limited across all clients.
+RateLimit g_guest_log(20, std::chrono::seconds(60));
+
+void set_nonblocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) (void)::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+int ms_left(Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 60'000));
+}
+
+}  // namespace
+
 Result<std::unique_ptr<AgentClient>> AgentClient::connect(const std::string& socket_path,
                                                           std::chrono::milliseconds timeout) {
   sockaddr_un addr{};
@@ -40,7 +61,7 @@ Result<std::unique_ptr<AgentClient>> AgentClient::connect(const std::string& soc
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!fd) return errno_error(errno, "socket");
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-      return std::unique_ptr<AgentClient>(new AgentClient(std::move(fd)));
+      return std::unique_ptr<AgentClient>(new AgentClient(std::move(fd), Deadlines{}));
     }
     int err = errno;
     if ((err != ENOENT && err != ECONNREFUSED) || Clock::now() > deadline) {
@@ -50,15 +71,29 @@ Result<std::unique_ptr<AgentClient>> AgentClient::connect(const std::string& soc
   }
 }
 
-std::unique_ptr<AgentClient> AgentClient::from_fd(UniqueFd fd) {
-  return std::unique_ptr<AgentClient>(new AgentClient(std::move(fd)));
+std::unique_ptr<AgentClient> AgentClient::from_fd(UniqueFd fd, Deadlines deadlines) {
+  return std::unique_ptr<AgentClient>(new AgentClient(std::move(fd), deadlines));
 }
 
-AgentClient::AgentClient(UniqueFd fd) : fd_(std::move(fd)) {
+AgentClient::AgentClient(UniqueFd fd, Deadlines deadlines)
+    : fd_(std::move(fd)), deadlines_(deadlines) {
+  // Every write has a deadline (send_frame polls), so the socket never blocks a caller.
+  set_nonblocking(fd_.get());
   // Ids start at a random point: a reply the agent still owes an earlier connection can then
   // never be mistaken for the answer to one of ours.
   next_id_ = (std::stoull(random_hex(5), nullptr, 16) << 8) + 1;
-  reader_ = std::jthread([this](std::stop_token st) { reader_loop(st); });
+  reader_ = std::jthread([this](std::stop_token st) {
+    // The root of the reader thread: nothing the guest sends may end the process.
+    try {
+      reader_loop(st);
+    } catch (const std::exception& e) {
+      logger("agent")->error("event=reader_failed error=\"{}\"", e.what());
+    } catch (...) {
+      logger("agent")->error("event=reader_failed error=unknown");
+    }
+    closed_ = true;
+    fail_all(Error(ErrorCode::kAgentError, "agent connection closed"));
+  });
 }
 
 AgentClient::~AgentClient() {
@@ -81,51 +116,48 @@ void AgentClient::reader_loop(std::stop_token stop) {
     decoder.feed(std::string_view(buf.data(), static_cast<size_t>(n)));
     while (auto frame = decoder.next()) {
       if (!*frame) {
-        logger("agent")->warn("event=bad_frame error=\"{}\"", frame->error().message());
+        if (g_guest_log.allow()) {
+          logger("agent")->warn("event=bad_frame error=\"{}\"", frame->error().message());
+        }
         continue;
       }
       Json msg = Json::parse((*frame)->json, nullptr, false);
       if (msg.is_discarded() || !msg.is_object()) {
-        logger("agent")->warn("event=bad_json");
+        if (g_guest_log.allow()) logger("agent")->warn("event=bad_json");
         continue;
       }
       deliver(std::move(msg), std::move((*frame)->bin));
     }
   }
-  closed_ = true;
-  fail_all(Error(ErrorCode::kAgentError, "agent connection closed"));
 }
 
 void AgentClient::deliver(Json msg, std::string bin) {
-  auto id_it = msg.find("id");
-  if (id_it == msg.end() || !id_it->is_number_unsigned()) return;
-  uint64_t id = id_it->get<uint64_t>();
+  auto id = json::get_int<uint64_t>(msg, "id");
+  if (!id) return;
   std::shared_ptr<Pending> p;
   {
     std::lock_guard lock(mu_);
-    auto it = pending_.find(id);
-    if (it == pending_.end()) return;  // a request whose caller gave up
+    auto it = pending_.find(*id);
+    if (it == pending_.end()) return;  // a request whose caller gave up, or a forged id
     p = it->second;
   }
-  auto ev = msg.find("event");
-  if (ev != msg.end()) {
-    if (ev->is_string() && p->on_event) p->on_event(ev->get<std::string>(), bin);
+  if (json::member(msg, "event")) {
+    auto ev = json::get_string(msg, "event");
+    std::lock_guard ev_lock(p->event_mu);
+    if (ev && p->on_event && !p->cancelled) p->on_event(*ev, bin);
     return;
   }
   Result<AgentReply> reply = AgentReply{msg, std::move(bin)};
-  auto ok = msg.find("ok");
-  if (ok == msg.end() || !ok->is_boolean() || !ok->get<bool>()) {
-    std::string code = "internal", message = "agent error";
-    if (auto e = msg.find("error"); e != msg.end() && e->is_object()) {
-      if (auto c = e->find("code"); c != e->end() && c->is_string()) code = c->get<std::string>();
-      if (auto m = e->find("message"); m != e->end() && m->is_string()) {
-        message = m->get<std::string>();
-      }
-    }
+  if (!json::bool_or(msg, "ok", false)) {
+    const Json* e = json::member(msg, "error");
+    std::string code = e ? json::string_or(*e, "code", "internal") : "internal";
+    std::string message = e ? json::string_or(*e, "message", "agent error") : "agent error";
+    if (message.size() > 4096) message.resize(4096);
     reply = tl::unexpected(Error(agent_error_code(code), message));
   }
   {
     std::lock_guard lock(mu_);
+    if (p->done) return;  // a second final reply for one id: keep the first
     p->reply = std::move(reply);
     p->done = true;
   }
@@ -145,9 +177,72 @@ void AgentClient::fail_all(const Error& err) {
   cv_.notify_all();
 }
 
+void AgentClient::stall(const std::string& why) {
+  if (!stalled_.exchange(true)) {
+    if (g_guest_log.allow()) logger("agent")->warn("event=agent_unresponsive why=\"{}\"", why);
+  }
+  closed_ = true;
+  // The reader sees EOF and fails every waiting call with the connection closed.
+  ::shutdown(fd_.get(), SHUT_RDWR);
+}
+
+Status AgentClient::send_frame(const std::string& frame) {
+  const auto deadline = Clock::now() + deadlines_.write;
+  const std::string ms = std::to_string(deadlines_.write.count());
+  std::unique_lock lock(write_mu_, std::defer_lock);
+  if (!lock.try_lock_until(deadline)) {
+    return make_error(ErrorCode::kAgentTimeout,
+                      "the guest agent is not reading its channel (another request could not "
+                      "be written for " + ms + " ms)");
+  }
+  std::string_view rest = frame;
+  while (!rest.empty()) {
+    if (closed_) return make_error(ErrorCode::kAgentError, "agent connection closed");
+    ssize_t n = ::send(fd_.get(), rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      rest.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno != EAGAIN) return errno_error(errno, "write to agent");
+    int wait = ms_left(deadline);
+    if (wait == 0) {
+      // Part of a frame may be out: this stream cannot carry another frame.
+      stall("a request could not be written within " + ms + " ms");
+      return make_error(ErrorCode::kAgentTimeout,
+                        "the guest agent stopped reading its channel (a request could not be "
+                        "written within " + ms + " ms)");
+    }
+    struct pollfd p = {fd_.get(), POLLOUT, 0};
+    (void)::poll(&p, 1, std::min(wait, 200));
+  }
+  return {};
+}
+
+void AgentClient::probe() {
+  if (probing_.exchange(true)) return;  // another caller is checking already
+  auto r = call_impl(Json{{"op", "heartbeat"}}, {}, deadlines_.probe_timeout, {}, false);
+  // Any answer, an error reply included, shows that the agent reads and answers.
+  bool alive = r || (r.error().code() != ErrorCode::kAgentTimeout && !closed_);
+  if (!alive && !closed_) {
+    stall("no answer to a heartbeat within " + std::to_string(deadlines_.probe_timeout.count()) +
+          " ms");
+  }
+  probing_ = false;
+}
+
 Result<AgentReply> AgentClient::call(Json request, std::string_view bin,
                                      std::chrono::milliseconds timeout, EventFn on_event) {
-  if (closed_) return make_error(ErrorCode::kAgentError, "agent connection closed");
+  return call_impl(std::move(request), bin, timeout, std::move(on_event), true);
+}
+
+Result<AgentReply> AgentClient::call_impl(Json request, std::string_view bin,
+                                          std::chrono::milliseconds timeout, EventFn on_event,
+                                          bool probe_while_waiting) {
+  if (closed_) {
+    return make_error(ErrorCode::kAgentError, stalled_ ? "the guest agent stopped reading"
+                                                       : "agent connection closed");
+  }
   auto pending = std::make_shared<Pending>();
   pending->on_event = std::move(on_event);
   uint64_t id;
@@ -157,23 +252,48 @@ Result<AgentReply> AgentClient::call(Json request, std::string_view bin,
     pending_[id] = pending;
   }
   request["id"] = id;
-  std::string op = request.value("op", "");
-  auto frame = proto::encode_frame(request.dump(), bin);
-  Status sent = frame ? Status{} : Status(tl::unexpected(frame.error()));
-  if (sent) {
-    std::lock_guard lock(write_mu_);
-    sent = write_all(fd_.get(), *frame);
-  }
-  std::unique_lock lock(mu_);
+  std::string op = json::string_or(request, "op", "");
+  // After this, the reader never calls this request's on_event again.
+  auto finish = [&] {
+    {
+      std::lock_guard lock(mu_);
+      pending_.erase(id);
+    }
+    std::lock_guard ev_lock(pending->event_mu);
+    pending->cancelled = true;
+  };
+  auto frame = proto::encode_frame(request.dump(-1, ' ', false, Json::error_handler_t::replace),
+                                   bin);
+  Status sent = frame ? send_frame(*frame) : Status(tl::unexpected(frame.error()));
   if (!sent) {
-    pending_.erase(id);
+    finish();
     return tl::unexpected(sent.error().wrap("agent " + op));
   }
-  bool done = cv_.wait_for(lock, timeout, [&] { return pending->done; });
-  pending_.erase(id);
+  const auto deadline = Clock::now() + timeout;
+  bool done = false;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    auto slice = probe_while_waiting ? std::min(left, deadlines_.probe_interval) : left;
+    {
+      std::unique_lock lock(mu_);
+      done = cv_.wait_for(lock, std::max(slice, std::chrono::milliseconds(0)),
+                          [&] { return pending->done; });
+    }
+    if (done || Clock::now() >= deadline) break;
+    // A call that ends before a heartbeat could is bounded by its own deadline anyway.
+    if (deadline - Clock::now() > deadlines_.probe_timeout) {
+      probe();  // fails every call (this one included) when the agent no longer answers
+    }
+  }
+  finish();
   if (!done) {
     return make_error(ErrorCode::kAgentTimeout, "agent " + op + ": no reply within " +
                                                     std::to_string(timeout.count()) + " ms");
+  }
+  std::lock_guard lock(mu_);
+  if (!pending->reply && stalled_) {
+    return make_error(ErrorCode::kAgentTimeout,
+                      "agent " + op + ": the guest agent stopped reading its channel");
   }
   return std::move(pending->reply);
 }
@@ -185,8 +305,8 @@ Result<Json> AgentClient::open_session(std::chrono::milliseconds timeout,
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) break;
     auto r = call(Json{{"op", "hello"}}, {}, std::min(left, interval));
-    if (r) return r->json;
-    if (r.error().code() != ErrorCode::kAgentTimeout) return tl::unexpected(r.error());
+    if (r) return decode_hello_reply(r->json);
+    if (r.error().code() != ErrorCode::kAgentTimeout || stalled()) return tl::unexpected(r.error());
   }
   return make_error(ErrorCode::kAgentTimeout,
                     "agent did not answer within " + std::to_string(timeout.count()) + " ms");
@@ -199,7 +319,7 @@ Result<Json> AgentClient::wait_ready(std::chrono::milliseconds timeout) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   auto r = call(Json{{"op", "ping"}}, {}, std::max(left, std::chrono::milliseconds(1000)));
   if (!r) return tl::unexpected(r.error());
-  return r->json;
+  return decode_hello_reply(r->json);
 }
 
 }  // namespace forkd::engine

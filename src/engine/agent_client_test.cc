@@ -145,5 +145,111 @@ TEST(AgentClient, PeerCloseFailsPendingCall) {
   EXPECT_FALSE(client->connected());
 }
 
+// An agent that stops reading: the client's writes fill the socket and the stream is given up
+// within the write deadline, instead of a caller blocking forever holding the write lock.
+TEST(AgentClient, AnAgentThatStopsReadingFailsCallersWithinTheWriteDeadline) {
+  auto [a, b] = socket_pair();  // b is never read
+  AgentDeadlines d;
+  d.write = std::chrono::milliseconds(300);
+  auto client = AgentClient::from_fd(std::move(a), d);
+  std::string big(proto::kMaxBinLen, 'x');
+  auto t0 = std::chrono::steady_clock::now();
+  Result<AgentReply> r = make_error(ErrorCode::kInternal, "not run");
+  for (int i = 0; i < 20 && (r || r.error().code() != ErrorCode::kAgentTimeout); ++i) {
+    r = client->call({{"op", "file_write"}}, big, std::chrono::milliseconds(50));
+  }
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kAgentTimeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_TRUE(client->stalled());
+  EXPECT_FALSE(client->connected());
+  auto after = client->call({{"op", "ping"}}, {}, std::chrono::seconds(5));
+  ASSERT_FALSE(after);
+  EXPECT_NE(after.error().message().find("stopped reading"), std::string::npos);
+}
+
+// An agent that reads but stops answering anything: a long call notices through the heartbeat
+// and fails long before its own deadline.
+TEST(AgentClient, HeartbeatUnansweredFailsALongCall) {
+  auto [a, b] = socket_pair();
+  FakeAgent agent(std::move(b), [](FakeAgent&, const Json&, const std::string&) {});  // silent
+  AgentDeadlines d;
+  d.probe_interval = std::chrono::milliseconds(100);
+  d.probe_timeout = std::chrono::milliseconds(200);
+  auto client = AgentClient::from_fd(std::move(a), d);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = client->call({{"op", "exec"}}, {}, std::chrono::seconds(60));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kAgentTimeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_TRUE(client->stalled());
+}
+
+// A live agent answers the heartbeat (an old one with unknown_op, which counts too): a long
+// call keeps waiting for its real reply.
+TEST(AgentClient, HeartbeatAnsweredKeepsALongCallWaiting) {
+  auto [a, b] = socket_pair();
+  std::atomic<int> beats{0};
+  std::atomic<uint64_t> exec_id{0};
+  FakeAgent agent(std::move(b), [&](FakeAgent& self, const Json& req, const std::string&) {
+    if (req["op"] == "heartbeat") {
+      ++beats;
+      self.send({{"id", req["id"]},
+                 {"ok", false},
+                 {"error", {{"code", "unknown_op"}, {"message", "unknown op"}}}});
+      if (beats == 3) self.send({{"id", exec_id.load()}, {"ok", true}, {"exit_code", 0}});
+    } else {
+      exec_id = req["id"].get<uint64_t>();
+    }
+  });
+  AgentDeadlines d;
+  d.probe_interval = std::chrono::milliseconds(100);
+  d.probe_timeout = std::chrono::milliseconds(500);
+  auto client = AgentClient::from_fd(std::move(a), d);
+  auto r = client->call({{"op", "exec"}}, {}, std::chrono::seconds(30));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_GE(beats.load(), 3);
+  EXPECT_FALSE(client->stalled());
+}
+
+// Events keep arriving after a caller gave up: they must never reach its (gone) callback.
+TEST(AgentClient, NoEventReachesACallerThatReturned) {
+  auto [a, b] = socket_pair();
+  std::atomic<uint64_t> id{0};
+  FakeAgent agent(std::move(b), [&](FakeAgent&, const Json& req, const std::string&) {
+    id = req["id"].get<uint64_t>();
+  });
+  auto client = AgentClient::from_fd(std::move(a));
+  auto alive = std::make_shared<std::atomic<bool>>(true);
+  std::atomic<int> after_return{0};
+  auto r = client->call({{"op", "exec"}}, {}, std::chrono::milliseconds(100),
+                        [alive, &after_return](const std::string&, std::string_view) {
+                          if (!*alive) ++after_return;
+                        });
+  *alive = false;
+  ASSERT_FALSE(r);
+  for (int i = 0; i < 50; ++i) agent.send({{"id", id.load()}, {"event", "stdout"}}, "late");
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(after_return.load(), 0);
+}
+
+// A forged flood: frames for ids nobody asked for, garbage, and a second final reply. The
+// client stays usable and its memory bounded.
+TEST(AgentClient, ForgedFramesAreIgnored) {
+  auto [a, b] = socket_pair();
+  FakeAgent agent(std::move(b), [](FakeAgent& self, const Json& req, const std::string&) {
+    for (int i = 0; i < 200; ++i) self.send({{"id", 424242 + i}, {"ok", true}}, "junk");
+    self.send({{"id", "not a number"}, {"ok", true}});
+    self.send({{"id", req["id"]}, {"ok", true}, {"n", 1}});
+    self.send({{"id", req["id"]}, {"ok", true}, {"n", 2}});  // a second final reply
+  });
+  auto client = AgentClient::from_fd(std::move(a));
+  auto r = client->call({{"op", "ping"}}, {}, std::chrono::seconds(5));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->json["n"], 1);
+  auto again = client->call({{"op", "ping"}}, {}, std::chrono::seconds(5));
+  ASSERT_TRUE(again);
+}
+
 }  // namespace
 }  // namespace forkd::engine

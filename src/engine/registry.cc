@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/paths.h"
 #include "vmm/qmp_client.h"
 #include "vmm/vm_process.h"
@@ -15,6 +16,18 @@
 namespace forkd::engine {
 
 using Json = nlohmann::json;
+
+namespace {
+constexpr const char* kUnresponsiveFile = "/unresponsive";
+}  // namespace
+
+void mark_unresponsive(const std::string& run_dir, const std::string& why) {
+  (void)write_file_atomic(run_dir + kUnresponsiveFile, why.substr(0, 1024) + "\n", 0600);
+}
+
+void clear_unresponsive(const std::string& run_dir) {
+  ::unlink((run_dir + kUnresponsiveFile).c_str());
+}
 
 bool qemu_owns_dir(int pid, const std::string& run_dir) {
   if (pid <= 1) return false;
@@ -58,9 +71,16 @@ std::vector<SandboxInfo> list_sandboxes(const EngineConfig& cfg) {
     SandboxInfo info;
     info.id = id;
     info.record = rec;
-    info.pid = rec.value("pid", 0);
+    info.pid = json::int_or(rec, "pid", 0);
     info.state = qemu_owns_dir(info.pid, dir) ? "running" : "exited";
     if (info.state == "running") {
+      if (auto why = read_file(dir + kUnresponsiveFile, 4096)) {
+        info.state = "unresponsive";
+        info.unresponsive_reason = *why;
+        while (!info.unresponsive_reason.empty() && info.unresponsive_reason.back() == '\n') {
+          info.unresponsive_reason.pop_back();
+        }
+      }
       if (auto mem = process_memory(info.pid)) {
         info.uss_kib = mem->uss_kib;
         info.pss_kib = mem->pss_kib;
@@ -71,8 +91,8 @@ std::vector<SandboxInfo> list_sandboxes(const EngineConfig& cfg) {
   }
   ::closedir(d);
   std::sort(out.begin(), out.end(), [](const SandboxInfo& a, const SandboxInfo& b) {
-    int64_t ta = a.record.value("created_at", int64_t{0});
-    int64_t tb = b.record.value("created_at", int64_t{0});
+    int64_t ta = json::int_or(a.record, "created_at", int64_t{0});
+    int64_t tb = json::int_or(b.record, "created_at", int64_t{0});
     return ta != tb ? ta < tb : a.id < b.id;
   });
   return out;
@@ -88,7 +108,7 @@ Status remove_sandbox(const EngineConfig& cfg, const std::string& id) {
   }
   auto text = read_file(dir + "/sandbox.json", 1 << 20);
   Json rec = text ? Json::parse(*text, nullptr, false) : Json();
-  int pid = rec.is_object() ? rec.value("pid", 0) : 0;
+  int pid = json::int_or(rec, "pid", 0);
   if (qemu_owns_dir(pid, dir)) {
     auto vm = vmm::VmProcess::adopt(pid);
     if (vm) {
@@ -105,14 +125,14 @@ Status remove_sandbox(const EngineConfig& cfg, const std::string& id) {
 std::vector<std::string> resume_stopped_sandboxes(const EngineConfig& cfg) {
   std::vector<std::string> resumed;
   for (const auto& s : list_sandboxes(cfg)) {
-    if (s.state != "running") continue;
+    if (!s.alive()) continue;
     auto qmp = vmm::QmpClient::connect(cfg.sandboxes_dir() + "/" + s.id + "/qmp.sock",
                                        std::chrono::seconds(2));
     if (!qmp) continue;
     auto st = qmp->execute("query-status");
-    if (!st || st->value("running", true)) continue;
+    if (!st || json::bool_or(*st, "running", true)) continue;
     auto mig = qmp->execute("query-migrate");
-    if (mig && mig->is_object() && mig->value("status", "") == "active") {
+    if (mig && json::string_or(*mig, "status", "") == "active") {
       (void)qmp->execute("migrate_cancel");
     }
     // `cont` is refused while a cancelled migration winds down: retry briefly.

@@ -11,7 +11,11 @@ namespace forkd::engine {
 
 struct SandboxInfo {
   std::string id;
-  std::string state;  // running | exited
+  // running | unresponsive (QEMU runs but its agent stopped reading; see mark_unresponsive) |
+  // exited
+  std::string state;
+  std::string unresponsive_reason;  // why, when unresponsive
+  bool alive() const { return state != "exited"; }  // its QEMU runs
   int pid = 0;
   nlohmann::json record;  // sandbox.json
   uint64_t uss_kib = 0;   // unique memory of its QEMU (smaps_rollup), 0 if unknown
@@ -21,6 +25,11 @@ struct SandboxInfo {
 
 // Every recorded sandbox (pool members excluded), sorted by creation time.
 std::vector<SandboxInfo> list_sandboxes(const EngineConfig& cfg);
+
+// Records in a sandbox's run dir that its agent stopped answering or reading (why: the error),
+// so every forkd process lists it `unresponsive`; cleared once a new session is opened.
+void mark_unresponsive(const std::string& run_dir, const std::string& why);
+void clear_unresponsive(const std::string& run_dir);
 
 // True when pid is a live QEMU whose command line names run_dir.
 bool qemu_owns_dir(int pid, const std::string& run_dir);

@@ -10,6 +10,7 @@
 #include "base/clock.h"
 #include "base/files.h"
 #include "base/log.h"
+#include "engine/agent_replies.h"
 #include "engine/migration.h"
 #include "engine/vm_setup.h"
 #include "store/chain.h"
@@ -58,7 +59,9 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   std::string dir = cfg.sandboxes_dir() + "/" + id;
   auto vc = base_vm_config(cfg, id, dir);
   if (!vc) return tl::unexpected(vc.error());
-  FORKD_TRY(make_dirs(dir));
+  auto lock = LockedDir::create(cfg.sandboxes_dir(), id);
+  if (!lock) return tl::unexpected(lock.error().wrap("start child of " + meta.tag));
+  lock->keep();  // removed by fail() below, or by whoever owns the VM later
   auto fail = [&](const Error& e) -> Result<PrestartedVm> {
     (void)remove_tree(dir);
     return tl::unexpected(e.wrap("start child of " + meta.tag));
@@ -83,7 +86,8 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   }
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) return fail(launched.error());
-  return PrestartedVm{id, dir, std::move(launched->first), std::move(launched->second)};
+  return PrestartedVm{id, dir, std::move(launched->first), std::move(launched->second), false,
+                      std::move(*lock)};
 }
 
 Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::string& epoch,
@@ -105,15 +109,16 @@ Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::
     if (r || r.error().code() != ErrorCode::kAgentTimeout) break;
   }
   if (!r) return tl::unexpected(r.error().wrap("set identity"));
-  if (!r->json.value("reseeded", false)) {
+  auto reply = decode_resumed_reply(r->json);
+  if (!reply) return tl::unexpected(reply.error().wrap("set identity"));
+  if (!reply->reseeded) {
     return make_error(ErrorCode::kAgentError,
-                      "guest could not reseed its RNG: " + r->json.value("reseed_error", "?"));
+                      "guest could not reseed its RNG: " + reply->reseed_error);
   }
-  if (!r->json.value("clock_set", false)) {
-    return make_error(ErrorCode::kAgentError,
-                      "guest could not set its clock: " + r->json.value("clock_error", "?"));
+  if (!reply->clock_set) {
+    return make_error(ErrorCode::kAgentError, "guest could not set its clock: " + reply->clock_error);
   }
-  return r->json;
+  return reply->info;
 }
 
 Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
@@ -186,6 +191,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
          {"machine", meta.machine},
          {"created_at", static_cast<int64_t>(std::time(nullptr))}};
   if (auto st = Restorer::write_record(*sb); !st) return fail(st.error());
+  pre.lock.unlock();  // recorded: from here `ps`, `rm` and gc see it as a sandbox
   return sb;
 }
 

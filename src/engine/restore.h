@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "base/dir_lock.h"
 #include "base/error.h"
 #include "engine/config.h"
 #include "engine/sandbox.h"
@@ -21,6 +22,9 @@ struct PrestartedVm {
   vmm::VmProcess vm;
   vmm::QmpClient qmp;
   bool loaded = false;  // device state already loaded and the VM paused (a warm pool member)
+  // The run dir's lock, held until the VM is recorded (sandbox.json or a pool member file): a
+  // VM whose launcher dies before that is an orphan that gc reaps (engine/gc.h).
+  LockedDir lock;
 };
 
 // The flat memory file children of meta map: the tag's memory, or a chain link's assembled

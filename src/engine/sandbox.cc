@@ -1,17 +1,21 @@
 #include "engine/sandbox.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <ctime>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "base/clock.h"
+#include "base/dir_lock.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/paths.h"
+#include "engine/agent_replies.h"
 #include "engine/registry.h"
 #include "engine/vm_setup.h"
 #include "vmm/qmp_client.h"
@@ -25,6 +29,47 @@ using Clock = std::chrono::steady_clock;
 // Sandboxes this process owns, for the Ctrl-C path.
 std::mutex g_owned_mu;
 std::set<Sandbox*> g_owned;
+
+// Stops a booting guest that floods its console file: checks the file's size every 100 ms and
+// SIGKILLs QEMU past kMaxBootConsoleBytes.
+class ConsoleWatch {
+ public:
+  ConsoleWatch(std::string path, pid_t pid)
+      : thread_([this, path = std::move(path), pid](std::stop_token st) {
+          while (!st.stop_requested()) {
+            struct stat sb {};
+            if (::stat(path.c_str(), &sb) == 0 &&
+                static_cast<uint64_t>(sb.st_size) > vmm::kMaxBootConsoleBytes) {
+              tripped_ = true;
+              ::kill(pid, SIGKILL);
+              return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          }
+        }) {}
+  void stop() {
+    thread_.request_stop();
+    if (thread_.joinable()) thread_.join();
+  }
+  bool tripped() const { return tripped_.load(); }
+
+ private:
+  std::atomic<bool> tripped_{false};
+  std::jthread thread_;
+};
+
+// Moves a booted VM's serial console from its file into a ring buffer inside QEMU, which the
+// guest cannot grow (QMP chardev-change; the serial device supports the swap).
+Status console_to_ring(const std::string& qmp_socket) {
+  auto qmp = vmm::QmpClient::connect(qmp_socket, std::chrono::seconds(5));
+  if (!qmp) return tl::unexpected(qmp.error().wrap("console to ring"));
+  auto r = qmp->execute(
+      "chardev-change",
+      vmm::Json{{"id", vmm::kConsoleChardev},
+                {"backend", {{"type", "ringbuf"}, {"data", {{"size", vmm::kConsoleRingBytes}}}}}});
+  if (!r) return tl::unexpected(r.error().wrap("console to ring"));
+  return {};
+}
 
 }  // namespace
 
@@ -74,7 +119,10 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   std::string dir = cfg.sandboxes_dir() + "/" + id;
   auto vc = base_vm_config(cfg, id, dir);
   if (!vc) return tl::unexpected(vc.error());
-  FORKD_TRY(make_dirs(dir));
+  // Locked until the record exists: if this process dies before, gc reaps the QEMU.
+  auto dir_lock = LockedDir::create(cfg.sandboxes_dir(), id);
+  if (!dir_lock) return tl::unexpected(dir_lock.error().wrap("boot " + opts.image));
+  dir_lock->keep();
   auto fail = [&](Error e) -> Result<std::unique_ptr<Sandbox>> {
     (void)remove_tree(dir);
     return tl::unexpected(e.wrap("boot " + opts.image));
@@ -90,6 +138,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   vc->memory_file = opts.memory_file;
   vc->memory_share = !opts.memory_file.empty();
   vc->die_with_parent = opts.die_with_parent;
+  vc->console_ring_bytes = 0;  // a file while booting (ConsoleWatch), then the ring
   if (!image->disk.empty()) {
     std::string overlay = dir + "/overlay.qcow2";
     if (auto st = create_overlay(image->disk, "raw", overlay); !st) return fail(st.error());
@@ -111,17 +160,32 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
                  {"kernel_append", vc->kernel_append},
                  {"created_at", static_cast<int64_t>(std::time(nullptr))}};
   if (auto st = sb->write_record(); !st) return tl::unexpected(st.error().wrap("boot"));
+  dir_lock->unlock();
 
+  // Until the agent answers, the console goes to a file (so a kernel panic's last words survive
+  // QEMU), watched: past kMaxBootConsoleBytes the boot is given up. Then the console moves into
+  // QEMU's bounded ring.
+  ConsoleWatch watch(vc->console_log, sb->qemu_pid());
   auto agent = AgentClient::connect(vc->agent_socket, std::chrono::seconds(10));
   if (!agent) return tl::unexpected(agent.error().wrap("boot " + opts.image));
   sb->agent_ = std::move(*agent);
   auto left = opts.boot_timeout -
               std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t_launch);
   auto info = sb->agent_->wait_ready(std::max(left, std::chrono::milliseconds(1000)));
+  watch.stop();
+  if (watch.tripped()) {
+    return make_error(ErrorCode::kQemuFailed,
+                      "boot " + opts.image + ": the guest wrote more than " +
+                          std::to_string(vmm::kMaxBootConsoleBytes >> 20) +
+                          " MiB to its console while booting; stopped it");
+  }
   if (!info) {
     std::string tail = sb->vm_.alive() ? "" : " (QEMU exited)";
     tail += "; console tail:\n" + vmm::log_tail(vc->console_log, 1500);
     return tl::unexpected(info.error().wrap("boot " + opts.image + tail));
+  }
+  if (auto st = console_to_ring(dir + "/qmp.sock"); !st) {
+    return tl::unexpected(st.error().wrap("boot " + opts.image));
   }
   sb->agent_info_ = *info;
   timings.agent_ms = ms_since(t_launch);
@@ -158,9 +222,13 @@ Result<std::unique_ptr<Sandbox>> Sandbox::attach(const EngineConfig& cfg, const 
   // QEMU serves one host connection at a time: a second client waits until the first leaves.
   auto hello = (*agent)->open_session(std::chrono::seconds(10));
   if (!hello) {
-    return tl::unexpected(
-        hello.error().wrap("sandbox " + id + " (is another client connected to it?)"));
+    if ((*agent)->stalled()) mark_unresponsive(dir, hello.error().message());
+    std::string hint = hello.error().code() == ErrorCode::kAgentTimeout
+                           ? " (is another client connected to it?)"
+                           : "";
+    return tl::unexpected(hello.error().wrap("sandbox " + id + hint));
   }
+  clear_unresponsive(dir);
   sb->agent_ = std::move(*agent);
   return sb;
 }
@@ -187,18 +255,23 @@ void Sandbox::stop_vm() {
 Result<AgentReply> Sandbox::call(Json request, std::string_view bin,
                                  std::chrono::milliseconds timeout, EventFn on_event) {
   if (!agent_ || !agent_->connected()) {
-    std::string why = vm_.alive() ? "agent connection lost" : "the VM has exited";
+    std::string why = !vm_.alive()             ? "the VM has exited"
+                      : agent_ && agent_->stalled() ? "the guest agent stopped reading"
+                                                     : "agent connection lost";
     return make_error(ErrorCode::kAgentError, "sandbox " + id_ + ": " + why);
   }
   auto r = agent_->call(std::move(request), bin, timeout, std::move(on_event));
   if (!r && !vm_.alive()) return tl::unexpected(r.error().wrap("sandbox " + id_ + " (VM exited)"));
+  if (!r && agent_->stalled()) mark_unresponsive(dir_, r.error().message());
   return r;
 }
 
 Result<Json> Sandbox::ping(std::chrono::milliseconds timeout) {
   auto r = call(Json{{"op", "ping"}}, {}, timeout);
   if (!r) return tl::unexpected(r.error());
-  return r->json;
+  auto info = decode_hello_reply(r->json);
+  if (!info) return tl::unexpected(info.error().wrap("sandbox " + id_));
+  return info;
 }
 
 }  // namespace forkd::engine

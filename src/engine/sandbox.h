@@ -4,6 +4,7 @@
 // qemu.log, qemu.pid and (for disk images) overlay.qcow2, the sandbox's only writable disk.
 // A Sandbox object owns its VM: destroy() (also run by the destructor) stops QEMU and removes
 // the run dir. Methods are thread-safe (the agent connection multiplexes requests).
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -34,9 +35,11 @@ struct BootOptions {
   bool die_with_parent = false;
 };
 
-// Timings of one restore, in ms from the start of Sandbox::restore.
+// Timings of one restore: launch_ms and claim_ms from the start of the child's own work,
+// incoming_ms and ready_ms from the start of the device-state load (after the launch).
 struct RestoreTimings {
-  double launch_ms = 0;    // QEMU started, QMP ready (0 when taken from a pool)
+  double launch_ms = 0;    // QEMU started and QMP ready, or a pool member claimed (incl. claim_ms)
+  double claim_ms = 0;     // pool claim: QMP connect + handshake, found or not (0: pool not used)
   double incoming_ms = 0;  // device state loaded, vCPUs running
   double ready_ms = 0;     // identity set (`resumed` answered)
 };
@@ -48,6 +51,45 @@ struct BootTimings {
   double total_ms = 0;
 };
 
+// Default cap of collected exec output, per stream.
+inline constexpr size_t kDefaultMaxOutputBytes = 16u << 20;
+// Reads of a guest file into host memory or a host file are never larger than this.
+inline constexpr uint64_t kMaxFileReadBytes = 4ull << 30;
+
+// Bytes of collected exec output held at once across many execs (the daemon shares one), so
+// that many floods at once stay bounded too, not just each one. Thread-safe.
+class OutputBudget {
+ public:
+  explicit OutputBudget(uint64_t cap) : cap_(cap) {}
+  void set_cap(uint64_t cap) { cap_ = cap; }
+  // Takes up to n bytes; returns how many were granted (0 when the budget is spent).
+  size_t take(size_t n);
+  void give_back(size_t n);
+  uint64_t in_use() const { return used_.load(); }
+  uint64_t cap() const { return cap_.load(); }
+
+ private:
+  std::atomic<uint64_t> cap_;
+  std::atomic<uint64_t> used_{0};
+};
+
+// Budget taken by one ExecResult's collected output, given back when the result goes.
+class OutputLease {
+ public:
+  explicit OutputLease(OutputBudget* b) : budget_(b) {}
+  ~OutputLease() {
+    if (budget_) budget_->give_back(held_);
+  }
+  OutputLease(const OutputLease&) = delete;
+  OutputLease& operator=(const OutputLease&) = delete;
+  // Grants up to n more bytes (all of them without a budget).
+  size_t take(size_t n);
+
+ private:
+  OutputBudget* budget_;
+  size_t held_ = 0;
+};
+
 struct ExecOptions {
   std::vector<std::string> argv;     // argv, or
   std::optional<std::string> shell;  // a /bin/sh -c string
@@ -55,6 +97,10 @@ struct ExecOptions {
   std::string cwd;
   std::chrono::milliseconds timeout{0};  // 0: none
   std::optional<std::string> stdin_data;
+  // Collected output only (no callback): at most this many bytes per stream are kept; the rest
+  // is read and dropped, and the result says truncated. Streaming callers get every byte.
+  size_t max_output_bytes = kDefaultMaxOutputBytes;
+  OutputBudget* budget = nullptr;  // optional shared cap over concurrent execs
 };
 
 struct ExecResult {
@@ -63,6 +109,12 @@ struct ExecResult {
   int64_t duration_ms = 0;
   std::string stdout_data;  // filled only when no output callback was given
   std::string stderr_data;
+  bool stdout_truncated = false;  // output beyond max_output_bytes (or the budget) was dropped
+  bool stderr_truncated = false;
+  uint64_t stdout_bytes = 0;  // bytes the command wrote, kept or not
+  uint64_t stderr_bytes = 0;
+  // Holds the budget for the collected output; co-owned by copies of this result.
+  std::shared_ptr<OutputLease> lease;
 };
 
 struct EvalResult {
@@ -107,9 +159,13 @@ class Sandbox {
                           std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
   Status write_file(const std::string& guest_path, std::string_view data, uint32_t mode = 0644);
+  // Fails (kInvalidArgument) rather than read more than max_bytes.
   Result<std::string> read_file(const std::string& guest_path, size_t max_bytes = 256u << 20);
   Status put_file(const std::string& host_path, const std::string& guest_path);
-  Status get_file(const std::string& guest_path, const std::string& host_path);
+  // Copies a guest file to host_path (staged, then renamed), refusing more than max_bytes
+  // (capped at kMaxFileReadBytes) whatever the guest claims.
+  Status get_file(const std::string& guest_path, const std::string& host_path,
+                  uint64_t max_bytes = kMaxFileReadBytes);
   Result<FileStat> stat(const std::string& guest_path);
   Result<Json> list_dir(const std::string& guest_path);
   Status mkdir(const std::string& guest_path, bool parents);

@@ -3,7 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "base/files.h"
+#include "engine/agent_replies.h"
 #include "engine/sandbox.h"
 #include "proto/frame.h"
 
@@ -20,6 +23,24 @@ std::chrono::milliseconds exec_wait(std::chrono::milliseconds guest_timeout) {
 }
 
 }  // namespace
+
+size_t OutputBudget::take(size_t n) {
+  uint64_t cur = used_.load();
+  const uint64_t cap = cap_.load();
+  for (;;) {
+    uint64_t grant = cur >= cap ? 0 : std::min<uint64_t>(n, cap - cur);
+    if (grant == 0) return 0;
+    if (used_.compare_exchange_weak(cur, cur + grant)) return static_cast<size_t>(grant);
+  }
+}
+
+void OutputBudget::give_back(size_t n) { used_.fetch_sub(n); }
+
+size_t OutputLease::take(size_t n) {
+  size_t got = budget_ ? budget_->take(n) : n;
+  held_ += got;
+  return got;
+}
 
 Result<ExecResult> Sandbox::exec(const ExecOptions& opts, EventFn on_output) {
   Json req = {{"op", "exec"}};
@@ -42,12 +63,21 @@ Result<ExecResult> Sandbox::exec(const ExecOptions& opts, EventFn on_output) {
     stdin_bin = *opts.stdin_data;
   }
   ExecResult res;
-  EventFn sink = on_output;
-  if (!sink) {
-    sink = [&res](const std::string& stream, std::string_view data) {
-      (stream == "stderr" ? res.stderr_data : res.stdout_data).append(data);
-    };
-  }
+  res.lease = std::make_shared<OutputLease>(opts.budget);
+  // Runs on the agent client's reader thread; the guest decides how much comes, so only the
+  // first max_output_bytes of each stream (and only what the budget grants) are kept.
+  EventFn sink = [&res, &opts, &on_output](const std::string& stream, std::string_view data) {
+    bool err = stream == "stderr";
+    if (!err && stream != "stdout") return;  // not an exec stream: ignore
+    (err ? res.stderr_bytes : res.stdout_bytes) += data.size();
+    if (on_output) return on_output(stream, data);
+    std::string& into = err ? res.stderr_data : res.stdout_data;
+    size_t room = opts.max_output_bytes > into.size() ? opts.max_output_bytes - into.size() : 0;
+    size_t want = std::min(room, data.size());
+    size_t got = want ? res.lease->take(want) : 0;
+    into.append(data.substr(0, got));
+    if (got < data.size()) (err ? res.stderr_truncated : res.stdout_truncated) = true;
+  };
   auto r = call(std::move(req), stdin_bin, exec_wait(opts.timeout), sink);
   if (!r) {
     if (r.error().code() == ErrorCode::kNotFound) {
@@ -55,24 +85,21 @@ Result<ExecResult> Sandbox::exec(const ExecOptions& opts, EventFn on_output) {
     }
     return tl::unexpected(r.error());
   }
-  const Json& j = r->json;
-  res.exit_code = j.value("exit_code", -1);
-  res.timed_out = j.value("timed_out", false);
-  res.duration_ms = j.value("duration_ms", int64_t{0});
+  auto reply = decode_exec_reply(r->json);
+  if (!reply) return tl::unexpected(reply.error().wrap("sandbox " + id_));
+  res.exit_code = reply->exit_code;
+  res.timed_out = reply->timed_out;
+  res.duration_ms = reply->duration_ms;
   return res;
 }
 
 Result<EvalResult> Sandbox::eval(std::string_view code, std::chrono::milliseconds timeout) {
   auto r = call(Json{{"op", "eval"}, {"code", code}}, {}, timeout);
   if (!r) return tl::unexpected(r.error());
-  const Json& j = r->json;
-  EvalResult res;
-  if (auto v = j.find("value"); v != j.end() && v->is_string()) res.value = v->get<std::string>();
-  if (auto s = j.find("stdout"); s != j.end() && s->is_string()) {
-    res.stdout_text = s->get<std::string>();
-  }
-  if (auto e = j.find("error"); e != j.end() && e->is_string()) res.error = e->get<std::string>();
-  return res;
+  auto reply = decode_eval_reply(r->json);
+  if (!reply) return tl::unexpected(reply.error().wrap("sandbox " + id_));
+  return EvalResult{std::move(reply->value), std::move(reply->stdout_text),
+                    std::move(reply->error)};
 }
 
 Status Sandbox::write_file(const std::string& guest_path, std::string_view data, uint32_t mode) {
@@ -93,6 +120,7 @@ Status Sandbox::write_file(const std::string& guest_path, std::string_view data,
 
 Result<std::string> Sandbox::read_file(const std::string& guest_path, size_t max_bytes) {
   std::string out;
+  // Each round either ends the loop or adds at least one byte, and out never exceeds max_bytes.
   for (;;) {
     Json req = {{"op", "file_read"},
                 {"path", guest_path},
@@ -100,12 +128,14 @@ Result<std::string> Sandbox::read_file(const std::string& guest_path, size_t max
                 {"length", proto::kChunkLen}};
     auto r = call(std::move(req), {}, kFileOpTimeout);
     if (!r) return tl::unexpected(r.error().wrap("read " + guest_path));
+    auto rr = decode_read_reply(r->json, r->bin.size(), proto::kChunkLen);
+    if (!rr) return tl::unexpected(rr.error().wrap("read " + guest_path));
     if (out.size() + r->bin.size() > max_bytes) {
       return make_error(ErrorCode::kInvalidArgument,
                         "read " + guest_path + ": larger than " + std::to_string(max_bytes));
     }
     out += r->bin;
-    if (r->json.value("eof", true) || r->bin.empty()) break;
+    if (rr->eof || r->bin.empty()) break;
   }
   return out;
 }
@@ -136,7 +166,9 @@ Status Sandbox::put_file(const std::string& host_path, const std::string& guest_
   return {};
 }
 
-Status Sandbox::get_file(const std::string& guest_path, const std::string& host_path) {
+Status Sandbox::get_file(const std::string& guest_path, const std::string& host_path,
+                         uint64_t max_bytes) {
+  max_bytes = std::min(max_bytes, kMaxFileReadBytes);
   std::string staged = host_path + ".forkd-partial";
   auto fd = open_file(staged, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (!fd) return tl::unexpected(fd.error());
@@ -145,6 +177,7 @@ Status Sandbox::get_file(const std::string& guest_path, const std::string& host_
     ::unlink(staged.c_str());
     return tl::unexpected(std::move(e));
   };
+  // Each round either ends the loop or adds at least one byte, up to max_bytes.
   for (;;) {
     Json req = {{"op", "file_read"},
                 {"path", guest_path},
@@ -152,9 +185,15 @@ Status Sandbox::get_file(const std::string& guest_path, const std::string& host_
                 {"length", proto::kChunkLen}};
     auto r = call(std::move(req), {}, kFileOpTimeout);
     if (!r) return fail(r.error().wrap("read " + guest_path));
+    auto rr = decode_read_reply(r->json, r->bin.size(), proto::kChunkLen);
+    if (!rr) return fail(rr.error().wrap("read " + guest_path));
+    if (offset + r->bin.size() > max_bytes) {
+      return fail(Error(ErrorCode::kInvalidArgument, "read " + guest_path + ": larger than " +
+                                                          std::to_string(max_bytes) + " bytes"));
+    }
     if (auto st = write_all(fd->get(), r->bin); !st) return fail(st.error().wrap(host_path));
     offset += r->bin.size();
-    if (r->json.value("eof", true) || r->bin.empty()) break;
+    if (rr->eof || r->bin.empty()) break;
   }
   if (::fsync(fd->get()) != 0) return fail(errno_error(errno, "fsync " + staged).value());
   fd->reset();
@@ -165,18 +204,17 @@ Status Sandbox::get_file(const std::string& guest_path, const std::string& host_
 Result<FileStat> Sandbox::stat(const std::string& guest_path) {
   auto r = call(Json{{"op", "file_stat"}, {"path", guest_path}}, {}, kFileOpTimeout);
   if (!r) return tl::unexpected(r.error());
-  FileStat s;
-  s.type = r->json.value("type", "");
-  s.size = r->json.value("size", uint64_t{0});
-  s.mode = r->json.value("mode", uint32_t{0});
-  s.mtime = r->json.value("mtime", int64_t{0});
-  return s;
+  auto s = decode_stat_reply(r->json);
+  if (!s) return tl::unexpected(s.error().wrap("stat " + guest_path));
+  return FileStat{s->type, s->size, s->mode, s->mtime};
 }
 
 Result<Json> Sandbox::list_dir(const std::string& guest_path) {
   auto r = call(Json{{"op", "file_list"}, {"path", guest_path}}, {}, kFileOpTimeout);
   if (!r) return tl::unexpected(r.error());
-  return r->json.value("entries", Json::array());
+  auto entries = decode_list_reply(r->json);
+  if (!entries) return tl::unexpected(entries.error().wrap("list " + guest_path));
+  return entries;
 }
 
 Status Sandbox::mkdir(const std::string& guest_path, bool parents) {

@@ -18,6 +18,8 @@ Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string&
   vc.qmp_socket = dir + "/qmp.sock";
   vc.agent_socket = dir + "/agent.sock";
   vc.console_log = dir + "/console.log";
+  // Bounded however much the guest writes; Sandbox::boot alone uses the file while it watches.
+  vc.console_ring_bytes = vmm::kConsoleRingBytes;
   vc.pid_file = dir + "/qemu.pid";
   return vc;
 }

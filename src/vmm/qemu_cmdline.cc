@@ -94,9 +94,15 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   // A guest reboot (including panic=N) ends QEMU instead of rebooting the sandbox silently.
   a.push_back("-no-reboot");
 
-  // Serial console into a file.
-  add("-chardev", "file,id=console,path=" + qemu_opt_escape(cfg.console_log));
-  add("-serial", "chardev:console");
+  // Serial console: a ring buffer QEMU keeps bounded, or (a watched boot) a file.
+  if (cfg.console_ring_bytes > 0) {
+    add("-chardev", std::string("ringbuf,id=") + kConsoleChardev +
+                        ",size=" + std::to_string(cfg.console_ring_bytes));
+  } else {
+    add("-chardev", std::string("file,id=") + kConsoleChardev +
+                        ",path=" + qemu_opt_escape(cfg.console_log));
+  }
+  add("-serial", std::string("chardev:") + kConsoleChardev);
 
   // QMP control socket.
   add("-chardev", "socket,id=qmp,path=" + qemu_opt_escape(cfg.qmp_socket) + ",server=on,wait=off");

@@ -46,7 +46,12 @@ struct VmConfig {
   // Run-dir files.
   std::string qmp_socket;
   std::string agent_socket;  // virtio-serial port org.forkd.agent, QEMU is the listening side
-  std::string console_log;   // serial console written here
+  // Serial console: into console_log (a file that grows while the guest writes: only for a boot
+  // that forkd watches, see Sandbox::boot) when console_ring_bytes is 0, else into a ring buffer
+  // of that many bytes inside QEMU (a power of two; read with QMP ringbuf-read), which a guest
+  // cannot grow however much it writes.
+  std::string console_log;
+  uint32_t console_ring_bytes = 0;
   std::string pid_file;
   // QEMU's own -daemonize. Off by default: QEMU 7.2 cannot daemonize under the full -sandbox
   // (see VmProcess::launch, which detaches QEMU itself); with it on, the sandbox loses
@@ -60,6 +65,13 @@ struct VmConfig {
   bool die_with_parent = false;  // -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,...
                                  // (only obsolete,resourcecontrol with daemonize)
 };
+
+// The serial console's bounds (see VmConfig::console_log): the ring of every running VM, and the
+// most a booting guest may write to its console file before forkd gives up on the boot.
+inline constexpr uint32_t kConsoleRingBytes = 1u << 20;
+inline constexpr uint64_t kMaxBootConsoleBytes = 8ull << 20;
+// The chardev id of the serial console (for QMP chardev-change and ringbuf-read).
+inline constexpr const char* kConsoleChardev = "console";
 
 std::vector<std::string> build_qemu_argv(const VmConfig& cfg);
 

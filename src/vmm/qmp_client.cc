@@ -10,6 +10,8 @@
 #include <cstring>
 #include <thread>
 
+#include "base/json_get.h"
+
 namespace forkd::vmm {
 
 namespace {
@@ -109,7 +111,7 @@ Result<QmpClient> QmpClient::connect(const std::string& socket_path,
   return client;
 }
 
-Status QmpClient::send_line(const std::string& line, int fd_to_pass) {
+Status QmpClient::send_line(const std::string& line, int fd_to_pass, Clock::time_point deadline) {
   size_t off = 0;
   bool fd_sent = fd_to_pass < 0;
   while (off < line.size()) {
@@ -127,9 +129,17 @@ Status QmpClient::send_line(const std::string& line, int fd_to_pass) {
       cm->cmsg_len = CMSG_LEN(sizeof(int));
       std::memcpy(CMSG_DATA(cm), &fd_to_pass, sizeof(int));
     }
-    ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL);
+    ssize_t n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        // QEMU is not reading its monitor: wait, but never past the deadline.
+        int wait = ms_until(deadline);
+        if (wait <= 0) return make_error(ErrorCode::kTimeout, "qmp send: QEMU is not reading");
+        pollfd p{fd_.get(), POLLOUT, 0};
+        (void)::poll(&p, 1, wait);
+        continue;
+      }
       int err = errno;
       auto e = errno_error(err, "qmp send");
       if (err == EPIPE || err == ECONNRESET) {
@@ -192,7 +202,7 @@ Result<Json> QmpClient::execute_with_fd(std::string_view command, const Json& ar
   }
   std::string line = req.dump(-1, ' ', false, Json::error_handler_t::replace);
   line += '\n';
-  if (auto s = send_line(line, fd); !s) return tl::unexpected(s.error().wrap(cmd));
+  if (auto s = send_line(line, fd, deadline); !s) return tl::unexpected(s.error().wrap(cmd));
 
   // Bounded by the deadline; each iteration consumes one message.
   for (;;) {
@@ -218,8 +228,8 @@ Result<Json> QmpClient::execute_with_fd(std::string_view command, const Json& ar
         // Errors for unparsable input carry no id; they can only be ours.
         if (!msg->id.empty() && msg->id != id) continue;
         const Json& e = msg->body;
-        std::string cls = e.value("class", std::string("GenericError"));
-        std::string desc = e.value("desc", std::string("(no description)"));
+        std::string cls = json::string_or(e, "class", "GenericError");
+        std::string desc = json::string_or(e, "desc", "(no description)");
         return make_error(ErrorCode::kQemuFailed, cmd + ": " + cls + ": " + desc);
       }
     }

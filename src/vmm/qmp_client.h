@@ -51,7 +51,8 @@ class QmpClient {
  private:
   explicit QmpClient(UniqueFd fd) : fd_(std::move(fd)) {}
   Result<QmpMessage> read_message(std::chrono::steady_clock::time_point deadline);
-  Status send_line(const std::string& line, int fd_to_pass);
+  Status send_line(const std::string& line, int fd_to_pass,
+                   std::chrono::steady_clock::time_point deadline);
 
   UniqueFd fd_;
   std::string rbuf_;

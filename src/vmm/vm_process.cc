@@ -115,7 +115,7 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
       return errno_error(errno, "launch qemu: remove stale " + *path);
     }
   }
-  auto log = open_file(stderr_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0640);
+  auto log = open_file(stderr_log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
   if (!log) return tl::unexpected(log.error().wrap("launch qemu: open log"));
 
   VmConfig run_cfg = cfg;
@@ -234,6 +234,10 @@ void VmProcess::terminate(std::chrono::milliseconds grace) {
   if (wait_exit(grace)) return;
   send_signal(pid_, pidfd_, SIGKILL);
   (void)wait_exit(kKillWait);
+}
+
+void VmProcess::signal(int sig) {
+  if (alive()) send_signal(pid_, pidfd_, sig);
 }
 
 std::string log_tail(const std::string& path, size_t max_bytes) {

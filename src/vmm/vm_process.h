@@ -43,6 +43,8 @@ class VmProcess {
   bool wait_exit(std::chrono::milliseconds timeout) const;
   // SIGTERM, wait up to grace, then SIGKILL and wait. Idempotent; safe on a dead process.
   void terminate(std::chrono::milliseconds grace);
+  // Sends sig (through the pidfd: immune to pid reuse). No wait.
+  void signal(int sig);
 
  private:
   VmProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
