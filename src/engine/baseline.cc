@@ -1,6 +1,7 @@
 #include "engine/baseline.h"
 
 #include "base/clock.h"
+#include "base/dir_lock.h"
 #include "base/files.h"
 #include "engine/migration.h"
 #include "engine/sandbox.h"
@@ -51,6 +52,7 @@ Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::S
   auto saved = save_device_state((*src)->dir() + "/qmp.sock", state, /*ignore_shared=*/false);
   if (!saved) return tl::unexpected(saved.error().wrap("plain restore: save"));
   res.save_ms = saved->pause_ms;
+  res.save_no_fsync_ms = saved->written_ms;
   res.state_bytes = saved->bytes;
   Json rec = (*src)->record();
   (*src)->stop_vm();
@@ -61,7 +63,10 @@ Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::S
   std::string dir = cfg.sandboxes_dir() + "/" + id;
   auto vc = base_vm_config(cfg, id, dir);
   if (!vc) return tl::unexpected(vc.error());
-  FORKD_TRY(make_dirs(dir));
+  // Locked while it runs (it never gets a record): gc leaves it alone, and reaps it if we die.
+  auto dir_lock = LockedDir::create(cfg.sandboxes_dir(), id);
+  if (!dir_lock) return tl::unexpected(dir_lock.error().wrap("plain restore"));
+  dir_lock->keep();
   vc->machine = meta.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
   vc->cpus = meta.cpus;
   vc->memory_mib = meta.memory_mib;

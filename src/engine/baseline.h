@@ -15,12 +15,13 @@ struct ColdBootResult {
 Result<ColdBootResult> cold_boot_and_warm(const EngineConfig& cfg, const store::SnapshotMeta& meta);
 
 struct PlainRestoreResult {
-  double save_ms = 0;        // stop + full save (RAM in the stream)
-  uint64_t state_bytes = 0;  // size of that stream
-  double launch_ms = 0;      // destination QEMU start
-  double load_ms = 0;        // migrate-incoming of the full stream until running
-  double agent_ms = 0;       // until the agent answered
-  double total_ms = 0;       // launch + load + agent: the restore a user waits for
+  double save_ms = 0;           // stop + full save (RAM in the stream) + fsync of the file
+  double save_no_fsync_ms = 0;  // the same save until QEMU completed the stream, no fsync
+  uint64_t state_bytes = 0;     // size of that stream
+  double launch_ms = 0;         // destination QEMU start
+  double load_ms = 0;           // migrate-incoming of the full stream until running
+  double agent_ms = 0;          // until the agent answered
+  double total_ms = 0;          // launch + load + agent: the restore a user waits for
 };
 Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::SnapshotMeta& meta);
 

@@ -6,7 +6,9 @@
 
 #include <ctime>
 
+#include "base/json_get.h"
 #include "base/clock.h"
+#include "base/dir_lock.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/subprocess.h"
@@ -17,6 +19,7 @@
 #include "engine/warmup.h"
 #include "store/chain.h"
 #include "store/snapshot_store.h"
+#include "store/tag_write.h"
 
 namespace forkd::engine {
 
@@ -127,12 +130,12 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   for (auto& s : list_sandboxes(cfg)) {
     if (s.id == opts.sandbox_id) found = std::move(s);
   }
-  if (!found || found->state != "running") {
+  if (!found || !found->alive()) {
     return make_error(ErrorCode::kNotFound,
                       "branch: no running sandbox '" + opts.sandbox_id + "' (see forkd ps)");
   }
   const Json& rec = found->record;
-  int memory_mib = rec.value("memory_mib", 256);
+  int memory_mib = json::int_or(rec, "memory_mib", 256);
   if (!rec.contains("tag")) {
     // A booted VM (forkd run, a snapshot template) has kernel blobs in fw_cfg that a
     // destination started like a child lacks.
@@ -140,6 +143,23 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
                       "branch: sandbox '" + opts.sandbox_id +
                           "' was booted, not forked from a tag; only forked sandboxes branch");
   }
+
+  // One branch of a source at a time (QEMU runs one migration per VM): a second is refused at
+  // once, as the contract's "branch in flight" 409.
+  std::string source_dir = cfg.sandboxes_dir() + "/" + opts.sandbox_id;
+  auto source_lock = FileLock::try_lock(source_dir + "/.branch.lock", "sandbox " + opts.sandbox_id);
+  if (!source_lock) {
+    if (source_lock.error().code() != ErrorCode::kAlreadyExists) {
+      return tl::unexpected(source_lock.error().wrap("branch"));
+    }
+    return make_error(ErrorCode::kAlreadyExists,
+                      "branch: a branch of sandbox " + opts.sandbox_id + " is already in flight");
+  }
+  (void)snaps.cleanup_stale();
+  // The tag's lock, held until this returns: a second branch into the same tag is refused here.
+  auto write = store::TagWrite::begin(snaps, tag, opts.replace);
+  if (!write) return tl::unexpected(write.error().wrap("branch " + opts.sandbox_id));
+  const std::string* staging = &write->staging();
 
   store::PendingTag pend;
   pend.tag = tag;
@@ -157,16 +177,11 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   std::optional<store::SnapshotMeta> parent;
   if (!opts.flat) parent = source_parent(snaps, rec, memory_mib);
 
-  snaps.cleanup_stale();
-  auto staging = snaps.stage(tag);
-  if (!staging) return fail(staging.error());
-  TreeGuard guard(*staging);
-
   MigrateRequest mreq;
   mreq.source_dir = cfg.sandboxes_dir() + "/" + opts.sandbox_id;
   mreq.memory_mib = memory_mib;
-  mreq.cpus = rec.value("cpus", 1);
-  mreq.machine = rec.value("machine", "microvm");
+  mreq.cpus = json::int_or(rec, "cpus", 1);
+  mreq.machine = json::string_or(rec, "machine", "microvm");
   mreq.memory_file = *staging + "/memory";
   mreq.vmstate_file = *staging + "/vmstate";
   mreq.mode = opts.mode;
@@ -186,13 +201,13 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
 
   store::SnapshotMeta meta;
   meta.tag = tag;
-  meta.image = rec.value("image", parent ? parent->image : "");
+  meta.image = json::string_or(rec, "image", parent ? parent->image : "");
   meta.created_at = static_cast<int64_t>(std::time(nullptr));
   meta.machine = mreq.machine;
   meta.memory_mib = memory_mib;
   meta.ram_bytes = mig->ram_bytes;
   meta.cpus = mreq.cpus;
-  meta.kernel_append = parent ? parent->kernel_append : rec.value("kernel_append", "");
+  meta.kernel_append = parent ? parent->kernel_append : json::string_or(rec, "kernel_append", "");
   meta.pause_ms = mig->pause_ms;
   meta.branched_from = opts.sandbox_id;
   if (parent) meta.warmup = parent->warmup;
@@ -233,9 +248,9 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   for (const auto& [role, f] : meta.files) {
     std::string path = *staging + "/" + store::snapshot_file_name(role);
     if (auto st = fsync_path(path); !st) return fail(st.error());
-    ::chmod(path.c_str(), 0444);
+    ::chmod(path.c_str(), store::kTagFileMode);
   }
-  if (auto st = snaps.commit(*staging, meta, opts.replace); !st) {
+  if (auto st = write->commit(meta); !st) {
     if (parent) {  // the adopted memory belongs to a tag that never appeared
       std::string adopted = resolver.assembled_path(meta);
       ::unlink(adopted.c_str());
@@ -243,7 +258,6 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     }
     return fail(st.error());
   }
-  guard.release();
   claim.done();
   auto loaded = snaps.load(tag);
   if (!loaded) return tl::unexpected(loaded.error());

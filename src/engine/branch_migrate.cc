@@ -6,9 +6,12 @@
 #include <thread>
 
 #include "base/clock.h"
+#include "base/dir_lock.h"
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "engine/gc.h"
 #include "engine/migration.h"
 #include "engine/vm_setup.h"
 #include "vmm/qmp_client.h"
@@ -42,7 +45,7 @@ Status set_caps(QmpClient& qmp, const std::vector<std::pair<std::string, bool>>&
 double event_time_us(const Json& ev) {
   auto ts = ev.find("timestamp");
   if (ts == ev.end() || !ts->is_object()) return 0;
-  return ts->value("seconds", 0.0) * 1e6 + ts->value("microseconds", 0.0);
+  return json::number_or(*ts, "seconds", 0.0) * 1e6 + json::number_or(*ts, "microseconds", 0.0);
 }
 
 // The source's disk as QEMU has it now: active image file and virtual size.
@@ -55,13 +58,13 @@ Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
   auto r = qmp.execute("query-block");
   if (!r) return tl::unexpected(r.error());
   for (const auto& dev : *r) {
-    if (dev.value("device", "") != "root") continue;
+    if (json::string_or(dev, "device", "") != "root") continue;
     auto ins = dev.find("inserted");
     if (ins == dev.end()) continue;
     SourceDisk d;
-    d.active = ins->value("file", "");
+    d.active = json::string_or(*ins, "file", "");
     if (auto img = ins->find("image"); img != ins->end()) {
-      d.virtual_size = img->value("virtual-size", int64_t{0});
+      d.virtual_size = json::int_or(*img, "virtual-size", int64_t{0});
     }
     if (d.active.empty() || d.virtual_size <= 0) {
       return make_error(ErrorCode::kQemuFailed, "query-block: no file or size for the disk");
@@ -84,10 +87,10 @@ Result<std::string> chain_base(const std::string& image) {
     return make_error(ErrorCode::kQemuFailed, "qemu-img info: unexpected output");
   }
   const Json& last = j.back();
-  if (last.value("format", "") != "raw") {
+  if (json::string_or(last, "format", "") != "raw") {
     return make_error(ErrorCode::kQemuFailed, "disk chain of " + image + " does not end in raw");
   }
-  return last.value("filename", "");
+  return json::string_or(last, "filename", "");
 }
 
 // Runs the source's side; the source is running again when this returns (on success or not).
@@ -98,15 +101,15 @@ class SourceSide {
   // Resumes the source if it is not running (cancelling a migration still in progress).
   void ensure_running() {
     auto st = qmp_.execute("query-status");
-    if (st && st->value("running", true)) return;
+    if (st && json::bool_or(*st, "running", true)) return;
     auto mig = qmp_.execute("query-migrate");
     if (mig && mig->is_object()) {
-      std::string s = mig->value("status", "");
+      std::string s = json::string_or(*mig, "status", "");
       if (s == "active" || s == "pre-switchover" || s == "device" || s == "setup") {
         (void)qmp_.execute("migrate_cancel");
         for (int i = 0; i < 200; ++i) {
           auto m = qmp_.execute("query-migrate");
-          if (!m || m->value("status", "") != "cancelling") break;
+          if (!m || json::string_or(*m, "status", "") != "cancelling") break;
           std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
       }
@@ -118,17 +121,13 @@ class SourceSide {
   QmpClient& qmp_;
 };
 
-// The destination's run dir: $FORKD_HOME/branching/<pid>-<hex>, short enough for its sockets.
-// Dirs of processes that died (kill -9 mid-branch) are removed first.
-Result<std::string> make_dest_dir(const EngineConfig& cfg) {
+// The destination's run dir: $FORKD_HOME/branching/<hex>, short enough for its sockets, locked
+// while this branch runs. Dirs whose branch died (kill -9 mid-branch) are unlocked, and the next
+// branch (or gc) removes them, killing a destination QEMU still running there.
+Result<LockedDir> make_dest_dir(const EngineConfig& cfg) {
   std::string root = cfg.home + "/branching";
-  for (const auto& name : list_dir_names(root)) {
-    int pid = std::atoi(name.c_str());
-    if (pid > 0 && pid != ::getpid() && !process_alive(pid)) (void)remove_tree(root + "/" + name);
-  }
-  std::string dir = root + "/" + std::to_string(::getpid()) + "-" + random_hex(4);
-  FORKD_TRY(make_dirs(dir));
-  return dir;
+  (void)reap_dirs(root, [](const std::string&) { return true; }, kill_qemus_in);
+  return LockedDir::create(root, random_hex(6));
 }
 
 }  // namespace
@@ -140,7 +139,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   // destination must match it byte for byte.
   auto mem = src->execute("query-memory-size-summary");
   if (!mem) return tl::unexpected(mem.error().wrap("source memory size"));
-  uint64_t ram_bytes = mem->value("base-memory", uint64_t{0});
+  uint64_t ram_bytes = json::int_or(*mem, "base-memory", uint64_t{0});
   if (ram_bytes < (static_cast<uint64_t>(req.memory_mib) << 20)) {
     return make_error(ErrorCode::kInternal, "source reports " + std::to_string(ram_bytes) +
                                                 " bytes of RAM for " +
@@ -151,9 +150,9 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   auto disk = query_disk(*src);
   if (!disk) return tl::unexpected(disk.error());
 
-  auto dest_dir = make_dest_dir(cfg);
-  if (!dest_dir) return tl::unexpected(dest_dir.error());
-  TreeGuard dest_dir_guard(*dest_dir);
+  auto dest_lock = make_dest_dir(cfg);
+  if (!dest_lock) return tl::unexpected(dest_lock.error());
+  const std::string* dest_dir = &dest_lock->path();  // removed with dest_lock
   auto vc = base_vm_config(cfg, "branch", *dest_dir);
   if (!vc) return tl::unexpected(vc.error());
   vc->machine = req.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
@@ -242,7 +241,8 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
       }
       continue;
     }
-    std::string status = (*ev)["data"].value("status", "");
+    const Json* data = json::member(*ev, "data");
+    std::string status = data ? json::string_or(*data, "status", "") : "";
     if (status == "pre-switchover") {
       // Source stopped, device state not yet sent: freeze its disk at this instant; it goes on
       // writing to a new overlay above the frozen layer.
@@ -261,7 +261,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
       break;
     } else if (status == "failed" || status == "cancelled") {
       auto q = src->execute("query-migrate");
-      std::string why = q && q->is_object() ? q->value("error-desc", "no reason given") : "";
+      std::string why = q ? json::string_or(*q, "error-desc", "no reason given") : "";
       return give_up(Error(ErrorCode::kQemuFailed, "migration " + status + ": " + why));
     }
   }
@@ -293,7 +293,8 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   for (;;) {
     auto ev = dst.wait_event("MIGRATION", std::chrono::seconds(60));
     if (!ev) return tl::unexpected(ev.error().wrap("destination"));
-    std::string status = (*ev)["data"].value("status", "");
+    const Json* data = json::member(*ev, "data");
+    std::string status = data ? json::string_or(*data, "status", "") : "";
     if (status == "completed") break;
     if (status == "failed" || status == "cancelled") {
       return make_error(ErrorCode::kQemuFailed, "destination migration " + status + ": " +

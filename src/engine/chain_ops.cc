@@ -9,6 +9,7 @@
 #include "base/files.h"
 #include "engine/pool.h"
 #include "engine/restore.h"
+#include "store/tag_write.h"
 
 namespace forkd::engine {
 
@@ -194,6 +195,9 @@ Result<store::SnapshotMeta> compact_tag(const EngineConfig& cfg, const std::stri
   auto memory = tag_memory_path(cfg, *m);
   if (!memory) return tl::unexpected(memory.error());
 
+  auto write = store::TagWrite::begin(snaps, to, /*replace=*/false);
+  if (!write) return tl::unexpected(write.error().wrap("compact " + tag));
+  const std::string* staging = &write->staging();
   store::PendingTag pend;
   pend.tag = to;
   pend.branched_from = "compact:" + tag;
@@ -205,9 +209,6 @@ Result<store::SnapshotMeta> compact_tag(const EngineConfig& cfg, const std::stri
     std::string tag;
     ~Release() { s.end_pending(tag); }
   } release{snaps, to};
-  auto staging = snaps.stage(to);
-  if (!staging) return tl::unexpected(staging.error());
-  TreeGuard guard(*staging);
 
   store::SnapshotMeta out = *m;
   out.tag = to;
@@ -227,8 +228,7 @@ Result<store::SnapshotMeta> compact_tag(const EngineConfig& cfg, const std::stri
     std::string name = store::snapshot_file_name(role);
     FORKD_TRY(link_file(dir + "/" + name, *staging + "/" + name));
   }
-  FORKD_TRY(snaps.commit(*staging, out, /*replace=*/false));
-  guard.release();
+  FORKD_TRY(write->commit(out));
   return snaps.load(to);
 }
 

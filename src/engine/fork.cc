@@ -4,6 +4,7 @@
 #include <mutex>
 #include <thread>
 
+#include "base/thread_root.h"
 #include "engine/pool.h"
 #include "engine/restore.h"
 #include "store/snapshot_store.h"
@@ -37,38 +38,44 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
 
   Pool pool(cfg);
   std::atomic<int> next{0};
+  auto one_child = [&](ForkChild& child) {
+    std::optional<PrestartedVm> pre;
+    if (opts.use_pool) {
+      if (auto claimed = pool.claim(*meta, tag_dir)) {
+        pre = std::move(*claimed);
+        child.from_pool = true;
+      }
+    }
+    auto t_start = Clock::now();
+    if (!pre) {
+      auto started = prestart_child(cfg, *meta, tag_dir);
+      if (!started) {
+        child.error = started.error();
+        return;
+      }
+      pre = std::move(*started);
+    }
+    double launch_ms = ms_between(t_start, Clock::now());
+    child.id = pre->id;
+    auto sb = finish_restore(std::move(*pre), *meta, tag_dir);
+    if (!sb) {
+      child.error = sb.error();
+      return;
+    }
+    child.timings = (*sb)->restore_timings();
+    child.timings.launch_ms = child.from_pool ? 0 : launch_ms;
+    child.total_ms = ms_between(t0, Clock::now());
+    (*sb)->release();
+  };
   auto worker = [&] {
     for (;;) {
       int i = next.fetch_add(1);
       if (i >= opts.n) return;
       ForkChild& child = res.children[static_cast<size_t>(i)];
-      std::optional<PrestartedVm> pre;
-      if (opts.use_pool) {
-        if (auto claimed = pool.claim(*meta, tag_dir)) {
-          pre = std::move(*claimed);
-          child.from_pool = true;
-        }
-      }
-      auto t_start = Clock::now();
-      if (!pre) {
-        auto started = prestart_child(cfg, *meta, tag_dir);
-        if (!started) {
-          child.error = started.error();
-          continue;
-        }
-        pre = std::move(*started);
-      }
-      double launch_ms = ms_between(t_start, Clock::now());
-      child.id = pre->id;
-      auto sb = finish_restore(std::move(*pre), *meta, tag_dir);
-      if (!sb) {
-        child.error = sb.error();
-        continue;
-      }
-      child.timings = (*sb)->restore_timings();
-      child.timings.launch_ms = child.from_pool ? 0 : launch_ms;
-      child.total_ms = ms_between(t0, Clock::now());
-      (*sb)->release();
+      // The root of this child's work: an exception (a bug, memory exhaustion) fails this child,
+      // never the process. A QEMU it had started without a record is reaped by gc.
+      guarded("fork child", [&] { one_child(child); },
+              [&](const std::string& message) { child.error = Error(ErrorCode::kInternal, message); });
     }
   };
   int threads = std::max(1, std::min(opts.parallel, opts.n));

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "base/json_get.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/paths.h"
@@ -32,7 +33,7 @@ constexpr const char* kPythonAppend =
 class BuildLock {
  public:
   static Result<BuildLock> acquire(const std::string& path) {
-    auto fd = open_file(path, O_RDWR | O_CREAT, 0644);
+    auto fd = open_file(path, O_RDWR | O_CREAT, 0600);
     if (!fd) return tl::unexpected(fd.error());
     if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
       logger("images")->info("event=wait_lock path={}", path);
@@ -129,14 +130,16 @@ std::optional<Image> ImageStore::load_cached(std::string_view name, const std::s
   auto text = read_file(dir + "/image.json", 1 << 20);
   if (!text) return std::nullopt;
   Json j = Json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object() || j.value("inputs_hash", "") != hash) return std::nullopt;
+  if (j.is_discarded() || !j.is_object() || json::string_or(j, "inputs_hash", "") != hash) {
+    return std::nullopt;
+  }
   Image img;
   img.name = std::string(name);
   img.kernel = dir + "/bzImage";
-  if (j.value("initrd", "") != "") img.initrd = dir + "/" + j.value("initrd", "");
-  if (j.value("disk", "") != "") img.disk = dir + "/" + j.value("disk", "");
-  img.append = j.value("append", "");
-  img.has_python = j.value("python", false);
+  if (auto i = json::string_or(j, "initrd", ""); !i.empty()) img.initrd = dir + "/" + i;
+  if (auto d = json::string_or(j, "disk", ""); !d.empty()) img.disk = dir + "/" + d;
+  img.append = json::string_or(j, "append", "");
+  img.has_python = json::bool_or(j, "python", false);
   for (const auto& f : {img.kernel, img.initrd, img.disk}) {
     if (!f.empty() && !path_exists(f)) return std::nullopt;
   }
@@ -148,7 +151,7 @@ Status ImageStore::run_script(const std::vector<std::string>& argv, const std::s
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return errno_error(errno, "pipe");
   UniqueFd rd(fds[0]), wr(fds[1]);
-  auto log = open_file(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  auto log = open_file(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!log) return tl::unexpected(log.error());
   SpawnOptions opts;
   opts.stdout_fd = wr.get();

@@ -68,8 +68,9 @@ Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& pat
   auto started = qmp.execute("migrate", Json{{"uri", "fd:vmstate"}});
   if (!started) return tl::unexpected(started.error().wrap("migrate"));
   FORKD_TRY(wait_migration(qmp));
-  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
   SaveResult res;
+  res.written_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_stop).count();
+  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
   res.pause_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_stop).count();
   struct stat st;
   if (::fstat(fd->get(), &st) == 0) res.bytes = static_cast<uint64_t>(st.st_size);

@@ -9,8 +9,9 @@
 namespace forkd::engine {
 
 struct SaveResult {
-  double pause_ms = 0;  // from `stop` until the device state was completely written
-  uint64_t bytes = 0;   // size of the device-state file
+  double pause_ms = 0;    // from `stop` until the file was written and fsynced
+  double written_ms = 0;  // from `stop` until QEMU completed the stream (before the fsync)
+  uint64_t bytes = 0;     // size of the device-state file
 };
 
 // Stops the VM, enables x-ignore-shared and migrates the device state into a new file at path

@@ -6,8 +6,12 @@
 
 #include <algorithm>
 
+#include "base/dir_lock.h"
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/paths.h"
+#include "base/random.h"
+#include "engine/registry.h"
 
 namespace forkd::engine {
 
@@ -26,9 +30,9 @@ Json member_json(const PrestartedVm& vm, const store::SnapshotMeta& meta) {
 }
 
 void kill_member(const std::string& sandboxes, const Json& m) {
-  if (m.contains("pid") && m["pid"].is_number_integer()) {
-    pid_t pid = m["pid"].get<pid_t>();
-    std::string id = m.value("id", "");
+  if (auto member_pid = json::get_int<pid_t>(m, "pid")) {
+    pid_t pid = *member_pid;
+    std::string id = json::string_or(m, "id", "");
     auto cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20);
     if (is_safe_name(id) && cmd && cmd->find(sandboxes + "/" + id + "/") != std::string::npos) {
       // Waited for, so a drain that returned has really stopped its members.
@@ -39,7 +43,7 @@ void kill_member(const std::string& sandboxes, const Json& m) {
       }
     }
   }
-  std::string id = m.value("id", "");
+  std::string id = json::string_or(m, "id", "");
   if (is_safe_name(id)) (void)remove_tree(sandboxes + "/" + id);
 }
 
@@ -66,24 +70,29 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
                                         const std::string& tag_dir_path) {
   (void)tag_dir_path;
   for (const auto& id : member_ids(meta.tag)) {
+    std::string dir = cfg_.sandboxes_dir() + "/" + id;
+    // Locked before the member file goes: between the two, gc would otherwise see a run dir
+    // with neither a member file nor a record, and reap it.
+    auto lock = LockedDir::lock_existing(dir);
+    if (!lock) continue;  // another claimer, or gc, has it
     std::string file = members_dir(meta.tag) + "/" + id + ".json";
-    std::string mine = file + ".claimed-" + std::to_string(::getpid());
+    std::string mine = file + ".claimed-" + random_hex(4);
     if (::rename(file.c_str(), mine.c_str()) != 0) continue;  // someone else took it
     auto text = read_file(mine, 1 << 16);
     ::unlink(mine.c_str());
     if (!text) continue;
     Json m = Json::parse(*text, nullptr, false);
     if (m.is_discarded() || !m.is_object()) continue;
-    bool current =
-        m.value("vmstate_sha256", "") == meta.files.at("vmstate").sha256 && m.value("id", "") == id;
-    std::string dir = cfg_.sandboxes_dir() + "/" + id;
-    auto cmd = read_file("/proc/" + std::to_string(m.value("pid", 0)) + "/cmdline", 1 << 20);
+    bool current = json::string_or(m, "vmstate_sha256", "") == meta.files.at("vmstate").sha256 &&
+                   json::string_or(m, "id", "") == id;
+    pid_t member_pid = json::int_or(m, "pid", 0);
+    auto cmd = read_file("/proc/" + std::to_string(member_pid) + "/cmdline", 1 << 20);
     bool alive = cmd && cmd->find(dir + "/") != std::string::npos;
     if (!current || !alive) {
       kill_member(cfg_.sandboxes_dir(), m);
       continue;
     }
-    auto vm = vmm::VmProcess::adopt(m["pid"].get<pid_t>());
+    auto vm = vmm::VmProcess::adopt(member_pid);
     if (!vm) {
       kill_member(cfg_.sandboxes_dir(), m);
       continue;
@@ -93,7 +102,8 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
       kill_member(cfg_.sandboxes_dir(), m);
       continue;
     }
-    return PrestartedVm{id, dir, std::move(*vm), std::move(*qmp), m.value("warm", false)};
+    return PrestartedVm{id,    dir, std::move(*vm), std::move(*qmp), json::bool_or(m, "warm", false),
+                        std::move(*lock)};
   }
   return std::nullopt;
 }
@@ -123,6 +133,14 @@ PoolConfig Pool::config(const std::string& tag) const {
 }
 
 Result<int> Pool::fill(const store::SnapshotMeta& meta, const std::string& tag_dir_path) {
+  // One filler per tag at a time (two would both see the pool short and overfill it); a fill
+  // already running does this one's work.
+  FORKD_TRY(make_dirs(tag_dir(meta.tag)));
+  auto fill_lock = FileLock::try_lock(tag_dir(meta.tag) + "/fill.lock", "pool " + meta.tag);
+  if (!fill_lock) {
+    if (fill_lock.error().code() == ErrorCode::kAlreadyExists) return 0;
+    return tl::unexpected(fill_lock.error());
+  }
   PoolConfig pc = config(meta.tag);
   int want = pc.size - static_cast<int>(member_ids(meta.tag).size());
   int started = 0;
@@ -136,9 +154,17 @@ Result<int> Pool::fill(const store::SnapshotMeta& meta, const std::string& tag_d
         return tl::unexpected(st.error().wrap("pool " + meta.tag + ": warm up"));
       }
     }
-    FORKD_TRY(make_dirs(members_dir(meta.tag)));
-    FORKD_TRY(write_file_atomic(members_dir(meta.tag) + "/" + pre->id + ".json",
-                                member_json(*pre, meta).dump()));
+    auto recorded = [&]() -> Status {
+      FORKD_TRY(make_dirs(members_dir(meta.tag)));
+      return write_file_atomic(members_dir(meta.tag) + "/" + pre->id + ".json",
+                               member_json(*pre, meta).dump());
+    }();
+    if (!recorded) {  // a member nobody can find must not keep its QEMU
+      pre->vm.terminate(std::chrono::milliseconds(1000));
+      (void)remove_tree(pre->dir);
+      return tl::unexpected(recorded.error().wrap("pool " + meta.tag));
+    }
+    pre->lock.unlock();  // recorded: claimers and gc see it now
     ++started;
   }
   return started;
@@ -158,11 +184,41 @@ int Pool::drain(const std::string& tag) {
   for (const auto& t : tags) {
     for (const auto& id : member_ids(t)) {
       std::string file = members_dir(t) + "/" + id + ".json";
-      std::string mine = file + ".drain-" + std::to_string(::getpid());
+      std::string mine = file + ".drain-" + random_hex(4);
       if (::rename(file.c_str(), mine.c_str()) != 0) continue;
       auto text = read_file(mine, 1 << 16);
       ::unlink(mine.c_str());
       Json m = text ? Json::parse(*text, nullptr, false) : Json();
+      if (m.is_object()) kill_member(cfg_.sandboxes_dir(), m);
+      ++n;
+    }
+  }
+  return n;
+}
+
+std::set<std::string> Pool::member_ids() const {
+  std::set<std::string> out;
+  for (const auto& t : list_dir_names(root_)) {
+    if (!is_safe_name(t)) continue;
+    for (auto& id : member_ids(t)) out.insert(std::move(id));
+  }
+  return out;
+}
+
+int Pool::prune() {
+  int n = 0;
+  for (const auto& t : list_dir_names(root_)) {
+    if (!is_safe_name(t)) continue;
+    for (const auto& id : member_ids(t)) {
+      std::string file = members_dir(t) + "/" + id + ".json";
+      auto text = read_file(file, 1 << 16);
+      Json m = text ? Json::parse(*text, nullptr, false) : Json();
+      pid_t pid = json::int_or(m, "pid", 0);
+      if (pid > 0 && qemu_owns_dir(pid, cfg_.sandboxes_dir() + "/" + id)) continue;
+      // Dead (or unreadable): take the file away atomically, so a claimer cannot get it too.
+      std::string mine = file + ".prune-" + random_hex(4);
+      if (::rename(file.c_str(), mine.c_str()) != 0) continue;
+      ::unlink(mine.c_str());
       if (m.is_object()) kill_member(cfg_.sandboxes_dir(), m);
       ++n;
     }

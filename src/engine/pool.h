@@ -8,6 +8,7 @@
 // past the snapshot point to translate the claim's code paths, then paused) or cold (QEMU
 // started, state not loaded: a claimed child starts exactly at the snapshot point).
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,11 @@ class Pool {
   int drain(const std::string& tag);
 
   std::vector<PoolStatus> status() const;
+
+  // Ids of the members of every tag's pool.
+  std::set<std::string> member_ids() const;
+  // Drops members whose QEMU is gone (member file and run dir); returns how many.
+  int prune();
 
  private:
   std::string tag_dir(const std::string& tag) const { return root_ + "/" + tag; }

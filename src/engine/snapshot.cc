@@ -10,10 +10,13 @@
 #include "base/files.h"
 #include "base/log.h"
 #include "base/subprocess.h"
+#include "engine/chain_ops.h"
 #include "engine/migration.h"
 #include "engine/sandbox.h"
 #include "engine/warmup.h"
+#include "store/chain.h"
 #include "store/snapshot_store.h"
+#include "store/tag_write.h"
 #include "vmm/accel.h"
 #include "vmm/qmp_client.h"
 
@@ -27,7 +30,7 @@ Status link_or_copy(const std::string& from, const std::string& to) {
   if (::link(from.c_str(), to.c_str()) == 0) return {};
   auto data = read_file(from, 1u << 30);
   if (!data) return tl::unexpected(data.error());
-  return write_file_atomic(to, *data, 0444);
+  return write_file_atomic(to, *data, store::kTagFileMode);
 }
 
 }  // namespace
@@ -35,16 +38,13 @@ Status link_or_copy(const std::string& from, const std::string& to) {
 Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOptions& opts) {
   store::SnapshotStore snaps(cfg.home);
   FORKD_TRY(store::SnapshotStore::validate_tag(opts.tag));
-  if (snaps.exists(opts.tag) && !opts.force) {
-    return make_error(ErrorCode::kAlreadyExists,
-                      "tag " + opts.tag + " already exists; use --force to replace it");
-  }
-  snaps.cleanup_stale();
-  auto staging = snaps.stage(opts.tag);
-  if (!staging) return tl::unexpected(staging.error());
-  // Whatever fails below, the staging dir goes (and a kill -9 leaves only a .staging-* dir,
-  // which no command treats as a tag and the next snapshot removes).
-  TreeGuard guard(*staging);
+  (void)snaps.cleanup_stale();
+  // Holds the tag's lock until it returns: a second writer of the tag is refused at once.
+  // Whatever fails below, the staging dir goes (a kill -9 leaves a .staging-* dir, which no
+  // command treats as a tag and the next writer of the tag, or any cleanup, removes).
+  auto write = store::TagWrite::begin(snaps, opts.tag, opts.force);
+  if (!write) return tl::unexpected(write.error().wrap("snapshot " + opts.tag));
+  const std::string* staging = &write->staging();
   auto wrap = [&](const Error& e) { return tl::unexpected(e.wrap("snapshot " + opts.tag)); };
 
   SnapshotResult res;
@@ -134,11 +134,15 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   for (const auto& [role, f] : meta.files) {
     std::string path = *staging + "/" + store::snapshot_file_name(role);
     if (auto st = fsync_path(path); !st) return wrap(st.error());
-    ::chmod(path.c_str(), 0444);
+    ::chmod(path.c_str(), store::kTagFileMode);
   }
   (*sb)->destroy();
-  if (auto st = snaps.commit(*staging, meta, opts.force); !st) return wrap(st.error());
-  guard.release();
+  if (opts.force && opts.cascade) {
+    for (const auto& dep : store::direct_dependents(snaps, opts.tag)) {
+      if (auto st = remove_tag(cfg, dep, RemoveMode::kCascade); !st) return wrap(st.error());
+    }
+  }
+  if (auto st = write->commit(meta); !st) return wrap(st.error());
   res.commit_ms = ms_since(t_commit);
   auto loaded = snaps.load(opts.tag);
   if (!loaded) return wrap(loaded.error());

@@ -22,6 +22,9 @@ struct SnapshotOptions {
   std::vector<std::string> warmup;       // shell commands; each must exit 0
   std::vector<std::string> warmup_eval;  // then Python in the warm worker; each must not raise
   bool force = false;                    // replace an existing tag
+  // With force: remove the old tag's dependents (chain links of it) first; without, a replace
+  // of a tag that has dependents is refused (kFailedPrecondition), since they would be orphaned.
+  bool cascade = false;
   ProgressFn progress;
 };
 

@@ -35,7 +35,7 @@ class EngineWorkspaceBackend : public WorkspaceBackend {
   std::set<std::string> running_sandboxes() override {
     std::set<std::string> out;
     for (const auto& s : list_sandboxes(cfg_)) {
-      if (s.state == "running") out.insert(s.id);
+      if (s.alive()) out.insert(s.id);
     }
     return out;
   }

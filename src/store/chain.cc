@@ -10,6 +10,7 @@
 #include <set>
 
 #include "base/files.h"
+#include "base/random.h"
 #include "base/paths.h"
 
 namespace forkd::store {
@@ -192,7 +193,7 @@ Status MemoryResolver::stamp(const std::string& path, const std::string& sha) co
 Status MemoryResolver::adopt(const SnapshotMeta& meta, const std::string& full_path) const {
   FORKD_TRY(make_dirs(cache_dir_));
   std::string dst = assembled_path(meta);
-  ::chmod(full_path.c_str(), 0444);
+  ::chmod(full_path.c_str(), kTagFileMode);
   FORKD_TRY(rename_durable(full_path, dst));
   return stamp(dst, meta.content_hash());
 }
@@ -242,16 +243,22 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
   auto parent_path = resolve_depth(*parent, depth + 1);
   if (!parent_path) return tl::unexpected(parent_path.error());
 
-  FORKD_TRY(make_dirs(cache_dir_));
-  std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" +
-                    std::to_string(reinterpret_cast<uintptr_t>(&meta) & 0xffff);
+  FORKD_TRY(make_dirs(cache_dir_, 0700));
+  // Written unnamed (O_TMPFILE) and given a name only once complete and verified, so a process
+  // killed mid-way leaves nothing behind. Concurrent assemblers of one link each write their own.
+  std::string tmp = path + ".tmp-" + random_hex(8);
   struct TmpGuard {
     std::string p;
     ~TmpGuard() { ::unlink(p.c_str()); }
   } guard{tmp};
   auto src = open_file(*parent_path, O_RDONLY);
   if (!src) return tl::unexpected(src.error());
-  auto out = open_file(tmp, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  bool unnamed = true;
+  auto out = open_file(cache_dir_, O_RDWR | O_TMPFILE, 0600);
+  if (!out) {  // a filesystem without O_TMPFILE: a named temporary, removed on failure
+    unnamed = false;
+    out = open_file(tmp, O_RDWR | O_CREAT | O_EXCL, 0600);
+  }
   if (!out) return tl::unexpected(out.error());
   auto size = file_size(src->get(), *parent_path);
   if (!size) return tl::unexpected(size.error());
@@ -284,7 +291,13 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
                       "tag '" + meta.tag + "': assembled memory does not match its content hash");
   }
   FORKD_TRY(fsync_fd(out->get(), tmp));
-  ::fchmod(out->get(), 0444);
+  ::fchmod(out->get(), kTagFileMode);
+  if (unnamed) {
+    std::string fd_path = "/proc/self/fd/" + std::to_string(out->get());
+    if (::linkat(AT_FDCWD, fd_path.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+      return errno_error(errno, "link assembled memory " + tmp);
+    }
+  }
   FORKD_TRY(rename_durable(tmp, path));
   guard.p.clear();
   FORKD_TRY(stamp(path, meta.content_hash()));

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "base/files.h"
+#include "store/tag_write.h"
 
 namespace forkd::store {
 namespace {
@@ -24,20 +25,21 @@ class ChainTest : public ::testing::Test {
   static std::string memory(char fill) { return std::string(kPages * kPageSize, fill); }
 
   SnapshotMeta base(const std::string& tag, const std::string& mem) {
-    auto staging = store_->stage(tag);
-    EXPECT_TRUE(staging);
-    EXPECT_TRUE(write_file_atomic(*staging + "/vmstate", "VMSTATE"));
-    EXPECT_TRUE(write_file_atomic(*staging + "/memory", mem));
+    auto w = TagWrite::begin(*store_, tag, false);
+    EXPECT_TRUE(w);
+    EXPECT_TRUE(write_file_atomic(w->staging() + "/vmstate", "VMSTATE"));
+    EXPECT_TRUE(write_file_atomic(w->staging() + "/memory", mem));
     SnapshotMeta m = skeleton(tag);
     m.files["memory"] = {};
-    EXPECT_TRUE(store_->commit(*staging, m, false));
+    EXPECT_TRUE(w->commit(m));
     return *store_->load(tag);
   }
   // A link of parent whose whole memory is mem; returns its meta.
   Result<SnapshotMeta> link(const std::string& tag, const SnapshotMeta& parent,
                             const std::string& mem, LinkWrite* out = nullptr) {
-    auto staging = store_->stage(tag);
-    if (!staging) return tl::unexpected(staging.error());
+    auto write = TagWrite::begin(*store_, tag, false);
+    if (!write) return tl::unexpected(write.error());
+    const std::string* staging = &write->staging();
     FORKD_TRY(write_file_atomic(*staging + "/vmstate", "VMSTATE"));
     FORKD_TRY(write_file_atomic(*staging + "/full", mem));
     auto parent_mem = resolver_->resolve(parent);
@@ -52,7 +54,7 @@ class ChainTest : public ::testing::Test {
     m.memory_sha256 = w->content_sha256;
     m.files["memory_diff"] = {};
     m.files["memory_pages"] = {};
-    FORKD_TRY(store_->commit(*staging, m, false));
+    FORKD_TRY(write->commit(m));
     return store_->load(tag);
   }
   static SnapshotMeta skeleton(const std::string& tag) {
@@ -167,22 +169,25 @@ TEST_F(ChainTest, MissingParentAndCyclesAreReportedNotLoopedOn) {
   EXPECT_NE(r.error().message().find("gone"), std::string::npos);
 }
 
-TEST_F(ChainTest, PendingRecordsClaimTagsAndDeadWritersReadAsFailed) {
+TEST_F(ChainTest, PendingRecordsListWritesAndDeadWritersReadAsFailed) {
   PendingTag p;
   p.tag = "w1";
   p.pid = static_cast<int>(::getpid());
-  ASSERT_TRUE(store_->begin_pending(p));
-  auto again = store_->begin_pending(p);
-  ASSERT_FALSE(again);
-  EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
-  ASSERT_EQ(store_->list_pending().size(), 1u);
-  EXPECT_EQ(store_->list_pending()[0].status, "writing");
-  store_->end_pending("w1");
-  EXPECT_TRUE(store_->list_pending().empty());
-
+  {
+    auto w = TagWrite::begin(*store_, "w1", false);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(store_->begin_pending(p));
+    ASSERT_EQ(store_->list_pending().size(), 1u);
+    EXPECT_EQ(store_->list_pending()[0].status, "writing");
+    store_->end_pending("w1");
+    EXPECT_TRUE(store_->list_pending().empty());
+  }
   p.tag = "w2";
-  p.pid = 999999999;  // no such process
-  ASSERT_TRUE(store_->begin_pending(p));
+  {
+    auto w = TagWrite::begin(*store_, "w2", false);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(store_->begin_pending(p));
+  }  // the writer is gone (its lock with it), its record not
   auto dead = store_->pending("w2");
   ASSERT_TRUE(dead);
   EXPECT_EQ(dead->status, "failed");

@@ -1,17 +1,21 @@
 #include "store/snapshot_store.h"
 
 #include <dirent.h>
-#include <sys/stat.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include "base/files.h"
 #include "base/paths.h"
+#include "base/random.h"
 #include "base/subprocess.h"
+#include "store/chain.h"
 
 namespace forkd::store {
 
@@ -44,11 +48,27 @@ std::optional<PendingTag> parse_pending(const std::string& text) {
     return std::nullopt;
   }
   if (!is_safe_name(p.tag)) return std::nullopt;
-  if (p.status == "writing" && (p.pid <= 0 || !process_alive(p.pid))) {
-    p.status = "failed";
-    p.error = "the process writing it (pid " + std::to_string(p.pid) + ") died";
-  }
   return p;
+}
+
+// Leftover directories of a tag's writers: <prefix><tag>-<kSuffixHex hex digits>.
+constexpr const char* kLeftoverPrefixes[] = {".staging-", ".old-", ".removing-"};
+constexpr size_t kSuffixHex = 16;
+
+// The tag a leftover name belongs to, or "" when name is not a leftover.
+std::string leftover_tag(const std::string& name) {
+  for (const char* prefix : kLeftoverPrefixes) {
+    size_t plen = strlen(prefix);
+    if (name.size() <= plen + kSuffixHex + 1 || name.compare(0, plen, prefix) != 0) continue;
+    if (name[name.size() - kSuffixHex - 1] != '-') continue;
+    std::string tag = name.substr(plen, name.size() - plen - kSuffixHex - 1);
+    return is_safe_name(tag) ? tag : "";
+  }
+  return "";
+}
+
+std::string leftover_name(const char* prefix, const std::string& tag) {
+  return std::string(prefix) + tag + "-" + random_hex(kSuffixHex / 2);
 }
 
 }  // namespace
@@ -158,12 +178,28 @@ Status SnapshotStore::verify(const SnapshotMeta& meta) const {
   return {};
 }
 
-Result<std::string> SnapshotStore::stage(const std::string& tag) const {
+Result<FileLock> SnapshotStore::lock_tag(const std::string& tag) const {
   FORKD_TRY(validate_tag(tag));
-  FORKD_TRY(make_dirs(root_));
-  std::string staging = root_ + "/" + kStagingPrefix + tag + "-" + std::to_string(::getpid());
-  FORKD_TRY(remove_tree(staging));
-  FORKD_TRY(make_dirs(staging));
+  FORKD_TRY(make_dirs(root_, 0700));
+  auto lock = FileLock::try_lock(lock_path(tag), "tag " + tag);
+  if (!lock) {
+    if (lock.error().code() == ErrorCode::kAlreadyExists) {
+      return make_error(ErrorCode::kAlreadyExists,
+                        "tag " + tag + " is being written or removed by another operation");
+    }
+    return tl::unexpected(lock.error());
+  }
+  // Whatever an earlier writer of this tag left is nobody's now: we hold the lock.
+  for (const auto& name : list_dir_names(root_)) {
+    if (leftover_tag(name) == tag) (void)remove_tree(root_ + "/" + name);
+  }
+  return lock;
+}
+
+Result<std::string> SnapshotStore::make_staging(const std::string& tag) const {
+  FORKD_TRY(validate_tag(tag));
+  std::string staging = root_ + "/" + leftover_name(kStagingPrefix, tag);
+  if (::mkdir(staging.c_str(), 0700) != 0) return errno_error(errno, "mkdir " + staging);
   return staging;
 }
 
@@ -179,69 +215,77 @@ Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool
     FORKD_TRY(record_stamp(staging, role, *sha));
   }
   meta.status = "ready";
-  FORKD_TRY(write_file_atomic(staging + "/snapshot.json", meta.to_json().dump(2) + "\n"));
+  FORKD_TRY(write_file_atomic(staging + "/snapshot.json", meta.to_json().dump(2) + "\n", 0600));
+  FORKD_TRY(fsync_path(staging));
   std::string final_dir = dir(meta.tag);
-  std::string old;
-  if (path_exists(final_dir)) {
-    if (!replace) {
-      return make_error(ErrorCode::kAlreadyExists,
-                        "tag " + meta.tag + " already exists; use --force to replace it");
+  if (!path_exists(final_dir)) {
+    // RENAME_NOREPLACE: a tag that appeared in between (it cannot, under the lock; a manual
+    // mkdir can) is never overwritten.
+    if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST) {
+        return make_error(ErrorCode::kAlreadyExists, "tag " + meta.tag + " already exists");
+      }
+      return errno_error(errno, "rename " + staging + " -> " + final_dir);
     }
-    old = root_ + "/.old-" + meta.tag + "-" + std::to_string(::getpid());
-    if (::rename(final_dir.c_str(), old.c_str()) != 0) {
-      return errno_error(errno, "move aside " + final_dir);
-    }
+    return fsync_path(root_);
   }
-  FORKD_TRY(rename_durable(staging, final_dir));
-  if (!old.empty()) (void)remove_tree(old);
+  if (!replace) {
+    return make_error(ErrorCode::kAlreadyExists,
+                      "tag " + meta.tag + " already exists; use --force to replace it");
+  }
+  if (auto deps = direct_dependents(*this, meta.tag); !deps.empty()) {
+    std::string names;
+    for (const auto& d : deps) names += (names.empty() ? "" : ", ") + d;
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "tag " + meta.tag + " is the parent of " + names +
+                          "; replacing it would orphan them (remove them first, e.g. forkd rmi " +
+                          meta.tag + " --cascade)");
+  }
+  // One atomic step: the new tag takes the name, the old one takes the staging name.
+  if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0) {
+    return errno_error(errno, "exchange " + staging + " <-> " + final_dir);
+  }
+  (void)fsync_path(root_);
+  // The old tag now sits at the staging name: move it to an .old- name (so the caller's staging
+  // cleanup has nothing to do) and remove it; children running from it keep their mappings.
+  std::string old = root_ + "/" + leftover_name(".old-", meta.tag);
+  if (::rename(staging.c_str(), old.c_str()) == 0) (void)remove_tree(old);
   return {};
 }
 
 Status SnapshotStore::remove(const std::string& tag) const {
   FORKD_TRY(validate_tag(tag));
   std::string d = dir(tag);
+  auto lock = lock_tag(tag);
+  if (!lock) return tl::unexpected(lock.error());
   if (!path_exists(d)) {
-    if (auto p = pending(tag); p && p->status == "failed") {
-      end_pending(tag);  // deleting a failed branch clears its record
+    // Under the lock, a record is a failed (or dead) write's: deleting the tag clears it.
+    if (path_exists(root_ + "/" + kPendingPrefix + tag + ".json")) {
+      end_pending(tag);
       return {};
-    } else if (p) {
-      return make_error(ErrorCode::kAlreadyExists,
-                        "tag " + tag + " is still being written; delete it when it is ready");
     }
     return make_error(ErrorCode::kNotFound, "unknown tag '" + tag + "'");
   }
   // Rename first so a half-removed tag is never visible under its name.
-  std::string doomed = root_ + "/.removing-" + tag + "-" + std::to_string(::getpid());
+  std::string doomed = root_ + "/" + leftover_name(".removing-", tag);
   if (::rename(d.c_str(), doomed.c_str()) != 0) return errno_error(errno, "remove tag " + tag);
+  (void)fsync_path(root_);
   return remove_tree(doomed);
 }
 
 Status SnapshotStore::begin_pending(const PendingTag& p, bool replace) const {
   FORKD_TRY(validate_tag(p.tag));
-  FORKD_TRY(make_dirs(root_));
   if (!replace && exists(p.tag)) {
     return make_error(ErrorCode::kAlreadyExists, "tag " + p.tag + " already exists");
   }
-  std::string path = root_ + "/" + kPendingPrefix + p.tag + ".json";
-  if (auto old = pending(p.tag); old && old->status == "failed") {
-    ::unlink(path.c_str());  // a failed attempt does not block a new one
-  }
-  auto fd = open_file(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
-  if (!fd) {
-    if (fd.error().sys_errno() == EEXIST) {
-      return make_error(ErrorCode::kAlreadyExists,
-                        "tag " + p.tag + " is being written by another branch");
-    }
-    return tl::unexpected(fd.error());
-  }
-  FORKD_TRY(write_all(fd->get(), pending_json(p).dump() + "\n"));
-  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
-  return {};
+  // The caller holds the tag's lock, so any record already there is from a dead or failed
+  // writer: replace it.
+  return update_pending(p);
 }
 
 Status SnapshotStore::update_pending(const PendingTag& p) const {
   return write_file_atomic(root_ + "/" + kPendingPrefix + p.tag + ".json",
-                           pending_json(p).dump() + "\n");
+                           pending_json(p).dump() + "\n", 0600);
 }
 
 void SnapshotStore::end_pending(const std::string& tag) const {
@@ -252,7 +296,13 @@ std::optional<PendingTag> SnapshotStore::pending(const std::string& tag) const {
   if (!is_safe_name(tag)) return std::nullopt;
   auto text = read_file(root_ + "/" + kPendingPrefix + tag + ".json", 1 << 16);
   if (!text) return std::nullopt;
-  return parse_pending(*text);
+  auto p = parse_pending(*text);
+  // A writer holds the tag's lock for as long as it lives: a free lock means it died.
+  if (p && p->status == "writing" && !FileLock::held(lock_path(tag))) {
+    p->status = "failed";
+    p->error = "the process writing it (pid " + std::to_string(p->pid) + ") died";
+  }
+  return p;
 }
 
 std::vector<PendingTag> SnapshotStore::list_pending() const {
@@ -268,23 +318,31 @@ std::vector<PendingTag> SnapshotStore::list_pending() const {
   return out;
 }
 
-void SnapshotStore::cleanup_stale() const {
-  DIR* d = ::opendir(root_.c_str());
-  if (!d) return;
-  std::vector<std::string> doomed;
-  while (auto* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name.rfind(kStagingPrefix, 0) != 0 && name.rfind(".old-", 0) != 0 &&
-        name.rfind(".removing-", 0) != 0) {
-      continue;
-    }
-    auto dash = name.find_last_of('-');
-    pid_t owner = static_cast<pid_t>(std::atoi(name.c_str() + dash + 1));
-    if (owner > 0 && owner != ::getpid() && process_alive(owner)) continue;
-    doomed.push_back(root_ + "/" + name);
+int SnapshotStore::cleanup_stale() const {
+  int removed = 0;
+  std::set<std::string> tags;
+  for (const auto& name : list_dir_names(root_)) {
+    if (auto t = leftover_tag(name); !t.empty()) tags.insert(t);
   }
-  ::closedir(d);
-  for (const auto& p : doomed) (void)remove_tree(p);
+  for (const auto& p : list_pending()) {
+    if (p.status == "failed" && p.error.find(") died") != std::string::npos) tags.insert(p.tag);
+  }
+  for (const auto& tag : tags) {
+    // Only under the tag's lock: a live writer keeps its own.
+    auto lock = FileLock::try_lock(lock_path(tag), "tag " + tag);
+    if (!lock) continue;
+    for (const auto& name : list_dir_names(root_)) {
+      if (leftover_tag(name) == tag && remove_tree(root_ + "/" + name)) ++removed;
+    }
+    // A record still saying "writing" under a free lock: its writer died.
+    auto text = read_file(root_ + "/" + kPendingPrefix + tag + ".json", 1 << 16);
+    auto p = text ? parse_pending(*text) : std::nullopt;
+    if (p && p->status == "writing") {
+      end_pending(tag);
+      ++removed;
+    }
+  }
+  return removed;
 }
 
 }  // namespace forkd::store

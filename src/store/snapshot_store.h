@@ -1,15 +1,24 @@
 #pragma once
 // The tags under $FORKD_HOME/snapshots/. A tag directory appears only by an atomic rename of a
-// fully written, fsynced staging directory (.staging-<tag>-<pid>), so a crash never leaves a
-// half-written tag that looks complete. Files in a ready tag are never written again.
+// fully written, fsynced staging directory (see TagWrite, which every writer uses), so a crash
+// never leaves a half-written tag that looks complete. Files in a ready tag are never written
+// again. Each tag has a lock (.lock-<tag>, a flock) that its writers and its remover hold;
+// leftovers of a tag (.staging-, .old-, .removing-<tag>-<hex>) are removed only under it.
+#include <sys/types.h>
+
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "base/dir_lock.h"
 #include "base/error.h"
 #include "store/snapshot_meta.h"
 
 namespace forkd::store {
+
+// Files of a ready tag: read-only, and the owner's alone (a tag's memory is the guest's RAM,
+// secrets loaded during warm-up included).
+inline constexpr mode_t kTagFileMode = 0400;
 
 // A tag being written by a branch (status writing) or whose write failed (status failed). Kept
 // in .pending-<tag>.json beside the tags so every process lists it; the tag directory itself
@@ -21,7 +30,7 @@ struct PendingTag {
   std::string branched_from;
   double pause_ms = 0;
   int64_t created_at = 0;
-  int pid = 0;  // the writer; a writing record whose writer is gone reads as failed
+  int pid = 0;  // the writer (informational); liveness is the tag's lock, not the pid
 };
 
 class SnapshotStore {
@@ -47,23 +56,31 @@ class SnapshotStore {
   // stamp of its last full verification is not hashed again.
   Status verify(const SnapshotMeta& meta) const;
 
-  // A fresh staging directory for tag, owned by this process.
-  Result<std::string> stage(const std::string& tag) const;
+  // The lock file of a tag (TagWrite and remove() hold it).
+  std::string lock_path(const std::string& tag) const { return root_ + "/.lock-" + tag; }
+  // Takes tag's lock (kAlreadyExists when another operation holds it) and removes the tag's
+  // leftovers of earlier, dead writers.
+  Result<FileLock> lock_tag(const std::string& tag) const;
+  // A fresh, uniquely named staging directory for tag. The caller holds the tag's lock.
+  Result<std::string> make_staging(const std::string& tag) const;
   // Hashes the files listed in meta.files (filling size and sha256), records verification
-  // stamps, writes snapshot.json and renames staging into place. With replace, an existing tag
-  // is swapped out (children running from it keep their mappings).
+  // stamps, writes snapshot.json and renames staging into place (see TagWrite::commit, the only
+  // caller; it holds the tag's lock).
   Status commit(const std::string& staging, SnapshotMeta meta, bool replace) const;
+  // Removes a tag (under its lock; kAlreadyExists while it is being written).
   Status remove(const std::string& tag) const;
-  // Claims tag for a write: kAlreadyExists when the tag is being written, or exists (unless
-  // replace).
+  // Lists tag as being written (status "writing") until end_pending. The caller holds the
+  // tag's lock (a TagWrite); kAlreadyExists when the tag exists, unless replace.
   Status begin_pending(const PendingTag& p, bool replace = false) const;
   Status update_pending(const PendingTag& p) const;
   void end_pending(const std::string& tag) const;
   std::optional<PendingTag> pending(const std::string& tag) const;
   std::vector<PendingTag> list_pending() const;
 
-  // Removes staging directories whose owner process is gone.
-  void cleanup_stale() const;
+  // Removes what dead writers left: leftovers of every tag whose lock is free, and the pending
+  // records of writes whose writer died (status still "writing", lock free). Returns how many
+  // entries went.
+  int cleanup_stale() const;
 
  private:
   Status record_stamp(const std::string& tag_dir, const std::string& role,

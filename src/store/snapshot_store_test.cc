@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "base/files.h"
+#include "store/tag_write.h"
 
 namespace forkd::store {
 namespace {
@@ -17,24 +18,29 @@ class StoreTest : public ::testing::Test {
     home_ = std::make_unique<TempDir>(std::move(*d));
     store_ = std::make_unique<SnapshotStore>(home_->path());
   }
-  SnapshotMeta make(const std::string& tag, const std::string& memory = "MEMORY") {
-    auto staging = store_->stage(tag);
-    EXPECT_TRUE(staging);
-    EXPECT_TRUE(write_file_atomic(*staging + "/vmstate", "VMSTATE"));
-    EXPECT_TRUE(write_file_atomic(*staging + "/memory", memory));
-    EXPECT_TRUE(write_file_atomic(*staging + "/bzImage", "KERNEL"));
+  static SnapshotMeta meta_of(const std::string& tag) {
     SnapshotMeta m;
     m.tag = tag;
     m.image = "minimal";
     m.machine = "microvm";
     m.memory_mib = 256;
-    m.files["vmstate"] = {};
-    m.files["memory"] = {};
-    m.files["kernel"] = {};
-    EXPECT_TRUE(store_->commit(*staging, m, false));
+    m.files = {{"vmstate", {}}, {"memory", {}}, {"kernel", {}}};
+    return m;
+  }
+  static void fill(const TagWrite& w, const std::string& memory) {
+    EXPECT_TRUE(write_file_atomic(w.staging() + "/vmstate", "VMSTATE"));
+    EXPECT_TRUE(write_file_atomic(w.staging() + "/memory", memory));
+    EXPECT_TRUE(write_file_atomic(w.staging() + "/bzImage", "KERNEL"));
+  }
+  SnapshotMeta make(const std::string& tag, const std::string& memory = "MEMORY") {
+    auto w = TagWrite::begin(*store_, tag, false);
+    EXPECT_TRUE(w) << w.error().describe();
+    if (!w) return meta_of(tag);
+    fill(*w, memory);
+    EXPECT_TRUE(w->commit(meta_of(tag)));
     auto loaded = store_->load(tag);
     EXPECT_TRUE(loaded) << loaded.error().describe();
-    return loaded ? *loaded : m;
+    return loaded ? *loaded : meta_of(tag);
   }
   std::unique_ptr<TempDir> home_;
   std::unique_ptr<SnapshotStore> store_;
@@ -93,7 +99,7 @@ TEST_F(StoreTest, BadTagsRefused) {
   for (const std::string& t :
        std::vector<std::string>{"", "../x", "a/b", std::string(65, 'a'), "a b"}) {
     EXPECT_FALSE(store_->load(t)) << t;
-    EXPECT_FALSE(store_->stage(t)) << t;
+    EXPECT_FALSE(TagWrite::begin(*store_, t, false)) << t;
   }
 }
 
@@ -141,34 +147,101 @@ TEST(SnapshotMetaRam, LegacyPaddedAndBad) {
 
 TEST_F(StoreTest, ExistingTagNeedsReplace) {
   make("t1", "one");
-  auto staging = store_->stage("t1");
-  ASSERT_TRUE(staging);
-  ASSERT_TRUE(write_file_atomic(*staging + "/vmstate", "V2"));
-  ASSERT_TRUE(write_file_atomic(*staging + "/memory", "two"));
-  ASSERT_TRUE(write_file_atomic(*staging + "/bzImage", "K"));
-  SnapshotMeta m;
-  m.tag = "t1";
-  m.image = "minimal";
-  m.machine = "microvm";
-  m.memory_mib = 256;
-  m.files = {{"vmstate", {}}, {"memory", {}}, {"kernel", {}}};
-  auto refused = store_->commit(*staging, m, false);
+  auto refused = TagWrite::begin(*store_, "t1", false);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), ErrorCode::kAlreadyExists);
-  ASSERT_TRUE(store_->commit(*staging, m, true));
+  auto w = TagWrite::begin(*store_, "t1", true);
+  ASSERT_TRUE(w) << w.error().describe();
+  fill(*w, "two");
+  ASSERT_TRUE(w->commit(meta_of("t1")));
   auto loaded = store_->load("t1");
   ASSERT_TRUE(loaded);
   EXPECT_EQ(loaded->files["memory"].sha256, sha256_hex("two"));
+  // The exchanged-out old tag is gone, and nothing else is left beside the tag.
+  for (const auto& name : list_dir_names(store_->root())) {
+    EXPECT_TRUE(name == "t1" || name == ".lock-t1") << "left behind: " << name;
+  }
 }
 
-TEST_F(StoreTest, StaleStagingIsCleanedAndNeverListed) {
-  std::string stale = store_->root() + "/.staging-x-999999";
+TEST_F(StoreTest, SecondWriterOfATagIsRefusedWhileTheFirstRuns) {
+  auto first = TagWrite::begin(*store_, "t1", false);
+  ASSERT_TRUE(first);
+  auto second = TagWrite::begin(*store_, "t1", false);
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code(), ErrorCode::kAlreadyExists);
+  EXPECT_NE(second.error().message().find("another operation"), std::string::npos);
+  // Other tags are independent, and each writer has its own staging dir.
+  auto other = TagWrite::begin(*store_, "t2", false);
+  ASSERT_TRUE(other);
+  EXPECT_NE(first->staging(), other->staging());
+  std::string staging = first->staging();
+  first = tl::unexpected(Error(ErrorCode::kCancelled, "dropped"));  // destroys the writer
+  EXPECT_FALSE(path_exists(staging)) << "an abandoned write leaves its staging dir";
+  EXPECT_TRUE(TagWrite::begin(*store_, "t1", false));
+}
+
+TEST_F(StoreTest, ReplaceIsRefusedWhileTheTagHasDependents) {
+  make("parent", "P");
+  auto link = meta_of("child");
+  link.parent_tag = "parent";
+  link.parent_content_hash = std::string(64, 'a');
+  link.memory_sha256 = std::string(64, 'b');
+  link.files.erase("memory");
+  link.files["memory_diff"] = {};
+  link.files["memory_pages"] = {};
+  {
+    auto w = TagWrite::begin(*store_, "child", false);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(write_file_atomic(w->staging() + "/vmstate", "V"));
+    ASSERT_TRUE(write_file_atomic(w->staging() + "/bzImage", "K"));
+    ASSERT_TRUE(write_file_atomic(w->staging() + "/memory.diff", "D"));
+    ASSERT_TRUE(write_file_atomic(w->staging() + "/memory.pages", "P"));
+    ASSERT_TRUE(w->commit(link)) << "link commit";
+  }
+  auto w = TagWrite::begin(*store_, "parent", true);
+  ASSERT_TRUE(w);
+  fill(*w, "P2");
+  auto st = w->commit(meta_of("parent"));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(st.error().message().find("child"), std::string::npos) << st.error().message();
+  auto still = store_->load("parent");
+  ASSERT_TRUE(still);
+  EXPECT_EQ(still->files["memory"].sha256, sha256_hex("P"));
+}
+
+TEST_F(StoreTest, LeftoversGoOnlyWhenTheirTagIsFree) {
+  // A dead writer's staging dir of tag x, and a live writer's of tag y.
+  std::string stale = store_->root() + "/.staging-x-0123456789abcdef";
   ASSERT_TRUE(make_dirs(stale));
   ASSERT_TRUE(write_file_atomic(stale + "/memory", "partial"));
+  auto live = TagWrite::begin(*store_, "y", false);
+  ASSERT_TRUE(live);
   EXPECT_TRUE(store_->list().empty());
   EXPECT_FALSE(store_->load("x"));
-  store_->cleanup_stale();
+  EXPECT_GE(store_->cleanup_stale(), 1);
   EXPECT_FALSE(path_exists(stale));
+  EXPECT_TRUE(path_exists(live->staging())) << "cleanup removed a live writer's staging dir";
+}
+
+TEST_F(StoreTest, PendingRecordOfADeadWriterReadsFailedAndIsCleaned) {
+  PendingTag p;
+  p.tag = "b1";
+  p.pid = 1;
+  {
+    auto w = TagWrite::begin(*store_, "b1", false);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(store_->begin_pending(p));
+    auto seen = store_->pending("b1");
+    ASSERT_TRUE(seen);
+    EXPECT_EQ(seen->status, "writing");
+    EXPECT_EQ(store_->cleanup_stale(), 0) << "a live writer's record was cleaned";
+  }  // the writer "dies": its lock goes, the record stays
+  auto seen = store_->pending("b1");
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->status, "failed");
+  EXPECT_GE(store_->cleanup_stale(), 1);
+  EXPECT_FALSE(store_->pending("b1"));
 }
 
 TEST_F(StoreTest, RemoveTag) {

@@ -1,0 +1,136 @@
+#include "engine/gc.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <thread>
+
+#include "base/dir_lock.h"
+#include "base/files.h"
+#include "base/log.h"
+#include "base/paths.h"
+#include "engine/pool.h"
+#include "engine/registry.h"
+#include "store/snapshot_store.h"
+#include "vmm/qmp_client.h"
+#include "vmm/vm_process.h"
+
+namespace forkd::engine {
+
+std::vector<int> qemu_pids_in(const std::string& dir) {
+  std::vector<int> out;
+  const std::string needle = dir + "/";
+  DIR* d = ::opendir("/proc");
+  if (!d) return out;
+  while (auto* e = ::readdir(d)) {
+    int pid = std::atoi(e->d_name);
+    if (pid <= 1) continue;
+    auto cmd = read_file("/proc/" + std::string(e->d_name) + "/cmdline", 1 << 20);
+    if (!cmd || cmd->empty()) continue;
+    // argv[0] is the QEMU binary; the run dir appears in its socket and pid file options.
+    std::string argv0 = cmd->substr(0, cmd->find('\0'));
+    if (argv0.find("qemu-system") == std::string::npos) continue;
+    if (cmd->find(needle) != std::string::npos) out.push_back(pid);
+  }
+  ::closedir(d);
+  return out;
+}
+
+void kill_and_wait(const std::vector<int>& pids) {
+  std::vector<vmm::VmProcess> procs;
+  for (int pid : pids) {
+    if (auto p = vmm::VmProcess::adopt(pid)) {
+      procs.push_back(std::move(*p));
+    }
+  }
+  // All at once, then wait for all: N sandboxes cost one exit time, not N.
+  for (auto& p : procs) p.signal(SIGKILL);
+  for (auto& p : procs) (void)p.wait_exit(std::chrono::seconds(5));
+}
+
+int kill_qemus_in(const std::string& dir) {
+  auto pids = qemu_pids_in(dir);
+  kill_and_wait(pids);
+  return static_cast<int>(pids.size());
+}
+
+RemoveAllReport remove_all_sandboxes(const EngineConfig& cfg) {
+  RemoveAllReport r;
+  auto list = list_sandboxes(cfg);
+  // Quit every live one first, then wait for all: the exits overlap.
+  std::vector<std::pair<std::string, vmm::VmProcess>> live;
+  for (const auto& s : list) {
+    std::string dir = cfg.sandboxes_dir() + "/" + s.id;
+    if (!s.alive()) continue;
+    auto vm = vmm::VmProcess::adopt(s.pid);
+    if (!vm) continue;
+    auto qmp = vmm::QmpClient::connect(dir + "/qmp.sock", std::chrono::milliseconds(300));
+    if (qmp) (void)qmp->execute("quit", vmm::Json::object(), std::chrono::milliseconds(500));
+    live.emplace_back(s.id, std::move(*vm));
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  for (auto& [id, vm] : live) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (!vm.wait_exit(std::max(left, std::chrono::milliseconds(0)))) vm.signal(SIGKILL);
+  }
+  for (auto& [id, vm] : live) (void)vm.wait_exit(std::chrono::seconds(5));
+  for (const auto& s : list) {
+    if (auto st = remove_sandbox(cfg, s.id); st) {
+      r.removed.push_back(s.id);
+    } else if (st.error().code() != ErrorCode::kNotFound) {
+      r.failed.emplace_back(s.id, st.error());
+    }
+  }
+  r.pool_members = Pool(cfg).drain("");
+  // Whatever still runs under this home's run dirs: being started right now, or an orphan.
+  auto rest = qemu_pids_in(cfg.sandboxes_dir());
+  kill_and_wait(rest);
+  r.other_qemus = static_cast<int>(rest.size());
+  (void)gc(cfg);  // their run dirs, once their launchers let go
+  return r;
+}
+
+GcReport gc(const EngineConfig& cfg) {
+  GcReport r;
+  // Records whose QEMU is gone.
+  for (const auto& s : list_sandboxes(cfg)) {
+    if (s.alive()) continue;
+    if (remove_sandbox(cfg, s.id)) r.dead_sandboxes.push_back(s.id);
+  }
+  // Pool members whose QEMU died: their member files go (and their run dirs below).
+  r.pool_members = Pool(cfg).prune();
+  // Run dirs nobody holds and nothing records: a launcher died between starting QEMU and
+  // writing the record (or the record's QEMU was removed by hand).
+  auto members = Pool(cfg).member_ids();
+  auto unowned = [&](const std::string& id) {
+    std::string dir = cfg.sandboxes_dir() + "/" + id;
+    return is_safe_name(id) && !path_exists(dir + "/sandbox.json") && !members.count(id);
+  };
+  auto killed = [&r](const std::string& dir) { r.orphan_qemus += kill_qemus_in(dir); };
+  for (auto& name : reap_dirs(cfg.sandboxes_dir(), unowned, killed)) {
+    r.orphan_dirs.push_back("sandboxes/" + name);
+  }
+  // Branch destinations of branches that died.
+  for (auto& name : reap_dirs(cfg.home + "/branching", [](const std::string&) { return true; },
+                              killed)) {
+    r.orphan_dirs.push_back("branching/" + name);
+  }
+  r.snapshot_leftovers = store::SnapshotStore(cfg.home).cleanup_stale();
+  if (!r.dead_sandboxes.empty() || !r.orphan_dirs.empty() || r.orphan_qemus > 0 ||
+      r.snapshot_leftovers > 0 || r.pool_members > 0) {
+    logger("gc")->info(
+        "event=gc dead_sandboxes={} orphan_dirs={} orphan_qemus={} snapshot_leftovers={} "
+        "pool_members={}",
+        r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus, r.snapshot_leftovers,
+        r.pool_members);
+  }
+  return r;
+}
+
+}  // namespace forkd::engine
