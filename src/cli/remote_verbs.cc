@@ -236,7 +236,8 @@ int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a) {
                                      {"memory_mib", a.memory_mib},
                                      {"exec", a.exec},
                                      {"eval", a.eval},
-                                     {"force", a.force}});
+                                     {"force", a.force},
+                                     {"cascade", a.cascade}});
   if (!r) return report_error(r.error());
   if (a.json) {
     print_json(*r);

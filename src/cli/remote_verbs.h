@@ -31,6 +31,7 @@ struct RemoteSnapshotArgs {
   int cpus = 1;
   std::vector<std::string> exec, eval;
   bool force = false;
+  bool cascade = false;
   bool json = false;
 };
 int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a);

@@ -5,6 +5,7 @@
 
 #include "cli/output.h"
 #include "cli/remote_verbs.h"
+#include "engine/gc.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
 #include "engine/sandbox.h"
@@ -37,16 +38,17 @@ int do_ps(const GlobalOptions& g, bool json) {
                      {"uss_kib", s.uss_kib},
                      {"pss_kib", s.pss_kib},
                      {"rss_kib", s.rss_kib}});
+      if (!s.unresponsive_reason.empty()) arr.back()["unresponsive_reason"] = s.unresponsive_reason;
     }
     print_json({{"sandboxes", arr}});
     return 0;
   }
-  std::printf("%-16s %-8s %-16s %-8s %8s %8s %6s\n", "ID", "STATE", "FROM", "PID", "USS MiB",
+  std::printf("%-16s %-12s %-16s %-8s %8s %8s %6s\n", "ID", "STATE", "FROM", "PID", "USS MiB",
               "PSS MiB", "AGE");
   for (const auto& s : list) {
     std::string from = s.record.value("tag", "");
     from = from.empty() ? "image:" + s.record.value("image", "") : "tag:" + from;
-    std::printf("%-16s %-8s %-16s %-8d %8.1f %8.1f %6s\n", s.id.c_str(), s.state.c_str(),
+    std::printf("%-16s %-12s %-16s %-8d %8.1f %8.1f %6s\n", s.id.c_str(), s.state.c_str(),
                 from.c_str(), s.pid, static_cast<double>(s.uss_kib) / 1024,
                 static_cast<double>(s.pss_kib) / 1024,
                 age(s.record.value("created_at", int64_t{0})).c_str());
@@ -61,6 +63,7 @@ struct ExecArgs {
   std::string cwd;
   std::vector<std::string> env;
   bool json = false;
+  size_t max_output_mib = engine::kDefaultMaxOutputBytes >> 20;
   std::vector<std::string> command;
 };
 
@@ -74,6 +77,7 @@ int do_exec(const GlobalOptions& g, const ExecArgs& a) {
   eo.argv = a.command;
   eo.cwd = a.cwd;
   eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.timeout_s * 1000));
+  eo.max_output_bytes = a.max_output_mib << 20;
   if (auto st = parse_env(a.env, &eo.env); !st) return report_error(st.error());
   auto sb = engine::Sandbox::attach(*cfg, a.id);
   if (!sb) return report_error(sb.error());
@@ -138,10 +142,29 @@ int do_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool all,
   if (!g.url.empty()) return remote_rm(g, ids, all, json);
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
-  std::vector<std::string> targets = ids;
+  if (all && !ids.empty()) {
+    return report_error(Error(ErrorCode::kInvalidArgument, "rm: give sandbox ids or --all, not both"));
+  }
   if (all) {
-    for (const auto& s : engine::list_sandboxes(*cfg)) targets.push_back(s.id);
-  } else if (targets.empty()) {
+    auto r = engine::remove_all_sandboxes(*cfg);
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& id : r.removed) {
+      out.push_back({{"id", id}, {"removed", true}, {"error", nullptr}});
+      if (!json) std::printf("%s\n", id.c_str());
+    }
+    for (const auto& [id, err] : r.failed) {
+      out.push_back({{"id", id}, {"removed", false}, {"error", err.describe()}});
+      if (!json) std::fprintf(stderr, "forkd: %s\n", err.describe().c_str());
+    }
+    if (json) {
+      print_json({{"removed", out},
+                  {"pool_members_stopped", r.pool_members},
+                  {"other_qemus_stopped", r.other_qemus}});
+    }
+    return r.failed.empty() ? 0 : kExitError;
+  }
+  std::vector<std::string> targets = ids;
+  if (targets.empty()) {
     return report_error(Error(ErrorCode::kInvalidArgument, "rm: give sandbox ids or --all"));
   }
   int failed = 0;
@@ -158,9 +181,27 @@ int do_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool all,
       std::printf("%s\n", id.c_str());
     }
   }
-  int drained = all ? engine::Pool(*cfg).drain("") : 0;
-  if (json) print_json({{"removed", out}, {"pool_members_stopped", drained}});
+  if (json) print_json({{"removed", out}, {"pool_members_stopped", 0}});
   return failed ? kExitError : 0;
+}
+
+int do_gc(const GlobalOptions& g, bool json) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  auto r = engine::gc(*cfg);
+  if (json) {
+    print_json({{"dead_sandboxes", r.dead_sandboxes},
+                {"orphan_dirs", r.orphan_dirs},
+                {"orphan_qemus", r.orphan_qemus},
+                {"snapshot_leftovers", r.snapshot_leftovers},
+                {"pool_members", r.pool_members}});
+    return 0;
+  }
+  std::printf("removed %zu dead sandbox record(s), %zu orphan dir(s), %d orphan QEMU(s), "
+              "%d snapshot leftover(s), %d dead pool member(s)\n",
+              r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus,
+              r.snapshot_leftovers, r.pool_members);
+  return 0;
 }
 
 }  // namespace
@@ -179,6 +220,10 @@ void register_sandbox_verbs(CLI::App& app, GlobalOptions& g, Action& action) {
   ex->add_option("--cwd", ea->cwd, "Working directory in the guest");
   ex->add_option("-e,--env", ea->env, "KEY=VALUE added to the command's environment");
   ex->add_flag("--json", ea->json, "Print one JSON result instead of streaming output");
+  ex->add_option("--max-output-mib", ea->max_output_mib,
+                 "With --json: MiB of stdout and of stderr kept, each (the rest is dropped)")
+      ->check(CLI::Range(size_t{1}, size_t{4096}))
+      ->capture_default_str();
   ex->add_option("command", ea->command, "Command and arguments (after --)")->required();
   ex->callback([&action, &g, ea] { action = [&g, ea] { return do_exec(g, *ea); }; });
 
@@ -209,6 +254,12 @@ void register_sandbox_verbs(CLI::App& app, GlobalOptions& g, Action& action) {
   rm->add_option("ids", *rm_ids, "Sandbox ids");
   rm->add_flag("--all", *rm_all, "Every sandbox, and every pre-started pool member");
   rm->add_flag("--json", *rm_json, "Machine-readable output");
+  auto gc_json = std::make_shared<bool>(false);
+  auto* gcc = app.add_subcommand(
+      "gc", "Remove what dead forkd processes left: orphan QEMUs, run dirs, staging dirs");
+  gcc->add_flag("--json", *gc_json, "Machine-readable output");
+  gcc->callback([&action, &g, gc_json] { action = [&g, gc_json] { return do_gc(g, *gc_json); }; });
+
   rm->callback([&action, &g, rm_ids, rm_all, rm_json] {
     action = [&g, rm_ids, rm_all, rm_json] { return do_rm(g, *rm_ids, *rm_all, *rm_json); };
   });

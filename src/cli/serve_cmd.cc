@@ -19,8 +19,11 @@ struct ServeArgs {
   std::string tls_key;
   size_t max_body_bytes = 1 << 20;
   int max_inflight = 64;
-  int max_execs_per_sandbox = 16;
+  int max_execs_per_sandbox = 4;
   int max_branches = 4;
+  int max_long_requests = 12;
+  size_t max_exec_output_mib = 16;
+  size_t exec_output_budget_mib = 256;
   bool listen_given = false;
 };
 
@@ -53,6 +56,10 @@ int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   o.max_inflight = a.max_inflight;
   o.max_execs_per_sandbox = a.max_execs_per_sandbox;
   o.max_branches = a.max_branches;
+  o.max_long_requests = a.max_long_requests;
+  o.threads = a.max_long_requests + 4;  // 4 workers always free for short requests
+  o.max_exec_output = a.max_exec_output_mib << 20;
+  o.exec_output_budget = a.exec_output_budget_mib << 20;
   auto server = daemon::Server::create(*cfg, o);
   if (!server) return report_error(server.error());
   g_server = server->get();
@@ -90,6 +97,21 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--max-execs-per-sandbox", a->max_execs_per_sandbox,
                   "Concurrent execs per sandbox; beyond: 429")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  sub->add_option("--max-long-requests", a->max_long_requests,
+                  "Long requests (exec, eval, fork, snapshot, branch, delete) at once; beyond: "
+                  "503. Short ones (healthz, lists, GETs) get 4 more workers of their own")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  sub->add_option("--max-exec-output-mib", a->max_exec_output_mib,
+                  "MiB of stdout and of stderr an exec answer keeps, each, unless the request "
+                  "sets max_output_bytes; the rest is dropped and the answer says truncated")
+      ->check(CLI::Range(size_t{1}, size_t{256}))
+      ->capture_default_str();
+  sub->add_option("--exec-output-budget-mib", a->exec_output_budget_mib,
+                  "MiB of exec output held at once by all execs together (bounds the daemon's "
+                  "memory under many floods at once)")
+      ->check(CLI::Range(size_t{1}, size_t{65536}))
       ->capture_default_str();
   sub->add_option("--max-branches", a->max_branches,
                   "Branches being written at once (the contract's cap); beyond: 503")

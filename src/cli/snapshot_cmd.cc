@@ -27,6 +27,7 @@ struct SnapshotArgs {
   std::vector<std::string> exec;
   std::vector<std::string> eval;
   bool force = false;
+  bool cascade = false;
   bool json = false;
   std::string from;  // build a chain link from this tag instead of booting the image
 };
@@ -57,10 +58,13 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
   if (!a.from.empty() && a.force) {
     return report_error(Error(ErrorCode::kInvalidArgument, "--force does not go with --from"));
   }
+  if (a.cascade && !a.force) {
+    return report_error(Error(ErrorCode::kInvalidArgument, "--cascade goes with --force"));
+  }
   if (!g.url.empty()) {
     if (!a.from.empty()) return remote_snapshot_from(g, {a.from, a.tag, a.exec, a.eval, a.json});
     return remote_snapshot(g,
-                           {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force, a.json});
+                           {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force, a.cascade, a.json});
   }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
@@ -73,6 +77,7 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
   so.warmup = a.exec;
   so.warmup_eval = a.eval;
   so.force = a.force;
+  so.cascade = a.cascade;
   so.progress = stderr_progress();
   auto r = engine::create_snapshot(*cfg, so);
   if (!r) return report_error(r.error());
@@ -192,7 +197,9 @@ void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--exec", a->exec, "Warm-up shell command (repeatable; each must exit 0)");
   sub->add_option("--eval", a->eval,
                   "Warm-up Python for the warm worker (repeatable, after --exec)");
-  sub->add_flag("--force", a->force, "Replace an existing tag");
+  sub->add_flag("--force", a->force,
+                "Replace an existing tag (refused while links depend on it, unless --cascade)");
+  sub->add_flag("--cascade", a->cascade, "With --force: remove the old tag's links first");
   sub->add_option("--from", a->from,
                   "Fork one child of this tag, run the warm-up in it and branch it into --tag "
                   "(a chain link)");

@@ -1,11 +1,14 @@
 #include "daemon/auth.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 
 #include "base/files.h"
 
@@ -49,6 +52,18 @@ Status check_token_strength(std::string_view token) {
 }
 
 Result<std::string> load_token(const std::string& path) {
+  // The token is a password: a file others can read gives them the daemon (every sandbox).
+  auto fd = open_file(path, O_RDONLY);
+  if (!fd) return tl::unexpected(fd.error().wrap("token file " + path));
+  struct stat info {};
+  if (::fstat(fd->get(), &info) != 0) return errno_error(errno, "token file " + path);
+  if ((info.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+    return make_error(ErrorCode::kInvalidArgument,
+                      "token file " + path + " is readable by group or others (mode " + mode +
+                          "); restrict it with: chmod 600 " + path);
+  }
   auto text = read_file(path, 4096);
   if (!text) return tl::unexpected(text.error().wrap("token file " + path));
   std::string_view t = *text;

@@ -15,7 +15,8 @@ int http_status(ErrorCode code) {
       return 409;
     case ErrorCode::kGuestCommandNotFound:
       return 422;
-    case ErrorCode::kAgentError:  // the guest agent answered with an error
+    case ErrorCode::kAgentError:     // the guest agent answered with an error
+    case ErrorCode::kAgentProtocol:  // ... or with a reply of the wrong shape
     case ErrorCode::kProtocol:
       return 502;
     case ErrorCode::kUnavailable:

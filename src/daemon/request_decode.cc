@@ -108,6 +108,8 @@ Result<SnapshotCreateRequest> decode_snapshot_create(std::string_view body) {
   FORKD_TRY(get_strings(*j, "exec", &r.exec));
   FORKD_TRY(get_strings(*j, "eval", &r.eval));
   FORKD_TRY(get_bool(*j, "force", &r.force));
+  FORKD_TRY(get_bool(*j, "cascade", &r.cascade));
+  if (r.cascade && !r.force) return bad("'cascade' goes with 'force'");
   return r;
 }
 
@@ -138,6 +140,14 @@ Result<ExecRequest> decode_exec(std::string_view body) {
       return bad("field 'timeout_secs' must be 0.." + std::to_string(int(kMaxTimeoutSecs)));
     }
     r.timeout_secs = t;
+  }
+  if (auto it = j->find("max_output_bytes"); it != j->end() && !it->is_null()) {
+    if (!it->is_number_unsigned() || it->get<uint64_t>() < 1 ||
+        it->get<uint64_t>() > kMaxRequestOutputBytes) {
+      return bad("field 'max_output_bytes' must be an integer 1.." +
+                 std::to_string(kMaxRequestOutputBytes));
+    }
+    r.max_output_bytes = it->get<uint64_t>();
   }
   return r;
 }

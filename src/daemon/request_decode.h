@@ -1,6 +1,7 @@
 #pragma once
 // Decoders for request bodies: untrusted bytes in, a typed request or kInvalidArgument out.
 // Pure functions (no I/O), so they can be fuzzed. Unknown fields are ignored.
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@ struct SnapshotCreateRequest {
   std::vector<std::string> exec;
   std::vector<std::string> eval;
   bool force = false;
+  bool cascade = false;  // with force: remove the old tag's links first
 };
 Result<SnapshotCreateRequest> decode_snapshot_create(std::string_view body);
 
@@ -30,10 +32,14 @@ struct ForkRequest {
 Result<ForkRequest> decode_fork(std::string_view body);
 
 // POST /v1/sandboxes/:id/exec: `args`, or our extension `shell` (a /bin/sh -c string).
+// `max_output_bytes` (our extension): bytes of stdout and of stderr kept, each (1..256 MiB;
+// absent: the daemon's --max-exec-output).
+inline constexpr uint64_t kMaxRequestOutputBytes = 256ull << 20;
 struct ExecRequest {
   std::vector<std::string> args;
   std::optional<std::string> shell;
   double timeout_secs = 0;  // 0: the daemon's default (300 s); at most 3600
+  uint64_t max_output_bytes = 0;  // 0: the daemon's default
 };
 Result<ExecRequest> decode_exec(std::string_view body);
 

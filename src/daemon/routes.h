@@ -5,15 +5,41 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "daemon/agent_cache.h"
 #include "daemon/limits.h"
 #include "daemon/metrics.h"
 #include "engine/config.h"
+#include "engine/sandbox.h"
 
 namespace forkd::daemon {
+
+// Threads that outlive the request that started them (a wait:false branch). They are joined when
+// the context goes, before anything they use: BackgroundWork is the context's last member.
+class BackgroundWork {
+ public:
+  BackgroundWork() = default;
+  BackgroundWork(const BackgroundWork&) = delete;
+  BackgroundWork& operator=(const BackgroundWork&) = delete;
+  ~BackgroundWork();  // joins every thread
+  // Runs body on a new thread under guarded(what, ...); finished threads are joined here.
+  void spawn(std::string what, std::function<void()> body);
+  int running() const { return running_.load(); }
+
+ private:
+  struct Task {
+    std::jthread thread;
+    std::shared_ptr<std::atomic<bool>> done;  // co-owned by the task's thread
+  };
+  std::mutex mu_;
+  std::vector<Task> tasks_;
+  std::atomic<int> running_{0};
+};
 
 // State shared by every handler; lives as long as the server.
 struct DaemonContext {
@@ -26,6 +52,39 @@ struct DaemonContext {
   // Branches (and workspace suspends) running at once; beyond branch_cap the answer is 503.
   std::atomic<int> branches_in_flight{0};
   int branch_cap = 4;
+  // Long requests (exec, eval, fork, snapshot, branch, delete, ...) served at once; beyond the
+  // cap the answer is 503 at once. Kept below the worker count, so short requests (healthz,
+  // lists, GETs, metrics) always find a worker thread however long the long ones wait.
+  std::atomic<int> long_in_flight{0};
+  int long_cap = 12;
+  std::atomic<uint64_t> long_rejected{0};
+  // Collected exec output: the default cap per stream, and the budget shared by every exec.
+  size_t max_exec_output = engine::kDefaultMaxOutputBytes;
+  engine::OutputBudget exec_output_budget{256ull << 20};
+  // Last: destroyed (joined) first, while everything its threads use still exists.
+  BackgroundWork background;
+};
+
+// One of the context's long-request slots, held until destroyed (see DaemonContext::long_cap).
+class LongSlot {
+ public:
+  explicit LongSlot(DaemonContext& ctx) : ctx_(ctx) {
+    held_ = ctx_.long_in_flight.fetch_add(1) < ctx_.long_cap;
+    if (!held_) {
+      ctx_.long_in_flight.fetch_sub(1);
+      ctx_.long_rejected.fetch_add(1);
+    }
+  }
+  LongSlot(const LongSlot&) = delete;
+  LongSlot& operator=(const LongSlot&) = delete;
+  ~LongSlot() {
+    if (held_) ctx_.long_in_flight.fetch_sub(1);
+  }
+  bool held() const { return held_; }
+
+ private:
+  DaemonContext& ctx_;
+  bool held_ = false;
 };
 
 // One of the context's branch slots, held until destroyed (branches and workspace suspends).

@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "base/paths.h"
+#include "base/thread_root.h"
 #include "daemon/errors.h"
 #include "daemon/request_decode.h"
 #include "daemon/routes.h"
@@ -14,6 +15,24 @@
 #include "engine/chain_ops.h"
 
 namespace forkd::daemon {
+
+BackgroundWork::~BackgroundWork() {
+  std::lock_guard lock(mu_);
+  tasks_.clear();  // jthread joins
+}
+
+void BackgroundWork::spawn(std::string what, std::function<void()> body) {
+  std::lock_guard lock(mu_);
+  std::erase_if(tasks_, [](const Task& t) { return t.done->load(); });  // joins finished ones
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  running_.fetch_add(1);
+  tasks_.push_back({std::jthread([this, what = std::move(what), body = std::move(body), done] {
+                      guarded(what, body);
+                      running_.fetch_sub(1);
+                      *done = true;
+                    }),
+                    done});
+}
 
 void BranchSlot::refuse(httplib::Response& res) const {
   res.set_header("Retry-After", "1");
@@ -80,14 +99,22 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   bo.keep_failed_record = true;  // the client polls for the outcome
   auto future = promise->get_future();
   engine::EngineConfig cfg = ctx.cfg;
-  std::thread([cfg, bo, slot, answer] {
-    auto made = engine::branch_sandbox(cfg, bo);
-    if (!made) {
-      logger("daemon")->warn("event=branch_failed source={} error={}", bo.sandbox_id,
-                             made.error().message());
-      answer(tl::unexpected(made.error()));
-    }
-  }).detach();
+  // Joined by the context before it goes (BackgroundWork), so the slot and `observe`'s context
+  // pointer never outlive what they point to; an exception answers the request with a 500.
+  ctx.background.spawn("branch " + id, [cfg, bo, slot, answer] {
+    guarded(
+        "branch", [&] {
+          auto made = engine::branch_sandbox(cfg, bo);
+          if (!made) {
+            logger("daemon")->warn("event=branch_failed source={} error={}", bo.sandbox_id,
+                                   made.error().message());
+            answer(tl::unexpected(made.error()));
+          }
+        },
+        [&](const std::string& message) {
+          answer(tl::unexpected(Error(ErrorCode::kInternal, message)));
+        });
+  });
   auto v = future.get();
   if (!v) return send_error(res, v.error());
   Json j = {{"tag", v->tag},

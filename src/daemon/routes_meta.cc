@@ -16,7 +16,7 @@ std::string gauges(const DaemonContext& ctx) {
   size_t snapshots = store::SnapshotStore(cfg.home).list().size();
   size_t active = 0;
   for (const auto& s : engine::list_sandboxes(cfg)) {
-    if (s.state == "running") ++active;
+    if (s.alive()) ++active;
   }
   return fmt::format(
       "# HELP forkd_snapshots_total Snapshot tags on disk.\n"

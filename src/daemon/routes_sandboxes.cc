@@ -38,7 +38,7 @@ Json sandbox_info(const engine::EngineConfig& cfg, const engine::SandboxInfo& s)
   const Json& r = s.record;
   auto tag = r.find("tag");
   auto mem = r.find("memory_mib");
-  return {{"id", s.id},
+  Json info = {{"id", s.id},
           {"snapshot_tag", tag != r.end() && tag->is_string() ? *tag : Json()},
           {"netns", nullptr},
           {"guest_addr", cfg.sandboxes_dir() + "/" + s.id + "/agent.sock"},
@@ -46,6 +46,8 @@ Json sandbox_info(const engine::EngineConfig& cfg, const engine::SandboxInfo& s)
           {"pid", s.pid},
           {"memory_limit_mib", mem != r.end() && mem->is_number_integer() ? *mem : Json()},
           {"state", s.state}};
+  if (!s.unresponsive_reason.empty()) info["unresponsive_reason"] = s.unresponsive_reason;
+  return info;
 }
 
 std::optional<engine::SandboxInfo> find_sandbox(const engine::EngineConfig& cfg,
@@ -173,10 +175,14 @@ void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   engine::ExecOptions eo;
   eo.argv = r->args;
   eo.shell = r->shell;
+  eo.max_output_bytes = r->max_output_bytes ? r->max_output_bytes : ctx.max_exec_output;
+  eo.budget = &ctx.exec_output_budget;
   double secs = r->timeout_secs > 0 ? r->timeout_secs : kDefaultExecTimeoutSecs;
   eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
   auto t0 = Clock::now();
   Json out;
+  // The output's share of the budget is held until the answer is built.
+  std::shared_ptr<engine::OutputLease> lease;
   bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
     auto e = sb.exec(eo);
     if (!e && e.error().code() == ErrorCode::kGuestCommandNotFound) {
@@ -184,15 +190,23 @@ void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
       out = {{"stdout", ""},
              {"stderr", "forkd: " + e.error().message() + "\n"},
              {"exit_code", 127},
-             {"timed_out", false}};
+             {"timed_out", false},
+             {"truncated", false}};
       return std::nullopt;
     }
     if (!e) return e.error();
-    out = {{"stdout", e->stdout_data},
-           {"stderr", e->stderr_data},
+    // Moved, not copied: up to two capped streams of guest output live here at once.
+    out = {{"stdout", std::move(e->stdout_data)},
+           {"stderr", std::move(e->stderr_data)},
            {"exit_code", e->exit_code},
            {"timed_out", e->timed_out},
-           {"duration_ms", e->duration_ms}};
+           {"duration_ms", e->duration_ms},
+           {"truncated", e->stdout_truncated || e->stderr_truncated},
+           {"stdout_truncated", e->stdout_truncated},
+           {"stderr_truncated", e->stderr_truncated},
+           {"stdout_bytes", e->stdout_bytes},
+           {"stderr_bytes", e->stderr_bytes}};
+    lease = e->lease;
     return std::nullopt;
   });
   if (!ok) return;

@@ -44,6 +44,7 @@ void create(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   so.warmup = r->exec;
   so.warmup_eval = r->eval;
   so.force = r->force;
+  so.cascade = r->cascade;
   so.progress = [](std::string_view line) { logger("daemon")->info("snapshot: {}", line); };
   auto made = engine::create_snapshot(ctx.cfg, so);
   if (!made) return send_error(res, made.error());

@@ -9,17 +9,21 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "base/log.h"
+#include "base/thread_root.h"
+#include "base/unique_fd.h"
 #include "daemon/audit.h"
 #include "daemon/auth.h"
 #include "daemon/errors.h"
 #include "daemon/limits.h"
 #include "daemon/routes.h"
 #include "daemon/tls.h"
+#include "engine/gc.h"
 #include "engine/registry.h"
 
 namespace forkd::daemon {
@@ -62,21 +66,39 @@ class Listener : public Base {
       }
       ::unlink(path.c_str());  // a stale socket of an earlier daemon
     }
-    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return errno_error(errno, "socket");
+    // Bound inside a fresh 0700 directory beside the target, made 0600, then renamed into
+    // place: nobody else can connect at any moment, and no process-wide umask is touched while
+    // other threads run.
+    std::string parent = std::filesystem::path(path).parent_path().string();
+    if (parent.empty()) parent = ".";
+    std::string private_dir = parent + "/.forkd-sock-XXXXXX";
+    if (::mkdtemp(private_dir.data()) == nullptr) return errno_error(errno, "mkdtemp " + parent);
+    struct RemoveDir {
+      std::string d;
+      ~RemoveDir() { ::rmdir(d.c_str()); }
+    } remove_dir{private_dir};
+    std::string staged = private_dir + "/s";
+    if (staged.size() >= sizeof addr.sun_path) {
+      return make_error(ErrorCode::kInvalidArgument, "socket path too long: " + staged);
+    }
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return errno_error(errno, "socket");
     addr.sun_family = AF_UNIX;
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    // The umask makes the socket 0600 from birth: no window where others may connect.
-    mode_t old = ::umask(0177);
-    int rc = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    int err = errno;
-    ::umask(old);
-    if (rc != 0 || ::listen(fd, SOMAXCONN) != 0) {
-      if (rc == 0) err = errno;
-      ::close(fd);
+    std::memcpy(addr.sun_path, staged.c_str(), staged.size() + 1);
+    if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      return errno_error(errno, "bind " + path);
+    }
+    if (::chmod(staged.c_str(), 0600) != 0 || ::rename(staged.c_str(), path.c_str()) != 0) {
+      int err = errno;
+      ::unlink(staged.c_str());
       return errno_error(err, "bind " + path);
     }
-    this->svr_sock_ = fd;
+    if (::listen(fd.get(), SOMAXCONN) != 0) {
+      int err = errno;
+      ::unlink(path.c_str());
+      return errno_error(err, "listen " + path);
+    }
+    this->svr_sock_ = fd.release();
     return {};
   }
 };
@@ -120,17 +142,13 @@ std::string default_message(int status, const httplib::Request& req, size_t max_
 }
 
 // Re-adoption after a restart (even after kill -9): sandboxes live in the run dir, not in the
-// daemon, so live ones need nothing (the agent cache attaches on first use). Records whose QEMU
-// is gone are removed here, so the list shows only drivable sandboxes and nothing accumulates.
-void reap_dead_sandboxes(const engine::EngineConfig& cfg) {
-  for (const auto& s : engine::list_sandboxes(cfg)) {
-    if (s.state != "exited") continue;
-    if (auto st = engine::remove_sandbox(cfg, s.id); !st) {
-      spdlog::warn("reaping dead sandbox {}: {}", s.id, st.error().describe());
-    } else {
-      spdlog::info("reaped sandbox {}: its QEMU is gone", s.id);
-    }
-  }
+// daemon, so live ones need nothing (the agent cache attaches on first use). gc removes records
+// whose QEMU is gone, so the list shows only drivable sandboxes, and what dead processes left
+// (orphan QEMUs, staging dirs, dead writers' records), so nothing accumulates.
+void collect_garbage(const engine::EngineConfig& cfg) {
+  auto r = engine::gc(cfg);
+  for (const auto& id : r.dead_sandboxes) spdlog::info("reaped sandbox {}: its QEMU is gone", id);
+  for (const auto& d : r.orphan_dirs) spdlog::info("reaped {}: nothing owned it", d);
 }
 
 }  // namespace
@@ -187,15 +205,43 @@ void Server::Impl::install(httplib::Server& svr) {
     routes.insert(routes.end(), r.begin(), r.end());
   }
   for (auto& r : routes) {
-    Handler h = [label = r.label, fn = r.handler](const httplib::Request& req,
-                                                  httplib::Response& res) {
+    // Every POST and DELETE waits on a guest, QEMU or the disk (exec, fork, branch, snapshot,
+    // remove): it takes a long slot. GETs read records and /proc only and stay short.
+    bool long_work = r.method != "GET";
+    Handler h = [this, label = r.label, fn = r.handler, long_work](const httplib::Request& req,
+                                                                   httplib::Response& res) {
       t_request.route = label;
+      if (!long_work) return fn(req, res);
+      LongSlot slot(ctx);
+      if (!slot.held()) {
+        res.set_header("Retry-After", "1");
+        return send_error(res, 503,
+                          "busy: " + std::to_string(ctx.long_cap) +
+                              " long requests (exec, eval, fork, snapshot, branch...) running; "
+                              "retry later",
+                          "busy");
+      }
       fn(req, res);
     };
     if (r.method == "GET") svr.Get(r.pattern, h);
     if (r.method == "POST") svr.Post(r.pattern, h);
     if (r.method == "DELETE") svr.Delete(r.pattern, h);
   }
+  // A handler that throws (a bug, memory exhaustion) answers 500 in our error shape; httplib
+  // catches it on the worker thread, so the daemon goes on.
+  svr.set_exception_handler(
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown exception";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        logger("daemon")->error("event=handler_exception path={} error=\"{}\"",
+                                req.path.substr(0, 200), what);
+        send_error(res, 500, "internal error: " + what, "internal");
+      });
   size_t max_body = opts.max_body_bytes;
   svr.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
     if (res.body.empty()) {
@@ -226,6 +272,20 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
     return make_error(ErrorCode::kInvalidArgument,
                       "threads, max_inflight, max_execs_per_sandbox and max_branches must be >= 1");
   }
+  int long_cap = opts.max_long_requests > 0 ? opts.max_long_requests : opts.threads - 4;
+  if (long_cap < 1 || long_cap > opts.threads - 1) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "max_long_requests must be 1.." + std::to_string(opts.threads - 1) +
+                          " (fewer than the " + std::to_string(opts.threads) +
+                          " worker threads, so short requests always find one)");
+  }
+  if (opts.max_exec_output < 1 || opts.exec_output_budget < opts.max_exec_output) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "exec output: the budget must be at least the per-exec cap (>= 1 byte)");
+  }
+  impl->ctx.long_cap = long_cap;
+  impl->ctx.max_exec_output = opts.max_exec_output;
+  impl->ctx.exec_output_budget.set_cap(opts.exec_output_budget);
   impl->ctx.branch_cap = opts.max_branches;
   impl->ctx.inflight.cap = opts.max_inflight;
   impl->ctx.exec_slots.set_cap(opts.max_execs_per_sandbox);
@@ -311,7 +371,7 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
     impl->endpoints.push_back("unix:" + opts.socket);
     impl->servers.push_back(std::move(svr));
   }
-  reap_dead_sandboxes(cfg);
+  collect_garbage(cfg);
   for (const auto& id : engine::resume_stopped_sandboxes(cfg)) {
     spdlog::warn("resumed sandbox {}: it was left stopped (a branch interrupted by a crash)", id);
   }
@@ -333,6 +393,17 @@ std::string Server::endpoints() const {
 Status Server::run() {
   std::vector<std::atomic<bool>> done(impl_->servers.size());
   std::vector<std::jthread> threads;
+  // gc every minute while serving (a CLI killed mid-fork leaves an orphan QEMU behind).
+  std::jthread janitor([this](std::stop_token st) {
+    std::mutex m;
+    std::condition_variable_any cv;
+    while (!st.stop_requested()) {
+      std::unique_lock lock(m);
+      if (cv.wait_for(lock, st, std::chrono::seconds(60), [] { return false; })) break;
+      if (st.stop_requested()) break;
+      guarded("gc", [this] { collect_garbage(impl_->ctx.cfg); });
+    }
+  });
   for (size_t i = 0; i < impl_->servers.size(); ++i) {
     threads.emplace_back([this, i, &done] {
       impl_->servers[i]->listen_after_bind();
@@ -363,6 +434,8 @@ Status Server::run() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   threads.clear();
+  janitor.request_stop();
+  janitor = {};
   // A wait:false branch still writing finishes its tag (its source already runs again); give it
   // time rather than leave a failed tag behind.
   for (int i = 0; i < 1200 && impl_->ctx.branches_in_flight.load() > 0; ++i) {

@@ -26,8 +26,17 @@ struct ServeOptions {
   int threads = 16;  // requests served at once
   // Connections queued or served at once, over every listener; beyond it the answer is 503.
   int max_inflight = 64;
-  // Execs running at once on one sandbox; beyond it the answer is 429.
-  int max_execs_per_sandbox = 16;
+  // Long requests (exec, eval, fork, snapshot, branch, delete ...) at once, all sandboxes; beyond
+  // it 503. At most threads - 1: the rest of the workers stay free for short requests (healthz,
+  // lists, GETs), which therefore never wait behind a guest. 0: threads - 4.
+  int max_long_requests = 0;
+  // Execs running at once on one sandbox; beyond it the answer is 429. Well under the long cap,
+  // so one sandbox cannot take every long slot either.
+  int max_execs_per_sandbox = 4;
+  // Collected exec output kept per stream unless a request asks otherwise, and the total held
+  // at once by all execs (beyond it, output is truncated early).
+  size_t max_exec_output = 16u << 20;
+  size_t exec_output_budget = 256u << 20;
   // Branches (and workspace suspends) writing at once; beyond it the answer is 503.
   int max_branches = 4;
 };
