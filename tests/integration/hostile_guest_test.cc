@@ -652,11 +652,14 @@ TEST_F(HostileGuest, StdoutGiB) {
   EXPECT_EQ(big.a.status, 200) << big.a.describe();
   // The guest stops it after 20 s of guest time (which lags under TCG), the host waits 30 s more.
   EXPECT_LE(big.a.secs, 80) << "the exec's timeout was 20 s";
-  ASSERT_TRUE(j.is_object()) << "answer of " << big.body_bytes << " bytes, not kept whole";
-  EXPECT_LE(out_len, kExecCapBytes);
-  EXPECT_EQ(j.value("truncated", Json()), Json(true));
-  EXPECT_EQ(j.value("stdout_truncated", Json()), Json(true));
-  EXPECT_EQ(j.value("stderr_truncated", Json()), Json(false));
+  if (j.is_object()) {
+    EXPECT_LE(out_len, kExecCapBytes);
+    EXPECT_EQ(j.value("truncated", Json()), Json(true));
+    EXPECT_EQ(j.value("stdout_truncated", Json()), Json(true));
+    EXPECT_EQ(j.value("stderr_truncated", Json()), Json(false));
+  } else {
+    ADD_FAILURE() << "answer of " << big.body_bytes << " bytes: not JSON, or far over the cap";
+  }
 
   // A smaller cap asked for per request.
   auto t0 = Clock::now();
