@@ -29,6 +29,10 @@ void clear_unresponsive(const std::string& run_dir) {
   ::unlink((run_dir + kUnresponsiveFile).c_str());
 }
 
+bool marked_unresponsive(const std::string& run_dir) {
+  return path_exists(run_dir + kUnresponsiveFile);
+}
+
 bool qemu_owns_dir(int pid, const std::string& run_dir) {
   if (pid <= 1) return false;
   auto cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20);

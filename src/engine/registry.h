@@ -30,6 +30,7 @@ std::vector<SandboxInfo> list_sandboxes(const EngineConfig& cfg);
 // so every forkd process lists it `unresponsive`; cleared once a new session is opened.
 void mark_unresponsive(const std::string& run_dir, const std::string& why);
 void clear_unresponsive(const std::string& run_dir);
+bool marked_unresponsive(const std::string& run_dir);
 
 // True when pid is a live QEMU whose command line names run_dir.
 bool qemu_owns_dir(int pid, const std::string& run_dir);

@@ -220,7 +220,10 @@ Result<std::unique_ptr<Sandbox>> Sandbox::attach(const EngineConfig& cfg, const 
   auto agent = AgentClient::connect(dir + "/agent.sock", std::chrono::seconds(2));
   if (!agent) return tl::unexpected(agent.error().wrap("sandbox " + id));
   // QEMU serves one host connection at a time: a second client waits until the first leaves.
-  auto hello = (*agent)->open_session(std::chrono::seconds(10));
+  // An agent already found unresponsive gets less patience: every request to it pays this wait.
+  bool known_unresponsive = marked_unresponsive(dir);
+  auto hello = (*agent)->open_session(known_unresponsive ? std::chrono::seconds(2)
+                                                         : std::chrono::seconds(10));
   if (!hello) {
     if ((*agent)->stalled()) mark_unresponsive(dir, hello.error().message());
     std::string hint = hello.error().code() == ErrorCode::kAgentTimeout
