@@ -45,6 +45,7 @@
 #include "engine/sandbox.h"
 #include "integration/daemon_fixture.h"
 #include "integration/vm_fixture.h"
+#include "vmm/qmp_client.h"
 
 namespace forkd::test {
 namespace {
@@ -405,26 +406,45 @@ class HostileGuest : public ::testing::Test {
         post_json(c, "/v1/sandboxes/" + id + "/exec", {{"shell", cmd}, {"timeout_secs", 30}}), t0);
     ASSERT_EQ(a.status, 200) << "start the evil agent: " << a.describe() << " " << a.body.dump();
     ASSERT_EQ(a.body.value("exit_code", -1), 0) << a.body.dump();
-    // It reports on the console (the host's console log) once the real agent is stopped.
-    const std::string log = sandbox_dir(id) + "/console.log";
+    // It reports on the guest console once the real agent is stopped.
     const std::string active = "forkd-evil-agent: " + mode + " active";
     const std::string failed = "forkd-evil-agent: " + mode + " takeover failed";
-    auto deadline = Clock::now() + std::chrono::seconds(path_exists(log) ? 30 : 6);
+    std::string text;
+    auto deadline = Clock::now() + std::chrono::seconds(30);
     while (Clock::now() < deadline) {
-      auto text = read_file(log, 64u << 20);
-      if (text) {
-        if (size_t at = text->find(failed); at != std::string::npos) {
-          FAIL() << text->substr(at, text->find('\n', at) - at);
-        }
-        if (size_t at = text->find(active); at != std::string::npos) {
-          std::printf("[hostile] %s\n", text->substr(at, text->find('\n', at) - at).c_str());
-          return;
-        }
+      if (!read_console(id, &text)) break;
+      if (size_t at = text.find(failed); at != std::string::npos) {
+        FAIL() << text.substr(at, text.find('\n', at) - at);
+      }
+      if (size_t at = text.find(active); at != std::string::npos) {
+        std::printf("[hostile] %s\n", text.substr(at, text.find('\n', at) - at).c_str());
+        return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-    // No console log to read (a host that keeps the console elsewhere): the delay has passed.
-    note("no takeover line on the console; went on after the wait");
+    // No console to read: the takeover delay (1.5 s after the launch) has long passed.
+    std::this_thread::sleep_for(std::chrono::seconds(4));
+    note("no takeover line on the console; went on after a 4 s wait");
+  }
+
+  // The guest console so far into *text: the run dir's console.log when the host keeps one, else
+  // QEMU's ring buffer over QMP (ringbuf-read consumes what it returns, so it is appended).
+  // False when neither can be read.
+  bool read_console(const std::string& id, std::string* text) {
+    const std::string log = sandbox_dir(id) + "/console.log";
+    if (path_exists(log)) {
+      auto t = read_file(log, 64u << 20);
+      if (t) *text = std::move(*t);
+      return true;
+    }
+    auto qmp = vmm::QmpClient::connect(sandbox_dir(id) + "/qmp.sock", std::chrono::seconds(2));
+    if (!qmp) return false;
+    auto r =
+        qmp->execute("ringbuf-read", {{"device", "console"}, {"size", 1 << 20}, {"format", "utf8"}},
+                     std::chrono::seconds(5));
+    if (!r || !r->is_string()) return false;
+    *text += r->get<std::string>();
+    return true;
   }
 
   // Checks that a call failed the way the contract says: one of the allowed (status, code)
