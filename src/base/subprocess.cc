@@ -73,6 +73,9 @@ Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions
     if (opts.stdout_fd >= 0) ::dup2(opts.stdout_fd, 1);
     if (opts.stderr_fd >= 0) ::dup2(opts.stderr_fd, 2);
     if (opts.cwd && ::chdir(opts.cwd->c_str()) != 0) ::_exit(127);
+    // Nothing but 0-2 crosses into the child, whatever a library opened without O_CLOEXEC (an
+    // HTTP server's accepted sockets, for one).
+    ::syscall(SYS_close_range, 3u, ~0u, 0u);
     ::execve(path.c_str(), cargv, cenv);
     ::_exit(127);
   }
@@ -118,6 +121,9 @@ Result<Child> Child::spawn(const std::vector<std::string>& argv, const SpawnOpti
   if (opts.stdout_fd >= 0) posix_spawn_file_actions_adddup2(&fa, opts.stdout_fd, 1);
   if (opts.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&fa, opts.stderr_fd, 2);
   if (opts.cwd) posix_spawn_file_actions_addchdir_np(&fa, opts.cwd->c_str());
+  // Nothing but 0-2 crosses into the child, whatever a library opened without O_CLOEXEC (an
+  // HTTP server's accepted sockets: a QEMU holding one keeps a client waiting for an answer).
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 
   pid_t pid = -1;
   int rc = posix_spawnp(&pid, argv[0].c_str(), &fa, &attr, cargv.data(), cenv.data());

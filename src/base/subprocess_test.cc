@@ -1,5 +1,6 @@
 #include "base/subprocess.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,6 +79,31 @@ TEST(Subprocess, DieWithParent) {
     if (!gone) ::usleep(10000);
   }
   EXPECT_TRUE(gone) << "sleep outlived the process that spawned it";
+}
+
+// A descriptor someone opened without O_CLOEXEC (cpp-httplib's accepted sockets) must not leak
+// into a child: a QEMU holding a client's socket keeps that client waiting forever.
+TEST(Subprocess, ChildrenInheritOnly012) {
+  int leaky = ::open("/dev/null", O_RDONLY);  // no O_CLOEXEC, on purpose
+  ASSERT_GE(leaky, 3);
+  std::string probe = "test -e /proc/self/fd/" + std::to_string(leaky) + " && echo leaked || echo ok";
+  auto r = run_capture({"sh", "-c", probe}, std::chrono::seconds(10));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->output, "ok\n");
+  SpawnOptions o;
+  o.die_with_parent = true;  // the fork+exec path
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  o.stdout_fd = p[1];
+  auto c = Child::spawn({"sh", "-c", probe}, o);
+  ASSERT_TRUE(c);
+  ::close(p[1]);
+  char buf[64] = {};
+  ssize_t n = ::read(p[0], buf, sizeof buf - 1);
+  EXPECT_EQ(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), "ok\n");
+  (void)c->wait(std::chrono::seconds(10));
+  ::close(p[0]);
+  ::close(leaky);
 }
 
 TEST(Subprocess, FindInPath) {

@@ -177,6 +177,14 @@ void AgentClient::fail_all(const Error& err) {
   cv_.notify_all();
 }
 
+Error AgentClient::closed_error() const {
+  if (stalled_) {
+    return Error(ErrorCode::kAgentTimeout,
+                 "the guest agent stopped reading its channel (connection given up)");
+  }
+  return Error(ErrorCode::kAgentError, "agent connection closed");
+}
+
 void AgentClient::stall(const std::string& why) {
   if (!stalled_.exchange(true)) {
     if (g_guest_log.allow()) logger("agent")->warn("event=agent_unresponsive why=\"{}\"", why);
@@ -197,7 +205,7 @@ Status AgentClient::send_frame(const std::string& frame) {
   }
   std::string_view rest = frame;
   while (!rest.empty()) {
-    if (closed_) return make_error(ErrorCode::kAgentError, "agent connection closed");
+    if (closed_) return tl::unexpected(closed_error());
     ssize_t n = ::send(fd_.get(), rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       rest.remove_prefix(static_cast<size_t>(n));
@@ -240,8 +248,7 @@ Result<AgentReply> AgentClient::call_impl(Json request, std::string_view bin,
                                           std::chrono::milliseconds timeout, EventFn on_event,
                                           bool probe_while_waiting) {
   if (closed_) {
-    return make_error(ErrorCode::kAgentError, stalled_ ? "the guest agent stopped reading"
-                                                       : "agent connection closed");
+    return tl::unexpected(closed_error());
   }
   auto pending = std::make_shared<Pending>();
   pending->on_event = std::move(on_event);

@@ -96,6 +96,8 @@ class AgentClient {
   // agent (stall()).
   void probe();
   void stall(const std::string& why);
+  // The error for a call on a closed connection: kAgentTimeout once the agent stalled.
+  Error closed_error() const;
 
   UniqueFd fd_;
   const Deadlines deadlines_;
