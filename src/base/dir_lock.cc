@@ -60,7 +60,8 @@ Result<FileLock> FileLock::try_lock(const std::string& path, const std::string& 
       if (attempt < 2) continue;
       return make_error(ErrorCode::kAlreadyExists, what + " is in use by another operation");
     }
-    struct stat by_fd {}, by_path {};
+    struct stat by_fd = {};
+    struct stat by_path = {};
     if (::fstat(fd->get(), &by_fd) == 0 && ::stat(path.c_str(), &by_path) == 0 &&
         by_fd.st_ino == by_path.st_ino && by_fd.st_dev == by_path.st_dev) {
       return FileLock(std::move(*fd), path);

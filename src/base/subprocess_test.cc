@@ -86,7 +86,8 @@ TEST(Subprocess, DieWithParent) {
 TEST(Subprocess, ChildrenInheritOnly012) {
   int leaky = ::open("/dev/null", O_RDONLY);  // no O_CLOEXEC, on purpose
   ASSERT_GE(leaky, 3);
-  std::string probe = "test -e /proc/self/fd/" + std::to_string(leaky) + " && echo leaked || echo ok";
+  std::string probe =
+      "test -e /proc/self/fd/" + std::to_string(leaky) + " && echo leaked || echo ok";
   auto r = run_capture({"sh", "-c", probe}, std::chrono::seconds(10));
   ASSERT_TRUE(r);
   EXPECT_EQ(r->output, "ok\n");

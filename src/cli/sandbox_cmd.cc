@@ -143,7 +143,8 @@ int do_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool all,
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   if (all && !ids.empty()) {
-    return report_error(Error(ErrorCode::kInvalidArgument, "rm: give sandbox ids or --all, not both"));
+    return report_error(
+        Error(ErrorCode::kInvalidArgument, "rm: give sandbox ids or --all, not both"));
   }
   if (all) {
     auto r = engine::remove_all_sandboxes(*cfg);
@@ -197,10 +198,11 @@ int do_gc(const GlobalOptions& g, bool json) {
                 {"pool_members", r.pool_members}});
     return 0;
   }
-  std::printf("removed %zu dead sandbox record(s), %zu orphan dir(s), %d orphan QEMU(s), "
-              "%d snapshot leftover(s), %d dead pool member(s)\n",
-              r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus,
-              r.snapshot_leftovers, r.pool_members);
+  std::printf(
+      "removed %zu dead sandbox record(s), %zu orphan dir(s), %d orphan QEMU(s), "
+      "%d snapshot leftover(s), %d dead pool member(s)\n",
+      r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus, r.snapshot_leftovers,
+      r.pool_members);
   return 0;
 }
 

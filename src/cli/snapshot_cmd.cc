@@ -63,8 +63,8 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
   }
   if (!g.url.empty()) {
     if (!a.from.empty()) return remote_snapshot_from(g, {a.from, a.tag, a.exec, a.eval, a.json});
-    return remote_snapshot(g,
-                           {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force, a.cascade, a.json});
+    return remote_snapshot(
+        g, {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force, a.cascade, a.json});
   }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());

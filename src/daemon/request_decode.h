@@ -38,7 +38,7 @@ inline constexpr uint64_t kMaxRequestOutputBytes = 256ull << 20;
 struct ExecRequest {
   std::vector<std::string> args;
   std::optional<std::string> shell;
-  double timeout_secs = 0;  // 0: the daemon's default (300 s); at most 3600
+  double timeout_secs = 0;        // 0: the daemon's default (300 s); at most 3600
   uint64_t max_output_bytes = 0;  // 0: the daemon's default
 };
 Result<ExecRequest> decode_exec(std::string_view body);

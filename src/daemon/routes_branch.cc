@@ -103,7 +103,8 @@ void branch(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   // pointer never outlive what they point to; an exception answers the request with a 500.
   ctx.background.spawn("branch " + id, [cfg, bo, slot, answer] {
     guarded(
-        "branch", [&] {
+        "branch",
+        [&] {
           auto made = engine::branch_sandbox(cfg, bo);
           if (!made) {
             logger("daemon")->warn("event=branch_failed source={} error={}", bo.sandbox_id,

@@ -41,9 +41,9 @@ std::string gauges(const DaemonContext& ctx) {
       "# TYPE forkd_exec_per_sandbox_cap gauge\nforkd_exec_per_sandbox_cap {}\n"
       "# HELP forkd_execs_throttled_total Execs refused with 429 for the per-sandbox cap.\n"
       "# TYPE forkd_execs_throttled_total counter\nforkd_execs_throttled_total {}\n",
-      snapshots, active, ctx.branches_in_flight.load(), ctx.branch_cap, forkd_version(), ctx.inflight.in_flight.load(),
-      ctx.inflight.cap, ctx.inflight.rejected.load(), ctx.exec_slots.total(), ctx.exec_slots.cap(),
-      ctx.exec_slots.rejected());
+      snapshots, active, ctx.branches_in_flight.load(), ctx.branch_cap, forkd_version(),
+      ctx.inflight.in_flight.load(), ctx.inflight.cap, ctx.inflight.rejected.load(),
+      ctx.exec_slots.total(), ctx.exec_slots.cap(), ctx.exec_slots.rejected());
 }
 
 }  // namespace

@@ -39,13 +39,13 @@ Json sandbox_info(const engine::EngineConfig& cfg, const engine::SandboxInfo& s)
   auto tag = r.find("tag");
   auto mem = r.find("memory_mib");
   Json info = {{"id", s.id},
-          {"snapshot_tag", tag != r.end() && tag->is_string() ? *tag : Json()},
-          {"netns", nullptr},
-          {"guest_addr", cfg.sandboxes_dir() + "/" + s.id + "/agent.sock"},
-          {"created_at_unix", int_or(r, "created_at", 0)},
-          {"pid", s.pid},
-          {"memory_limit_mib", mem != r.end() && mem->is_number_integer() ? *mem : Json()},
-          {"state", s.state}};
+               {"snapshot_tag", tag != r.end() && tag->is_string() ? *tag : Json()},
+               {"netns", nullptr},
+               {"guest_addr", cfg.sandboxes_dir() + "/" + s.id + "/agent.sock"},
+               {"created_at_unix", int_or(r, "created_at", 0)},
+               {"pid", s.pid},
+               {"memory_limit_mib", mem != r.end() && mem->is_number_integer() ? *mem : Json()},
+               {"state", s.state}};
   if (!s.unresponsive_reason.empty()) info["unresponsive_reason"] = s.unresponsive_reason;
   return info;
 }

@@ -439,7 +439,8 @@ Status Server::run() {
   // A wait:false branch still writing finishes its tag (its source already runs again); give it
   // time rather than leave a failed tag behind.
   for (int i = 0; i < 1200 && impl_->ctx.branches_in_flight.load() > 0; ++i) {
-    if (i == 0) spdlog::info("waiting for {} branch(es) to finish", impl_->ctx.branches_in_flight.load());
+    if (i == 0)
+      spdlog::info("waiting for {} branch(es) to finish", impl_->ctx.branches_in_flight.load());
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return {};

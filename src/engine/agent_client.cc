@@ -201,7 +201,8 @@ Status AgentClient::send_frame(const std::string& frame) {
   if (!lock.try_lock_until(deadline)) {
     return make_error(ErrorCode::kAgentTimeout,
                       "the guest agent is not reading its channel (another request could not "
-                      "be written for " + ms + " ms)");
+                      "be written for " +
+                          ms + " ms)");
   }
   std::string_view rest = frame;
   while (!rest.empty()) {
@@ -219,7 +220,8 @@ Status AgentClient::send_frame(const std::string& frame) {
       stall("a request could not be written within " + ms + " ms");
       return make_error(ErrorCode::kAgentTimeout,
                         "the guest agent stopped reading its channel (a request could not be "
-                        "written within " + ms + " ms)");
+                        "written within " +
+                            ms + " ms)");
     }
     struct pollfd p = {fd_.get(), POLLOUT, 0};
     (void)::poll(&p, 1, std::min(wait, 200));
@@ -269,8 +271,8 @@ Result<AgentReply> AgentClient::call_impl(Json request, std::string_view bin,
     std::lock_guard ev_lock(pending->event_mu);
     pending->cancelled = true;
   };
-  auto frame = proto::encode_frame(request.dump(-1, ' ', false, Json::error_handler_t::replace),
-                                   bin);
+  auto frame =
+      proto::encode_frame(request.dump(-1, ' ', false, Json::error_handler_t::replace), bin);
   Status sent = frame ? send_frame(*frame) : Status(tl::unexpected(frame.error()));
   if (!sent) {
     finish();

@@ -14,9 +14,9 @@ using json::member;
 constexpr size_t kMaxFieldText = 64 * 1024;  // error strings, hostnames: never megabytes
 
 tl::unexpected<Error> bad(std::string_view op, std::string_view what) {
-  return make_error(ErrorCode::kAgentProtocol,
-                    "agent " + std::string(op) + " reply: " + std::string(what) +
-                        " (the guest agent is broken or was replaced)");
+  return make_error(ErrorCode::kAgentProtocol, "agent " + std::string(op) +
+                                                   " reply: " + std::string(what) +
+                                                   " (the guest agent is broken or was replaced)");
 }
 
 // A string member, or null/absent as nullopt; any other type is an error (set *ok = false).
@@ -121,7 +121,8 @@ Result<StatReply> decode_stat_reply(const Json& j) {
   auto size = get_int<uint64_t>(j, "size");
   auto mode = get_int<uint32_t>(j, "mode");
   auto mtime = get_int<int64_t>(j, "mtime");
-  if (!type || !valid_type(*type)) return bad("file_stat", "type is not file, dir, symlink or other");
+  if (!type || !valid_type(*type))
+    return bad("file_stat", "type is not file, dir, symlink or other");
   if (!size || !mode || !mtime) return bad("file_stat", "size, mode or mtime is not an integer");
   r.type = *type;
   r.size = *size;
@@ -145,8 +146,8 @@ Result<Json> decode_list_reply(const Json& j) {
         !mode || !mtime) {
       return bad("file_list", "an entry is not {name, type, size, mode, mtime}");
     }
-    out.push_back({{"name", *name}, {"type", *type}, {"size", *size}, {"mode", *mode},
-                   {"mtime", *mtime}});
+    out.push_back(
+        {{"name", *name}, {"type", *type}, {"size", *size}, {"mode", *mode}, {"mtime", *mtime}});
   }
   return out;
 }

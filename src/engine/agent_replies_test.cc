@@ -22,11 +22,10 @@ TEST(AgentReplies, ExecRefusesForgedFields) {
   for (Json bad : {Json{{"exit_code", "x"}, {"timed_out", false}},
                    Json{{"exit_code", 1.5}, {"timed_out", false}},
                    Json{{"exit_code", 99999}, {"timed_out", false}},
-                   Json{{"exit_code", 0}, {"timed_out", "no"}},
-                   Json{{"exit_code", 0}},
+                   Json{{"exit_code", 0}, {"timed_out", "no"}}, Json{{"exit_code", 0}},
                    Json{{"exit_code", 0}, {"timed_out", false}, {"duration_ms", Json::array()}},
-                   Json{{"exit_code", 0}, {"timed_out", false}, {"duration_ms", -5}},
-                   Json::array(), Json("string"), Json()}) {
+                   Json{{"exit_code", 0}, {"timed_out", false}, {"duration_ms", -5}}, Json::array(),
+                   Json("string"), Json()}) {
     auto r = decode_exec_reply(bad);
     ASSERT_FALSE(r) << bad.dump();
     EXPECT_EQ(r.error().code(), ErrorCode::kAgentProtocol) << bad.dump();
@@ -98,7 +97,8 @@ TEST(AgentReplies, StatAndList) {
   ASSERT_TRUE(st);
   EXPECT_EQ(st->size, 5u);
   EXPECT_FALSE(decode_stat_reply(Json{{"type", {}}, {"size", 5}, {"mode", 420}, {"mtime", 1}}));
-  EXPECT_FALSE(decode_stat_reply(Json{{"type", "file"}, {"size", -1}, {"mode", 420}, {"mtime", 1}}));
+  EXPECT_FALSE(
+      decode_stat_reply(Json{{"type", "file"}, {"size", -1}, {"mode", 420}, {"mtime", 1}}));
   auto list = decode_list_reply(Json{
       {"entries", {{{"name", "a"}, {"type", "dir"}, {"size", 0}, {"mode", 493}, {"mtime", 2}}}}});
   ASSERT_TRUE(list);

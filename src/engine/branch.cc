@@ -6,10 +6,10 @@
 
 #include <ctime>
 
-#include "base/json_get.h"
 #include "base/clock.h"
 #include "base/dir_lock.h"
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/log.h"
 #include "base/subprocess.h"
 #include "engine/branch_migrate.h"

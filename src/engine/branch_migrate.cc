@@ -126,7 +126,8 @@ class SourceSide {
 // branch (or gc) removes them, killing a destination QEMU still running there.
 Result<LockedDir> make_dest_dir(const EngineConfig& cfg) {
   std::string root = cfg.home + "/branching";
-  (void)reap_dirs(root, [](const std::string&) { return true; }, kill_qemus_in);
+  (void)reap_dirs(
+      root, [](const std::string&) { return true; }, kill_qemus_in);
   return LockedDir::create(root, random_hex(6));
 }
 

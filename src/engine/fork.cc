@@ -78,8 +78,9 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
       ForkChild& child = res.children[static_cast<size_t>(i)];
       // The root of this child's work: an exception (a bug, memory exhaustion) fails this child,
       // never the process. A QEMU it had started without a record is reaped by gc.
-      guarded("fork child", [&] { one_child(child); },
-              [&](const std::string& message) { child.error = Error(ErrorCode::kInternal, message); });
+      guarded(
+          "fork child", [&] { one_child(child); },
+          [&](const std::string& message) { child.error = Error(ErrorCode::kInternal, message); });
     }
   };
   int threads = std::max(1, std::min(opts.parallel, opts.n));

@@ -117,8 +117,8 @@ GcReport gc(const EngineConfig& cfg) {
     r.orphan_dirs.push_back("sandboxes/" + name);
   }
   // Branch destinations of branches that died.
-  for (auto& name : reap_dirs(cfg.home + "/branching", [](const std::string&) { return true; },
-                              killed)) {
+  for (auto& name : reap_dirs(
+           cfg.home + "/branching", [](const std::string&) { return true; }, killed)) {
     r.orphan_dirs.push_back("branching/" + name);
   }
   r.snapshot_leftovers = store::SnapshotStore(cfg.home).cleanup_stale();

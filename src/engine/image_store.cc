@@ -12,8 +12,8 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
-#include "base/json_get.h"
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/log.h"
 #include "base/paths.h"
 #include "base/subprocess.h"

@@ -102,7 +102,11 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
       kill_member(cfg_.sandboxes_dir(), m);
       continue;
     }
-    return PrestartedVm{id,    dir, std::move(*vm), std::move(*qmp), json::bool_or(m, "warm", false),
+    return PrestartedVm{id,
+                        dir,
+                        std::move(*vm),
+                        std::move(*qmp),
+                        json::bool_or(m, "warm", false),
                         std::move(*lock)};
   }
   return std::nullopt;

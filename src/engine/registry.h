@@ -14,7 +14,7 @@ struct SandboxInfo {
   // running | unresponsive (QEMU runs but its agent stopped reading; see mark_unresponsive) |
   // exited
   std::string state;
-  std::string unresponsive_reason;  // why, when unresponsive
+  std::string unresponsive_reason;                  // why, when unresponsive
   bool alive() const { return state != "exited"; }  // its QEMU runs
   int pid = 0;
   nlohmann::json record;  // sandbox.json

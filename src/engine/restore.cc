@@ -86,8 +86,8 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   }
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) return fail(launched.error());
-  return PrestartedVm{id, dir, std::move(launched->first), std::move(launched->second), false,
-                      std::move(*lock)};
+  return PrestartedVm{
+      id, dir, std::move(launched->first), std::move(launched->second), false, std::move(*lock)};
 }
 
 Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::string& epoch,
@@ -116,7 +116,8 @@ Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::
                       "guest could not reseed its RNG: " + reply->reseed_error);
   }
   if (!reply->clock_set) {
-    return make_error(ErrorCode::kAgentError, "guest could not set its clock: " + reply->clock_error);
+    return make_error(ErrorCode::kAgentError,
+                      "guest could not set its clock: " + reply->clock_error);
   }
   return reply->info;
 }

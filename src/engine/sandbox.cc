@@ -174,10 +174,10 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   auto info = sb->agent_->wait_ready(std::max(left, std::chrono::milliseconds(1000)));
   watch.stop();
   if (watch.tripped()) {
-    return make_error(ErrorCode::kQemuFailed,
-                      "boot " + opts.image + ": the guest wrote more than " +
-                          std::to_string(vmm::kMaxBootConsoleBytes >> 20) +
-                          " MiB to its console while booting; stopped it");
+    return make_error(ErrorCode::kQemuFailed, "boot " + opts.image +
+                                                  ": the guest wrote more than " +
+                                                  std::to_string(vmm::kMaxBootConsoleBytes >> 20) +
+                                                  " MiB to its console while booting; stopped it");
   }
   if (!info) {
     std::string tail = sb->vm_.alive() ? "" : " (QEMU exited)";
@@ -258,9 +258,9 @@ void Sandbox::stop_vm() {
 Result<AgentReply> Sandbox::call(Json request, std::string_view bin,
                                  std::chrono::milliseconds timeout, EventFn on_event) {
   if (!agent_ || !agent_->connected()) {
-    std::string why = !vm_.alive()             ? "the VM has exited"
+    std::string why = !vm_.alive()                  ? "the VM has exited"
                       : agent_ && agent_->stalled() ? "the guest agent stopped reading"
-                                                     : "agent connection lost";
+                                                    : "agent connection lost";
     return make_error(ErrorCode::kAgentError, "sandbox " + id_ + ": " + why);
   }
   auto r = agent_->call(std::move(request), bin, timeout, std::move(on_event));

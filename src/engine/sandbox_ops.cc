@@ -189,7 +189,7 @@ Status Sandbox::get_file(const std::string& guest_path, const std::string& host_
     if (!rr) return fail(rr.error().wrap("read " + guest_path));
     if (offset + r->bin.size() > max_bytes) {
       return fail(Error(ErrorCode::kInvalidArgument, "read " + guest_path + ": larger than " +
-                                                          std::to_string(max_bytes) + " bytes"));
+                                                         std::to_string(max_bytes) + " bytes"));
     }
     if (auto st = write_all(fd->get(), r->bin); !st) return fail(st.error().wrap(host_path));
     offset += r->bin.size();

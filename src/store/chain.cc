@@ -10,8 +10,8 @@
 #include <set>
 
 #include "base/files.h"
-#include "base/random.h"
 #include "base/paths.h"
+#include "base/random.h"
 
 namespace forkd::store {
 
@@ -134,9 +134,9 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
   auto psize = file_size(parent->get(), parent_path);
   if (!psize) return tl::unexpected(psize.error());
   if (*size != *psize || *size % kPageSize != 0) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "memory of " + std::to_string(*size) + " bytes cannot be a link of a " +
-                          std::to_string(*psize) + "-byte parent");
+    return make_error(ErrorCode::kInvalidArgument, "memory of " + std::to_string(*size) +
+                                                       " bytes cannot be a link of a " +
+                                                       std::to_string(*psize) + "-byte parent");
   }
   std::string diff_path = dir + "/" + snapshot_file_name("memory_diff");
   std::string pages_path = dir + "/" + snapshot_file_name("memory_pages");
@@ -159,8 +159,8 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
       if (std::memcmp(a.get() + p, b.get() + p, kPageSize) == 0) continue;
       uint64_t page = (off + p) / kPageSize;
       bitmap[page / 8] = static_cast<char>(bitmap[page / 8] | (1 << (page % 8)));
-      FORKD_TRY(pwrite_full(diff->get(), a.get() + p, kPageSize, static_cast<off_t>(off + p),
-                            diff_path));
+      FORKD_TRY(
+          pwrite_full(diff->get(), a.get() + p, kPageSize, static_cast<off_t>(off + p), diff_path));
       ++out.pages_changed;
     }
   }
@@ -220,9 +220,9 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
   if (stamp_ok(path, meta.content_hash())) return path;
 
   if (depth >= kMaxChainDepth) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "chain of '" + meta.tag + "' is deeper than " +
-                          std::to_string(kMaxChainDepth) + " links (a cycle?)");
+    return make_error(ErrorCode::kInvalidArgument, "chain of '" + meta.tag + "' is deeper than " +
+                                                       std::to_string(kMaxChainDepth) +
+                                                       " links (a cycle?)");
   }
   const std::string& parent_tag = *meta.parent_tag;
   if (parent_tag == meta.tag) {
@@ -230,9 +230,9 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
   }
   auto parent = store_.load(parent_tag);
   if (!parent) {
-    return make_error(ErrorCode::kFailedPrecondition,
-                      "tag '" + meta.tag + "' cannot be assembled: its parent '" + parent_tag +
-                          "' is missing");
+    return make_error(
+        ErrorCode::kFailedPrecondition,
+        "tag '" + meta.tag + "' cannot be assembled: its parent '" + parent_tag + "' is missing");
   }
   if (parent->content_hash() != *meta.parent_content_hash) {
     return make_error(ErrorCode::kFailedPrecondition,

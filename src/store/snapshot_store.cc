@@ -27,9 +27,13 @@ constexpr const char* kStagingPrefix = ".staging-";
 constexpr const char* kPendingPrefix = ".pending-";
 
 Json pending_json(const PendingTag& p) {
-  return {{"tag", p.tag},         {"status", p.status},         {"error", p.error},
-          {"branched_from", p.branched_from}, {"pause_ms", p.pause_ms},
-          {"created_at", p.created_at}, {"pid", p.pid}};
+  return {{"tag", p.tag},
+          {"status", p.status},
+          {"error", p.error},
+          {"branched_from", p.branched_from},
+          {"pause_ms", p.pause_ms},
+          {"created_at", p.created_at},
+          {"pid", p.pid}};
 }
 
 std::optional<PendingTag> parse_pending(const std::string& text) {
@@ -221,7 +225,8 @@ Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool
   if (!path_exists(final_dir)) {
     // RENAME_NOREPLACE: a tag that appeared in between (it cannot, under the lock; a manual
     // mkdir can) is never overwritten.
-    if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) != 0) {
+    if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) !=
+        0) {
       if (errno == EEXIST) {
         return make_error(ErrorCode::kAlreadyExists, "tag " + meta.tag + " already exists");
       }

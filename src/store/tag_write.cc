@@ -4,8 +4,7 @@
 
 namespace forkd::store {
 
-Result<TagWrite> TagWrite::begin(const SnapshotStore& store, const std::string& tag,
-                                 bool replace) {
+Result<TagWrite> TagWrite::begin(const SnapshotStore& store, const std::string& tag, bool replace) {
   FORKD_TRY(SnapshotStore::validate_tag(tag));
   auto lock = store.lock_tag(tag);
   if (!lock) return tl::unexpected(lock.error());

@@ -99,8 +99,8 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
     add("-chardev", std::string("ringbuf,id=") + kConsoleChardev +
                         ",size=" + std::to_string(cfg.console_ring_bytes));
   } else {
-    add("-chardev", std::string("file,id=") + kConsoleChardev +
-                        ",path=" + qemu_opt_escape(cfg.console_log));
+    add("-chardev",
+        std::string("file,id=") + kConsoleChardev + ",path=" + qemu_opt_escape(cfg.console_log));
   }
   add("-serial", std::string("chardev:") + kConsoleChardev);
 

@@ -15,9 +15,7 @@ namespace {
 
 class CliRun : public ::testing::Test {
  protected:
-  void SetUp() override {
-    FORKD_REQUIRE("qemu", qemu_missing_reason());
-  }
+  void SetUp() override { FORKD_REQUIRE("qemu", qemu_missing_reason()); }
   void TearDown() override {
     EXPECT_TRUE(qemu_pids_for_home(config().home).empty()) << "a test left QEMU running";
   }

@@ -129,9 +129,10 @@ TEST_F(Concurrency, TenBranchesOfFourSandboxesThroughOneDaemon) {
   }
   std::map<int, int> by_status;
   for (int s : status) ++by_status[s];
-  std::printf("10 concurrent branches of 4 sandboxes: %d x 201, %d x 409 (branch of that source "
-              "in flight), %d other\n",
-              by_status[201], by_status[409], 10 - by_status[201] - by_status[409]);
+  std::printf(
+      "10 concurrent branches of 4 sandboxes: %d x 201, %d x 409 (branch of that source "
+      "in flight), %d other\n",
+      by_status[201], by_status[409], 10 - by_status[201] - by_status[409]);
   EXPECT_EQ(by_status[201] + by_status[409], 10) << "only 201 or 409 (in flight) are right";
   EXPECT_GE(by_status[201], 4) << "each source can be branched";
   int ready = expect_ready_or_absent(tags);
@@ -288,8 +289,9 @@ TEST_F(Concurrency, ShortRequestsNeverWaitBehindLongOnes) {
     }
     std::sort(ms.begin(), ms.end());
     double p50 = ms[ms.size() / 2], p99 = ms[ms.size() * 99 / 100];
-    std::printf("%s: healthz + GET /v1/sandboxes, 200 calls: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
-                what, p50, p99, ms.back());
+    std::printf(
+        "%s: healthz + GET /v1/sandboxes, 200 calls: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", what,
+        p50, p99, ms.back());
     EXPECT_LT(ms.back(), 2000) << what << ": a short request waited behind the long ones";
   };
   std::vector<std::jthread> first;
