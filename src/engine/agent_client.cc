@@ -41,6 +41,10 @@ void set_nonblocking(int fd) {
   if (flags >= 0) (void)::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+int64_t now_us(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
 int ms_left(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   return static_cast<int>(std::clamp<int64_t>(left.count(), 0, 60'000));
@@ -144,7 +148,15 @@ void AgentClient::deliver(Json msg, std::string bin) {
   if (json::member(msg, "event")) {
     auto ev = json::get_string(msg, "event");
     std::lock_guard ev_lock(p->event_mu);
-    if (ev && p->on_event && !p->cancelled) p->on_event(*ev, bin);
+    if (ev && p->on_event && !p->cancelled) {
+      // Time spent here is time this reader does not read (a streaming caller writing to a slow
+      // pipe): a heartbeat that goes unanswered meanwhile proves nothing about the agent.
+      auto t0 = Clock::now();
+      busy_since_us_ = now_us(t0);
+      p->on_event(*ev, bin);
+      busy_since_us_ = 0;
+      reader_busy_us_ += now_us(Clock::now()) - now_us(t0);
+    }
     return;
   }
   Result<AgentReply> reply = AgentReply{msg, std::move(bin)};
@@ -231,9 +243,20 @@ Status AgentClient::send_frame(const std::string& frame) {
 
 void AgentClient::probe() {
   if (probing_.exchange(true)) return;  // another caller is checking already
+  // Time the reader has spent inside on_event so far, the call in progress included.
+  auto busy_now = [this] {
+    int64_t since = busy_since_us_.load();
+    return reader_busy_us_.load() + (since > 0 ? now_us(Clock::now()) - since : 0);
+  };
+  int64_t busy_before = busy_now();
   auto r = call_impl(Json{{"op", "heartbeat"}}, {}, deadlines_.probe_timeout, {}, false);
-  // Any answer, an error reply included, shows that the agent reads and answers.
-  bool alive = r || (r.error().code() != ErrorCode::kAgentTimeout && !closed_);
+  // Any answer, an error reply included, shows that the agent reads and answers. No answer
+  // while our own reader was mostly busy handing events to a slow caller is no verdict.
+  int64_t busy_us = busy_now() - busy_before;
+  bool host_slow =
+      busy_us * 2 >
+      std::chrono::duration_cast<std::chrono::microseconds>(deadlines_.probe_timeout).count();
+  bool alive = r || host_slow || (r.error().code() != ErrorCode::kAgentTimeout && !closed_);
   if (!alive && !closed_) {
     stall("no answer to a heartbeat within " + std::to_string(deadlines_.probe_timeout.count()) +
           " ms");

@@ -102,6 +102,9 @@ class AgentClient {
   UniqueFd fd_;
   const Deadlines deadlines_;
   std::atomic<bool> probing_{false};
+  // Time the reader spent inside on_event (total), and since when it is in one now (0: not).
+  std::atomic<int64_t> reader_busy_us_{0};
+  std::atomic<int64_t> busy_since_us_{0};
   std::timed_mutex write_mu_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -212,6 +212,33 @@ TEST(AgentClient, HeartbeatAnsweredKeepsALongCallWaiting) {
   EXPECT_FALSE(client->stalled());
 }
 
+// A streaming caller that consumes slowly keeps the reader busy, so heartbeat answers queue up
+// behind its events: that is host back-pressure, not a dead agent.
+TEST(AgentClient, ASlowStreamingCallerIsNotTakenForADeadAgent) {
+  auto [a, b] = socket_pair();
+  FakeAgent agent(std::move(b), [](FakeAgent& self, const Json& req, const std::string&) {
+    if (req["op"] == "heartbeat") {
+      self.send({{"id", req["id"]}, {"ok", true}});
+      return;
+    }
+    for (int i = 0; i < 8; ++i) self.send({{"id", req["id"]}, {"event", "stdout"}}, "chunk");
+    self.send({{"id", req["id"]}, {"ok", true}, {"exit_code", 0}});
+  });
+  AgentDeadlines d;
+  d.probe_interval = std::chrono::milliseconds(100);
+  d.probe_timeout = std::chrono::milliseconds(200);
+  auto client = AgentClient::from_fd(std::move(a), d);
+  int chunks = 0;
+  auto r = client->call({{"op", "exec"}}, {}, std::chrono::seconds(30),
+                        [&](const std::string&, std::string_view) {
+                          ++chunks;
+                          std::this_thread::sleep_for(std::chrono::milliseconds(300));
+                        });
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(chunks, 8);
+  EXPECT_FALSE(client->stalled());
+}
+
 // Events keep arriving after a caller gave up: they must never reach its (gone) callback.
 TEST(AgentClient, NoEventReachesACallerThatReturned) {
   auto [a, b] = socket_pair();
