@@ -151,20 +151,29 @@ bool dir_locked(const std::string& path) {
   return got && !*got;
 }
 
-std::vector<std::string> reap_dirs(const std::string& parent,
-                                   const std::function<bool(const std::string&)>& is_candidate,
-                                   const std::function<void(const std::string&)>& before_remove) {
+std::vector<std::string> reap_dirs(
+    const std::string& parent, const std::function<bool(const std::string&)>& is_candidate,
+    const std::function<void(const std::string&)>& before_remove) {
   std::vector<std::string> removed;
   if (!path_exists(parent)) return removed;
-  auto create_lock = CreateLock::take(parent);
-  if (!create_lock) return removed;
-  for (const auto& name : list_dir_names(parent)) {
-    if (name.empty() || name[0] == '.' || !is_candidate(name)) continue;
-    std::string path = parent + "/" + name;
-    auto mine = LockedDir::lock_existing(path);
-    if (!mine) continue;  // a live owner, or not a directory
-    if (before_remove) before_remove(path);
-    if (remove_tree(path)) removed.push_back(name);
+  // Under the creation lock only long enough to lock the candidates: once a directory's lock is
+  // ours, nobody else uses it, and creators need not wait for the (slow) removals.
+  std::vector<std::pair<std::string, LockedDir>> mine;
+  {
+    auto create_lock = CreateLock::take(parent);
+    if (!create_lock) return removed;
+    for (const auto& name : list_dir_names(parent)) {
+      if (name.empty() || name[0] == '.' || !is_candidate(name)) continue;
+      auto locked = LockedDir::lock_existing(parent + "/" + name);
+      if (!locked) continue;  // a live owner
+      // Asked again under our lock: its owner may have finished (recorded it) and let go
+      // between the first question and the lock.
+      if (is_candidate(name)) mine.emplace_back(name, std::move(*locked));
+    }
+  }
+  for (auto& [name, dir] : mine) {
+    if (before_remove) before_remove(dir.path());
+    if (remove_tree(dir.path())) removed.push_back(name);
   }
   return removed;
 }

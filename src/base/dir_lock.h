@@ -74,8 +74,10 @@ class LockedDir {
 bool dir_locked(const std::string& path);
 
 // Removes every subdirectory of parent (names not starting with '.') for which
-// is_candidate(name) is true and whose lock is free, under parent's creation lock; before_remove
-// (optional) runs on each first, with the directory locked by us. Returns the names removed.
+// is_candidate(name) is true and whose lock is free: candidates are locked under parent's
+// creation lock (is_candidate is asked again once the lock is ours), then before_remove
+// (optional) runs on each, with the directory still locked by us, and it is removed. Returns the
+// names removed.
 std::vector<std::string> reap_dirs(
     const std::string& parent, const std::function<bool(const std::string&)>& is_candidate,
     const std::function<void(const std::string&)>& before_remove = {});
