@@ -99,7 +99,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();
   sub->add_option("--max-long-requests", a->max_long_requests,
-                  "Long requests (exec, eval, fork, snapshot, branch, delete) at once; beyond: "
+                  "Long requests (every POST: exec, eval, fork, snapshot, branch) at once; beyond: "
                   "503. Short ones (healthz, lists, GETs) get 4 more workers of their own")
       ->check(CLI::Range(1, 1024))
       ->capture_default_str();

@@ -52,8 +52,8 @@ struct DaemonContext {
   // Branches (and workspace suspends) running at once; beyond branch_cap the answer is 503.
   std::atomic<int> branches_in_flight{0};
   int branch_cap = 4;
-  // Long requests (exec, eval, fork, snapshot, branch, delete, ...) served at once; beyond the
-  // cap the answer is 503 at once. Kept below the worker count, so short requests (healthz,
+  // Long requests (every POST: exec, eval, fork, snapshot, branch, ...) served at once; beyond
+  // the cap the answer is 503 at once. Kept below the worker count, so short requests (healthz,
   // lists, GETs, metrics) always find a worker thread however long the long ones wait.
   std::atomic<int> long_in_flight{0};
   int long_cap = 12;

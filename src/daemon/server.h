@@ -26,8 +26,8 @@ struct ServeOptions {
   int threads = 16;  // requests served at once
   // Connections queued or served at once, over every listener; beyond it the answer is 503.
   int max_inflight = 64;
-  // Long requests (exec, eval, fork, snapshot, branch, delete ...) at once, all sandboxes; beyond
-  // it 503. At most threads - 1: the rest of the workers stay free for short requests (healthz,
+  // Long requests (every POST: exec, eval, fork, snapshot, branch ...) at once, all sandboxes;
+  // beyond it 503. At most threads - 1: the rest of the workers stay free for short requests (healthz,
   // lists, GETs), which therefore never wait behind a guest. 0: threads - 4.
   int max_long_requests = 0;
   // Execs running at once on one sandbox; beyond it the answer is 429. Well under the long cap,
