@@ -67,9 +67,10 @@ struct VmConfig {
 };
 
 // The serial console's bounds (see VmConfig::console_log): the ring of every running VM, and the
-// most a booting guest may write to its console file before forkd gives up on the boot.
+// most a booting guest may write to its console file before forkd gives up on the boot. Both
+// together stay within 8 MiB per sandbox.
 inline constexpr uint32_t kConsoleRingBytes = 1u << 20;
-inline constexpr uint64_t kMaxBootConsoleBytes = 8ull << 20;
+inline constexpr uint64_t kMaxBootConsoleBytes = 7ull << 20;
 // The chardev id of the serial console (for QMP chardev-change and ringbuf-read).
 inline constexpr const char* kConsoleChardev = "console";
 
