@@ -1,6 +1,7 @@
 // Unit tests for the daemon's pure parts: token vetting and matching, loopback detection, the
 // error table, and the request-body decoders.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include "base/files.h"
 #include "daemon/auth.h"
@@ -30,6 +31,22 @@ TEST(Auth, LoadTokenTrimsAndVets) {
   ASSERT_TRUE(write_file_atomic(dir->path() + "/weak", "secret\n"));
   EXPECT_FALSE(load_token(dir->path() + "/weak"));
   EXPECT_FALSE(load_token(dir->path() + "/missing"));
+}
+
+TEST(Auth, TokenFileReadableByOthersIsRefused) {
+  auto dir = TempDir::create("forkd-auth-test");
+  ASSERT_TRUE(dir);
+  std::string path = dir->path() + "/t";
+  ASSERT_TRUE(write_file_atomic(path, std::string(kGood) + "\n", 0644));
+  auto t = load_token(path);
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(t.error().message().find("chmod 600 " + path), std::string::npos)
+      << t.error().message();
+  ASSERT_EQ(::chmod(path.c_str(), 0640), 0);
+  EXPECT_FALSE(load_token(path)) << "readable by group";
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  EXPECT_TRUE(load_token(path));
 }
 
 TEST(Auth, BearerMatchesOnlyTheExactHeader) {
@@ -98,6 +115,18 @@ TEST(Decode, ExecAndEval) {
   EXPECT_FALSE(decode_exec(R"({"args":["x"],"timeout_secs":3601})"));
   EXPECT_TRUE(decode_eval(R"({"code":"1+1"})"));
   EXPECT_FALSE(decode_eval(R"({"code":1})"));
+  auto capped = decode_exec(R"({"args":["x"],"max_output_bytes":1000})");
+  ASSERT_TRUE(capped);
+  EXPECT_EQ(capped->max_output_bytes, 1000u);
+  EXPECT_EQ(decode_exec(R"({"args":["x"]})")->max_output_bytes, 0u) << "absent: the default";
+  for (const char* bad : {R"({"args":["x"],"max_output_bytes":0})",
+                          R"({"args":["x"],"max_output_bytes":-5})",
+                          R"({"args":["x"],"max_output_bytes":"big"})",
+                          R"({"args":["x"],"max_output_bytes":268435457})"}) {
+    EXPECT_FALSE(decode_exec(bad)) << bad;
+  }
+  EXPECT_TRUE(decode_snapshot_create(R"({"tag":"t","force":true,"cascade":true})"));
+  EXPECT_FALSE(decode_snapshot_create(R"({"tag":"t","cascade":true})")) << "cascade needs force";
 }
 
 TEST(Decode, Workspaces) {
