@@ -339,12 +339,14 @@ int SnapshotStore::cleanup_stale() const {
     for (const auto& name : list_dir_names(root_)) {
       if (leftover_tag(name) == tag && remove_tree(root_ + "/" + name)) ++removed;
     }
-    // A record still saying "writing" under a free lock: its writer died.
+    // A record still saying "writing" under a free lock: its writer died. It becomes a lasting
+    // "failed" record (someone may be polling a 202 for this tag) until the tag is deleted.
     auto text = read_file(root_ + "/" + kPendingPrefix + tag + ".json", 1 << 16);
     auto p = text ? parse_pending(*text) : std::nullopt;
     if (p && p->status == "writing") {
-      end_pending(tag);
-      ++removed;
+      p->status = "failed";
+      p->error = "the process writing it (pid " + std::to_string(p->pid) + ") died";
+      if (update_pending(*p)) ++removed;
     }
   }
   return removed;

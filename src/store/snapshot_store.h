@@ -77,9 +77,9 @@ class SnapshotStore {
   std::optional<PendingTag> pending(const std::string& tag) const;
   std::vector<PendingTag> list_pending() const;
 
-  // Removes what dead writers left: leftovers of every tag whose lock is free, and the pending
-  // records of writes whose writer died (status still "writing", lock free). Returns how many
-  // entries went.
+  // Settles what dead writers left: removes the leftovers of every tag whose lock is free, and
+  // turns the pending record of a write whose writer died (status still "writing", lock free)
+  // into a lasting "failed" one, cleared by remove(). Returns how many entries it changed.
   int cleanup_stale() const;
 
  private:

@@ -224,7 +224,7 @@ TEST_F(StoreTest, LeftoversGoOnlyWhenTheirTagIsFree) {
   EXPECT_TRUE(path_exists(live->staging())) << "cleanup removed a live writer's staging dir";
 }
 
-TEST_F(StoreTest, PendingRecordOfADeadWriterReadsFailedAndIsCleaned) {
+TEST_F(StoreTest, PendingRecordOfADeadWriterBecomesALastingFailure) {
   PendingTag p;
   p.tag = "b1";
   p.pid = 1;
@@ -241,6 +241,13 @@ TEST_F(StoreTest, PendingRecordOfADeadWriterReadsFailedAndIsCleaned) {
   ASSERT_TRUE(seen);
   EXPECT_EQ(seen->status, "failed");
   EXPECT_GE(store_->cleanup_stale(), 1);
+  // Someone polling the 202 of this write learns why it failed, until the tag is deleted.
+  auto kept = store_->pending("b1");
+  ASSERT_TRUE(kept);
+  EXPECT_EQ(kept->status, "failed");
+  EXPECT_NE(kept->error.find("died"), std::string::npos) << kept->error;
+  EXPECT_EQ(store_->cleanup_stale(), 0) << "a settled failure counted again";
+  EXPECT_TRUE(store_->remove("b1"));
   EXPECT_FALSE(store_->pending("b1"));
 }
 

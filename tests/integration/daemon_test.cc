@@ -20,6 +20,7 @@
 
 #include "base/files.h"
 #include "base/subprocess.h"
+#include "daemon/server.h"
 #include "integration/daemon_fixture.h"
 #include "integration/vm_fixture.h"
 
@@ -406,8 +407,13 @@ TEST_F(Daemon, ConcurrentExecsAreServedOrRefused) {
   EXPECT_EQ(h->status, 200);
   auto m = c.Get("/metrics");
   ASSERT_TRUE(m);
-  EXPECT_NE(m->body.find("forkd_requests_in_flight_cap 64"), std::string::npos);
-  EXPECT_NE(m->body.find("forkd_exec_per_sandbox_cap 16"), std::string::npos);
+  // The defaults a daemon started without limit flags runs with.
+  const daemon::ServeOptions defaults;
+  EXPECT_NE(m->body.find("forkd_requests_in_flight_cap " + std::to_string(defaults.max_inflight)),
+            std::string::npos);
+  EXPECT_NE(
+      m->body.find("forkd_exec_per_sandbox_cap " + std::to_string(defaults.max_execs_per_sandbox)),
+      std::string::npos);
   EXPECT_NE(m->body.find("forkd_execs_in_flight 0"), std::string::npos);
   for (const auto& id : ids) {
     auto d = c.Delete("/v1/sandboxes/" + id);
