@@ -10,7 +10,9 @@
 #include "base/paths.h"
 #include "cli/output.h"
 #include "cli/remote_verbs.h"
+#include "engine/gc.h"
 #include "engine/sandbox.h"
+#include "vmm/vm_process.h"
 
 namespace {
 
@@ -34,7 +36,11 @@ void start_signal_thread() {
       hook(sig);
     }
     std::fprintf(stderr, "\nforkd: %s, tearing down sandboxes\n", strsignal(sig));
+    // No QEMU starts from here on, and any being started runs (and so can be found) by now.
+    forkd::vmm::VmProcess::stop_launches();
     forkd::engine::Sandbox::destroy_all_owned();
+    // QEMUs this process started that have no record yet (a fork in progress) die with it.
+    (void)forkd::engine::kill_unrecorded_children(forkd::engine::EngineConfig::from_env());
     _exit(forkd::cli::kExitInterrupted);
   }).detach();
 }

@@ -1,5 +1,7 @@
 #include "daemon/limits.h"
 
+#include "base/thread_root.h"
+
 namespace forkd::daemon {
 
 namespace {
@@ -15,7 +17,9 @@ void AdmissionQueue::enqueue(std::function<void()> fn) {
   if (limit_.in_flight.fetch_add(1) < limit_.cap) {
     work_.enqueue([this, fn = std::move(fn)] {
       t_over_cap = false;
-      fn();
+      // The root of a worker's task: whatever escapes httplib's own handling (the logger, a
+      // socket write) must not end the daemon.
+      guarded("http connection", fn);
       limit_.in_flight.fetch_sub(1);
     });
     return;
@@ -25,7 +29,7 @@ void AdmissionQueue::enqueue(std::function<void()> fn) {
   // fn owns the socket (it closes it when done), so it must run even to refuse.
   reject_.enqueue([fn = std::move(fn)] {
     t_over_cap = true;
-    fn();
+    guarded("http connection (refused)", fn);
     t_over_cap = false;
   });
 }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <sstream>
 #include <thread>
 
 #include "base/dir_lock.h"
@@ -57,6 +58,30 @@ int kill_qemus_in(const std::string& dir) {
   auto pids = qemu_pids_in(dir);
   kill_and_wait(pids);
   return static_cast<int>(pids.size());
+}
+
+int kill_unrecorded_children(const EngineConfig& cfg) {
+  auto members = Pool(cfg).member_ids();
+  std::vector<int> doomed;
+  const std::string me = std::to_string(::getpid());
+  for (const auto& name : list_dir_names(cfg.sandboxes_dir())) {
+    if (!is_safe_name(name) || members.count(name)) continue;
+    std::string dir = cfg.sandboxes_dir() + "/" + name;
+    if (path_exists(dir + "/sandbox.json")) continue;
+    for (int pid : qemu_pids_in(dir)) {
+      // Only our own children: another process may be launching this one.
+      auto stat = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
+      if (!stat) continue;
+      auto close_paren = stat->rfind(')');
+      if (close_paren == std::string::npos) continue;
+      std::istringstream fields(stat->substr(close_paren + 2));
+      std::string state, ppid;
+      fields >> state >> ppid;
+      if (ppid == me) doomed.push_back(pid);
+    }
+  }
+  kill_and_wait(doomed);
+  return static_cast<int>(doomed.size());
 }
 
 RemoveAllReport remove_all_sandboxes(const EngineConfig& cfg) {

@@ -37,6 +37,11 @@ struct RemoveAllReport {
 };
 RemoveAllReport remove_all_sandboxes(const EngineConfig& cfg);
 
+// The Ctrl-C path of a CLI: kills the QEMUs this process started that have no record yet (a
+// fork or pool fill in progress), so they die with their launcher; recorded ones keep running.
+// (A launcher killed with SIGKILL cannot do this: its unrecorded QEMUs are gc's.)
+int kill_unrecorded_children(const EngineConfig& cfg);
+
 // Pids of QEMU processes whose command line names dir (their run dir, "<dir>/...").
 std::vector<int> qemu_pids_in(const std::string& dir);
 

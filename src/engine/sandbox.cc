@@ -1,7 +1,9 @@
 #include "engine/sandbox.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -87,10 +89,23 @@ Sandbox::~Sandbox() {
 
 void Sandbox::destroy_all_owned() {
   std::lock_guard lock(g_owned_mu);
+  // Kill all, then wait for all (through pidfds of our own, leaving the reaping to the owners):
+  // when this returns no owned QEMU runs, and its dir is gone.
+  std::vector<std::pair<UniqueFd, std::string>> dying;
   for (Sandbox* sb : g_owned) {
-    if (!sb->owned_) continue;
+    if (!sb->owned_ || sb->qemu_pid() <= 0) continue;
+    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, sb->qemu_pid(), 0)));
     ::kill(sb->qemu_pid(), SIGKILL);
-    (void)remove_tree(sb->dir_);
+    dying.emplace_back(std::move(pidfd), sb->dir_);
+  }
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  for (auto& [pidfd, dir] : dying) {
+    if (pidfd.valid()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      pollfd p{pidfd.get(), POLLIN, 0};
+      (void)::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
+    }
+    (void)remove_tree(dir);
   }
 }
 

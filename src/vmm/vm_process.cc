@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <mutex>
 #include <thread>
 
 #include "base/files.h"
@@ -25,6 +26,10 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto kPidFileWait = std::chrono::seconds(2);
 constexpr auto kKillWait = std::chrono::seconds(5);
+
+// Held around each QEMU spawn; stop_launches() takes it once and closes the gate for good.
+std::mutex g_launch_mu;
+bool g_launches_stopped = false;
 
 UniqueFd pidfd_open(pid_t pid) {
   return UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
@@ -92,6 +97,11 @@ Result<VmProcess> VmProcess::launch(const VmConfig& cfg, const std::string& stde
   return std::move(both->first);
 }
 
+void VmProcess::stop_launches() {
+  std::lock_guard gate(g_launch_mu);
+  g_launches_stopped = true;
+}
+
 Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
     const VmConfig& cfg, const std::string& stderr_log, std::chrono::milliseconds timeout) {
   if (cfg.pid_file.empty() || cfg.qmp_socket.empty()) {
@@ -125,7 +135,13 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   opts.stderr_fd = log->get();
   opts.new_session = true;  // no controlling terminal; a Ctrl-C aimed at the CLI misses QEMU
   opts.die_with_parent = cfg.die_with_parent;
-  auto child = Child::spawn(build_qemu_argv(run_cfg), opts);
+  auto child = [&]() -> Result<Child> {
+    std::lock_guard gate(g_launch_mu);
+    if (g_launches_stopped) {
+      return make_error(ErrorCode::kCancelled, "this process is shutting down");
+    }
+    return Child::spawn(build_qemu_argv(run_cfg), opts);
+  }();
   if (!child) return tl::unexpected(child.error().wrap("launch qemu"));
   // From here on, returning early destroys child, which kills and reaps QEMU.
 

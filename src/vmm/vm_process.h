@@ -30,6 +30,10 @@ class VmProcess {
                                                                  const std::string& stderr_log,
                                                                  std::chrono::milliseconds timeout);
 
+  // For a process tearing down (a CLI's Ctrl-C): every later launch fails with kCancelled, and
+  // a launch in progress has its QEMU running (findable under /proc) before this returns.
+  static void stop_launches();
+
   // Tracks an already running QEMU (re-adoption from a pid file). kNotFound if it is gone.
   static Result<VmProcess> adopt(pid_t pid);
 
