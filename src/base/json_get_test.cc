@@ -23,5 +23,19 @@ TEST(JsonGet, WrongTypesAndRangesNeverThrow) {
   EXPECT_EQ(bool_or(Json("str"), "b", false), false);
 }
 
+TEST(JsonGet, UntrustedInputNestedTooDeepIsDiscarded) {
+  std::string deep =
+      std::string(kMaxUntrustedDepth + 1, '[') + std::string(kMaxUntrustedDepth + 1, ']');
+  EXPECT_TRUE(parse_untrusted(deep).is_discarded());
+  std::string ok = std::string(kMaxUntrustedDepth, '[') + std::string(kMaxUntrustedDepth, ']');
+  EXPECT_TRUE(parse_untrusted(ok).is_array());
+  // Brackets inside strings (escaped quotes included) are text, not depth.
+  std::string text = "{\"s\":\"\\\"" + std::string(500, '[') + "\"}";
+  auto j = parse_untrusted(text);
+  ASSERT_TRUE(j.is_object()) << text;
+  EXPECT_EQ(j["s"].get<std::string>().size(), 501u);
+  EXPECT_TRUE(parse_untrusted("not json").is_discarded());
+}
+
 }  // namespace
 }  // namespace forkd::json

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "base/json_get.h"
 #include "base/paths.h"
 #include "engine/fork.h"
 
@@ -29,8 +30,11 @@ tl::unexpected<Error> bad(std::string message) {
 // The body as a JSON object; an empty body is {} when allowed.
 Result<Json> parse_object(std::string_view body, bool empty_ok) {
   if (body.empty() && empty_ok) return Json::object();
-  Json j = Json::parse(body, nullptr, false);
-  if (j.is_discarded()) return bad("request body is not valid JSON");
+  Json j = json::parse_untrusted(body);
+  if (j.is_discarded()) {
+    return bad("request body is not valid JSON (or nests deeper than " +
+               std::to_string(json::kMaxUntrustedDepth) + " levels)");
+  }
   if (!j.is_object()) return bad("request body must be a JSON object");
   return j;
 }

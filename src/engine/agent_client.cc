@@ -125,7 +125,7 @@ void AgentClient::reader_loop(std::stop_token stop) {
         }
         continue;
       }
-      Json msg = Json::parse((*frame)->json, nullptr, false);
+      Json msg = json::parse_untrusted((*frame)->json);
       if (msg.is_discarded() || !msg.is_object()) {
         if (g_guest_log.allow()) logger("agent")->warn("event=bad_json");
         continue;
@@ -159,8 +159,10 @@ void AgentClient::deliver(Json msg, std::string bin) {
     }
     return;
   }
-  Result<AgentReply> reply = AgentReply{msg, std::move(bin)};
-  if (!json::bool_or(msg, "ok", false)) {
+  Result<AgentReply> reply = tl::unexpected(Error(ErrorCode::kInternal, "unset"));
+  if (json::bool_or(msg, "ok", false)) {
+    reply = AgentReply{std::move(msg), std::move(bin)};
+  } else {
     const Json* e = json::member(msg, "error");
     std::string code = e ? json::string_or(*e, "code", "internal") : "internal";
     std::string message = e ? json::string_or(*e, "message", "agent error") : "agent error";
@@ -211,10 +213,12 @@ Status AgentClient::send_frame(const std::string& frame) {
   const std::string ms = std::to_string(deadlines_.write.count());
   std::unique_lock lock(write_mu_, std::defer_lock);
   if (!lock.try_lock_until(deadline)) {
-    return make_error(ErrorCode::kAgentTimeout,
-                      "the guest agent is not reading its channel (another request could not "
-                      "be written for " +
-                          ms + " ms)");
+    // Nothing of this frame was sent. Another request's write is the one waiting on the guest
+    // (and its own deadline judges the agent): for this one, and for a heartbeat, no verdict.
+    return make_error(ErrorCode::kUnavailable,
+                      "the channel to the guest agent is busy (another request has been "
+                      "writing to it for " +
+                          ms + " ms); retry later");
   }
   std::string_view rest = frame;
   while (!rest.empty()) {

@@ -278,5 +278,26 @@ TEST(AgentClient, ForgedFramesAreIgnored) {
   ASSERT_TRUE(again);
 }
 
+// A reply nested 400k levels deep (just under the 1 MiB frame limit) with the right id: copying
+// such a value would recurse once per level and overflow the reader's stack. It is dropped
+// as malformed, and the real reply that follows is delivered.
+TEST(AgentClient, ADeeplyNestedReplyIsDroppedNotFollowed) {
+  auto [a, b] = socket_pair();
+  FakeAgent agent(std::move(b), [](FakeAgent& self, const Json& req, const std::string&) {
+    std::string id = req["id"].dump();
+    constexpr size_t kDepth = 400000;
+    std::string deep = "{\"id\":" + id + ",\"ok\":true,\"x\":" + std::string(kDepth, '[') +
+                       std::string(kDepth, ']') + "}";
+    auto f = proto::encode_frame(deep, {});
+    ASSERT_TRUE(f) << f.error().describe();
+    self.send_raw(*f);
+    self.send({{"id", req["id"]}, {"ok", true}, {"n", 1}});
+  });
+  auto client = AgentClient::from_fd(std::move(a));
+  auto r = client->call({{"op", "ping"}}, {}, std::chrono::seconds(5));
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->json["n"], 1);
+}
+
 }  // namespace
 }  // namespace forkd::engine

@@ -40,7 +40,7 @@ std::string id_string(const Json& obj) {
 }  // namespace
 
 Result<QmpMessage> parse_qmp_message(std::string_view line) {
-  Json j = Json::parse(line.begin(), line.end(), nullptr, false);
+  Json j = json::parse_untrusted(line);
   if (j.is_discarded()) return make_error(ErrorCode::kProtocol, "qmp: malformed JSON message");
   if (!j.is_object()) return make_error(ErrorCode::kProtocol, "qmp: message is not an object");
   QmpMessage msg{QmpMessage::Kind::kReturn, Json(), id_string(j)};
