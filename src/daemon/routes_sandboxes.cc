@@ -1,7 +1,10 @@
 // /v1/sandboxes: fork, list, get, delete, ping, exec, eval.
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <optional>
 
+#include "base/json_escape.h"
 #include "base/paths.h"
 #include "daemon/errors.h"
 #include "daemon/request_decode.h"
@@ -158,6 +161,62 @@ void ping(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   if (ok) send_json(res, 200, out);
 }
 
+// The answer to an exec. The daemon holds its body until the client has read it (maybe slowly),
+// and guest bytes grow when escaped (a NUL is six bytes in JSON): the output budget is charged
+// for the body's size, the streams are cut to what it grants, and the budget comes back only
+// once the body is written or the connection is gone.
+void send_exec_result(httplib::Response& res, engine::ExecResult& e) {
+  auto lease = e.lease ? e.lease : std::make_shared<engine::OutputLease>(nullptr);
+  size_t raw = e.stdout_data.size() + e.stderr_data.size();
+  size_t esc_out = json_escaped_size(e.stdout_data);
+  size_t esc_err = json_escaped_size(e.stderr_data);
+  size_t want = esc_out + esc_err;
+  size_t allowed = raw + (want > raw ? lease->take(want - raw) : 0);
+  if (want > allowed) {
+    // stderr (usually the short, telling one) keeps up to half; stdout takes the rest.
+    size_t err_room = std::min(esc_err, allowed / 2);
+    size_t out_room = allowed - err_room;
+    auto cut = [](std::string& s, bool& truncated, size_t room) {
+      size_t keep = json_escaped_prefix(s, room);
+      if (keep < s.size()) {
+        s.resize(keep);
+        s.shrink_to_fit();
+        truncated = true;
+      }
+    };
+    cut(e.stdout_data, e.stdout_truncated, out_room);
+    cut(e.stderr_data, e.stderr_truncated, err_room);
+  }
+  Json rest = {{"exit_code", e.exit_code},
+               {"timed_out", e.timed_out},
+               {"duration_ms", e.duration_ms},
+               {"truncated", e.stdout_truncated || e.stderr_truncated},
+               {"stdout_truncated", e.stdout_truncated},
+               {"stderr_truncated", e.stderr_truncated},
+               {"stdout_bytes", e.stdout_bytes},
+               {"stderr_bytes", e.stderr_bytes}};
+  std::string tail = rest.dump();  // {"exit_code":...}
+  auto body = std::make_shared<std::string>();
+  body->reserve(std::min(want, allowed) + tail.size() + 32);
+  *body += "{\"stdout\":\"";
+  append_json_escaped(*body, e.stdout_data);
+  *body += "\",\"stderr\":\"";
+  append_json_escaped(*body, e.stderr_data);
+  *body += "\",";
+  body->append(tail, 1);
+  // The raw streams are not needed any more; the body alone is held (and charged) from here.
+  e.stdout_data = std::string();
+  e.stderr_data = std::string();
+  res.status = 200;
+  res.set_content_provider(
+      body->size(), "application/json",
+      [body](size_t offset, size_t length, httplib::DataSink& sink) {
+        if (offset > body->size()) return false;
+        return sink.write(body->data() + offset, std::min(length, body->size() - offset));
+      },
+      [body, lease](bool) {});
+}
+
 void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   auto id = path_id(req, res);
   if (!id) return;
@@ -181,8 +240,7 @@ void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
   auto t0 = Clock::now();
   Json out;
-  // The output's share of the budget is held until the answer is built.
-  std::shared_ptr<engine::OutputLease> lease;
+  std::optional<engine::ExecResult> result;
   bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
     auto e = sb.exec(eo);
     if (!e && e.error().code() == ErrorCode::kGuestCommandNotFound) {
@@ -195,22 +253,12 @@ void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
       return std::nullopt;
     }
     if (!e) return e.error();
-    // Moved, not copied: up to two capped streams of guest output live here at once.
-    out = {{"stdout", std::move(e->stdout_data)},
-           {"stderr", std::move(e->stderr_data)},
-           {"exit_code", e->exit_code},
-           {"timed_out", e->timed_out},
-           {"duration_ms", e->duration_ms},
-           {"truncated", e->stdout_truncated || e->stderr_truncated},
-           {"stdout_truncated", e->stdout_truncated},
-           {"stderr_truncated", e->stderr_truncated},
-           {"stdout_bytes", e->stdout_bytes},
-           {"stderr_bytes", e->stderr_bytes}};
-    lease = e->lease;
+    result = std::move(*e);
     return std::nullopt;
   });
   if (!ok) return;
   ctx.metrics.observe_exec(seconds_since(t0));
+  if (result) return send_exec_result(res, *result);
   send_json(res, 200, out);
 }
 

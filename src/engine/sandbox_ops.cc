@@ -16,6 +16,15 @@ namespace {
 
 constexpr auto kFileOpTimeout = std::chrono::seconds(60);
 
+// A read reply that is neither full nor the last is legal (a file being written), but a guest
+// answering every chunk with one byte would keep a read going for billions of rounds.
+constexpr int kMaxShortReads = 64;
+Status count_short_read(int& short_reads, size_t got, bool eof, const std::string& path) {
+  if (eof || got >= proto::kChunkLen || ++short_reads <= kMaxShortReads) return {};
+  return make_error(ErrorCode::kAgentProtocol,
+                    "read " + path + ": the guest agent keeps answering with short chunks");
+}
+
 // Generous margin over the guest-side timeout: the agent kills the command itself and replies.
 std::chrono::milliseconds exec_wait(std::chrono::milliseconds guest_timeout) {
   if (guest_timeout.count() <= 0) return std::chrono::hours(24 * 365);
@@ -72,11 +81,14 @@ Result<ExecResult> Sandbox::exec(const ExecOptions& opts, EventFn on_output) {
     (err ? res.stderr_bytes : res.stdout_bytes) += data.size();
     if (on_output) return on_output(stream, data);
     std::string& into = err ? res.stderr_data : res.stdout_data;
+    bool& truncated = err ? res.stderr_truncated : res.stdout_truncated;
+    // Once a stream lost bytes nothing more is kept: what is kept is always a prefix.
+    if (truncated) return;
     size_t room = opts.max_output_bytes > into.size() ? opts.max_output_bytes - into.size() : 0;
     size_t want = std::min(room, data.size());
     size_t got = want ? res.lease->take(want) : 0;
     into.append(data.substr(0, got));
-    if (got < data.size()) (err ? res.stderr_truncated : res.stdout_truncated) = true;
+    if (got < data.size()) truncated = true;
   };
   auto r = call(std::move(req), stdin_bin, exec_wait(opts.timeout), sink);
   if (!r) {
@@ -120,6 +132,7 @@ Status Sandbox::write_file(const std::string& guest_path, std::string_view data,
 
 Result<std::string> Sandbox::read_file(const std::string& guest_path, size_t max_bytes) {
   std::string out;
+  int short_reads = 0;
   // Each round either ends the loop or adds at least one byte, and out never exceeds max_bytes.
   for (;;) {
     Json req = {{"op", "file_read"},
@@ -134,6 +147,7 @@ Result<std::string> Sandbox::read_file(const std::string& guest_path, size_t max
       return make_error(ErrorCode::kInvalidArgument,
                         "read " + guest_path + ": larger than " + std::to_string(max_bytes));
     }
+    FORKD_TRY(count_short_read(short_reads, r->bin.size(), rr->eof, guest_path));
     out += r->bin;
     if (rr->eof || r->bin.empty()) break;
   }
@@ -173,6 +187,7 @@ Status Sandbox::get_file(const std::string& guest_path, const std::string& host_
   auto fd = open_file(staged, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (!fd) return tl::unexpected(fd.error());
   uint64_t offset = 0;
+  int short_reads = 0;
   auto fail = [&](Error e) -> Status {
     ::unlink(staged.c_str());
     return tl::unexpected(std::move(e));
@@ -190,6 +205,9 @@ Status Sandbox::get_file(const std::string& guest_path, const std::string& host_
     if (offset + r->bin.size() > max_bytes) {
       return fail(Error(ErrorCode::kInvalidArgument, "read " + guest_path + ": larger than " +
                                                          std::to_string(max_bytes) + " bytes"));
+    }
+    if (auto st = count_short_read(short_reads, r->bin.size(), rr->eof, guest_path); !st) {
+      return fail(st.error());
     }
     if (auto st = write_all(fd->get(), r->bin); !st) return fail(st.error().wrap(host_path));
     offset += r->bin.size();
