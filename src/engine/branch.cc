@@ -176,6 +176,8 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
 
   std::optional<store::SnapshotMeta> parent;
   if (!opts.flat) parent = source_parent(snaps, rec, memory_mib);
+  // Replacing the very tag the source came from: a link to it would outlive its parent.
+  if (parent && parent->tag == tag) parent.reset();
 
   MigrateRequest mreq;
   mreq.source_dir = cfg.sandboxes_dir() + "/" + opts.sandbox_id;

@@ -174,7 +174,9 @@ Result<std::vector<std::string>> remove_tag(const EngineConfig& cfg, const std::
   std::vector<std::string> removed;
   for (const auto& t : doomed) {
     Pool(cfg).drain(t);
-    FORKD_TRY(snaps.remove(t));
+    // The last one (tag itself) is checked again under its lock: a link committed since the
+    // check above keeps it (force alone orphans links).
+    FORKD_TRY(snaps.remove(t, t == tag && mode != RemoveMode::kForce));
     resolver.forget(t);  // children running from it keep their mappings
     removed.push_back(t);
   }

@@ -194,6 +194,9 @@ Status MemoryResolver::adopt(const SnapshotMeta& meta, const std::string& full_p
   FORKD_TRY(make_dirs(cache_dir_));
   std::string dst = assembled_path(meta);
   ::chmod(full_path.c_str(), kTagFileMode);
+  // The stamp vouches for the content by the file's identity alone: the data must be on disk
+  // before the stamp can be.
+  FORKD_TRY(fsync_path(full_path));
   FORKD_TRY(rename_durable(full_path, dst));
   return stamp(dst, meta.content_hash());
 }

@@ -5,6 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <thread>
+
 #include "base/files.h"
 #include "store/tag_write.h"
 
@@ -34,9 +39,11 @@ class ChainTest : public ::testing::Test {
     EXPECT_TRUE(w->commit(m));
     return *store_->load(tag);
   }
-  // A link of parent whose whole memory is mem; returns its meta.
+  // A link of parent whose whole memory is mem; returns its meta. before_commit runs between
+  // writing the link and committing it (what another operation does meanwhile).
   Result<SnapshotMeta> link(const std::string& tag, const SnapshotMeta& parent,
-                            const std::string& mem, LinkWrite* out = nullptr) {
+                            const std::string& mem, LinkWrite* out = nullptr,
+                            const std::function<void()>& before_commit = {}) {
     auto write = TagWrite::begin(*store_, tag, false);
     if (!write) return tl::unexpected(write.error());
     const std::string* staging = &write->staging();
@@ -54,6 +61,7 @@ class ChainTest : public ::testing::Test {
     m.memory_sha256 = w->content_sha256;
     m.files["memory_diff"] = {};
     m.files["memory_pages"] = {};
+    if (before_commit) before_commit();
     FORKD_TRY(write->commit(m));
     return store_->load(tag);
   }
@@ -167,6 +175,51 @@ TEST_F(ChainTest, MissingParentAndCyclesAreReportedNotLoopedOn) {
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(r.error().message().find("gone"), std::string::npos);
+}
+
+// A parent removed or replaced while a link of it is written: the link is not committed, and a
+// removal that refuses dependents checks them under the parent's lock.
+TEST_F(ChainTest, ALinkNeedsItsParentUnchangedAndKeepsIt) {
+  auto a = base("a", memory('a'));
+  std::string m1 = memory('a');
+  m1[0] = 'b';
+  auto gone = link("l1", a, m1, nullptr, [&] { EXPECT_TRUE(store_->remove("a", true)); });
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(gone.error().code(), ErrorCode::kFailedPrecondition) << gone.error().describe();
+  EXPECT_FALSE(store_->exists("l1"));
+
+  auto b = base("b", memory('b'));
+  auto replaced = link("l2", b, m1, nullptr, [&] {
+    auto w = TagWrite::begin(*store_, "b", true);
+    ASSERT_TRUE(w);
+    ASSERT_TRUE(write_file_atomic(w->staging() + "/vmstate", "OTHER"));
+    ASSERT_TRUE(write_file_atomic(w->staging() + "/memory", memory('c')));
+    SnapshotMeta m = skeleton("b");
+    m.files["memory"] = {};
+    ASSERT_TRUE(w->commit(m));
+  });
+  ASSERT_FALSE(replaced);
+  EXPECT_EQ(replaced.error().code(), ErrorCode::kFailedPrecondition);
+
+  // The parent's lock held by another operation for a moment: the commit waits for it.
+  auto c = base("c", memory('c'));
+  std::jthread holder;
+  std::atomic<bool> locked{false};
+  auto waited = link("l3", c, m1, nullptr, [&] {
+    holder = std::jthread([&] {
+      auto l = store_->lock_tag("c");
+      locked = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    });
+    while (!locked) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  });
+  ASSERT_TRUE(waited) << waited.error().describe();
+  auto refused = store_->remove("c", true);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(refused.error().message().find("l3"), std::string::npos);
+  EXPECT_TRUE(store_->exists("c"));
+  EXPECT_TRUE(store_->remove("c")) << "without the check (force), it goes";
 }
 
 TEST_F(ChainTest, PendingRecordsListWritesAndDeadWritersReadAsFailed) {

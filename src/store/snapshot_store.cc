@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <set>
+#include <thread>
 
 #include "base/files.h"
 #include "base/paths.h"
@@ -207,6 +208,30 @@ Result<std::string> SnapshotStore::make_staging(const std::string& tag) const {
   return staging;
 }
 
+Result<FileLock> SnapshotStore::lock_tag_waiting(const std::string& tag,
+                                                 std::chrono::milliseconds wait) const {
+  auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    auto lock = lock_tag(tag);
+    if (lock || lock.error().code() != ErrorCode::kAlreadyExists ||
+        std::chrono::steady_clock::now() >= deadline) {
+      return lock;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+namespace {
+
+std::string dependents_error(const std::string& tag, const std::vector<std::string>& deps,
+                             const std::string& advice) {
+  std::string names;
+  for (const auto& d : deps) names += (names.empty() ? "" : ", ") + d;
+  return "tag " + tag + " is the parent of " + names + "; " + advice;
+}
+
+}  // namespace
+
 Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool replace) const {
   for (auto& [role, f] : meta.files) {
     std::string path = staging + "/" + snapshot_file_name(role);
@@ -221,6 +246,23 @@ Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool
   meta.status = "ready";
   FORKD_TRY(write_file_atomic(staging + "/snapshot.json", meta.to_json().dump(2) + "\n", 0600));
   FORKD_TRY(fsync_path(staging));
+  // A link appears only while its parent is what it was made from. Other links of the same
+  // parent commit one at a time here (milliseconds each), hence the wait.
+  FileLock parent_lock;
+  if (meta.parent_tag) {
+    const std::string& parent = *meta.parent_tag;
+    auto lock = lock_tag_waiting(parent, std::chrono::seconds(10));
+    if (!lock) return tl::unexpected(lock.error().wrap("commit " + meta.tag));
+    parent_lock = std::move(*lock);
+    auto pm = exists(parent)
+                  ? load(parent)
+                  : Result<SnapshotMeta>(tl::unexpected(Error(ErrorCode::kNotFound, "gone")));
+    if (!pm || pm->content_hash() != meta.parent_content_hash.value_or("")) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "tag " + meta.tag + ": its parent " + parent +
+                            " was removed or replaced while it was being written");
+    }
+  }
   std::string final_dir = dir(meta.tag);
   if (!path_exists(final_dir)) {
     // RENAME_NOREPLACE: a tag that appeared in between (it cannot, under the lock; a manual
@@ -239,12 +281,11 @@ Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool
                       "tag " + meta.tag + " already exists; use --force to replace it");
   }
   if (auto deps = direct_dependents(*this, meta.tag); !deps.empty()) {
-    std::string names;
-    for (const auto& d : deps) names += (names.empty() ? "" : ", ") + d;
     return make_error(ErrorCode::kFailedPrecondition,
-                      "tag " + meta.tag + " is the parent of " + names +
-                          "; replacing it would orphan them (remove them first, e.g. forkd rmi " +
-                          meta.tag + " --cascade)");
+                      dependents_error(meta.tag, deps,
+                                       "replacing it would orphan them (remove them first, e.g. "
+                                       "forkd rmi " +
+                                           meta.tag + " --cascade)"));
   }
   // One atomic step: the new tag takes the name, the old one takes the staging name.
   if (::renameat2(AT_FDCWD, staging.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0) {
@@ -258,7 +299,7 @@ Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool
   return {};
 }
 
-Status SnapshotStore::remove(const std::string& tag) const {
+Status SnapshotStore::remove(const std::string& tag, bool refuse_dependents) const {
   FORKD_TRY(validate_tag(tag));
   std::string d = dir(tag);
   auto lock = lock_tag(tag);
@@ -271,6 +312,15 @@ Status SnapshotStore::remove(const std::string& tag) const {
     }
     return make_error(ErrorCode::kNotFound, "unknown tag '" + tag + "'");
   }
+  if (refuse_dependents) {
+    if (auto deps = direct_dependents(*this, tag); !deps.empty()) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        dependents_error(tag, deps,
+                                         "remove them first, or use cascade (remove them too) "
+                                         "or force (leave them orphaned)"));
+    }
+  }
+  end_pending(tag);  // a failed rewrite's record of this tag goes with it
   // Rename first so a half-removed tag is never visible under its name.
   std::string doomed = root_ + "/" + leftover_name(".removing-", tag);
   if (::rename(d.c_str(), doomed.c_str()) != 0) return errno_error(errno, "remove tag " + tag);
@@ -329,8 +379,12 @@ int SnapshotStore::cleanup_stale() const {
   for (const auto& name : list_dir_names(root_)) {
     if (auto t = leftover_tag(name); !t.empty()) tags.insert(t);
   }
+  // Records that still say "writing" on disk (a settled failure is left alone: locking its tag
+  // on every call would race a user's retry of that very tag).
   for (const auto& p : list_pending()) {
-    if (p.status == "failed" && p.error.find(") died") != std::string::npos) tags.insert(p.tag);
+    auto text = read_file(root_ + "/" + kPendingPrefix + p.tag + ".json", 1 << 16);
+    auto raw = text ? parse_pending(*text) : std::nullopt;
+    if (raw && raw->status == "writing" && p.status == "failed") tags.insert(p.tag);
   }
   for (const auto& tag : tags) {
     // Only under the tag's lock: a live writer keeps its own.

@@ -6,6 +6,7 @@
 // leftovers of a tag (.staging-, .old-, .removing-<tag>-<hex>) are removed only under it.
 #include <sys/types.h>
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,14 +62,20 @@ class SnapshotStore {
   // Takes tag's lock (kAlreadyExists when another operation holds it) and removes the tag's
   // leftovers of earlier, dead writers.
   Result<FileLock> lock_tag(const std::string& tag) const;
+  // lock_tag, retried for up to wait while another operation holds it.
+  Result<FileLock> lock_tag_waiting(const std::string& tag, std::chrono::milliseconds wait) const;
   // A fresh, uniquely named staging directory for tag. The caller holds the tag's lock.
   Result<std::string> make_staging(const std::string& tag) const;
   // Hashes the files listed in meta.files (filling size and sha256), records verification
   // stamps, writes snapshot.json and renames staging into place (see TagWrite::commit, the only
-  // caller; it holds the tag's lock).
+  // caller; it holds the tag's lock). A chain link is put in place under its parent's lock too,
+  // once the parent is found unchanged (kFailedPrecondition if it was removed or replaced
+  // meanwhile): a removal of the parent, which checks dependents under that lock, sees it.
   Status commit(const std::string& staging, SnapshotMeta meta, bool replace) const;
-  // Removes a tag (under its lock; kAlreadyExists while it is being written).
-  Status remove(const std::string& tag) const;
+  // Removes a tag (under its lock; kAlreadyExists while it is being written). With
+  // refuse_dependents, a tag that is a chain link's parent is kept (kFailedPrecondition naming
+  // them), checked under the lock, so a link being committed cannot slip in between.
+  Status remove(const std::string& tag, bool refuse_dependents = false) const;
   // Lists tag as being written (status "writing") until end_pending. The caller holds the
   // tag's lock (a TagWrite); kAlreadyExists when the tag exists, unless replace.
   Status begin_pending(const PendingTag& p, bool replace = false) const;

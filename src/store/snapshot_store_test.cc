@@ -184,7 +184,7 @@ TEST_F(StoreTest, ReplaceIsRefusedWhileTheTagHasDependents) {
   make("parent", "P");
   auto link = meta_of("child");
   link.parent_tag = "parent";
-  link.parent_content_hash = std::string(64, 'a');
+  link.parent_content_hash = store_->load("parent")->content_hash();
   link.memory_sha256 = std::string(64, 'b');
   link.files.erase("memory");
   link.files["memory_diff"] = {};
