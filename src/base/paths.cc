@@ -23,7 +23,16 @@ std::string env_or_empty(const char* name) {
 
 std::string forkd_home() {
   std::string home = env_or_empty("FORKD_HOME");
-  if (!home.empty()) return home;
+  // Absolute: QEMUs are found by the paths in their command lines, and a relative home would
+  // match any path with that tail.
+  if (!home.empty()) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(home, ec);
+    if (ec) return home;
+    home = abs.lexically_normal().string();
+    while (home.size() > 1 && home.back() == '/') home.pop_back();
+    return home;
+  }
   if (::geteuid() == 0) return "/var/lib/forkd";
   std::string user_home = env_or_empty("HOME");
   if (user_home.empty()) user_home = "/tmp";

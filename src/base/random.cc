@@ -1,8 +1,11 @@
 #include "base/random.h"
 
+#include <fcntl.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 
 namespace forkd {
 
@@ -11,8 +14,26 @@ std::string random_bytes(size_t n) {
   size_t got = 0;
   while (got < n) {
     ssize_t r = ::getrandom(out.data() + got, n - got, 0);
-    if (r > 0) got += static_cast<size_t>(r);
+    if (r > 0) {
+      got += static_cast<size_t>(r);
+    } else if (r < 0 && errno != EINTR) {
+      break;  // no getrandom (a seccomp filter, an old kernel): the device below
+    }
   }
+  if (got < n) {
+    int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    while (fd >= 0 && got < n) {
+      ssize_t r = ::read(fd, out.data() + got, n - got);
+      if (r > 0) {
+        got += static_cast<size_t>(r);
+      } else if (r == 0 || errno != EINTR) {
+        break;
+      }
+    }
+    if (fd >= 0) ::close(fd);
+  }
+  // Names and tokens must never be predictable; without randomness there is no safe answer.
+  if (got < n) std::abort();
   return out;
 }
 

@@ -26,12 +26,17 @@ void BackgroundWork::spawn(std::string what, std::function<void()> body) {
   std::erase_if(tasks_, [](const Task& t) { return t.done->load(); });  // joins finished ones
   auto done = std::make_shared<std::atomic<bool>>(false);
   running_.fetch_add(1);
-  tasks_.push_back({std::jthread([this, what = std::move(what), body = std::move(body), done] {
-                      guarded(what, body);
-                      running_.fetch_sub(1);
-                      *done = true;
-                    }),
-                    done});
+  try {
+    tasks_.push_back({std::jthread([this, what = std::move(what), body = std::move(body), done] {
+                        guarded(what, body);
+                        running_.fetch_sub(1);
+                        *done = true;
+                      }),
+                      done});
+  } catch (...) {  // no thread (EAGAIN): nothing runs, and the request fails
+    running_.fetch_sub(1);
+    throw;
+  }
 }
 
 void BranchSlot::refuse(httplib::Response& res) const {

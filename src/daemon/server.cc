@@ -71,7 +71,7 @@ class Listener : public Base {
     // other threads run.
     std::string parent = std::filesystem::path(path).parent_path().string();
     if (parent.empty()) parent = ".";
-    std::string private_dir = parent + "/.forkd-sock-XXXXXX";
+    std::string private_dir = parent + "/.fsk-XXXXXX";  // short: sun_path has 108 bytes
     if (::mkdtemp(private_dir.data()) == nullptr) return errno_error(errno, "mkdtemp " + parent);
     struct RemoveDir {
       std::string d;

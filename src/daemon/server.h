@@ -27,8 +27,10 @@ struct ServeOptions {
   // Connections queued or served at once, over every listener; beyond it the answer is 503.
   int max_inflight = 64;
   // Long requests (every POST: exec, eval, fork, snapshot, branch ...) at once, all sandboxes;
-  // beyond it 503. At most threads - 1: the rest of the workers stay free for short requests (healthz,
-  // lists, GETs), which therefore never wait behind a guest. 0: threads - 4.
+  // beyond it 503. At most threads - 1: the rest of the workers stay free for short requests
+  // (healthz, lists, GETs), which do not wait behind a guest (only behind other short work:
+  // DELETEs, which end with a QEMU's exit, and idle keep-alive connections, held up to httplib's 5
+  // s). 0: threads - 4.
   int max_long_requests = 0;
   // Execs running at once on one sandbox; beyond it the answer is 429. Well under the long cap,
   // so one sandbox cannot take every long slot either.

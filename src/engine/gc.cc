@@ -25,7 +25,6 @@ namespace forkd::engine {
 
 std::vector<int> qemu_pids_in(const std::string& dir) {
   std::vector<int> out;
-  const std::string needle = dir + "/";
   DIR* d = ::opendir("/proc");
   if (!d) return out;
   while (auto* e = ::readdir(d)) {
@@ -36,7 +35,7 @@ std::vector<int> qemu_pids_in(const std::string& dir) {
     // argv[0] is the QEMU binary; the run dir appears in its socket and pid file options.
     std::string argv0 = cmd->substr(0, cmd->find('\0'));
     if (argv0.find("qemu-system") == std::string::npos) continue;
-    if (cmd->find(needle) != std::string::npos) out.push_back(pid);
+    if (cmdline_names_dir(*cmd, dir)) out.push_back(pid);
   }
   ::closedir(d);
   return out;
@@ -132,10 +131,12 @@ GcReport gc(const EngineConfig& cfg) {
   r.pool_members = Pool(cfg).prune();
   // Run dirs nobody holds and nothing records: a launcher died between starting QEMU and
   // writing the record (or the record's QEMU was removed by hand).
-  auto members = Pool(cfg).member_ids();
+  // Asked again once the dir is locked: a pool filler may have recorded it as a member and let
+  // go in between, so the members are read afresh (only unrecorded dirs get this far).
   auto unowned = [&](const std::string& id) {
     std::string dir = cfg.sandboxes_dir() + "/" + id;
-    return is_safe_name(id) && !path_exists(dir + "/sandbox.json") && !members.count(id);
+    return is_safe_name(id) && !path_exists(dir + "/sandbox.json") &&
+           !Pool(cfg).member_ids().count(id);
   };
   auto killed = [&r](const std::string& dir) { r.orphan_qemus += kill_qemus_in(dir); };
   for (auto& name : reap_dirs(cfg.sandboxes_dir(), unowned, killed)) {

@@ -33,10 +33,22 @@ bool marked_unresponsive(const std::string& run_dir) {
   return path_exists(run_dir + kUnresponsiveFile);
 }
 
+bool cmdline_names_dir(std::string_view cmdline, const std::string& dir) {
+  const std::string needle = dir + "/";
+  for (size_t at = cmdline.find(needle); at != std::string_view::npos;
+       at = cmdline.find(needle, at + 1)) {
+    // Where an argument or an option's value starts (path=..., a,b lists), not the tail of some
+    // longer path such as /other/root<dir>/.
+    char before = at == 0 ? '\0' : cmdline[at - 1];
+    if (before == '\0' || before == '=' || before == ',' || before == ':') return true;
+  }
+  return false;
+}
+
 bool qemu_owns_dir(int pid, const std::string& run_dir) {
   if (pid <= 1) return false;
   auto cmd = read_file("/proc/" + std::to_string(pid) + "/cmdline", 1 << 20);
-  return cmd && cmd->find(run_dir + "/") != std::string::npos;
+  return cmd && cmdline_names_dir(*cmd, run_dir);
 }
 
 Result<ProcMemory> process_memory(int pid) {

@@ -2,6 +2,7 @@
 // The sandboxes recorded under $FORKD_HOME/sandboxes/: listing and removal by any forkd process.
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/error.h"
@@ -34,6 +35,10 @@ bool marked_unresponsive(const std::string& run_dir);
 
 // True when pid is a live QEMU whose command line names run_dir.
 bool qemu_owns_dir(int pid, const std::string& run_dir);
+
+// Whether a QEMU command line (NUL-separated) names a path under dir: at the start of an
+// argument or of an option's value, never as the tail of a longer path.
+bool cmdline_names_dir(std::string_view cmdline, const std::string& dir);
 
 // Stops a sandbox (QMP quit, then SIGTERM/SIGKILL) and removes its run dir. kNotFound when the
 // id is unknown.

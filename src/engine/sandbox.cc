@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <ctime>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -33,17 +34,17 @@ std::mutex g_owned_mu;
 std::set<Sandbox*> g_owned;
 
 // Stops a booting guest that floods its console file: checks the file's size every 100 ms and
-// SIGKILLs QEMU past kMaxBootConsoleBytes.
+// calls kill (SIGKILL of QEMU, through its pidfd) past kMaxBootConsoleBytes.
 class ConsoleWatch {
  public:
-  ConsoleWatch(std::string path, pid_t pid)
-      : thread_([this, path = std::move(path), pid](std::stop_token st) {
+  ConsoleWatch(std::string path, std::function<void()> kill)
+      : thread_([this, path = std::move(path), kill = std::move(kill)](std::stop_token st) {
           while (!st.stop_requested()) {
             struct stat sb {};
             if (::stat(path.c_str(), &sb) == 0 &&
                 static_cast<uint64_t>(sb.st_size) > vmm::kMaxBootConsoleBytes) {
               tripped_ = true;
-              ::kill(pid, SIGKILL);
+              kill();
               return;
             }
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -89,23 +90,19 @@ Sandbox::~Sandbox() {
 
 void Sandbox::destroy_all_owned() {
   std::lock_guard lock(g_owned_mu);
-  // Kill all, then wait for all (through pidfds of our own, leaving the reaping to the owners):
-  // when this returns no owned QEMU runs, and its dir is gone.
-  std::vector<std::pair<UniqueFd, std::string>> dying;
+  // Kill all, then wait for all, through each VM's pidfd (immune to pid reuse, even for one its
+  // owner has reaped meanwhile): when this returns no owned QEMU runs, and its dir is gone.
+  std::vector<Sandbox*> dying;
   for (Sandbox* sb : g_owned) {
-    if (!sb->owned_ || sb->qemu_pid() <= 0) continue;
-    UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, sb->qemu_pid(), 0)));
-    ::kill(sb->qemu_pid(), SIGKILL);
-    dying.emplace_back(std::move(pidfd), sb->dir_);
+    if (!sb->owned_.load()) continue;
+    sb->vm_.signal(SIGKILL);
+    dying.push_back(sb);
   }
   auto deadline = Clock::now() + std::chrono::seconds(5);
-  for (auto& [pidfd, dir] : dying) {
-    if (pidfd.valid()) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{pidfd.get(), POLLIN, 0};
-      (void)::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, left.count())));
-    }
-    (void)remove_tree(dir);
+  for (Sandbox* sb : dying) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    (void)sb->vm_.wait_exit(std::max(left, std::chrono::milliseconds(0)));
+    (void)remove_tree(sb->dir_);
   }
 }
 
@@ -180,7 +177,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   // Until the agent answers, the console goes to a file (so a kernel panic's last words survive
   // QEMU), watched: past kMaxBootConsoleBytes the boot is given up. Then the console moves into
   // QEMU's bounded ring.
-  ConsoleWatch watch(vc->console_log, sb->qemu_pid());
+  ConsoleWatch watch(vc->console_log, [vm = &sb->vm_] { vm->signal(SIGKILL); });
   auto agent = AgentClient::connect(vc->agent_socket, std::chrono::seconds(10));
   if (!agent) return tl::unexpected(agent.error().wrap("boot " + opts.image));
   sb->agent_ = std::move(*agent);
@@ -252,8 +249,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::attach(const EngineConfig& cfg, const 
 }
 
 void Sandbox::destroy() {
-  if (destroyed_) return;
-  destroyed_ = true;
+  if (destroyed_.exchange(true)) return;
   stop_vm();
   (void)remove_tree(dir_);
 }

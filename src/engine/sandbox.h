@@ -195,8 +195,9 @@ class Sandbox {
   BootTimings timings_;
   RestoreTimings restore_timings_;
   Json record_;  // sandbox.json
-  bool destroyed_ = false;
-  bool owned_ = true;
+  // Read by another thread's destroy_all_owned (the Ctrl-C path).
+  std::atomic<bool> destroyed_{false};
+  std::atomic<bool> owned_{true};
 };
 
 }  // namespace forkd::engine
