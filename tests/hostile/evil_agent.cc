@@ -22,6 +22,8 @@
 //                  (the port stays open and is still drained)
 //   stop-reading   holds the port and never reads or writes again
 //   flood-frames   valid 1 MiB stdout events for unknown ids, as fast as the port takes them
+//   deep-nesting   replies with the right id whose "x" is an array nested ~400k levels deep (a
+//                  frame just under the JSON limit): copied naively, it overflows a stack
 //   forge-resumed  a correct hello/ping/exec (exec is not run: exit 0, no output), but `resumed`
 //                  answered with "reseeded":"x"
 #include <dirent.h>
@@ -64,7 +66,7 @@ constexpr long kSysPidfdGetfd = SYS_pidfd_getfd;
 #endif
 
 const char* const kModes[] = {"wrong-types",  "unknown-ids",  "absurd-length", "never-ends",
-                              "stop-reading", "flood-frames", "forge-resumed"};
+                              "stop-reading", "flood-frames", "deep-nesting",  "forge-resumed"};
 
 int usage(FILE* out) {
   std::fprintf(out,
@@ -318,6 +320,7 @@ class Evil {
     if (mode_ == "unknown-ids") return unknown_ids(id);
     if (mode_ == "absurd-length") return absurd_length();
     if (mode_ == "never-ends") return never_ends(id);
+    if (mode_ == "deep-nesting") return deep_nesting(id);
     if (mode_ == "forge-resumed") return forge_resumed(id, op, req);
     // flood-frames: requests are drained and never answered.
   }
@@ -389,6 +392,14 @@ class Evil {
     out += header(forkd::proto::kMaxJsonLen, forkd::proto::kMaxBinLen) +
            garbage(forkd::proto::kMaxJsonLen + forkd::proto::kMaxBinLen);
     (void)write_all(fd_, out, 5000);
+  }
+
+  void deep_nesting(uint64_t id) {
+    // Written as text: building it as a Json here would recurse just the same.
+    std::string head = "{\"id\":" + std::to_string(id) + ",\"ok\":true,\"pid\":1,\"x\":";
+    size_t depth = (forkd::proto::kMaxJsonLen - head.size() - 1) / 2;
+    std::string json = head + std::string(depth, '[') + std::string(depth, ']') + "}";
+    (void)write_all(fd_, header(static_cast<uint32_t>(json.size()), 0) + json, 5000);
   }
 
   void never_ends(uint64_t id) {

@@ -558,6 +558,8 @@ TEST_F(HostileGuest, AbsurdLength) { ping_case("absurd-length"); }
 
 TEST_F(HostileGuest, NeverEnds) { ping_case("never-ends"); }
 
+TEST_F(HostileGuest, DeepNesting) { ping_case("deep-nesting"); }
+
 TEST_F(HostileGuest, FloodFrames) { ping_case("flood-frames"); }
 
 TEST_F(HostileGuest, StopReading) {
