@@ -59,15 +59,23 @@ int kill_qemus_in(const std::string& dir) {
   return static_cast<int>(pids.size());
 }
 
+namespace {
+
+// A run dir that neither a record nor a pool member owns: its launcher died, or has not
+// recorded it yet. Members are read afresh on every call: a filler may have just recorded one.
+bool unowned_run_dir(const EngineConfig& cfg, const std::string& id) {
+  return is_safe_name(id) && !path_exists(cfg.sandboxes_dir() + "/" + id + "/sandbox.json") &&
+         !Pool(cfg).member_ids().count(id);
+}
+
+}  // namespace
+
 int kill_unrecorded_children(const EngineConfig& cfg) {
-  auto members = Pool(cfg).member_ids();
   std::vector<int> doomed;
   const std::string me = std::to_string(::getpid());
   for (const auto& name : list_dir_names(cfg.sandboxes_dir())) {
-    if (!is_safe_name(name) || members.count(name)) continue;
-    std::string dir = cfg.sandboxes_dir() + "/" + name;
-    if (path_exists(dir + "/sandbox.json")) continue;
-    for (int pid : qemu_pids_in(dir)) {
+    if (!unowned_run_dir(cfg, name)) continue;
+    for (int pid : qemu_pids_in(cfg.sandboxes_dir() + "/" + name)) {
       // Only our own children: another process may be launching this one.
       auto stat = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
       if (!stat) continue;
@@ -131,13 +139,8 @@ GcReport gc(const EngineConfig& cfg) {
   r.pool_members = Pool(cfg).prune();
   // Run dirs nobody holds and nothing records: a launcher died between starting QEMU and
   // writing the record (or the record's QEMU was removed by hand).
-  // Asked again once the dir is locked: a pool filler may have recorded it as a member and let
-  // go in between, so the members are read afresh (only unrecorded dirs get this far).
-  auto unowned = [&](const std::string& id) {
-    std::string dir = cfg.sandboxes_dir() + "/" + id;
-    return is_safe_name(id) && !path_exists(dir + "/sandbox.json") &&
-           !Pool(cfg).member_ids().count(id);
-  };
+  // Asked again once the dir is locked (the owner may have recorded it and let go in between).
+  auto unowned = [&](const std::string& id) { return unowned_run_dir(cfg, id); };
   auto killed = [&r](const std::string& dir) { r.orphan_qemus += kill_qemus_in(dir); };
   for (auto& name : reap_dirs(cfg.sandboxes_dir(), unowned, killed)) {
     r.orphan_dirs.push_back("sandboxes/" + name);
