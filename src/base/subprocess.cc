@@ -1,6 +1,7 @@
 #include "base/subprocess.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -9,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -41,46 +43,136 @@ std::vector<std::string> merged_env(const std::map<std::string, std::string>& ex
 
 namespace {
 
+// Formats n in decimal into buf (no allocation: runs between fork and exec). Returns the length.
+size_t format_pid(pid_t n, char* buf) {
+  char tmp[16];
+  size_t len = 0;
+  do {
+    tmp[len++] = static_cast<char>('0' + n % 10);
+    n /= 10;
+  } while (n > 0 && len < sizeof tmp);
+  for (size_t i = 0; i < len; ++i) buf[i] = tmp[len - 1 - i];
+  return len;
+}
+
+// What the child reports through its CLOEXEC pipe when a step before exec fails.
+struct ChildFailure {
+  int step;
+  int err;
+};
+constexpr const char* kSteps[] = {"join cgroup", "setgroups",       "setresgid",
+                                  "setresuid",   "no_new_privs",    "death signal",
+                                  "chdir",       "pass descriptor", "exec"};
+enum Step { kJoin, kSetgroups, kSetgid, kSetuid, kNoNewPrivs, kDeathSig, kChdir, kPassFd, kExec };
+
+[[noreturn]] void child_fail(int report_fd, int step) {
+  ChildFailure f{step, errno};
+  (void)!::write(report_fd, &f, sizeof f);
+  ::_exit(127);
+}
+
+// The child's side of fork_exec: only async-signal-safe calls.
+[[noreturn]] void child_exec(const SpawnOptions& opts, const char* path, char* const* cargv,
+                             char* const* cenv, int null_fd, pid_t parent, int report_fd) {
+  // (report_fd is moved above the passed descriptors below; failures before use the original.)
+  char num[16];
+  size_t len = format_pid(::getpid(), num);
+  for (int fd : opts.cgroup_procs_fds) {
+    if (::write(fd, num, len) != static_cast<ssize_t>(len)) child_fail(report_fd, kJoin);
+  }
+  if (opts.new_session) ::setsid();
+  sigset_t empty;
+  sigemptyset(&empty);
+  ::sigprocmask(SIG_SETMASK, &empty, nullptr);
+  int in = opts.stdin_fd >= 0 ? opts.stdin_fd : null_fd;
+  if (in >= 0) ::dup2(in, 0);
+  if (opts.stdout_fd >= 0) ::dup2(opts.stdout_fd, 1);
+  if (opts.stderr_fd >= 0) ::dup2(opts.stderr_fd, 2);
+  if (opts.cwd && ::chdir(opts.cwd->c_str()) != 0) child_fail(report_fd, kChdir);
+  if (opts.drop_to) {
+    if (::setgroups(0, nullptr) != 0) child_fail(report_fd, kSetgroups);
+    gid_t g = opts.drop_to->gid;
+    uid_t u = opts.drop_to->uid;
+    if (::setresgid(g, g, g) != 0) child_fail(report_fd, kSetgid);
+    if (::setresuid(u, u, u) != 0) child_fail(report_fd, kSetuid);
+  }
+  if (opts.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+    child_fail(report_fd, kNoNewPrivs);
+  }
+  // After the credential change, which clears a death signal set earlier.
+  if (opts.die_with_parent) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(report_fd, kDeathSig);
+    if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
+  }
+  // Passed descriptors go to 3, 4, ...: first (with the report pipe) above everything involved,
+  // then down into place, so no dup2 overwrites a descriptor still to be moved.
+  const size_t n = opts.pass_fds.size();
+  if (n > 64) child_fail(report_fd, kPassFd);
+  int floor = static_cast<int>(3 + n);
+  for (int fd : opts.pass_fds) floor = fd >= floor ? fd + 1 : floor;
+  if (report_fd >= floor) floor = report_fd + 1;
+  int rep = ::fcntl(report_fd, F_DUPFD_CLOEXEC, floor);  // the lowest free one >= floor
+  if (rep < 0) child_fail(report_fd, kPassFd);
+  report_fd = rep;
+  int high[64];
+  for (size_t i = 0; i < n; ++i) {
+    high[i] = ::fcntl(opts.pass_fds[i], F_DUPFD_CLOEXEC, rep + 1);
+    if (high[i] < 0) child_fail(report_fd, kPassFd);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (::dup2(high[i], static_cast<int>(3 + i)) < 0) child_fail(report_fd, kPassFd);
+  }
+  // Nothing else crosses into the child, whatever a library opened without O_CLOEXEC (an HTTP
+  // server's accepted sockets, for one). The report pipe is CLOEXEC: exec closes it.
+  const auto first = static_cast<unsigned>(3 + n);
+  if (static_cast<unsigned>(rep) > first) {
+    ::syscall(SYS_close_range, first, static_cast<unsigned>(rep - 1), 0u);
+  }
+  ::syscall(SYS_close_range, static_cast<unsigned>(rep + 1), ~0u, 0u);
+  ::execve(path, cargv, cenv);
+  child_fail(report_fd, kExec);
+}
+
 // fork+exec for options posix_spawn cannot express. Everything the child needs is prepared
 // before fork(); between fork and exec the child calls only async-signal-safe functions.
 Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions& opts,
                         char* const* cargv, char* const* cenv) {
   std::string path = find_in_path(argv[0]);
   if (path.empty()) return errno_error(ENOENT, "spawn " + argv[0]);
-  int null_fd = -1;
+  UniqueFd null_fd;
   if (opts.stdin_fd < 0 && opts.null_stdin) {
-    null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null_fd < 0) return errno_error(errno, "open /dev/null");
+    null_fd = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!null_fd) return errno_error(errno, "open /dev/null");
   }
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return errno_error(errno, "pipe");
+  UniqueFd report_rd(pipe_fds[0]), report_wr(pipe_fds[1]);
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid < 0) {
-    int err = errno;
-    if (null_fd >= 0) ::close(null_fd);
-    return errno_error(err, "fork");
-  }
+  if (pid < 0) return errno_error(errno, "fork");
   if (pid == 0) {
-    if (opts.die_with_parent) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      if (::getppid() != parent) ::_exit(127);  // the parent died before prctl took effect
-    }
-    if (opts.new_session) ::setsid();
-    sigset_t empty;
-    sigemptyset(&empty);
-    ::sigprocmask(SIG_SETMASK, &empty, nullptr);
-    int in = opts.stdin_fd >= 0 ? opts.stdin_fd : null_fd;
-    if (in >= 0) ::dup2(in, 0);
-    if (opts.stdout_fd >= 0) ::dup2(opts.stdout_fd, 1);
-    if (opts.stderr_fd >= 0) ::dup2(opts.stderr_fd, 2);
-    if (opts.cwd && ::chdir(opts.cwd->c_str()) != 0) ::_exit(127);
-    // Nothing but 0-2 crosses into the child, whatever a library opened without O_CLOEXEC (an
-    // HTTP server's accepted sockets, for one).
-    ::syscall(SYS_close_range, 3u, ~0u, 0u);
-    ::execve(path.c_str(), cargv, cenv);
-    ::_exit(127);
+    child_exec(opts, path.c_str(), cargv, cenv, null_fd.get(), parent, report_wr.get());
   }
-  if (null_fd >= 0) ::close(null_fd);
+  report_wr.reset();
+  // EOF: exec happened. A record: a step failed, and the child has exited (reap it).
+  ChildFailure f{};
+  ssize_t got;
+  do {
+    got = ::read(report_rd.get(), &f, sizeof f);
+  } while (got < 0 && errno == EINTR);
+  if (got == static_cast<ssize_t>(sizeof f)) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    const char* step = f.step >= 0 && f.step <= kExec ? kSteps[f.step] : "?";
+    return errno_error(f.err, "spawn " + argv[0] + ": " + step);
+  }
   return pid;
+}
+
+bool needs_fork_exec(const SpawnOptions& o) {
+  return o.die_with_parent || !o.pass_fds.empty() || !o.cgroup_procs_fds.empty() ||
+         o.drop_to.has_value() || o.no_new_privs;
 }
 
 }  // namespace
@@ -95,7 +187,7 @@ Result<Child> Child::spawn(const std::vector<std::string>& argv, const SpawnOpti
   std::vector<char*> cenv;
   for (auto& e : env) cenv.push_back(e.data());
   cenv.push_back(nullptr);
-  if (opts.die_with_parent) {
+  if (needs_fork_exec(opts)) {
     auto pid = fork_exec(argv, opts, cargv.data(), cenv.data());
     if (!pid) return tl::unexpected(pid.error());
     int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0));

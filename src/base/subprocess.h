@@ -28,6 +28,22 @@ struct SpawnOptions {
   std::optional<std::string> cwd;
   // Extra variables added to the current environment.
   std::map<std::string, std::string> env;
+
+  // The jail (each of these makes spawn use fork+exec; every step failing fails the spawn with
+  // the step's name and errno, reported back before spawn returns):
+  // Descriptors the child keeps, renumbered 3, 4, ... in this order (CLOEXEC cleared); every
+  // other descriptor above 2 is closed.
+  std::vector<int> pass_fds;
+  // Open cgroup.procs (or tasks) files: the child writes its own pid to each before anything
+  // else, so it never runs outside its cgroups.
+  std::vector<int> cgroup_procs_fds;
+  // Drop to this uid/gid with no supplementary groups (setgroups(0), setresgid, setresuid).
+  struct Credentials {
+    uid_t uid = 0;
+    gid_t gid = 0;
+  };
+  std::optional<Credentials> drop_to;
+  bool no_new_privs = false;  // PR_SET_NO_NEW_PRIVS before exec
 };
 
 class Child {
