@@ -1,5 +1,7 @@
 #include "vmm/qemu_cmdline.h"
 
+#include <unistd.h>
+
 #include <string>
 
 namespace forkd::vmm {
@@ -28,6 +30,11 @@ std::string virtio_device(MachineType m, const std::string& base) {
 uint64_t guest_ram_bytes(int memory_mib, Accel accel) {
   uint64_t bytes = static_cast<uint64_t>(memory_mib) << 20;
   return accel == Accel::kTcg ? bytes + kTcgRamPadBytes : bytes;
+}
+
+std::string default_bios(MachineType m) {
+  if (m != MachineType::kMicrovm) return {};
+  return ::access("/usr/share/qemu/qboot.rom", R_OK) == 0 ? "qboot.rom" : "";
 }
 
 std::string_view machine_name(MachineType m) {
@@ -81,9 +88,11 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   if (!cfg.memory_file.empty()) {
     add("-object", "memory-backend-file,id=mem,size=" + ram +
                        ",mem-path=" + qemu_opt_escape(cfg.memory_file) +
-                       ",share=" + (cfg.memory_share ? "on" : "off"));
+                       ",share=" + (cfg.memory_share ? "on" : "off") +
+                       (!cfg.memory_share && cfg.memory_readonly ? ",readonly=on,rom=off" : ""));
   }
 
+  if (!cfg.bios.empty()) add("-bios", cfg.bios);
   if (!cfg.kernel.empty()) add("-kernel", cfg.kernel);
   if (!cfg.initrd.empty()) add("-initrd", cfg.initrd);
   if (!cfg.kernel_append.empty()) add("-append", cfg.kernel_append);
@@ -105,13 +114,16 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   add("-serial", std::string("chardev:") + kConsoleChardev);
 
   // QMP control socket.
-  add("-chardev", "socket,id=qmp,path=" + qemu_opt_escape(cfg.qmp_socket) + ",server=on,wait=off");
+  auto listener = [](const std::string& path, int fd) {
+    return fd >= 0 ? "fd=" + std::to_string(fd) : "path=" + qemu_opt_escape(path);
+  };
+  add("-chardev", "socket,id=qmp," + listener(cfg.qmp_socket, cfg.qmp_fd) + ",server=on,wait=off");
   add("-mon", "chardev=qmp,mode=control");
 
   // Guest agent channel: virtio-serial port org.forkd.agent (/dev/vport0p1 in the guest).
   add("-device", virtio_device(cfg.machine, "virtio-serial") + ",id=vser");
   add("-chardev",
-      "socket,id=agent,path=" + qemu_opt_escape(cfg.agent_socket) + ",server=on,wait=off");
+      "socket,id=agent," + listener(cfg.agent_socket, cfg.agent_fd) + ",server=on,wait=off");
   add("-device", "virtserialport,bus=vser.0,chardev=agent,name=org.forkd.agent");
 
   if (cfg.disk) {
@@ -138,9 +150,7 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
     // spawn=deny kills it with SIGSYS and elevateprivileges=deny makes it exit 1 (measured).
     // With -daemonize only the compatible subset is possible; VmProcess::launch therefore does
     // not use -daemonize and gets the full jail.
-    add("-sandbox", cfg.daemonize ? "on,obsolete=deny,resourcecontrol=deny"
-                                  : "on,obsolete=deny,elevateprivileges=deny,spawn=deny,"
-                                    "resourcecontrol=deny");
+    add("-sandbox", cfg.daemonize ? "on,obsolete=deny,resourcecontrol=deny" : kSeccompOptions);
   }
   if (cfg.daemonize) a.push_back("-daemonize");
   if (!cfg.pid_file.empty()) add("-pidfile", cfg.pid_file);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "vmm/accel.h"
+#include "vmm/jail.h"
 
 namespace forkd::vmm {
 
@@ -38,6 +39,13 @@ struct VmConfig {
   // with share=on|off (share=off maps it MAP_PRIVATE, i.e. copy-on-write).
   std::string memory_file;
   bool memory_share = false;
+  // With share=off: open the file read-only and still give the guest writable (copy-on-write)
+  // RAM (readonly=on,rom=off; QEMU 8.2+). A jailed QEMU can only read a tag's memory.
+  bool memory_readonly = false;
+  // Firmware (-bios), a name QEMU finds in its data dir; empty: QEMU's default. microvm gets qboot
+  // (see default_bios): the SeaBIOS microvm build of bookworm-backports (1.16.3) never reaches
+  // the kernel under TCG, and qboot boots it directly, faster.
+  std::string bios;
   std::string kernel;
   std::string initrd;  // optional
   std::string kernel_append;
@@ -46,6 +54,10 @@ struct VmConfig {
   // Run-dir files.
   std::string qmp_socket;
   std::string agent_socket;  // virtio-serial port org.forkd.agent, QEMU is the listening side
+  // When >= 0: QEMU gets these sockets already listening, as these descriptor numbers (chardev
+  // fd=N), instead of creating qmp_socket/agent_socket itself (VmProcess::launch binds them).
+  int qmp_fd = -1;
+  int agent_fd = -1;
   // Serial console: into console_log (a file that grows while the guest writes: only for a boot
   // that forkd watches, see Sandbox::boot) when console_ring_bytes is 0, else into a ring buffer
   // of that many bytes inside QEMU (a power of two; read with QMP ringbuf-read), which a guest
@@ -62,8 +74,11 @@ struct VmConfig {
   bool seccomp_sandbox = true;
   // Process option, not an argument: QEMU gets SIGKILL when the launching thread's process dies
   // (used for snapshot templates, which must never outlive `forkd snapshot`).
-  bool die_with_parent = false;  // -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,...
-                                 // (only obsolete,resourcecontrol with daemonize)
+  bool die_with_parent = false;
+  // Process options, not arguments: run QEMU as this identity (see vmm/jail.h) inside the cgroups
+  // whose cgroup.procs files are listed (both empty: as the caller, in the caller's cgroups).
+  std::optional<JailIdentity> jail;
+  std::vector<std::string> cgroup_procs;
 };
 
 // The serial console's bounds (see VmConfig::console_log): the ring of every running VM, and the
@@ -75,5 +90,8 @@ inline constexpr uint64_t kMaxBootConsoleBytes = 7ull << 20;
 inline constexpr const char* kConsoleChardev = "console";
 
 std::vector<std::string> build_qemu_argv(const VmConfig& cfg);
+
+// The -bios for a machine: "qboot.rom" for microvm when QEMU's data dir has it, else empty.
+std::string default_bios(MachineType m);
 
 }  // namespace forkd::vmm

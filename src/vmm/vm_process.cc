@@ -3,14 +3,17 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -81,6 +84,39 @@ Result<pid_t> read_pid_file(const std::string& path) {
   }
 }
 
+// A listening unix socket at path (mode 0600), for QEMU to accept on: QEMU never needs to create
+// a file, so a jailed QEMU needs no write access to its run dir.
+Result<UniqueFd> listen_unix(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    return make_error(ErrorCode::kInvalidArgument, "socket path too long: " + path);
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return errno_error(errno, "socket");
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    return errno_error(errno, "bind " + path);
+  }
+  if (::chmod(path.c_str(), 0600) != 0 || ::listen(fd.get(), 8) != 0) {
+    int err = errno;
+    ::unlink(path.c_str());
+    return errno_error(err, "listen " + path);
+  }
+  return fd;
+}
+
+// Opens the cgroup.procs files the child joins (write end only, before it drops privileges).
+Result<std::vector<UniqueFd>> open_cgroup_procs(const std::vector<std::string>& paths) {
+  std::vector<UniqueFd> fds;
+  for (const auto& p : paths) {
+    UniqueFd fd(::open(p.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) return errno_error(errno, "open " + p);
+    fds.push_back(std::move(fd));
+  }
+  return fds;
+}
+
 std::string with_log(std::string message, const std::string& stderr_log) {
   std::string tail = log_tail(stderr_log, 1024);
   while (!tail.empty() && (tail.back() == '\n' || tail.back() == ' ')) tail.pop_back();
@@ -120,7 +156,8 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   const auto deadline = Clock::now() + timeout;
 
   // Stale files from an earlier run would make us adopt or talk to the wrong process.
-  for (const std::string* path : {&cfg.pid_file, &cfg.qmp_socket}) {
+  for (const std::string* path : {&cfg.pid_file, &cfg.qmp_socket, &cfg.agent_socket}) {
+    if (path->empty()) continue;
     if (::unlink(path->c_str()) != 0 && errno != ENOENT) {
       return errno_error(errno, "launch qemu: remove stale " + *path);
     }
@@ -135,6 +172,33 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   opts.stderr_fd = log->get();
   opts.new_session = true;  // no controlling terminal; a Ctrl-C aimed at the CLI misses QEMU
   opts.die_with_parent = cfg.die_with_parent;
+  opts.no_new_privs = true;
+  // QEMU's sockets, bound here and passed in (descriptors 3 and 4).
+  auto qmp_listen = listen_unix(cfg.qmp_socket);
+  if (!qmp_listen) return tl::unexpected(qmp_listen.error().wrap("launch qemu"));
+  UniqueFd agent_listen;
+  if (!cfg.agent_socket.empty()) {
+    auto a = listen_unix(cfg.agent_socket);
+    if (!a) return tl::unexpected(a.error().wrap("launch qemu"));
+    agent_listen = std::move(*a);
+  }
+  opts.pass_fds.push_back(qmp_listen->get());
+  run_cfg.qmp_fd = 3;
+  if (agent_listen) {
+    opts.pass_fds.push_back(agent_listen.get());
+    run_cfg.agent_fd = 4;
+  }
+  auto cgroup_fds = open_cgroup_procs(cfg.cgroup_procs);
+  if (!cgroup_fds) return tl::unexpected(cgroup_fds.error().wrap("launch qemu: join cgroup"));
+  for (const auto& fd : *cgroup_fds) opts.cgroup_procs_fds.push_back(fd.get());
+  if (cfg.jail) {
+    // The few files QEMU writes by path are its own; everything else it is given.
+    if (auto st = give_file(cfg.pid_file, *cfg.jail); !st) return tl::unexpected(st.error());
+    if (cfg.console_ring_bytes == 0 && !cfg.console_log.empty()) {
+      if (auto st = give_file(cfg.console_log, *cfg.jail); !st) return tl::unexpected(st.error());
+    }
+    opts.drop_to = SpawnOptions::Credentials{cfg.jail->uid, cfg.jail->gid};
+  }
   auto child = [&]() -> Result<Child> {
     std::lock_guard gate(g_launch_mu);
     if (g_launches_stopped) {
@@ -142,6 +206,10 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
     }
     return Child::spawn(build_qemu_argv(run_cfg), opts);
   }();
+  // QEMU holds the listening sockets now: if it dies, a connection to them fails at once.
+  qmp_listen->reset();
+  agent_listen.reset();
+  cgroup_fds->clear();
   if (!child) return tl::unexpected(child.error().wrap("launch qemu"));
   // From here on, returning early destroys child, which kills and reaps QEMU.
 
@@ -149,21 +217,9 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
     return make_error(ErrorCode::kQemuFailed,
                       with_log("qemu exited with status " + std::to_string(status), stderr_log));
   };
-  // The QMP socket appears early in QEMU's start-up; an early failure ends the process instead.
-  while (!path_exists(cfg.qmp_socket)) {
-    auto status = child->wait(std::chrono::milliseconds(2));
-    if (status) return exited(*status);
-    if (status.error().code() != ErrorCode::kTimeout) {
-      return tl::unexpected(status.error().wrap("launch qemu"));
-    }
-    if (Clock::now() >= deadline) {
-      return make_error(ErrorCode::kTimeout, with_log("launch qemu: no QMP socket within " +
-                                                          std::to_string(timeout.count()) + " ms",
-                                                      stderr_log));
-    }
-  }
   // QMP commands (qmp_capabilities included) run in QEMU's main loop, which starts only after
-  // machine init, so a finished handshake means QEMU is up.
+  // machine init, so a finished handshake means QEMU is up. The socket exists already (bound
+  // above); an early death of QEMU closes its listener and fails the connection.
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   auto qmp = QmpClient::connect(cfg.qmp_socket, std::max(left, std::chrono::milliseconds(1)));
   if (!qmp) {
