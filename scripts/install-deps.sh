@@ -26,18 +26,54 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
-if ((${#missing[@]} == 0)); then
-  echo "install-deps: all ${#PKGS[@]} packages present"
-  exit 0
-fi
-
 if [[ $(id -u) -ne 0 ]]; then
   SUDO=sudo
 else
   SUDO=
 fi
-echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+updated=0
+if ((${#missing[@]} > 0)); then
+  echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+  $SUDO apt-get update -q
+  updated=1
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all ${#PKGS[@]} packages present"
+fi
+
+# QEMU 8.2 or newer: the jail needs a QEMU that maps a read-only tag copy-on-write
+# (memory-backend-file readonly=on,rom=off), which Debian 12's 7.2 cannot. On Debian 12 this is
+# QEMU 10 from bookworm-backports; only the QEMU packages come from there (and the newer SeaBIOS
+# they need), nothing else.
+qemu_major_minor() {
+  qemu-system-x86_64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1
+}
+read -r qmaj qmin <<<"$(qemu_major_minor)"
+if [[ -z ${qmaj:-} ]] || ((qmaj < 8 || (qmaj == 8 && qmin < 2))); then
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [[ $codename == bookworm ]]; then
+    list=/etc/apt/sources.list.d/forkd-backports.list
+    if [[ ! -f $list ]]; then
+      echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$list" >/dev/null
+      updated=0
+    fi
+    ((updated)) || $SUDO apt-get update -q
+    echo "install-deps: installing QEMU 10 from bookworm-backports (the jail needs 8.2+)"
+    $SUDO apt-get install -y -q --no-install-recommends qemu-system-x86/bookworm-backports \
+      qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports
+  else
+    echo "install-deps: warning: QEMU ${qmaj:-?}.${qmin:-?} is older than 8.2; forkd runs QEMU" \
+      "unjailed (see forkd doctor)" >&2
+  fi
+fi
+
+# The jail's group and system user (forkd also creates it at first use as root).
+if ! getent group forkd-qemu >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] || command -v sudo >/dev/null; then
+    $SUDO useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin forkd-qemu
+    echo "install-deps: created the system user forkd-qemu (the QEMU jail's group)"
+  fi
+fi
 echo "install-deps: done"
