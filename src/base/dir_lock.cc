@@ -98,7 +98,7 @@ Result<LockedDir> LockedDir::create(const std::string& parent, const std::string
   auto create_lock = CreateLock::take(parent);
   if (!create_lock) return tl::unexpected(create_lock.error());
   std::string path = parent + "/" + name;
-  if (::mkdir(path.c_str(), 0700) != 0) return errno_error(errno, "mkdir " + path);
+  if (::mkdir(path.c_str(), 0710) != 0) return errno_error(errno, "mkdir " + path);
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd) {
     int err = errno;
@@ -151,9 +151,9 @@ bool dir_locked(const std::string& path) {
   return got && !*got;
 }
 
-std::vector<std::string> reap_dirs(
-    const std::string& parent, const std::function<bool(const std::string&)>& is_candidate,
-    const std::function<void(const std::string&)>& before_remove) {
+std::vector<std::string> reap_dirs(const std::string& parent,
+                                   const std::function<bool(const std::string&)>& is_candidate,
+                                   const std::function<void(const std::string&)>& before_remove) {
   std::vector<std::string> removed;
   if (!path_exists(parent)) return removed;
   // Under the creation lock only long enough to lock the candidates: once a directory's lock is

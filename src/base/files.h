@@ -31,8 +31,9 @@ Status write_file_atomic(const std::string& path, std::string_view data, mode_t 
 Status rename_durable(const std::string& staged, const std::string& final_path);
 
 // mkdir -p: every directory it creates gets mode (as masked by the umask); existing ones are
-// left alone.
-Status make_dirs(const std::string& path, mode_t mode = 0700);
+// left alone. The default lets the directory's group traverse: under $FORKD_HOME that group is
+// the QEMU jail's (engine/config.h), and the home itself admits nobody else.
+Status make_dirs(const std::string& path, mode_t mode = 0710);
 
 // rm -rf; a missing path is not an error. Refuses "", "/" and relative paths.
 Status remove_tree(const std::string& path);

@@ -70,10 +70,13 @@ int remote_unsupported(const std::string& verb) {
   return kExitUsage;
 }
 
-int remote_fork(const GlobalOptions& g, const std::string& tag, int n, bool json) {
+int remote_fork(const GlobalOptions& g, const std::string& tag, int n, bool json,
+                const Json& extra) {
   auto c = client(g);
   if (!c) return report_error(c.error());
-  auto r = c->post("/v1/sandboxes", {{"snapshot_tag", tag}, {"n", n}});
+  Json body = {{"snapshot_tag", tag}, {"n", n}};
+  if (extra.is_object()) body.update(extra);
+  auto r = c->post("/v1/sandboxes", body);
   if (!r) return report_error(r.error());
   if (!r->is_array()) return report_error(Error(ErrorCode::kProtocol, "fork: not an array"));
   Json children = Json::array();

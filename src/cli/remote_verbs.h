@@ -9,7 +9,9 @@
 
 namespace forkd::cli {
 
-int remote_fork(const GlobalOptions& g, const std::string& tag, int n, bool json);
+// extra: more spawn fields (limits, network).
+int remote_fork(const GlobalOptions& g, const std::string& tag, int n, bool json,
+                const nlohmann::json& extra = nlohmann::json::object());
 int remote_ps(const GlobalOptions& g, bool json);
 struct RemoteExecArgs {
   std::string id;

@@ -9,6 +9,7 @@
 #include "engine/pool.h"
 #include "engine/registry.h"
 #include "engine/sandbox.h"
+#include "engine/sandbox_jail.h"
 
 namespace forkd::cli {
 
@@ -38,18 +39,23 @@ int do_ps(const GlobalOptions& g, bool json) {
                      {"uss_kib", s.uss_kib},
                      {"pss_kib", s.pss_kib},
                      {"rss_kib", s.rss_kib}});
+      arr.back().update(engine::isolation_info(s.record));
       if (!s.unresponsive_reason.empty()) arr.back()["unresponsive_reason"] = s.unresponsive_reason;
+      if (!s.failure_reason.empty()) arr.back()["reason"] = s.failure_reason;
     }
     print_json({{"sandboxes", arr}});
     return 0;
   }
-  std::printf("%-16s %-12s %-16s %-8s %8s %8s %6s\n", "ID", "STATE", "FROM", "PID", "USS MiB",
-              "PSS MiB", "AGE");
+  std::printf("%-16s %-12s %-16s %-8s %-10s %8s %8s %6s\n", "ID", "STATE", "FROM", "PID", "UID",
+              "USS MiB", "PSS MiB", "AGE");
   for (const auto& s : list) {
     std::string from = s.record.value("tag", "");
     from = from.empty() ? "image:" + s.record.value("image", "") : "tag:" + from;
-    std::printf("%-16s %-12s %-16s %-8d %8.1f %8.1f %6s\n", s.id.c_str(), s.state.c_str(),
-                from.c_str(), s.pid, static_cast<double>(s.uss_kib) / 1024,
+    std::string state = s.state + (s.failure_reason.empty() ? "" : "(" + s.failure_reason + ")");
+    auto iso = engine::isolation_info(s.record);
+    std::string uid = iso["uid"].is_null() ? "-" : std::to_string(iso["uid"].get<uint64_t>());
+    std::printf("%-16s %-12s %-16s %-8d %-10s %8.1f %8.1f %6s\n", s.id.c_str(), state.c_str(),
+                from.c_str(), s.pid, uid.c_str(), static_cast<double>(s.uss_kib) / 1024,
                 static_cast<double>(s.pss_kib) / 1024,
                 age(s.record.value("created_at", int64_t{0})).c_str());
   }

@@ -80,10 +80,13 @@ TEST(Errors, TableMapsStableCodes) {
 }
 
 TEST(Decode, ForkBounds) {
-  auto ok = decode_fork(R"({"snapshot_tag":"py","n":3,"unknown":true})");
+  auto ok = decode_fork(R"({"snapshot_tag":"py","n":3})");
   ASSERT_TRUE(ok) << ok.error().describe();
   EXPECT_EQ(ok->snapshot_tag, "py");
   EXPECT_EQ(ok->n, 3);
+  EXPECT_FALSE(ok->memory_limit_mib);
+  EXPECT_FALSE(decode_fork(R"({"snapshot_tag":"py","n":3,"unknown":true})"))
+      << "an unknown spawn option is refused, never ignored";
   EXPECT_FALSE(decode_fork(R"({"snapshot_tag":"py","n":0})"));
   EXPECT_FALSE(decode_fork(R"({"snapshot_tag":"py","n":1001})"));
   EXPECT_FALSE(decode_fork(R"({"snapshot_tag":"py","n":"3"})"));
@@ -91,6 +94,34 @@ TEST(Decode, ForkBounds) {
   EXPECT_FALSE(decode_fork(R"({"n":1})"));
   EXPECT_FALSE(decode_fork("{not json"));
   EXPECT_FALSE(decode_fork("[1,2]"));
+}
+
+TEST(Decode, ForkLimitsAndForkdFields) {
+  auto ok =
+      decode_fork(R"({"snapshot_tag":"py","memory_limit_mib":512,"cpu_limit":0.5,"pids_limit":64,)"
+                  R"("network":"none","live_fork":true,"per_child_netns":false,"hugepages":false,)"
+                  R"("prewarm":0,"expose":[]})");
+  ASSERT_TRUE(ok) << ok.error().describe();
+  EXPECT_EQ(ok->memory_limit_mib, 512);
+  EXPECT_EQ(ok->cpu_limit, 0.5);
+  EXPECT_EQ(ok->pids_limit, 64);
+  EXPECT_TRUE(decode_fork(R"({"snapshot_tag":"py","memory_limit_mib":null})"));
+  // Each refusal names its field.
+  for (const char* body :
+       {R"({"snapshot_tag":"py","memory_limit_mib":8})", R"({"snapshot_tag":"py","cpu_limit":0})",
+        R"({"snapshot_tag":"py","cpu_limit":"1"})", R"({"snapshot_tag":"py","pids_limit":2})",
+        R"({"snapshot_tag":"py","per_child_netns":true})",
+        R"({"snapshot_tag":"py","hugepages":true})", R"({"snapshot_tag":"py","prewarm":4})",
+        R"({"snapshot_tag":"py","expose":[8080]})", R"({"snapshot_tag":"py","network":"outbound"})",
+        R"({"snapshot_tag":"py","network":"wifi"})"}) {
+    auto r = decode_fork(body);
+    ASSERT_FALSE(r) << body;
+    EXPECT_EQ(r.error().code(), ErrorCode::kInvalidArgument) << body;
+    std::string field = std::string(body).substr(22);  // after {"snapshot_tag":"py","
+    field = field.substr(0, field.find('"'));
+    EXPECT_NE(r.error().message().find(field), std::string::npos)
+        << body << " -> " << r.error().message();
+  }
 }
 
 TEST(Decode, SnapshotCreateNamesImageForForkdFields) {
@@ -119,10 +150,10 @@ TEST(Decode, ExecAndEval) {
   ASSERT_TRUE(capped);
   EXPECT_EQ(capped->max_output_bytes, 1000u);
   EXPECT_EQ(decode_exec(R"({"args":["x"]})")->max_output_bytes, 0u) << "absent: the default";
-  for (const char* bad : {R"({"args":["x"],"max_output_bytes":0})",
-                          R"({"args":["x"],"max_output_bytes":-5})",
-                          R"({"args":["x"],"max_output_bytes":"big"})",
-                          R"({"args":["x"],"max_output_bytes":268435457})"}) {
+  for (const char* bad :
+       {R"({"args":["x"],"max_output_bytes":0})", R"({"args":["x"],"max_output_bytes":-5})",
+        R"({"args":["x"],"max_output_bytes":"big"})",
+        R"({"args":["x"],"max_output_bytes":268435457})"}) {
     EXPECT_FALSE(decode_exec(bad)) << bad;
   }
   EXPECT_TRUE(decode_snapshot_create(R"({"tag":"t","force":true,"cascade":true})"));

@@ -1,5 +1,6 @@
 #include "daemon/request_decode.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -124,6 +125,56 @@ Result<ForkRequest> decode_fork(std::string_view body) {
   FORKD_TRY(get_string(*j, "snapshot_tag", true, &r.snapshot_tag));
   FORKD_TRY(check_tag(r.snapshot_tag));
   FORKD_TRY(get_int(*j, "n", false, 1, engine::kMaxForkChildren, &r.n));
+  static constexpr const char* kKnown[] = {
+      "snapshot_tag", "n",         "memory_limit_mib", "cpu_limit", "pids_limit", "network",
+      "expose",       "live_fork", "per_child_netns",  "hugepages", "prewarm"};
+  for (const auto& [key, value] : j->items()) {
+    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
+      return bad("unknown field '" + key.substr(0, 40) + "'");
+    }
+  }
+  auto present = [&](const char* key) { return j->contains(key) && !(*j)[key].is_null(); };
+  if (present("memory_limit_mib")) {
+    int mib = 0;
+    FORKD_TRY(get_int(*j, "memory_limit_mib", true, kMinMemoryLimitMib, 1 << 20, &mib));
+    r.memory_limit_mib = mib;
+  }
+  if (present("pids_limit")) {
+    int pids = 0;
+    FORKD_TRY(get_int(*j, "pids_limit", true, kMinPidsLimit, 1 << 22, &pids));
+    r.pids_limit = pids;
+  }
+  if (present("cpu_limit")) {
+    const Json& c = (*j)["cpu_limit"];
+    if (!c.is_number() || !std::isfinite(c.get<double>()) || c.get<double>() < 0.01 ||
+        c.get<double>() > kMaxCpuLimit) {
+      return bad("field 'cpu_limit' must be a number of cores, 0.01..1024");
+    }
+    r.cpu_limit = c.get<double>();
+  }
+  FORKD_TRY(get_string(*j, "network", false, &r.network));
+  if (r.network != "none") {
+    return bad("network '" + r.network.substr(0, 40) +
+               "' is not available in this version: use \"none\" (outbound networking is "
+               "not implemented yet)");
+  }
+  bool flag = false;
+  FORKD_TRY(get_bool(*j, "live_fork", &flag));  // every sandbox can be branched live
+  FORKD_TRY(get_bool(*j, "per_child_netns", &flag));
+  if (flag) return bad("per_child_netns is not available in this version (network is none)");
+  flag = false;
+  FORKD_TRY(get_bool(*j, "hugepages", &flag));
+  if (flag) return bad("hugepages is not supported: children map their tag's memory file");
+  if (present("prewarm")) {
+    const Json& p = (*j)["prewarm"];
+    bool none = (p.is_boolean() && !p.get<bool>()) || (p.is_number_integer() && p == 0);
+    if (!none) return bad("prewarm is not taken per spawn: keep a warm pool with `forkd pool`");
+  }
+  if (present("expose")) {
+    const Json& e = (*j)["expose"];
+    if (!e.is_array()) return bad("field 'expose' must be an array of guest ports");
+    if (!e.empty()) return bad("expose is not available in this version (network is none)");
+  }
   return r;
 }
 

@@ -5,6 +5,7 @@
 #include "daemon/errors.h"
 #include "daemon/routes.h"
 #include "engine/registry.h"
+#include "engine/sandbox_jail.h"
 #include "store/snapshot_store.h"
 
 namespace forkd::daemon {
@@ -56,8 +57,11 @@ std::vector<Route> meta_routes(DaemonContext& ctx) {
          send_json(res, 200, {{"ok", true}});
        }},
       {"GET", "/version", "/version",
-       [](const httplib::Request&, httplib::Response& res) {
-         send_json(res, 200, {{"version", forkd_version()}, {"api", "v1"}});
+       [c](const httplib::Request&, httplib::Response& res) {
+         send_json(res, 200,
+                   {{"version", forkd_version()},
+                    {"api", "v1"},
+                    {"boundary", engine::boundary_info(c->cfg.default_limits)}});
        }},
       {"GET", "/metrics", "/metrics",
        [c](const httplib::Request&, httplib::Response& res) {

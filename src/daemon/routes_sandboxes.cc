@@ -11,6 +11,7 @@
 #include "daemon/routes.h"
 #include "engine/fork.h"
 #include "engine/registry.h"
+#include "engine/sandbox_jail.h"
 #include "store/snapshot_store.h"
 
 namespace forkd::daemon {
@@ -40,16 +41,20 @@ int64_t int_or(const Json& j, const char* key, int64_t def) {
 Json sandbox_info(const engine::EngineConfig& cfg, const engine::SandboxInfo& s) {
   const Json& r = s.record;
   auto tag = r.find("tag");
-  auto mem = r.find("memory_mib");
+  Json iso = engine::isolation_info(r);
   Json info = {{"id", s.id},
                {"snapshot_tag", tag != r.end() && tag->is_string() ? *tag : Json()},
                {"netns", nullptr},
                {"guest_addr", cfg.sandboxes_dir() + "/" + s.id + "/agent.sock"},
                {"created_at_unix", int_or(r, "created_at", 0)},
                {"pid", s.pid},
-               {"memory_limit_mib", mem != r.end() && mem->is_number_integer() ? *mem : Json()},
+               // The limit applied to its QEMU (null when none), not the guest's RAM.
+               {"memory_limit_mib", iso["limits"]["memory_mib"]},
+               {"memory_mib", int_or(r, "memory_mib", 0)},
                {"state", s.state}};
+  info.update(iso);
   if (!s.unresponsive_reason.empty()) info["unresponsive_reason"] = s.unresponsive_reason;
+  if (!s.failure_reason.empty()) info["reason"] = s.failure_reason;
   return info;
 }
 
@@ -82,6 +87,10 @@ void fork(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   engine::ForkOptions fo;
   fo.tag = r->snapshot_tag;
   fo.n = r->n;
+  if (r->memory_limit_mib)
+    fo.limits.memory_bytes = static_cast<uint64_t>(*r->memory_limit_mib) << 20;
+  if (r->cpu_limit) fo.limits.cpus = *r->cpu_limit;
+  if (r->pids_limit) fo.limits.pids = *r->pids_limit;
   auto forked = engine::fork_children(ctx.cfg, fo);
   if (!forked) return send_error(res, forked.error());
   // The contract's answer is an array of sandboxes, which cannot express a partial failure: a

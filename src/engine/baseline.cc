@@ -5,6 +5,7 @@
 #include "base/files.h"
 #include "engine/migration.h"
 #include "engine/sandbox.h"
+#include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
 #include "engine/warmup.h"
 
@@ -68,21 +69,27 @@ Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::S
   if (!dir_lock) return tl::unexpected(dir_lock.error().wrap("plain restore"));
   dir_lock->keep();
   vc->machine = meta.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
+  vc->bios = vmm::default_bios(vc->machine);
   vc->cpus = meta.cpus;
   vc->memory_mib = meta.memory_mib;
   vc->incoming_defer = true;
   if (has_disk) vc->disk = disk;
+  auto jail = jail_vm(cfg.home, dir, {}, &*vc);
+  if (!jail) {
+    (void)remove_run_dir(dir);
+    return tl::unexpected(jail.error().wrap("plain restore"));
+  }
   auto t0 = Clock::now();
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) {
-    (void)remove_tree(dir);
+    (void)remove_run_dir(dir);
     return tl::unexpected(launched.error().wrap("plain restore: launch"));
   }
   res.launch_ms = ms_since(t0);
   auto& [vm, qmp] = *launched;
   auto cleanup = [&, &vm_ref = vm] {
     vm_ref.terminate(std::chrono::milliseconds(2000));
-    (void)remove_tree(dir);
+    (void)remove_run_dir(dir);
   };
   auto t1 = Clock::now();
   if (auto st = load_device_state(qmp, state, /*ignore_shared=*/false); !st) {

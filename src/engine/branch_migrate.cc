@@ -1,5 +1,6 @@
 #include "engine/branch_migrate.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "base/subprocess.h"
 #include "engine/gc.h"
 #include "engine/migration.h"
+#include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
 #include "vmm/qmp_client.h"
 #include "vmm/vm_process.h"
@@ -157,6 +159,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   auto vc = base_vm_config(cfg, "branch", *dest_dir);
   if (!vc) return tl::unexpected(vc.error());
   vc->machine = req.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
+  vc->bios = vmm::default_bios(vc->machine);
   vc->cpus = req.cpus;
   vc->memory_mib = req.memory_mib;
   vc->ram_bytes = ram_bytes;
@@ -186,19 +189,43 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     }
     vc->disk = dummy;
   }
+  auto jail = jail_vm(cfg.home, *dest_dir, {}, &*vc);
+  if (!jail) return tl::unexpected(jail.error().wrap("branch destination"));
   auto launched =
       vmm::VmProcess::launch_with_qmp(*vc, *dest_dir + "/qemu.log", std::chrono::seconds(30));
-  if (!launched) return tl::unexpected(launched.error().wrap("start the branch destination"));
+  if (!launched) {
+    (void)remove_run_dir(*dest_dir);
+    return tl::unexpected(launched.error().wrap("start the branch destination"));
+  }
   struct DestGuard {
     vmm::VmProcess& vm;
-    ~DestGuard() { vm.terminate(std::chrono::seconds(2)); }
-  } dest_guard{launched->first};
+    const std::string& dir;
+    ~DestGuard() {
+      vm.terminate(std::chrono::seconds(2));
+      (void)remove_run_dir(dir);  // its cgroup; dest_lock removes the (then empty) path again
+    }
+  } dest_guard{launched->first, *dest_dir};
   QmpClient& dst = launched->second;
-  std::string uri = "unix:" + *dest_dir + "/mig.sock";
+  // The two QEMUs (two jailed uids) talk over a socket pair this process hands to both: no
+  // socket file either of them could reach.
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    return errno_error(errno, "migration socketpair");
+  }
+  UniqueFd dst_end(pair[0]), src_end(pair[1]);
   FORKD_TRY(set_caps(dst, {{"events", true}, {"x-ignore-shared", false}}));
-  if (auto r = dst.execute("migrate-incoming", Json{{"uri", uri}}); !r) {
+  if (auto r = dst.execute_with_fd("getfd", Json{{"fdname", "branch-in"}}, dst_end.get()); !r) {
+    return tl::unexpected(r.error().wrap("destination getfd"));
+  }
+  dst_end.reset();
+  if (auto r = dst.execute("migrate-incoming", Json{{"uri", "fd:branch-in"}}); !r) {
     return tl::unexpected(r.error().wrap("destination migrate-incoming"));
   }
+  if (auto r = src->execute_with_fd("getfd", Json{{"fdname", "branch-out"}}, src_end.get()); !r) {
+    return tl::unexpected(r.error().wrap("source getfd"));
+  }
+  src_end.reset();
+  const std::string uri = "fd:branch-out";
 
   FORKD_TRY(set_caps(*src, {{"events", true},
                             {"x-ignore-shared", false},

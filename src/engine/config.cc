@@ -7,6 +7,7 @@
 
 #include "base/files.h"
 #include "base/paths.h"
+#include "engine/sandbox_jail.h"
 
 namespace forkd::engine {
 
@@ -20,13 +21,23 @@ EngineConfig EngineConfig::from_env() {
   if (const char* m = std::getenv("FORKD_MACHINE"); m && std::string(m) == "pc") {
     c.machine = vmm::MachineType::kPc;
   }
+  // Default limits; malformed or out-of-range values are ignored (the flags check theirs).
+  if (const char* m = std::getenv("FORKD_MEMORY_LIMIT_MIB"); m && std::atoi(m) >= 32) {
+    c.default_limits.memory_bytes = static_cast<uint64_t>(std::atoi(m)) << 20;
+  }
+  if (const char* cpu = std::getenv("FORKD_CPU_LIMIT"); cpu && std::atof(cpu) >= 0.01) {
+    c.default_limits.cpus = std::atof(cpu);
+  }
+  if (const char* p = std::getenv("FORKD_PIDS_LIMIT"); p && std::atoi(p) >= 8) {
+    c.default_limits.pids = std::atoi(p);
+  }
   return c;
 }
 
 Status prepare_home(const EngineConfig& cfg) {
   FORKD_TRY(make_dirs(cfg.home, 0700));
-  for (const char* sub : {"", "/snapshots", "/sandboxes", "/images", "/cache", "/pool",
-                          "/workspaces", "/branching"}) {
+  if (vmm::host_jail().active) return share_home_with_jail(cfg.home);
+  for (const char* sub : kHomeDirs) {
     std::string dir = cfg.home + sub;
     struct stat st;
     if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;

@@ -15,6 +15,9 @@ struct EngineConfig {
   std::string accel = "auto";
   vmm::MachineType machine = vmm::MachineType::kMicrovm;
   int tb_size_mib = 0;  // 0: QEMU's default
+  // Host-side limits every sandbox's QEMU gets unless its request says otherwise (the daemon's
+  // --memory-limit/--cpus/--pids; env FORKD_MEMORY_LIMIT_MIB, FORKD_CPU_LIMIT, FORKD_PIDS_LIMIT).
+  vmm::Limits default_limits;
 
   // Defaults from the environment: FORKD_HOME, FORKD_ASSETS_DIR, FORKD_AGENT, FORKD_ACCEL,
   // FORKD_MACHINE (microvm|pc).
@@ -25,8 +28,15 @@ struct EngineConfig {
 
 // Makes $FORKD_HOME private before anything is written under it: the home and its top-level
 // directories are created 0700, and tightened to 0700 when an older forkd left them open (tag
-// memory is guest RAM, secrets included). Only directories this user owns are changed.
+// memory is guest RAM, secrets included). Only directories this user owns are changed. With the
+// jail (vmm/jail.h) they are 02710 root:forkd-qemu instead: jailed QEMUs may traverse them to
+// the tag and image files they read (group-readable, as are the trees already there), nobody
+// else may enter.
 Status prepare_home(const EngineConfig& cfg);
+
+// The home's top-level directories ("" is the home itself).
+inline constexpr const char* kHomeDirs[] = {"",       "/snapshots", "/sandboxes",  "/images",
+                                            "/cache", "/pool",      "/workspaces", "/branching"};
 
 // From base/random.h, used all over the engine.
 using forkd::random_bytes;

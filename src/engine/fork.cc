@@ -7,6 +7,7 @@
 #include "base/thread_root.h"
 #include "engine/pool.h"
 #include "engine/restore.h"
+#include "engine/sandbox_jail.h"
 #include "store/snapshot_store.h"
 
 namespace forkd::engine {
@@ -37,6 +38,7 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
   res.children.resize(static_cast<size_t>(opts.n));
 
   Pool pool(cfg);
+  const vmm::Limits limits = merge_limits(cfg.default_limits, opts.limits);
   std::atomic<int> next{0};
   auto one_child = [&](ForkChild& child) {
     std::optional<PrestartedVm> pre;
@@ -51,7 +53,7 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
       claim_ms = ms_between(t_start, Clock::now());
     }
     if (!pre) {
-      auto started = prestart_child(cfg, *meta, tag_dir);
+      auto started = prestart_child(cfg, *meta, tag_dir, limits);
       if (!started) {
         child.error = started.error();
         return;
@@ -60,7 +62,10 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
     }
     double launch_ms = ms_between(t_start, Clock::now());
     child.id = pre->id;
-    auto sb = finish_restore(std::move(*pre), *meta, tag_dir);
+    // A pool member was started with its filler's defaults: give it this call's limits.
+    std::optional<vmm::Limits> claim_limits;
+    if (child.from_pool && !limits.empty()) claim_limits = limits;
+    auto sb = finish_restore(std::move(*pre), *meta, tag_dir, claim_limits);
     if (!sb) {
       child.error = sb.error();
       return;

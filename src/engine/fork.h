@@ -17,6 +17,7 @@ struct ForkOptions {
   int n = 1;
   int parallel = 3;      // children restored at once
   bool use_pool = true;  // take pre-started QEMUs from the tag's pool when there are any
+  vmm::Limits limits;    // each child's; unset fields take EngineConfig::default_limits
 };
 
 struct ForkChild {

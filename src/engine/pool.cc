@@ -12,6 +12,7 @@
 #include "base/paths.h"
 #include "base/random.h"
 #include "engine/registry.h"
+#include "engine/sandbox_jail.h"
 
 namespace forkd::engine {
 
@@ -22,11 +23,9 @@ constexpr int kMaxPoolSize = 256;
 // The member file ties a pre-started QEMU to one version of a tag (its vmstate hash), so a tag
 // replaced with --force never gets children from QEMUs mapping the old memory file.
 Json member_json(const PrestartedVm& vm, const store::SnapshotMeta& meta) {
-  return {{"id", vm.id},
-          {"pid", vm.vm.pid()},
-          {"tag", meta.tag},
-          {"warm", vm.loaded},
-          {"vmstate_sha256", meta.files.at("vmstate").sha256}};
+  return {{"id", vm.id},     {"pid", vm.vm.pid()},
+          {"tag", meta.tag}, {"warm", vm.loaded},
+          {"jail", vm.jail}, {"vmstate_sha256", meta.files.at("vmstate").sha256}};
 }
 
 void kill_member(const std::string& sandboxes, const Json& m) {
@@ -44,7 +43,7 @@ void kill_member(const std::string& sandboxes, const Json& m) {
     }
   }
   std::string id = json::string_or(m, "id", "");
-  if (is_safe_name(id)) (void)remove_tree(sandboxes + "/" + id);
+  if (is_safe_name(id)) (void)remove_run_dir(sandboxes + "/" + id);
 }
 
 }  // namespace
@@ -107,7 +106,8 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
                         std::move(*vm),
                         std::move(*qmp),
                         json::bool_or(m, "warm", false),
-                        std::move(*lock)};
+                        std::move(*lock),
+                        m.contains("jail") ? m["jail"] : Json::object()};
   }
   return std::nullopt;
 }
@@ -149,12 +149,12 @@ Result<int> Pool::fill(const store::SnapshotMeta& meta, const std::string& tag_d
   int want = pc.size - static_cast<int>(member_ids(meta.tag).size());
   int started = 0;
   for (int i = 0; i < want; ++i) {
-    auto pre = prestart_child(cfg_, meta, tag_dir_path);
+    auto pre = prestart_child(cfg_, meta, tag_dir_path, cfg_.default_limits);
     if (!pre) return tl::unexpected(pre.error().wrap("pool " + meta.tag));
     if (pc.warm) {
       if (auto st = warm_up_prestarted(*pre, tag_dir_path); !st) {
         pre->vm.terminate(std::chrono::milliseconds(1000));
-        (void)remove_tree(pre->dir);
+        (void)remove_run_dir(pre->dir);
         return tl::unexpected(st.error().wrap("pool " + meta.tag + ": warm up"));
       }
     }
@@ -165,7 +165,7 @@ Result<int> Pool::fill(const store::SnapshotMeta& meta, const std::string& tag_d
     }();
     if (!recorded) {  // a member nobody can find must not keep its QEMU
       pre->vm.terminate(std::chrono::milliseconds(1000));
-      (void)remove_tree(pre->dir);
+      (void)remove_run_dir(pre->dir);
       return tl::unexpected(recorded.error().wrap("pool " + meta.tag));
     }
     pre->lock.unlock();  // recorded: claimers and gc see it now

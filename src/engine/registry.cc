@@ -10,6 +10,7 @@
 #include "base/files.h"
 #include "base/json_get.h"
 #include "base/paths.h"
+#include "engine/sandbox_jail.h"
 #include "vmm/qmp_client.h"
 #include "vmm/vm_process.h"
 
@@ -89,6 +90,11 @@ std::vector<SandboxInfo> list_sandboxes(const EngineConfig& cfg) {
     info.record = rec;
     info.pid = json::int_or(rec, "pid", 0);
     info.state = qemu_owns_dir(info.pid, dir) ? "running" : "exited";
+    if (info.state == "exited" && oom_kills(dir) > 0) {
+      // The kernel killed its QEMU for going over the sandbox's memory limit.
+      info.state = "failed";
+      info.failure_reason = "oom";
+    }
     if (info.state == "running") {
       if (auto why = read_file(dir + kUnresponsiveFile, 4096)) {
         info.state = "unresponsive";
@@ -135,7 +141,7 @@ Status remove_sandbox(const EngineConfig& cfg, const std::string& id) {
       }
     }
   }
-  return remove_tree(dir);
+  return remove_run_dir(dir);
 }
 
 std::vector<std::string> resume_stopped_sandboxes(const EngineConfig& cfg) {

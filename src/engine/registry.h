@@ -13,10 +13,11 @@ namespace forkd::engine {
 struct SandboxInfo {
   std::string id;
   // running | unresponsive (QEMU runs but its agent stopped reading; see mark_unresponsive) |
-  // exited
+  // exited | failed (its QEMU was killed for it: failure_reason "oom" past its memory limit)
   std::string state;
-  std::string unresponsive_reason;                  // why, when unresponsive
-  bool alive() const { return state != "exited"; }  // its QEMU runs
+  std::string unresponsive_reason;  // why, when unresponsive
+  std::string failure_reason;       // why, when failed
+  bool alive() const { return state == "running" || state == "unresponsive"; }  // QEMU runs
   int pid = 0;
   nlohmann::json record;  // sandbox.json
   uint64_t uss_kib = 0;   // unique memory of its QEMU (smaps_rollup), 0 if unknown

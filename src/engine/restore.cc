@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "engine/agent_replies.h"
 #include "engine/migration.h"
+#include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
 #include "store/chain.h"
 #include "store/snapshot_store.h"
@@ -54,7 +55,7 @@ Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::Snapsh
 }
 
 Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,
-                                    const std::string& tag_dir) {
+                                    const std::string& tag_dir, const vmm::Limits& limits) {
   std::string id = new_sandbox_id();
   std::string dir = cfg.sandboxes_dir() + "/" + id;
   auto vc = base_vm_config(cfg, id, dir);
@@ -63,10 +64,11 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   if (!lock) return tl::unexpected(lock.error().wrap("start child of " + meta.tag));
   lock->keep();  // removed by fail() below, or by whoever owns the VM later
   auto fail = [&](const Error& e) -> Result<PrestartedVm> {
-    (void)remove_tree(dir);
+    (void)remove_run_dir(dir);
     return tl::unexpected(e.wrap("start child of " + meta.tag));
   };
   vc->machine = meta.machine == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm;
+  vc->bios = vmm::default_bios(vc->machine);
   vc->cpus = meta.cpus;
   vc->memory_mib = meta.memory_mib;
   vc->ram_bytes = meta.guest_ram_bytes();
@@ -84,10 +86,17 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
     }
     vc->disk = overlay;
   }
+  auto jail = jail_vm(cfg.home, dir, limits, &*vc);
+  if (!jail) return fail(jail.error());
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) return fail(launched.error());
-  return PrestartedVm{
-      id, dir, std::move(launched->first), std::move(launched->second), false, std::move(*lock)};
+  return PrestartedVm{id,
+                      dir,
+                      std::move(launched->first),
+                      std::move(launched->second),
+                      false,
+                      std::move(*lock),
+                      std::move(*jail)};
 }
 
 Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::string& epoch,
@@ -145,7 +154,8 @@ Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
 }
 
 Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::SnapshotMeta& meta,
-                                                const std::string& tag_dir) {
+                                                const std::string& tag_dir,
+                                                std::optional<vmm::Limits> limits) {
   auto t0 = Clock::now();
   // From here the Sandbox owns the VM: any early return destroys it (kill + remove run dir).
   auto sb = Restorer::make(pre.id, pre.dir, std::move(pre.vm));
@@ -154,6 +164,11 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
     return tl::unexpected(e.wrap("restore " + pre.id + " from " + meta.tag +
                                  (tail.empty() ? "" : " (qemu: " + tail + ")")));
   };
+  if (limits) {
+    // A pool member runs with the limits it was started with; the claim may ask for others.
+    if (auto st = apply_limits(pre.dir, *limits); !st) return fail(st.error());
+    pre.jail["limits"] = limits_json(*limits);
+  }
   if (pre.loaded) {
     auto cont = pre.qmp.execute("cont");
     if (!cont) return fail(cont.error().wrap("cont"));
@@ -191,6 +206,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
          {"cpus", meta.cpus},
          {"machine", meta.machine},
          {"created_at", static_cast<int64_t>(std::time(nullptr))}};
+  rec.update(pre.jail);
   if (auto st = Restorer::write_record(*sb); !st) return fail(st.error());
   pre.lock.unlock();  // recorded: from here `ps`, `rm` and gc see it as a sandbox
   return sb;

@@ -25,6 +25,7 @@ struct PrestartedVm {
   // The run dir's lock, held until the VM is recorded (sandbox.json or a pool member file): a
   // VM whose launcher dies before that is an orphan that gc reaps (engine/gc.h).
   LockedDir lock;
+  nlohmann::json jail;  // what sandbox.json records of its jail (engine/sandbox_jail.h)
 };
 
 // The flat memory file children of meta map: the tag's memory, or a chain link's assembled
@@ -34,7 +35,7 @@ Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::Snapsh
 // Starts the QEMU of a future child of meta (everything up to, not including, the device-state
 // load). The tag must have been verified.
 Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,
-                                    const std::string& tag_dir);
+                                    const std::string& tag_dir, const vmm::Limits& limits);
 
 // Makes a prestarted VM a warm pool member: loads the device state, runs it just long enough to
 // answer a provisional `resumed` and one exec (so the code paths of a claim are already
@@ -42,8 +43,10 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
 Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir);
 
 // Loads the device state into a prestarted VM (or resumes a warm one), runs it and sets its
-// identity. On failure the VM is killed and its run dir removed.
+// identity. With limits, they replace the ones the VM was started with (a claimed pool member).
+// On failure the VM is killed and its run dir removed.
 Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm vm, const store::SnapshotMeta& meta,
-                                                const std::string& tag_dir);
+                                                const std::string& tag_dir,
+                                                std::optional<vmm::Limits> limits = std::nullopt);
 
 }  // namespace forkd::engine

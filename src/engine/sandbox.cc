@@ -20,6 +20,7 @@
 #include "base/paths.h"
 #include "engine/agent_replies.h"
 #include "engine/registry.h"
+#include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
 #include "vmm/qmp_client.h"
 
@@ -102,7 +103,7 @@ void Sandbox::destroy_all_owned() {
   for (Sandbox* sb : dying) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     (void)sb->vm_.wait_exit(std::max(left, std::chrono::milliseconds(0)));
-    (void)remove_tree(sb->dir_);
+    (void)remove_run_dir(sb->dir_);
   }
 }
 
@@ -136,7 +137,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   if (!dir_lock) return tl::unexpected(dir_lock.error().wrap("boot " + opts.image));
   dir_lock->keep();
   auto fail = [&](Error e) -> Result<std::unique_ptr<Sandbox>> {
-    (void)remove_tree(dir);
+    (void)remove_run_dir(dir);
     return tl::unexpected(e.wrap("boot " + opts.image));
   };
   vc->cpus = opts.cpus;
@@ -156,6 +157,8 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
     if (auto st = create_overlay(image->disk, "raw", overlay); !st) return fail(st.error());
     vc->disk = overlay;
   }
+  auto jail = jail_vm(cfg.home, dir, opts.limits, &*vc);
+  if (!jail) return fail(jail.error());
 
   logger("engine")->info("event=boot_start id={} image={}", id, opts.image);
   auto t_launch = Clock::now();
@@ -171,6 +174,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
                  {"machine", vmm::machine_name(vc->machine)},
                  {"kernel_append", vc->kernel_append},
                  {"created_at", static_cast<int64_t>(std::time(nullptr))}};
+  sb->record_.update(*jail);
   if (auto st = sb->write_record(); !st) return tl::unexpected(st.error().wrap("boot"));
   dir_lock->unlock();
 
@@ -251,7 +255,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::attach(const EngineConfig& cfg, const 
 void Sandbox::destroy() {
   if (destroyed_.exchange(true)) return;
   stop_vm();
-  (void)remove_tree(dir_);
+  (void)remove_run_dir(dir_);
 }
 
 void Sandbox::stop_vm() {
@@ -275,7 +279,15 @@ Result<AgentReply> Sandbox::call(Json request, std::string_view bin,
     return make_error(ErrorCode::kAgentError, "sandbox " + id_ + ": " + why);
   }
   auto r = agent_->call(std::move(request), bin, timeout, std::move(on_event));
-  if (!r && !vm_.alive()) return tl::unexpected(r.error().wrap("sandbox " + id_ + " (VM exited)"));
+  if (!r && !vm_.alive()) {
+    if (oom_kills(dir_) > 0) {
+      return make_error(ErrorCode::kAgentError,
+                        "sandbox " + id_ +
+                            ": its QEMU went over the sandbox's memory limit and "
+                            "the kernel killed it (state failed, reason oom)");
+    }
+    return tl::unexpected(r.error().wrap("sandbox " + id_ + " (VM exited)"));
+  }
   if (!r && agent_->stalled()) mark_unresponsive(dir_, r.error().message());
   return r;
 }

@@ -16,6 +16,7 @@
 #include "engine/agent_client.h"
 #include "engine/config.h"
 #include "engine/image_store.h"
+#include "vmm/cgroup.h"
 #include "vmm/vm_process.h"
 
 namespace forkd::engine {
@@ -33,6 +34,7 @@ struct BootOptions {
   std::string memory_file;
   // QEMU dies with this process (snapshot templates must never outlive `forkd snapshot`).
   bool die_with_parent = false;
+  vmm::Limits limits;  // host-side limits of its QEMU (engine/sandbox_jail.h)
 };
 
 // Timings of one restore: launch_ms and claim_ms from the start of the child's own work,

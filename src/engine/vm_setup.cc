@@ -13,6 +13,7 @@ Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string&
   vmm::VmConfig vc;
   vc.name = "forkd-" + id;
   vc.machine = cfg.machine;
+  vc.bios = vmm::default_bios(vc.machine);
   vc.accel = accel->accel;
   vc.tb_size_mib = cfg.tb_size_mib;
   vc.qmp_socket = dir + "/qmp.sock";

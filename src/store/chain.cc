@@ -246,7 +246,7 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
   auto parent_path = resolve_depth(*parent, depth + 1);
   if (!parent_path) return tl::unexpected(parent_path.error());
 
-  FORKD_TRY(make_dirs(cache_dir_, 0700));
+  FORKD_TRY(make_dirs(cache_dir_, 0710));
   // Written unnamed (O_TMPFILE) and given a name only once complete and verified, so a process
   // killed mid-way leaves nothing behind. Concurrent assemblers of one link each write their own.
   std::string tmp = path + ".tmp-" + random_hex(8);

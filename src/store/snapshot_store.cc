@@ -204,7 +204,7 @@ Result<FileLock> SnapshotStore::lock_tag(const std::string& tag) const {
 Result<std::string> SnapshotStore::make_staging(const std::string& tag) const {
   FORKD_TRY(validate_tag(tag));
   std::string staging = root_ + "/" + leftover_name(kStagingPrefix, tag);
-  if (::mkdir(staging.c_str(), 0700) != 0) return errno_error(errno, "mkdir " + staging);
+  if (::mkdir(staging.c_str(), 0710) != 0) return errno_error(errno, "mkdir " + staging);
   return staging;
 }
 

@@ -17,9 +17,10 @@
 
 namespace forkd::store {
 
-// Files of a ready tag: read-only, and the owner's alone (a tag's memory is the guest's RAM,
-// secrets loaded during warm-up included).
-inline constexpr mode_t kTagFileMode = 0400;
+// Files of a ready tag: read-only, for the owner and the group (a tag's memory is the guest's RAM,
+// secrets loaded during warm-up included). The group is the QEMU jail's (engine/config.h), which
+// reads tags copy-on-write; without the jail $FORKD_HOME admits no one else.
+inline constexpr mode_t kTagFileMode = 0440;
 
 // A tag being written by a branch (status writing) or whose write failed (status failed). Kept
 // in .pending-<tag>.json beside the tags so every process lists it; the tag directory itself

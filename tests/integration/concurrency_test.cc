@@ -86,7 +86,8 @@ class Concurrency : public ForkingTest {
         struct stat st {};
         std::string path = snaps.dir(tag) + "/" + store::snapshot_file_name(role);
         EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
-        EXPECT_EQ(st.st_mode & 0077, 0u) << path << ": readable by others (guest RAM)";
+        EXPECT_EQ(st.st_mode & 0007, 0u) << path << ": readable by others (guest RAM)";
+        EXPECT_EQ(st.st_mode & 0222, 0u) << path << ": writable";
       }
       engine::ForkOptions fo;
       fo.tag = tag;

@@ -1,0 +1,176 @@
+#include "engine/sandbox_jail.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <set>
+
+#include "base/files.h"
+#include "base/json_get.h"
+#include "engine/config.h"
+#include "vmm/jail.h"
+
+namespace forkd::engine {
+
+namespace {
+
+std::string base_name(const std::string& dir) {
+  size_t slash = dir.find_last_of('/');
+  return slash == std::string::npos ? dir : dir.substr(slash + 1);
+}
+
+vmm::SandboxCgroup cgroup_of(const std::string& dir) {
+  return vmm::SandboxCgroup::existing(vmm::host_jail().cgroups, kCgroupParent, base_name(dir));
+}
+
+}  // namespace
+
+nlohmann::json limits_json(const vmm::Limits& l) {
+  nlohmann::json j = {{"memory_mib", nullptr}, {"cpus", nullptr}, {"pids", nullptr}};
+  if (l.memory_bytes) j["memory_mib"] = *l.memory_bytes >> 20;
+  if (l.cpus) j["cpus"] = *l.cpus;
+  if (l.pids) j["pids"] = *l.pids;
+  return j;
+}
+
+vmm::Limits limits_from_json(const nlohmann::json& j) {
+  vmm::Limits l;
+  if (!j.is_object()) return l;
+  if (auto m = j.find("memory_mib"); m != j.end() && m->is_number_unsigned()) {
+    l.memory_bytes = m->get<uint64_t>() << 20;
+  }
+  if (auto c = j.find("cpus"); c != j.end() && c->is_number()) l.cpus = c->get<double>();
+  if (auto p = j.find("pids"); p != j.end() && p->is_number_integer()) l.pids = p->get<int64_t>();
+  return l;
+}
+
+vmm::Limits merge_limits(vmm::Limits base, const vmm::Limits& over) {
+  if (over.memory_bytes) base.memory_bytes = over.memory_bytes;
+  if (over.cpus) base.cpus = over.cpus;
+  if (over.pids) base.pids = over.pids;
+  return base;
+}
+
+Status share_home_with_jail(const std::string& home) {
+  static std::mutex mu;
+  static std::set<std::string> done;
+  const vmm::HostJail& jail = vmm::host_jail();
+  if (!jail.active) return {};
+  std::lock_guard lock(mu);
+  if (done.count(home)) return {};
+  // Jailed QEMUs traverse (never list) these, as the group forkd-qemu; nobody else may.
+  for (const char* sub : kHomeDirs) {
+    std::string dir = home + sub;
+    FORKD_TRY(make_dirs(dir, 0700));
+    struct stat st;
+    // A symlink to another home's directory (the tests share images so) is that home's.
+    if (::lstat(dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) continue;
+    FORKD_TRY(vmm::open_dir_to_group(dir, jail.gid));
+  }
+  // Tags, images and caches written before the jail (or by an older forkd) join the group.
+  for (const char* sub : {"/snapshots", "/images", "/cache"}) {
+    vmm::share_tree_with_group(home + sub, jail.gid);
+  }
+  done.insert(home);
+  return {};
+}
+
+Result<nlohmann::json> jail_vm(const std::string& home, const std::string& dir,
+                               const vmm::Limits& limits, vmm::VmConfig* vc) {
+  const vmm::HostJail& host = vmm::host_jail();
+  vc->memory_readonly = host.private_readonly_ram;
+  nlohmann::json rec = {{"jailed", host.active},
+                        {"uid", nullptr},
+                        {"cgroup", nullptr},
+                        {"limits", limits_json(limits)}};
+  if (!host.active) {
+    if (!limits.empty()) {
+      return make_error(ErrorCode::kUnavailable,
+                        "limits need the jail, which is off here: " + host.reason);
+    }
+    rec["uid"] = ::geteuid();
+    return rec;
+  }
+  FORKD_TRY(share_home_with_jail(home));
+  auto id = vmm::allocate_identity(host);
+  if (!id) return tl::unexpected(id.error());
+  FORKD_TRY(vmm::open_dir_to_group(dir, host.gid));
+  // What QEMU writes by path: its disk overlay and a shared (template) memory file.
+  if (vc->disk) FORKD_TRY(vmm::give_file(*vc->disk, *id));
+  if (!vc->memory_file.empty() && vc->memory_share) {
+    FORKD_TRY(vmm::give_file(vc->memory_file, *id));
+    // It lives in a tag's staging dir, which QEMU must traverse.
+    FORKD_TRY(
+        vmm::open_dir_to_group(vc->memory_file.substr(0, vc->memory_file.rfind('/')), host.gid));
+  }
+  if (host.cgroups.version != vmm::CgroupVersion::kNone) {
+    auto cg = vmm::SandboxCgroup::create(host.cgroups, kCgroupParent, base_name(dir), limits);
+    if (!cg) return tl::unexpected(cg.error());
+    vc->cgroup_procs = cg->procs_files();
+    rec["cgroup"] = std::string(kCgroupParent) + "/" + base_name(dir);
+  } else if (!limits.empty()) {
+    return make_error(ErrorCode::kUnavailable, "limits need cgroups: " + host.cgroups.reason);
+  }
+  vc->jail = *id;
+  rec["uid"] = id->uid;
+  return rec;
+}
+
+nlohmann::json isolation_info(const nlohmann::json& rec) {
+  nlohmann::json out = {{"uid", nullptr},
+                        {"jailed", false},
+                        {"limits", limits_json({})},
+                        {"network", "none"},
+                        {"ports", nlohmann::json::array()}};
+  if (!rec.is_object()) return out;
+  if (auto u = rec.find("uid"); u != rec.end() && u->is_number_unsigned()) out["uid"] = *u;
+  if (auto j = rec.find("jailed"); j != rec.end() && j->is_boolean()) out["jailed"] = *j;
+  if (auto l = rec.find("limits"); l != rec.end())
+    out["limits"] = limits_json(limits_from_json(*l));
+  return out;
+}
+
+nlohmann::json boundary_info(const vmm::Limits& default_limits) {
+  const vmm::HostJail& host = vmm::host_jail();
+  nlohmann::json j = {
+      {"jailed", host.active},
+      {"reason", host.active ? "" : host.reason},
+      {"user", host.active ? vmm::kJailUser : ""},
+      {"uid_range",
+       host.active
+           ? nlohmann::json::array({vmm::kJailUidBase, vmm::kJailUidBase + vmm::kJailUidCount - 1})
+           : nlohmann::json()},
+      {"no_new_privs", true},
+      {"seccomp", vmm::kSeccompOptions},
+      {"cgroups",
+       {{"version", vmm::cgroup_version_name(host.cgroups.version)},
+        {"controllers", host.cgroups.controllers},
+        {"usable", host.active && host.cgroups.version != vmm::CgroupVersion::kNone}}},
+      {"default_limits", limits_json(default_limits)},
+      {"network_modes", {"none"}},
+      {"qemu_version", host.qemu_version}};
+  return j;
+}
+
+Status apply_limits(const std::string& dir, const vmm::Limits& limits) {
+  const vmm::HostJail& host = vmm::host_jail();
+  if (limits.empty()) return {};
+  if (!host.active || host.cgroups.version == vmm::CgroupVersion::kNone) {
+    return make_error(ErrorCode::kUnavailable, "limits need the jail and cgroups: " + host.reason);
+  }
+  // create() on an existing leaf only writes the limits.
+  auto cg = vmm::SandboxCgroup::create(host.cgroups, kCgroupParent, base_name(dir), limits);
+  if (!cg) return tl::unexpected(cg.error());
+  return {};
+}
+
+uint64_t oom_kills(const std::string& dir) { return cgroup_of(dir).oom_kills(); }
+
+Status remove_run_dir(const std::string& dir) {
+  Status cg = cgroup_of(dir).remove();
+  FORKD_TRY(remove_tree(dir));
+  return cg;
+}
+
+}  // namespace forkd::engine
