@@ -14,6 +14,7 @@
 #include "engine/registry.h"
 #include "store/snapshot_store.h"
 #include "vmm/accel.h"
+#include "vmm/jail.h"
 
 namespace forkd::cli {
 
@@ -83,19 +84,31 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
     if (!c.id.empty()) (void)engine::remove_sandbox(cfg, c.id);
   }
   // The same fork one child at a time on an otherwise idle machine: what the single-VM baselines
-  // below compare with fairly (a batch's p50 includes queueing behind its siblings).
-  std::vector<double> single;
-  for (int i = 0; i < 5; ++i) {
+  // below compare with fairly (a batch's p50 includes queueing behind its siblings). Where the
+  // jail is on, each jailed fork (with limits) alternates with one unjailed (no cgroup, this
+  // process's uid), so that the jail's cost is measured side by side.
+  const bool jail_on = vmm::host_jail().active && cfg.jail;
+  engine::EngineConfig bare = cfg;
+  bare.jail = false;
+  bare.default_limits = {};
+  std::vector<double> single, unjailed;
+  for (int i = 0; i < (jail_on ? 10 : 5); ++i) {
+    const bool jailed = jail_on && i % 2 == 0;
     engine::ForkOptions one;
     one.tag = a.tag;
     one.n = 1;
     one.use_pool = false;
-    auto r = engine::fork_children(cfg, one);
+    if (jailed) {
+      one.limits.memory_bytes = 4ull << 30;
+      one.limits.cpus = 2;
+      one.limits.pids = 512;
+    }
+    auto r = engine::fork_children(jailed || !jail_on ? cfg : bare, one);
     if (!r) return tl::unexpected(r.error());
     const auto& c = r->children[0];
     if (!c.id.empty()) (void)engine::remove_sandbox(cfg, c.id);
     if (c.error) return tl::unexpected(*c.error);
-    single.push_back(c.timings.launch_ms + c.timings.ready_ms);
+    (jailed || !jail_on ? single : unjailed).push_back(c.timings.launch_ms + c.timings.ready_ms);
   }
   Summary lat = summarize(latency);
   Summary one = summarize(single);
@@ -116,6 +129,8 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
                         {"child_latency_ms", lat.to_json()},
                         {"child_latency_includes_claim", true},
                         {"single_child_ms", one.to_json()},
+                        {"jailed", jail_on},
+                        {"single_child_unjailed_ms", summarize(unjailed).to_json()},
                         {"ready_since_start_ms", summarize(since_start).to_json()},
                         {"breakdown_ms",
                          {{"qemu_launch", summarize(launch).to_json()},
@@ -158,7 +173,13 @@ void print_human(const nlohmann::json& r) {
   std::printf("  all ready after          %9.0f ms\n", r["wall_ms"].get<double>());
   std::printf("  per child p50 / p99      %9.1f / %.1f ms\n", ms(r["child_latency_ms"]),
               r["child_latency_ms"]["p99"].get<double>());
-  std::printf("  one child alone, p50      %9.1f ms (no pool)\n", ms(r["single_child_ms"]));
+  std::printf("  one child alone, p50      %9.1f ms (no pool%s)\n", ms(r["single_child_ms"]),
+              r["jailed"].get<bool>() ? "; jailed, with limits" : "");
+  if (r["jailed"].get<bool>()) {
+    double bare = ms(r["single_child_unjailed_ms"]);
+    std::printf("  the same unjailed, p50   %9.1f ms -> the jail costs %+.1f%%\n", bare,
+                bare > 0 ? (ms(r["single_child_ms"]) / bare - 1) * 100 : 0.0);
+  }
   const auto& b = r["breakdown_ms"];
   std::printf("    qemu launch p50        %9.1f ms (a pooled child's: its claim)\n",
               ms(b["qemu_launch"]));

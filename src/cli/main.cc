@@ -18,6 +18,8 @@ namespace {
 
 std::atomic<forkd::cli::SignalHook> g_signal_hook{nullptr};
 
+std::atomic<bool> g_tearing_down{false};
+
 // Ctrl-C, SIGTERM and SIGHUP are taken by a dedicated thread (the signals are blocked everywhere
 // else), which tears down every sandbox this process owns before exiting.
 void start_signal_thread() {
@@ -35,6 +37,7 @@ void start_signal_thread() {
       if (!hook) break;
       hook(sig);
     }
+    g_tearing_down = true;  // main() now waits for the _exit below (the exit code is 130)
     std::fprintf(stderr, "\nforkd: %s, tearing down sandboxes\n", strsignal(sig));
     // No QEMU starts from here on, and any being started runs (and so can be found) by now.
     forkd::vmm::VmProcess::stop_launches();
@@ -97,5 +100,9 @@ int main(int argc, char** argv) {
       if (app.got_subcommand(verb)) return forkd::cli::remote_unsupported(verb);
     }
   }
-  return action ? action() : 0;
+  int code = action ? action() : 0;
+  // A verb that failed because Ctrl-C's teardown killed its VM must not exit first with its own
+  // code: the signal thread ends the process (130) once the teardown is done.
+  while (g_tearing_down.load()) pause();
+  return code;
 }

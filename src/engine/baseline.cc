@@ -74,7 +74,7 @@ Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::S
   vc->memory_mib = meta.memory_mib;
   vc->incoming_defer = true;
   if (has_disk) vc->disk = disk;
-  auto jail = jail_vm(cfg.home, dir, {}, &*vc);
+  auto jail = jail_vm(cfg, dir, {}, &*vc);
   if (!jail) {
     (void)remove_run_dir(dir);
     return tl::unexpected(jail.error().wrap("plain restore"));

@@ -189,7 +189,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     }
     vc->disk = dummy;
   }
-  auto jail = jail_vm(cfg.home, *dest_dir, {}, &*vc);
+  auto jail = jail_vm(cfg, *dest_dir, {}, &*vc);
   if (!jail) return tl::unexpected(jail.error().wrap("branch destination"));
   auto launched =
       vmm::VmProcess::launch_with_qmp(*vc, *dest_dir + "/qemu.log", std::chrono::seconds(30));

@@ -18,6 +18,9 @@ struct EngineConfig {
   // Host-side limits every sandbox's QEMU gets unless its request says otherwise (the daemon's
   // --memory-limit/--cpus/--pids; env FORKD_MEMORY_LIMIT_MIB, FORKD_CPU_LIMIT, FORKD_PIDS_LIMIT).
   vmm::Limits default_limits;
+  // false: QEMUs run as this process even where the jail is available (bench spawn measures what
+  // the jail costs side by side).
+  bool jail = true;
 
   // Defaults from the environment: FORKD_HOME, FORKD_ASSETS_DIR, FORKD_AGENT, FORKD_ACCEL,
   // FORKD_MACHINE (microvm|pc).

@@ -17,7 +17,9 @@
 #include "base/paths.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
+#include "engine/sandbox_jail.h"
 #include "store/snapshot_store.h"
+#include "vmm/jail.h"
 #include "vmm/qmp_client.h"
 #include "vmm/vm_process.h"
 
@@ -132,7 +134,8 @@ GcReport gc(const EngineConfig& cfg) {
   GcReport r;
   // Records whose QEMU is gone.
   for (const auto& s : list_sandboxes(cfg)) {
-    if (s.alive()) continue;
+    // A sandbox the kernel killed (oom) stays listed `failed` until it is deleted.
+    if (s.alive() || s.state == "failed") continue;
     if (remove_sandbox(cfg, s.id)) r.dead_sandboxes.push_back(s.id);
   }
   // Pool members whose QEMU died: their member files go (and their run dirs below).
@@ -151,13 +154,16 @@ GcReport gc(const EngineConfig& cfg) {
     r.orphan_dirs.push_back("branching/" + name);
   }
   r.snapshot_leftovers = store::SnapshotStore(cfg.home).cleanup_stale();
+  // cgroups of run dirs removed above, or of a forkd killed mid-launch.
+  r.cgroups =
+      vmm::sweep_stale_leaves(vmm::host_jail().cgroups, kCgroupParent, std::chrono::seconds(120));
   if (!r.dead_sandboxes.empty() || !r.orphan_dirs.empty() || r.orphan_qemus > 0 ||
-      r.snapshot_leftovers > 0 || r.pool_members > 0) {
+      r.snapshot_leftovers > 0 || r.pool_members > 0 || r.cgroups > 0) {
     logger("gc")->info(
         "event=gc dead_sandboxes={} orphan_dirs={} orphan_qemus={} snapshot_leftovers={} "
-        "pool_members={}",
+        "pool_members={} cgroups={}",
         r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus, r.snapshot_leftovers,
-        r.pool_members);
+        r.pool_members, r.cgroups);
   }
   return r;
 }

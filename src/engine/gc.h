@@ -18,6 +18,7 @@ struct GcReport {
   int orphan_qemus = 0;                     // QEMU processes killed for having no owner
   int snapshot_leftovers = 0;               // staging dirs and dead writers' records removed
   int pool_members = 0;                     // pool members whose QEMU was gone: dropped
+  int cgroups = 0;                          // empty sandbox cgroups of removed sandboxes
 };
 
 // Runs every collection step. Safe to run at any time, concurrently with any other forkd

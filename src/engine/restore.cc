@@ -86,7 +86,7 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
     }
     vc->disk = overlay;
   }
-  auto jail = jail_vm(cfg.home, dir, limits, &*vc);
+  auto jail = jail_vm(cfg, dir, limits, &*vc);
   if (!jail) return fail(jail.error());
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) return fail(launched.error());

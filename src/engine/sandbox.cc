@@ -157,7 +157,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
     if (auto st = create_overlay(image->disk, "raw", overlay); !st) return fail(st.error());
     vc->disk = overlay;
   }
-  auto jail = jail_vm(cfg.home, dir, opts.limits, &*vc);
+  auto jail = jail_vm(cfg, dir, opts.limits, &*vc);
   if (!jail) return fail(jail.error());
 
   logger("engine")->info("event=boot_start id={} image={}", id, opts.image);

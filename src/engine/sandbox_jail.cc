@@ -76,23 +76,23 @@ Status share_home_with_jail(const std::string& home) {
   return {};
 }
 
-Result<nlohmann::json> jail_vm(const std::string& home, const std::string& dir,
+Result<nlohmann::json> jail_vm(const EngineConfig& cfg, const std::string& dir,
                                const vmm::Limits& limits, vmm::VmConfig* vc) {
   const vmm::HostJail& host = vmm::host_jail();
   vc->memory_readonly = host.private_readonly_ram;
-  nlohmann::json rec = {{"jailed", host.active},
-                        {"uid", nullptr},
-                        {"cgroup", nullptr},
-                        {"limits", limits_json(limits)}};
-  if (!host.active) {
+  const bool jailed = host.active && cfg.jail;
+  nlohmann::json rec = {
+      {"jailed", jailed}, {"uid", nullptr}, {"cgroup", nullptr}, {"limits", limits_json(limits)}};
+  if (!jailed) {
     if (!limits.empty()) {
       return make_error(ErrorCode::kUnavailable,
-                        "limits need the jail, which is off here: " + host.reason);
+                        "limits need the jail, which is off here: " +
+                            (host.active ? std::string("this caller turned it off") : host.reason));
     }
     rec["uid"] = ::geteuid();
     return rec;
   }
-  FORKD_TRY(share_home_with_jail(home));
+  FORKD_TRY(share_home_with_jail(cfg.home));
   auto id = vmm::allocate_identity(host);
   if (!id) return tl::unexpected(id.error());
   FORKD_TRY(vmm::open_dir_to_group(dir, host.gid));

@@ -31,7 +31,8 @@ Status share_home_with_jail(const std::string& home);
 // QEMU runs as the caller: limits then still need cgroups, which only root can make here, so
 // asking for limits is kUnavailable with the reason. Returns what sandbox.json records:
 // {"jailed", "uid", "cgroup", "limits"}.
-Result<nlohmann::json> jail_vm(const std::string& home, const std::string& dir,
+struct EngineConfig;
+Result<nlohmann::json> jail_vm(const EngineConfig& cfg, const std::string& dir,
                                const vmm::Limits& limits, vmm::VmConfig* vc);
 
 // What SandboxInfo and `ps --json` show of a sandbox's isolation, from its sandbox.json:

@@ -205,6 +205,31 @@ uint64_t SandboxCgroup::memory_current() const {
   return text ? std::strtoull(text->c_str(), nullptr, 10) : 0;
 }
 
+int sweep_stale_leaves(const CgroupLayout& layout, const std::string& parent,
+                       std::chrono::seconds min_age) {
+  if (layout.version == CgroupVersion::kNone) return 0;
+  std::vector<std::string> hierarchies;
+  if (layout.version == CgroupVersion::kV2) {
+    hierarchies.push_back(layout.root);
+  } else {
+    for (const auto& c : layout.controllers) hierarchies.push_back(layout.hierarchy(c));
+  }
+  const auto now = std::chrono::system_clock::now();
+  int removed = 0;
+  for (const auto& h : hierarchies) {
+    const std::string base = h + "/" + parent;
+    for (const auto& name : list_dir_names(base)) {
+      std::string leaf = base + "/" + name;
+      struct stat st {};
+      if (::lstat(leaf.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+      auto made = std::chrono::system_clock::time_point(std::chrono::seconds(st.st_mtim.tv_sec));
+      if (now - made < min_age) continue;
+      if (::rmdir(leaf.c_str()) == 0) ++removed;  // EBUSY: still has a process
+    }
+  }
+  return removed;
+}
+
 Status SandboxCgroup::remove() const {
   Status result;
   for (const auto& d : dirs_) {

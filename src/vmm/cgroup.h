@@ -5,6 +5,7 @@
 // hosts give. The root is a parameter so that unit tests run over a fake tree.
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -69,6 +70,12 @@ class SandboxCgroup {
   std::vector<std::string> dirs_;
   std::string memory_dir_;
 };
+
+// Removes the leaves under <hierarchy>/<parent>/ that are empty and were made more than min_age
+// ago (left by a forkd killed before it cleaned up; a leaf being set up for a launch is younger).
+// A leaf with a process in it is refused by the kernel and stays. Returns how many went.
+int sweep_stale_leaves(const CgroupLayout& layout, const std::string& parent,
+                       std::chrono::seconds min_age);
 
 // The limit files and values one sandbox gets on a layout: (file relative to its hierarchy's
 // leaf, value) pairs, keyed by controller. Pure, for tests and `doctor`.

@@ -1,8 +1,10 @@
 #include "vmm/cgroup.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <ctime>
 #include <optional>
 
 #include "base/files.h"
@@ -119,6 +121,18 @@ TEST_F(FakeCgroupRoot, V1WithoutPidsRefusesAPidsLimitAndLeavesNothing) {
   EXPECT_EQ(cg.error().code(), ErrorCode::kUnavailable);
   EXPECT_NE(cg.error().message().find("pids"), std::string::npos);
   EXPECT_FALSE(path_exists(root_ + "/memory/forkd/sb-3"));
+}
+
+TEST_F(FakeCgroupRoot, SweepRemovesOnlyOldLeaves) {
+  put("pids/cgroup.procs", "");
+  auto l = detect_cgroups(root_);
+  ASSERT_TRUE(make_dirs(root_ + "/pids/forkd/old"));
+  ASSERT_TRUE(make_dirs(root_ + "/pids/forkd/new"));
+  struct timespec times[2] = {{0, UTIME_OMIT}, {std::time(nullptr) - 3600, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (root_ + "/pids/forkd/old").c_str(), times, 0), 0);
+  EXPECT_EQ(sweep_stale_leaves(l, "forkd", std::chrono::seconds(120)), 1);
+  EXPECT_FALSE(path_exists(root_ + "/pids/forkd/old"));
+  EXPECT_TRUE(path_exists(root_ + "/pids/forkd/new")) << "a leaf being set up is left alone";
 }
 
 TEST(LimitWrites, TinyCpuQuotaIsRaisedToTheKernelMinimum) {
