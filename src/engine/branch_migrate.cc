@@ -1,6 +1,7 @@
 #include "engine/branch_migrate.h"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -16,6 +17,7 @@
 #include "engine/migration.h"
 #include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
+#include "vmm/jail.h"
 #include "vmm/qmp_client.h"
 #include "vmm/vm_process.h"
 
@@ -275,6 +277,14 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
       // Source stopped, device state not yet sent: freeze its disk at this instant; it goes on
       // writing to a new overlay above the frozen layer.
       std::string next = req.source_dir + "/overlay-" + random_hex(4) + ".qcow2";
+      // A jailed source cannot create files in its run dir: the new layer is handed to the
+      // owner of its current one (its uid) first, and QEMU writes into that.
+      struct stat active {};
+      if (::stat((*disk)->active.c_str(), &active) == 0 && active.st_uid != ::geteuid()) {
+        if (auto g = vmm::give_file(next, {active.st_uid, active.st_gid}); !g) {
+          return give_up(g.error().wrap("disk snapshot"));
+        }
+      }
       auto snap = src->execute("blockdev-snapshot-sync", Json{{"device", "root"},
                                                               {"snapshot-file", next},
                                                               {"format", "qcow2"},
