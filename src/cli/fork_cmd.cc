@@ -23,19 +23,16 @@ struct ForkArgs {
   int parallel = 3;
   bool no_pool = false;
   bool json = false;
-  // Host-side limits of each child's QEMU (0: the default); network mode.
-  int memory_limit_mib = 0;
-  double cpus = 0;
-  int pids = 0;
+  LimitArgs limits;  // of each child's QEMU (unset: the default)
   std::string network = "none";
 };
 
 // The REST spawn fields for a's limits (forkd's memory_limit_mib, our cpu_limit and pids_limit).
 nlohmann::json limit_fields(const ForkArgs& a) {
   nlohmann::json j = nlohmann::json::object();
-  if (a.memory_limit_mib > 0) j["memory_limit_mib"] = a.memory_limit_mib;
-  if (a.cpus > 0) j["cpu_limit"] = a.cpus;
-  if (a.pids > 0) j["pids_limit"] = a.pids;
+  if (a.limits.memory_limit_mib > 0) j["memory_limit_mib"] = a.limits.memory_limit_mib;
+  if (a.limits.cpus > 0) j["cpu_limit"] = a.limits.cpus;
+  if (a.limits.pids > 0) j["pids_limit"] = a.limits.pids;
   j["network"] = a.network;
   return j;
 }
@@ -65,9 +62,7 @@ int do_fork(const GlobalOptions& g, const ForkArgs& a) {
   engine::ForkOptions fo;
   fo.tag = a.tag;
   fo.n = a.n;
-  if (a.memory_limit_mib > 0) fo.limits.memory_bytes = uint64_t(a.memory_limit_mib) << 20;
-  if (a.cpus > 0) fo.limits.cpus = a.cpus;
-  if (a.pids > 0) fo.limits.pids = a.pids;
+  fo.limits = a.limits.limits();
   fo.parallel = a.parallel;
   fo.use_pool = !a.no_pool;
   auto r = engine::fork_children(*cfg, fo);
@@ -166,14 +161,7 @@ void register_fork(CLI::App& app, GlobalOptions& g, Action& action) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   sub->add_flag("--no-pool", a->no_pool, "Do not use pre-started QEMUs");
-  sub->add_option("--memory-limit", a->memory_limit_mib,
-                  "Memory limit of each child's QEMU, guest RAM included, in MiB (the kernel "
-                  "kills a child over it: state failed, reason oom)")
-      ->check(CLI::Range(32, 1 << 20));
-  sub->add_option("--cpus", a->cpus, "CPU quota of each child's QEMU, in cores (e.g. 0.5)")
-      ->check(CLI::Range(0.01, 1024.0));
-  sub->add_option("--pids", a->pids, "Most tasks (threads) each child's QEMU may have")
-      ->check(CLI::Range(8, 1 << 22));
+  add_limit_options(sub, &a->limits, "each child's QEMU");
   sub->add_option("--network", a->network, "Guest network: none (the only mode so far)")
       ->check(CLI::IsMember({"none", "outbound"}))
       ->capture_default_str();

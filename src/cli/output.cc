@@ -22,6 +22,26 @@ int report_error(const Error& err) {
   }
 }
 
+vmm::Limits LimitArgs::limits() const {
+  vmm::Limits l;
+  if (memory_limit_mib > 0) l.memory_bytes = static_cast<uint64_t>(memory_limit_mib) << 20;
+  if (cpus > 0) l.cpus = cpus;
+  if (pids > 0) l.pids = pids;
+  return l;
+}
+
+void add_limit_options(CLI::App* sub, LimitArgs* a, const std::string& whose) {
+  sub->add_option("--memory-limit", a->memory_limit_mib,
+                  "Memory limit of " + whose +
+                      ", guest RAM included, in MiB (over it the "
+                      "kernel kills it: state failed, reason oom)")
+      ->check(CLI::Range(32, 1 << 20));
+  sub->add_option("--cpus", a->cpus, "CPU quota of " + whose + ", in cores (e.g. 0.5)")
+      ->check(CLI::Range(0.01, 1024.0));
+  sub->add_option("--pids", a->pids, "Most tasks (threads) " + whose + " may have")
+      ->check(CLI::Range(8, 1 << 22));
+}
+
 Result<engine::EngineConfig> make_config(const GlobalOptions& g) {
   auto cfg = engine::EngineConfig::from_env();
   if (!g.accel.empty() && g.accel != "auto") cfg.accel = g.accel;

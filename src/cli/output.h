@@ -38,6 +38,16 @@ int report_error(const Error& err);
 // bad --machine.
 Result<engine::EngineConfig> make_config(const GlobalOptions& g);
 
+// Host-side limits of a QEMU as given on a command line (0: unset), and their options
+// --memory-limit, --cpus, --pids on sub; `whose` completes their help ("each child's QEMU").
+struct LimitArgs {
+  int memory_limit_mib = 0;
+  double cpus = 0;
+  int pids = 0;
+  vmm::Limits limits() const;
+};
+void add_limit_options(CLI::App* sub, LimitArgs* a, const std::string& whose);
+
 // Progress printer for long operations: "forkd: <line>" on stderr.
 engine::ProgressFn stderr_progress();
 

@@ -5,6 +5,7 @@
 
 #include "cli/output.h"
 #include "daemon/server.h"
+#include "engine/sandbox_jail.h"
 
 namespace forkd::cli {
 
@@ -24,10 +25,7 @@ struct ServeArgs {
   int max_long_requests = 12;
   size_t max_exec_output_mib = 16;
   size_t exec_output_budget_mib = 256;
-  // Default host-side limits of every sandbox's QEMU (0: none).
-  int memory_limit_mib = 0;
-  double cpus = 0;
-  int pids = 0;
+  LimitArgs limits;  // default host-side limits of every sandbox's QEMU
   bool listen_given = false;
 };
 
@@ -44,9 +42,7 @@ void on_signal(int sig) {
 int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
-  if (a.memory_limit_mib > 0) cfg->default_limits.memory_bytes = uint64_t(a.memory_limit_mib) << 20;
-  if (a.cpus > 0) cfg->default_limits.cpus = a.cpus;
-  if (a.pids > 0) cfg->default_limits.pids = a.pids;
+  cfg->default_limits = engine::merge_limits(cfg->default_limits, a.limits.limits());
   daemon::ServeOptions o;
   // With only --socket, no TCP listener.
   if (!a.socket.empty() && !a.listen_given) {
@@ -124,14 +120,8 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
                   "Branches being written at once (the contract's cap); beyond: 503")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
-  sub->add_option("--memory-limit", a->memory_limit_mib,
-                  "Default memory limit of each sandbox's QEMU, guest RAM included, in MiB "
-                  "(a spawn's memory_limit_mib overrides it)")
-      ->check(CLI::Range(32, 1 << 20));
-  sub->add_option("--cpus", a->cpus, "Default CPU quota of each sandbox's QEMU, in cores")
-      ->check(CLI::Range(0.01, 1024.0));
-  sub->add_option("--pids", a->pids, "Default most tasks (threads) of each sandbox's QEMU")
-      ->check(CLI::Range(8, 1 << 22));
+  // Defaults: a spawn's memory_limit_mib, cpu_limit and pids_limit override them.
+  add_limit_options(sub, &a->limits, "each sandbox's QEMU by default");
   sub->callback([&action, &g, a, sub] {
     a->listen_given = sub->count("--listen") > 0;
     action = [&g, a] { return do_serve(g, *a); };
