@@ -18,6 +18,7 @@
 
 #include "base/unique_fd.h"
 #include "log.h"
+#include "net.h"
 
 namespace forkd::agent {
 
@@ -100,6 +101,12 @@ AgentResult<ResumedSpec> parse_resumed(const Request& req) {
     return bad_request("the seed (binary body) must be 32..512 bytes");
   }
   spec.seed = req.body;
+  if (auto n = req.args.find("network"); n != req.args.end() && !n->is_null()) {
+    auto net = parse_net_spec(*n);  // validated here, applied by resumed_op
+    if (!net) return tl::unexpected(net.error());
+    spec.has_network = true;
+    spec.network = *n;
+  }
   return spec;
 }
 
@@ -197,9 +204,21 @@ AgentResult<OpReply> resumed_op(const Request& req, PythonWorker* python,
   char actual[256] = {};
   if (::gethostname(actual, sizeof actual - 1) != 0) actual[0] = '\0';
   out["hostname"] = std::string(actual);
-  // d. Identity for ping and every later exec.
+  // d. The NIC: address, route, neighbour and resolver as the host asks (a child of a networked
+  // tag). Failing it fails nothing else; the host decides what a child without network means.
+  if (spec->has_network) {
+    StepResult net{false, "disabled (--no-system-identity)"};
+    if (!has_nic()) {
+      net = StepResult{false, "the VM has no NIC"};
+    } else if (opts.system_identity) {
+      net = apply_net_spec(*parse_net_spec(spec->network));
+    }
+    out["network_set"] = net.ok;
+    if (!net.error.empty()) out["network_error"] = net.error;
+  }
+  // e. Identity for ping and every later exec.
   set_identity(Identity{spec->sandbox_id, spec->epoch});
-  // e. The warm Python worker's PRNGs (and its os.environ).
+  // f. The warm Python worker's PRNGs (and its os.environ).
   // Scheduled, not awaited: cold Python under TCG would add a hundred milliseconds to every
   // fork. No eval can run before it: the next eval applies it first.
   if (python != nullptr) {

@@ -28,6 +28,9 @@ struct ResumedSpec {
   std::string hostname;
   int64_t time_ns = 0;
   std::string seed;  // secret: never log it
+  // The `network` object, when given (see net.h): applied after the hostname.
+  bool has_network = false;
+  Json network;
 };
 
 // Validates a resumed request strictly (field types, formats, seed length). Pure.

@@ -17,6 +17,7 @@
 
 #include "base/unique_fd.h"
 #include "log.h"
+#include "net.h"
 
 namespace forkd::agent {
 
@@ -63,6 +64,13 @@ void init_system() {
   ::setenv("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 1);
   ::setenv("HOME", "/root", 1);
   bring_up_loopback();
+  // A VM started with a NIC gets the user-mode network's addresses at boot (a warm-up may need
+  // the network); every restored child is told again by `resumed`.
+  if (has_nic()) {
+    if (auto r = apply_net_spec(default_outbound()); !r.ok || !r.error.empty()) {
+      log_line("network at boot: " + r.error);
+    }
+  }
   static constexpr char kHostname[] = "forkd";
   if (::sethostname(kHostname, sizeof kHostname - 1) != 0) log_line("sethostname failed");
   if (::chdir("/") != 0) log_line("chdir / failed");

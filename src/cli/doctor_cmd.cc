@@ -137,7 +137,7 @@ std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
     out.push_back({"userfaultfd", "warn", std::string("unavailable: ") + strerror(errno),
                    "sysctl vm.unprivileged_userfaultfd=1 or run as root"});
   }
-  auto b = engine::boundary_info(cfg.default_limits);
+  auto b = engine::boundary_info(cfg.default_limits, cfg.expose_address);
   if (b["jailed"].get<bool>()) {
     out.push_back({"jail", "ok",
                    "each QEMU as its own uid (" + std::to_string(vmm::kJailUidBase) + "+), group " +
@@ -161,7 +161,10 @@ std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
           ? Check{"cgroups", "ok", layout + ": limits per sandbox (memory, cpu, pids)", ""}
           : Check{"cgroups", "warn", layout + ": no per-sandbox limits",
                   "run forkd as root on a host with cgroups"});
-  out.push_back({"network", "ok", "modes: none (outbound and exposed ports: not yet)", ""});
+  out.push_back({"network", "ok",
+                 "modes none, outbound (slirp in each QEMU; exposed ports on " +
+                     cfg.expose_address + "); per_child_netns and allow-lists: not available",
+                 ""});
   return out;
 }
 
@@ -179,7 +182,8 @@ int do_doctor(const GlobalOptions& g, bool json) {
     std::printf("%s\n", nlohmann::json{{"ok", !failed},
                                        {"home", cfg->home},
                                        {"checks", arr},
-                                       {"boundary", engine::boundary_info(cfg->default_limits)}}
+                                       {"boundary", engine::boundary_info(cfg->default_limits,
+                                                                          cfg->expose_address)}}
                             .dump(2)
                             .c_str());
   } else {

@@ -23,8 +23,9 @@ struct ForkArgs {
   int parallel = 3;
   bool no_pool = false;
   bool json = false;
-  LimitArgs limits;  // of each child's QEMU (unset: the default)
-  std::string network = "none";
+  LimitArgs limits;     // of each child's QEMU (unset: the default)
+  std::string network;  // empty: the tag's
+  std::vector<int> expose;
 };
 
 // The REST spawn fields for a's limits (forkd's memory_limit_mib, our cpu_limit and pids_limit).
@@ -33,7 +34,8 @@ nlohmann::json limit_fields(const ForkArgs& a) {
   if (a.limits.memory_limit_mib > 0) j["memory_limit_mib"] = a.limits.memory_limit_mib;
   if (a.limits.cpus > 0) j["cpu_limit"] = a.limits.cpus;
   if (a.limits.pids > 0) j["pids_limit"] = a.limits.pids;
-  j["network"] = a.network;
+  if (!a.network.empty()) j["network"] = a.network;
+  if (!a.expose.empty()) j["expose"] = a.expose;
   return j;
 }
 
@@ -51,12 +53,6 @@ void refill_in_background(const std::string& tag) {
 
 int do_fork(const GlobalOptions& g, const ForkArgs& a) {
   if (!g.url.empty()) return remote_fork(g, a.tag, a.n, a.json, limit_fields(a));
-  if (a.network != "none") {
-    return report_error(
-        Error(ErrorCode::kInvalidArgument, "--network " + a.network +
-                                               ": only none is available in this version (outbound "
-                                               "networking is not implemented yet)"));
-  }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   engine::ForkOptions fo;
@@ -65,6 +61,8 @@ int do_fork(const GlobalOptions& g, const ForkArgs& a) {
   fo.limits = a.limits.limits();
   fo.parallel = a.parallel;
   fo.use_pool = !a.no_pool;
+  fo.network = a.network;
+  fo.expose = a.expose;
   auto r = engine::fork_children(*cfg, fo);
   if (!r) return report_error(r.error());
   int failed = 0;
@@ -75,13 +73,14 @@ int do_fork(const GlobalOptions& g, const ForkArgs& a) {
                         {"id", c.id},
                         {"status", c.error ? "failed" : "ready"},
                         {"ready_ms", c.total_ms},
-                        {"from_pool", c.from_pool}};
+                        {"from_pool", c.from_pool},
+                        {"ports", c.ports}};
     if (c.error) {
       ++failed;
       j["error"] = {{"code", error_code_name(c.error->code())}, {"message", c.error->message()}};
       if (!a.json) std::fprintf(stderr, "forkd: child %zu: %s\n", i, c.error->describe().c_str());
     } else if (!a.json) {
-      std::printf("%s\n", c.id.c_str());
+      std::printf("%s%s\n", c.id.c_str(), ports_text(c.ports).c_str());
     }
     arr.push_back(j);
   }
@@ -162,9 +161,14 @@ void register_fork(CLI::App& app, GlobalOptions& g, Action& action) {
       ->capture_default_str();
   sub->add_flag("--no-pool", a->no_pool, "Do not use pre-started QEMUs");
   add_limit_options(sub, &a->limits, "each child's QEMU");
-  sub->add_option("--network", a->network, "Guest network: none (the only mode so far)")
-      ->check(CLI::IsMember({"none", "outbound"}))
-      ->capture_default_str();
+  sub->add_option("--network", a->network,
+                  "Guest network: none or outbound (default: the tag's; outbound needs a tag made "
+                  "with --network outbound)")
+      ->check(CLI::IsMember({"none", "outbound"}));
+  sub->add_option("--expose", a->expose,
+                  "Guest TCP port to reach from the host (repeatable; each child gets a free host "
+                  "port on the daemon's expose address, printed after its id)")
+      ->check(CLI::Range(1, 65535));
   sub->add_flag("--json", a->json, "Machine-readable output");
   sub->callback([&action, &g, a] { action = [&g, a] { return do_fork(g, *a); }; });
 

@@ -22,6 +22,22 @@ int report_error(const Error& err) {
   }
 }
 
+std::string ports_text(const nlohmann::json& ports) {
+  std::string out;
+  if (!ports.is_array()) return out;
+  for (const auto& p : ports) {
+    if (!p.is_object()) continue;
+    auto num = [&](const char* k) {
+      auto it = p.find(k);
+      return it != p.end() && it->is_number_integer() ? std::to_string(it->get<int64_t>()) : "?";
+    };
+    auto a = p.find("address");
+    std::string addr = a != p.end() && a->is_string() ? a->get<std::string>() : "127.0.0.1";
+    out += "  " + num("guest") + "->" + addr + ":" + num("host");
+  }
+  return out;
+}
+
 vmm::Limits LimitArgs::limits() const {
   vmm::Limits l;
   if (memory_limit_mib > 0) l.memory_bytes = static_cast<uint64_t>(memory_limit_mib) << 20;

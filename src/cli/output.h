@@ -48,6 +48,9 @@ struct LimitArgs {
 };
 void add_limit_options(CLI::App* sub, LimitArgs* a, const std::string& whose);
 
+// A sandbox's exposed ports for people: "  8080->127.0.0.1:34137" each ([] gives "").
+std::string ports_text(const nlohmann::json& ports);
+
 // Progress printer for long operations: "forkd: <line>" on stderr.
 engine::ProgressFn stderr_progress();
 

@@ -82,7 +82,10 @@ int remote_fork(const GlobalOptions& g, const std::string& tag, int n, bool json
   Json children = Json::array();
   for (size_t i = 0; i < r->size(); ++i) {
     const Json& s = (*r)[i];
-    if (!json) std::printf("%s\n", str(s, "id").c_str());
+    if (!json) {
+      std::printf("%s%s\n", str(s, "id").c_str(),
+                  ports_text(s.is_object() ? s.value("ports", Json::array()) : Json()).c_str());
+    }
     children.push_back({{"index", i}, {"id", str(s, "id")}, {"status", "ready"}, {"sandbox", s}});
   }
   if (json) print_json({{"tag", tag}, {"children", children}, {"failed", 0}});
@@ -240,7 +243,8 @@ int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a) {
                                      {"exec", a.exec},
                                      {"eval", a.eval},
                                      {"force", a.force},
-                                     {"cascade", a.cascade}});
+                                     {"cascade", a.cascade},
+                                     {"network", a.network}});
   if (!r) return report_error(r.error());
   if (a.json) {
     print_json(*r);

@@ -35,6 +35,7 @@ struct RemoteSnapshotArgs {
   bool force = false;
   bool cascade = false;
   bool json = false;
+  std::string network = "none";
 };
 int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a);
 // snapshot --from over the API: fork one child of `from`, run the warm-up steps in it, branch it

@@ -13,6 +13,7 @@ namespace {
 
 struct ServeArgs {
   std::string listen = "127.0.0.1:8889";
+  std::string expose_address;  // empty: the config's (FORKD_EXPOSE_ADDRESS or 127.0.0.1)
   std::string socket;
   std::string token_file;
   std::string audit_log;
@@ -43,6 +44,7 @@ int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   cfg->default_limits = engine::merge_limits(cfg->default_limits, a.limits.limits());
+  if (!a.expose_address.empty()) cfg->expose_address = a.expose_address;
   daemon::ServeOptions o;
   // With only --socket, no TCP listener.
   if (!a.socket.empty() && !a.listen_given) {
@@ -120,6 +122,11 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
                   "Branches being written at once (the contract's cap); beyond: 503")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  sub->add_option("--expose-address", a->expose_address,
+                  "IPv4 address exposed guest ports listen on (default 127.0.0.1)")
+      ->check([](const std::string& v) {
+        return engine::is_ipv4_address(v) ? std::string() : "not an IPv4 address: " + v;
+      });
   // Defaults: a spawn's memory_limit_mib, cpu_limit and pids_limit override them.
   add_limit_options(sub, &a->limits, "each sandbox's QEMU by default");
   sub->callback([&action, &g, a, sub] {

@@ -29,6 +29,7 @@ struct SnapshotArgs {
   bool force = false;
   bool cascade = false;
   bool json = false;
+  std::string network = "none";
   std::string from;  // build a chain link from this tag instead of booting the image
 };
 
@@ -58,13 +59,17 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
   if (!a.from.empty() && a.force) {
     return report_error(Error(ErrorCode::kInvalidArgument, "--force does not go with --from"));
   }
+  if (!a.from.empty() && a.network != "none") {
+    return report_error(Error(ErrorCode::kInvalidArgument,
+                              "--network does not go with --from: a link keeps its parent's"));
+  }
   if (a.cascade && !a.force) {
     return report_error(Error(ErrorCode::kInvalidArgument, "--cascade goes with --force"));
   }
   if (!g.url.empty()) {
     if (!a.from.empty()) return remote_snapshot_from(g, {a.from, a.tag, a.exec, a.eval, a.json});
-    return remote_snapshot(
-        g, {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force, a.cascade, a.json});
+    return remote_snapshot(g, {a.tag, a.image, a.memory_mib, a.cpus, a.exec, a.eval, a.force,
+                               a.cascade, a.json, a.network});
   }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
@@ -78,6 +83,7 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
   so.warmup_eval = a.eval;
   so.force = a.force;
   so.cascade = a.cascade;
+  so.network = a.network;
   so.progress = stderr_progress();
   auto r = engine::create_snapshot(*cfg, so);
   if (!r) return report_error(r.error());
@@ -90,10 +96,10 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
     print_json(j);
   } else {
     std::printf(
-        "tag %s ready: image %s, %d MiB, boot %.0f ms, warm-up %.0f ms, save %.0f ms, "
-        "commit %.0f ms\n",
-        a.tag.c_str(), a.image.c_str(), a.memory_mib, r->boot_ms, r->warmup_ms, r->save_ms,
-        r->commit_ms);
+        "tag %s ready: image %s, %d MiB, network %s, boot %.0f ms, warm-up %.0f ms, "
+        "save %.0f ms, commit %.0f ms\n",
+        a.tag.c_str(), a.image.c_str(), a.memory_mib, a.network.c_str(), r->boot_ms, r->warmup_ms,
+        r->save_ms, r->commit_ms);
   }
   return 0;
 }
@@ -125,6 +131,7 @@ int do_images(const GlobalOptions& g, bool json) {
     tags.push_back({{"tag", m.tag},
                     {"image", m.image},
                     {"memory_mib", m.memory_mib},
+                    {"network", m.network},
                     {"created_at", m.created_at},
                     {"status", m.status},
                     {"parent_tag", m.parent_tag ? nlohmann::json(*m.parent_tag) : nlohmann::json()},
@@ -146,9 +153,9 @@ int do_images(const GlobalOptions& g, bool json) {
     std::time_t c = t["created_at"].get<int64_t>();
     char when[32];
     std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::localtime(&c));
-    std::printf("  %-20s image %-8s %5d MiB  %7.1f MiB on disk  %s\n",
+    std::printf("  %-20s image %-8s %5d MiB  network %-8s %7.1f MiB on disk  %s\n",
                 t["tag"].get<std::string>().c_str(), t["image"].get<std::string>().c_str(),
-                t["memory_mib"].get<int>(),
+                t["memory_mib"].get<int>(), t["network"].get<std::string>().c_str(),
                 static_cast<double>(t["disk_kib"].get<uint64_t>()) / 1024, when);
   }
   return 0;
@@ -197,6 +204,11 @@ void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--exec", a->exec, "Warm-up shell command (repeatable; each must exit 0)");
   sub->add_option("--eval", a->eval,
                   "Warm-up Python for the warm worker (repeatable, after --exec)");
+  sub->add_option("--network", a->network,
+                  "none: no NIC; outbound: a NIC on a user-mode network, for the warm-up and for "
+                  "children (each chooses none or outbound)")
+      ->check(CLI::IsMember({"none", "outbound"}))
+      ->capture_default_str();
   sub->add_flag("--force", a->force,
                 "Replace an existing tag (refused while links depend on it, unless --cascade)");
   sub->add_flag("--cascade", a->cascade, "With --force: remove the old tag's links first");

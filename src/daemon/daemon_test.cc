@@ -106,13 +106,23 @@ TEST(Decode, ForkLimitsAndForkdFields) {
   EXPECT_EQ(ok->cpu_limit, 0.5);
   EXPECT_EQ(ok->pids_limit, 64);
   EXPECT_TRUE(decode_fork(R"({"snapshot_tag":"py","memory_limit_mib":null})"));
+  EXPECT_EQ(ok->network, "none");
+  auto net = decode_fork(R"({"snapshot_tag":"py","network":"outbound","expose":[8080,22]})");
+  ASSERT_TRUE(net) << net.error().describe();
+  EXPECT_EQ(net->network, "outbound");
+  EXPECT_EQ(net->expose, (std::vector<int>{8080, 22}));
+  auto tags_own = decode_fork(R"({"snapshot_tag":"py"})");
+  ASSERT_TRUE(tags_own);
+  EXPECT_EQ(tags_own->network, "") << "absent: the tag's network";
   // Each refusal names its field.
   for (const char* body :
        {R"({"snapshot_tag":"py","memory_limit_mib":8})", R"({"snapshot_tag":"py","cpu_limit":0})",
         R"({"snapshot_tag":"py","cpu_limit":"1"})", R"({"snapshot_tag":"py","pids_limit":2})",
         R"({"snapshot_tag":"py","per_child_netns":true})",
         R"({"snapshot_tag":"py","hugepages":true})", R"({"snapshot_tag":"py","prewarm":4})",
-        R"({"snapshot_tag":"py","expose":[8080]})", R"({"snapshot_tag":"py","network":"outbound"})",
+        R"({"snapshot_tag":"py","expose":[0]})", R"({"snapshot_tag":"py","expose":["80"]})",
+        R"({"snapshot_tag":"py","expose":8080})",
+        R"({"snapshot_tag":"py","expose":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]})",
         R"({"snapshot_tag":"py","network":"wifi"})"}) {
     auto r = decode_fork(body);
     ASSERT_FALSE(r) << body;
@@ -133,6 +143,11 @@ TEST(Decode, SnapshotCreateNamesImageForForkdFields) {
   ASSERT_FALSE(fc);
   EXPECT_NE(fc.error().message().find("image"), std::string::npos);
   EXPECT_FALSE(decode_snapshot_create(R"({"tag":"a/b"})"));
+  EXPECT_EQ(ok->network, "none");
+  auto net = decode_snapshot_create(R"({"tag":"t","network":"outbound"})");
+  ASSERT_TRUE(net);
+  EXPECT_EQ(net->network, "outbound");
+  EXPECT_FALSE(decode_snapshot_create(R"({"tag":"t","network":"bridge"})"));
   EXPECT_FALSE(decode_snapshot_create(R"({"tag":"t","exec":"true"})"));
 }
 

@@ -115,6 +115,10 @@ Result<SnapshotCreateRequest> decode_snapshot_create(std::string_view body) {
   FORKD_TRY(get_bool(*j, "force", &r.force));
   FORKD_TRY(get_bool(*j, "cascade", &r.cascade));
   if (r.cascade && !r.force) return bad("'cascade' goes with 'force'");
+  FORKD_TRY(get_string(*j, "network", false, &r.network));
+  if (r.network != "none" && r.network != "outbound") {
+    return bad("field 'network' must be \"none\" or \"outbound\"");
+  }
   return r;
 }
 
@@ -153,15 +157,17 @@ Result<ForkRequest> decode_fork(std::string_view body) {
     r.cpu_limit = c.get<double>();
   }
   FORKD_TRY(get_string(*j, "network", false, &r.network));
-  if (r.network != "none") {
-    return bad("network '" + r.network.substr(0, 40) +
-               "' is not available in this version: use \"none\" (outbound networking is "
-               "not implemented yet)");
+  if (!r.network.empty() && r.network != "none" && r.network != "outbound") {
+    return bad("field 'network' must be \"none\" or \"outbound\"");
   }
   bool flag = false;
   FORKD_TRY(get_bool(*j, "live_fork", &flag));  // every sandbox can be branched live
   FORKD_TRY(get_bool(*j, "per_child_netns", &flag));
-  if (flag) return bad("per_child_netns is not available in this version (network is none)");
+  if (flag) {
+    return bad(
+        "per_child_netns is not available in this version: use network \"outbound\" "
+        "(a user-mode network per child, no netns or tap)");
+  }
   flag = false;
   FORKD_TRY(get_bool(*j, "hugepages", &flag));
   if (flag) return bad("hugepages is not supported: children map their tag's memory file");
@@ -172,8 +178,16 @@ Result<ForkRequest> decode_fork(std::string_view body) {
   }
   if (present("expose")) {
     const Json& e = (*j)["expose"];
-    if (!e.is_array()) return bad("field 'expose' must be an array of guest ports");
-    if (!e.empty()) return bad("expose is not available in this version (network is none)");
+    if (!e.is_array() || e.size() > engine::kMaxExposedPorts) {
+      return bad("field 'expose' must be an array of at most " +
+                 std::to_string(engine::kMaxExposedPorts) + " guest ports");
+    }
+    for (const auto& p : e) {
+      if (!p.is_number_integer() || p.get<int64_t>() < 1 || p.get<int64_t>() > 65535) {
+        return bad("field 'expose' must hold TCP ports 1..65535");
+      }
+      r.expose.push_back(p.get<int>());
+    }
   }
   return r;
 }

@@ -20,22 +20,25 @@ struct SnapshotCreateRequest {
   std::vector<std::string> exec;
   std::vector<std::string> eval;
   bool force = false;
-  bool cascade = false;  // with force: remove the old tag's links first
+  bool cascade = false;          // with force: remove the old tag's links first
+  std::string network = "none";  // none | outbound: whether the tag's VM has a NIC
 };
 Result<SnapshotCreateRequest> decode_snapshot_create(std::string_view body);
 
 // POST /v1/sandboxes. Host-side limits of each child's QEMU: `memory_limit_mib` (forkd's name),
 // `cpu_limit` (cores) and `pids_limit`; unset ones take the daemon's defaults. `network` is
-// "none" (the only mode this version has). forkd's `live_fork` is accepted (every sandbox can be
-// branched live); `per_child_netns`, `hugepages`, `prewarm` and `expose` are accepted only when
-// they ask for nothing (false, 0, []), else 400 naming the field. Any other field is 400.
+// "none" or "outbound" (absent: the tag's), `expose` guest TCP ports forwarded from the host
+// (outbound only). forkd's `live_fork` is accepted (every sandbox can be branched live);
+// `per_child_netns`, `hugepages` and `prewarm` are accepted only when they ask for nothing
+// (false, 0), else 400 naming the field. Any other field is 400.
 struct ForkRequest {
   std::string snapshot_tag;
   int n = 1;
   std::optional<int> memory_limit_mib;
   std::optional<double> cpu_limit;
   std::optional<int> pids_limit;
-  std::string network = "none";
+  std::string network;  // empty: the tag's
+  std::vector<int> expose;
 };
 inline constexpr int kMinMemoryLimitMib = 32;
 inline constexpr int kMinPidsLimit = 8;  // QEMU itself runs several threads

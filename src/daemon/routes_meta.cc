@@ -58,10 +58,11 @@ std::vector<Route> meta_routes(DaemonContext& ctx) {
        }},
       {"GET", "/version", "/version",
        [c](const httplib::Request&, httplib::Response& res) {
-         send_json(res, 200,
-                   {{"version", forkd_version()},
-                    {"api", "v1"},
-                    {"boundary", engine::boundary_info(c->cfg.default_limits)}});
+         send_json(
+             res, 200,
+             {{"version", forkd_version()},
+              {"api", "v1"},
+              {"boundary", engine::boundary_info(c->cfg.default_limits, c->cfg.expose_address)}});
        }},
       {"GET", "/metrics", "/metrics",
        [c](const httplib::Request&, httplib::Response& res) {

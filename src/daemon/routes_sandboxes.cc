@@ -91,6 +91,8 @@ void fork(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
     fo.limits.memory_bytes = static_cast<uint64_t>(*r->memory_limit_mib) << 20;
   if (r->cpu_limit) fo.limits.cpus = *r->cpu_limit;
   if (r->pids_limit) fo.limits.pids = *r->pids_limit;
+  fo.network = r->network;
+  fo.expose = r->expose;
   auto forked = engine::fork_children(ctx.cfg, fo);
   if (!forked) return send_error(res, forked.error());
   // The contract's answer is an array of sandboxes, which cannot express a partial failure: a

@@ -45,6 +45,7 @@ void create(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   so.warmup_eval = r->eval;
   so.force = r->force;
   so.cascade = r->cascade;
+  so.network = r->network;
   so.progress = [](std::string_view line) { logger("daemon")->info("snapshot: {}", line); };
   auto made = engine::create_snapshot(ctx.cfg, so);
   if (!made) return send_error(res, made.error());

@@ -87,6 +87,11 @@ Result<ResumedReply> decode_resumed_reply(const Json& j) {
   }
   if (auto hs = get_bool(j, "hostname_set")) r.info["hostname_set"] = *hs;
   if (auto p = get_bool(j, "python_reseed_pending")) r.info["python_reseed_pending"] = *p;
+  if (auto n = get_bool(j, "network_set")) {
+    r.network_set = *n;
+    r.network_error = short_text(j, "network_error", "");
+    r.info["network_set"] = *n;
+  }
   return r;
 }
 

@@ -34,6 +34,9 @@ struct ResumedReply {
   std::string reseed_error;
   bool clock_set = false;
   std::string clock_error;
+  // Present when the request had a `network` (see proto/PROTOCOL.md).
+  std::optional<bool> network_set;
+  std::string network_error;
   Json info;  // the checked fields only, for the sandbox's agent info
 };
 Result<ResumedReply> decode_resumed_reply(const Json& j);

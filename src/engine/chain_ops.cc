@@ -71,7 +71,8 @@ Json snapshot_info_json(const EngineConfig& cfg, const store::SnapshotMeta& m) {
             {"status", m.status},
             {"bootable", m.status == "ready" && !problem},
             {"image", m.image},
-            {"memory_mib", m.memory_mib}};
+            {"memory_mib", m.memory_mib},
+            {"network", m.network}};
   if (m.branched_from) {
     j["branched_from"] = *m.branched_from;
     j["pause_ms"] = m.pause_ms;

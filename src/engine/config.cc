@@ -1,5 +1,6 @@
 #include "engine/config.h"
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,7 +32,15 @@ EngineConfig EngineConfig::from_env() {
   if (const char* p = std::getenv("FORKD_PIDS_LIMIT"); p && std::atoi(p) >= 8) {
     c.default_limits.pids = std::atoi(p);
   }
+  if (const char* a = std::getenv("FORKD_EXPOSE_ADDRESS"); a && is_ipv4_address(a)) {
+    c.expose_address = a;
+  }
   return c;
+}
+
+bool is_ipv4_address(const std::string& s) {
+  in_addr a{};
+  return s.size() <= 15 && ::inet_pton(AF_INET, s.c_str(), &a) == 1;
 }
 
 Status prepare_home(const EngineConfig& cfg) {

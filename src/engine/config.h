@@ -21,13 +21,19 @@ struct EngineConfig {
   // false: QEMUs run as this process even where the jail is available (bench spawn measures what
   // the jail costs side by side).
   bool jail = true;
+  // Where exposed guest ports listen on the host (an IPv4 address; env FORKD_EXPOSE_ADDRESS, the
+  // daemon's --expose-address).
+  std::string expose_address = "127.0.0.1";
 
   // Defaults from the environment: FORKD_HOME, FORKD_ASSETS_DIR, FORKD_AGENT, FORKD_ACCEL,
-  // FORKD_MACHINE (microvm|pc).
+  // FORKD_MACHINE (microvm|pc), and the FORKD_* settings above.
   static EngineConfig from_env();
 
   std::string sandboxes_dir() const { return home + "/sandboxes"; }
 };
+
+// True for a dotted IPv4 address (what an exposed port may listen on).
+bool is_ipv4_address(const std::string& s);
 
 // Makes $FORKD_HOME private before anything is written under it: the home and its top-level
 // directories are created 0700, and tightened to 0700 when an older forkd left them open (tag

@@ -32,6 +32,10 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
   if (auto st = snaps.verify(*meta); !st) return tl::unexpected(st.error());
   // A chain link's memory is assembled (once) here, before the children start in parallel.
   if (auto mem = tag_memory_path(cfg, *meta); !mem) return tl::unexpected(mem.error());
+  ChildNetwork net{opts.network, opts.expose, cfg.expose_address};
+  auto mode = resolve_child_network(*meta, net);
+  if (!mode) return tl::unexpected(mode.error());
+  net.mode = *mode;
   std::string tag_dir = snaps.dir(opts.tag);
   ForkResult res;
   res.verify_ms = ms_between(t0, Clock::now());
@@ -65,7 +69,7 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
     // A pool member was started with its filler's defaults: give it this call's limits.
     std::optional<vmm::Limits> claim_limits;
     if (child.from_pool && !limits.empty()) claim_limits = limits;
-    auto sb = finish_restore(std::move(*pre), *meta, tag_dir, claim_limits);
+    auto sb = finish_restore(std::move(*pre), *meta, tag_dir, claim_limits, net);
     if (!sb) {
       child.error = sb.error();
       return;
@@ -74,6 +78,7 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
     child.timings.launch_ms = launch_ms;
     child.timings.claim_ms = claim_ms;
     child.total_ms = ms_between(t0, Clock::now());
+    if (auto p = (*sb)->record().find("ports"); p != (*sb)->record().end()) child.ports = *p;
     (*sb)->release();
   };
   auto worker = [&] {

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "engine/config.h"
+#include "engine/restore.h"
 #include "engine/sandbox.h"
 
 namespace forkd::engine {
@@ -18,6 +19,10 @@ struct ForkOptions {
   int parallel = 3;      // children restored at once
   bool use_pool = true;  // take pre-started QEMUs from the tag's pool when there are any
   vmm::Limits limits;    // each child's; unset fields take EngineConfig::default_limits
+  // Each child's network (mode empty: the tag's) and exposed ports; the listen address of the
+  // ports is EngineConfig::expose_address.
+  std::string network;
+  std::vector<int> expose;
 };
 
 struct ForkChild {
@@ -26,6 +31,7 @@ struct ForkChild {
   RestoreTimings timings;
   double total_ms = 0;  // from the start of the fork call until this child was ready
   bool from_pool = false;
+  nlohmann::json ports = nlohmann::json::array();  // exposed ports: [{guest, host, address}]
 };
 
 struct ForkResult {

@@ -85,7 +85,8 @@ Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::s
   return save_device_state(*qmp, path, ignore_shared);
 }
 
-Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool ignore_shared) {
+Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool ignore_shared,
+                         bool run) {
   FORKD_TRY(set_ignore_shared(qmp, ignore_shared));
   auto fd = open_file(path, O_RDONLY);
   if (!fd) return tl::unexpected(fd.error());
@@ -93,6 +94,7 @@ Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool igno
   auto r = qmp.execute("migrate-incoming", Json{{"uri", "fd:vmstate"}});
   if (!r) return tl::unexpected(r.error().wrap("migrate-incoming"));
   FORKD_TRY(wait_migration(qmp));
+  if (!run) return {};
   auto status = qmp.execute("query-status");
   if (!status) return tl::unexpected(status.error());
   if (!status->value("running", false)) {

@@ -25,6 +25,8 @@ Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::s
 
 // On a QEMU started with -incoming defer: enables x-ignore-shared, loads the device state from
 // path, and makes sure the vCPUs run.
-Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool ignore_shared = true);
+// run false: the VM stays paused after the load (it must have been started with -S).
+Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool ignore_shared = true,
+                         bool run = true);
 
 }  // namespace forkd::engine

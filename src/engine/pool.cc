@@ -106,6 +106,7 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
                         std::move(*vm),
                         std::move(*qmp),
                         json::bool_or(m, "warm", false),
+                        meta.has_nic(),  // started like every child of the tag
                         std::move(*lock),
                         m.contains("jail") ? m["jail"] : Json::object()};
   }

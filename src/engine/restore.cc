@@ -9,6 +9,7 @@
 
 #include "base/clock.h"
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/log.h"
 #include "engine/agent_replies.h"
 #include "engine/migration.h"
@@ -16,6 +17,7 @@
 #include "engine/vm_setup.h"
 #include "store/chain.h"
 #include "store/snapshot_store.h"
+#include "vmm/nic.h"
 
 namespace forkd::engine {
 
@@ -45,6 +47,34 @@ class Restorer {
   static Status write_record(Sandbox& sb) { return sb.write_record(); }
   static RestoreTimings& timings(Sandbox& sb) { return sb.restore_timings_; }
 };
+
+Result<std::string> resolve_child_network(const store::SnapshotMeta& meta,
+                                          const ChildNetwork& net) {
+  auto bad = [&](const std::string& m) { return make_error(ErrorCode::kInvalidArgument, m); };
+  std::string mode = net.mode.empty() ? meta.network : net.mode;
+  if (mode != "none" && mode != "outbound") {
+    return bad("network must be none or outbound, got '" + mode.substr(0, 40) + "'");
+  }
+  if (mode == "outbound" && !meta.has_nic()) {
+    return bad("tag " + meta.tag +
+               " was made without a network (snapshot --network none): its children can only "
+               "be none; make the tag with --network outbound");
+  }
+  if (!net.expose.empty() && mode != "outbound") {
+    return bad("exposed ports need network outbound (this child's network is none)");
+  }
+  if (net.expose.size() > kMaxExposedPorts) {
+    return bad("at most " + std::to_string(kMaxExposedPorts) + " exposed ports");
+  }
+  for (size_t i = 0; i < net.expose.size(); ++i) {
+    int p = net.expose[i];
+    if (p < 1 || p > 65535) return bad("exposed port " + std::to_string(p) + " is not 1..65535");
+    for (size_t k = 0; k < i; ++k) {
+      if (net.expose[k] == p) return bad("exposed port " + std::to_string(p) + " is repeated");
+    }
+  }
+  return mode;
+}
 
 Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::SnapshotMeta& meta) {
   store::SnapshotStore snaps(cfg.home);
@@ -79,6 +109,9 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   vc->memory_file = *memory;
   vc->memory_share = false;  // MAP_PRIVATE: the child's writes never reach the tag
   vc->incoming_defer = true;
+  // With a NIC the VM stays paused after the load until its link is set (finish_restore).
+  vc->nic = meta.has_nic();
+  vc->start_paused = vc->nic;
   if (meta.has_disk) {
     std::string overlay = dir + "/overlay.qcow2";
     if (auto st = create_overlay(tag_dir + "/disk.qcow2", "qcow2", overlay); !st) {
@@ -90,22 +123,29 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   if (!jail) return fail(jail.error());
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) return fail(launched.error());
-  return PrestartedVm{id,
-                      dir,
-                      std::move(launched->first),
-                      std::move(launched->second),
-                      false,
-                      std::move(*lock),
-                      std::move(*jail)};
+  return PrestartedVm{id,    dir,     std::move(launched->first), std::move(launched->second),
+                      false, vc->nic, std::move(*lock),           std::move(*jail)};
 }
 
+// The `network` of a resumed request: the user-mode network's addresses (the same in every
+// child: each QEMU has its own), or none.
+Json resumed_network(bool online) {
+  if (!online) return Json{{"mode", "none"}};
+  return Json{{"mode", "outbound"},
+              {"address", "10.0.2.15/24"},
+              {"gateway", "10.0.2.2"},
+              {"dns", "10.0.2.3"}};
+}
+
+// network: null, or the request's `network` (then the guest must confirm an outbound one).
 Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::string& epoch,
-                          int attempts = 20) {
+                          int attempts = 20, const Json& network = Json()) {
   Json req = {{"op", "resumed"},
               {"epoch", epoch},
               {"sandbox_id", id},
               {"hostname", id},
               {"time_ns", realtime_ns()}};
+  if (!network.is_null()) req["network"] = network;
   // Retried on a short timeout: the reply to a request racing the port's close/open can be
   // dropped by the guest. Setting the same identity twice is harmless.
   // The first waits are short (a dropped reply should cost little), later ones long enough for a
@@ -128,11 +168,28 @@ Result<Json> set_identity(AgentClient& agent, const std::string& id, const std::
     return make_error(ErrorCode::kAgentError,
                       "guest could not set its clock: " + reply->clock_error);
   }
+  const bool outbound = network.is_object() && json::string_or(network, "mode", "") == "outbound";
+  if (outbound && reply->network_set != true) {
+    return make_error(ErrorCode::kAgentError,
+                      "guest could not configure its network: " + reply->network_error);
+  }
   return reply->info;
 }
 
+// Starts a loaded VM that is paused after its load (one with a NIC: see prestart_child), its
+// NIC's link set first, so a child without network never runs with it up.
+Status run_with_link(vmm::QmpClient& qmp, bool link_up) {
+  FORKD_TRY(vmm::set_nic_link(qmp, link_up));
+  auto cont = qmp.execute("cont");
+  if (!cont) return tl::unexpected(cont.error().wrap("cont"));
+  return {};
+}
+
 Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
-  FORKD_TRY(load_device_state(pre.qmp, tag_dir + "/vmstate"));
+  // A pool member runs its warm-up with its link down: the claim decides its network.
+  bool nic = pre.nic;
+  FORKD_TRY(load_device_state(pre.qmp, tag_dir + "/vmstate", true, !nic));
+  if (nic) FORKD_TRY(run_with_link(pre.qmp, false));
   pre.loaded = true;
   {
     auto agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
@@ -155,7 +212,8 @@ Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
 
 Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::SnapshotMeta& meta,
                                                 const std::string& tag_dir,
-                                                std::optional<vmm::Limits> limits) {
+                                                std::optional<vmm::Limits> limits,
+                                                const ChildNetwork& net) {
   auto t0 = Clock::now();
   // From here the Sandbox owns the VM: any early return destroys it (kill + remove run dir).
   auto sb = Restorer::make(pre.id, pre.dir, std::move(pre.vm));
@@ -169,11 +227,18 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
     if (auto st = apply_limits(pre.dir, *limits); !st) return fail(st.error());
     pre.jail["limits"] = limits_json(*limits);
   }
-  if (pre.loaded) {
+  auto mode = resolve_child_network(meta, net);
+  if (!mode) return fail(mode.error());
+  const bool online = *mode == "outbound";
+  if (pre.loaded && pre.nic) {
+    if (auto st = run_with_link(pre.qmp, online); !st) return fail(st.error());
+  } else if (pre.loaded) {
     auto cont = pre.qmp.execute("cont");
     if (!cont) return fail(cont.error().wrap("cont"));
-  } else if (auto st = load_device_state(pre.qmp, tag_dir + "/vmstate"); !st) {
+  } else if (auto st = load_device_state(pre.qmp, tag_dir + "/vmstate", true, !pre.nic); !st) {
     return fail(st.error());
+  } else if (pre.nic) {
+    if (auto st2 = run_with_link(pre.qmp, online); !st2) return fail(st2.error());
   }
   Restorer::timings(*sb).incoming_ms = ms_since(t0);
 
@@ -186,7 +251,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   for (int attempt = 0; attempt < 4; ++attempt) {
     agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
     if (!agent) return fail(agent.error());
-    identity = set_identity(**agent, pre.id, epoch, 6);
+    identity = set_identity(**agent, pre.id, epoch, 6, pre.nic ? resumed_network(online) : Json());
     if (identity) break;
     auto code = identity.error().code();
     bool dropped = identity.error().message().find("connection closed") != std::string::npos;
@@ -195,6 +260,12 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (!identity) return fail(identity.error());
+  Json ports = Json::array();
+  for (int guest_port : net.expose) {
+    auto fwd = vmm::add_port_forward(pre.qmp, net.listen_address, guest_port);
+    if (!fwd) return fail(fwd.error());
+    ports.push_back({{"guest", fwd->guest}, {"host", fwd->host}, {"address", fwd->address}});
+  }
   Restorer::timings(*sb).ready_ms = ms_since(t0);
   Restorer::set_agent(*sb, std::move(*agent), *identity);
   Json& rec = Restorer::record(*sb);
@@ -207,6 +278,9 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
          {"machine", meta.machine},
          {"created_at", static_cast<int64_t>(std::time(nullptr))}};
   rec.update(pre.jail);
+  rec["nic"] = pre.nic;
+  rec["network"] = *mode;
+  rec["ports"] = std::move(ports);
   if (auto st = Restorer::write_record(*sb); !st) return fail(st.error());
   pre.lock.unlock();  // recorded: from here `ps`, `rm` and gc see it as a sandbox
   return sb;

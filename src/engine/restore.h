@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/dir_lock.h"
 #include "base/error.h"
@@ -22,11 +23,26 @@ struct PrestartedVm {
   vmm::VmProcess vm;
   vmm::QmpClient qmp;
   bool loaded = false;  // device state already loaded and the VM paused (a warm pool member)
+  bool nic = false;     // started with a NIC (the tag has one), and -S
   // The run dir's lock, held until the VM is recorded (sandbox.json or a pool member file): a
   // VM whose launcher dies before that is an orphan that gc reaps (engine/gc.h).
   LockedDir lock;
   nlohmann::json jail;  // what sandbox.json records of its jail (engine/sandbox_jail.h)
 };
+
+// A child's network, as asked of fork (see ForkOptions). Children of a tag without a NIC are
+// always `none`; a `none` child of a tag with one keeps the NIC (it is part of the device state)
+// with its link down, so the NIC drops every frame.
+struct ChildNetwork {
+  std::string mode;         // "none" | "outbound"; empty: the tag's
+  std::vector<int> expose;  // guest TCP ports forwarded from listen_address (outbound only)
+  std::string listen_address = "127.0.0.1";
+};
+inline constexpr size_t kMaxExposedPorts = 16;
+
+// The mode a child of meta gets for net (kInvalidArgument when it cannot have it: outbound or
+// exposed ports on a tag made without a NIC, a bad or repeated port, too many ports).
+Result<std::string> resolve_child_network(const store::SnapshotMeta& meta, const ChildNetwork& net);
 
 // The flat memory file children of meta map: the tag's memory, or a chain link's assembled
 // memory (assembled and verified on first use).
@@ -43,10 +59,12 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
 Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir);
 
 // Loads the device state into a prestarted VM (or resumes a warm one), runs it and sets its
-// identity. With limits, they replace the ones the VM was started with (a claimed pool member).
-// On failure the VM is killed and its run dir removed.
+// identity and network (net.mode resolved, see resolve_child_network; exposed ports forwarded).
+// With limits, they replace the ones the VM was started with (a claimed pool member). On
+// failure the VM is killed and its run dir removed.
 Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm vm, const store::SnapshotMeta& meta,
                                                 const std::string& tag_dir,
-                                                std::optional<vmm::Limits> limits = std::nullopt);
+                                                std::optional<vmm::Limits> limits = std::nullopt,
+                                                const ChildNetwork& net = {});
 
 }  // namespace forkd::engine

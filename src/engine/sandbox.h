@@ -35,6 +35,7 @@ struct BootOptions {
   // QEMU dies with this process (snapshot templates must never outlive `forkd snapshot`).
   bool die_with_parent = false;
   vmm::Limits limits;  // host-side limits of its QEMU (engine/sandbox_jail.h)
+  bool nic = false;    // a NIC on a user-mode network (vmm::VmConfig::nic): network outbound
 };
 
 // Timings of one restore: launch_ms and claim_ms from the start of the child's own work,

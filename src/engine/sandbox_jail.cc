@@ -129,10 +129,26 @@ nlohmann::json isolation_info(const nlohmann::json& rec) {
   if (auto j = rec.find("jailed"); j != rec.end() && j->is_boolean()) out["jailed"] = *j;
   if (auto l = rec.find("limits"); l != rec.end())
     out["limits"] = limits_json(limits_from_json(*l));
+  if (auto n = rec.find("network");
+      n != rec.end() && n->is_string() && (*n == "none" || *n == "outbound")) {
+    out["network"] = *n;
+  }
+  if (auto p = rec.find("ports"); p != rec.end() && p->is_array()) {
+    for (const auto& f : *p) {
+      int guest = json::int_or(f, "guest", 0);
+      int host = json::int_or(f, "host", 0);
+      if (guest < 1 || guest > 65535 || host < 1 || host > 65535) continue;
+      nlohmann::json port = {{"guest", guest}, {"host", host}};
+      if (auto a = json::string_or(f, "address", ""); !a.empty() && a.size() <= 15) {
+        port["address"] = a;
+      }
+      out["ports"].push_back(std::move(port));
+    }
+  }
   return out;
 }
 
-nlohmann::json boundary_info(const vmm::Limits& default_limits) {
+nlohmann::json boundary_info(const vmm::Limits& default_limits, const std::string& expose_address) {
   const vmm::HostJail& host = vmm::host_jail();
   nlohmann::json j = {
       {"jailed", host.active},
@@ -149,7 +165,14 @@ nlohmann::json boundary_info(const vmm::Limits& default_limits) {
         {"controllers", host.cgroups.controllers},
         {"usable", host.active && host.cgroups.version != vmm::CgroupVersion::kNone}}},
       {"default_limits", limits_json(default_limits)},
-      {"network_modes", {"none"}},
+      {"network_modes", {"none", "outbound"}},
+      {"network",
+       {{"outbound",
+         "virtio-net on a user-mode network inside each QEMU (slirp): the guest is "
+         "10.0.2.15, 10.0.2.2 is this host's loopback, 10.0.2.3 its resolver"},
+        {"expose_address", expose_address},
+        {"per_child_netns", false},
+        {"allow_list", false}}},
       {"qemu_version", host.qemu_version}};
   return j;
 }

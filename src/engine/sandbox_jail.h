@@ -42,8 +42,8 @@ nlohmann::json isolation_info(const nlohmann::json& record);
 
 // The boundary in force on this host, for `doctor` and GET /version: {"jailed", "reason",
 // "user", "uid_range", "no_new_privs", "seccomp", "cgroups": {"version", "controllers"},
-// "default_limits", "network_modes", "qemu_version"}.
-nlohmann::json boundary_info(const vmm::Limits& default_limits);
+// "default_limits", "network_modes", "network", "qemu_version"}.
+nlohmann::json boundary_info(const vmm::Limits& default_limits, const std::string& expose_address);
 
 // Rewrites the limits of a running sandbox's cgroup (a pool member claimed with other limits).
 Status apply_limits(const std::string& dir, const vmm::Limits& limits);

@@ -47,6 +47,11 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   const std::string* staging = &write->staging();
   auto wrap = [&](const Error& e) { return tl::unexpected(e.wrap("snapshot " + opts.tag)); };
 
+  if (opts.network != "none" && opts.network != "outbound") {
+    return make_error(ErrorCode::kInvalidArgument, "snapshot " + opts.tag +
+                                                       ": network must be none or outbound, got '" +
+                                                       opts.network.substr(0, 40) + "'");
+  }
   SnapshotResult res;
   auto accel = vmm::choose_accel(cfg.accel);
   if (!accel) return wrap(accel.error());
@@ -63,6 +68,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   bo.progress = opts.progress;
   bo.memory_file = *staging + "/memory";
   bo.die_with_parent = true;
+  bo.nic = opts.network == "outbound";
   auto sb = Sandbox::boot(cfg, bo);
   if (!sb) return wrap(sb.error());
   res.boot_ms = ms_since(t_boot);
@@ -95,6 +101,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   meta.ram_bytes = ram_bytes;
   meta.cpus = opts.cpus;
   meta.kernel_append = rec.value("kernel_append", "");
+  meta.network = opts.network;
   meta.pause_ms = saved->pause_ms;
   meta.warmup = warm.to_record();
   meta.files["vmstate"] = {};

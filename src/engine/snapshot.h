@@ -21,7 +21,10 @@ struct SnapshotOptions {
   int cpus = 1;
   std::vector<std::string> warmup;       // shell commands; each must exit 0
   std::vector<std::string> warmup_eval;  // then Python in the warm worker; each must not raise
-  bool force = false;                    // replace an existing tag
+  // "none" (no NIC) or "outbound": the template and every child have a NIC on a user-mode
+  // network (a warm-up may use it; children choose none or outbound, see ForkOptions).
+  std::string network = "none";
+  bool force = false;  // replace an existing tag
   // With force: remove the old tag's dependents (chain links of it) first; without, a replace
   // of a tag that has dependents is refused (kFailedPrecondition), since they would be orphaned.
   bool cascade = false;

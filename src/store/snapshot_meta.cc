@@ -33,6 +33,7 @@ Json SnapshotMeta::to_json() const {
             {"kernel_append", kernel_append},
             {"has_disk", has_disk},
             {"has_initrd", has_initrd},
+            {"network", network},
             {"pause_ms", pause_ms},
             {"warmup", warmup},
             {"memory_sha256", content_hash()},
@@ -100,13 +101,15 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
       !get_field(j, "parent_content_hash", &parent_hash, false) ||
       !get_field(j, "branched_from", &branched, false) ||
       !get_field(j, "memory_sha256", &m.memory_sha256, false) ||
-      !get_field(j, "ram_bytes", &m.ram_bytes, false)) {
+      !get_field(j, "ram_bytes", &m.ram_bytes, false) ||
+      !get_field(j, "network", &m.network, false)) {
     return tl::unexpected(bad("missing or mistyped field"));
   }
   if (!parent.empty()) m.parent_tag = parent;
   if (!parent_hash.empty()) m.parent_content_hash = parent_hash;
   if (!branched.empty()) m.branched_from = branched;
   if (m.machine != "microvm" && m.machine != "pc") return tl::unexpected(bad("bad machine"));
+  if (m.network != "none" && m.network != "outbound") return tl::unexpected(bad("bad network"));
   if (m.memory_mib < 64 || m.memory_mib > 65536 || m.cpus < 1 || m.cpus > 64) {
     return tl::unexpected(bad("memory or cpus out of range"));
   }

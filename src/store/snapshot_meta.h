@@ -37,6 +37,10 @@ struct SnapshotMeta {
   std::string kernel_append;
   bool has_disk = false;
   bool has_initrd = false;
+  // The guest network its VM was made with: "none" (no NIC) or "outbound" (a NIC on a user-mode
+  // network, see vmm::VmConfig::nic). Children have a NIC exactly when the tag does.
+  std::string network = "none";
+  bool has_nic() const { return network == "outbound"; }
   double pause_ms = 0;
   // Branches only: the source sandbox id, or "compact:<tag>" for a compacted chain.
   std::optional<std::string> branched_from;

@@ -260,3 +260,34 @@ TEST_F(StoreTest, RemoveTag) {
 
 }  // namespace
 }  // namespace forkd::store
+
+namespace forkd::store {
+namespace {
+
+TEST(SnapshotMetaNetwork, RoundTripsAndOlderTagsHaveNone) {
+  SnapshotMeta m;
+  m.tag = "t";
+  m.image = "minimal";
+  m.machine = "microvm";
+  m.memory_mib = 256;
+  m.files["vmstate"] = {1, std::string(64, 'a')};
+  m.files["memory"] = {1, std::string(64, 'b')};
+  m.network = "outbound";
+  auto j = m.to_json();
+  auto back = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(back) << back.error().describe();
+  EXPECT_EQ(back->network, "outbound");
+  EXPECT_TRUE(back->has_nic());
+  j.erase("network");  // a tag from before networking
+  auto legacy = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(legacy);
+  EXPECT_EQ(legacy->network, "none");
+  EXPECT_FALSE(legacy->has_nic());
+  j["network"] = "bridge";
+  EXPECT_FALSE(SnapshotMeta::from_json(j));
+  j["network"] = 1;
+  EXPECT_FALSE(SnapshotMeta::from_json(j));
+}
+
+}  // namespace
+}  // namespace forkd::store

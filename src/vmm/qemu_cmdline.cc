@@ -143,6 +143,15 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   // (it is an ACPI device microvm does not expose).
   if (!microvm) add("-device", "vmgenid,guid=auto");
 
+  // The NIC comes last, so the devices before it keep their virtio-mmio slots with or without
+  // it. Every child keeps the tag's MAC and address: its user-mode network (slirp, inside this
+  // QEMU) is its own, so nothing conflicts. IPv4 only.
+  if (cfg.nic) {
+    add("-netdev", std::string("user,id=") + kNicNetdev + ",net=10.0.2.0/24,ipv6=off");
+    add("-device",
+        virtio_device(cfg.machine, "virtio-net") + ",netdev=" + kNicNetdev + ",mac=" + kNicMac);
+  }
+
   if (cfg.incoming_defer) add("-incoming", "defer");
   if (cfg.start_paused) a.push_back("-S");
   if (cfg.seccomp_sandbox) {

@@ -50,6 +50,10 @@ struct VmConfig {
   std::string initrd;  // optional
   std::string kernel_append;
   std::optional<std::string> disk;  // virtio-blk root disk
+  // A virtio-net NIC on a user-mode network (netdev kNicNetdev): the guest is 10.0.2.15/24, the
+  // gateway 10.0.2.2 is the host's loopback, 10.0.2.3 its resolver. Part of the device state: a
+  // tag's children have one exactly when the tag does.
+  bool nic = false;
   std::string disk_format = "qcow2";
   // Run-dir files.
   std::string qmp_socket;
@@ -86,6 +90,9 @@ struct VmConfig {
 // together stay within 8 MiB per sandbox.
 inline constexpr uint32_t kConsoleRingBytes = 1u << 20;
 inline constexpr uint64_t kMaxBootConsoleBytes = 7ull << 20;
+// The NIC's netdev id (QMP set_link, HMP hostfwd_add) and its fixed MAC.
+inline constexpr const char* kNicNetdev = "net0";
+inline constexpr const char* kNicMac = "52:54:00:12:34:56";
 // The chardev id of the serial console (for QMP chardev-change and ringbuf-read).
 inline constexpr const char* kConsoleChardev = "console";
 
