@@ -177,10 +177,15 @@ TEST(Decode, ExecAndEval) {
 
 TEST(Decode, Workspaces) {
   auto c = decode_workspace_create(
-      R"({"name":"dev","snapshot_tag":"py","per_child_netns":true,"memory_limit_mib":512,"x":1})");
+      R"({"name":"dev","snapshot_tag":"py","per_child_netns":false,"memory_limit_mib":512,"x":1})");
   ASSERT_TRUE(c) << c.error().describe();
   EXPECT_EQ(c->name, "dev");
   EXPECT_EQ(c->snapshot_tag, "py");
+  EXPECT_EQ(c->memory_limit_mib, 512);
+  EXPECT_FALSE(
+      decode_workspace_create(R"({"name":"dev","snapshot_tag":"py","per_child_netns":true})"));
+  EXPECT_FALSE(
+      decode_workspace_create(R"({"name":"dev","snapshot_tag":"py","memory_limit_mib":8})"));
   EXPECT_FALSE(decode_workspace_create(R"({"name":"../x","snapshot_tag":"py"})"));
   EXPECT_FALSE(decode_workspace_create(R"({"name":5,"snapshot_tag":"py"})"));
   EXPECT_FALSE(decode_workspace_create(R"({"name":"dev"})"));

@@ -274,8 +274,16 @@ Result<WorkspaceCreateRequest> decode_workspace_create(std::string_view body) {
   FORKD_TRY(check_tag(r.snapshot_tag));
   bool netns = false;
   FORKD_TRY(get_bool(*j, "per_child_netns", &netns));
-  int memory_mib = 0;
-  FORKD_TRY(get_int(*j, "memory_limit_mib", false, 0, 1 << 20, &memory_mib));
+  if (netns) {
+    return bad(
+        "per_child_netns is not available in this version: a workspace's network is its "
+        "tag's (user-mode, no netns)");
+  }
+  FORKD_TRY(get_int(*j, "memory_limit_mib", false, 0, 1 << 20, &r.memory_limit_mib));
+  if (r.memory_limit_mib != 0 && r.memory_limit_mib < kMinMemoryLimitMib) {
+    return bad("field 'memory_limit_mib' must be at least " + std::to_string(kMinMemoryLimitMib) +
+               " (or 0: the daemon's default)");
+  }
   return r;
 }
 

@@ -75,11 +75,12 @@ Result<BranchRequest> decode_branch(std::string_view body);
 // POST /v1/snapshots/:tag/compact: `to`, the new flat tag.
 Result<std::string> decode_compact(std::string_view body);
 
-// POST /v1/workspaces. per_child_netns and memory_limit_mib are type-checked, then ignored (no
-// network namespaces; memory comes from the tag).
+// POST /v1/workspaces. memory_limit_mib (>= 32, or absent/0: the daemon's default) limits the
+// workspace's QEMU, across suspends and resumes; per_child_netns true is 400 (as on spawn).
 struct WorkspaceCreateRequest {
   std::string name;
   std::string snapshot_tag;
+  int memory_limit_mib = 0;
 };
 Result<WorkspaceCreateRequest> decode_workspace_create(std::string_view body);
 

@@ -319,6 +319,15 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
                             " without a token (give --token-file, or listen on 127.0.0.1)");
     }
     hp = *p;
+    if (impl->token.empty()) {
+      // An outbound guest reaches the host's loopback through its gateway (10.0.2.2): an API
+      // with no token on a loopback port would be the guest's to drive.
+      impl->ctx.cfg.outbound_refusal =
+          "this daemon listens on " + *opts.listen +
+          " without a token, and an outbound guest reaches the host's loopback through its "
+          "gateway 10.0.2.2: restart it with --token-file (or with --socket only)";
+      logger("daemon")->warn("event=outbound_refused why=\"no token on a TCP listener\"");
+    }
   }
   if (!opts.audit_log.empty()) {
     auto a = AuditLog::open(opts.audit_log);

@@ -24,6 +24,9 @@ struct EngineConfig {
   // Where exposed guest ports listen on the host (an IPv4 address; env FORKD_EXPOSE_ADDRESS, the
   // daemon's --expose-address).
   std::string expose_address = "127.0.0.1";
+  // Non-empty: sandboxes with network outbound are refused with this reason (a daemon serving
+  // TCP without a token, which outbound guests could reach).
+  std::string outbound_refusal;
 
   // Defaults from the environment: FORKD_HOME, FORKD_ASSETS_DIR, FORKD_AGENT, FORKD_ACCEL,
   // FORKD_MACHINE (microvm|pc), and the FORKD_* settings above.

@@ -36,6 +36,11 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
   auto mode = resolve_child_network(*meta, net);
   if (!mode) return tl::unexpected(mode.error());
   net.mode = *mode;
+  if (net.mode == "outbound" && !cfg.outbound_refusal.empty()) {
+    return make_error(ErrorCode::kFailedPrecondition, "network outbound (tag " + opts.tag +
+                                                          "): " + cfg.outbound_refusal +
+                                                          "; or spawn with network none");
+  }
   std::string tag_dir = snaps.dir(opts.tag);
   ForkResult res;
   res.verify_ms = ms_between(t0, Clock::now());

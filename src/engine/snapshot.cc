@@ -52,6 +52,10 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
                                                        ": network must be none or outbound, got '" +
                                                        opts.network.substr(0, 40) + "'");
   }
+  if (opts.network == "outbound" && !cfg.outbound_refusal.empty()) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "snapshot " + opts.tag + ": network outbound: " + cfg.outbound_refusal);
+  }
   SnapshotResult res;
   auto accel = vmm::choose_accel(cfg.accel);
   if (!accel) return wrap(accel.error());

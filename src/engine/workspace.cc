@@ -94,7 +94,8 @@ Json workspace_to_json(const WorkspaceInfo& w) {
           {"sandbox_id", null_if_empty(w.sandbox_id)},
           {"status", w.status},
           {"created_at_unix", w.created_at_unix},
-          {"updated_at_unix", w.updated_at_unix}};
+          {"updated_at_unix", w.updated_at_unix},
+          {"memory_limit_mib", w.memory_limit_mib > 0 ? Json(w.memory_limit_mib) : Json()}};
 }
 
 Result<WorkspaceInfo> workspace_from_json(const Json& j) {
@@ -108,6 +109,12 @@ Result<WorkspaceInfo> workspace_from_json(const Json& j) {
   FORKD_TRY(get_str(j, "status", true, &w.status));
   FORKD_TRY(get_time(j, "created_at_unix", &w.created_at_unix));
   FORKD_TRY(get_time(j, "updated_at_unix", &w.updated_at_unix));
+  if (auto m = j.find("memory_limit_mib"); m != j.end() && !m->is_null()) {
+    if (!m->is_number_integer() || m->get<int64_t>() < 32 || m->get<int64_t>() > (1 << 20)) {
+      return bad("workspace record has a bad memory_limit_mib");
+    }
+    w.memory_limit_mib = m->get<int>();
+  }
   FORKD_TRY(validate_workspace_name(w.name));
   // Everything below becomes a path or a tag: check it as such.
   for (const std::string* s : {&w.id, &w.source_snapshot_tag}) {
@@ -177,7 +184,8 @@ void Workspaces::compute_status(WorkspaceInfo& w, const std::set<std::string>& r
   if (w.status == "running" && !running.count(w.sandbox_id)) w.status = "stale";
 }
 
-Result<WorkspaceInfo> Workspaces::create(const std::string& name, const std::string& snapshot_tag) {
+Result<WorkspaceInfo> Workspaces::create(const std::string& name, const std::string& snapshot_tag,
+                                         int memory_limit_mib) {
   FORKD_TRY(validate_workspace_name(name));
   FORKD_TRY(store::SnapshotStore::validate_tag(snapshot_tag));
   FORKD_TRY(make_dirs(dir_, 0700));
@@ -186,7 +194,7 @@ Result<WorkspaceInfo> Workspaces::create(const std::string& name, const std::str
   if (path_exists(record_path(name))) {
     return make_error(ErrorCode::kAlreadyExists, "workspace " + name + " already exists");
   }
-  auto id = backend_->fork(snapshot_tag);
+  auto id = backend_->fork(snapshot_tag, memory_limit_mib);
   if (!id) {
     lock->unlink();  // no workspace came of it
     return tl::unexpected(id.error().wrap("workspace " + name));
@@ -197,6 +205,7 @@ Result<WorkspaceInfo> Workspaces::create(const std::string& name, const std::str
   w.source_snapshot_tag = snapshot_tag;
   w.sandbox_id = *id;
   w.status = "running";
+  w.memory_limit_mib = memory_limit_mib;
   w.created_at_unix = now_unix();
   if (auto st = save(w); !st) {
     (void)backend_->stop(*id);
@@ -301,7 +310,7 @@ Result<WorkspaceInfo> Workspaces::resume(const std::string& name) {
   // A stale workspace's dead sandbox leaves a record behind; clear it.
   if (!w->sandbox_id.empty()) (void)backend_->stop(w->sandbox_id);
   std::string from = w->current_state_tag.empty() ? w->source_snapshot_tag : w->current_state_tag;
-  auto id = backend_->fork(from);
+  auto id = backend_->fork(from, w->memory_limit_mib);
   if (!id) return tl::unexpected(id.error().wrap("resume workspace " + name));
   w->sandbox_id = *id;
   w->status = "running";

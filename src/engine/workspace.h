@@ -26,6 +26,8 @@ struct WorkspaceInfo {
   std::string status;             // running | suspended (recorded); stale (computed)
   int64_t created_at_unix = 0;
   int64_t updated_at_unix = 0;
+  // The memory limit of its sandbox's QEMU (0: the daemon's default), kept across resumes.
+  int memory_limit_mib = 0;
 };
 
 nlohmann::json workspace_to_json(const WorkspaceInfo& w);
@@ -42,8 +44,8 @@ Status validate_workspace_name(const std::string& name);
 class WorkspaceBackend {
  public:
   virtual ~WorkspaceBackend() = default;
-  // Forks one child from tag; its id.
-  virtual Result<std::string> fork(const std::string& tag) = 0;
+  // Forks one child from tag (memory_limit_mib > 0: its QEMU's memory limit); its id.
+  virtual Result<std::string> fork(const std::string& tag, int memory_limit_mib) = 0;
   // Ids of the sandboxes whose QEMU is running.
   virtual std::set<std::string> running_sandboxes() = 0;
   // Stops and removes a sandbox; kNotFound when it is unknown.
@@ -66,7 +68,8 @@ class Workspaces {
  public:
   Workspaces(std::string home, std::unique_ptr<WorkspaceBackend> backend);
 
-  Result<WorkspaceInfo> create(const std::string& name, const std::string& snapshot_tag);
+  Result<WorkspaceInfo> create(const std::string& name, const std::string& snapshot_tag,
+                               int memory_limit_mib = 0);
   // Sorted by name; running workspaces whose sandbox is gone are "stale".
   std::vector<WorkspaceInfo> list();
   Result<WorkspaceInfo> get(const std::string& name);

@@ -15,10 +15,11 @@ class EngineWorkspaceBackend : public WorkspaceBackend {
   EngineWorkspaceBackend(EngineConfig cfg, std::function<void(const std::string&)> before_stop)
       : cfg_(std::move(cfg)), before_stop_(std::move(before_stop)) {}
 
-  Result<std::string> fork(const std::string& tag) override {
+  Result<std::string> fork(const std::string& tag, int memory_limit_mib) override {
     ForkOptions fo;
     fo.tag = tag;
     fo.n = 1;
+    if (memory_limit_mib > 0) fo.limits.memory_bytes = uint64_t(memory_limit_mib) << 20;
     auto r = fork_children(cfg_, fo);
     if (!r) return tl::unexpected(r.error());
     if (r->children.size() != 1) {

@@ -15,8 +15,9 @@ using Json = nlohmann::json;
 // Sandboxes and tags in memory. Fields are public so tests can arrange and inspect them.
 class FakeBackend : public WorkspaceBackend {
  public:
-  Result<std::string> fork(const std::string& tag) override {
+  Result<std::string> fork(const std::string& tag, int memory_limit_mib) override {
     std::lock_guard g(mu);
+    last_memory_limit_mib = memory_limit_mib;
     if (!tags.count(tag)) return make_error(ErrorCode::kNotFound, "unknown tag '" + tag + "'");
     std::string id = "sb-" + std::to_string(++next_id);
     running[id] = tag;
@@ -59,6 +60,7 @@ class FakeBackend : public WorkspaceBackend {
   std::vector<bool> modes;  // live?
   std::optional<Error> snapshot_error;
   int next_id = 0;
+  int last_memory_limit_mib = -1;
 };
 
 class WorkspaceTest : public ::testing::Test {
@@ -122,6 +124,21 @@ TEST(WorkspaceRecord, NamesLeaveRoomForTheStateTag) {
   EXPECT_FALSE(validate_workspace_name(""));
   EXPECT_FALSE(validate_workspace_name("a.b"));
   EXPECT_EQ(workspace_state_tag("dev"), "ws-dev-state");
+}
+
+TEST_F(WorkspaceTest, MemoryLimitIsKeptAcrossSuspendAndResume) {
+  auto w = ws_->create("lim", "base", 300);
+  ASSERT_TRUE(w) << w.error().describe();
+  EXPECT_EQ(fake_->last_memory_limit_mib, 300);
+  EXPECT_EQ(workspace_to_json(*w)["memory_limit_mib"], 300);
+  ASSERT_TRUE(ws_->suspend("lim", true));
+  fake_->last_memory_limit_mib = -1;
+  ASSERT_TRUE(ws_->resume("lim"));
+  EXPECT_EQ(fake_->last_memory_limit_mib, 300) << "the resumed sandbox has the same limit";
+  auto plain = ws_->create("plain", "base");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(fake_->last_memory_limit_mib, 0);
+  EXPECT_TRUE(workspace_to_json(*plain)["memory_limit_mib"].is_null());
 }
 
 TEST_F(WorkspaceTest, CreateGetListRemove) {

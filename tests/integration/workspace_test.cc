@@ -229,6 +229,34 @@ TEST_F(Workspaces, SuspendResumeKeepsGuestState) {
   for (const auto& id : {sb, sb2, sb3}) EXPECT_TRUE(qemu_pids_matching(id).empty()) << id;
 }
 
+TEST_F(Workspaces, MemoryLimitHoldsAcrossSuspendAndResume) {
+  FORKD_REQUIRE("root", root_missing_reason("apply memory limits (cgroups)"));
+  auto c = client();
+  auto r = post(c, "/v1/workspaces",
+                {{"name", "lim"}, {"snapshot_tag", kTag}, {"memory_limit_mib", 300}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 201) << r->body;
+  Json w = body_json(r);
+  EXPECT_EQ(w["memory_limit_mib"], 300);
+  std::string sb = w["sandbox_id"];
+  EXPECT_EQ(body_json(c.Get("/v1/sandboxes/" + sb))["memory_limit_mib"], 300);
+  auto s = post(c, "/v1/workspaces/lim/suspend", Json::object());
+  ASSERT_TRUE(s);
+  ASSERT_EQ(s->status, 200) << s->body;
+  auto res = c.Post("/v1/workspaces/lim/resume", "", "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  std::string sb2 = body_json(res)["sandbox_id"];
+  EXPECT_EQ(body_json(c.Get("/v1/sandboxes/" + sb2))["memory_limit_mib"], 300)
+      << "the resumed sandbox keeps the workspace's limit";
+  expect_error(
+      post(c, "/v1/workspaces", {{"name", "low"}, {"snapshot_tag", kTag}, {"memory_limit_mib", 8}}),
+      400, "memory_limit_mib");
+  auto d = c.Delete("/v1/workspaces/lim");
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->status, 204) << d->body;
+}
+
 // `forkd workspace` on the embedded engine, then the same records through the daemon (--url).
 TEST_F(Workspaces, Cli) {
   auto made = run_cli({"workspace", "create", "wcli", "--tag", kTag, "--json"});
