@@ -211,7 +211,9 @@ AgentResult<OpReply> resumed_op(const Request& req, PythonWorker* python,
     if (!has_nic()) {
       net = StepResult{false, "the VM has no NIC"};
     } else if (opts.system_identity) {
-      net = apply_net_spec(*parse_net_spec(spec->network));
+      bool changed = false;
+      net = apply_net_spec(*parse_net_spec(spec->network), &changed);
+      out["network_changed"] = changed;
     }
     out["network_set"] = net.ok;
     if (!net.error.empty()) out["network_error"] = net.error;

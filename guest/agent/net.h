@@ -36,6 +36,7 @@ bool has_nic();
 
 // Applies spec to kNicName. Failures name the step (the resolver file is best effort: a
 // read-only /etc is reported in `error` but does not fail an otherwise working network).
-StepResult apply_net_spec(const NetSpec& spec);
+// *changed (when given) says whether the address or routes had to be rewritten.
+StepResult apply_net_spec(const NetSpec& spec, bool* changed = nullptr);
 
 }  // namespace forkd::agent

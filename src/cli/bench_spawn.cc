@@ -32,6 +32,9 @@ struct SpawnArgs {
   bool baselines = true;
   bool json = false;
   std::string out;
+  // The tag of the bare side of the side-by-side single forks (empty: tag): made without a
+  // network, it measures the jail, the limits and the NIC together against a plain child.
+  std::string compare_tag;
 };
 
 Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArgs& a) {
@@ -86,8 +89,11 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
   // The same fork one child at a time on an otherwise idle machine: what the single-VM baselines
   // below compare with fairly (a batch's p50 includes queueing behind its siblings). Where the
   // jail is on, each jailed fork (with limits) alternates with one unjailed (no cgroup, this
-  // process's uid), so that the jail's cost is measured side by side.
+  // process's uid), so that the jail's cost is measured side by side. The jailed side has the
+  // tag's network (outbound for a tag with a NIC); the bare side forks compare_tag (default: the
+  // tag) with network none.
   const bool jail_on = vmm::host_jail().active && cfg.jail;
+  const std::string bare_tag = a.compare_tag.empty() ? a.tag : a.compare_tag;
   engine::EngineConfig bare = cfg;
   bare.jail = false;
   bare.default_limits = {};
@@ -95,9 +101,10 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
   for (int i = 0; i < (jail_on ? 10 : 5); ++i) {
     const bool jailed = jail_on && i % 2 == 0;
     engine::ForkOptions one;
-    one.tag = a.tag;
+    one.tag = jailed || !jail_on ? a.tag : bare_tag;
     one.n = 1;
     one.use_pool = false;
+    if (!jailed && jail_on) one.network = "none";
     if (jailed) {
       one.limits.memory_bytes = 4ull << 30;
       one.limits.cpus = 2;
@@ -131,6 +138,8 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
                         {"single_child_ms", one.to_json()},
                         {"jailed", jail_on},
                         {"single_child_unjailed_ms", summarize(unjailed).to_json()},
+                        {"network", meta->network},
+                        {"unjailed_tag", bare_tag},
                         {"ready_since_start_ms", summarize(since_start).to_json()},
                         {"breakdown_ms",
                          {{"qemu_launch", summarize(launch).to_json()},
@@ -173,12 +182,17 @@ void print_human(const nlohmann::json& r) {
   std::printf("  all ready after          %9.0f ms\n", r["wall_ms"].get<double>());
   std::printf("  per child p50 / p99      %9.1f / %.1f ms\n", ms(r["child_latency_ms"]),
               r["child_latency_ms"]["p99"].get<double>());
-  std::printf("  one child alone, p50      %9.1f ms (no pool%s)\n", ms(r["single_child_ms"]),
-              r["jailed"].get<bool>() ? "; jailed, with limits" : "");
+  std::printf("  one child alone, p50      %9.1f ms (no pool%s, network %s)\n",
+              ms(r["single_child_ms"]), r["jailed"].get<bool>() ? "; jailed, with limits" : "",
+              r["network"].get<std::string>().c_str());
   if (r["jailed"].get<bool>()) {
     double bare = ms(r["single_child_unjailed_ms"]);
-    std::printf("  the same unjailed, p50   %9.1f ms -> the jail costs %+.1f%%\n", bare,
-                bare > 0 ? (ms(r["single_child_ms"]) / bare - 1) * 100 : 0.0);
+    std::printf(
+        "  unjailed, no limits, network none (tag %s), p50 %.1f ms -> the jail%s costs "
+        "%+.1f%%\n",
+        r["unjailed_tag"].get<std::string>().c_str(), bare,
+        r["network"] == "outbound" ? ", the limits and the NIC" : " and the limits",
+        bare > 0 ? (ms(r["single_child_ms"]) / bare - 1) * 100 : 0.0);
   }
   const auto& b = r["breakdown_ms"];
   std::printf("    qemu launch p50        %9.1f ms (a pooled child's: its claim)\n",
@@ -239,6 +253,9 @@ void add_bench_spawn(CLI::App& bench, GlobalOptions& g, Action& action) {
   sub->add_option("--idle", a->idle_s, "Seconds to let children idle before measuring memory");
   sub->add_flag("!--no-baselines", a->baselines, "Skip the cold-boot and plain-restore runs");
   sub->add_option("--out", a->out, "Also write the JSON result to this file");
+  sub->add_option("--compare-tag", a->compare_tag,
+                  "Tag for the unjailed side of the one-at-a-time forks (default: --tag); give "
+                  "one made without a network to measure an outbound tag's NIC too");
   sub->add_flag("--json", a->json, "Machine-readable output");
   sub->callback([&action, &g, a] { action = [&g, a] { return do_bench_spawn(g, *a); }; });
 }

@@ -91,6 +91,7 @@ Result<ResumedReply> decode_resumed_reply(const Json& j) {
     r.network_set = *n;
     r.network_error = short_text(j, "network_error", "");
     r.info["network_set"] = *n;
+    if (auto c = get_bool(j, "network_changed")) r.info["network_changed"] = *c;
   }
   return r;
 }
