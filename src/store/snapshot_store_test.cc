@@ -113,9 +113,8 @@ TEST_F(StoreTest, NewerSchemaRefusedWithBothVersions) {
   EXPECT_NE(r.error().message().find("newer"), std::string::npos);
 }
 
-// ram_bytes: absent in older records (RAM is exactly memory_mib MiB), kept when written, and
-// refused when it cannot be the RAM of memory_mib MiB.
-TEST(SnapshotMetaRam, LegacyPaddedAndBad) {
+// A valid record of a 256 MiB microvm tag "t" (files with placeholder hashes).
+SnapshotMeta minimal_meta() {
   SnapshotMeta m;
   m.tag = "t";
   m.image = "minimal";
@@ -123,6 +122,13 @@ TEST(SnapshotMetaRam, LegacyPaddedAndBad) {
   m.memory_mib = 256;
   m.files["vmstate"] = {1, std::string(64, 'a')};
   m.files["memory"] = {1, std::string(64, 'b')};
+  return m;
+}
+
+// ram_bytes: absent in older records (RAM is exactly memory_mib MiB), kept when written, and
+// refused when it cannot be the RAM of memory_mib MiB.
+TEST(SnapshotMetaRam, LegacyPaddedAndBad) {
+  SnapshotMeta m = minimal_meta();
   auto j = m.to_json();
   j.erase("ram_bytes");
   auto legacy = SnapshotMeta::from_json(j);
@@ -258,20 +264,8 @@ TEST_F(StoreTest, RemoveTag) {
   EXPECT_FALSE(store_->remove("t1"));
 }
 
-}  // namespace
-}  // namespace forkd::store
-
-namespace forkd::store {
-namespace {
-
 TEST(SnapshotMetaNetwork, RoundTripsAndOlderTagsHaveNone) {
-  SnapshotMeta m;
-  m.tag = "t";
-  m.image = "minimal";
-  m.machine = "microvm";
-  m.memory_mib = 256;
-  m.files["vmstate"] = {1, std::string(64, 'a')};
-  m.files["memory"] = {1, std::string(64, 'b')};
+  SnapshotMeta m = minimal_meta();
   m.network = "outbound";
   auto j = m.to_json();
   auto back = SnapshotMeta::from_json(j);

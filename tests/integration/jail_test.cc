@@ -53,15 +53,7 @@ class Jail : public ForkingTest {
     fo.n = n;
     fo.use_pool = false;
     fo.limits = limits;
-    auto r = engine::fork_children(config(), fo);
-    EXPECT_TRUE(r) << r.error().describe();
-    std::vector<std::string> ids;
-    if (!r) return ids;
-    for (const auto& c : r->children) {
-      EXPECT_FALSE(c.error) << c.error->describe();
-      if (!c.error) ids.push_back(c.id);
-    }
-    return ids;
+    return fork_ok(fo);
   }
   static std::optional<engine::SandboxInfo> info(const std::string& id) {
     for (auto& s : engine::list_sandboxes(config())) {

@@ -32,6 +32,7 @@ class HostServer {
         std::lock_guard lock(mu_);
         seen_.insert(from);
       }
+      res.set_header("Connection", "close");
       res.set_content("hello " + from + "\n", "text/plain");
     });
     port_ = server_.bind_to_any_port("127.0.0.1");
@@ -57,11 +58,14 @@ class HostServer {
   std::set<std::string> seen_;
 };
 
-// A guest shell line that asks the host server (through the user-mode gateway) as `from` (in
-// double quotes: "$(hostname)" is the guest's).
+// A guest shell line that asks the host server (through the user-mode gateway) as `from`
+// ("$(hostname)" is expanded by the guest). busybox's small nc quits as soon as its stdin ends,
+// maybe before the answer arrived: its stdin is a FIFO held open until it exits, which it does
+// when the server closes the connection (the server answers Connection: close).
 std::string fetch_cmd(int port, const std::string& from) {
-  return "printf \"GET /hello?from=" + from +
-         " HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n\" | nc -w 10 10.0.2.2 " + std::to_string(port);
+  return "(f=/tmp/fetch.$$; mkfifo $f; nc -w 10 10.0.2.2 " + std::to_string(port) +
+         " < $f & p=$!; exec 3>$f; printf \"GET /hello?from=" + from +
+         " HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n\" >&3; wait $p; rc=$?; exec 3>&-; rm -f $f; exit $rc)";
 }
 
 class Network : public ForkingTest {
@@ -100,15 +104,7 @@ class Network : public ForkingTest {
     fo.use_pool = pool;
     fo.network = network;
     fo.expose = std::move(expose);
-    auto r = engine::fork_children(config(), fo);
-    EXPECT_TRUE(r) << r.error().describe();
-    std::vector<std::string> ids;
-    if (!r) return ids;
-    for (const auto& c : r->children) {
-      EXPECT_FALSE(c.error) << c.error->describe();
-      if (!c.error) ids.push_back(c.id);
-    }
-    return ids;
+    return fork_ok(fo);
   }
   static engine::ExecResult sh(const std::string& id, const std::string& cmd) {
     auto sb = engine::Sandbox::attach(config(), id);
@@ -132,8 +128,10 @@ class Network : public ForkingTest {
       auto g = (*sb)->exec(o);
       guest = g ? g->stdout_data + g->stderr_data : g.error().describe();
     }
+    std::string seen;
+    for (const auto& f : server_->seen()) seen += " " + f;
     return "exit " + std::to_string(r.exit_code) + ", stdout [" + r.stdout_data + "], stderr [" +
-           r.stderr_data + "]; guest:\n" + guest;
+           r.stderr_data + "]; the server saw:" + seen + "; guest:\n" + guest;
   }
   static nlohmann::json record_info(const std::string& id) {
     for (const auto& s : engine::list_sandboxes(config())) {

@@ -220,6 +220,18 @@ CliResult run_cli(const std::vector<std::string>& args,
   return res;
 }
 
+std::vector<std::string> fork_ok(const engine::ForkOptions& fo) {
+  auto r = engine::fork_children(config(), fo);
+  EXPECT_TRUE(r) << r.error().describe();
+  std::vector<std::string> ids;
+  if (!r) return ids;
+  for (const auto& c : r->children) {
+    EXPECT_FALSE(c.error) << c.error->describe();
+    if (!c.error) ids.push_back(c.id);
+  }
+  return ids;
+}
+
 void ForkingTest::create_base_tag(std::vector<std::string> warmup) {
   if (!qemu_missing_reason().empty()) return;
   engine::SnapshotOptions so;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/fork.h"
 #include "engine/sandbox.h"
 
 namespace forkd::test {
@@ -43,6 +44,10 @@ bool skip_allowed(const std::string& capability);
 
 // Boots a sandbox or fails the calling test with the error.
 std::unique_ptr<engine::Sandbox> boot(const std::string& image, int memory_mib = 256);
+
+// Forks with fo through the engine; the ids of the children that came up. A failed call or child
+// fails the calling test (non-fatally).
+std::vector<std::string> fork_ok(const engine::ForkOptions& fo);
 
 // Path of the forkd CLI built beside the test binaries.
 std::string forkd_cli();
