@@ -19,6 +19,7 @@ BootOptions boot_options(const store::SnapshotMeta& meta) {
   bo.image = meta.image;
   bo.memory_mib = meta.memory_mib;
   bo.cpus = meta.cpus;
+  bo.nic = meta.has_nic();  // the same devices as the tag's children (and its warm-up's network)
   return bo;
 }
 }  // namespace
@@ -73,6 +74,7 @@ Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::S
   vc->cpus = meta.cpus;
   vc->memory_mib = meta.memory_mib;
   vc->incoming_defer = true;
+  vc->nic = meta.has_nic();  // the saved state has the NIC when the tag does
   if (has_disk) vc->disk = disk;
   auto jail = jail_vm(cfg, dir, {}, &*vc);
   if (!jail) {

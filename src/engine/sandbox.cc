@@ -282,7 +282,11 @@ Result<AgentReply> Sandbox::call(Json request, std::string_view bin,
     return make_error(ErrorCode::kAgentError, "sandbox " + id_ + ": " + why);
   }
   auto r = agent_->call(std::move(request), bin, timeout, std::move(on_event));
-  if (!r && !vm_.alive()) {
+  // A connection closed under the call is usually QEMU dying (killed by the kernel over its
+  // memory limit, say): its sockets close while the process is still being torn down, so give
+  // it a moment to be gone before deciding which it was.
+  const bool closed = !r && r.error().message().find("connection closed") != std::string::npos;
+  if (!r && (!vm_.alive() || (closed && vm_.wait_exit(std::chrono::milliseconds(1000))))) {
     if (oom_kills(dir_) > 0) {
       return make_error(ErrorCode::kAgentError,
                         "sandbox " + id_ +
