@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "base/files.h"
+#include "engine/sandbox_jail.h"
 
 namespace forkd::cli {
 
@@ -38,13 +39,7 @@ std::string ports_text(const nlohmann::json& ports) {
   return out;
 }
 
-vmm::Limits LimitArgs::limits() const {
-  vmm::Limits l;
-  if (memory_limit_mib > 0) l.memory_bytes = static_cast<uint64_t>(memory_limit_mib) << 20;
-  if (cpus > 0) l.cpus = cpus;
-  if (pids > 0) l.pids = pids;
-  return l;
-}
+vmm::Limits LimitArgs::limits() const { return engine::limits_of(memory_limit_mib, cpus, pids); }
 
 void add_limit_options(CLI::App* sub, LimitArgs* a, const std::string& whose) {
   sub->add_option("--memory-limit", a->memory_limit_mib,

@@ -87,10 +87,8 @@ void fork(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   engine::ForkOptions fo;
   fo.tag = r->snapshot_tag;
   fo.n = r->n;
-  if (r->memory_limit_mib)
-    fo.limits.memory_bytes = static_cast<uint64_t>(*r->memory_limit_mib) << 20;
-  if (r->cpu_limit) fo.limits.cpus = *r->cpu_limit;
-  if (r->pids_limit) fo.limits.pids = *r->pids_limit;
+  fo.limits = engine::limits_of(r->memory_limit_mib.value_or(0), r->cpu_limit.value_or(0),
+                                r->pids_limit.value_or(0));
   fo.network = r->network;
   fo.expose = r->expose;
   auto forked = engine::fork_children(ctx.cfg, fo);

@@ -46,6 +46,14 @@ vmm::Limits limits_from_json(const nlohmann::json& j) {
   return l;
 }
 
+vmm::Limits limits_of(int64_t memory_mib, double cpus, int64_t pids) {
+  vmm::Limits l;
+  if (memory_mib > 0) l.memory_bytes = static_cast<uint64_t>(memory_mib) << 20;
+  if (cpus > 0) l.cpus = cpus;
+  if (pids > 0) l.pids = pids;
+  return l;
+}
+
 vmm::Limits merge_limits(vmm::Limits base, const vmm::Limits& over) {
   if (over.memory_bytes) base.memory_bytes = over.memory_bytes;
   if (over.cpus) base.cpus = over.cpus;

@@ -17,6 +17,8 @@ inline constexpr const char* kCgroupParent = "forkd";
 // Limits as JSON ({"memory_mib", "cpus", "pids"}, unset ones null) and back.
 nlohmann::json limits_json(const vmm::Limits& limits);
 vmm::Limits limits_from_json(const nlohmann::json& j);
+// Limits from request-style values: memory in MiB, cores, tasks; 0 leaves that one unset.
+vmm::Limits limits_of(int64_t memory_mib, double cpus, int64_t pids);
 // Each field of over that is set replaces base's.
 vmm::Limits merge_limits(vmm::Limits base, const vmm::Limits& over);
 

@@ -3,6 +3,7 @@
 #include "engine/branch.h"
 #include "engine/fork.h"
 #include "engine/registry.h"
+#include "engine/sandbox_jail.h"
 #include "engine/workspace.h"
 #include "store/snapshot_store.h"
 
@@ -19,7 +20,7 @@ class EngineWorkspaceBackend : public WorkspaceBackend {
     ForkOptions fo;
     fo.tag = tag;
     fo.n = 1;
-    if (memory_limit_mib > 0) fo.limits.memory_bytes = uint64_t(memory_limit_mib) << 20;
+    fo.limits = limits_of(memory_limit_mib, 0, 0);
     auto r = fork_children(cfg_, fo);
     if (!r) return tl::unexpected(r.error());
     if (r->children.size() != 1) {
