@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
@@ -60,10 +61,22 @@ struct ChildFailure {
   int step;
   int err;
 };
-constexpr const char* kSteps[] = {"join cgroup", "setgroups",       "setresgid",
-                                  "setresuid",   "no_new_privs",    "death signal",
-                                  "chdir",       "pass descriptor", "exec"};
-enum Step { kJoin, kSetgroups, kSetgid, kSetuid, kNoNewPrivs, kDeathSig, kChdir, kPassFd, kExec };
+constexpr const char* kSteps[] = {"join cgroup",  "join network namespace", "setgroups",
+                                  "setresgid",    "setresuid",              "no_new_privs",
+                                  "death signal", "chdir",                  "pass descriptor",
+                                  "exec"};
+enum Step {
+  kJoin,
+  kSetns,
+  kSetgroups,
+  kSetgid,
+  kSetuid,
+  kNoNewPrivs,
+  kDeathSig,
+  kChdir,
+  kPassFd,
+  kExec
+};
 
 [[noreturn]] void child_fail(int report_fd, int step) {
   ChildFailure f{step, errno};
@@ -79,6 +92,10 @@ enum Step { kJoin, kSetgroups, kSetgid, kSetuid, kNoNewPrivs, kDeathSig, kChdir,
   size_t len = format_pid(::getpid(), num);
   for (int fd : opts.cgroup_procs_fds) {
     if (::write(fd, num, len) != static_cast<ssize_t>(len)) child_fail(report_fd, kJoin);
+  }
+  // While still privileged (joining a namespace needs CAP_SYS_ADMIN).
+  if (opts.netns_fd >= 0 && ::setns(opts.netns_fd, CLONE_NEWNET) != 0) {
+    child_fail(report_fd, kSetns);
   }
   if (opts.new_session) ::setsid();
   sigset_t empty;
@@ -172,7 +189,7 @@ Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions
 
 bool needs_fork_exec(const SpawnOptions& o) {
   return o.die_with_parent || !o.pass_fds.empty() || !o.cgroup_procs_fds.empty() ||
-         o.drop_to.has_value() || o.no_new_privs;
+         o.drop_to.has_value() || o.no_new_privs || o.netns_fd >= 0;
 }
 
 }  // namespace

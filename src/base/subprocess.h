@@ -37,6 +37,8 @@ struct SpawnOptions {
   // Open cgroup.procs (or tasks) files: the child writes its own pid to each before anything
   // else, so it never runs outside its cgroups.
   std::vector<int> cgroup_procs_fds;
+  // An open network namespace (/run/netns/NAME) the child joins, before dropping privileges.
+  int netns_fd = -1;
   // Drop to this uid/gid with no supplementary groups (setgroups(0), setresgid, setresuid).
   struct Credentials {
     uid_t uid = 0;

@@ -26,6 +26,8 @@ struct ForkArgs {
   LimitArgs limits;     // of each child's QEMU (unset: the default)
   std::string network;  // empty: the tag's
   std::vector<int> expose;
+  bool per_child_netns = false;
+  std::vector<std::string> allow;
 };
 
 // The REST spawn fields for a's limits (forkd's memory_limit_mib, our cpu_limit and pids_limit).
@@ -36,6 +38,8 @@ nlohmann::json limit_fields(const ForkArgs& a) {
   if (a.limits.pids > 0) j["pids_limit"] = a.limits.pids;
   if (!a.network.empty()) j["network"] = a.network;
   if (!a.expose.empty()) j["expose"] = a.expose;
+  if (a.per_child_netns) j["per_child_netns"] = true;
+  if (!a.allow.empty()) j["allow_list"] = a.allow;
   return j;
 }
 
@@ -63,6 +67,8 @@ int do_fork(const GlobalOptions& g, const ForkArgs& a) {
   fo.use_pool = !a.no_pool;
   fo.network = a.network;
   fo.expose = a.expose;
+  fo.per_child_netns = a.per_child_netns;
+  fo.allow_list = a.allow;
   auto r = engine::fork_children(*cfg, fo);
   if (!r) return report_error(r.error());
   int failed = 0;
@@ -169,6 +175,12 @@ void register_fork(CLI::App& app, GlobalOptions& g, Action& action) {
                   "Guest TCP port to reach from the host (repeatable; each child gets a free host "
                   "port on the daemon's expose address, printed after its id)")
       ->check(CLI::Range(1, 65535));
+  sub->add_flag("--per-child-netns", a->per_child_netns,
+                "Each child in a network namespace of its own, on a tap device (root only; "
+                "exposed ports then answer at the namespace's address; see docs/NETWORK.md)");
+  sub->add_option("--allow", a->allow,
+                  "With --per-child-netns: a destination children may reach, A.B.C.D[/N][:PORT] "
+                  "(repeatable; everything else is refused)");
   sub->add_flag("--json", a->json, "Machine-readable output");
   sub->callback([&action, &g, a] { action = [&g, a] { return do_fork(g, *a); }; });
 

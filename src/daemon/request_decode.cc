@@ -7,6 +7,7 @@
 #include "base/json_get.h"
 #include "base/paths.h"
 #include "engine/fork.h"
+#include "vmm/netns.h"
 
 namespace forkd::daemon {
 
@@ -131,7 +132,8 @@ Result<ForkRequest> decode_fork(std::string_view body) {
   FORKD_TRY(get_int(*j, "n", false, 1, engine::kMaxForkChildren, &r.n));
   static constexpr const char* kKnown[] = {
       "snapshot_tag", "n",         "memory_limit_mib", "cpu_limit", "pids_limit", "network",
-      "expose",       "live_fork", "per_child_netns",  "hugepages", "prewarm"};
+      "expose",       "live_fork", "per_child_netns",  "hugepages", "prewarm",
+      "allow_list"};
   for (const auto& [key, value] : j->items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       return bad("unknown field '" + key.substr(0, 40) + "'");
@@ -162,11 +164,11 @@ Result<ForkRequest> decode_fork(std::string_view body) {
   }
   bool flag = false;
   FORKD_TRY(get_bool(*j, "live_fork", &flag));  // every sandbox can be branched live
-  FORKD_TRY(get_bool(*j, "per_child_netns", &flag));
-  if (flag) {
-    return bad(
-        "per_child_netns is not available in this version: use network \"outbound\" "
-        "(a user-mode network per child, no netns or tap)");
+  FORKD_TRY(get_bool(*j, "per_child_netns", &r.per_child_netns));
+  FORKD_TRY(get_strings(*j, "allow_list", &r.allow_list));
+  if (r.allow_list.size() > vmm::kMaxAllowRules) {
+    return bad("field 'allow_list' holds at most " + std::to_string(vmm::kMaxAllowRules) +
+               " entries");
   }
   flag = false;
   FORKD_TRY(get_bool(*j, "hugepages", &flag));

@@ -39,6 +39,8 @@ struct ForkRequest {
   std::optional<int> pids_limit;
   std::string network;  // empty: the tag's
   std::vector<int> expose;
+  bool per_child_netns = false;         // forkd's: a network namespace and tap per child
+  std::vector<std::string> allow_list;  // ours: where such children may go
 };
 inline constexpr int kMinMemoryLimitMib = 32;
 inline constexpr int kMinPidsLimit = 8;  // QEMU itself runs several threads

@@ -37,7 +37,8 @@ int64_t int_or(const Json& j, const char* key, int64_t def) {
   return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : def;
 }
 
-// SandboxInfo. We have no netns (null); guest_addr is where the agent answers, its socket path.
+// SandboxInfo. netns is the child's own namespace (per_child_netns) or null; guest_addr is where
+// the agent answers, its socket path.
 Json sandbox_info(const engine::EngineConfig& cfg, const engine::SandboxInfo& s) {
   const Json& r = s.record;
   auto tag = r.find("tag");
@@ -91,6 +92,8 @@ void fork(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
                                 r->pids_limit.value_or(0));
   fo.network = r->network;
   fo.expose = r->expose;
+  fo.per_child_netns = r->per_child_netns;
+  fo.allow_list = r->allow_list;
   auto forked = engine::fork_children(ctx.cfg, fo);
   if (!forked) return send_error(res, forked.error());
   // The contract's answer is an array of sandboxes, which cannot express a partial failure: a

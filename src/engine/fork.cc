@@ -9,6 +9,7 @@
 #include "engine/restore.h"
 #include "engine/sandbox_jail.h"
 #include "store/snapshot_store.h"
+#include "vmm/netns.h"
 
 namespace forkd::engine {
 
@@ -32,10 +33,18 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
   if (auto st = snaps.verify(*meta); !st) return tl::unexpected(st.error());
   // A chain link's memory is assembled (once) here, before the children start in parallel.
   if (auto mem = tag_memory_path(cfg, *meta); !mem) return tl::unexpected(mem.error());
-  ChildNetwork net{opts.network, opts.expose, cfg.expose_address};
+  ChildNetwork net{opts.network, opts.expose, cfg.expose_address, opts.per_child_netns,
+                   opts.allow_list};
   auto mode = resolve_child_network(*meta, net);
   if (!mode) return tl::unexpected(mode.error());
   net.mode = *mode;
+  if (net.netns) {
+    auto support = vmm::netns_support();
+    if (!support.available) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "per_child_netns is not available on this host: " + support.reason);
+    }
+  }
   if (net.mode == "outbound" && !cfg.outbound_refusal.empty()) {
     return make_error(ErrorCode::kFailedPrecondition, "network outbound (tag " + opts.tag +
                                                           "): " + cfg.outbound_refusal +
@@ -54,7 +63,7 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
     // The claim (QMP connect and handshake to the member) is part of the child's launch.
     auto t_start = Clock::now();
     double claim_ms = 0;
-    if (opts.use_pool) {
+    if (opts.use_pool && !net.netns) {  // pool members have no namespace
       if (auto claimed = pool.claim(*meta, tag_dir)) {
         pre = std::move(*claimed);
         child.from_pool = true;
@@ -62,7 +71,7 @@ Result<ForkResult> fork_children(const EngineConfig& cfg, const ForkOptions& opt
       claim_ms = ms_between(t_start, Clock::now());
     }
     if (!pre) {
-      auto started = prestart_child(cfg, *meta, tag_dir, limits);
+      auto started = prestart_child(cfg, *meta, tag_dir, limits, net);
       if (!started) {
         child.error = started.error();
         return;

@@ -23,6 +23,10 @@ struct ForkOptions {
   // ports is EngineConfig::expose_address.
   std::string network;
   std::vector<int> expose;
+  // Each child in a network namespace of its own (root only; see ChildNetwork::netns), and
+  // where such children may go (empty: anywhere).
+  bool per_child_netns = false;
+  std::vector<std::string> allow_list;
 };
 
 struct ForkChild {

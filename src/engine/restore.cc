@@ -1,6 +1,7 @@
 #include "engine/restore.h"
 
 #include <sys/random.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "engine/vm_setup.h"
 #include "store/chain.h"
 #include "store/snapshot_store.h"
+#include "vmm/netns.h"
 #include "vmm/nic.h"
 
 namespace forkd::engine {
@@ -63,6 +65,14 @@ Result<std::string> resolve_child_network(const store::SnapshotMeta& meta,
   if (!net.expose.empty() && mode != "outbound") {
     return bad("exposed ports need network outbound (this child's network is none)");
   }
+  if (net.netns && mode != "outbound") {
+    return bad("per_child_netns needs network outbound (this child's network is none)");
+  }
+  if (!net.allow.empty() && !net.netns) {
+    return bad("an allow-list needs per_child_netns: a user-mode network (slirp) cannot filter "
+               "destinations");
+  }
+  if (auto allow = vmm::parse_allow_list(net.allow); !allow) return tl::unexpected(allow.error());
   if (net.expose.size() > kMaxExposedPorts) {
     return bad("at most " + std::to_string(kMaxExposedPorts) + " exposed ports");
   }
@@ -84,8 +94,40 @@ Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::Snapsh
   return path;
 }
 
+// Puts vc's QEMU into a network namespace of its own (see ChildNetwork::netns); returns what
+// sandbox.json records of it.
+// The tap's descriptor is *tap, which must stay open until QEMU has started.
+Result<Json> place_in_netns(const std::string& id, const std::string& dir,
+                            const ChildNetwork& net, vmm::VmConfig* vc, UniqueFd* tap) {
+  auto allow = vmm::parse_allow_list(net.allow);
+  if (!allow) return tl::unexpected(allow.error());
+  vmm::NetnsSpec spec;
+  spec.name = vmm::netns_name(id);
+  spec.tap_uid = vc->jail ? vc->jail->uid : ::geteuid();
+  spec.tap_gid = vc->jail ? vc->jail->gid : ::getegid();
+  spec.expose = net.expose;
+  spec.allow = *allow;
+  spec.nameserver = vmm::first_routable_nameserver(read_file("/etc/resolv.conf").value_or(""));
+  spec.work_dir = dir;
+  auto ns = vmm::create_child_netns(spec);
+  if (!ns) return tl::unexpected(ns.error());
+  auto fd = vmm::open_netns_tap(*ns);
+  if (!fd) return tl::unexpected(fd.error());
+  *tap = std::move(*fd);
+  vc->nic_tap = vmm::kNetnsTap;
+  vc->nic_tap_fd = tap->get();
+  vc->netns_path = ns->path;
+  Json allowed = Json::array();
+  for (const auto& r : *allow) allowed.push_back(r.text());
+  return Json{{"name", ns->name},
+              {"address", ns->address},
+              {"host_address", ns->host_address},
+              {"allow", std::move(allowed)}};
+}
+
 Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,
-                                    const std::string& tag_dir, const vmm::Limits& limits) {
+                                    const std::string& tag_dir, const vmm::Limits& limits,
+                                    const ChildNetwork& net) {
   std::string id = new_sandbox_id();
   std::string dir = cfg.sandboxes_dir() + "/" + id;
   auto vc = base_vm_config(cfg, id, dir);
@@ -121,6 +163,12 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   }
   auto jail = jail_vm(cfg, dir, limits, &*vc);
   if (!jail) return fail(jail.error());
+  UniqueFd tap;
+  if (net.netns) {
+    auto ns = place_in_netns(id, dir, net, &*vc, &tap);
+    if (!ns) return fail(ns.error());
+    (*jail)["netns"] = std::move(*ns);
+  }
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) return fail(launched.error());
   return PrestartedVm{id,    dir,     std::move(launched->first), std::move(launched->second),
@@ -129,12 +177,14 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
 
 // The `network` of a resumed request: the user-mode network's addresses (the same in every
 // child: each QEMU has its own), or none.
-Json resumed_network(bool online) {
+// In a namespace of its own (see vmm/netns.h) the gateway is the tap (with slirp's MAC) and the
+// resolver is reached through it: 10.0.2.3 does not exist there.
+Json resumed_network(bool online, bool in_netns = false) {
   if (!online) return Json{{"mode", "none"}};
   return Json{{"mode", "outbound"},
               {"address", "10.0.2.15/24"},
               {"gateway", "10.0.2.2"},
-              {"dns", "10.0.2.3"}};
+              {"dns", in_netns ? "10.0.2.2" : "10.0.2.3"}};
 }
 
 // network: null, or the request's `network` (then the guest must confirm an outbound one).
@@ -237,7 +287,9 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   // (kernel paths translated afresh in each child). A `none` child is told to drop its route
   // and link; a child of a branched tag is told its address again (its source may have been a
   // `none` child, or changed it).
-  const bool refresh = pre.nic && (!online || meta.branched_from.has_value());
+  // A child in a namespace of its own is told its resolver (see resumed_network).
+  const Json* netns = pre.jail.contains("netns") ? &pre.jail["netns"] : nullptr;
+  const bool refresh = pre.nic && (!online || meta.branched_from.has_value() || netns);
   if (pre.loaded && pre.nic) {
     if (auto st = run_with_link(pre.qmp, online); !st) return fail(st.error());
   } else if (pre.loaded) {
@@ -259,7 +311,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   for (int attempt = 0; attempt < 4; ++attempt) {
     agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
     if (!agent) return fail(agent.error());
-    identity = set_identity(**agent, pre.id, epoch, 6, refresh ? resumed_network(online) : Json());
+    identity = set_identity(**agent, pre.id, epoch, 6, refresh ? resumed_network(online, netns) : Json());
     if (identity) break;
     auto code = identity.error().code();
     bool dropped = identity.error().message().find("connection closed") != std::string::npos;
@@ -270,6 +322,12 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   if (!identity) return fail(identity.error());
   Json ports = Json::array();
   for (int guest_port : net.expose) {
+    if (netns) {  // forwarded by the namespace's rules, from its address
+      ports.push_back({{"guest", guest_port},
+                       {"host", guest_port},
+                       {"address", json::string_or(*netns, "address", "")}});
+      continue;
+    }
     auto fwd = vmm::add_port_forward(pre.qmp, net.listen_address, guest_port);
     if (!fwd) return fail(fwd.error());
     ports.push_back({{"guest", fwd->guest}, {"host", fwd->host}, {"address", fwd->address}});

@@ -37,6 +37,11 @@ struct ChildNetwork {
   std::string mode;         // "none" | "outbound"; empty: the tag's
   std::vector<int> expose;  // guest TCP ports forwarded from listen_address (outbound only)
   std::string listen_address = "127.0.0.1";
+  // forkd's per_child_netns (outbound only, root only): the child's QEMU runs in a network
+  // namespace of its own with a tap NIC (vmm/netns.h); exposed ports then answer at the
+  // namespace's address, and allow (A.B.C.D[/N][:PORT], needs netns) limits where it may go.
+  bool netns = false;
+  std::vector<std::string> allow;
 };
 inline constexpr size_t kMaxExposedPorts = 16;
 
@@ -50,8 +55,10 @@ Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::Snapsh
 
 // Starts the QEMU of a future child of meta (everything up to, not including, the device-state
 // load). The tag must have been verified.
+// With net.netns, its namespace is made first (net must have been resolved).
 Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::SnapshotMeta& meta,
-                                    const std::string& tag_dir, const vmm::Limits& limits);
+                                    const std::string& tag_dir, const vmm::Limits& limits,
+                                    const ChildNetwork& net = {});
 
 // Makes a prestarted VM a warm pool member: loads the device state, runs it just long enough to
 // answer a provisional `resumed` and one exec (so the code paths of a claim are already

@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "engine/config.h"
 #include "vmm/jail.h"
+#include "vmm/netns.h"
 
 namespace forkd::engine {
 
@@ -126,6 +127,36 @@ Result<nlohmann::json> jail_vm(const EngineConfig& cfg, const std::string& dir,
   return rec;
 }
 
+namespace {
+
+// A hostile record's netns: a name of ours, addresses that are IPv4 text, allow-list entries
+// that parse; anything else is dropped.
+nlohmann::json netns_info(const nlohmann::json& ns) {
+  auto ipv4 = [](const std::string& s) {
+    return s.size() <= 15 && s.find_first_not_of("0123456789.") == std::string::npos;
+  };
+  std::string name = json::string_or(ns, "name", "");
+  if (name.size() > 64 || name.rfind("forkd-", 0) != 0 ||
+      name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") !=
+          std::string::npos) {
+    return nullptr;
+  }
+  nlohmann::json out = {{"name", name}, {"allow_list", nlohmann::json::array()}};
+  for (const char* key : {"address", "host_address"}) {
+    std::string a = json::string_or(ns, key, "");
+    out[key] = ipv4(a) ? nlohmann::json(a) : nlohmann::json();
+  }
+  if (auto a = ns.find("allow"); a != ns.end() && a->is_array()) {
+    for (const auto& e : *a) {
+      if (!e.is_string() || out["allow_list"].size() >= vmm::kMaxAllowRules) continue;
+      if (auto r = vmm::parse_allow_rule(e.get<std::string>())) out["allow_list"].push_back(r->text());
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 nlohmann::json isolation_info(const nlohmann::json& rec) {
   nlohmann::json out = {{"uid", nullptr},
                         {"jailed", false},
@@ -140,6 +171,16 @@ nlohmann::json isolation_info(const nlohmann::json& rec) {
   if (auto n = rec.find("network");
       n != rec.end() && n->is_string() && (*n == "none" || *n == "outbound")) {
     out["network"] = *n;
+  }
+  out["netns"] = nullptr;  // forkd's field: the namespace's name
+  out["netns_network"] = nullptr;
+  if (auto ns = rec.find("netns"); ns != rec.end() && ns->is_object()) {
+    auto info = netns_info(*ns);
+    if (info.is_object()) {
+      out["netns"] = info["name"];
+      info.erase("name");
+      out["netns_network"] = std::move(info);
+    }
   }
   if (auto p = rec.find("ports"); p != rec.end() && p->is_array()) {
     for (const auto& f : *p) {
@@ -200,6 +241,10 @@ Status apply_limits(const std::string& dir, const vmm::Limits& limits) {
 uint64_t oom_kills(const std::string& dir) { return cgroup_of(dir).oom_kills(); }
 
 Status remove_run_dir(const std::string& dir) {
+  // A child's own network namespace (named after it; see vmm/netns.h), if it had one.
+  if (auto ns = vmm::remove_child_netns(vmm::netns_name(base_name(dir))); !ns) {
+    logger("jail")->warn("event=netns_left dir={} why=\"{}\"", dir, ns.error().message());
+  }
   // A cgroup the kernel still holds (a QEMU that has not finished exiting) is not the caller's
   // failure: gc sweeps empty leaves later (vmm::sweep_stale_leaves).
   if (auto cg = cgroup_of(dir).remove(); !cg) {

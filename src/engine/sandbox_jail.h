@@ -38,8 +38,9 @@ Result<nlohmann::json> jail_vm(const EngineConfig& cfg, const std::string& dir,
                                const vmm::Limits& limits, vmm::VmConfig* vc);
 
 // What SandboxInfo and `ps --json` show of a sandbox's isolation, from its sandbox.json:
-// {"uid", "jailed", "limits", "network", "ports"} (null/none/[] where the record has nothing;
-// records older than the jail have no uid).
+// {"uid", "jailed", "limits", "network", "ports", "netns", "netns_network"} (null/none/[]
+// where the record has nothing; records older than the jail have no uid). netns is the name of
+// the child's own namespace, netns_network {address, host_address, allow_list} its addresses.
 nlohmann::json isolation_info(const nlohmann::json& record);
 
 // The boundary in force on this host, for `doctor` and GET /version: {"jailed", "reason",

@@ -149,7 +149,14 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   // would otherwise have the guest send gratuitous ARPs for half a second, which nobody on a
   // private user-mode network needs and which cost a fresh child ~50 ms under TCG.
   if (cfg.nic) {
-    add("-netdev", std::string("user,id=") + kNicNetdev + ",net=10.0.2.0/24,ipv6=off");
+    if (cfg.nic_tap.empty()) {
+      add("-netdev", std::string("user,id=") + kNicNetdev + ",net=10.0.2.0/24,ipv6=off");
+    } else {
+      add("-netdev", std::string("tap,id=") + kNicNetdev +
+                         (cfg.nic_tap_fd >= 0 ? ",fd=" + std::to_string(cfg.nic_tap_fd)
+                                              : ",ifname=" + cfg.nic_tap + ",script=no,downscript=no"));
+      add("-netdev", std::string("user,id=") + kSlirpSink + ",restrict=on,net=10.0.2.0/24,ipv6=off");
+    }
     add("-device", virtio_device(cfg.machine, "virtio-net") + ",netdev=" + kNicNetdev +
                        ",mac=" + kNicMac + ",guest_announce=off");
   }

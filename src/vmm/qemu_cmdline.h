@@ -54,6 +54,18 @@ struct VmConfig {
   // gateway 10.0.2.2 is the host's loopback, 10.0.2.3 its resolver. Part of the device state: a
   // tag's children have one exactly when the tag does.
   bool nic = false;
+  // With nic: back it with this tap device instead (a child in its own network namespace, see
+  // vmm/netns.h; QEMU must run in that namespace: netns_path). A restricted, unconnected
+  // user-mode netdev stays beside it, only so that the device state of a tag whose NIC was on
+  // slirp (which carries a "slirp" section) loads.
+  std::string nic_tap;
+  // With nic_tap: an open descriptor of that tap (QEMU may not open /dev/net/tun itself). In
+  // the caller's VmConfig it is the caller's descriptor; VmProcess::launch passes it to QEMU and
+  // puts QEMU's number for it here (tap fd=N).
+  int nic_tap_fd = -1;
+  // Process option: QEMU joins this network namespace (a /run/netns file) before it drops
+  // privileges.
+  std::string netns_path;
   std::string disk_format = "qcow2";
   // Run-dir files.
   std::string qmp_socket;
@@ -93,6 +105,8 @@ inline constexpr uint64_t kMaxBootConsoleBytes = 7ull << 20;
 // The NIC's netdev id (QMP set_link, HMP hostfwd_add) and its fixed MAC.
 inline constexpr const char* kNicNetdev = "net0";
 inline constexpr const char* kNicMac = "52:54:00:12:34:56";
+// The unconnected user-mode netdev beside a tap NIC (see VmConfig::nic_tap).
+inline constexpr const char* kSlirpSink = "slirpsink";
 // The chardev id of the serial console (for QMP chardev-change and ringbuf-read).
 inline constexpr const char* kConsoleChardev = "console";
 

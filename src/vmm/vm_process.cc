@@ -188,9 +188,19 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
     opts.pass_fds.push_back(agent_listen.get());
     run_cfg.agent_fd = 4;
   }
+  if (cfg.nic_tap_fd >= 0) {
+    opts.pass_fds.push_back(cfg.nic_tap_fd);
+    run_cfg.nic_tap_fd = static_cast<int>(2 + opts.pass_fds.size());
+  }
   auto cgroup_fds = open_cgroup_procs(cfg.cgroup_procs);
   if (!cgroup_fds) return tl::unexpected(cgroup_fds.error().wrap("launch qemu: join cgroup"));
   for (const auto& fd : *cgroup_fds) opts.cgroup_procs_fds.push_back(fd.get());
+  UniqueFd netns;
+  if (!cfg.netns_path.empty()) {
+    netns = UniqueFd(::open(cfg.netns_path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!netns) return errno_error(errno, "launch qemu: open " + cfg.netns_path);
+    opts.netns_fd = netns.get();
+  }
   if (cfg.jail) {
     // The few files QEMU writes by path are its own; everything else it is given.
     if (auto st = give_file(cfg.pid_file, *cfg.jail); !st) return tl::unexpected(st.error());
