@@ -13,6 +13,8 @@ PKGS=(
   openssl
   # VMM and guest images
   qemu-system-x86 qemu-utils busybox-static debootstrap cpio gzip e2fsprogs
+  # per_child_netns: a network namespace, veth, tap and nftables rules per child
+  iproute2 nftables
   # guest kernel build
   linux-source-6.1 bc bison flex libelf-dev dwarves xz-utils kmod
   # benchmark charts, JSON in scripts

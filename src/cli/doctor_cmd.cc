@@ -163,8 +163,26 @@ std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
                   "run forkd as root on a host with cgroups"});
   out.push_back({"network", "ok",
                  "modes none, outbound (slirp in each QEMU; exposed ports on " +
-                     cfg.expose_address + "); per_child_netns and allow-lists: not available",
+                     cfg.expose_address + ")",
                  ""});
+  const auto& ns = b["network"]["per_child_netns"];
+  if (!ns["available"].get<bool>()) {
+    out.push_back({"per_child_netns", "warn",
+                   "not available: " + ns["reason"].get<std::string>() +
+                       " (children use slirp; allow-lists need it)",
+                   "run forkd as root with iproute2 and nftables (scripts/install-deps.sh)"});
+  } else if (!ns["host_forwarding"].get<bool>()) {
+    out.push_back({"per_child_netns", "warn",
+                   "available (namespaces in " + ns["pool"].get<std::string>() +
+                       ", allow-lists), but this host does not forward: children reach the host "
+                       "and nothing beyond it",
+                   "sysctl -w net.ipv4.ip_forward=1 and masquerade the pool (docs/NETWORK.md)"});
+  } else {
+    out.push_back({"per_child_netns", "ok",
+                   "available: a namespace and tap per child in " +
+                       ns["pool"].get<std::string>() + ", allow-lists",
+                   ""});
+  }
   return out;
 }
 

@@ -111,6 +111,12 @@ TEST(Decode, ForkLimitsAndForkdFields) {
   ASSERT_TRUE(net) << net.error().describe();
   EXPECT_EQ(net->network, "outbound");
   EXPECT_EQ(net->expose, (std::vector<int>{8080, 22}));
+  EXPECT_FALSE(net->per_child_netns);
+  auto netns = decode_fork(
+      R"({"snapshot_tag":"py","per_child_netns":true,"allow_list":["10.0.0.0/8","1.2.3.4:443"]})");
+  ASSERT_TRUE(netns) << netns.error().describe();
+  EXPECT_TRUE(netns->per_child_netns);
+  EXPECT_EQ(netns->allow_list, (std::vector<std::string>{"10.0.0.0/8", "1.2.3.4:443"}));
   auto tags_own = decode_fork(R"({"snapshot_tag":"py"})");
   ASSERT_TRUE(tags_own);
   EXPECT_EQ(tags_own->network, "") << "absent: the tag's network";
@@ -118,7 +124,9 @@ TEST(Decode, ForkLimitsAndForkdFields) {
   for (const char* body :
        {R"({"snapshot_tag":"py","memory_limit_mib":8})", R"({"snapshot_tag":"py","cpu_limit":0})",
         R"({"snapshot_tag":"py","cpu_limit":"1"})", R"({"snapshot_tag":"py","pids_limit":2})",
-        R"({"snapshot_tag":"py","per_child_netns":true})",
+        R"({"snapshot_tag":"py","per_child_netns":1})",
+        R"({"snapshot_tag":"py","allow_list":"10.0.0.0/8"})",
+        R"({"snapshot_tag":"py","allow_list":[8]})",
         R"({"snapshot_tag":"py","hugepages":true})", R"({"snapshot_tag":"py","prewarm":4})",
         R"({"snapshot_tag":"py","expose":[0]})", R"({"snapshot_tag":"py","expose":["80"]})",
         R"({"snapshot_tag":"py","expose":8080})",
@@ -182,8 +190,11 @@ TEST(Decode, Workspaces) {
   EXPECT_EQ(c->name, "dev");
   EXPECT_EQ(c->snapshot_tag, "py");
   EXPECT_EQ(c->memory_limit_mib, 512);
-  EXPECT_FALSE(
-      decode_workspace_create(R"({"name":"dev","snapshot_tag":"py","per_child_netns":true})"));
+  EXPECT_FALSE(c->per_child_netns);
+  auto routed =
+      decode_workspace_create(R"({"name":"dev","snapshot_tag":"py","per_child_netns":true})");
+  ASSERT_TRUE(routed) << routed.error().describe();
+  EXPECT_TRUE(routed->per_child_netns);
   EXPECT_FALSE(
       decode_workspace_create(R"({"name":"dev","snapshot_tag":"py","memory_limit_mib":8})"));
   EXPECT_FALSE(decode_workspace_create(R"({"name":"../x","snapshot_tag":"py"})"));

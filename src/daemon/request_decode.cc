@@ -274,13 +274,7 @@ Result<WorkspaceCreateRequest> decode_workspace_create(std::string_view body) {
   }
   FORKD_TRY(get_string(*j, "snapshot_tag", true, &r.snapshot_tag));
   FORKD_TRY(check_tag(r.snapshot_tag));
-  bool netns = false;
-  FORKD_TRY(get_bool(*j, "per_child_netns", &netns));
-  if (netns) {
-    return bad(
-        "per_child_netns is not available in this version: a workspace's network is its "
-        "tag's (user-mode, no netns)");
-  }
+  FORKD_TRY(get_bool(*j, "per_child_netns", &r.per_child_netns));
   FORKD_TRY(get_int(*j, "memory_limit_mib", false, 0, 1 << 20, &r.memory_limit_mib));
   if (r.memory_limit_mib != 0 && r.memory_limit_mib < kMinMemoryLimitMib) {
     return bad("field 'memory_limit_mib' must be at least " + std::to_string(kMinMemoryLimitMib) +

@@ -78,11 +78,12 @@ Result<BranchRequest> decode_branch(std::string_view body);
 Result<std::string> decode_compact(std::string_view body);
 
 // POST /v1/workspaces. memory_limit_mib (>= 32, or absent/0: the daemon's default) limits the
-// workspace's QEMU, across suspends and resumes; per_child_netns true is 400 (as on spawn).
+// workspace's QEMU, across suspends and resumes; so does per_child_netns (see spawn).
 struct WorkspaceCreateRequest {
   std::string name;
   std::string snapshot_tag;
   int memory_limit_mib = 0;
+  bool per_child_netns = false;  // its sandbox in a network namespace of its own, every resume
 };
 Result<WorkspaceCreateRequest> decode_workspace_create(std::string_view body);
 

@@ -22,7 +22,7 @@ std::string path_name(const httplib::Request& req) {
 void create(engine::Workspaces& ws, const httplib::Request& req, httplib::Response& res) {
   auto r = decode_workspace_create(req.body);
   if (!r) return send_error(res, r.error());
-  auto w = ws.create(r->name, r->snapshot_tag, r->memory_limit_mib);
+  auto w = ws.create(r->name, r->snapshot_tag, r->memory_limit_mib, r->per_child_netns);
   if (!w) return send_error(res, w.error());
   send_json(res, 201, engine::workspace_to_json(*w));
 }

@@ -199,6 +199,7 @@ nlohmann::json isolation_info(const nlohmann::json& rec) {
 
 nlohmann::json boundary_info(const vmm::Limits& default_limits, const std::string& expose_address) {
   const vmm::HostJail& host = vmm::host_jail();
+  const vmm::NetnsSupport netns = vmm::netns_support();
   nlohmann::json j = {
       {"jailed", host.active},
       {"reason", host.active ? "" : host.reason},
@@ -220,8 +221,12 @@ nlohmann::json boundary_info(const vmm::Limits& default_limits, const std::strin
          "virtio-net on a user-mode network inside each QEMU (slirp): the guest is "
          "10.0.2.15, 10.0.2.2 is this host's loopback, 10.0.2.3 its resolver"},
         {"expose_address", expose_address},
-        {"per_child_netns", false},
-        {"allow_list", false}}},
+        {"per_child_netns",
+         {{"available", netns.available},
+          {"reason", netns.reason},
+          {"pool", vmm::kNetnsPool},
+          {"host_forwarding", netns.host_forwarding}}},
+        {"allow_list", netns.available}}},
       {"qemu_version", host.qemu_version}};
   return j;
 }

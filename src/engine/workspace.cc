@@ -95,7 +95,8 @@ Json workspace_to_json(const WorkspaceInfo& w) {
           {"status", w.status},
           {"created_at_unix", w.created_at_unix},
           {"updated_at_unix", w.updated_at_unix},
-          {"memory_limit_mib", w.memory_limit_mib > 0 ? Json(w.memory_limit_mib) : Json()}};
+          {"memory_limit_mib", w.memory_limit_mib > 0 ? Json(w.memory_limit_mib) : Json()},
+          {"per_child_netns", w.per_child_netns}};
 }
 
 Result<WorkspaceInfo> workspace_from_json(const Json& j) {
@@ -114,6 +115,10 @@ Result<WorkspaceInfo> workspace_from_json(const Json& j) {
       return bad("workspace record has a bad memory_limit_mib");
     }
     w.memory_limit_mib = m->get<int>();
+  }
+  if (auto n = j.find("per_child_netns"); n != j.end() && !n->is_null()) {
+    if (!n->is_boolean()) return bad("workspace record has a bad per_child_netns");
+    w.per_child_netns = n->get<bool>();
   }
   FORKD_TRY(validate_workspace_name(w.name));
   // Everything below becomes a path or a tag: check it as such.
@@ -185,7 +190,7 @@ void Workspaces::compute_status(WorkspaceInfo& w, const std::set<std::string>& r
 }
 
 Result<WorkspaceInfo> Workspaces::create(const std::string& name, const std::string& snapshot_tag,
-                                         int memory_limit_mib) {
+                                         int memory_limit_mib, bool per_child_netns) {
   FORKD_TRY(validate_workspace_name(name));
   FORKD_TRY(store::SnapshotStore::validate_tag(snapshot_tag));
   FORKD_TRY(make_dirs(dir_, 0700));
@@ -194,7 +199,7 @@ Result<WorkspaceInfo> Workspaces::create(const std::string& name, const std::str
   if (path_exists(record_path(name))) {
     return make_error(ErrorCode::kAlreadyExists, "workspace " + name + " already exists");
   }
-  auto id = backend_->fork(snapshot_tag, memory_limit_mib);
+  auto id = backend_->fork(snapshot_tag, memory_limit_mib, per_child_netns);
   if (!id) {
     lock->unlink();  // no workspace came of it
     return tl::unexpected(id.error().wrap("workspace " + name));
@@ -206,6 +211,7 @@ Result<WorkspaceInfo> Workspaces::create(const std::string& name, const std::str
   w.sandbox_id = *id;
   w.status = "running";
   w.memory_limit_mib = memory_limit_mib;
+  w.per_child_netns = per_child_netns;
   w.created_at_unix = now_unix();
   if (auto st = save(w); !st) {
     (void)backend_->stop(*id);
@@ -310,7 +316,7 @@ Result<WorkspaceInfo> Workspaces::resume(const std::string& name) {
   // A stale workspace's dead sandbox leaves a record behind; clear it.
   if (!w->sandbox_id.empty()) (void)backend_->stop(w->sandbox_id);
   std::string from = w->current_state_tag.empty() ? w->source_snapshot_tag : w->current_state_tag;
-  auto id = backend_->fork(from, w->memory_limit_mib);
+  auto id = backend_->fork(from, w->memory_limit_mib, w->per_child_netns);
   if (!id) return tl::unexpected(id.error().wrap("resume workspace " + name));
   w->sandbox_id = *id;
   w->status = "running";

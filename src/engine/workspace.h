@@ -28,6 +28,8 @@ struct WorkspaceInfo {
   int64_t updated_at_unix = 0;
   // The memory limit of its sandbox's QEMU (0: the daemon's default), kept across resumes.
   int memory_limit_mib = 0;
+  // Its sandbox runs in a network namespace of its own (forkd's per_child_netns), every resume.
+  bool per_child_netns = false;
 };
 
 nlohmann::json workspace_to_json(const WorkspaceInfo& w);
@@ -44,8 +46,10 @@ Status validate_workspace_name(const std::string& name);
 class WorkspaceBackend {
  public:
   virtual ~WorkspaceBackend() = default;
-  // Forks one child from tag (memory_limit_mib > 0: its QEMU's memory limit); its id.
-  virtual Result<std::string> fork(const std::string& tag, int memory_limit_mib) = 0;
+  // Forks one child from tag (memory_limit_mib > 0: its QEMU's memory limit; per_child_netns:
+  // in a network namespace of its own); its id.
+  virtual Result<std::string> fork(const std::string& tag, int memory_limit_mib,
+                                   bool per_child_netns) = 0;
   // Ids of the sandboxes whose QEMU is running.
   virtual std::set<std::string> running_sandboxes() = 0;
   // Stops and removes a sandbox; kNotFound when it is unknown.
@@ -69,7 +73,7 @@ class Workspaces {
   Workspaces(std::string home, std::unique_ptr<WorkspaceBackend> backend);
 
   Result<WorkspaceInfo> create(const std::string& name, const std::string& snapshot_tag,
-                               int memory_limit_mib = 0);
+                               int memory_limit_mib = 0, bool per_child_netns = false);
   // Sorted by name; running workspaces whose sandbox is gone are "stale".
   std::vector<WorkspaceInfo> list();
   Result<WorkspaceInfo> get(const std::string& name);

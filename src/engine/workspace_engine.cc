@@ -16,8 +16,10 @@ class EngineWorkspaceBackend : public WorkspaceBackend {
   EngineWorkspaceBackend(EngineConfig cfg, std::function<void(const std::string&)> before_stop)
       : cfg_(std::move(cfg)), before_stop_(std::move(before_stop)) {}
 
-  Result<std::string> fork(const std::string& tag, int memory_limit_mib) override {
+  Result<std::string> fork(const std::string& tag, int memory_limit_mib,
+                           bool per_child_netns) override {
     ForkOptions fo;
+    fo.per_child_netns = per_child_netns;
     fo.tag = tag;
     fo.n = 1;
     fo.limits = limits_of(memory_limit_mib, 0, 0);

@@ -15,7 +15,9 @@ using Json = nlohmann::json;
 // Sandboxes and tags in memory. Fields are public so tests can arrange and inspect them.
 class FakeBackend : public WorkspaceBackend {
  public:
-  Result<std::string> fork(const std::string& tag, int memory_limit_mib) override {
+  Result<std::string> fork(const std::string& tag, int memory_limit_mib,
+                           bool per_child_netns) override {
+    last_netns = per_child_netns;
     std::lock_guard g(mu);
     last_memory_limit_mib = memory_limit_mib;
     if (!tags.count(tag)) return make_error(ErrorCode::kNotFound, "unknown tag '" + tag + "'");
@@ -61,6 +63,7 @@ class FakeBackend : public WorkspaceBackend {
   std::optional<Error> snapshot_error;
   int next_id = 0;
   int last_memory_limit_mib = -1;
+  bool last_netns = false;
 };
 
 class WorkspaceTest : public ::testing::Test {
@@ -135,9 +138,18 @@ TEST_F(WorkspaceTest, MemoryLimitIsKeptAcrossSuspendAndResume) {
   fake_->last_memory_limit_mib = -1;
   ASSERT_TRUE(ws_->resume("lim"));
   EXPECT_EQ(fake_->last_memory_limit_mib, 300) << "the resumed sandbox has the same limit";
+  auto routed = ws_->create("routed", "base", 0, true);
+  ASSERT_TRUE(routed) << routed.error().describe();
+  EXPECT_TRUE(fake_->last_netns);
+  EXPECT_EQ(workspace_to_json(*routed)["per_child_netns"], true);
+  ASSERT_TRUE(ws_->suspend("routed", true));
+  fake_->last_netns = false;
+  ASSERT_TRUE(ws_->resume("routed"));
+  EXPECT_TRUE(fake_->last_netns) << "a resume keeps the namespace";
   auto plain = ws_->create("plain", "base");
   ASSERT_TRUE(plain);
   EXPECT_EQ(fake_->last_memory_limit_mib, 0);
+  EXPECT_FALSE(fake_->last_netns);
   EXPECT_TRUE(workspace_to_json(*plain)["memory_limit_mib"].is_null());
 }
 

@@ -293,7 +293,9 @@ Result<UniqueFd> open_netns_tap(const ChildNetns& ns) {
     UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC));
     if (!fd) return errno_error(errno, "open /dev/net/tun");
     ifreq ifr{};
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+    // No IFF_VNET_HDR: a NIC with the virtio-net header would carry it in its device state, and
+    // a branch of this child could then not be loaded by a QEMU on slirp (nor its children).
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
     std::snprintf(ifr.ifr_name, IFNAMSIZ, "%s", kNetnsTap);
     if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) return errno_error(errno, "attach tap");
     tap = std::move(fd);

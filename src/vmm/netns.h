@@ -77,7 +77,8 @@ std::string first_routable_nameserver(std::string_view resolv_conf);
 // concurrent creators never share one), tap and rules. On failure nothing is left behind.
 Result<ChildNetns> create_child_netns(const NetnsSpec& spec);
 
-// Opens the namespace's tap (for QEMU: tap fd=N), with the flags QEMU's own open uses.
+// Opens the namespace's tap (for QEMU: tap fd=N), without the virtio-net header (see
+// VmConfig::nic_tap).
 Result<UniqueFd> open_netns_tap(const ChildNetns& ns);
 
 // Deletes the namespace (its devices go with it once no process is inside). Missing is fine.

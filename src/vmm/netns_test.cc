@@ -90,7 +90,8 @@ TEST(NetnsCmdline, TapNicKeepsAnUnconnectedSlirpForTheDeviceState) {
   auto argv = build_qemu_argv(cfg);
   std::string all;
   for (const auto& a : argv) all += a + " ";
-  EXPECT_NE(all.find("tap,id=net0,ifname=tap0,script=no,downscript=no"), std::string::npos)
+  EXPECT_NE(all.find("tap,id=net0,ifname=tap0,vnet_hdr=off,script=no,downscript=no"),
+            std::string::npos)
       << all;
   EXPECT_NE(all.find("user,id=slirpsink,restrict=on"), std::string::npos);
   EXPECT_NE(all.find("netdev=net0"), std::string::npos);

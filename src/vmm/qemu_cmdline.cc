@@ -152,9 +152,13 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
     if (cfg.nic_tap.empty()) {
       add("-netdev", std::string("user,id=") + kNicNetdev + ",net=10.0.2.0/24,ipv6=off");
     } else {
+      // No virtio-net header (vnet_hdr=off; a passed descriptor is opened without it): the NIC's
+      // device state then matches one on slirp, both ways (a branch of this child is a tag like
+      // any other).
       add("-netdev", std::string("tap,id=") + kNicNetdev +
                          (cfg.nic_tap_fd >= 0 ? ",fd=" + std::to_string(cfg.nic_tap_fd)
-                                              : ",ifname=" + cfg.nic_tap + ",script=no,downscript=no"));
+                                              : ",ifname=" + cfg.nic_tap +
+                                                    ",vnet_hdr=off,script=no,downscript=no"));
       add("-netdev", std::string("user,id=") + kSlirpSink + ",restrict=on,net=10.0.2.0/24,ipv6=off");
     }
     add("-device", virtio_device(cfg.machine, "virtio-net") + ",netdev=" + kNicNetdev +

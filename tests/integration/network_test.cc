@@ -7,9 +7,6 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
-#include <atomic>
-#include <mutex>
-#include <set>
 #include <thread>
 
 #include "engine/fork.h"
@@ -17,56 +14,11 @@
 #include "engine/sandbox_jail.h"
 #include "engine/snapshot.h"
 #include "integration/daemon_fixture.h"
+#include "integration/net_fixture.h"
 #include "integration/vm_fixture.h"
 
 namespace forkd::test {
 namespace {
-
-// The host's test server: GET /hello?from=X answers "hello X" and records X.
-class HostServer {
- public:
-  bool start() {
-    server_.Get("/hello", [this](const httplib::Request& req, httplib::Response& res) {
-      std::string from = req.get_param_value("from");
-      {
-        std::lock_guard lock(mu_);
-        seen_.insert(from);
-      }
-      res.set_header("Connection", "close");
-      res.set_content("hello " + from + "\n", "text/plain");
-    });
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    if (port_ <= 0) return false;
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    return true;
-  }
-  void stop() {
-    server_.stop();
-    if (thread_.joinable()) thread_.join();
-  }
-  int port() const { return port_; }
-  std::set<std::string> seen() {
-    std::lock_guard lock(mu_);
-    return seen_;
-  }
-
- private:
-  httplib::Server server_;
-  std::thread thread_;
-  int port_ = 0;
-  std::mutex mu_;
-  std::set<std::string> seen_;
-};
-
-// A guest shell line that asks the host server (through the user-mode gateway) as `from`
-// ("$(hostname)" is expanded by the guest). busybox's small nc quits as soon as its stdin ends,
-// maybe before the answer arrived: its stdin is a FIFO held open until it exits, which it does
-// when the server closes the connection (the server answers Connection: close).
-std::string fetch_cmd(int port, const std::string& from) {
-  return "(f=/tmp/fetch.$$; mkfifo $f; nc -w 10 10.0.2.2 " + std::to_string(port) +
-         " < $f & p=$!; exec 3>$f; printf \"GET /hello?from=" + from +
-         " HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n\" >&3; wait $p; rc=$?; exec 3>&-; rm -f $f; exit $rc)";
-}
 
 class Network : public ForkingTest {
  protected:
@@ -107,15 +59,7 @@ class Network : public ForkingTest {
     return fork_ok(fo);
   }
   static engine::ExecResult sh(const std::string& id, const std::string& cmd) {
-    auto sb = engine::Sandbox::attach(config(), id);
-    EXPECT_TRUE(sb) << sb.error().describe();
-    if (!sb) return {};
-    engine::ExecOptions o;
-    o.shell = cmd;
-    o.timeout = std::chrono::seconds(60);
-    auto r = (*sb)->exec(o);
-    EXPECT_TRUE(r) << r.error().describe();
-    return r ? std::move(*r) : engine::ExecResult{};
+    return sh_in(id, cmd);
   }
   // What a failed fetch saw, and the guest's view of its network, for the failure message.
   static std::string explain(const std::string& id, const engine::ExecResult& r) {
@@ -183,7 +127,11 @@ TEST_F(Network, NoneChildHasNoRouteAndNoLinkEvenIfTheGuestAddsOne) {
   ASSERT_EQ(plain.size(), 1u);
   auto nic = sh(plain[0], "test -e /sys/class/net/eth0 && echo nic || echo no-nic");
   EXPECT_EQ(nic.stdout_data, "no-nic\n");
-  auto refused = engine::fork_children(config(), {"base", 1, 1, false, {}, "outbound", {}});
+  engine::ForkOptions outbound_of_base;
+  outbound_of_base.tag = "base";
+  outbound_of_base.use_pool = false;
+  outbound_of_base.network = "outbound";
+  auto refused = engine::fork_children(config(), outbound_of_base);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
 }

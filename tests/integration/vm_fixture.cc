@@ -232,6 +232,18 @@ std::vector<std::string> fork_ok(const engine::ForkOptions& fo) {
   return ids;
 }
 
+engine::ExecResult sh_in(const std::string& id, const std::string& cmd) {
+  auto sb = engine::Sandbox::attach(config(), id);
+  EXPECT_TRUE(sb) << sb.error().describe();
+  if (!sb) return {};
+  engine::ExecOptions o;
+  o.shell = cmd;
+  o.timeout = std::chrono::seconds(60);
+  auto r = (*sb)->exec(o);
+  EXPECT_TRUE(r) << r.error().describe();
+  return r ? std::move(*r) : engine::ExecResult{};
+}
+
 void ForkingTest::create_base_tag(std::vector<std::string> warmup) {
   if (!qemu_missing_reason().empty()) return;
   engine::SnapshotOptions so;

@@ -49,6 +49,10 @@ std::unique_ptr<engine::Sandbox> boot(const std::string& image, int memory_mib =
 // fails the calling test (non-fatally).
 std::vector<std::string> fork_ok(const engine::ForkOptions& fo);
 
+// Runs a shell command in the sandbox id (attached by id) with a 60 s timeout; a failed attach
+// or call fails the calling test (non-fatally) and gives an empty result.
+engine::ExecResult sh_in(const std::string& id, const std::string& cmd);
+
 // Path of the forkd CLI built beside the test binaries.
 std::string forkd_cli();
 
