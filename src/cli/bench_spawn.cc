@@ -35,7 +35,22 @@ struct SpawnArgs {
   // The tag of the bare side of the side-by-side single forks (empty: tag): made without a
   // network, it measures the jail, the limits and the NIC together against a plain child.
   std::string compare_tag;
+  // Also alternate single children on slirp with children in a namespace of their own.
+  bool netns = false;
 };
+
+// One child alone, no pool: its timings (launch_ms and ready_ms).
+Result<engine::RestoreTimings> time_one_child(const engine::EngineConfig& cfg,
+                                              engine::ForkOptions one) {
+  one.n = 1;
+  one.use_pool = false;
+  auto r = engine::fork_children(cfg, one);
+  if (!r) return tl::unexpected(r.error());
+  const auto& c = r->children[0];
+  if (!c.id.empty()) (void)engine::remove_sandbox(cfg, c.id);
+  if (c.error) return tl::unexpected(*c.error);
+  return c.timings;
+}
 
 Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArgs& a) {
   store::SnapshotStore snaps(cfg.home);
@@ -105,8 +120,6 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
     const bool jailed = jail_on && i % 2 == 1;
     engine::ForkOptions one;
     one.tag = jailed || !jail_on ? a.tag : bare_tag;
-    one.n = 1;
-    one.use_pool = false;
     // With a compare tag (made without a network), the bare side is today's plain child.
     if (!jailed && jail_on && !a.compare_tag.empty()) one.network = "none";
     if (jailed) {
@@ -114,12 +127,24 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
       one.limits.cpus = 2;
       one.limits.pids = 512;
     }
-    auto r = engine::fork_children(jailed || !jail_on ? cfg : bare, one);
-    if (!r) return tl::unexpected(r.error());
-    const auto& c = r->children[0];
-    if (!c.id.empty()) (void)engine::remove_sandbox(cfg, c.id);
-    if (c.error) return tl::unexpected(*c.error);
-    (jailed || !jail_on ? single : unjailed).push_back(c.timings.launch_ms + c.timings.ready_ms);
+    auto t = time_one_child(jailed || !jail_on ? cfg : bare, one);
+    if (!t) return tl::unexpected(t.error());
+    (jailed || !jail_on ? single : unjailed).push_back(t->launch_ms + t->ready_ms);
+  }
+  // Children on slirp against children in a namespace of their own, alternating, same limits.
+  // Launch includes making the namespace.
+  std::vector<double> on_slirp, in_netns, launch_slirp, launch_netns, ready_slirp, ready_netns;
+  if (a.netns) {
+    for (int i = 0; i < 12; ++i) {
+      engine::ForkOptions one;
+      one.tag = a.tag;
+      one.per_child_netns = i % 2 == 1;
+      auto t = time_one_child(cfg, one);
+      if (!t) return tl::unexpected(t.error());
+      (one.per_child_netns ? in_netns : on_slirp).push_back(t->launch_ms + t->ready_ms);
+      (one.per_child_netns ? launch_netns : launch_slirp).push_back(t->launch_ms);
+      (one.per_child_netns ? ready_netns : ready_slirp).push_back(t->ready_ms);
+    }
   }
   Summary lat = summarize(latency);
   Summary one = summarize(single);
@@ -146,6 +171,14 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
                         {"unjailed_tag", bare_tag},
                         {"unjailed_network", a.compare_tag.empty() ? meta->network : "none"},
                         {"ready_since_start_ms", summarize(since_start).to_json()},
+                        {"single_child_slirp_ms", summarize(on_slirp).to_json()},
+                        {"single_child_netns_ms", summarize(in_netns).to_json()},
+                        {"single_child_launch_ms",
+                         {{"slirp", summarize(launch_slirp).to_json()},
+                          {"netns", summarize(launch_netns).to_json()}}},
+                        {"single_child_ready_ms",
+                         {{"slirp", summarize(ready_slirp).to_json()},
+                          {"netns", summarize(ready_netns).to_json()}}},
                         {"breakdown_ms",
                          {{"qemu_launch", summarize(launch).to_json()},
                           {"pool_claim", summarize(claim).to_json()},
@@ -200,6 +233,16 @@ void print_human(const nlohmann::json& r) {
         r["unjailed_tag"].get<std::string>().c_str(), bare,
         nic_measured ? ", the limits and the NIC" : " and the limits",
         bare > 0 ? (ms(r["single_child_ms"]) / bare - 1) * 100 : 0.0);
+  }
+  if (r["single_child_netns_ms"]["n"].get<size_t>() > 0) {
+    double slirp = ms(r["single_child_slirp_ms"]);
+    double netns = ms(r["single_child_netns_ms"]);
+    std::printf("  per_child_netns p50       %9.1f ms against %.1f ms on slirp (alternating) -> %+.1f%%\n",
+                netns, slirp, slirp > 0 ? (netns / slirp - 1) * 100 : 0.0);
+    const auto& l = r["single_child_launch_ms"];
+    const auto& y = r["single_child_ready_ms"];
+    std::printf("    launch (with the namespace) %+.1f ms, restore to ready %+.1f ms\n",
+                ms(l["netns"]) - ms(l["slirp"]), ms(y["netns"]) - ms(y["slirp"]));
   }
   const auto& b = r["breakdown_ms"];
   std::printf("    qemu launch p50        %9.1f ms (a pooled child's: its claim)\n",
@@ -263,6 +306,9 @@ void add_bench_spawn(CLI::App& bench, GlobalOptions& g, Action& action) {
   sub->add_option("--compare-tag", a->compare_tag,
                   "Tag for the unjailed side of the one-at-a-time forks (default: --tag); give "
                   "one made without a network to measure an outbound tag's NIC too");
+  sub->add_flag("--per-child-netns", a->netns,
+                "Also time children in a network namespace of their own against children on "
+                "slirp (an outbound tag; root)");
   sub->add_flag("--json", a->json, "Machine-readable output");
   sub->callback([&action, &g, a] { action = [&g, a] { return do_bench_spawn(g, *a); }; });
 }

@@ -177,14 +177,14 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
 
 // The `network` of a resumed request: the user-mode network's addresses (the same in every
 // child: each QEMU has its own), or none.
-// In a namespace of its own (see vmm/netns.h) the gateway is the tap (with slirp's MAC) and the
-// resolver is reached through it: 10.0.2.3 does not exist there.
-Json resumed_network(bool online, bool in_netns = false) {
+// The same in a namespace of its own (see vmm/netns.h): its tap answers as slirp's gateway and
+// resolver.
+Json resumed_network(bool online) {
   if (!online) return Json{{"mode", "none"}};
   return Json{{"mode", "outbound"},
               {"address", "10.0.2.15/24"},
               {"gateway", "10.0.2.2"},
-              {"dns", in_netns ? "10.0.2.2" : "10.0.2.3"}};
+              {"dns", "10.0.2.3"}};
 }
 
 // network: null, or the request's `network` (then the guest must confirm an outbound one).
@@ -287,9 +287,9 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   // (kernel paths translated afresh in each child). A `none` child is told to drop its route
   // and link; a child of a branched tag is told its address again (its source may have been a
   // `none` child, or changed it).
-  // A child in a namespace of its own is told its resolver (see resumed_network).
+  // The same holds for a child in a namespace of its own (vmm/netns.h).
   const Json* netns = pre.jail.contains("netns") ? &pre.jail["netns"] : nullptr;
-  const bool refresh = pre.nic && (!online || meta.branched_from.has_value() || netns);
+  const bool refresh = pre.nic && (!online || meta.branched_from.has_value());
   if (pre.loaded && pre.nic) {
     if (auto st = run_with_link(pre.qmp, online); !st) return fail(st.error());
   } else if (pre.loaded) {
@@ -311,7 +311,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   for (int attempt = 0; attempt < 4; ++attempt) {
     agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
     if (!agent) return fail(agent.error());
-    identity = set_identity(**agent, pre.id, epoch, 6, refresh ? resumed_network(online, netns) : Json());
+    identity = set_identity(**agent, pre.id, epoch, 6, refresh ? resumed_network(online) : Json());
     if (identity) break;
     auto code = identity.error().code();
     bool dropped = identity.error().message().find("connection closed") != std::string::npos;

@@ -173,8 +173,8 @@ std::string netns_ruleset(const NetnsSpec& spec, const ChildNetns& ns) {
   }
   if (!spec.nameserver.empty()) {
     for (const char* proto : {"udp", "tcp"}) {
-      o << "    iifname " << tap << " ip daddr 10.0.2.2 " << proto << " dport 53 dnat to "
-        << spec.nameserver << ":53\n";
+      o << "    iifname " << tap << " ip daddr { 10.0.2.2, 10.0.2.3 } " << proto
+        << " dport 53 dnat to " << spec.nameserver << ":53\n";
     }
   }
   o << "  }\n"
@@ -209,6 +209,15 @@ std::string netns_ruleset(const NetnsSpec& spec, const ChildNetns& ns) {
     << "    type filter hook input priority filter; policy drop;\n"
     << "    iifname \"lo\" accept\n"
     << "    ct state established,related accept\n"
+    << "  }\n"
+    << "}\n"
+    // The guest may have slirp's resolver (10.0.2.3, MAC 52:55:0a:00:02:03) in its neighbour
+    // cache from before the snapshot: frames to that MAC are taken as the tap's own, so the
+    // child needs no refresh.
+    << "table netdev forkd_l2 {\n"
+    << "  chain ingress {\n"
+    << "    type filter hook ingress device " << tap << " priority 0; policy accept;\n"
+    << "    ether daddr " << kSlirpResolverMac << " ether daddr set " << kSlirpGatewayMac << "\n"
     << "  }\n"
     << "}\n";
   return o.str();
@@ -261,8 +270,9 @@ Result<ChildNetns> create_child_netns(const NetnsSpec& spec) {
                        kNetnsVeth + " up\n" + "link set lo up\n" + "tuntap add dev " + kNetnsTap +
                        " mode tap user " + std::to_string(spec.tap_uid) + " group " +
                        std::to_string(spec.tap_gid) + "\n" + "link set " + kNetnsTap +
-                       " address 52:55:0a:00:02:02\n" + "addr add 10.0.2.2/24 dev " + kNetnsTap +
-                       "\n" + "link set " + kNetnsTap + " up\n" + "route add default via " +
+                       " address " + kSlirpGatewayMac + "\n" + "addr add 10.0.2.2/24 dev " +
+                       kNetnsTap + "\n" + "addr add 10.0.2.3/24 dev " + kNetnsTap + "\n" +
+                       "link set " + kNetnsTap + " up\n" + "route add default via " +
                        ns.host_address + "\n";
   const std::string host_file = spec.work_dir + "/netns-host.ip";
   const std::string inside_file = spec.work_dir + "/netns-inside.ip";
@@ -277,9 +287,16 @@ Result<ChildNetns> create_child_netns(const NetnsSpec& spec) {
     return fail(r.error());
   }
   auto st = in_netns(ns.path, [&]() -> Status {
-    UniqueFd f(::open("/proc/sys/net/ipv4/ip_forward", O_WRONLY | O_CLOEXEC));
-    if (!f) return errno_error(errno, "forwarding");
-    FORKD_TRY(write_all(f.get(), "1\n"));
+    // Forwarding on; no IPv6 on the tap (its router and neighbour chatter would only wake the
+    // guest: the guest network is IPv4).
+    for (const std::string& knob :
+         {std::string("/proc/sys/net/ipv4/ip_forward"),
+          std::string("/proc/sys/net/ipv6/conf/") + kNetnsTap + "/disable_ipv6"}) {
+      UniqueFd f(::open(knob.c_str(), O_WRONLY | O_CLOEXEC));
+      if (!f && errno == ENOENT && knob.find("ipv6") != std::string::npos) continue;  // no IPv6
+      if (!f) return errno_error(errno, "open " + knob);
+      FORKD_TRY(write_all(f.get(), "1\n"));
+    }
     if (auto r = run_ok({"nft", "-f", rules_file}, "rules"); !r) return tl::unexpected(r.error());
     return {};
   });

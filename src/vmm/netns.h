@@ -2,12 +2,12 @@
 // Per-child network namespaces (forkd's `per_child_netns`; root only). Such a child's QEMU runs
 // inside a namespace of its own, where its NIC is a tap device instead of slirp:
 //
-//   guest 10.0.2.15 --tap0 (10.0.2.2, slirp's gateway MAC)-- [netns forkd-<id>] --veth0 (P+2)--
+//   guest 10.0.2.15 --tap0 (10.0.2.2+.3, slirp's MACs)-- [netns forkd-<id>] --veth0 (P+2)--
 //       --fkh<slot> (P+1) on the host
 //
 // P is the child's /30 of kNetnsPool. Inside the namespace, nftables masquerades what the guest
 // sends out of veth0 (so every child keeps the tag's address and the host sees P+2), forwards
-// exposed ports from P+2 to the guest, points the gateway's port 53 at the host's resolver, and,
+// exposed ports from P+2 to the guest, points port 53 of 10.0.2.2/.3 at the host's resolver, and,
 // with an allow-list, drops every other destination. Nothing of the host's own rules changes:
 // to go past the host, the host must forward (net.ipv4.ip_forward=1) and masquerade kNetnsPool
 // (docs/NETWORK.md says how); without that a child reaches the host (P+1) and nothing further.
@@ -28,6 +28,11 @@ inline constexpr uint32_t kNetnsSlots = 16384;  // /30s in the pool
 inline constexpr const char* kNetnsTap = "tap0";
 inline constexpr const char* kNetnsVeth = "veth0";
 inline constexpr size_t kMaxAllowRules = 64;
+// What slirp's gateway (10.0.2.2) and resolver (10.0.2.3) answer ARP with: slirp builds them
+// from the address. The tap takes both addresses and the gateway's MAC, so a guest restored from
+// a slirp tag finds its gateway and resolver where its neighbour cache says.
+inline constexpr const char* kSlirpGatewayMac = "52:55:0a:00:02:02";
+inline constexpr const char* kSlirpResolverMac = "52:55:0a:00:02:03";
 
 // One allow-list entry: "A.B.C.D", "A.B.C.D/N", either with ":PORT" (TCP and UDP).
 struct AllowRule {

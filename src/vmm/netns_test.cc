@@ -56,7 +56,10 @@ TEST(NetnsRuleset, OpenWithoutAllowList) {
   EXPECT_NE(rules.find("ip daddr 10.200.0.14 tcp dport 8000 dnat to 10.0.2.15:8000"),
             std::string::npos)
       << rules;
-  EXPECT_NE(rules.find("udp dport 53 dnat to 192.0.2.53:53"), std::string::npos);
+  EXPECT_NE(rules.find("ip daddr { 10.0.2.2, 10.0.2.3 } udp dport 53 dnat to 192.0.2.53:53"),
+            std::string::npos);
+  EXPECT_NE(rules.find("ether daddr 52:55:0a:00:02:03 ether daddr set 52:55:0a:00:02:02"),
+            std::string::npos);
   EXPECT_NE(rules.find("oifname \"veth0\" masquerade"), std::string::npos);
   EXPECT_NE(rules.find("iifname \"tap0\" oifname \"veth0\" accept"), std::string::npos);
   EXPECT_EQ(rules.find("reject"), std::string::npos);

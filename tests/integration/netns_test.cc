@@ -115,9 +115,10 @@ TEST_F(Netns, ChildrenReachTheHostFromTheirOwnNamespacesAndLeaveNothingBehind) {
         << out[i].stdout_data << out[i].stderr_data;
     EXPECT_EQ(servers[i]->seen(), std::set<std::string>{ids[i]});
   }
-  // The tag's address is kept; the resolver is reached through the gateway.
+  // The tag's address and resolver are kept: the tap answers as slirp's gateway and resolver
+  // (here the guest asks the resolver's address for the host's port, through the tap).
   auto addr = sh_in(ids[0], "ip -4 addr show eth0 | grep -o '10.0.2.15/24'; cat /etc/resolv.conf");
-  EXPECT_EQ(addr.stdout_data, "10.0.2.15/24\nnameserver 10.0.2.2\n");
+  EXPECT_EQ(addr.stdout_data, "10.0.2.15/24\nnameserver 10.0.2.3\n");
   // The namespace and the host's veth end go with the sandbox.
   std::string host_if = "fkh";
   for (const auto& id : ids) {
