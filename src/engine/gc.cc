@@ -20,6 +20,7 @@
 #include "engine/sandbox_jail.h"
 #include "store/snapshot_store.h"
 #include "vmm/jail.h"
+#include "vmm/netns.h"
 #include "vmm/qmp_client.h"
 #include "vmm/vm_process.h"
 
@@ -157,13 +158,15 @@ GcReport gc(const EngineConfig& cfg) {
   // cgroups of run dirs removed above, or of a forkd killed mid-launch.
   r.cgroups =
       vmm::sweep_stale_leaves(vmm::host_jail().cgroups, kCgroupParent, std::chrono::seconds(120));
+  // Namespaces of children whose launcher died mid-launch, or whose run dir went above.
+  if (::geteuid() == 0) r.netns = vmm::sweep_stale_netns(std::chrono::seconds(120));
   if (!r.dead_sandboxes.empty() || !r.orphan_dirs.empty() || r.orphan_qemus > 0 ||
-      r.snapshot_leftovers > 0 || r.pool_members > 0 || r.cgroups > 0) {
+      r.snapshot_leftovers > 0 || r.pool_members > 0 || r.cgroups > 0 || r.netns > 0) {
     logger("gc")->info(
         "event=gc dead_sandboxes={} orphan_dirs={} orphan_qemus={} snapshot_leftovers={} "
-        "pool_members={} cgroups={}",
+        "pool_members={} cgroups={} netns={}",
         r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus, r.snapshot_leftovers,
-        r.pool_members, r.cgroups);
+        r.pool_members, r.cgroups, r.netns);
   }
   return r;
 }

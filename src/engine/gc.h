@@ -19,6 +19,7 @@ struct GcReport {
   int snapshot_leftovers = 0;               // staging dirs and dead writers' records removed
   int pool_members = 0;                     // pool members whose QEMU was gone: dropped
   int cgroups = 0;                          // empty sandbox cgroups of removed sandboxes
+  int netns = 0;                            // unused network namespaces of children (as root)
 };
 
 // Runs every collection step. Safe to run at any time, concurrently with any other forkd

@@ -5,9 +5,11 @@
 #include <net/if.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <charconv>
+#include <ctime>
 #include <cstdio>
 #include <functional>
 #include <sstream>
@@ -327,6 +329,39 @@ Status remove_child_netns(const std::string& name) {
   auto r = run_ok({"ip", "netns", "delete", name}, "remove network namespace " + name);
   if (!r) return tl::unexpected(r.error());
   return {};
+}
+
+int sweep_stale_netns(std::chrono::seconds min_age) {
+  const std::string dir = "/run/netns";
+  struct Candidate {
+    std::string name;
+    dev_t dev;
+    ino_t ino;
+  };
+  std::vector<Candidate> candidates;
+  const time_t now = ::time(nullptr);
+  for (const auto& name : list_dir_names(dir)) {
+    if (name.rfind("forkd-", 0) != 0) continue;
+    struct stat st {};
+    if (::stat((dir + "/" + name).c_str(), &st) != 0) continue;
+    if (now - st.st_ctime < min_age.count()) continue;
+    candidates.push_back({name, st.st_dev, st.st_ino});
+  }
+  if (candidates.empty()) return 0;
+  // Drop every namespace some process is in.
+  for (const auto& pid : list_dir_names("/proc")) {
+    if (pid.empty() || pid[0] < '0' || pid[0] > '9') continue;
+    struct stat st {};
+    if (::stat(("/proc/" + pid + "/ns/net").c_str(), &st) != 0) continue;
+    std::erase_if(candidates,
+                  [&](const Candidate& c) { return c.dev == st.st_dev && c.ino == st.st_ino; });
+    if (candidates.empty()) return 0;
+  }
+  int removed = 0;
+  for (const auto& c : candidates) {
+    if (remove_child_netns(c.name)) ++removed;
+  }
+  return removed;
 }
 
 NetnsSupport netns_support() {

@@ -13,6 +13,7 @@
 // (docs/NETWORK.md says how); without that a child reaches the host (P+1) and nothing further.
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -88,6 +89,12 @@ Result<UniqueFd> open_netns_tap(const ChildNetns& ns);
 
 // Deletes the namespace (its devices go with it once no process is inside). Missing is fine.
 Status remove_child_netns(const std::string& name);
+
+// Deletes child namespaces (forkd-*) that no process is in and that are older than min_age (a
+// launcher that died between making one and starting QEMU, or a QEMU reaped with its run dir by
+// gc). Namespaces of every forkd home on this host qualify: one in use has its QEMU inside, and
+// one being set up is younger than min_age. Returns how many went.
+int sweep_stale_netns(std::chrono::seconds min_age);
 
 // Whether per_child_netns can work here: root, and `ip` and `nft` installed. reason says why
 // not. host_forwarding: net.ipv4.ip_forward is on (children can go past the host).

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/files.h"
+#include "base/subprocess.h"
 #include "engine/registry.h"
 #include "engine/sandbox_jail.h"
 #include "engine/snapshot.h"
@@ -139,6 +140,24 @@ TEST_F(Netns, ChildrenReachTheHostFromTheirOwnNamespacesAndLeaveNothingBehind) {
     }
     EXPECT_FALSE(link_exists(dev)) << dev;
   }
+}
+
+TEST_F(Netns, SweepRemovesOnlyNamespacesNoProcessIsIn) {
+  // A launcher that died after making its namespace leaves one nobody is in.
+  const std::string stale = "forkd-test-stale-" + std::to_string(::getpid());
+  auto made = run_capture({"ip", "netns", "add", stale}, std::chrono::seconds(20));
+  ASSERT_TRUE(made && made->exit_code == 0) << (made ? made->output : made.error().describe());
+  auto ids = fork_ok(netns_fork(1));
+  ASSERT_EQ(ids.size(), 1u);
+  std::string live = info_of(ids[0])["netns"];
+  // Too young for the sweep of gc: kept.
+  EXPECT_EQ(vmm::sweep_stale_netns(std::chrono::seconds(120)), 0);
+  EXPECT_TRUE(netns_exists(stale));
+  // Old enough: the unused one goes, the child's (its QEMU is inside) stays and still works.
+  EXPECT_GE(vmm::sweep_stale_netns(std::chrono::seconds(0)), 1);
+  EXPECT_FALSE(netns_exists(stale));
+  EXPECT_TRUE(netns_exists(live));
+  EXPECT_EQ(sh_in(ids[0], "echo alive").stdout_data, "alive\n");
 }
 
 TEST_F(Netns, AnAllowListLetsOnlyItsEntriesThrough) {
