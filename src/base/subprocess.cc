@@ -61,10 +61,9 @@ struct ChildFailure {
   int step;
   int err;
 };
-constexpr const char* kSteps[] = {"join cgroup",  "join network namespace", "setgroups",
-                                  "setresgid",    "setresuid",              "no_new_privs",
-                                  "death signal", "chdir",                  "pass descriptor",
-                                  "exec"};
+constexpr const char* kSteps[] = {
+    "join cgroup",  "join network namespace", "setgroups", "setresgid",       "setresuid",
+    "no_new_privs", "death signal",           "chdir",     "pass descriptor", "exec"};
 enum Step {
   kJoin,
   kSetns,

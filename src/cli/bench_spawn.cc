@@ -148,44 +148,44 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
   }
   Summary lat = summarize(latency);
   Summary one = summarize(single);
-  nlohmann::json out = {{"bench", "spawn"},
-                        {"tag", a.tag},
-                        {"image", meta->image},
-                        {"memory_mib", meta->memory_mib},
-                        {"n", a.n},
-                        {"pool", a.pool},
-                        {"pool_warm", a.warm},
-                        {"parallel", a.parallel},
-                        {"tb_size_mib", cfg.tb_size_mib},
-                        {"failed", failed},
-                        {"from_pool", from_pool},
-                        {"pool_prestart_ms", prestart_ms},
-                        {"wall_ms", forked->wall_ms},
-                        {"verify_ms", forked->verify_ms},
-                        {"child_latency_ms", lat.to_json()},
-                        {"child_latency_includes_claim", true},
-                        {"single_child_ms", one.to_json()},
-                        {"jailed", jail_on},
-                        {"single_child_unjailed_ms", summarize(unjailed).to_json()},
-                        {"network", meta->network},
-                        {"unjailed_tag", bare_tag},
-                        {"unjailed_network", a.compare_tag.empty() ? meta->network : "none"},
-                        {"ready_since_start_ms", summarize(since_start).to_json()},
-                        {"single_child_slirp_ms", summarize(on_slirp).to_json()},
-                        {"single_child_netns_ms", summarize(in_netns).to_json()},
-                        {"single_child_launch_ms",
-                         {{"slirp", summarize(launch_slirp).to_json()},
-                          {"netns", summarize(launch_netns).to_json()}}},
-                        {"single_child_ready_ms",
-                         {{"slirp", summarize(ready_slirp).to_json()},
-                          {"netns", summarize(ready_netns).to_json()}}},
-                        {"breakdown_ms",
-                         {{"qemu_launch", summarize(launch).to_json()},
-                          {"pool_claim", summarize(claim).to_json()},
-                          {"device_state_load", summarize(incoming).to_json()},
-                          {"identity", summarize(identity).to_json()}}},
-                        {"uss_mib", summarize(uss).to_json()},
-                        {"pss_mib", summarize(pss).to_json()}};
+  nlohmann::json out = {
+      {"bench", "spawn"},
+      {"tag", a.tag},
+      {"image", meta->image},
+      {"memory_mib", meta->memory_mib},
+      {"n", a.n},
+      {"pool", a.pool},
+      {"pool_warm", a.warm},
+      {"parallel", a.parallel},
+      {"tb_size_mib", cfg.tb_size_mib},
+      {"failed", failed},
+      {"from_pool", from_pool},
+      {"pool_prestart_ms", prestart_ms},
+      {"wall_ms", forked->wall_ms},
+      {"verify_ms", forked->verify_ms},
+      {"child_latency_ms", lat.to_json()},
+      {"child_latency_includes_claim", true},
+      {"single_child_ms", one.to_json()},
+      {"jailed", jail_on},
+      {"single_child_unjailed_ms", summarize(unjailed).to_json()},
+      {"network", meta->network},
+      {"unjailed_tag", bare_tag},
+      {"unjailed_network", a.compare_tag.empty() ? meta->network : "none"},
+      {"ready_since_start_ms", summarize(since_start).to_json()},
+      {"single_child_slirp_ms", summarize(on_slirp).to_json()},
+      {"single_child_netns_ms", summarize(in_netns).to_json()},
+      {"single_child_launch_ms",
+       {{"slirp", summarize(launch_slirp).to_json()},
+        {"netns", summarize(launch_netns).to_json()}}},
+      {"single_child_ready_ms",
+       {{"slirp", summarize(ready_slirp).to_json()}, {"netns", summarize(ready_netns).to_json()}}},
+      {"breakdown_ms",
+       {{"qemu_launch", summarize(launch).to_json()},
+        {"pool_claim", summarize(claim).to_json()},
+        {"device_state_load", summarize(incoming).to_json()},
+        {"identity", summarize(identity).to_json()}}},
+      {"uss_mib", summarize(uss).to_json()},
+      {"pss_mib", summarize(pss).to_json()}};
   if (a.baselines) {
     std::fprintf(stderr, "forkd: bench spawn: cold boot + warm-up baseline\n");
     auto cold = engine::cold_boot_and_warm(cfg, *meta);
@@ -237,8 +237,9 @@ void print_human(const nlohmann::json& r) {
   if (r["single_child_netns_ms"]["n"].get<size_t>() > 0) {
     double slirp = ms(r["single_child_slirp_ms"]);
     double netns = ms(r["single_child_netns_ms"]);
-    std::printf("  per_child_netns p50       %9.1f ms against %.1f ms on slirp (alternating) -> %+.1f%%\n",
-                netns, slirp, slirp > 0 ? (netns / slirp - 1) * 100 : 0.0);
+    std::printf(
+        "  per_child_netns p50       %9.1f ms against %.1f ms on slirp (alternating) -> %+.1f%%\n",
+        netns, slirp, slirp > 0 ? (netns / slirp - 1) * 100 : 0.0);
     const auto& l = r["single_child_launch_ms"];
     const auto& y = r["single_child_ready_ms"];
     std::printf("    launch (with the namespace) %+.1f ms, restore to ready %+.1f ms\n",

@@ -161,10 +161,10 @@ std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
           ? Check{"cgroups", "ok", layout + ": limits per sandbox (memory, cpu, pids)", ""}
           : Check{"cgroups", "warn", layout + ": no per-sandbox limits",
                   "run forkd as root on a host with cgroups"});
-  out.push_back({"network", "ok",
-                 "modes none, outbound (slirp in each QEMU; exposed ports on " +
-                     cfg.expose_address + ")",
-                 ""});
+  out.push_back(
+      {"network", "ok",
+       "modes none, outbound (slirp in each QEMU; exposed ports on " + cfg.expose_address + ")",
+       ""});
   const auto& ns = b["network"]["per_child_netns"];
   if (!ns["available"].get<bool>()) {
     out.push_back({"per_child_netns", "warn",
@@ -179,8 +179,8 @@ std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
                    "sysctl -w net.ipv4.ip_forward=1 and masquerade the pool (docs/NETWORK.md)"});
   } else {
     out.push_back({"per_child_netns", "ok",
-                   "available: a namespace and tap per child in " +
-                       ns["pool"].get<std::string>() + ", allow-lists",
+                   "available: a namespace and tap per child in " + ns["pool"].get<std::string>() +
+                       ", allow-lists",
                    ""});
   }
   return out;

@@ -126,10 +126,9 @@ TEST(Decode, ForkLimitsAndForkdFields) {
         R"({"snapshot_tag":"py","cpu_limit":"1"})", R"({"snapshot_tag":"py","pids_limit":2})",
         R"({"snapshot_tag":"py","per_child_netns":1})",
         R"({"snapshot_tag":"py","allow_list":"10.0.0.0/8"})",
-        R"({"snapshot_tag":"py","allow_list":[8]})",
-        R"({"snapshot_tag":"py","hugepages":true})", R"({"snapshot_tag":"py","prewarm":4})",
-        R"({"snapshot_tag":"py","expose":[0]})", R"({"snapshot_tag":"py","expose":["80"]})",
-        R"({"snapshot_tag":"py","expose":8080})",
+        R"({"snapshot_tag":"py","allow_list":[8]})", R"({"snapshot_tag":"py","hugepages":true})",
+        R"({"snapshot_tag":"py","prewarm":4})", R"({"snapshot_tag":"py","expose":[0]})",
+        R"({"snapshot_tag":"py","expose":["80"]})", R"({"snapshot_tag":"py","expose":8080})",
         R"({"snapshot_tag":"py","expose":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]})",
         R"({"snapshot_tag":"py","network":"wifi"})"}) {
     auto r = decode_fork(body);

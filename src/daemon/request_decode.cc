@@ -132,8 +132,7 @@ Result<ForkRequest> decode_fork(std::string_view body) {
   FORKD_TRY(get_int(*j, "n", false, 1, engine::kMaxForkChildren, &r.n));
   static constexpr const char* kKnown[] = {
       "snapshot_tag", "n",         "memory_limit_mib", "cpu_limit", "pids_limit", "network",
-      "expose",       "live_fork", "per_child_netns",  "hugepages", "prewarm",
-      "allow_list"};
+      "expose",       "live_fork", "per_child_netns",  "hugepages", "prewarm",    "allow_list"};
   for (const auto& [key, value] : j->items()) {
     if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown)) {
       return bad("unknown field '" + key.substr(0, 40) + "'");

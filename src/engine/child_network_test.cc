@@ -84,14 +84,13 @@ namespace {
 
 TEST(IsolationInfo, KeepsOnlyWellFormedNetworkFieldsOfARecord) {
   // sandbox.json is a file on disk: anything in it is decoded, never trusted.
-  nlohmann::json rec = {
-      {"network", "bridge"},
-      {"ports",
-       {{{"guest", "80"}, {"host", 1234}},
-        {{"guest", 80}, {"host", 70000}},
-        {{"guest", 8080}, {"host", 40000}, {"address", std::string(100, '1')}},
-        7,
-        {{"guest", 22}, {"host", 40001}, {"address", "127.0.0.1"}}}}};
+  nlohmann::json rec = {{"network", "bridge"},
+                        {"ports",
+                         {{{"guest", "80"}, {"host", 1234}},
+                          {{"guest", 80}, {"host", 70000}},
+                          {{"guest", 8080}, {"host", 40000}, {"address", std::string(100, '1')}},
+                          7,
+                          {{"guest", 22}, {"host", 40001}, {"address", "127.0.0.1"}}}}};
   auto info = isolation_info(rec);
   EXPECT_EQ(info["network"], "none");
   ASSERT_EQ(info["ports"].size(), 2u) << info.dump();

@@ -1,8 +1,8 @@
 #include "engine/restore.h"
 
 #include <sys/random.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <ctime>
@@ -69,8 +69,9 @@ Result<std::string> resolve_child_network(const store::SnapshotMeta& meta,
     return bad("per_child_netns needs network outbound (this child's network is none)");
   }
   if (!net.allow.empty() && !net.netns) {
-    return bad("an allow-list needs per_child_netns: a user-mode network (slirp) cannot filter "
-               "destinations");
+    return bad(
+        "an allow-list needs per_child_netns: a user-mode network (slirp) cannot filter "
+        "destinations");
   }
   if (auto allow = vmm::parse_allow_list(net.allow); !allow) return tl::unexpected(allow.error());
   if (net.expose.size() > kMaxExposedPorts) {
@@ -97,8 +98,8 @@ Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::Snapsh
 // Puts vc's QEMU into a network namespace of its own (see ChildNetwork::netns); returns what
 // sandbox.json records of it.
 // The tap's descriptor is *tap, which must stay open until QEMU has started.
-Result<Json> place_in_netns(const std::string& id, const std::string& dir,
-                            const ChildNetwork& net, vmm::VmConfig* vc, UniqueFd* tap) {
+Result<Json> place_in_netns(const std::string& id, const std::string& dir, const ChildNetwork& net,
+                            vmm::VmConfig* vc, UniqueFd* tap) {
   auto allow = vmm::parse_allow_list(net.allow);
   if (!allow) return tl::unexpected(allow.error());
   vmm::NetnsSpec spec;

@@ -149,7 +149,8 @@ nlohmann::json netns_info(const nlohmann::json& ns) {
   if (auto a = ns.find("allow"); a != ns.end() && a->is_array()) {
     for (const auto& e : *a) {
       if (!e.is_string() || out["allow_list"].size() >= vmm::kMaxAllowRules) continue;
-      if (auto r = vmm::parse_allow_rule(e.get<std::string>())) out["allow_list"].push_back(r->text());
+      if (auto r = vmm::parse_allow_rule(e.get<std::string>()))
+        out["allow_list"].push_back(r->text());
     }
   }
   return out;

@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <charconv>
-#include <ctime>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <sstream>
 #include <thread>
@@ -31,9 +31,9 @@ Result<int> parse_int(std::string_view s, int lo, int hi, const std::string& wha
   int v = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      what + " '" + std::string(s.substr(0, 40)) + "' is not " +
-                          std::to_string(lo) + ".." + std::to_string(hi));
+    return make_error(ErrorCode::kInvalidArgument, what + " '" + std::string(s.substr(0, 40)) +
+                                                       "' is not " + std::to_string(lo) + ".." +
+                                                       std::to_string(hi));
   }
   return v;
 }
@@ -240,7 +240,8 @@ std::string first_routable_nameserver(std::string_view text) {
 
 Result<ChildNetns> create_child_netns(const NetnsSpec& spec) {
   const std::string what = "network namespace " + spec.name;
-  if (auto r = run_ok({"ip", "netns", "add", spec.name}, what); !r) return tl::unexpected(r.error());
+  if (auto r = run_ok({"ip", "netns", "add", spec.name}, what); !r)
+    return tl::unexpected(r.error());
   ChildNetns ns;
   auto fail = [&](const Error& e) -> Result<ChildNetns> {
     (void)remove_child_netns(spec.name);
@@ -266,16 +267,15 @@ Result<ChildNetns> create_child_netns(const NetnsSpec& spec) {
   if (!placed) return fail(Error(ErrorCode::kUnavailable, what + ": no free address slot"));
   ns.name = spec.name;
   ns.path = "/run/netns/" + spec.name;
-  std::string host = "addr add " + ns.host_address + "/30 dev " + ns.host_if + "\n" +
-                     "link set " + ns.host_if + " up\n";
+  std::string host = "addr add " + ns.host_address + "/30 dev " + ns.host_if + "\n" + "link set " +
+                     ns.host_if + " up\n";
   std::string inside = "addr add " + ns.address + "/30 dev " + kNetnsVeth + "\n" + "link set " +
                        kNetnsVeth + " up\n" + "link set lo up\n" + "tuntap add dev " + kNetnsTap +
                        " mode tap user " + std::to_string(spec.tap_uid) + " group " +
-                       std::to_string(spec.tap_gid) + "\n" + "link set " + kNetnsTap +
-                       " address " + kSlirpGatewayMac + "\n" + "addr add 10.0.2.2/24 dev " +
-                       kNetnsTap + "\n" + "addr add 10.0.2.3/24 dev " + kNetnsTap + "\n" +
-                       "link set " + kNetnsTap + " up\n" + "route add default via " +
-                       ns.host_address + "\n";
+                       std::to_string(spec.tap_gid) + "\n" + "link set " + kNetnsTap + " address " +
+                       kSlirpGatewayMac + "\n" + "addr add 10.0.2.2/24 dev " + kNetnsTap + "\n" +
+                       "addr add 10.0.2.3/24 dev " + kNetnsTap + "\n" + "link set " + kNetnsTap +
+                       " up\n" + "route add default via " + ns.host_address + "\n";
   const std::string host_file = spec.work_dir + "/netns-host.ip";
   const std::string inside_file = spec.work_dir + "/netns-inside.ip";
   const std::string rules_file = spec.work_dir + "/netns.nft";

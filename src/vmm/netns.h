@@ -49,7 +49,7 @@ Result<std::vector<AllowRule>> parse_allow_list(const std::vector<std::string>& 
 std::string ipv4_text(uint32_t address);
 
 struct NetnsSpec {
-  std::string name;  // the namespace: netns_name(sandbox id)
+  std::string name;   // the namespace: netns_name(sandbox id)
   uid_t tap_uid = 0;  // the tap's owner (the jailed QEMU's uid)
   gid_t tap_gid = 0;
   std::vector<int> expose;       // guest TCP ports reachable at the child's address

@@ -159,7 +159,8 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
                          (cfg.nic_tap_fd >= 0 ? ",fd=" + std::to_string(cfg.nic_tap_fd)
                                               : ",ifname=" + cfg.nic_tap +
                                                     ",vnet_hdr=off,script=no,downscript=no"));
-      add("-netdev", std::string("user,id=") + kSlirpSink + ",restrict=on,net=10.0.2.0/24,ipv6=off");
+      add("-netdev",
+          std::string("user,id=") + kSlirpSink + ",restrict=on,net=10.0.2.0/24,ipv6=off");
     }
     add("-device", virtio_device(cfg.machine, "virtio-net") + ",netdev=" + kNicNetdev +
                        ",mac=" + kNicMac + ",guest_announce=off");

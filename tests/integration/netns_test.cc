@@ -4,6 +4,8 @@
 // else is contacted), each from its own namespace; an allow-list lets through only its entries;
 // an exposed port answers at the namespace's address; the namespace and its devices go with
 // the sandbox; the CLI and REST carry per_child_netns, allow_list, netns and netns_network.
+#include "vmm/netns.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,7 +20,6 @@
 #include "integration/daemon_fixture.h"
 #include "integration/net_fixture.h"
 #include "integration/vm_fixture.h"
-#include "vmm/netns.h"
 
 namespace forkd::test {
 namespace {
@@ -86,7 +87,8 @@ TEST_F(Netns, ChildrenReachTheHostFromTheirOwnNamespacesAndLeaveNothingBehind) {
     names.insert(info["netns"].get<std::string>());
     hosts.insert(info["netns_network"]["host_address"].get<std::string>());
     // QEMU runs inside the namespace, as its jailed uid.
-    struct stat ns {}, qemu_ns {};
+    struct stat ns {
+    }, qemu_ns{};
     std::string pid = std::to_string(info["pid"].get<int>());
     ASSERT_EQ(::stat(("/run/netns/" + info["netns"].get<std::string>()).c_str(), &ns), 0);
     ASSERT_EQ(::stat(("/proc/" + pid + "/ns/net").c_str(), &qemu_ns), 0);
@@ -165,13 +167,13 @@ TEST_F(Netns, AnAllowListLetsOnlyItsEntriesThrough) {
   ASSERT_GT(allowed_port, 0);
   ASSERT_GT(other_port, 0);
   ASSERT_NE(allowed_port, other_port);
-  auto ids = fork_ok(netns_fork(1, {std::string(vmm::kNetnsPool) + ":" +
-                                    std::to_string(allowed_port)}));
+  auto ids =
+      fork_ok(netns_fork(1, {std::string(vmm::kNetnsPool) + ":" + std::to_string(allowed_port)}));
   ASSERT_EQ(ids.size(), 1u);
   auto info = info_of(ids[0]);
-  EXPECT_EQ(info["netns_network"]["allow_list"],
-            nlohmann::json::array({std::string(vmm::kNetnsPool) + ":" +
-                                   std::to_string(allowed_port)}));
+  EXPECT_EQ(
+      info["netns_network"]["allow_list"],
+      nlohmann::json::array({std::string(vmm::kNetnsPool) + ":" + std::to_string(allowed_port)}));
   std::string host = info["netns_network"]["host_address"];
   HostServer allowed, other;
   ASSERT_TRUE(allowed.start(host, allowed_port));
@@ -208,8 +210,7 @@ TEST_F(Netns, ExposedPortAnswersAtTheNamespacesAddressThroughTheCli) {
   // Misuse is refused with the reason.
   auto none = run_cli({"fork", "--tag", "net", "--network", "none", "--per-child-netns"});
   EXPECT_NE(none.exit_code, 0);
-  EXPECT_NE(none.err.find("per_child_netns needs network outbound"), std::string::npos)
-      << none.err;
+  EXPECT_NE(none.err.find("per_child_netns needs network outbound"), std::string::npos) << none.err;
   auto slirp = run_cli({"fork", "--tag", "net", "--allow", "10.0.0.0/8"});
   EXPECT_NE(slirp.exit_code, 0);
   EXPECT_NE(slirp.err.find("needs per_child_netns"), std::string::npos) << slirp.err;
@@ -219,10 +220,9 @@ TEST_F(Netns, RestSpawnTakesPerChildNetnsAndAllowList) {
   TestDaemon d;
   ASSERT_TRUE(d.start(config().home, "netns-token"));
   auto c = d.client();
-  auto made = post_json(c, "/v1/sandboxes",
-                        {{"snapshot_tag", "net"},
-                         {"per_child_netns", true},
-                         {"allow_list", {"10.200.0.0/16:9"}}});
+  auto made = post_json(
+      c, "/v1/sandboxes",
+      {{"snapshot_tag", "net"}, {"per_child_netns", true}, {"allow_list", {"10.200.0.0/16:9"}}});
   ASSERT_TRUE(made);
   ASSERT_EQ(made->status, 201) << made->body;
   auto arr = body_json(made);
@@ -238,8 +238,9 @@ TEST_F(Netns, RestSpawnTakesPerChildNetnsAndAllowList) {
                           {"per_child_netns", true},
                           {"allow_list", {"example.com:443"}}}),
                400, "host names are not resolved");
-  expect_error(post_json(c, "/v1/sandboxes", {{"snapshot_tag", "net"}, {"allow_list", {"1.2.3.4"}}}),
-               400, "needs per_child_netns");
+  expect_error(
+      post_json(c, "/v1/sandboxes", {{"snapshot_tag", "net"}, {"allow_list", {"1.2.3.4"}}}), 400,
+      "needs per_child_netns");
   // A workspace keeps its namespace across a suspend and a resume.
   auto ws = post_json(c, "/v1/workspaces",
                       {{"name", "routed"}, {"snapshot_tag", "net"}, {"per_child_netns", true}});
