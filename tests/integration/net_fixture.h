@@ -1,12 +1,18 @@
 #pragma once
 // The network tests' host side: a test HTTP server on a host address, and the guest command
 // that fetches from it.
+#include <gtest/gtest.h>
 #include <httplib.h>
 
 #include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include "integration/vm_fixture.h"
 
 namespace forkd::test {
 
@@ -64,6 +70,26 @@ inline std::string fetch_cmd(const std::string& host, int port, const std::strin
 // Through the user-mode gateway, which is the host's loopback.
 inline std::string fetch_cmd(int port, const std::string& from) {
   return fetch_cmd("10.0.2.2", port, from);
+}
+
+// `forkd fork <args> --json` of one child with one exposed port: its id and that port
+// ({guest, host, address}); nullopt, with the test failed, when the CLI gave anything else.
+struct ExposedChild {
+  std::string id;
+  nlohmann::json port;
+};
+inline std::optional<ExposedChild> fork_exposed_by_cli(std::vector<std::string> args) {
+  args.insert(args.begin(), "fork");
+  args.push_back("--json");
+  auto r = run_cli(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  const bool one = j.is_object() && j["children"].is_array() && j["children"].size() == 1 &&
+                   j["children"][0]["id"].is_string() && j["children"][0]["ports"].is_array() &&
+                   j["children"][0]["ports"].size() == 1;
+  EXPECT_TRUE(one) << r.out;
+  if (r.exit_code != 0 || !one) return std::nullopt;
+  return ExposedChild{j["children"][0]["id"], j["children"][0]["ports"][0]};
 }
 
 }  // namespace forkd::test

@@ -188,13 +188,10 @@ TEST_F(Netns, AnAllowListLetsOnlyItsEntriesThrough) {
 }
 
 TEST_F(Netns, ExposedPortAnswersAtTheNamespacesAddressThroughTheCli) {
-  auto r = run_cli({"fork", "--tag", "net", "--per-child-netns", "--expose", "8000", "--json"});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  auto j = nlohmann::json::parse(r.out, nullptr, false);
-  ASSERT_TRUE(j.is_object()) << r.out;
-  std::string id = j["children"][0]["id"];
-  const auto& ports = j["children"][0]["ports"];
-  ASSERT_EQ(ports.size(), 1u) << r.out;
+  auto child = fork_exposed_by_cli({"--tag", "net", "--per-child-netns", "--expose", "8000"});
+  ASSERT_TRUE(child);
+  const std::string id = child->id;
+  const nlohmann::json ports = nlohmann::json::array({child->port});
   EXPECT_EQ(ports[0]["guest"], 8000);
   EXPECT_EQ(ports[0]["host"], 8000);
   EXPECT_EQ(ports[0]["address"], info_of(id)["netns_network"]["address"]);
