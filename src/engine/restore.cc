@@ -96,8 +96,8 @@ Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::Snapsh
 }
 
 // Puts vc's QEMU into a network namespace of its own (see ChildNetwork::netns); returns what
-// sandbox.json records of it.
-// The tap's descriptor is *tap, which must stay open until QEMU has started.
+// sandbox.json records of it. The tap's descriptor goes to *tap, which must stay open until QEMU
+// has started.
 Result<Json> place_in_netns(const std::string& id, const std::string& dir, const ChildNetwork& net,
                             vmm::VmConfig* vc, UniqueFd* tap) {
   auto allow = vmm::parse_allow_list(net.allow);
@@ -177,9 +177,8 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
 }
 
 // The `network` of a resumed request: the user-mode network's addresses (the same in every
-// child: each QEMU has its own), or none.
-// The same in a namespace of its own (see vmm/netns.h): its tap answers as slirp's gateway and
-// resolver.
+// child: each QEMU has its own), or none. A child in a namespace of its own has the same ones:
+// its tap answers as slirp's gateway and resolver (vmm/netns.h).
 Json resumed_network(bool online) {
   if (!online) return Json{{"mode", "none"}};
   return Json{{"mode", "outbound"},
