@@ -90,10 +90,12 @@ TEST(IsolationInfo, KeepsOnlyWellFormedNetworkFieldsOfARecord) {
                           {{"guest", 80}, {"host", 70000}},
                           {{"guest", 8080}, {"host", 40000}, {"address", std::string(100, '1')}},
                           7,
-                          {{"guest", 22}, {"host", 40001}, {"address", "127.0.0.1"}}}}};
+                          {{"guest", 22}, {"host", 40001}, {"address", "127.0.0.1"}},
+                          {{"guest", 23}, {"host", 40002}, {"address", "999.0.0.1"}}}}};
   auto info = isolation_info(rec);
   EXPECT_EQ(info["network"], "none");
-  ASSERT_EQ(info["ports"].size(), 2u) << info.dump();
+  ASSERT_EQ(info["ports"].size(), 3u) << info.dump();
+  EXPECT_EQ(info["ports"][2], (nlohmann::json{{"guest", 23}, {"host", 40002}}));
   EXPECT_EQ(info["ports"][0], (nlohmann::json{{"guest", 8080}, {"host", 40000}}));
   EXPECT_EQ(info["ports"][1],
             (nlohmann::json{{"guest", 22}, {"host", 40001}, {"address", "127.0.0.1"}}));
@@ -111,6 +113,8 @@ TEST(IsolationInfo, KeepsOnlyAWellFormedNetnsOfARecord) {
   EXPECT_EQ(info["netns"], "forkd-sb-0123abcd");
   EXPECT_EQ(info["netns_network"]["address"], "10.200.0.2");
   EXPECT_TRUE(info["netns_network"]["host_address"].is_null());
+  good["netns"]["host_address"] = "10.200.0.999";
+  EXPECT_TRUE(isolation_info(good)["netns_network"]["host_address"].is_null());
   EXPECT_EQ(info["netns_network"]["allow_list"],
             nlohmann::json::array({"10.0.0.0/8", "1.2.3.4:80"}));
   for (const nlohmann::json& ns :

@@ -132,9 +132,6 @@ namespace {
 // A hostile record's netns: a name of ours, addresses that are IPv4 text, allow-list entries
 // that parse; anything else is dropped.
 nlohmann::json netns_info(const nlohmann::json& ns) {
-  auto ipv4 = [](const std::string& s) {
-    return s.size() <= 15 && s.find_first_not_of("0123456789.") == std::string::npos;
-  };
   std::string name = json::string_or(ns, "name", "");
   if (name.size() > 64 || name.rfind("forkd-", 0) != 0 ||
       name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") !=
@@ -144,7 +141,7 @@ nlohmann::json netns_info(const nlohmann::json& ns) {
   nlohmann::json out = {{"name", name}, {"allow_list", nlohmann::json::array()}};
   for (const char* key : {"address", "host_address"}) {
     std::string a = json::string_or(ns, key, "");
-    out[key] = ipv4(a) ? nlohmann::json(a) : nlohmann::json();
+    out[key] = is_ipv4_address(a) ? nlohmann::json(a) : nlohmann::json();
   }
   if (auto a = ns.find("allow"); a != ns.end() && a->is_array()) {
     for (const auto& e : *a) {
@@ -189,9 +186,7 @@ nlohmann::json isolation_info(const nlohmann::json& rec) {
       int host = json::int_or(f, "host", 0);
       if (guest < 1 || guest > 65535 || host < 1 || host > 65535) continue;
       nlohmann::json port = {{"guest", guest}, {"host", host}};
-      if (auto a = json::string_or(f, "address", ""); !a.empty() && a.size() <= 15) {
-        port["address"] = a;
-      }
+      if (auto a = json::string_or(f, "address", ""); is_ipv4_address(a)) port["address"] = a;
       out["ports"].push_back(std::move(port));
     }
   }

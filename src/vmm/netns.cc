@@ -1,5 +1,6 @@
 #include "vmm/netns.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
@@ -38,27 +39,14 @@ Result<int> parse_int(std::string_view s, int lo, int hi, const std::string& wha
   return v;
 }
 
+// Dotted-quad only (inet_pton: four decimal octets, no leading zeros, nothing around them).
 Result<uint32_t> parse_ipv4(std::string_view s) {
-  uint32_t addr = 0;
-  int parts = 0;
-  size_t start = 0;
-  bool at_end = false;
-  while (parts < 4 && !at_end) {
-    size_t dot = s.find('.', start);
-    std::string_view part = s.substr(start, dot == std::string_view::npos ? s.npos : dot - start);
-    if (part.size() > 1 && part[0] == '0') break;  // no octal-looking octets
-    auto v = parse_int(part, 0, 255, "octet");
-    if (!v) break;
-    addr = addr << 8 | static_cast<uint32_t>(*v);
-    ++parts;
-    if (dot == std::string_view::npos) at_end = true;
-    start = dot + 1;
-  }
-  if (parts != 4 || !at_end) {
+  in_addr a{};
+  if (s.size() > 15 || ::inet_pton(AF_INET, std::string(s).c_str(), &a) != 1) {
     return make_error(ErrorCode::kInvalidArgument,
                       "'" + std::string(s.substr(0, 40)) + "' is not an IPv4 address");
   }
-  return addr;
+  return ntohl(a.s_addr);
 }
 
 Result<RunResult> run_ok(const std::vector<std::string>& argv, const std::string& what) {
