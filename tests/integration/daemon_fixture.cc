@@ -103,6 +103,20 @@ httplib::Result post_json(httplib::Client& c, const std::string& path, const nlo
   return c.Post(path, body.dump(), "application/json");
 }
 
+std::string suspend_and_resume(httplib::Client& c, const std::string& name,
+                               const nlohmann::json& suspend_body) {
+  const std::string base = "/v1/workspaces/" + name;
+  auto s = post_json(c, base + "/suspend", suspend_body);
+  EXPECT_TRUE(s && s->status == 200) << (s ? s->body : httplib::to_string(s.error()));
+  if (!s || s->status != 200) return "";
+  auto r = c.Post(base + "/resume", "", "application/json");
+  EXPECT_TRUE(r && r->status == 200) << (r ? r->body : httplib::to_string(r.error()));
+  if (!r || r->status != 200) return "";
+  auto id = body_json(r)["sandbox_id"];
+  EXPECT_TRUE(id.is_string()) << r->body;
+  return id.is_string() ? id.get<std::string>() : "";
+}
+
 nlohmann::json body_json(const httplib::Result& r) {
   if (!r) return nlohmann::json();
   return nlohmann::json::parse(r->body, nullptr, false);

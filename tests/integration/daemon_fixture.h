@@ -64,6 +64,11 @@ class TestDaemon {
 // POSTs body as JSON.
 httplib::Result post_json(httplib::Client& c, const std::string& path, const nlohmann::json& body);
 
+// POST /v1/workspaces/<name>/suspend with suspend_body, then /resume: the resumed sandbox's id.
+// Either answering anything but 200 fails the calling test (non-fatally) and gives "".
+std::string suspend_and_resume(httplib::Client& c, const std::string& name,
+                               const nlohmann::json& suspend_body);
+
 // The response body as JSON (discarded when there is none or it is not JSON).
 nlohmann::json body_json(const httplib::Result& r);
 

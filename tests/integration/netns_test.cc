@@ -244,13 +244,8 @@ TEST_F(Netns, RestSpawnTakesPerChildNetnsAndAllowList) {
   ASSERT_TRUE(ws);
   ASSERT_EQ(ws->status, 201) << ws->body;
   EXPECT_EQ(body_json(ws)["per_child_netns"], true);
-  auto suspended = post_json(c, "/v1/workspaces/routed/suspend", nlohmann::json::object());
-  ASSERT_TRUE(suspended);
-  ASSERT_EQ(suspended->status, 200) << suspended->body;
-  auto resumed = post_json(c, "/v1/workspaces/routed/resume", nlohmann::json::object());
-  ASSERT_TRUE(resumed);
-  ASSERT_EQ(resumed->status, 200) << resumed->body;
-  std::string sandbox = body_json(resumed)["sandbox_id"];
+  std::string sandbox = suspend_and_resume(c, "routed", nlohmann::json::object());
+  ASSERT_FALSE(sandbox.empty());
   auto info = info_of(sandbox);
   EXPECT_EQ(info["netns"], vmm::netns_name(sandbox)) << info.dump();
   HostServer server;

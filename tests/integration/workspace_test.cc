@@ -209,13 +209,8 @@ TEST_F(Workspaces, SuspendResumeKeepsGuestState) {
   EXPECT_EQ(exec_shell(c, sb2, "cat /tmp/x"), "hi\n");
 
   // A full (diff:false) suspend of the resumed sandbox replaces the state tag.
-  auto s2 = post(c, "/v1/workspaces/w2/suspend", {{"diff", false}});
-  ASSERT_TRUE(s2);
-  ASSERT_EQ(s2->status, 200) << s2->body;
-  auto r2 = c.Post("/v1/workspaces/w2/resume", "", "application/json");
-  ASSERT_TRUE(r2);
-  ASSERT_EQ(r2->status, 200) << r2->body;
-  std::string sb3 = body_json(r2)["sandbox_id"];
+  std::string sb3 = suspend_and_resume(c, "w2", {{"diff", false}});
+  ASSERT_FALSE(sb3.empty());
   EXPECT_EQ(exec_shell(c, sb3, "cat /tmp/x"), "hi\n");
 
   auto d = c.Delete("/v1/workspaces/w2");
@@ -240,13 +235,8 @@ TEST_F(Workspaces, MemoryLimitHoldsAcrossSuspendAndResume) {
   EXPECT_EQ(w["memory_limit_mib"], 300);
   std::string sb = w["sandbox_id"];
   EXPECT_EQ(body_json(c.Get("/v1/sandboxes/" + sb))["memory_limit_mib"], 300);
-  auto s = post(c, "/v1/workspaces/lim/suspend", Json::object());
-  ASSERT_TRUE(s);
-  ASSERT_EQ(s->status, 200) << s->body;
-  auto res = c.Post("/v1/workspaces/lim/resume", "", "application/json");
-  ASSERT_TRUE(res);
-  ASSERT_EQ(res->status, 200) << res->body;
-  std::string sb2 = body_json(res)["sandbox_id"];
+  std::string sb2 = suspend_and_resume(c, "lim", Json::object());
+  ASSERT_FALSE(sb2.empty());
   EXPECT_EQ(body_json(c.Get("/v1/sandboxes/" + sb2))["memory_limit_mib"], 300)
       << "the resumed sandbox keeps the workspace's limit";
   expect_error(
