@@ -1,6 +1,7 @@
 #include "exec_op.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -11,6 +12,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
 
 #include "base/unique_fd.h"
 #include "identity.h"
@@ -28,9 +32,50 @@ constexpr auto kExitDrain = std::chrono::milliseconds(100);  // output grace aft
 constexpr auto kKillDrain = std::chrono::seconds(1);         // output grace after a timeout kill
 
 struct ChildFailure {
-  int32_t stage;  // 1 = chdir, 2 = execve
+  int32_t stage;  // 1 = chdir, 2 = execve, 3 = switching user
   int32_t err;
 };
+
+// Running commands started with a `handle`, for the signal op: handle -> process group.
+std::mutex g_handles_mu;
+std::map<std::string, pid_t> g_handles;
+
+// Keeps a handle registered while its command runs.
+class HandleGuard {
+ public:
+  HandleGuard() = default;
+  HandleGuard(const HandleGuard&) = delete;
+  HandleGuard& operator=(const HandleGuard&) = delete;
+  ~HandleGuard() {
+    if (name_.empty()) return;
+    std::lock_guard lock(g_handles_mu);
+    g_handles.erase(name_);
+  }
+  // False when the handle belongs to a running command already.
+  bool claim(const std::string& name) {
+    std::lock_guard lock(g_handles_mu);
+    if (!g_handles.emplace(name, 0).second) return false;
+    name_ = name;
+    return true;
+  }
+  void set_pid(pid_t pid) {
+    if (name_.empty()) return;
+    std::lock_guard lock(g_handles_mu);
+    g_handles[name_] = pid;
+  }
+
+ private:
+  std::string name_;
+};
+
+// The guest's /etc/passwd, at most 1 MiB of it.
+std::string read_passwd() {
+  std::ifstream in("/etc/passwd", std::ios::binary);
+  std::string text(1 << 20, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+  return text;
+}
 
 struct Pipe {
   UniqueFd read;
@@ -46,8 +91,9 @@ bool make_pipe(Pipe* p) {
 }
 
 // Runs in the forked child: async-signal-safe calls only.
-[[noreturn]] void child_exec(int in_fd, int out_fd, int err_fd, int report_fd, const char* cwd,
-                             const char* path, char* const* argv, char* const* envp) {
+[[noreturn]] void child_exec(int in_fd, int out_fd, int err_fd, int report_fd, const RunAs* as,
+                             const char* cwd, const char* path, char* const* argv,
+                             char* const* envp) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -57,7 +103,10 @@ bool make_pipe(Pipe* p) {
   dup2(out_fd, 1);
   dup2(err_fd, 2);
   ChildFailure f{0, 0};
-  if (cwd != nullptr && chdir(cwd) != 0) {
+  if (as != nullptr &&
+      (setgroups(0, nullptr) != 0 || setgid(as->gid) != 0 || setuid(as->uid) != 0)) {
+    f = {3, errno};
+  } else if (cwd != nullptr && chdir(cwd) != 0) {
     f = {1, errno};
   } else {
     execve(path, argv, envp);
@@ -90,7 +139,19 @@ AgentResult<OpReply> run_exec(const Request& req, const EventSink& emit) {
   std::vector<std::string> base_env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) base_env.emplace_back(*e);
   // FORKD_SANDBOX_ID / FORKD_EPOCH (after `resumed`) unless the request sets them itself.
-  std::vector<std::string> env = merge_env(merge_env(base_env, identity_env()), spec->env);
+  std::vector<std::string> env = merge_env(base_env, identity_env());
+  std::optional<RunAs> run_as;
+  if (!spec->user.empty()) {
+    run_as = lookup_user(spec->user, read_passwd());
+    if (!run_as) return bad_request("no user '" + spec->user + "' in the guest's /etc/passwd");
+    env =
+        merge_env(env, {{"HOME", run_as->home}, {"USER", run_as->name}, {"LOGNAME", run_as->name}});
+  }
+  env = merge_env(env, spec->env);
+  HandleGuard handle;
+  if (!spec->handle.empty() && !handle.claim(spec->handle)) {
+    return bad_request("handle '" + spec->handle + "' belongs to a running command");
+  }
   std::string path_var = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   for (const auto& entry : env) {
     if (entry.rfind("PATH=", 0) == 0) path_var = entry.substr(5);
@@ -117,9 +178,10 @@ AgentResult<OpReply> run_exec(const Request& req, const EventSink& emit) {
   pid_t pid = ::fork();
   if (pid < 0) return errno_agent_error(errno, "exec: fork");
   if (pid == 0) {
-    child_exec(child_in, out.write.get(), err.write.get(), report.write.get(), cwd,
-               resolved->c_str(), argv.data(), envp.data());
+    child_exec(child_in, out.write.get(), err.write.get(), report.write.get(),
+               run_as ? &*run_as : nullptr, cwd, resolved->c_str(), argv.data(), envp.data());
   }
+  handle.set_pid(pid);
   out.write.reset();
   err.write.reset();
   report.write.reset();
@@ -137,6 +199,8 @@ AgentResult<OpReply> run_exec(const Request& req, const EventSink& emit) {
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
     if (failure.stage == 1) return errno_agent_error(failure.err, "exec: chdir " + spec->cwd);
+    if (failure.stage == 3)
+      return errno_agent_error(failure.err, "exec: switch to user " + spec->user);
     if (failure.err == ENOENT)
       return agent_error("not_found", "command not found: " + spec->argv[0]);
     return agent_error("not_found",
@@ -226,6 +290,26 @@ AgentResult<OpReply> run_exec(const Request& req, const EventSink& emit) {
   reply.result = Json{{"exit_code", exit_code},
                       {"timed_out", timed_out},
                       {"duration_ms", ms_between(start, Clock::now())}};
+  return reply;
+}
+
+AgentResult<OpReply> signal_op(const Request& req) {
+  auto handle = get_string(req.args, "handle");
+  if (!handle) return tl::unexpected(handle.error());
+  auto sig = get_u64(req.args, "signal", SIGKILL, 64);
+  if (!sig) return tl::unexpected(sig.error());
+  if (*sig == 0) return bad_request("\"signal\" must be 1..64");
+  pid_t pid = 0;
+  {
+    std::lock_guard lock(g_handles_mu);
+    auto it = g_handles.find(*handle);
+    if (it != g_handles.end()) pid = it->second;
+  }
+  if (pid <= 0)
+    return agent_error("not_found", "no running command with handle " + handle->substr(0, 64));
+  bool delivered = ::kill(-pid, static_cast<int>(*sig)) == 0;
+  OpReply reply;
+  reply.result = Json{{"delivered", delivered}};
   return reply;
 }
 

@@ -21,7 +21,21 @@ struct ExecSpec {
   std::string cwd;                                       // empty: the agent's cwd
   uint64_t timeout_ms = 0;                               // 0: none
   bool use_stdin = false;                                // the request body is the child's stdin
+  std::string user;    // empty: the agent's user; else a name of /etc/passwd or a numeric uid
+  std::string handle;  // empty: none; else the name `signal` reaches the command by
 };
+
+// A user to run a command as, from the guest's /etc/passwd.
+struct RunAs {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::string name;  // the passwd name, or the number for an unknown numeric uid
+  std::string home;  // "/" when unknown
+};
+
+// Looks user up in passwd_text (the contents of /etc/passwd): a name, or a numeric uid (which
+// need not be listed). nullopt for an unknown name.
+std::optional<RunAs> lookup_user(const std::string& user, std::string_view passwd_text);
 
 // Validates exec arguments (exactly one of argv/shell, types, NUL bytes, counts).
 AgentResult<ExecSpec> parse_exec(const Json& args);
@@ -37,5 +51,9 @@ std::optional<std::string> resolve_command(const std::string& cmd, const std::st
 // Runs the request; streams "stdout"/"stderr" events through emit. Result: exit_code, timed_out,
 // duration_ms. Thread-safe: each call owns its child.
 AgentResult<OpReply> run_exec(const Request& req, const EventSink& emit);
+
+// The signal op: `handle` (of a running exec), `signal` (a number 1..64, default 9). Sends it to
+// the command's process group. not_found when no running exec has that handle.
+AgentResult<OpReply> signal_op(const Request& req);
 
 }  // namespace forkd::agent

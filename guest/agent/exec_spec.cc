@@ -60,7 +60,65 @@ AgentResult<ExecSpec> parse_exec(const Json& args) {
   auto use_stdin = get_bool(args, "stdin", false);
   if (!use_stdin) return tl::unexpected(use_stdin.error());
   spec.use_stdin = *use_stdin;
+  if (args.contains("user") && !args["user"].is_null()) {
+    auto user = get_string(args, "user");
+    if (!user) return tl::unexpected(user.error());
+    if (user->empty() || user->size() > 64 || has_nul(*user) ||
+        user->find_first_of(":/\n") != std::string::npos) {
+      return bad_request("bad \"user\": a user name or a numeric uid");
+    }
+    spec.user = std::move(*user);
+  }
+  if (args.contains("handle") && !args["handle"].is_null()) {
+    auto handle = get_string(args, "handle");
+    if (!handle) return tl::unexpected(handle.error());
+    if (handle->empty() || handle->size() > 64 ||
+        handle->find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+            std::string::npos) {
+      return bad_request("bad \"handle\": 1..64 characters of [A-Za-z0-9_-]");
+    }
+    spec.handle = std::move(*handle);
+  }
   return spec;
+}
+
+std::optional<RunAs> lookup_user(const std::string& user, std::string_view passwd_text) {
+  const bool numeric = !user.empty() && user.size() <= 10 &&
+                       user.find_first_not_of("0123456789") == std::string::npos;
+  size_t pos = 0;
+  while (pos < passwd_text.size()) {
+    size_t end = passwd_text.find('\n', pos);
+    if (end == std::string_view::npos) end = passwd_text.size();
+    std::string_view line = passwd_text.substr(pos, end - pos);
+    pos = end + 1;
+    // name:password:uid:gid:gecos:home:shell
+    std::string_view f[7];
+    size_t n = 0, start = 0;
+    for (size_t i = 0; i <= line.size() && n < 7; ++i) {
+      if (i == line.size() || line[i] == ':') {
+        f[n++] = line.substr(start, i - start);
+        start = i + 1;
+      }
+    }
+    if (n < 6) continue;
+    auto number = [](std::string_view s) -> std::optional<uint32_t> {
+      if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != s.npos) return {};
+      uint64_t v = std::stoull(std::string(s));
+      if (v > 0xfffffffeull) return {};
+      return static_cast<uint32_t>(v);
+    };
+    auto uid = number(f[2]);
+    auto gid = number(f[3]);
+    if (!uid || !gid) continue;
+    if (numeric ? (f[2] == user) : (f[0] == user)) {
+      return RunAs{*uid, *gid, std::string(f[0]), f[5].empty() ? "/" : std::string(f[5])};
+    }
+  }
+  if (!numeric) return std::nullopt;
+  uint64_t v = std::stoull(user);
+  if (v > 0xfffffffeull) return std::nullopt;
+  return RunAs{static_cast<uint32_t>(v), static_cast<uint32_t>(v), user, "/"};
 }
 
 std::vector<std::string> merge_env(const std::vector<std::string>& base,

@@ -215,4 +215,15 @@ AgentResult<OpReply> remove_op(const Request& req) {
   return OpReply{};
 }
 
+AgentResult<OpReply> rename_op(const Request& req) {
+  auto from = get_path(req.args, "from");
+  if (!from) return tl::unexpected(from.error());
+  auto to = get_path(req.args, "to");
+  if (!to) return tl::unexpected(to.error());
+  if (::rename(from->c_str(), to->c_str()) != 0) {
+    return errno_agent_error(errno, "rename " + *from + " to " + *to);
+  }
+  return OpReply{};
+}
+
 }  // namespace forkd::agent

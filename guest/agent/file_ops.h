@@ -1,7 +1,7 @@
 #pragma once
-// File ops: file_write, file_read, file_list, file_stat, mkdir, remove. Binary-safe; data moves
-// in the frame's binary body. Errors: not_found for ENOENT, io_error otherwise, bad_request for
-// invalid arguments. Thread-safe (no shared state).
+// File ops: file_write, file_read, file_list, file_stat, mkdir, remove, rename. Binary-safe; data
+// moves in the frame's binary body. Errors: not_found for ENOENT, io_error otherwise, bad_request
+// for invalid arguments. Thread-safe (no shared state).
 #include "request.h"
 
 namespace forkd::agent {
@@ -14,6 +14,8 @@ AgentResult<OpReply> file_list_op(const Request& req);
 AgentResult<OpReply> file_stat_op(const Request& req);
 AgentResult<OpReply> mkdir_op(const Request& req);
 AgentResult<OpReply> remove_op(const Request& req);
+// rename: `from`, `to` (rename(2): atomic within a filesystem, replaces an existing `to`).
+AgentResult<OpReply> rename_op(const Request& req);
 
 // "file", "dir", "symlink" or "other" for a st_mode.
 const char* file_type_name(unsigned mode);

@@ -123,6 +123,8 @@ AgentResult<OpReply> Server::dispatch(const Request& req, uint64_t gen) {
   if (op == "file_stat") return file_stat_op(req);
   if (op == "mkdir") return mkdir_op(req);
   if (op == "remove") return remove_op(req);
+  if (op == "rename") return rename_op(req);
+  if (op == "signal") return signal_op(req);
   return agent_error("unknown_op", "unknown op: " + op.substr(0, 64));
 }
 
