@@ -106,6 +106,8 @@ AgentClient::~AgentClient() {
   if (reader_.joinable()) reader_.join();
 }
 
+void AgentClient::shutdown() { ::shutdown(fd_.get(), SHUT_RDWR); }
+
 void AgentClient::reader_loop(std::stop_token stop) {
   proto::FrameDecoder decoder;
   std::string buf(256 * 1024, '\0');

@@ -72,6 +72,9 @@ class AgentClient {
   Result<Json> wait_ready(std::chrono::milliseconds timeout);
 
   bool connected() const { return !closed_.load(); }
+  // Closes the connection under every waiting call: they fail with kAgentError at once (a daemon
+  // stopping does this to calls that would wait for hours). Thread-safe; the object stays valid.
+  void shutdown();
   // True once the guest missed a write deadline or a heartbeat: it stopped reading its channel.
   bool stalled() const { return stalled_.load(); }
 

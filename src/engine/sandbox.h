@@ -100,6 +100,8 @@ struct ExecOptions {
   std::string cwd;
   std::chrono::milliseconds timeout{0};  // 0: none
   std::optional<std::string> stdin_data;
+  std::string user;    // empty: the agent's (root); else a guest user name or numeric uid
+  std::string handle;  // empty: none; else the name signal() reaches the running command by
   // Collected output only (no callback): at most this many bytes per stream are kept; the rest
   // is read and dropped, and the result says truncated. Streaming callers get every byte.
   size_t max_output_bytes = kDefaultMaxOutputBytes;
@@ -124,6 +126,12 @@ struct EvalResult {
   std::optional<std::string> value;  // repr, or nullopt for statements
   std::string stdout_text;
   std::optional<std::string> error;  // Python traceback
+};
+
+// One chunk of a guest file (read_chunk).
+struct FileChunk {
+  std::string data;  // at most proto::kChunkLen bytes; short at the end of the file
+  bool eof = false;
 };
 
 struct FileStat {
@@ -170,6 +178,16 @@ class Sandbox {
   Status get_file(const std::string& guest_path, const std::string& host_path,
                   uint64_t max_bytes = kMaxFileReadBytes);
   Result<FileStat> stat(const std::string& guest_path);
+  // One step of a streamed transfer: at most proto::kChunkLen bytes at offset.
+  Result<FileChunk> read_chunk(const std::string& guest_path, uint64_t offset);
+  Status write_chunk(const std::string& guest_path, uint64_t offset, std::string_view data,
+                     bool truncate, uint32_t mode);
+  Status rename(const std::string& from, const std::string& to);
+  // Sends sig to the process group of the running command started with ExecOptions::handle.
+  // kNotFound when none runs with that handle.
+  Status signal(const std::string& handle, int sig);
+  // Closes the agent connection: calls waiting on it fail at once (the VM keeps running).
+  void disconnect();
   Result<Json> list_dir(const std::string& guest_path);
   Status mkdir(const std::string& guest_path, bool parents);
   Status remove(const std::string& guest_path, bool recursive);

@@ -62,6 +62,8 @@ Result<ExecResult> Sandbox::exec(const ExecOptions& opts, EventFn on_output) {
   }
   if (!opts.env.empty()) req["env"] = opts.env;
   if (!opts.cwd.empty()) req["cwd"] = opts.cwd;
+  if (!opts.user.empty()) req["user"] = opts.user;
+  if (!opts.handle.empty()) req["handle"] = opts.handle;
   req["timeout_ms"] = opts.timeout.count();
   std::string_view stdin_bin;
   if (opts.stdin_data) {
@@ -247,6 +249,48 @@ Status Sandbox::remove(const std::string& guest_path, bool recursive) {
                 kFileOpTimeout);
   if (!r) return tl::unexpected(r.error());
   return {};
+}
+
+Result<FileChunk> Sandbox::read_chunk(const std::string& guest_path, uint64_t offset) {
+  Json req = {
+      {"op", "file_read"}, {"path", guest_path}, {"offset", offset}, {"length", proto::kChunkLen}};
+  auto r = call(std::move(req), {}, kFileOpTimeout);
+  if (!r) return tl::unexpected(r.error().wrap("read " + guest_path));
+  auto rr = decode_read_reply(r->json, r->bin.size(), proto::kChunkLen);
+  if (!rr) return tl::unexpected(rr.error().wrap("read " + guest_path));
+  return FileChunk{std::move(r->bin), rr->eof};
+}
+
+Status Sandbox::write_chunk(const std::string& guest_path, uint64_t offset, std::string_view data,
+                            bool truncate, uint32_t mode) {
+  if (data.size() > proto::kChunkLen) {
+    return make_error(ErrorCode::kInvalidArgument, "write: a chunk is at most 1 MiB");
+  }
+  Json req = {{"op", "file_write"},
+              {"path", guest_path},
+              {"offset", offset},
+              {"truncate", truncate},
+              {"mode", mode}};
+  auto r = call(std::move(req), data, kFileOpTimeout);
+  if (!r) return tl::unexpected(r.error().wrap("write " + guest_path));
+  return {};
+}
+
+Status Sandbox::rename(const std::string& from, const std::string& to) {
+  auto r = call(Json{{"op", "rename"}, {"from", from}, {"to", to}}, {}, kFileOpTimeout);
+  if (!r) return tl::unexpected(r.error().wrap("rename " + from));
+  return {};
+}
+
+Status Sandbox::signal(const std::string& handle, int sig) {
+  auto r = call(Json{{"op", "signal"}, {"handle", handle}, {"signal", sig}}, {},
+                std::chrono::seconds(10));
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+void Sandbox::disconnect() {
+  if (agent_) agent_->shutdown();
 }
 
 }  // namespace forkd::engine
