@@ -25,6 +25,7 @@ struct ServeArgs {
   int max_branches = 4;
   int max_long_requests = 12;
   size_t max_exec_output_mib = 16;
+  uint64_t max_file_mib = 1024;
   size_t exec_output_budget_mib = 256;
   LimitArgs limits;  // default host-side limits of every sandbox's QEMU
   bool listen_given = false;
@@ -64,6 +65,7 @@ int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   o.max_long_requests = a.max_long_requests;
   o.threads = a.max_long_requests + 4;  // 4 workers always free for short requests
   o.max_exec_output = a.max_exec_output_mib << 20;
+  o.max_file_bytes = a.max_file_mib << 20;
   o.exec_output_budget = a.exec_output_budget_mib << 20;
   auto server = daemon::Server::create(*cfg, o);
   if (!server) return report_error(server.error());
@@ -107,6 +109,11 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
                   "Long requests (every POST: exec, eval, fork, snapshot, branch) at once; beyond: "
                   "503. Short ones (healthz, lists, GETs) get 4 more workers of their own")
       ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  sub->add_option(
+         "--max-file-mib", a->max_file_mib,
+         "Largest file uploaded or downloaded through /v1/sandboxes/:id/files; beyond: 413")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20))
       ->capture_default_str();
   sub->add_option("--max-exec-output-mib", a->max_exec_output_mib,
                   "MiB of stdout and of stderr an exec answer keeps, each, unless the request "

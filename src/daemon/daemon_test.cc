@@ -182,6 +182,60 @@ TEST(Decode, ExecAndEval) {
   EXPECT_FALSE(decode_snapshot_create(R"({"tag":"t","cascade":true})")) << "cascade needs force";
 }
 
+TEST(Decode, ExecStdinEnvCwdUserStreamBackground) {
+  auto a = decode_exec(
+      R"({"args":["cat"],"stdin":"hi","env":{"A":"1"},"cwd":"/tmp","user":"nobody","stream":true})");
+  ASSERT_TRUE(a) << a.error().describe();
+  EXPECT_EQ(*a->stdin_data, "hi");
+  EXPECT_EQ(a->env.at("A"), "1");
+  EXPECT_EQ(a->cwd, "/tmp");
+  EXPECT_EQ(a->user, "nobody");
+  EXPECT_TRUE(a->stream);
+  EXPECT_FALSE(a->background);
+  auto b =
+      decode_exec(R"({"shell":"cat","stdin_b64":"AAH/","background":true,"timeout_secs":86400})");
+  ASSERT_TRUE(b) << b.error().describe();
+  EXPECT_EQ(*b->stdin_data, std::string("\x00\x01\xff", 3));
+  EXPECT_TRUE(b->background);
+  for (const char* bad : {
+           R"({"shell":"x","stream":true,"background":true})",
+           R"({"shell":"x","timeout_secs":86400})",  // only background runs that long
+           R"({"shell":"x","background":true,"timeout_secs":700000})",
+           R"({"shell":"x","stdin":"a","stdin_b64":"YQ=="})",
+           R"({"shell":"x","stdin_b64":"not base64!"})",
+           R"({"shell":"x","stdin":5})",
+           R"({"shell":"x","env":{"A=B":"1"}})",
+           R"({"shell":"x","env":{"A":1}})",
+           R"({"shell":"x","env":["A"]})",
+           R"({"shell":"x","cwd":"relative"})",
+           R"({"shell":"x","cwd":"/a/../b"})",
+           R"({"shell":"x","user":""})",
+           R"({"shell":"x","user":"a:b"})",
+           R"({"shell":"x","stream":"yes"})",
+       }) {
+    EXPECT_FALSE(decode_exec(bad)) << bad;
+  }
+  std::string big =
+      R"({"shell":"cat","stdin":")" + std::string(kMaxExecStdinBytes + 1, 'a') + "\"}";
+  EXPECT_FALSE(decode_exec(big));
+}
+
+TEST(Decode, GuestPathsAndBase64) {
+  for (const char* good : {"/", "/tmp/a b", "/x/..y/z..", "/a/./b", "/a//b/"}) {
+    EXPECT_TRUE(check_guest_path(good)) << good;
+  }
+  for (std::string bad :
+       {std::string(""), std::string("tmp/x"), std::string("/a/../b"), std::string("/.."),
+        std::string("/a/.."), std::string("/a\0b", 4), "/" + std::string(4096, 'a')}) {
+    EXPECT_FALSE(check_guest_path(bad)) << bad;
+  }
+  EXPECT_EQ(*decode_base64("aGVsbG8="), "hello");
+  EXPECT_EQ(*decode_base64("aGVsbG8"), "hello");
+  EXPECT_EQ(*decode_base64(""), "");
+  EXPECT_FALSE(decode_base64("aGVsb$8="));
+  EXPECT_FALSE(decode_base64("a"));
+}
+
 TEST(Decode, Workspaces) {
   auto c = decode_workspace_create(
       R"({"name":"dev","snapshot_tag":"py","per_child_netns":false,"memory_limit_mib":512,"x":1})");

@@ -203,13 +203,58 @@ Result<ExecRequest> decode_exec(std::string_view body) {
   if (j->contains("shell") && !(*j)["shell"].is_null()) r.shell = shell;
   if (r.args.empty() && !r.shell) return bad("give 'args' (a non-empty array) or 'shell'");
   if (!r.args.empty() && r.shell) return bad("give 'args' or 'shell', not both");
+  FORKD_TRY(get_bool(*j, "stream", &r.stream));
+  FORKD_TRY(get_bool(*j, "background", &r.background));
+  if (r.stream && r.background) return bad("give 'stream' or 'background', not both");
   if (auto it = j->find("timeout_secs"); it != j->end() && !it->is_null()) {
+    const double max = r.background ? kMaxBackgroundTimeoutSecs : kMaxTimeoutSecs;
     if (!it->is_number()) return bad("field 'timeout_secs' must be a number");
     double t = it->get<double>();
-    if (!std::isfinite(t) || t < 0 || t > kMaxTimeoutSecs) {
-      return bad("field 'timeout_secs' must be 0.." + std::to_string(int(kMaxTimeoutSecs)));
+    if (!std::isfinite(t) || t < 0 || t > max) {
+      return bad("field 'timeout_secs' must be 0.." + std::to_string(int64_t(max)));
     }
     r.timeout_secs = t;
+  }
+  if (auto it = j->find("env"); it != j->end() && !it->is_null()) {
+    if (!it->is_object() || it->size() > 1024) {
+      return bad("field 'env' must be an object of at most 1024 strings");
+    }
+    for (auto e = it->begin(); e != it->end(); ++e) {
+      const std::string& k = e.key();
+      if (k.empty() || k.size() > 4096 || k.find_first_of(std::string("=\0", 2)) != k.npos) {
+        return bad("field 'env': bad variable name '" + k.substr(0, 80) + "'");
+      }
+      if (!e->is_string() || e->get_ref<const std::string&>().find('\0') != std::string::npos) {
+        return bad("field 'env': the value of " + k.substr(0, 80) +
+                   " must be a string without NUL");
+      }
+      r.env[k] = e->get<std::string>();
+    }
+  }
+  FORKD_TRY(get_string(*j, "cwd", false, &r.cwd));
+  if (!r.cwd.empty()) FORKD_TRY(check_guest_path(r.cwd, "cwd"));
+  FORKD_TRY(get_string(*j, "user", false, &r.user));
+  if (j->contains("user") && (r.user.empty() || r.user.size() > 64 ||
+                              r.user.find_first_of(std::string(":/\n\0", 4)) != r.user.npos)) {
+    return bad("field 'user' must be a user name or a numeric uid (1-64 characters)");
+  }
+  bool has_stdin = j->contains("stdin") && !(*j)["stdin"].is_null();
+  bool has_b64 = j->contains("stdin_b64") && !(*j)["stdin_b64"].is_null();
+  if (has_stdin && has_b64) return bad("give 'stdin' or 'stdin_b64', not both");
+  if (has_stdin) {
+    std::string in;
+    FORKD_TRY(get_string(*j, "stdin", true, &in));
+    r.stdin_data = std::move(in);
+  } else if (has_b64) {
+    std::string in;
+    FORKD_TRY(get_string(*j, "stdin_b64", true, &in));
+    auto raw = decode_base64(in);
+    if (!raw) return bad("field 'stdin_b64' is not base64");
+    r.stdin_data = std::move(*raw);
+  }
+  if (r.stdin_data && r.stdin_data->size() > kMaxExecStdinBytes) {
+    return bad("stdin is larger than " + std::to_string(kMaxExecStdinBytes >> 20) +
+               " MiB; upload it as a file and redirect it instead");
   }
   if (auto it = j->find("max_output_bytes"); it != j->end() && !it->is_null()) {
     if (!it->is_number_unsigned() || it->get<uint64_t>() < 1 ||
@@ -220,6 +265,51 @@ Result<ExecRequest> decode_exec(std::string_view body) {
     r.max_output_bytes = it->get<uint64_t>();
   }
   return r;
+}
+
+Status check_guest_path(std::string_view path, std::string_view what) {
+  std::string w(what);
+  if (path.empty() || path.front() != '/') {
+    return bad(w + " must be an absolute guest path (starting with /)");
+  }
+  if (path.size() > 4096) return bad(w + " is longer than 4096 bytes");
+  if (path.find('\0') != std::string_view::npos) return bad(w + " contains a NUL byte");
+  size_t start = 0;
+  while (start <= path.size()) {
+    size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    if (path.substr(start, end - start) == "..") return bad(w + " must not contain '..'");
+    start = end + 1;
+  }
+  return {};
+}
+
+std::optional<std::string> decode_base64(std::string_view in) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
+  if (in.size() % 4 == 1) return std::nullopt;
+  std::string out;
+  out.reserve(in.size() / 4 * 3 + 3);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = value(c);
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out.push_back(static_cast<char>((acc >> bits) & 0xff));
+    }
+  }
+  return out;
 }
 
 Result<EvalRequest> decode_eval(std::string_view body) {

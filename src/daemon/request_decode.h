@@ -2,6 +2,7 @@
 // Decoders for request bodies: untrusted bytes in, a typed request or kInvalidArgument out.
 // Pure functions (no I/O), so they can be fuzzed. Unknown fields are ignored.
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,10 +55,27 @@ inline constexpr uint64_t kMaxRequestOutputBytes = 256ull << 20;
 struct ExecRequest {
   std::vector<std::string> args;
   std::optional<std::string> shell;
-  double timeout_secs = 0;        // 0: the daemon's default (300 s); at most 3600
+  double timeout_secs = 0;        // 0: the default (300 s; none for background); at most 3600
   uint64_t max_output_bytes = 0;  // 0: the daemon's default
+  std::map<std::string, std::string> env;
+  std::string cwd;                        // empty: the agent's
+  std::string user;                       // empty: the agent's (root)
+  std::optional<std::string> stdin_data;  // `stdin` (text) or `stdin_b64`
+  bool stream = false;                    // answer NDJSON as the output comes
+  bool background = false;                // answer 202 with a command handle at once
 };
+// Stdin of an exec is one agent frame's body.
+inline constexpr size_t kMaxExecStdinBytes = 4u << 20;
+// A background command may run this long (seconds) at most.
+inline constexpr double kMaxBackgroundTimeoutSecs = 7 * 24 * 3600;
 Result<ExecRequest> decode_exec(std::string_view body);
+
+// A guest path of the file routes and exec's cwd: absolute, at most 4096 bytes, no NUL, no ".."
+// component. The message names `what`.
+Status check_guest_path(std::string_view path, std::string_view what = "path");
+
+// Strict base64 (standard alphabet, padding optional); nullopt on any other character.
+std::optional<std::string> decode_base64(std::string_view in);
 
 // POST /v1/sandboxes/:id/eval.
 struct EvalRequest {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "daemon/agent_cache.h"
+#include "daemon/commands.h"
 #include "daemon/limits.h"
 #include "daemon/metrics.h"
 #include "engine/config.h"
@@ -61,6 +62,8 @@ struct DaemonContext {
   // Collected exec output: the default cap per stream, and the budget shared by every exec.
   size_t max_exec_output = engine::kDefaultMaxOutputBytes;
   engine::OutputBudget exec_output_budget{256ull << 20};
+  uint64_t max_file_bytes = 1ull << 30;  // uploads and downloads of /files
+  CommandTable commands;
   // Last: destroyed (joined) first, while everything its threads use still exists.
   BackgroundWork background;
 };
@@ -109,13 +112,24 @@ class BranchSlot {
 };
 
 using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+// A handler that reads the request body itself, as it arrives (uploads).
+using ReaderHandler =
+    std::function<void(const httplib::Request&, httplib::Response&, const httplib::ContentReader&)>;
 
 struct Route {
-  std::string method;   // GET | POST | DELETE
-  std::string pattern;  // httplib regex over the decoded path
-  std::string label;    // the contract's path shape, the metrics and audit route label
-  Handler handler;
+  std::string method;         // GET | POST | PUT | DELETE
+  std::string pattern;        // httplib regex over the decoded path
+  std::string label;          // the contract's path shape, the metrics and audit route label
+  Handler handler;            // the body, at most --max-body-bytes, is in req.body
+  ReaderHandler reader = {};  // instead of handler: the body unread, any size
+  // A GET that holds its worker long (a download, a stream) takes a long slot as POSTs do.
+  bool long_get = false;
 };
+
+// The long slot of the request being handled on this thread (null for short requests). A
+// handler whose answer streams after it returns keeps a copy in its content provider, so the
+// slot is held until the stream ends.
+std::shared_ptr<LongSlot> current_long_slot();
 
 // /healthz, /version, /metrics.
 std::vector<Route> meta_routes(DaemonContext& ctx);
@@ -125,6 +139,14 @@ std::vector<Route> snapshot_routes(DaemonContext& ctx);
 std::vector<Route> sandbox_routes(DaemonContext& ctx);
 // POST /v1/sandboxes/:id/branch
 std::vector<Route> branch_routes(DaemonContext& ctx);
+// /v1/sandboxes/:id/files...
+std::vector<Route> file_routes(DaemonContext& ctx);
+// /v1/sandboxes/:id/commands... (streaming and background exec)
+std::vector<Route> command_routes(DaemonContext& ctx);
+// POST /v1/sandboxes/:id/exec with stream or background: answers and returns true; false
+// leaves the request to the plain exec.
+bool exec_streaming_or_background(DaemonContext& ctx, const std::string& id,
+                                  const httplib::Request& req, httplib::Response& res);
 // /v1/workspaces...
 std::vector<Route> workspace_routes(DaemonContext& ctx);
 

@@ -9,6 +9,7 @@
 #include "daemon/errors.h"
 #include "daemon/request_decode.h"
 #include "daemon/routes.h"
+#include "daemon/sandbox_access.h"
 #include "engine/fork.h"
 #include "engine/registry.h"
 #include "engine/sandbox_jail.h"
@@ -65,17 +66,6 @@ std::optional<engine::SandboxInfo> find_sandbox(const engine::EngineConfig& cfg,
     if (s.id == id) return std::move(s);
   }
   return std::nullopt;
-}
-
-// The id from the path, validated, or a 400 already written to res.
-std::optional<std::string> path_id(const httplib::Request& req, httplib::Response& res) {
-  std::string id = req.matches.size() > 1 ? req.matches[1].str() : "";
-  if (!is_safe_name(id)) {
-    send_error(res, Error(ErrorCode::kInvalidArgument, "invalid sandbox id '" + id.substr(0, 80) +
-                                                           "' (must match ^[A-Za-z0-9_-]{1,64}$)"));
-    return std::nullopt;
-  }
-  return id;
 }
 
 void fork(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
@@ -137,26 +127,9 @@ void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   auto id = path_id(req, res);
   if (!id) return;
   ctx.agents.drop(*id);
+  ctx.commands.drop_sandbox(*id);
   if (auto st = engine::remove_sandbox(ctx.cfg, *id); !st) return send_error(res, st.error());
   res.status = 204;
-}
-
-// Runs op on the sandbox's cached connection; on an error that may have broken the connection,
-// the connection is dropped (the next request re-attaches). Returns false after writing the error.
-template <typename Op>
-bool with_sandbox(DaemonContext& ctx, const std::string& id, httplib::Response& res, Op op) {
-  auto sb = ctx.agents.get(id);
-  if (!sb) {
-    send_error(res, sb.error());
-    return false;
-  }
-  auto err = op(**sb);
-  if (err) {
-    if (breaks_connection(*err)) ctx.agents.drop(id, *sb);
-    send_error(res, *err);
-    return false;
-  }
-  return true;
 }
 
 void ping(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
@@ -166,7 +139,14 @@ void ping(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
     auto r = sb.ping(kPingDeadline);
     if (!r) return r.error();
-    out = {{"pong", true}, {"pid", int_or(*r, "pid", 0)}};
+    // forkd's agent_lang is the language of the warm worker evals run in; ping returns once that
+    // worker has started, so warmup_ready is whether there is one.
+    auto py = r->find("python");
+    bool python = py != r->end() && py->is_boolean() && py->get<bool>();
+    out = {{"pong", true},
+           {"pid", int_or(*r, "pid", 0)},
+           {"agent_lang", python ? "python" : "sh"},
+           {"warmup_ready", python}};
     if (auto np = r->find("numpy"); np != r->end() && np->is_string()) out["numpy_version"] = *np;
     return std::nullopt;
   });
@@ -234,6 +214,7 @@ void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   if (!id) return;
   auto r = decode_exec(req.body);
   if (!r) return send_error(res, r.error());
+  if (exec_streaming_or_background(ctx, *id, req, res)) return;
   // Checked before attaching: a sandbox already at its cap costs nothing more.
   auto slot = ctx.exec_slots.acquire(*id);
   if (!slot) {
@@ -246,6 +227,10 @@ void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   engine::ExecOptions eo;
   eo.argv = r->args;
   eo.shell = r->shell;
+  eo.env = r->env;
+  eo.cwd = r->cwd;
+  eo.user = r->user;
+  eo.stdin_data = r->stdin_data;
   eo.max_output_bytes = r->max_output_bytes ? r->max_output_bytes : ctx.max_exec_output;
   eo.budget = &ctx.exec_output_budget;
   double secs = r->timeout_secs > 0 ? r->timeout_secs : kDefaultExecTimeoutSecs;

@@ -37,6 +37,7 @@ using Clock = std::chrono::steady_clock;
 struct RequestState {
   Clock::time_point start = Clock::now();
   std::string route = "unmatched";
+  std::shared_ptr<LongSlot> slot;  // the long slot held by this request, if any
 };
 thread_local RequestState t_request;
 
@@ -151,7 +152,34 @@ void collect_garbage(const engine::EngineConfig& cfg) {
   for (const auto& d : r.orphan_dirs) spdlog::info("reaped {}: nothing owned it", d);
 }
 
+// Reads a request body into a string, refusing more than max bytes (also for chunked bodies,
+// which httplib itself does not bound). False after writing a 413 or 400 to res.
+bool read_body(const httplib::ContentReader& reader, size_t max, std::string* out,
+               httplib::Response& res) {
+  bool too_large = false;
+  bool ok = reader([&](const char* data, size_t len) {
+    if (out->size() + len > max) {
+      too_large = true;
+      return false;
+    }
+    out->append(data, len);
+    return true;
+  });
+  if (too_large || res.status == 413) {
+    send_error(res, 413, "request body larger than " + std::to_string(max) + " bytes",
+               "body_too_large");
+    return false;
+  }
+  if (!ok) {
+    send_error(res, 400, "could not read the request body", "http_error");
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+std::shared_ptr<LongSlot> current_long_slot() { return t_request.slot; }
 
 struct Server::Impl {
   explicit Impl(const engine::EngineConfig& cfg) : ctx(cfg) {}
@@ -175,7 +203,9 @@ void Server::Impl::install(httplib::Server& svr) {
   svr.new_task_queue = [this, threads] {
     return new AdmissionQueue(ctx.inflight, static_cast<size_t>(threads));
   };
-  svr.set_payload_max_length(opts.max_body_bytes);
+  // Upload routes take bodies up to the file cap; every other route is held to max_body_bytes
+  // by read_body.
+  svr.set_payload_max_length(std::max<uint64_t>(opts.max_body_bytes, opts.max_file_bytes));
   svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     t_request = RequestState{};
     // Before auth: refusing costs nothing and tells nothing. /healthz is refused too, so a
@@ -200,7 +230,8 @@ void Server::Impl::install(httplib::Server& svr) {
     return httplib::Server::HandlerResponse::Unhandled;
   });
   std::vector<Route> routes = meta_routes(ctx);
-  for (auto* more : {&snapshot_routes, &sandbox_routes, &branch_routes, &workspace_routes}) {
+  for (auto* more : {&snapshot_routes, &file_routes, &command_routes, &sandbox_routes,
+                     &branch_routes, &workspace_routes}) {
     auto r = (*more)(ctx);
     routes.insert(routes.end(), r.begin(), r.end());
   }
@@ -209,24 +240,52 @@ void Server::Impl::install(httplib::Server& svr) {
     // long slot. GETs read records and /proc only. DELETEs are bounded (a QEMU's exit, a few
     // seconds at most) and stay outside the cap on purpose: removing a sandbox is how a user
     // frees the slots its execs hold.
-    bool long_work = r.method == "POST";
-    Handler h = [this, label = r.label, fn = r.handler, long_work](const httplib::Request& req,
-                                                                   httplib::Response& res) {
+    bool long_work = r.method == "POST" || r.method == "PUT" || r.long_get;
+    size_t max_body = opts.max_body_bytes;
+    // Takes the long slot (false after answering 503), then runs body.
+    auto admit = [this, label = r.label, long_work](httplib::Response& res) {
       t_request.route = label;
-      if (!long_work) return fn(req, res);
-      LongSlot slot(ctx);
-      if (!slot.held()) {
+      t_request.slot.reset();
+      if (!long_work) return true;
+      auto slot = std::make_shared<LongSlot>(ctx);
+      if (!slot->held()) {
         res.set_header("Retry-After", "1");
-        return send_error(res, 503,
-                          "busy: " + std::to_string(ctx.long_cap) +
-                              " long requests (exec, eval, fork, snapshot, branch...) running; "
-                              "retry later",
-                          "busy");
+        send_error(res, 503,
+                   "busy: " + std::to_string(ctx.long_cap) +
+                       " long requests (exec, eval, fork, snapshot, branch...) running; "
+                       "retry later",
+                   "busy");
+        return false;
       }
-      fn(req, res);
+      t_request.slot = std::move(slot);
+      return true;
     };
-    if (r.method == "GET") svr.Get(r.pattern, h);
+    if (r.method == "GET") {
+      svr.Get(r.pattern,
+              [admit, fn = r.handler](const httplib::Request& req, httplib::Response& res) {
+                if (admit(res)) fn(req, res);
+                t_request.slot.reset();
+              });
+      continue;
+    }
+    // Bodies are read here, bounded, never by httplib (which does not bound chunked ones).
+    httplib::Server::HandlerWithContentReader h =
+        [admit, fn = r.handler, reader = r.reader, max_body](
+            const httplib::Request& req, httplib::Response& res,
+            const httplib::ContentReader& content) {
+          if (admit(res)) {
+            if (reader) {
+              reader(req, res, content);
+            } else {
+              // httplib's Request is its own non-const object; the handler gets the body in it.
+              auto& mutable_req = const_cast<httplib::Request&>(req);
+              if (read_body(content, max_body, &mutable_req.body, res)) fn(req, res);
+            }
+          }
+          t_request.slot.reset();
+        };
     if (r.method == "POST") svr.Post(r.pattern, h);
+    if (r.method == "PUT") svr.Put(r.pattern, h);
     if (r.method == "DELETE") svr.Delete(r.pattern, h);
   }
   // A handler that throws (a bug, memory exhaustion) answers 500 in our error shape; httplib
@@ -244,13 +303,13 @@ void Server::Impl::install(httplib::Server& svr) {
                                 req.path.substr(0, 200), what);
         send_error(res, 500, "internal error: " + what, "internal");
       });
-  size_t max_body = opts.max_body_bytes;
-  svr.set_error_handler([max_body](const httplib::Request& req, httplib::Response& res) {
-    if (res.body.empty()) {
-      send_error(res, res.status, default_message(res.status, req, max_body),
-                 res.status == 413 ? "body_too_large" : "http_error");
-    }
-  });
+  svr.set_error_handler(
+      [max_body = opts.max_body_bytes](const httplib::Request& req, httplib::Response& res) {
+        if (res.body.empty()) {
+          send_error(res, res.status, default_message(res.status, req, max_body),
+                     res.status == 413 ? "body_too_large" : "http_error");
+        }
+      });
   svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
     auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t_request.start);
     ctx.metrics.count_request(t_request.route, res.status);
@@ -289,6 +348,7 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
   impl->ctx.max_exec_output = opts.max_exec_output;
   impl->ctx.exec_output_budget.set_cap(opts.exec_output_budget);
   impl->ctx.branch_cap = opts.max_branches;
+  impl->ctx.max_file_bytes = opts.max_file_bytes;
   impl->ctx.inflight.cap = opts.max_inflight;
   impl->ctx.exec_slots.set_cap(opts.max_execs_per_sandbox);
   if (!opts.listen && opts.socket.empty()) {
@@ -432,6 +492,9 @@ Status Server::run() {
     return false;
   });
   lock.unlock();
+  // Streaming and background commands may run for hours: end their agent calls, so the workers
+  // streaming them and the threads running them finish now.
+  impl_->ctx.commands.shutdown();
   // stop() before a listener reached its accept loop is lost, so repeat until each has ended.
   for (;;) {
     bool all = true;

@@ -41,6 +41,8 @@ struct ServeOptions {
   size_t exec_output_budget = 256u << 20;
   // Branches (and workspace suspends) writing at once; beyond it the answer is 503.
   int max_branches = 4;
+  // Largest file uploaded or downloaded through /v1/sandboxes/:id/files; beyond it 413.
+  uint64_t max_file_bytes = 1ull << 30;
 };
 
 class Server {
