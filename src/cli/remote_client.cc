@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 
 namespace forkd::cli {
@@ -105,8 +106,39 @@ Status RemoteClient::del(const std::string& path) const {
   return {};
 }
 
+Result<std::string> RemoteClient::get_bytes(const std::string& path, size_t max_bytes) const {
+  return raw_request("GET", path, nullptr, "", max_bytes);
+}
+
+Result<Json> RemoteClient::put_bytes(const std::string& path, const std::string& bytes) const {
+  auto r = raw_request("PUT", path, &bytes, "application/octet-stream", 1 << 20);
+  if (!r) return tl::unexpected(r.error());
+  Json j = Json::parse(*r, nullptr, false);
+  if (j.is_discarded()) {
+    return make_error(ErrorCode::kProtocol, "PUT " + path + ": daemon answered non-JSON");
+  }
+  return j;
+}
+
 Result<Json> RemoteClient::request(const std::string& method, const std::string& path,
                                    const Json* body) const {
+  std::string text;
+  if (body) text = body->dump(-1, ' ', false, Json::error_handler_t::replace);
+  auto r =
+      raw_request(method, path, method == "POST" ? &text : nullptr, "application/json", 256u << 20);
+  if (!r) return tl::unexpected(r.error());
+  if (r->empty()) return Json();
+  Json j = Json::parse(*r, nullptr, false);
+  if (j.is_discarded()) {
+    return make_error(ErrorCode::kProtocol, method + " " + path + ": daemon answered non-JSON");
+  }
+  return j;
+}
+
+Result<std::string> RemoteClient::raw_request(const std::string& method, const std::string& path,
+                                              const std::string* body,
+                                              const std::string& content_type,
+                                              size_t max_bytes) const {
   std::unique_ptr<httplib::Client> cli;
   if (unix_socket_) {
     cli = std::make_unique<httplib::Client>(base_, 80);
@@ -124,14 +156,30 @@ Result<Json> RemoteClient::request(const std::string& method, const std::string&
   if (!token_.empty()) cli->set_bearer_token_auth(token_);
   if (!ca_file_.empty()) cli->set_ca_cert_path(ca_file_.c_str());
   cli->enable_server_certificate_verification(true);
-  httplib::Result r =
-      method == "GET" ? cli->Get(path)
-      : method == "POST"
-          ? cli->Post(
-                path,
-                body ? body->dump(-1, ' ', false, Json::error_handler_t::replace) : std::string(),
-                "application/json")
-          : cli->Delete(path);
+  std::string received;
+  bool too_large = false;
+  int status = 0;
+  auto keep = [&](const char* data, size_t len) {
+    if (received.size() + len > max_bytes) {
+      too_large = true;
+      return false;
+    }
+    received.append(data, len);
+    return true;
+  };
+  auto on_response = [&](const httplib::Response& resp) {
+    status = resp.status;
+    return true;
+  };
+  httplib::Result r = method == "GET" ? cli->Get(path, httplib::Headers{}, on_response, keep)
+                      : method == "POST"
+                          ? cli->Post(path, body ? *body : std::string(), content_type)
+                      : method == "PUT" ? cli->Put(path, body ? *body : std::string(), content_type)
+                                        : cli->Delete(path);
+  if (too_large) {
+    return make_error(ErrorCode::kInvalidArgument, method + " " + path + ": answer larger than " +
+                                                       std::to_string(max_bytes) + " bytes");
+  }
   if (!r) {
     std::string why = httplib::to_string(r.error());
     if (r.error() == httplib::Error::Connection) {
@@ -143,15 +191,29 @@ Result<Json> RemoteClient::request(const std::string& method, const std::string&
     }
     return make_error(ErrorCode::kUnavailable, "cannot reach forkd daemon at " + url_ + ": " + why);
   }
-  if (r->status < 200 || r->status >= 300) {
-    return tl::unexpected(http_error(r->status, r->body).wrap(method + " " + path));
+  if (method != "GET") {
+    status = r->status;
+    received = r->body;
   }
-  if (r->body.empty()) return Json();
-  Json j = Json::parse(r->body, nullptr, false);
-  if (j.is_discarded()) {
-    return make_error(ErrorCode::kProtocol, method + " " + path + ": daemon answered non-JSON");
+  if (status < 200 || status >= 300) {
+    return tl::unexpected(http_error(status, received).wrap(method + " " + path));
   }
-  return j;
+  return received;
+}
+
+std::string url_encode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
 }
 
 }  // namespace forkd::cli

@@ -20,6 +20,9 @@ class RemoteClient {
   Result<nlohmann::json> get(const std::string& path) const;
   Result<nlohmann::json> post(const std::string& path, const nlohmann::json& body) const;
   Status del(const std::string& path) const;
+  // A raw body both ways (the file routes): GET refusing more than max_bytes, PUT of bytes.
+  Result<std::string> get_bytes(const std::string& path, size_t max_bytes) const;
+  Result<nlohmann::json> put_bytes(const std::string& path, const std::string& bytes) const;
 
   const std::string& url() const { return url_; }
 
@@ -27,6 +30,10 @@ class RemoteClient {
   RemoteClient() = default;
   Result<nlohmann::json> request(const std::string& method, const std::string& path,
                                  const nlohmann::json* body) const;
+  // The answer's body (2xx), else the error. body null: none.
+  Result<std::string> raw_request(const std::string& method, const std::string& path,
+                                  const std::string* body, const std::string& content_type,
+                                  size_t max_bytes) const;
 
   std::string url_;   // as given, for messages
   std::string base_;  // scheme://host:port for httplib, or the socket path
@@ -38,5 +45,8 @@ class RemoteClient {
 // The error for a non-2xx answer: the body's `code` when it names one of ours, else by status
 // (404 not_found, 400 invalid_argument, 401 "unauthorized", 409 already_exists, 5xx unavailable).
 Error http_error(int status, const std::string& body);
+
+// s with every byte outside [A-Za-z0-9-._~/] percent-encoded (a query parameter's value).
+std::string url_encode(std::string_view s);
 
 }  // namespace forkd::cli

@@ -118,13 +118,11 @@ int remote_ps(const GlobalOptions& g, bool json) {
 }
 
 int remote_exec(const GlobalOptions& g, const RemoteExecArgs& a) {
-  if (a.has_cwd_or_env) {
-    return report_error(
-        Error(ErrorCode::kInvalidArgument, "exec: --cwd and --env are not supported with --url"));
-  }
   auto c = client(g);
   if (!c) return report_error(c.error());
   Json body = {{"args", a.command}};
+  if (!a.cwd.empty()) body["cwd"] = a.cwd;
+  if (!a.env.empty()) body["env"] = a.env;
   if (a.timeout_s > 0) body["timeout_secs"] = a.timeout_s;
   auto r = c->post("/v1/sandboxes/" + a.id + "/exec", body);
   if (!r) return report_error(r.error());

@@ -1,6 +1,7 @@
 #pragma once
 // CLI client mode: the verbs that go through a forkd daemon when --url (or FORKD_URL) is set.
 // Each local do_* function calls its remote_* counterpart first when g.url is non-empty.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,8 @@ struct RemoteExecArgs {
   std::string id;
   std::vector<std::string> command;
   double timeout_s = 0;
-  bool has_cwd_or_env = false;  // not expressible in the REST API
+  std::string cwd;                         // empty: the agent's
+  std::map<std::string, std::string> env;  // added to the command's environment
   bool json = false;
 };
 int remote_exec(const GlobalOptions& g, const RemoteExecArgs& a);

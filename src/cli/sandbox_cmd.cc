@@ -75,7 +75,9 @@ struct ExecArgs {
 
 int do_exec(const GlobalOptions& g, const ExecArgs& a) {
   if (!g.url.empty()) {
-    return remote_exec(g, {a.id, a.command, a.timeout_s, !a.cwd.empty() || !a.env.empty(), a.json});
+    RemoteExecArgs r{a.id, a.command, a.timeout_s, a.cwd, {}, a.json};
+    if (auto st = parse_env(a.env, &r.env); !st) return report_error(st.error());
+    return remote_exec(g, r);
   }
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
