@@ -307,7 +307,10 @@ AgentResult<OpReply> signal_op(const Request& req) {
   }
   if (pid <= 0)
     return agent_error("not_found", "no running command with handle " + handle->substr(0, 64));
-  bool delivered = ::kill(-pid, static_cast<int>(*sig)) == 0;
+  // The group exists once the child called setsid(); before that, signal the child itself (it
+  // has not run the command yet, so it has no children of its own).
+  bool delivered = ::kill(-pid, static_cast<int>(*sig)) == 0 ||
+                   (errno == ESRCH && ::kill(pid, static_cast<int>(*sig)) == 0);
   OpReply reply;
   reply.result = Json{{"delivered", delivered}};
   return reply;

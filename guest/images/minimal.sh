@@ -14,6 +14,7 @@ fi
 root=$(mktemp -d "${TMPDIR:-/tmp}/forkd-minimal.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,root,etc}
+chmod 0755 "$root"  # mktemp made it 0700: the guest's / must let every user through
 cp "$busybox" "$root/bin/busybox"
 for applet in $("$busybox" --list); do
   [[ "$applet" == busybox ]] && continue
