@@ -77,6 +77,11 @@ void Command::mark_killed() {
   if (!done_) killed_ = true;
 }
 
+void Command::unmark_killed() {
+  std::lock_guard lock(mu_);
+  killed_ = false;
+}
+
 bool Command::done() const {
   std::lock_guard lock(mu_);
   return done_;

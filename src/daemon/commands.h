@@ -44,7 +44,9 @@ class Command {
   // The sandbox whose agent runs the command, for kill and disconnect; cleared by finish().
   void attach(std::shared_ptr<engine::Sandbox> sb);
   std::shared_ptr<engine::Sandbox> sandbox() const;
+  // A kill is being sent (shown as `killed`); unmark_killed() when it could not be.
   void mark_killed();
+  void unmark_killed();
   bool done() const;
 
   // Chunks from index `from` (0 = the first ever), waiting up to `wait` for one or the end.

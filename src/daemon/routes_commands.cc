@@ -2,6 +2,7 @@
 // POST /v1/sandboxes/:id/exec with `stream` or `background`, and /v1/sandboxes/:id/commands...
 #include <csignal>
 #include <memory>
+#include <thread>
 
 #include "base/json_escape.h"
 #include "base/json_get.h"
@@ -225,18 +226,20 @@ void kill(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
                                    "or a number 1..64"));
     }
   }
-  if (!cmd->done()) {
+  // Right after the start the agent may not have registered the handle yet: retry a moment.
+  for (int attempt = 0; attempt < 30 && !cmd->done(); ++attempt) {
     auto sb = cmd->sandbox();
-    if (sb) {
-      if (auto st = sb->signal(cmd->id(), sig); !st && !cmd->done()) {
-        // An agent that does not know the op, or a command that ended meanwhile.
-        if (st.error().code() != ErrorCode::kNotFound) return send_error(res, st.error());
-      } else {
-        cmd->mark_killed();
-      }
+    if (!sb) break;
+    cmd->mark_killed();  // before the signal: the command may end before the answer comes
+    auto st = sb->signal(cmd->id(), sig);
+    if (st) {
+      // The group usually dies at once: let the answer show it ended.
+      if (sig == SIGKILL) cmd->wait_done(std::chrono::seconds(2));
+      break;
     }
-    // The group usually dies at once: let the answer show it ended.
-    if (sig == SIGKILL) cmd->wait_done(std::chrono::seconds(2));
+    if (!cmd->done()) cmd->unmark_killed();
+    if (st.error().code() != ErrorCode::kNotFound) return send_error(res, st.error());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   send_json(res, 200, cmd->info());
 }

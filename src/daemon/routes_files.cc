@@ -264,8 +264,17 @@ void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   if (!path) return;
   bool recursive = flag_param(req, "recursive");
   bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
-    if (auto st = sb.remove(*path, recursive); !st) return st.error();
-    return std::nullopt;
+    auto st = sb.remove(*path, recursive);
+    if (st) return std::nullopt;
+    // The agent reports ENOTEMPTY as an I/O error; it is the request's fault.
+    if (!recursive && st.error().code() == ErrorCode::kIo) {
+      auto info = sb.stat(*path);
+      if (info && info->type == "dir") {
+        return Error(ErrorCode::kInvalidArgument,
+                     *path + " is a directory that is not empty: pass recursive=true");
+      }
+    }
+    return st.error();
   });
   if (ok) res.status = 204;
 }
