@@ -17,9 +17,15 @@ PKGS=(
   iproute2 nftables
   # guest kernel build
   linux-source-6.1 bc bison flex libelf-dev dwarves xz-utils kmod
-  # benchmark charts, JSON in scripts
-  python3 python3-matplotlib jq
+  # benchmark charts, JSON in scripts; the Python SDK's install check (venv, setuptools)
+  python3 python3-matplotlib jq python3-venv python3-setuptools python3-wheel python3-pip
 )
+# The TypeScript SDK's tests and example need Node.js 20 or newer with npm. Debian 12's own
+# nodejs is 18: take it only when there is no node at all (a newer one, e.g. NodeSource's, is
+# kept; it bundles npm, which Debian's npm package would conflict with).
+if ! command -v node >/dev/null; then
+  PKGS+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
