@@ -187,50 +187,63 @@ void download(DaemonContext& ctx, const httplib::Request& req, httplib::Response
       });
 }
 
-void stat(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+// The common shape of stat, list and remove: the sandbox and the path from the request, op on
+// the sandbox's connection, and `answer` (the JSON op filled in) or the op's error.
+template <typename Op>
+void path_op(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res, Op op,
+             int status = 200) {
   auto id = path_id(req, res);
   if (!id) return;
   auto path = query_path(req, res);
   if (!path) return;
-  Json out;
+  Json answer;
   bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
-    auto st = sb.stat(*path);
-    if (!st) return st.error();
-    out = stat_json(*path, *st);
-    return std::nullopt;
+    return op(sb, *path, answer);
   });
-  if (ok) send_json(res, 200, out);
+  if (!ok) return;
+  if (status == 204) {
+    res.status = 204;
+  } else {
+    send_json(res, status, answer);
+  }
+}
+
+void stat(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+  path_op(ctx, req, res,
+          [](engine::Sandbox& sb, const std::string& path, Json& out) -> std::optional<Error> {
+            auto st = sb.stat(path);
+            if (!st) return st.error();
+            out = stat_json(path, *st);
+            return std::nullopt;
+          });
 }
 
 void list(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
-  auto id = path_id(req, res);
-  if (!id) return;
-  auto path = query_path(req, res);
-  if (!path) return;
-  Json out;
-  bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
-    auto st = sb.stat(*path);
-    if (!st) return st.error();
-    if (st->type != "dir") return Error(ErrorCode::kInvalidArgument, *path + " is not a directory");
-    auto entries = sb.list_dir(*path);
-    if (!entries) return entries.error();
-    std::string base = *path == "/" ? "" : *path;
-    while (!base.empty() && base.back() == '/') base.pop_back();
-    Json arr = Json::array();
-    for (const auto& e : *entries) {
-      Json item = e;
-      item["path"] = base + "/" + e.value("name", "");
-      arr.push_back(std::move(item));
-    }
-    std::sort(arr.begin(), arr.end(), [](const Json& a, const Json& b) {
-      return a.value("name", "") < b.value("name", "");
-    });
-    out = {{"path", *path},
-           {"entries", std::move(arr)},
-           {"truncated", entries->size() >= engine::kMaxListEntries}};
-    return std::nullopt;
-  });
-  if (ok) send_json(res, 200, out);
+  path_op(ctx, req, res,
+          [](engine::Sandbox& sb, const std::string& path, Json& out) -> std::optional<Error> {
+            auto st = sb.stat(path);
+            if (!st) return st.error();
+            if (st->type != "dir") {
+              return Error(ErrorCode::kInvalidArgument, path + " is not a directory");
+            }
+            auto entries = sb.list_dir(path);
+            if (!entries) return entries.error();
+            std::string base = path;
+            while (!base.empty() && base.back() == '/') base.pop_back();
+            Json arr = Json::array();
+            for (const auto& e : *entries) {
+              Json item = e;
+              item["path"] = base + "/" + e.value("name", "");
+              arr.push_back(std::move(item));
+            }
+            std::sort(arr.begin(), arr.end(), [](const Json& a, const Json& b) {
+              return a.value("name", "") < b.value("name", "");
+            });
+            out = {{"path", path},
+                   {"entries", std::move(arr)},
+                   {"truncated", entries->size() >= engine::kMaxListEntries}};
+            return std::nullopt;
+          });
 }
 
 void make_dir(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
@@ -258,25 +271,23 @@ void make_dir(DaemonContext& ctx, const httplib::Request& req, httplib::Response
 }
 
 void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
-  auto id = path_id(req, res);
-  if (!id) return;
-  auto path = query_path(req, res);
-  if (!path) return;
   bool recursive = flag_param(req, "recursive");
-  bool ok = with_sandbox(ctx, *id, res, [&](engine::Sandbox& sb) -> std::optional<Error> {
-    auto st = sb.remove(*path, recursive);
-    if (st) return std::nullopt;
-    // The agent reports ENOTEMPTY as an I/O error; it is the request's fault.
-    if (!recursive && st.error().code() == ErrorCode::kIo) {
-      auto info = sb.stat(*path);
-      if (info && info->type == "dir") {
-        return Error(ErrorCode::kInvalidArgument,
-                     *path + " is a directory that is not empty: pass recursive=true");
-      }
-    }
-    return st.error();
-  });
-  if (ok) res.status = 204;
+  path_op(
+      ctx, req, res,
+      [recursive](engine::Sandbox& sb, const std::string& path, Json&) -> std::optional<Error> {
+        auto st = sb.remove(path, recursive);
+        if (st) return std::nullopt;
+        // The agent reports ENOTEMPTY as an I/O error; it is the request's fault.
+        if (!recursive && st.error().code() == ErrorCode::kIo) {
+          auto info = sb.stat(path);
+          if (info && info->type == "dir") {
+            return Error(ErrorCode::kInvalidArgument,
+                         path + " is a directory that is not empty: pass recursive=true");
+          }
+        }
+        return st.error();
+      },
+      204);
 }
 
 }  // namespace
