@@ -172,6 +172,7 @@ Result<std::shared_ptr<Command>> CommandTable::create(const std::string& sandbox
                                                       Json description, size_t cap,
                                                       engine::OutputBudget* budget, bool keep) {
   std::lock_guard lock(mu_);
+  if (stopping_) return make_error(ErrorCode::kUnavailable, "the daemon is stopping");
   if (running_ >= kMaxRunning) {
     return make_error(ErrorCode::kUnavailable,
                       "busy: " + std::to_string(kMaxRunning) +
@@ -235,6 +236,7 @@ void CommandTable::shutdown() {
   std::vector<std::shared_ptr<Command>> cmds;
   {
     std::lock_guard lock(mu_);
+    stopping_ = true;
     for (const auto& w : live_) {
       if (auto c = w.lock()) cmds.push_back(std::move(c));
     }

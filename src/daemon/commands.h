@@ -114,7 +114,8 @@ class CommandTable {
   std::shared_ptr<Command> erase(const std::string& sandbox_id, const std::string& id);
   // Forgets a removed sandbox's commands.
   void drop_sandbox(const std::string& sandbox_id);
-  // Daemon stopping: closes the agent connection of every running command so its thread ends.
+  // Daemon stopping: closes the agent connection of every running command so its thread ends,
+  // and refuses new commands from then on.
   void shutdown();
   int running() const;
 
@@ -123,6 +124,7 @@ class CommandTable {
   std::map<std::string, std::map<std::string, std::shared_ptr<Command>>> kept_;
   std::vector<std::weak_ptr<Command>> live_;  // every command started, for shutdown
   int running_ = 0;
+  bool stopping_ = false;
 };
 
 }  // namespace forkd::daemon

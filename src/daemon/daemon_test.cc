@@ -5,6 +5,7 @@
 
 #include "base/files.h"
 #include "daemon/auth.h"
+#include "daemon/commands.h"
 #include "daemon/errors.h"
 #include "daemon/request_decode.h"
 
@@ -262,6 +263,82 @@ TEST(Decode, Workspaces) {
   EXPECT_FALSE(decode_workspace_suspend(R"({"diff":false})")->live);
   EXPECT_FALSE(decode_workspace_suspend(R"({"diff":"no"})"));
   EXPECT_FALSE(decode_workspace_suspend("[]"));
+}
+
+using Json = nlohmann::json;
+
+TEST(Commands, StreamHoldsOnlyUnreadOutputWithinItsCapAndTheBudget) {
+  engine::OutputBudget budget(1000);
+  {
+    Command cmd("cmd-1", "sb-1", {{"shell", "x"}}, /*cap=*/10, &budget, /*consume=*/true);
+    cmd.append(false, "0123456789abc");  // 3 bytes over the cap: dropped, counted
+    cmd.append(true, "err");
+    EXPECT_EQ(budget.in_use(), 13u);
+    auto r = cmd.read(0, std::chrono::milliseconds(0));
+    ASSERT_EQ(r.chunks.size(), 2u);
+    EXPECT_EQ(r.chunks[0].data, "0123456789");
+    EXPECT_FALSE(r.done);
+    EXPECT_EQ(budget.in_use(), 0u);  // read: given back
+    cmd.append(false, "more");       // room again once read
+    r = cmd.read(r.next, std::chrono::milliseconds(0));
+    ASSERT_EQ(r.chunks.size(), 1u);
+    EXPECT_EQ(r.chunks[0].data, "more");
+    engine::ExecResult done;
+    done.exit_code = 3;
+    cmd.finish(done);
+    r = cmd.read(r.next, std::chrono::milliseconds(0));
+    EXPECT_TRUE(r.done);
+    auto line = cmd.final_line();
+    EXPECT_EQ(line["type"], "exit");
+    EXPECT_EQ(line["exit_code"], 3);
+    EXPECT_EQ(line["dropped_bytes"], 3);
+    EXPECT_EQ(line["stdout_bytes"], 17);
+  }
+  EXPECT_EQ(budget.in_use(), 0u);
+}
+
+TEST(Commands, KeptOutputIsReadByEveryReaderAndFailuresAreReported) {
+  engine::OutputBudget budget(4);  // smaller than the output: the rest is dropped
+  Command cmd("cmd-2", "sb-1", {{"args", {"a"}}}, 100, &budget, /*consume=*/false);
+  cmd.append(false, "hello");
+  EXPECT_EQ(cmd.output().first, "hell");
+  EXPECT_EQ(cmd.read(0, std::chrono::milliseconds(0)).chunks.size(), 1u);
+  EXPECT_EQ(cmd.read(0, std::chrono::milliseconds(0)).chunks.size(), 1u);  // still there
+  cmd.finish(tl::unexpected(Error(ErrorCode::kAgentTimeout, "agent stopped reading")));
+  auto info = cmd.info();
+  EXPECT_EQ(info["status"], "failed");
+  EXPECT_TRUE(info["exit_code"].is_null());
+  EXPECT_EQ(info["args"], Json::array({"a"}));
+  EXPECT_EQ(cmd.final_line()["type"], "error");
+  Command missing("cmd-3", "sb-1", Json::object(), 100, nullptr, false);
+  missing.finish(tl::unexpected(Error(ErrorCode::kGuestCommandNotFound, "command not found: x")));
+  EXPECT_EQ(missing.info()["exit_code"], 127);
+  EXPECT_NE(missing.output().second.find("command not found"), std::string::npos);
+}
+
+TEST(Commands, TableCapsPerSandboxAndRefusesOnceStopping) {
+  CommandTable table;
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < CommandTable::kPerSandbox; ++i) {
+    auto c = table.create("sb-a", Json::object(), 10, nullptr, true);
+    ASSERT_TRUE(c);
+    ids.push_back((*c)->id());
+  }
+  auto over = table.create("sb-a", Json::object(), 10, nullptr, true);
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_TRUE(table.create("sb-b", Json::object(), 10, nullptr, true));  // another sandbox
+  EXPECT_TRUE(table.find("sb-a", ids[0]));
+  EXPECT_FALSE(table.find("sb-b", ids[0]));  // ids are per sandbox
+  EXPECT_TRUE(table.erase("sb-a", ids[0]));
+  EXPECT_EQ(table.list("sb-a").size(), CommandTable::kPerSandbox - 1);
+  table.drop_sandbox("sb-a");
+  EXPECT_TRUE(table.list("sb-a").empty());
+  EXPECT_EQ(table.running(), static_cast<int>(CommandTable::kPerSandbox) + 1);
+  table.shutdown();
+  auto late = table.create("sb-c", Json::object(), 10, nullptr, false);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code(), ErrorCode::kUnavailable);
 }
 
 }  // namespace
