@@ -23,6 +23,16 @@ SOCKET = os.environ.get("FORKD_TEST_SOCKET", "")
 
 _names = itertools.count()
 
+# make test runs the suite with FORKD_SDK_REQUIRE_LIVE=1: there a missing daemon is a failure,
+# never a silent skip (and so are the socket and the python tag).
+if os.environ.get("FORKD_SDK_REQUIRE_LIVE") == "1" and not (
+    os.environ.get("FORKD_URL") and TAG and PY_TAG and SOCKET
+):
+    raise RuntimeError(
+        "FORKD_SDK_REQUIRE_LIVE=1 but FORKD_URL, FORKD_TEST_TAG, FORKD_TEST_PY_TAG or "
+        "FORKD_TEST_SOCKET is unset: run under tests/sdk/with-daemon.sh"
+    )
+
 requires_daemon = unittest.skipUnless(
     os.environ.get("FORKD_URL") and TAG,
     "needs a daemon with real VMs: run under tests/sdk/with-daemon.sh",
