@@ -267,6 +267,17 @@ Result<ExecRequest> decode_exec(std::string_view body) {
   return r;
 }
 
+engine::ExecOptions exec_options_of(const ExecRequest& r) {
+  engine::ExecOptions eo;
+  eo.argv = r.args;
+  eo.shell = r.shell;
+  eo.env = r.env;
+  eo.cwd = r.cwd;
+  eo.user = r.user;
+  eo.stdin_data = r.stdin_data;
+  return eo;
+}
+
 Status check_guest_path(std::string_view path, std::string_view what) {
   std::string w(what);
   if (path.empty() || path.front() != '/') {

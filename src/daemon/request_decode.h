@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "engine/sandbox.h"
 
 namespace forkd::daemon {
 
@@ -64,6 +65,11 @@ struct ExecRequest {
   bool stream = false;                    // answer NDJSON as the output comes
   bool background = false;                // answer 202 with a command handle at once
 };
+// The engine's options for r's command, its stdin, env, cwd and user (the caller sets the
+// timeout, output caps and handle, which differ between plain, streaming and background execs).
+engine::ExecOptions exec_options_of(const ExecRequest& r);
+// Exec without timeout_secs gets this bound (plain and streaming; background: none).
+inline constexpr double kDefaultExecTimeoutSecs = 300;
 // Stdin of an exec is one agent frame's body.
 inline constexpr size_t kMaxExecStdinBytes = 4u << 20;
 // A background command may run this long (seconds) at most.

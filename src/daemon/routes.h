@@ -15,6 +15,7 @@
 #include "daemon/commands.h"
 #include "daemon/limits.h"
 #include "daemon/metrics.h"
+#include "daemon/request_decode.h"
 #include "engine/config.h"
 #include "engine/sandbox.h"
 
@@ -143,10 +144,9 @@ std::vector<Route> branch_routes(DaemonContext& ctx);
 std::vector<Route> file_routes(DaemonContext& ctx);
 // /v1/sandboxes/:id/commands... (streaming and background exec)
 std::vector<Route> command_routes(DaemonContext& ctx);
-// POST /v1/sandboxes/:id/exec with stream or background: answers and returns true; false
-// leaves the request to the plain exec.
-bool exec_streaming_or_background(DaemonContext& ctx, const std::string& id,
-                                  const httplib::Request& req, httplib::Response& res);
+// POST /v1/sandboxes/:id/exec with `stream` or `background` (r, decoded): answers it.
+void exec_streaming_or_background(DaemonContext& ctx, const std::string& id, const ExecRequest& r,
+                                  httplib::Response& res);
 // /v1/workspaces...
 std::vector<Route> workspace_routes(DaemonContext& ctx);
 

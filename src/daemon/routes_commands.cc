@@ -17,7 +17,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr double kDefaultStreamTimeoutSecs = 300;  // as the plain exec
 constexpr double kDefaultWaitSecs = 60;
 constexpr double kMaxWaitSecs = 3600;
 // A stream waits for output this long per round, and after this much silence writes a keepalive
@@ -30,15 +29,9 @@ Json description_of(const ExecRequest& r) {
 }
 
 engine::ExecOptions exec_options(const ExecRequest& r, const std::string& handle) {
-  engine::ExecOptions eo;
-  eo.argv = r.args;
-  eo.shell = r.shell;
-  eo.env = r.env;
-  eo.cwd = r.cwd;
-  eo.user = r.user;
-  eo.stdin_data = r.stdin_data;
+  engine::ExecOptions eo = exec_options_of(r);
   eo.handle = handle;
-  double secs = r.timeout_secs > 0 ? r.timeout_secs : r.background ? 0 : kDefaultStreamTimeoutSecs;
+  double secs = r.timeout_secs > 0 ? r.timeout_secs : r.background ? 0 : kDefaultExecTimeoutSecs;
   eo.timeout = std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
   return eo;
 }
@@ -258,52 +251,33 @@ void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
 
 }  // namespace
 
-bool exec_streaming_or_background(DaemonContext& ctx, const std::string& id,
-                                  const httplib::Request& req, httplib::Response& res) {
-  auto r = decode_exec(req.body);
-  if (!r || (!r->stream && !r->background)) return false;
+void exec_streaming_or_background(DaemonContext& ctx, const std::string& id, const ExecRequest& r,
+                                  httplib::Response& res) {
   std::shared_ptr<ExecSlots::Guard> slot;
-  if (r->stream) {
+  if (r.stream) {
     // A streaming exec counts against the sandbox's exec cap as long as it runs.
-    slot = ctx.exec_slots.acquire(id);
-    if (!slot) {
-      res.set_header("Retry-After", "1");
-      send_error(res, 429,
-                 "too many execs on " + id + " (cap " + std::to_string(ctx.exec_slots.cap()) +
-                     " at once), retry later",
-                 "too_many_requests");
-      return true;
-    }
+    slot = acquire_exec_slot(ctx, id, res);
+    if (!slot) return;
   }
   auto sb = ctx.agents.get(id);
-  if (!sb) {
-    send_error(res, sb.error());
-    return true;
-  }
-  size_t cap = r->max_output_bytes ? r->max_output_bytes : ctx.max_exec_output;
-  auto cmd =
-      ctx.commands.create(id, description_of(*r), cap, &ctx.exec_output_budget, r->background);
+  if (!sb) return send_error(res, sb.error());
+  size_t cap = r.max_output_bytes ? r.max_output_bytes : ctx.max_exec_output;
+  auto cmd = ctx.commands.create(id, description_of(r), cap, &ctx.exec_output_budget, r.background);
   if (!cmd) {
     if (cmd.error().code() == ErrorCode::kFailedPrecondition) {
-      send_error(res, 429, cmd.error().message(), "too_many_requests");
-    } else {
-      res.set_header("Retry-After", "1");
-      send_error(res, cmd.error());
+      return send_error(res, 429, cmd.error().message(), "too_many_requests");
     }
-    return true;
+    res.set_header("Retry-After", "1");
+    return send_error(res, cmd.error());
   }
-  start(ctx, id, *sb, *cmd, exec_options(*r, (*cmd)->id()));
-  if (r->background) {
-    send_json(res, 202, (*cmd)->info());
-    return true;
-  }
+  start(ctx, id, *sb, *cmd, exec_options(r, (*cmd)->id()));
+  if (r.background) return send_json(res, 202, (*cmd)->info());
   struct Hold {
     std::shared_ptr<LongSlot> long_slot;
     std::shared_ptr<ExecSlots::Guard> exec_slot;
   };
   auto hold = std::make_shared<Hold>(Hold{current_long_slot(), slot});
   stream_command(res, *cmd, Json{{"type", "start"}, {"command_id", (*cmd)->id()}}, hold, true);
-  return true;
 }
 
 std::vector<Route> command_routes(DaemonContext& ctx) {

@@ -25,8 +25,6 @@ using Clock = std::chrono::steady_clock;
 // Deadlines of agent calls, so no request holds a worker thread forever on a wedged guest.
 constexpr auto kPingDeadline = std::chrono::seconds(10);
 constexpr auto kEvalDeadline = std::chrono::seconds(120);
-// Exec without timeout_secs gets this bound (the decoder caps explicit values at 3600 s).
-constexpr double kDefaultExecTimeoutSecs = 300;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -214,23 +212,10 @@ void exec(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   if (!id) return;
   auto r = decode_exec(req.body);
   if (!r) return send_error(res, r.error());
-  if (exec_streaming_or_background(ctx, *id, req, res)) return;
-  // Checked before attaching: a sandbox already at its cap costs nothing more.
-  auto slot = ctx.exec_slots.acquire(*id);
-  if (!slot) {
-    res.set_header("Retry-After", "1");
-    return send_error(res, 429,
-                      "too many execs on " + *id + " (cap " + std::to_string(ctx.exec_slots.cap()) +
-                          " at once), retry later",
-                      "too_many_requests");
-  }
-  engine::ExecOptions eo;
-  eo.argv = r->args;
-  eo.shell = r->shell;
-  eo.env = r->env;
-  eo.cwd = r->cwd;
-  eo.user = r->user;
-  eo.stdin_data = r->stdin_data;
+  if (r->stream || r->background) return exec_streaming_or_background(ctx, *id, *r, res);
+  auto slot = acquire_exec_slot(ctx, *id, res);
+  if (!slot) return;
+  engine::ExecOptions eo = exec_options_of(*r);
   eo.max_output_bytes = r->max_output_bytes ? r->max_output_bytes : ctx.max_exec_output;
   eo.budget = &ctx.exec_output_budget;
   double secs = r->timeout_secs > 0 ? r->timeout_secs : kDefaultExecTimeoutSecs;

@@ -41,4 +41,20 @@ bool with_sandbox(DaemonContext& ctx, const std::string& id, httplib::Response& 
   return true;
 }
 
+// One of the sandbox's exec slots, or a 429 (with Retry-After) written to res. Checked before
+// attaching: a sandbox already at its cap costs nothing more.
+inline std::unique_ptr<ExecSlots::Guard> acquire_exec_slot(DaemonContext& ctx,
+                                                           const std::string& id,
+                                                           httplib::Response& res) {
+  auto slot = ctx.exec_slots.acquire(id);
+  if (!slot) {
+    res.set_header("Retry-After", "1");
+    send_error(res, 429,
+               "too many execs on " + id + " (cap " + std::to_string(ctx.exec_slots.cap()) +
+                   " at once), retry later",
+               "too_many_requests");
+  }
+  return slot;
+}
+
 }  // namespace forkd::daemon
