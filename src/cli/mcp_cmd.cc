@@ -3,6 +3,7 @@
 // argument goes to the daemon as a JSON field or an encoded query parameter, never into a shell
 // string; a tool's failure reaches the model as text with the daemon's message (isError).
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -116,6 +117,18 @@ std::string arg_string(const Json& args, const char* key, bool required) {
   return it->get<std::string>();
 }
 
+// An integer argument in [lo, hi] (a model may send 1e300 or 2.5), else def when absent.
+int64_t arg_int(const Json& args, const char* key, int64_t lo, int64_t hi, int64_t def) {
+  auto it = args.find(key);
+  if (it == args.end() || it->is_null()) return def;
+  double v = it->is_number() ? it->get<double>() : lo - 1.0;
+  if (!(v >= static_cast<double>(lo) && v <= static_cast<double>(hi)) || v != std::floor(v)) {
+    throw ToolError{std::string("argument '") + key + "' must be an integer " + std::to_string(lo) +
+                    ".." + std::to_string(hi)};
+  }
+  return static_cast<int64_t>(v);
+}
+
 std::optional<double> arg_number(const Json& args, const char* key) {
   auto it = args.find(key);
   if (it == args.end() || it->is_null()) return std::nullopt;
@@ -149,7 +162,9 @@ std::string call_tool(const RemoteClient& c, const std::string& name, const Json
     Json body = {{"tag", path_part(args, "tag")}};
     std::string image = arg_string(args, "image", false);
     body["image"] = image.empty() ? "minimal" : image;
-    if (auto m = arg_number(args, "memory_mib")) body["memory_mib"] = static_cast<int64_t>(*m);
+    if (args.contains("memory_mib") && !args["memory_mib"].is_null()) {
+      body["memory_mib"] = arg_int(args, "memory_mib", 1, 1 << 20, 0);
+    }
     for (const char* list : {"exec", "eval"}) {
       if (args.contains(list) && !args[list].is_null()) body[list] = args[list];
     }
@@ -162,12 +177,12 @@ std::string call_tool(const RemoteClient& c, const std::string& name, const Json
   }
   if (name == "spawn_sandboxes") {
     Json body = {{"snapshot_tag", path_part(args, "snapshot_tag")},
-                 {"n", static_cast<int64_t>(arg_number(args, "n").value_or(1))}};
+                 {"n", arg_int(args, "n", 1, 1000, 1)}};
     return pretty(ok_or_throw(c.post("/v1/sandboxes", body)));
   }
   if (name == "fork_sandbox") {
     std::string id = path_part(args, "sandbox_id");
-    auto n = static_cast<int64_t>(arg_number(args, "n").value_or(1));
+    auto n = arg_int(args, "n", 1, 1000, 1);
     Json tag = ok_or_throw(c.post(sb + id + "/branch", Json{{"mode", "live"}}));
     std::string t = tag.value("tag", "");
     Json children = ok_or_throw(c.post("/v1/sandboxes", Json{{"snapshot_tag", t}, {"n", n}}));
@@ -239,6 +254,25 @@ std::string call_tool(const RemoteClient& c, const std::string& name, const Json
     return pretty(ok_or_throw(c.post(sb + id + "/branch", body)));
   }
   throw ToolError{"unknown tool '" + name.substr(0, 64) + "'"};
+}
+
+enum class LineRead { kLine, kTooLong, kEnd };
+
+// One line of at most kMaxLine bytes into *line; the rest of a longer one is read and dropped,
+// so a client's message never grows this process beyond the bound.
+LineRead read_line(std::istream& in, std::string* line) {
+  line->clear();
+  bool too_long = false;
+  for (int c; (c = in.get()) != EOF;) {
+    if (c == '\n') return too_long ? LineRead::kTooLong : LineRead::kLine;
+    if (line->size() < kMaxLine) {
+      line->push_back(static_cast<char>(c));
+    } else {
+      too_long = true;
+    }
+  }
+  if (too_long) return LineRead::kTooLong;
+  return line->empty() ? LineRead::kEnd : LineRead::kLine;
 }
 
 Json rpc_error(const Json& id, int code, const std::string& message) {
@@ -315,9 +349,12 @@ int do_mcp(const GlobalOptions& g) {
                with_url.url.c_str());
   std::string line;
   std::ios::sync_with_stdio(false);
-  while (std::getline(std::cin, line)) {
-    if (line.size() > kMaxLine) {
-      std::cout << rpc_error(nullptr, -32600, "message too large").dump() << "\n" << std::flush;
+  for (;;) {
+    auto got = read_line(std::cin, &line);
+    if (got == LineRead::kEnd) break;
+    if (got == LineRead::kTooLong) {
+      std::cout << rpc_error(nullptr, -32600, "message larger than 16 MiB").dump() << "\n"
+                << std::flush;
       continue;
     }
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;

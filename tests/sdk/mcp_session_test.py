@@ -120,6 +120,15 @@ class McpSessionTest(unittest.TestCase):
         self.assertTrue(err)
         self.assertIn("unknown tool", text)
         self.assertEqual(self.mcp.request("ping")["result"], {})
+        # a line over 16 MiB is refused and skipped; the session goes on
+        self.mcp.proc.stdin.write(b"x" * ((16 << 20) + 10) + b"\n")
+        self.mcp.proc.stdin.flush()
+        self.assertEqual(self.mcp.read()["error"]["code"], -32600)
+        for bad in (1e300, 2.5, -1, "3"):
+            text, err = self.mcp.call("spawn_sandboxes", snapshot_tag="x", n=bad)
+            self.assertTrue(err, bad)
+            self.assertIn("integer 1..1000", text)
+        self.assertEqual(self.mcp.request("ping")["result"], {})
 
     def test_exec_and_errors_reach_the_model(self):
         sid = self.spawn(os.environ["FORKD_TEST_TAG"])
