@@ -232,11 +232,21 @@ std::string dependents_error(const std::string& tag, const std::vector<std::stri
 
 }  // namespace
 
-Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool replace) const {
+Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool replace,
+                             bool hashes_known) const {
   for (auto& [role, f] : meta.files) {
     std::string path = staging + "/" + snapshot_file_name(role);
     struct stat st;
     if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "commit: stat " + path);
+    if (hashes_known) {
+      if (static_cast<uint64_t>(st.st_size) != f.size) {
+        return make_error(ErrorCode::kChecksumMismatch,
+                          "commit: " + path + " has " + std::to_string(st.st_size) +
+                              " bytes, expected " + std::to_string(f.size));
+      }
+      FORKD_TRY(record_stamp(staging, role, f.sha256));
+      continue;
+    }
     auto sha = sha256_file(path);
     if (!sha) return tl::unexpected(sha.error().wrap("commit"));
     f.size = static_cast<uint64_t>(st.st_size);

@@ -72,7 +72,10 @@ class SnapshotStore {
   // caller; it holds the tag's lock). A chain link is put in place under its parent's lock too,
   // once the parent is found unchanged (kFailedPrecondition if it was removed or replaced
   // meanwhile): a removal of the parent, which checks dependents under that lock, sees it.
-  Status commit(const std::string& staging, SnapshotMeta meta, bool replace) const;
+  // With hashes_known, meta.files already holds the hashes (the caller hashed the bytes as it
+  // wrote them): only sizes are checked.
+  Status commit(const std::string& staging, SnapshotMeta meta, bool replace,
+                bool hashes_known = false) const;
   // Removes a tag (under its lock; kAlreadyExists while it is being written). With
   // refuse_dependents, a tag that is a chain link's parent is kept (kFailedPrecondition naming
   // them), checked under the lock, so a link being committed cannot slip in between.

@@ -31,12 +31,12 @@ TagWrite::~TagWrite() {
   if (!staging_.empty()) (void)remove_tree(staging_);
 }
 
-Status TagWrite::commit(SnapshotMeta meta) {
+Status TagWrite::commit(SnapshotMeta meta, bool hashes_known) {
   if (staging_.empty()) return make_error(ErrorCode::kInternal, "tag write already committed");
   if (meta.tag != tag_) {
     return make_error(ErrorCode::kInternal, "commit of " + meta.tag + " by the writer of " + tag_);
   }
-  FORKD_TRY(store_->commit(staging_, std::move(meta), replace_));
+  FORKD_TRY(store_->commit(staging_, std::move(meta), replace_, hashes_known));
   staging_.clear();
   return {};
 }

@@ -41,7 +41,8 @@ class TagWrite {
   // tag in place atomically. A replace is refused (kFailedPrecondition, naming them) while the
   // old tag has dependents (chain links whose parent it is), since they would point at memory
   // that is gone. After a commit the object only holds the lock until destroyed.
-  Status commit(SnapshotMeta meta);
+  // hashes_known: see SnapshotStore::commit.
+  Status commit(SnapshotMeta meta, bool hashes_known = false);
 
  private:
   TagWrite(const SnapshotStore& store, std::string tag, bool replace, FileLock lock,
