@@ -121,6 +121,7 @@ void register_bench(CLI::App& app, GlobalOptions& g, Action& action) {
   add_bench_spawn(*bench, g, action);
   add_bench_api(*bench, g, action);
   add_bench_branch(*bench, g, action);
+  add_bench_pack(*bench, g, action);
 }
 
 }  // namespace forkd::cli

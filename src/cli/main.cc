@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   forkd::cli::register_branch(app, g, action);
   forkd::cli::register_workspace(app, g, action);
   forkd::cli::register_mcp(app, g, action);
+  forkd::cli::register_hub(app, g, action);
 
   // CLI11 reports usage errors by exception; this is the library boundary where they end.
   try {

@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
+#include <memory>
+#include <mutex>
 
 #include "base/files.h"
 #include "engine/sandbox_jail.h"
@@ -120,6 +123,28 @@ Status parse_env(const std::vector<std::string>& kvs, std::map<std::string, std:
 engine::ProgressFn stderr_progress() {
   return [](std::string_view line) {
     std::fprintf(stderr, "forkd: %.*s\n", static_cast<int>(line.size()), line.data());
+    std::fflush(stderr);
+  };
+}
+
+std::function<void(uint64_t, uint64_t)> byte_progress(std::string label) {
+  if (!::isatty(STDERR_FILENO)) return {};
+  struct State {
+    std::mutex mu;
+    std::chrono::steady_clock::time_point last{};
+    bool ended = false;
+  };
+  auto st = std::make_shared<State>();  // co-owned by the copies of the returned function
+  return [st, label = std::move(label)](uint64_t done, uint64_t total) {
+    std::lock_guard lock(st->mu);
+    auto now = std::chrono::steady_clock::now();
+    bool end = done >= total;
+    if (st->ended || (!end && now - st->last < std::chrono::milliseconds(200))) return;
+    st->last = now;
+    st->ended = end;
+    double pct = total ? 100.0 * static_cast<double>(done) / static_cast<double>(total) : 100;
+    std::fprintf(stderr, "\rforkd: %s: %3.0f%% of %.1f MB%s", label.c_str(), pct,
+                 static_cast<double>(total) / 1e6, end ? "\n" : "");
     std::fflush(stderr);
   };
 }

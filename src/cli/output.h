@@ -54,6 +54,10 @@ std::string ports_text(const nlohmann::json& ports);
 // Progress printer for long operations: "forkd: <line>" on stderr.
 engine::ProgressFn stderr_progress();
 
+// Byte progress for a transfer ("forkd: pack py: 45% of 912.4 MB"), redrawn in place at most 5
+// times a second when stderr is a terminal; nothing otherwise. Thread-safe.
+std::function<void(uint64_t done, uint64_t total)> byte_progress(std::string label);
+
 // Each verb registers its subcommand; when CLI11 selects it, its callback stores the action to run
 // in `action`, and main runs it after parsing (CLI11 callbacks cannot return an exit code).
 using Action = std::function<int()>;
@@ -63,6 +67,7 @@ void register_bench(CLI::App& app, GlobalOptions& g, Action& action);
 void add_bench_spawn(CLI::App& bench, GlobalOptions& g, Action& action);
 void add_bench_api(CLI::App& bench, GlobalOptions& g, Action& action);
 void add_bench_branch(CLI::App& bench, GlobalOptions& g, Action& action);
+void add_bench_pack(CLI::App& bench, GlobalOptions& g, Action& action);
 void register_demo(CLI::App& app, GlobalOptions& g, Action& action);
 void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action);
 void register_fork(CLI::App& app, GlobalOptions& g, Action& action);
@@ -71,6 +76,7 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action);
 void register_branch(CLI::App& app, GlobalOptions& g, Action& action);
 void register_workspace(CLI::App& app, GlobalOptions& g, Action& action);
 void register_mcp(CLI::App& app, GlobalOptions& g, Action& action);
+void register_hub(CLI::App& app, GlobalOptions& g, Action& action);
 
 // SIGINT/SIGTERM/SIGHUP normally tear down every sandbox this process owns and exit 130. A verb
 // that handles them itself (serve: graceful stop, sandboxes left running) installs a hook, which

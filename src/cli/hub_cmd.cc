@@ -1,0 +1,124 @@
+// Moving tags between hosts: pack (a tag's chain into one file) and unpack.
+#include <cstdio>
+
+#include "cli/output.h"
+#include "hub/pack_file.h"
+#include "store/snapshot_store.h"
+
+namespace forkd::cli {
+
+namespace {
+
+using Json = nlohmann::json;
+
+struct PackArgs {
+  std::string tag;
+  std::string output;
+  std::string since;
+  int threads = 0;
+  bool json = false;
+};
+
+struct UnpackArgs {
+  std::string input;
+  std::string tag;
+  int threads = 0;
+  bool json = false;
+};
+
+std::string mb(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return buf;
+}
+
+int do_pack(const GlobalOptions& g, PackArgs a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  store::SnapshotStore snaps(cfg->home);
+  if (auto st = store::SnapshotStore::validate_tag(a.tag); !st) return report_error(st.error());
+  if (a.output.empty()) a.output = a.tag + ".fpk";
+  if (a.output == "-" && isatty(STDOUT_FILENO)) {
+    return report_error(Error(ErrorCode::kInvalidArgument,
+                              "refusing to write a pack to a terminal; redirect stdout or use -o"));
+  }
+  hub::PackOptions po{a.tag, a.since, a.output, a.threads, byte_progress("pack " + a.tag)};
+  auto r = hub::pack_tag(snaps, po);
+  if (!r) return report_error(r.error());
+  std::vector<std::string> tags;
+  for (const auto& t : r->manifest.tags) tags.push_back(t.meta.tag);
+  double ratio = r->pack_bytes ? static_cast<double>(r->logical_bytes) / r->pack_bytes : 0;
+  if (a.json) {
+    print_json({{"output", a.output},
+                {"tags", tags},
+                {"since", a.since.empty() ? Json(nullptr) : Json(a.since)},
+                {"logical_bytes", r->logical_bytes},
+                {"pack_bytes", r->pack_bytes},
+                {"chunks", r->stats.chunks},
+                {"zero_pages", r->stats.zero_pages},
+                {"ratio", ratio},
+                {"ms", r->ms}});
+    return 0;
+  }
+  std::string chain;
+  for (const auto& t : tags) chain += (chain.empty() ? "" : " -> ") + t;
+  std::fprintf(a.output == "-" ? stderr : stdout,
+               "packed %s into %s: %s (%s of files, %.1fx smaller) in %.0f ms\n", chain.c_str(),
+               a.output == "-" ? "stdout" : a.output.c_str(), mb(r->pack_bytes).c_str(),
+               mb(r->logical_bytes).c_str(), ratio, r->ms);
+  return 0;
+}
+
+int do_unpack(const GlobalOptions& g, const UnpackArgs& a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  store::SnapshotStore snaps(cfg->home);
+  hub::UnpackOptions uo{a.input, a.tag, a.threads, byte_progress("unpack " + a.input)};
+  auto r = hub::unpack_file(snaps, uo);
+  if (!r) return report_error(r.error());
+  if (a.json) {
+    print_json({{"created", r->tags.created},
+                {"present", r->tags.present},
+                {"logical_bytes", r->tags.logical_bytes},
+                {"pack_bytes", r->pack_bytes},
+                {"ms", r->ms}});
+    return 0;
+  }
+  std::string created;
+  for (const auto& t : r->tags.created) created += (created.empty() ? "" : ", ") + t;
+  std::printf("unpacked %s (%s) in %.0f ms", created.c_str(), mb(r->tags.logical_bytes).c_str(),
+              r->ms);
+  if (!r->tags.present.empty()) {
+    std::string present;
+    for (const auto& t : r->tags.present) present += (present.empty() ? "" : ", ") + t;
+    std::printf("; already here: %s", present.c_str());
+  }
+  std::printf("\n");
+  return 0;
+}
+
+}  // namespace
+
+void register_hub(CLI::App& app, GlobalOptions& g, Action& action) {
+  auto pa = std::make_shared<PackArgs>();
+  auto* pack = app.add_subcommand("pack", "Pack a tag (and its chain's ancestors) into one file");
+  pack->add_option("tag", pa->tag, "Tag to pack")->required();
+  pack->add_option("-o,--output", pa->output, "Output file (default TAG.fpk; - for stdout)");
+  pack->add_option("--since", pa->since,
+                   "Pack only the links after this ancestor (the receiver has it already)");
+  pack->add_option("--threads", pa->threads, "Compression threads (default: one per core)")
+      ->check(CLI::Range(0, 256));
+  pack->add_flag("--json", pa->json, "Print the result as JSON");
+  pack->callback([&g, &action, pa] { action = [&g, pa] { return do_pack(g, *pa); }; });
+
+  auto ua = std::make_shared<UnpackArgs>();
+  auto* unpack = app.add_subcommand("unpack", "Unpack a pack into tags on this host");
+  unpack->add_option("file", ua->input, "Pack file (- for stdin)")->required();
+  unpack->add_option("--tag", ua->tag, "Name for the packed tag (its ancestors keep theirs)");
+  unpack->add_option("--threads", ua->threads, "Decoding threads (default: one per core)")
+      ->check(CLI::Range(0, 256));
+  unpack->add_flag("--json", ua->json, "Print the result as JSON");
+  unpack->callback([&g, &action, ua] { action = [&g, ua] { return do_unpack(g, *ua); }; });
+}
+
+}  // namespace forkd::cli
