@@ -15,6 +15,8 @@ PKGS=(
   qemu-system-x86 qemu-utils busybox-static debootstrap cpio gzip e2fsprogs
   # per_child_netns: a network namespace, veth, tap and nftables rules per child
   iproute2 nftables
+  # the hub tests' OCI registry (the reference distribution registry, on loopback only)
+  docker-registry
   # guest kernel build
   linux-source-6.1 bc bison flex libelf-dev dwarves xz-utils kmod
   # benchmark charts, JSON in scripts; the Python SDK's install check (venv, setuptools)
@@ -83,5 +85,12 @@ if ! getent group forkd-qemu >/dev/null; then
       --shell /usr/sbin/nologin forkd-qemu
     echo "install-deps: created the system user forkd-qemu (the QEMU jail's group)"
   fi
+fi
+# docker-registry's own service (all interfaces, port 5000) is not wanted: the hub tests start a
+# private registry on loopback. Where the package's install started it, stop it.
+if pgrep -f 'docker-registry serve /etc/docker/registry/config.yml' >/dev/null 2>&1; then
+  $SUDO invoke-rc.d docker-registry stop >/dev/null 2>&1 ||
+    $SUDO pkill -f 'docker-registry serve /etc/docker/registry/config.yml' || true
+  echo "install-deps: stopped the docker-registry service the package started"
 fi
 echo "install-deps: done"

@@ -1,8 +1,11 @@
-// Moving tags between hosts: pack (a tag's chain into one file) and unpack.
+// Moving tags between hosts: pack (a tag's chain into one file) and unpack; push and pull
+// through an OCI registry.
 #include <cstdio>
 
 #include "cli/output.h"
+#include "hub/oci_tag.h"
 #include "hub/pack_file.h"
+#include "hub/registry_auth.h"
 #include "store/snapshot_store.h"
 
 namespace forkd::cli {
@@ -25,6 +28,48 @@ struct UnpackArgs {
   int threads = 0;
   bool json = false;
 };
+
+struct RegistryArgs {
+  std::string ref;
+  bool plain_http = false;
+  std::string ca_file;
+  std::string auth_file;
+};
+
+struct PushArgs {
+  std::string tag;
+  RegistryArgs reg;
+  bool json = false;
+};
+
+struct PullArgs {
+  RegistryArgs reg;
+  std::string tag;
+  bool json = false;
+};
+
+void add_registry_options(CLI::App* sub, RegistryArgs* r) {
+  sub->add_flag("--plain-http", r->plain_http,
+                "Plain HTTP even for a registry that is not on loopback (loopback always is)");
+  sub->add_option("--ca-file", r->ca_file, "PEM CA bundle for the registry's HTTPS");
+  sub->add_option("--auth-file", r->auth_file,
+                  "Docker-style config.json with the registry's credentials (also "
+                  "$FORKD_REGISTRY_AUTH_FILE; or $FORKD_REGISTRY_USER + $FORKD_REGISTRY_PASSWORD)");
+}
+
+Result<hub::RegistryClient> registry_client(const RegistryArgs& r, hub::OciRef* ref) {
+  auto parsed = hub::parse_oci_ref(r.ref);
+  if (!parsed) return tl::unexpected(parsed.error());
+  *ref = *parsed;
+  auto creds = hub::load_credentials(ref->registry_address(), r.auth_file);
+  if (!creds) return tl::unexpected(creds.error());
+  hub::RegistryClientOptions o;
+  o.endpoint = hub::registry_endpoint(*ref, r.plain_http);
+  o.repository = ref->repository;
+  o.credentials = *creds;
+  o.ca_file = r.ca_file;
+  return hub::RegistryClient::create(std::move(o));
+}
 
 std::string mb(uint64_t bytes) {
   char buf[32];
@@ -97,6 +142,70 @@ int do_unpack(const GlobalOptions& g, const UnpackArgs& a) {
   return 0;
 }
 
+int do_push(const GlobalOptions& g, const PushArgs& a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  store::SnapshotStore snaps(cfg->home);
+  if (auto st = store::SnapshotStore::validate_tag(a.tag); !st) return report_error(st.error());
+  hub::OciRef ref;
+  auto client = registry_client(a.reg, &ref);
+  if (!client) return report_error(client.error());
+  auto r = hub::push_tag(snaps, cfg->home + "/cache/oci", *client, ref, a.tag,
+                         byte_progress("push " + a.tag));
+  if (!r) return report_error(r.error());
+  if (a.json) {
+    print_json({{"ref", ref.to_string()},
+                {"digest", r->digest},
+                {"tags", r->tags},
+                {"blobs_uploaded", r->blobs_uploaded},
+                {"blobs_present", r->blobs_present},
+                {"bytes_uploaded", r->bytes_uploaded},
+                {"logical_bytes", r->logical_bytes},
+                {"ms", r->ms}});
+    return 0;
+  }
+  std::printf("pushed %s to %s (%s): %llu blobs sent (%s), %llu already there, in %.0f ms\n",
+              a.tag.c_str(), ref.to_string().c_str(), r->digest.c_str(),
+              static_cast<unsigned long long>(r->blobs_uploaded), mb(r->bytes_uploaded).c_str(),
+              static_cast<unsigned long long>(r->blobs_present), r->ms);
+  return 0;
+}
+
+int do_pull(const GlobalOptions& g, const PullArgs& a) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  store::SnapshotStore snaps(cfg->home);
+  hub::OciRef ref;
+  auto client = registry_client(a.reg, &ref);
+  if (!client) return report_error(client.error());
+  auto r = hub::pull_tag(snaps, cfg->home + "/cache/oci", *client, ref, a.tag,
+                         byte_progress("pull " + ref.to_string()));
+  if (!r) return report_error(r.error());
+  if (a.json) {
+    print_json({{"ref", ref.to_string()},
+                {"digest", r->digest},
+                {"created", r->tags.created},
+                {"present", r->tags.present},
+                {"blobs_fetched", r->blobs_fetched},
+                {"blobs_reused", r->blobs_reused},
+                {"blobs_resumed", r->blobs_resumed},
+                {"bytes_fetched", r->bytes_fetched},
+                {"logical_bytes", r->tags.logical_bytes},
+                {"ms", r->ms}});
+    return 0;
+  }
+  std::string created;
+  for (const auto& t : r->tags.created) created += (created.empty() ? "" : ", ") + t;
+  if (created.empty()) created = "nothing new";
+  std::printf(
+      "pulled %s: %s; %llu blobs fetched (%s, %llu of them resumed), %llu reused, in "
+      "%.0f ms\n",
+      ref.to_string().c_str(), created.c_str(), static_cast<unsigned long long>(r->blobs_fetched),
+      mb(r->bytes_fetched).c_str(), static_cast<unsigned long long>(r->blobs_resumed),
+      static_cast<unsigned long long>(r->blobs_reused), r->ms);
+  return 0;
+}
+
 }  // namespace
 
 void register_hub(CLI::App& app, GlobalOptions& g, Action& action) {
@@ -119,6 +228,23 @@ void register_hub(CLI::App& app, GlobalOptions& g, Action& action) {
       ->check(CLI::Range(0, 256));
   unpack->add_flag("--json", ua->json, "Print the result as JSON");
   unpack->callback([&g, &action, ua] { action = [&g, ua] { return do_unpack(g, *ua); }; });
+
+  auto push_a = std::make_shared<PushArgs>();
+  auto* push = app.add_subcommand("push", "Push a tag (and its chain) to an OCI registry");
+  push->add_option("tag", push_a->tag, "Tag to push")->required();
+  push->add_option("ref", push_a->reg.ref, "HOST[:PORT]/NAME:TAG")->required();
+  add_registry_options(push, &push_a->reg);
+  push->add_flag("--json", push_a->json, "Print the result as JSON");
+  push->callback([&g, &action, push_a] { action = [&g, push_a] { return do_push(g, *push_a); }; });
+
+  auto pull_a = std::make_shared<PullArgs>();
+  auto* pull = app.add_subcommand("pull", "Pull a tag (and the ancestors this host lacks)");
+  pull->add_option("ref", pull_a->reg.ref, "HOST[:PORT]/NAME:TAG or HOST/NAME@sha256:...")
+      ->required();
+  pull->add_option("--tag", pull_a->tag, "Name for the pulled tag (ancestors keep theirs)");
+  add_registry_options(pull, &pull_a->reg);
+  pull->add_flag("--json", pull_a->json, "Print the result as JSON");
+  pull->callback([&g, &action, pull_a] { action = [&g, pull_a] { return do_pull(g, *pull_a); }; });
 }
 
 }  // namespace forkd::cli

@@ -252,12 +252,22 @@ Status TagAssembler::Impl::link_ref(size_t t, const std::string& role, const Fil
       src = writes[i]->staging() + "/" + store::snapshot_file_name(ref.role);
     }
   }
-  if (src.empty()) src = store->dir(ref.tag) + "/" + store::snapshot_file_name(ref.role);
+  const auto& want = m.tags[t].meta.files.at(role);
+  if (src.empty()) {
+    // A file of a tag this host had: its record (verified in begin) must name the same bytes.
+    auto local = store->load(ref.tag);
+    auto f = local ? local->files.find(ref.role) : decltype(local->files.end()){};
+    if (!local || f == local->files.end() || f->second.sha256 != want.sha256) {
+      return make_error(ErrorCode::kChecksumMismatch, "tag " + m.tags[t].meta.tag + ": " + role +
+                                                          " should be the " + ref.role + " of " +
+                                                          ref.tag + ", which differs here");
+    }
+    src = store->dir(ref.tag) + "/" + store::snapshot_file_name(ref.role);
+  }
   std::string dst = file_path(t, role);
   if (::link(src.c_str(), dst.c_str()) != 0) return errno_error(errno, "link " + src);
   struct stat st;
-  if (::stat(dst.c_str(), &st) != 0 ||
-      static_cast<uint64_t>(st.st_size) != m.tags[t].meta.files.at(role).size) {
+  if (::stat(dst.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != want.size) {
     return make_error(ErrorCode::kChecksumMismatch, "tag " + m.tags[t].meta.tag + ": " + role +
                                                         " (shared with " + ref.tag +
                                                         ") has another size");

@@ -21,20 +21,10 @@ shift
 [[ ${1:-} == -- ]] && shift
 (($# > 0)) || { echo "with-daemon.sh: no command" >&2; exit 2; }
 
-real_home=$("$forkd" doctor --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["home"])' 2>/dev/null || true)
-if [[ -z $real_home ]]; then
-  if [[ -n ${FORKD_HOME:-} ]]; then real_home=$FORKD_HOME
-  elif [[ $(id -u) -eq 0 ]]; then real_home=/var/lib/forkd
-  else real_home=$HOME/.local/share/forkd; fi
-fi
-mkdir -p "$real_home/images" "$real_home/cache"
-home=$(mktemp -d "${TMPDIR:-/tmp}/forkd-test-home.XXXXXX")
-ln -s "$real_home/images" "$home/images"
-mkdir -m 0700 "$home/cache"
-for entry in "$real_home"/cache/*; do
-  [[ -e $entry && $(basename "$entry") != assembled ]] || continue
-  ln -s "$entry" "$home/cache/$(basename "$entry")"
-done
+# shellcheck source=../lib/test-home.sh
+source "$(dirname "$0")/../lib/test-home.sh"
+real_home=$(real_forkd_home "$forkd")
+home=$(make_test_home "$real_home")
 export FORKD_HOME=$home
 
 daemon_pid=
@@ -45,17 +35,9 @@ cleanup() {
     kill -TERM "$daemon_pid" 2>/dev/null
     wait "$daemon_pid" 2>/dev/null
   fi
-  # Sandboxes outlive the daemon by design: remove them with the CLI. Any QEMU of this home
-  # still running after that (a sandbox the CLI could not remove) is killed, so none outlives
-  # its home.
-  "$forkd" rm --all >/dev/null 2>&1
-  "$forkd" gc >/dev/null 2>&1
-  for pid in $(pgrep -f "qemu-system.*$home/" 2>/dev/null); do
-    echo "with-daemon: FAIL: QEMU $pid was left running in $home (killed)" >&2
-    kill -9 "$pid" 2>/dev/null
-    ((status == 0)) && status=1
-  done
-  rm -rf "$home"
+  # Sandboxes outlive the daemon by design: remove them with the CLI (and fail on any QEMU of
+  # this home still running after that).
+  remove_test_home "$forkd" "$home" || { ((status == 0)) && status=1; }
   exit "$status"
 }
 trap cleanup EXIT

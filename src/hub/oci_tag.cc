@@ -1,0 +1,145 @@
+#include "hub/oci_tag.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <deque>
+#include <set>
+
+#include "base/dir_lock.h"
+#include "base/files.h"
+#include "base/json_get.h"
+#include "hub/chunk_codec.h"
+#include "store/chain.h"
+
+namespace forkd::hub {
+
+namespace {
+
+using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+Json descriptor(std::string_view media_type, const std::string& digest, uint64_t size) {
+  return {{"mediaType", media_type}, {"digest", digest}, {"size", size}};
+}
+
+// Uploads data unless the registry has it. Returns true when it was sent.
+Result<bool> ensure_blob(RegistryClient& client, const std::string& digest, std::string_view data) {
+  auto has = client.blob_exists(digest);
+  if (!has) return tl::unexpected(has.error());
+  if (*has) return false;
+  FORKD_TRY(client.push_blob(digest, data));
+  return true;
+}
+
+// What a pushed tag's manifest was, kept so a later push of a link skips re-encoding it.
+std::string push_cache_path(const std::string& cache_dir, const store::SnapshotMeta& meta,
+                            const std::string& parent_digest, const OciRef& ref) {
+  std::string key = meta.to_json().dump() + "\n" + parent_digest + "\n" + ref.registry_address() +
+                    "/" + ref.repository;
+  return cache_dir + "/oci-pushed-" + sha256_hex(key).substr(0, 32) + ".json";
+}
+
+}  // namespace
+
+Result<PushResult> push_tag(const store::SnapshotStore& store, const std::string& cache_dir,
+                            RegistryClient& client, const OciRef& ref, const std::string& tag,
+                            const ByteProgress& progress) {
+  auto t0 = Clock::now();
+  if (ref.tag.empty()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "push needs a reference with a tag (HOST/NAME:TAG), not only a digest");
+  }
+  FORKD_TRY(make_dirs(cache_dir, 0700));
+  auto top = store.load(tag);
+  if (!top) return tl::unexpected(top.error());
+  store::ChainInfo chain = store::walk_ancestors(store, *top);
+  if (!chain.warning.empty()) {
+    return make_error(ErrorCode::kFailedPrecondition, "tag " + tag + ": " + chain.warning);
+  }
+  std::vector<std::string> names = chain.ancestors;
+  names.push_back(tag);
+  PushResult res;
+  std::string parent_digest, parent;
+  for (size_t i = 0; i < names.size(); i++) {
+    const std::string& name = names[i];
+    bool is_top = i + 1 == names.size();
+    auto meta = store.load(name);
+    if (!meta) return tl::unexpected(meta.error());
+    std::string reference;
+    std::string cached_path = push_cache_path(cache_dir, *meta, parent_digest, ref);
+    if (auto cached = read_file(cached_path, kMaxRegistryManifestBytes); cached) {
+      // Pushed before: if the registry still has that manifest, only the top needs its tag.
+      std::string digest = "sha256:" + sha256_hex(*cached);
+      auto there = client.get_manifest(digest);
+      if (there) {
+        if (is_top) {
+          auto d = client.put_manifest(ref.tag, kOciManifestType, *cached);
+          if (!d) return tl::unexpected(d.error());
+        }
+        res.tags.push_back(name);
+        parent_digest = digest;
+        parent = name;
+        continue;
+      }
+    }
+    auto pm = build_manifest(store, name, parent);
+    if (!pm) return tl::unexpected(pm.error());
+    Json layers = Json::array();
+    auto stats = encode_chunks(
+        store, *pm, 0,
+        [&](const ChunkPos& pos, const std::string& blob, const std::string& sha) -> Status {
+          std::string digest = "sha256:" + sha;
+          auto sent = ensure_blob(client, digest, blob);
+          if (!sent) return tl::unexpected(sent.error());
+          if (*sent) {
+            res.blobs_uploaded++;
+            res.bytes_uploaded += blob.size();
+          } else {
+            res.blobs_present++;
+          }
+          Json d = descriptor(kForkdChunkType, digest, blob.size());
+          d["annotations"] = {{"dev.forkd.role", pos.role},
+                              {"dev.forkd.offset", std::to_string(pos.offset)}};
+          layers.push_back(std::move(d));
+          return {};
+        },
+        progress);
+    if (!stats) return tl::unexpected(stats.error().wrap("push " + name));
+    res.logical_bytes += pm->data_bytes();
+    Json config = pm->to_json();
+    config["parent_manifest"] = parent_digest;
+    std::string config_text = config.dump();
+    std::string config_digest = "sha256:" + sha256_hex(config_text);
+    auto sent = ensure_blob(client, config_digest, config_text);
+    if (!sent) return tl::unexpected(sent.error());
+    Json annotations = {{"dev.forkd.tag", name}};
+    if (!parent_digest.empty()) annotations["dev.forkd.parent_manifest"] = parent_digest;
+    Json manifest = {{"schemaVersion", 2},
+                     {"mediaType", kOciManifestType},
+                     {"artifactType", kForkdArtifactType},
+                     {"config", descriptor(kForkdConfigType, config_digest, config_text.size())},
+                     {"layers", layers},
+                     {"annotations", annotations}};
+    std::string body = manifest.dump();
+    std::string digest = "sha256:" + sha256_hex(body);
+    reference = is_top ? ref.tag : digest;
+    auto put = client.put_manifest(reference, kOciManifestType, body);
+    if (!put) return tl::unexpected(put.error().wrap("push " + name));
+    (void)write_file_atomic(cached_path, body);
+    res.tags.push_back(name);
+    parent_digest = digest;
+    parent = name;
+  }
+  res.digest = parent_digest;
+  res.ms = ms_since(t0);
+  return res;
+}
+
+}  // namespace forkd::hub

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# End-to-end test of moving tags between hosts, with real VMs and a real registry (run under
+# with-registry.sh). Each "host" is its own FORKD_HOME:
+#   A builds a python tag (numpy imported) and a chain link of it;
+#   pack/unpack: A's link packed whole, unpacked into B under a new name, children answer;
+#   push: the base, then the link (which must send only its own, few blobs);
+#   pull: into a fresh C, the link and its parent arrive, children answer;
+#   resume: a pull into D killed midway continues from what arrived;
+#   refusals: a pull of a missing reference, of a non-forkd artifact, a cut pack.
+set -euo pipefail
+forkd=$(realpath "${1:?usage: hub_e2e.sh FORKD}")
+registry=${FORKD_TEST_REGISTRY:?run under tests/hub/with-registry.sh}
+here=$(dirname "$0")
+# shellcheck source=../lib/test-home.sh
+source "$here/../lib/test-home.sh"
+real_home=$(real_forkd_home "$forkd")
+homes=()
+work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-hub-e2e.XXXXXX")
+cleanup() {
+  local status=$? h
+  set +e
+  for h in "${homes[@]}"; do remove_test_home "$forkd" "$h" || { ((status == 0)) && status=1; }; done
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# new_home VAR: a fresh test home in VAR (not in a subshell: cleanup must know every home).
+new_home() { local h; h=$(make_test_home "$real_home"); homes+=("$h"); printf -v "$1" %s "$h"; }
+fail() { echo "hub_e2e: FAIL: $*" >&2; exit 1; }
+ok() { echo "hub_e2e: ok: $*" >&2; }
+# jget JSON KEY: a top-level field of a JSON document.
+jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(json.dumps(v) if isinstance(v,(list,dict)) else v)' "$1" "$2"; }
+# Forks n children of tag in home and checks each answers numpy and reads /root/note.
+children_answer() {
+  local home=$1 tag=$2 n=$3 ids id out
+  FORKD_HOME=$home "$forkd" fork --tag "$tag" -n "$n" >/dev/null
+  ids=$(FORKD_HOME=$home "$forkd" ps --json | python3 -c 'import json,sys; [print(s["id"]) for s in json.load(sys.stdin)["sandboxes"]]')
+  [[ $(wc -w <<<"$ids") -eq $n ]] || fail "expected $n children of $tag, got: $ids"
+  for id in $ids; do
+    out=$(FORKD_HOME=$home "$forkd" eval "$id" 'import numpy; print(int(numpy.arange(10).sum()))')
+    [[ $out == 45 ]] || fail "child $id of $tag answered '$out' to numpy"
+    out=$(FORKD_HOME=$home "$forkd" exec "$id" -- cat /root/note)
+    [[ $out == "from-the-parent" ]] || fail "child $id of $tag lost the link's file: '$out'"
+  done
+  FORKD_HOME=$home "$forkd" rm --all >/dev/null
+}
+
+new_home A
+echo "hub_e2e: building tags in host A" >&2
+FORKD_HOME=$A "$forkd" snapshot --tag pybase --image python --memory 256 --eval 'import numpy' >/dev/null
+FORKD_HOME=$A "$forkd" snapshot --tag pylink --from pybase --exec 'echo from-the-parent > /root/note' >/dev/null
+
+# --- pack / unpack ------------------------------------------------------------------------
+new_home B
+FORKD_HOME=$A "$forkd" pack pylink -o "$work/pylink.fpk" >/dev/null
+r=$(FORKD_HOME=$B "$forkd" unpack "$work/pylink.fpk" --tag moved --json)
+[[ $(jget "$r" created) == '["pybase", "moved"]' ]] || fail "unpack created $(jget "$r" created)"
+children_answer "$B" moved 2
+ok "pack of a chain unpacked under a new name; its children answer"
+# A cut pack is refused and leaves nothing.
+head -c 100000 "$work/pylink.fpk" >"$work/cut.fpk"
+new_home C0
+if FORKD_HOME=$C0 "$forkd" unpack "$work/cut.fpk" 2>"$work/err"; then fail "a cut pack unpacked"; fi
+grep -q truncated "$work/err" || fail "cut pack error: $(cat "$work/err")"
+[[ -z $(ls -A "$C0/snapshots" 2>/dev/null | grep -v '^\.lock-') ]] || fail "a cut pack left: $(ls -A "$C0/snapshots")"
+ok "a cut pack is refused with nothing left"
+
+# --- push ---------------------------------------------------------------------------------
+base_push=$(FORKD_HOME=$A "$forkd" push pybase "$registry/forkd/py:base" --json)
+link_push=$(FORKD_HOME=$A "$forkd" push pylink "$registry/forkd/py:link" --json)
+base_sent=$(jget "$base_push" blobs_uploaded)
+link_sent=$(jget "$link_push" blobs_uploaded)
+link_bytes=$(jget "$link_push" bytes_uploaded)
+base_bytes=$(jget "$base_push" bytes_uploaded)
+echo "hub_e2e: base push sent $base_sent blobs ($base_bytes bytes); link push $link_sent ($link_bytes bytes)" >&2
+((base_sent > 5)) || fail "the base push sent only $base_sent blobs"
+((link_sent > 0 && link_sent <= 12)) || fail "the link push sent $link_sent blobs (expected only its own few)"
+((link_bytes * 10 < base_bytes)) || fail "the link push sent $link_bytes bytes, the base $base_bytes"
+again=$(FORKD_HOME=$A "$forkd" push pylink "$registry/forkd/py:link" --json)
+[[ $(jget "$again" blobs_uploaded) == 0 ]] || fail "a second push sent blobs again"
+ok "a link pushed after its parent sends only its own blobs; a repeat sends none"
+
+# --- pull ---------------------------------------------------------------------------------
+new_home C
+r=$(FORKD_HOME=$C "$forkd" pull "$registry/forkd/py:link" --json)
+[[ $(jget "$r" created) == '["pybase", "pylink"]' ]] || fail "pull created $(jget "$r" created)"
+children_answer "$C" pylink 2
+ok "a pulled chain forks children that answer"
+# A host that has the parent (under another name) fetches only the link.
+new_home D
+FORKD_HOME=$D "$forkd" pull "$registry/forkd/py:base" --tag mine >/dev/null
+r=$(FORKD_HOME=$D "$forkd" pull "$registry/forkd/py:link" --json)
+[[ $(jget "$r" created) == '["pylink"]' ]] || fail "second pull created $(jget "$r" created)"
+(($(jget "$r" bytes_fetched) * 10 < base_bytes)) || fail "pull of the link fetched $(jget "$r" bytes_fetched) bytes"
+ok "a pull fetches only what the host lacks"
+
+# --- resume -------------------------------------------------------------------------------
+new_home E
+FORKD_HOME=$E "$forkd" pull "$registry/forkd/py:base" >"$work/pull.log" 2>&1 &
+pull_pid=$!
+for _ in $(seq 1 400); do
+  n=$( (find "$E/cache/oci/blobs" -type f 2>/dev/null || true) | wc -l)
+  ((n >= 3)) && break
+  kill -0 "$pull_pid" 2>/dev/null || break
+  sleep 0.02
+done
+kill -9 "$pull_pid" 2>/dev/null || true
+wait "$pull_pid" 2>/dev/null || true
+FORKD_HOME=$E "$forkd" images --json | grep -q '"pybase"' && fail "a killed pull left a visible tag"
+r=$(FORKD_HOME=$E "$forkd" pull "$registry/forkd/py:base" --json)
+[[ $(jget "$r" created) == '["pybase"]' ]] || fail "resumed pull created $(jget "$r" created)"
+reused=$(( $(jget "$r" blobs_reused) + $(jget "$r" blobs_resumed) ))
+echo "hub_e2e: resumed pull: $(jget "$r" blobs_fetched) fetched, $(jget "$r" blobs_reused) reused, $(jget "$r" blobs_resumed) resumed" >&2
+((reused > 0)) || fail "the resumed pull reused nothing"
+FORKD_HOME=$E "$forkd" fork --tag pybase -n 1 >/dev/null
+id=$(FORKD_HOME=$E "$forkd" ps --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sandboxes"][0]["id"])')
+[[ $(FORKD_HOME=$E "$forkd" eval "$id" 'import numpy; print(numpy.__name__)') == numpy ]] || fail "resumed tag's child"
+ok "a pull killed midway resumes from what arrived"
+
+# --- refusals -----------------------------------------------------------------------------
+if FORKD_HOME=$E "$forkd" pull "$registry/forkd/none:nope" 2>"$work/err"; then fail "pull of a missing ref"; fi
+grep -q "not_found" "$work/err" || fail "missing ref error: $(cat "$work/err")"
+if FORKD_HOME=$E "$forkd" pull "forkd/py:base" 2>"$work/err"; then fail "pull without a registry host"; fi
+grep -q "HOST" "$work/err" || fail "bad ref error: $(cat "$work/err")"
+ok "bad references are refused clearly"
+echo "hub_e2e: all passed" >&2

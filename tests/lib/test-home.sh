@@ -1,0 +1,44 @@
+# Sourced by test scripts: throw-away FORKD_HOMEs that share the real home's built images and
+# build cache (kernel, rootfs) through symlinks, named like the C++ suites' (forkd-test-home.*)
+# so the leftover-QEMU check sees their VMs.
+
+# The real home of this forkd (where images are built), created if missing.
+real_forkd_home() {
+  local forkd=$1 home
+  home=$("$forkd" doctor --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["home"])' 2>/dev/null || true)
+  if [[ -z $home ]]; then
+    if [[ -n ${FORKD_HOME:-} ]]; then home=$FORKD_HOME
+    elif [[ $(id -u) -eq 0 ]]; then home=/var/lib/forkd
+    else home=$HOME/.local/share/forkd; fi
+  fi
+  mkdir -p "$home/images" "$home/cache"
+  echo "$home"
+}
+
+# Prints a new test home linked to real home $1.
+make_test_home() {
+  local real=$1 home entry
+  home=$(mktemp -d "${TMPDIR:-/tmp}/forkd-test-home.XXXXXX")
+  ln -s "$real/images" "$home/images"
+  mkdir -m 0700 "$home/cache"
+  for entry in "$real"/cache/*; do
+    [[ -e $entry && $(basename "$entry") != assembled && $(basename "$entry") != oci ]] || continue
+    ln -s "$entry" "$home/cache/$(basename "$entry")"
+  done
+  echo "$home"
+}
+
+# Removes test home $2 (forkd $1): its sandboxes through the CLI, then any QEMU of it still
+# running (killed, and reported: returns 1).
+remove_test_home() {
+  local forkd=$1 home=$2 status=0 pid
+  FORKD_HOME=$home "$forkd" rm --all >/dev/null 2>&1
+  FORKD_HOME=$home "$forkd" gc >/dev/null 2>&1
+  for pid in $(pgrep -f "qemu-system.*$home/" 2>/dev/null); do
+    echo "test-home: FAIL: QEMU $pid was left running in $home (killed)" >&2
+    kill -9 "$pid" 2>/dev/null
+    status=1
+  done
+  rm -rf "$home"
+  return "$status"
+}
