@@ -5,7 +5,6 @@
 #include "cli/output.h"
 #include "hub/oci_tag.h"
 #include "hub/pack_file.h"
-#include "hub/registry_auth.h"
 #include "store/snapshot_store.h"
 
 namespace forkd::cli {
@@ -58,17 +57,7 @@ void add_registry_options(CLI::App* sub, RegistryArgs* r) {
 }
 
 Result<hub::RegistryClient> registry_client(const RegistryArgs& r, hub::OciRef* ref) {
-  auto parsed = hub::parse_oci_ref(r.ref);
-  if (!parsed) return tl::unexpected(parsed.error());
-  *ref = *parsed;
-  auto creds = hub::load_credentials(ref->registry_address(), r.auth_file);
-  if (!creds) return tl::unexpected(creds.error());
-  hub::RegistryClientOptions o;
-  o.endpoint = hub::registry_endpoint(*ref, r.plain_http);
-  o.repository = ref->repository;
-  o.credentials = *creds;
-  o.ca_file = r.ca_file;
-  return hub::RegistryClient::create(std::move(o));
+  return hub::open_registry(r.ref, r.plain_http, r.ca_file, r.auth_file, ref);
 }
 
 std::string mb(uint64_t bytes) {
@@ -154,14 +143,7 @@ int do_push(const GlobalOptions& g, const PushArgs& a) {
                          byte_progress("push " + a.tag));
   if (!r) return report_error(r.error());
   if (a.json) {
-    print_json({{"ref", ref.to_string()},
-                {"digest", r->digest},
-                {"tags", r->tags},
-                {"blobs_uploaded", r->blobs_uploaded},
-                {"blobs_present", r->blobs_present},
-                {"bytes_uploaded", r->bytes_uploaded},
-                {"logical_bytes", r->logical_bytes},
-                {"ms", r->ms}});
+    print_json(hub::push_result_json(ref, *r));
     return 0;
   }
   std::printf("pushed %s to %s (%s): %llu blobs sent (%s), %llu already there, in %.0f ms\n",
@@ -182,16 +164,7 @@ int do_pull(const GlobalOptions& g, const PullArgs& a) {
                          byte_progress("pull " + ref.to_string()));
   if (!r) return report_error(r.error());
   if (a.json) {
-    print_json({{"ref", ref.to_string()},
-                {"digest", r->digest},
-                {"created", r->tags.created},
-                {"present", r->tags.present},
-                {"blobs_fetched", r->blobs_fetched},
-                {"blobs_reused", r->blobs_reused},
-                {"blobs_resumed", r->blobs_resumed},
-                {"bytes_fetched", r->bytes_fetched},
-                {"logical_bytes", r->tags.logical_bytes},
-                {"ms", r->ms}});
+    print_json(hub::pull_result_json(ref, *r));
     return 0;
   }
   std::string created;

@@ -354,6 +354,19 @@ Result<BranchRequest> decode_branch(std::string_view body) {
   return r;
 }
 
+Result<TransferRequest> decode_transfer(std::string_view body, bool push) {
+  auto j = parse_object(body, false);
+  if (!j) return tl::unexpected(j.error());
+  TransferRequest r;
+  FORKD_TRY(get_string(*j, "ref", true, &r.ref));
+  if (r.ref.empty() || r.ref.size() > 1024) return bad("field 'ref' must be HOST[:PORT]/NAME:TAG");
+  FORKD_TRY(get_string(*j, "tag", push, &r.tag));
+  if (!r.tag.empty()) FORKD_TRY(check_tag(r.tag));
+  FORKD_TRY(get_bool(*j, "plain_http", &r.plain_http));
+  FORKD_TRY(get_bool(*j, "wait", &r.wait));
+  return r;
+}
+
 Result<std::string> decode_compact(std::string_view body) {
   auto j = parse_object(body, false);
   if (!j) return tl::unexpected(j.error());

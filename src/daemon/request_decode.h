@@ -98,6 +98,17 @@ struct BranchRequest {
 };
 Result<BranchRequest> decode_branch(std::string_view body);
 
+// POST /v1/hub/push (`tag` and `ref` required) and POST /v1/hub/pull (`ref` required, `tag` the
+// name the pulled tag gets here): `plain_http` (false) and `wait` (true). Credentials and CA files
+// are the daemon's own (its environment), never taken from a request.
+struct TransferRequest {
+  std::string tag;
+  std::string ref;
+  bool plain_http = false;
+  bool wait = true;
+};
+Result<TransferRequest> decode_transfer(std::string_view body, bool push);
+
 // POST /v1/snapshots/:tag/compact: `to`, the new flat tag.
 Result<std::string> decode_compact(std::string_view body);
 

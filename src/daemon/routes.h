@@ -16,6 +16,7 @@
 #include "daemon/limits.h"
 #include "daemon/metrics.h"
 #include "daemon/request_decode.h"
+#include "daemon/transfers.h"
 #include "engine/config.h"
 #include "engine/sandbox.h"
 
@@ -65,6 +66,7 @@ struct DaemonContext {
   engine::OutputBudget exec_output_budget{256ull << 20};
   uint64_t max_file_bytes = 1ull << 30;  // uploads and downloads of /files
   CommandTable commands;
+  TransferTable transfers;
   // Last: destroyed (joined) first, while everything its threads use still exists.
   BackgroundWork background;
 };
@@ -149,5 +151,7 @@ void exec_streaming_or_background(DaemonContext& ctx, const std::string& id, con
                                   httplib::Response& res);
 // /v1/workspaces...
 std::vector<Route> workspace_routes(DaemonContext& ctx);
+// /v1/hub/... (push, pull, transfers)
+std::vector<Route> hub_routes(DaemonContext& ctx);
 
 }  // namespace forkd::daemon

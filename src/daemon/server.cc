@@ -231,7 +231,7 @@ void Server::Impl::install(httplib::Server& svr) {
   });
   std::vector<Route> routes = meta_routes(ctx);
   for (auto* more : {&snapshot_routes, &file_routes, &command_routes, &sandbox_routes,
-                     &branch_routes, &workspace_routes}) {
+                     &branch_routes, &workspace_routes, &hub_routes}) {
     auto r = (*more)(ctx);
     routes.insert(routes.end(), r.begin(), r.end());
   }

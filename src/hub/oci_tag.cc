@@ -48,6 +48,46 @@ std::string push_cache_path(const std::string& cache_dir, const store::SnapshotM
 
 }  // namespace
 
+Result<RegistryClient> open_registry(const std::string& ref_text, bool plain_http,
+                                     const std::string& ca_file, const std::string& auth_file,
+                                     OciRef* ref) {
+  auto parsed = parse_oci_ref(ref_text);
+  if (!parsed) return tl::unexpected(parsed.error());
+  *ref = *parsed;
+  auto creds = load_credentials(ref->registry_address(), auth_file);
+  if (!creds) return tl::unexpected(creds.error());
+  RegistryClientOptions o;
+  o.endpoint = registry_endpoint(*ref, plain_http);
+  o.repository = ref->repository;
+  o.credentials = *creds;
+  o.ca_file = ca_file;
+  return RegistryClient::create(std::move(o));
+}
+
+Json push_result_json(const OciRef& ref, const PushResult& r) {
+  return {{"ref", ref.to_string()},
+          {"digest", r.digest},
+          {"tags", r.tags},
+          {"blobs_uploaded", r.blobs_uploaded},
+          {"blobs_present", r.blobs_present},
+          {"bytes_uploaded", r.bytes_uploaded},
+          {"logical_bytes", r.logical_bytes},
+          {"ms", r.ms}};
+}
+
+Json pull_result_json(const OciRef& ref, const PullResult& r) {
+  return {{"ref", ref.to_string()},
+          {"digest", r.digest},
+          {"created", r.tags.created},
+          {"present", r.tags.present},
+          {"blobs_fetched", r.blobs_fetched},
+          {"blobs_reused", r.blobs_reused},
+          {"blobs_resumed", r.blobs_resumed},
+          {"bytes_fetched", r.bytes_fetched},
+          {"logical_bytes", r.tags.logical_bytes},
+          {"ms", r.ms}};
+}
+
 Result<PushResult> push_tag(const store::SnapshotStore& store, const std::string& cache_dir,
                             RegistryClient& client, const OciRef& ref, const std::string& tag,
                             const ByteProgress& progress) {

@@ -15,6 +15,7 @@
 // $FORKD_HOME/cache/blobs until its tag is committed, so a pull killed midway resumes: finished
 // blobs are reused and a partial one continues with an HTTP Range request.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -50,12 +51,22 @@ struct PullResult {
   double ms = 0;
 };
 
+// A client of the repository ref_text names (*ref gets it parsed). Credentials come from the
+// environment or auth_file (registry_auth.h), never from a command line or a request.
+Result<RegistryClient> open_registry(const std::string& ref_text, bool plain_http,
+                                     const std::string& ca_file, const std::string& auth_file,
+                                     OciRef* ref);
+
 // Pushes tag (and every ancestor) to ref's repository, tagging the top as ref's tag.
 // cache_dir keeps each tag's computed manifest, so a later push of a link need not re-encode
 // its ancestors.
 Result<PushResult> push_tag(const store::SnapshotStore& store, const std::string& cache_dir,
                             RegistryClient& client, const OciRef& ref, const std::string& tag,
                             const ByteProgress& progress = {});
+
+// The results as the CLI's --json and the REST API give them.
+nlohmann::json push_result_json(const OciRef& ref, const PushResult& r);
+nlohmann::json pull_result_json(const OciRef& ref, const PullResult& r);
 
 // Pulls ref into the store; new_tag renames the top tag. cache_dir holds blobs in flight.
 Result<PullResult> pull_tag(const store::SnapshotStore& store, const std::string& cache_dir,

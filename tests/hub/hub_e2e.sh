@@ -16,9 +16,11 @@ source "$here/../lib/test-home.sh"
 real_home=$(real_forkd_home "$forkd")
 homes=()
 work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-hub-e2e.XXXXXX")
+serve_pid=
 cleanup() {
   local status=$? h
   set +e
+  [[ -n $serve_pid ]] && { kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; }
   for h in "${homes[@]}"; do remove_test_home "$forkd" "$h" || { ((status == 0)) && status=1; }; done
   rm -rf "$work"
   exit "$status"
@@ -118,6 +120,57 @@ FORKD_HOME=$E "$forkd" fork --tag pybase -n 1 >/dev/null
 id=$(FORKD_HOME=$E "$forkd" ps --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sandboxes"][0]["id"])')
 [[ $(FORKD_HOME=$E "$forkd" eval "$id" 'import numpy; print(numpy.__name__)') == numpy ]] || fail "resumed tag's child"
 ok "a pull killed midway resumes from what arrived"
+
+# --- REST: pull with wait:false and progress, push with wait:true ----------------------------
+new_home F
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+FORKD_HOME=$F "$forkd" serve --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+serve_pid=$!
+python3 - "$port" "$registry" <<'PY' || { kill "$serve_pid"; cat "$work/serve.log" >&2; fail "REST transfers"; }
+import json, sys, time, urllib.request, urllib.error
+port, registry = sys.argv[1], sys.argv[2]
+base = f"http://127.0.0.1:{port}"
+def call(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(base + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+for _ in range(200):
+    try:
+        urllib.request.urlopen(base + "/healthz", timeout=1); break
+    except Exception:
+        time.sleep(0.05)
+st, j = call("POST", "/v1/hub/pull", {"ref": f"{registry}/forkd/py:link", "wait": False})
+assert st == 202 and j["status"] == "running" and j["id"].startswith("xfer-"), (st, j)
+xid, seen_progress = j["id"], False
+for _ in range(1200):
+    st, j = call("GET", f"/v1/hub/transfers/{xid}")
+    assert st == 200, (st, j)
+    if j["status"] == "running" and 0 < j["done_bytes"] < j["total_bytes"]:
+        seen_progress = True
+    if j["status"] != "running":
+        break
+    time.sleep(0.05)
+assert j["status"] == "done", j
+assert j["result"]["created"] == ["pybase", "pylink"], j
+assert j["percent"] == 100, j
+st, j = call("POST", "/v1/hub/push", {"tag": "pylink", "ref": f"{registry}/forkd/again:v1"})
+assert st == 200 and j["blobs_uploaded"] >= 0 and j["tags"] == ["pybase", "pylink"], (st, j)
+st, j = call("POST", "/v1/hub/pull", {"ref": f"{registry}/forkd/none:nope"})
+assert st == 404 and j["code"] == "not_found", (st, j)
+st, j = call("POST", "/v1/hub/push", {"ref": f"{registry}/forkd/x:y"})
+assert st == 400, (st, j)
+st, j = call("GET", "/v1/hub/transfers")
+assert len(j["transfers"]) >= 3, j
+print("progress seen while running:", seen_progress)
+PY
+kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
+serve_pid=
+ok "REST pull (wait:false, progress in GET) and push"
 
 # --- refusals -----------------------------------------------------------------------------
 if FORKD_HOME=$E "$forkd" pull "$registry/forkd/none:nope" 2>"$work/err"; then fail "pull of a missing ref"; fi
