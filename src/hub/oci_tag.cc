@@ -97,14 +97,9 @@ Result<PushResult> push_tag(const store::SnapshotStore& store, const std::string
                       "push needs a reference with a tag (HOST/NAME:TAG), not only a digest");
   }
   FORKD_TRY(make_dirs(cache_dir, 0700));
-  auto top = store.load(tag);
-  if (!top) return tl::unexpected(top.error());
-  store::ChainInfo chain = store::walk_ancestors(store, *top);
-  if (!chain.warning.empty()) {
-    return make_error(ErrorCode::kFailedPrecondition, "tag " + tag + ": " + chain.warning);
-  }
-  std::vector<std::string> names = chain.ancestors;
-  names.push_back(tag);
+  auto chain = chain_of(store, tag);
+  if (!chain) return tl::unexpected(chain.error());
+  const std::vector<std::string>& names = *chain;
   PushResult res;
   std::string parent_digest, parent;
   for (size_t i = 0; i < names.size(); i++) {

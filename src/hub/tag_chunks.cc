@@ -34,8 +34,8 @@ std::vector<ChunkPos> chunk_plan(const PackManifest& m) {
   return plan;
 }
 
-Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std::string& tag,
-                                    const std::string& since) {
+Result<std::vector<std::string>> chain_of(const store::SnapshotStore& store,
+                                          const std::string& tag) {
   auto top = store.load(tag);
   if (!top) return tl::unexpected(top.error());
   store::ChainInfo chain = store::walk_ancestors(store, *top);
@@ -44,6 +44,14 @@ Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std
   }
   std::vector<std::string> names = chain.ancestors;
   names.push_back(tag);
+  return names;
+}
+
+Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std::string& tag,
+                                    const std::string& since) {
+  auto chain_names = chain_of(store, tag);
+  if (!chain_names) return tl::unexpected(chain_names.error());
+  const std::vector<std::string>& names = *chain_names;
   PackManifest m;
   m.created_at = static_cast<int64_t>(std::time(nullptr));
   m.created_by = "forkd " + std::string(forkd_version());
@@ -57,14 +65,16 @@ Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std
   if (!since.empty()) {
     auto it = std::find(names.begin(), names.end(), since);
     if (it == names.end() || *it == tag) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "--since " + since + " is not an ancestor of " + tag + " (its chain: " +
-                            (chain.ancestors.empty() ? std::string("none, it is a base") : [&] {
-                              std::string s;
-                              for (const auto& a : chain.ancestors) s += (s.empty() ? "" : " ") + a;
-                              return s;
-                            }()) +
-                            ")");
+      return make_error(
+          ErrorCode::kInvalidArgument, "--since " + since + " is not an ancestor of " + tag +
+                                           " (its chain: " +
+                                           [&] {
+                                             std::string s;
+                                             for (const auto& a : names)
+                                               s += (s.empty() ? "" : " -> ") + a;
+                                             return s;
+                                           }() +
+                                           ")");
     }
     start = static_cast<size_t>(it - names.begin()) + 1;
     auto base = store.load(since);

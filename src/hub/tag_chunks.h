@@ -31,6 +31,10 @@ std::vector<ChunkPos> chunk_plan(const PackManifest& m);
 
 using ByteProgress = std::function<void(uint64_t done, uint64_t total)>;
 
+// tag's chain, root first, tag last (kFailedPrecondition for a broken one).
+Result<std::vector<std::string>> chain_of(const store::SnapshotStore& store,
+                                          const std::string& tag);
+
 // The manifest of tag and its ancestors, root first; with since, only the links after since
 // (which must be an ancestor of tag), which the receiver must already have. Files equal to one
 // earlier in the chain (or in since) travel as references. Every tag is verified first.
