@@ -268,6 +268,11 @@ Result<PullResult> pull_tag(const store::SnapshotStore& store, const std::string
         });
     if (!as) return tl::unexpected(as.error());
     for (const auto& layer : l.layers) {
+      if (!(*as)->next_needed()) {
+        FORKD_TRY((*as)->skip_chunk());
+        res.blobs_skipped++;
+        continue;
+      }
       auto blob = cache.get(layer, &res);
       if (!blob) return tl::unexpected(blob.error().wrap("pull " + name));
       FORKD_TRY((*as)->add_chunk(std::move(*blob), layer.digest.substr(7)));

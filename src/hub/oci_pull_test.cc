@@ -39,7 +39,7 @@ class FakeRegistry {
         return;
       }
       std::string body = it->second;  // httplib itself answers a Range request with a 206
-      if (cut_ == req.matches[1]) {  // the connection drops halfway
+      if (cut_ == req.matches[1]) {   // the connection drops halfway
         cut_.clear();
         size_t half = body.size() / 2;
         res.set_content_provider(body.size(), "application/octet-stream",
@@ -101,7 +101,8 @@ class OciPullTest : public ::testing::Test {
     dir_ = std::make_unique<TempDir>(std::move(*d));
     store_ = std::make_unique<store::SnapshotStore>(dir_->path() + "/home");
   }
-  // A tag whose memory and vmstate are both content as a forkd manifest in the registry; returns its digest.
+  // A tag whose memory and vmstate are both content as a forkd manifest in the registry; returns
+  // its digest.
   std::string push_tag(const std::string& name, const std::string& content,
                        const std::string& ref_tag, const std::string& parent = "",
                        const std::string& parent_hash = "", const std::string& parent_manifest = "",

@@ -83,6 +83,7 @@ Json pull_result_json(const OciRef& ref, const PullResult& r) {
           {"blobs_fetched", r.blobs_fetched},
           {"blobs_reused", r.blobs_reused},
           {"blobs_resumed", r.blobs_resumed},
+          {"blobs_skipped", r.blobs_skipped},
           {"bytes_fetched", r.bytes_fetched},
           {"logical_bytes", r.tags.logical_bytes},
           {"ms", r.ms}};

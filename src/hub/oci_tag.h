@@ -47,6 +47,7 @@ struct PullResult {
   uint64_t blobs_fetched = 0;
   uint64_t blobs_reused = 0;   // complete in the cache (an earlier cut pull, or a repeated chunk)
   uint64_t blobs_resumed = 0;  // a partial blob continued with a Range request
+  uint64_t blobs_skipped = 0;  // not fetched: the host has their file already
   uint64_t bytes_fetched = 0;
   double ms = 0;
 };

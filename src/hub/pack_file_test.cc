@@ -181,6 +181,20 @@ TEST_F(PackTest, WholeChainAgainIntoAHostThatHasItsRoot) {
   EXPECT_EQ(r->tags.created, std::vector<std::string>{"b"});
 }
 
+TEST_F(PackTest, AFileThisHostHasIsLinkedNotWritten) {
+  std::string mem = memory(8);
+  base("a", mem);
+  base("z", mem);  // another tag, same memory bytes
+  ASSERT_TRUE(unpack(pack("a")));
+  auto r = unpack(pack("z"));
+  ASSERT_TRUE(r) << r.error().message();
+  struct stat sa, sz;
+  ASSERT_EQ(::stat((dst_->dir("a") + "/memory").c_str(), &sa), 0);
+  ASSERT_EQ(::stat((dst_->dir("z") + "/memory").c_str(), &sz), 0);
+  EXPECT_EQ(sa.st_ino, sz.st_ino);
+  EXPECT_TRUE(dst_->verify(*dst_->load("z")));
+}
+
 TEST_F(PackTest, NewNameAndClashes) {
   base("a", memory(4));
   std::string file = pack("a");

@@ -76,6 +76,12 @@ struct TagAssembler::Impl {
   ByteProgress progress;
   uint64_t done = 0, total = 0;
   std::vector<std::optional<store::TagWrite>> writes;  // per tag; empty when already present
+  // Data files this host already holds (same sha256 and size, in a verified tag): linked at
+  // finish instead of written; their chunks are not needed.
+  std::map<std::pair<size_t, std::string>, std::string> local_src;
+  bool needs(const ChunkPos& pos) const {
+    return writes[pos.tag_index] && !local_src.count({pos.tag_index, pos.role});
+  }
   std::map<std::pair<size_t, std::string>, UniqueFd> fds;
   std::map<std::pair<size_t, std::string>, std::unique_ptr<Sha256>> hashers;
   // Before the window: leases held by its results go back when it is destroyed.
@@ -88,9 +94,35 @@ struct TagAssembler::Impl {
     return writes[t]->staging() + "/" + store::snapshot_file_name(role);
   }
   Status sink(Decoded& d);
+  void find_local_files(const store::SnapshotStore& st, const PackManifest& pm);
   Status open_target(size_t t, const std::string& role);
   Status link_ref(size_t t, const std::string& role, const FileRef& ref);
+  Status link_local(size_t t, const std::string& role, const std::string& src);
 };
+
+void TagAssembler::Impl::find_local_files(const store::SnapshotStore& st, const PackManifest& pm) {
+  std::map<std::pair<std::string, uint64_t>, std::pair<std::string, std::string>> have;
+  for (const auto& meta : st.list()) {
+    for (const auto& [role, f] : meta.files) have.try_emplace({f.sha256, f.size}, meta.tag, role);
+  }
+  std::map<std::string, bool> verified;  // tag -> its files match their record
+  for (size_t t = 0; t < pm.tags.size(); t++) {
+    if (!writes[t]) continue;
+    for (const auto& role : pm.tags[t].data_roles()) {
+      const auto& f = pm.tags[t].meta.files.at(role);
+      auto it = have.find({f.sha256, f.size});
+      if (it == have.end() || f.size < kChunkBytes) continue;  // small files: not worth it
+      const auto& [tag, local_role] = it->second;
+      if (!verified.count(tag)) {
+        auto lm = st.load(tag);
+        verified[tag] = lm && st.verify(*lm).has_value();
+      }
+      if (verified[tag]) {
+        local_src[{t, role}] = st.dir(tag) + "/" + store::snapshot_file_name(local_role);
+      }
+    }
+  }
+}
 
 Status TagAssembler::Impl::open_target(size_t t, const std::string& role) {
   std::string path = file_path(t, role);
@@ -202,6 +234,7 @@ Result<std::unique_ptr<TagAssembler>> TagAssembler::begin(const store::SnapshotS
     return make_error(ErrorCode::kNoSpace, "unpack needs " + std::to_string(need >> 20) +
                                                " MiB free under " + store.root());
   }
+  impl->find_local_files(store, m);
   impl->plan = chunk_plan(m);
   impl->total = m.data_bytes();
   impl->m = std::move(m);
@@ -214,13 +247,27 @@ Result<std::unique_ptr<TagAssembler>> TagAssembler::begin(const store::SnapshotS
   return std::unique_ptr<TagAssembler>(new TagAssembler(std::move(impl)));
 }
 
+bool TagAssembler::next_needed() const {
+  return impl_->next < impl_->plan.size() && impl_->needs(impl_->plan[impl_->next]);
+}
+
+Status TagAssembler::skip_chunk() {
+  Impl& s = *impl_;
+  if (s.next >= s.plan.size() || s.needs(s.plan[s.next])) {
+    return make_error(ErrorCode::kInternal, "skipped a chunk that is needed");
+  }
+  s.done += s.plan[s.next++].length;
+  if (s.progress) s.progress(s.done, s.total);
+  return {};
+}
+
 Status TagAssembler::add_chunk(std::string blob, const std::string& sha256) {
   Impl& s = *impl_;
   if (s.next >= s.plan.size()) {
     return make_error(ErrorCode::kInvalidArgument, "more chunks than the manifest describes");
   }
   const ChunkPos pos = s.plan[s.next++];
-  if (!s.writes[pos.tag_index]) {  // a tag this host has: only the digest is checked
+  if (!s.needs(pos)) {  // a tag or file this host has: only the digest is checked
     if (sha256_hex(blob) != sha256) {
       return make_error(ErrorCode::kChecksumMismatch, "chunk digest mismatch");
     }
@@ -275,6 +322,19 @@ Status TagAssembler::Impl::link_ref(size_t t, const std::string& role, const Fil
   return {};
 }
 
+Status TagAssembler::Impl::link_local(size_t t, const std::string& role, const std::string& src) {
+  std::string dst = file_path(t, role);
+  if (::link(src.c_str(), dst.c_str()) != 0) return errno_error(errno, "link " + src);
+  struct stat st;
+  if (::stat(dst.c_str(), &st) != 0 ||
+      static_cast<uint64_t>(st.st_size) != m.tags[t].meta.files.at(role).size) {
+    return make_error(ErrorCode::kChecksumMismatch, "tag " + m.tags[t].meta.tag + ": " + role +
+                                                        " (found here as " + src +
+                                                        ") changed meanwhile");
+  }
+  return {};
+}
+
 Result<AssembleResult> TagAssembler::finish() {
   Impl& s = *impl_;
   FORKD_TRY(s.window->drain());
@@ -290,6 +350,10 @@ Result<AssembleResult> TagAssembler::finish() {
     for (const auto& [role, f] : pt.meta.files) {
       if (auto r = pt.refs.find(role); r != pt.refs.end()) {
         FORKD_TRY(s.link_ref(t, role, r->second));
+        continue;
+      }
+      if (auto l = s.local_src.find({t, role}); l != s.local_src.end()) {
+        FORKD_TRY(s.link_local(t, role, l->second));
         continue;
       }
       if (f.size == 0) {  // no chunks: an empty file

@@ -74,6 +74,11 @@ class TagAssembler {
   const std::vector<ChunkPos>& plan() const;
   // The next chunk's blob; sha256 is what the sender claims (checked against the bytes).
   Status add_chunk(std::string blob, const std::string& sha256);
+  // False when the next chunk's bytes are not needed: its tag is here already, or its file is
+  // (an identical file of a verified tag, linked instead). A transport that can (a pull) then
+  // skips fetching it with skip_chunk; one that cannot (a pack stream) adds it as usual.
+  bool next_needed() const;
+  Status skip_chunk();
   // After the last chunk: links the referenced files, checks every file's hash and commits the
   // tags root first (undoing earlier commits if a later one fails).
   Result<AssembleResult> finish();

@@ -97,6 +97,14 @@ r=$(FORKD_HOME=$D "$forkd" pull "$registry/forkd/py:link" --json)
 [[ $(jget "$r" created) == '["pylink"]' ]] || fail "second pull created $(jget "$r" created)"
 (($(jget "$r" bytes_fetched) * 10 < base_bytes)) || fail "pull of the link fetched $(jget "$r" bytes_fetched) bytes"
 ok "a pull fetches only what the host lacks"
+# Another tag of the same image: its root disk is a file C has already, so it is not fetched.
+FORKD_HOME=$A "$forkd" snapshot --tag pyother --image python --memory 256 >/dev/null
+FORKD_HOME=$A "$forkd" push pyother "$registry/forkd/other:v1" >/dev/null
+r=$(FORKD_HOME=$C "$forkd" pull "$registry/forkd/other:v1" --json)
+echo "hub_e2e: pull of another tag of the image: $(jget "$r" bytes_fetched) bytes, $(jget "$r" blobs_skipped) blobs skipped" >&2
+(($(jget "$r" blobs_skipped) > 0)) || fail "the image's root disk was fetched again"
+(($(jget "$r" bytes_fetched) * 2 < base_bytes)) || fail "pull of pyother fetched $(jget "$r" bytes_fetched) bytes"
+ok "a file the host has (the image's root disk) is linked, not fetched"
 
 # --- resume -------------------------------------------------------------------------------
 new_home E
