@@ -205,15 +205,16 @@ int do_gc(const GlobalOptions& g, bool json) {
                 {"snapshot_leftovers", r.snapshot_leftovers},
                 {"pool_members", r.pool_members},
                 {"cgroups", r.cgroups},
-                {"netns", r.netns}});
+                {"netns", r.netns},
+                {"pull_blobs", r.pull_blobs}});
     return 0;
   }
   std::printf(
       "removed %zu dead sandbox record(s), %zu orphan dir(s), %d orphan QEMU(s), "
       "%d snapshot leftover(s), %d dead pool member(s), %d stale cgroup(s), %d unused network "
-      "namespace(s)\n",
+      "namespace(s), %d stale pull blob(s)\n",
       r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus, r.snapshot_leftovers,
-      r.pool_members, r.cgroups, r.netns);
+      r.pool_members, r.cgroups, r.netns, r.pull_blobs);
   return 0;
 }
 

@@ -1,7 +1,10 @@
 #include "engine/gc.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -131,6 +134,27 @@ RemoveAllReport remove_all_sandboxes(const EngineConfig& cfg) {
   return r;
 }
 
+namespace {
+
+// Blobs a cut pull left for its resume (hub/oci_tag.h), untouched for max_age: removed, unless
+// a pull holds one (its flock).
+int sweep_pull_blobs(const std::string& dir, std::chrono::hours max_age) {
+  int n = 0;
+  auto now = std::chrono::system_clock::now();
+  for (const auto& name : list_dir_names(dir)) {
+    std::string path = dir + "/" + name;
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (now - std::chrono::system_clock::from_time_t(st.st_mtime) < max_age) continue;
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd || ::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) continue;
+    if (::unlink(path.c_str()) == 0) n++;
+  }
+  return n;
+}
+
+}  // namespace
+
 GcReport gc(const EngineConfig& cfg) {
   GcReport r;
   // Records whose QEMU is gone.
@@ -160,6 +184,7 @@ GcReport gc(const EngineConfig& cfg) {
       vmm::sweep_stale_leaves(vmm::host_jail().cgroups, kCgroupParent, std::chrono::seconds(120));
   // Namespaces of children whose launcher died mid-launch, or whose run dir went above.
   if (::geteuid() == 0) r.netns = vmm::sweep_stale_netns(std::chrono::seconds(120));
+  r.pull_blobs = sweep_pull_blobs(cfg.home + "/cache/oci/blobs", std::chrono::hours(24));
   if (!r.dead_sandboxes.empty() || !r.orphan_dirs.empty() || r.orphan_qemus > 0 ||
       r.snapshot_leftovers > 0 || r.pool_members > 0 || r.cgroups > 0 || r.netns > 0) {
     logger("gc")->info(

@@ -128,6 +128,14 @@ FORKD_HOME=$E "$forkd" fork --tag pybase -n 1 >/dev/null
 id=$(FORKD_HOME=$E "$forkd" ps --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["sandboxes"][0]["id"])')
 [[ $(FORKD_HOME=$E "$forkd" eval "$id" 'import numpy; print(numpy.__name__)') == numpy ]] || fail "resumed tag's child"
 ok "a pull killed midway resumes from what arrived"
+# What a cut pull left and nobody resumed goes with gc after a day (and not before).
+mkdir -p "$E/cache/oci/blobs"
+echo stale >"$E/cache/oci/blobs/0000stale.partial"; touch -d '2 days ago' "$E/cache/oci/blobs/0000stale.partial"
+echo fresh >"$E/cache/oci/blobs/0000fresh.partial"
+[[ $(jget "$(FORKD_HOME=$E "$forkd" gc --json)" pull_blobs) == 1 ]] || fail "gc of stale pull blobs"
+[[ -e $E/cache/oci/blobs/0000fresh.partial && ! -e $E/cache/oci/blobs/0000stale.partial ]] ||
+  fail "gc removed the wrong pull blobs"
+ok "gc removes pull blobs a day old"
 
 # --- REST: pull with wait:false and progress, push with wait:true ----------------------------
 new_home F
