@@ -31,6 +31,10 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+double mbps_of(uint64_t bytes, double ms) {
+  return ms > 0 ? static_cast<double>(bytes) / 1e3 / ms : 0;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -74,8 +78,8 @@ Result<Json> run_pack_bench(const engine::EngineConfig& real, const PackBenchArg
   std::string tag_dir = src.dir(tag);
   std::string work = cfg.home + "/bench-pack";
   FORKD_TRY(make_dirs(work, 0700));
-  std::vector<double> pack_ms, unpack_ms, tar_ms, untar_ms;
-  uint64_t logical = 0, pack_bytes = 0, tar_bytes = 0;
+  std::vector<double> pack_ms, unpack_ms, tar_ms, untar_ms, noimg_ms;
+  uint64_t logical = 0, pack_bytes = 0, tar_bytes = 0, noimg_logical = 0, noimg_bytes = 0;
   for (int run = 0; run < a.runs; run++) {
     FORKD_TRY(check_interrupted());
     std::string fpk = work + "/tag.fpk";
@@ -91,6 +95,14 @@ Result<Json> run_pack_bench(const engine::EngineConfig& real, const PackBenchArg
     if (!u) return tl::unexpected(u.error());
     unpack_ms.push_back(u->ms);
     FORKD_TRY(remove_tree(dst_home));
+    FORKD_TRY(remove_tree(fpk));
+    // The same without the image's files (for a host that has the image or a tag of it).
+    hub::PackOptions po{tag, "", fpk, 0, {}, true};
+    auto n = hub::pack_tag(src, po);
+    if (!n) return tl::unexpected(n.error());
+    noimg_ms.push_back(n->ms);
+    noimg_logical = n->logical_bytes;
+    noimg_bytes = n->pack_bytes;
     FORKD_TRY(remove_tree(fpk));
 
     std::string tzst = work + "/tag.tar.zst", out = work + "/untar";
@@ -118,6 +130,12 @@ Result<Json> run_pack_bench(const engine::EngineConfig& real, const PackBenchArg
               {"unpack_ms", median(unpack_ms)},
               {"pack_mbps", mbps(median(pack_ms))},
               {"unpack_mbps", mbps(median(unpack_ms))}}},
+            {"forkd_without_image",
+             {{"logical_bytes", noimg_logical},
+              {"pack_bytes", noimg_bytes},
+              {"ratio", noimg_bytes ? static_cast<double>(noimg_logical) / noimg_bytes : 0},
+              {"pack_ms", median(noimg_ms)},
+              {"pack_mbps", mbps_of(noimg_logical, median(noimg_ms))}}},
             {"tar_zstd",
              {{"pack_bytes", tar_bytes},
               {"ratio", tar_bytes ? static_cast<double>(logical) / tar_bytes : 0},
@@ -141,6 +159,11 @@ void print_human(const Json& j) {
                 r.value("pack_bytes", 0.0) / 1e6, r.value("ratio", 0.0), r.value("pack_ms", 0.0),
                 r.value("unpack_ms", 0.0), r.value("pack_mbps", 0.0), r.value("unpack_mbps", 0.0));
   }
+  const Json& n = j["forkd_without_image"];
+  std::printf("%-22s %10.1f %7.1fx %10.0f %10s %12.0f   (of %.1f MB: the tag without its image)\n",
+              "forkd --without-image", n.value("pack_bytes", 0.0) / 1e6, n.value("ratio", 0.0),
+              n.value("pack_ms", 0.0), "-", n.value("pack_mbps", 0.0),
+              n.value("logical_bytes", 0.0) / 1e6);
 }
 
 int do_bench_pack(const GlobalOptions& g, const PackBenchArgs& a) {

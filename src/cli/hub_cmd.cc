@@ -18,6 +18,7 @@ struct PackArgs {
   std::string output;
   std::string since;
   int threads = 0;
+  bool without_image = false;
   bool json = false;
 };
 
@@ -76,7 +77,8 @@ int do_pack(const GlobalOptions& g, PackArgs a) {
     return report_error(Error(ErrorCode::kInvalidArgument,
                               "refusing to write a pack to a terminal; redirect stdout or use -o"));
   }
-  hub::PackOptions po{a.tag, a.since, a.output, a.threads, byte_progress("pack " + a.tag)};
+  hub::PackOptions po{a.tag,          a.since, a.output, a.threads, byte_progress("pack " + a.tag),
+                      a.without_image};
   auto r = hub::pack_tag(snaps, po);
   if (!r) return report_error(r.error());
   std::vector<std::string> tags;
@@ -188,6 +190,9 @@ void register_hub(CLI::App& app, GlobalOptions& g, Action& action) {
   pack->add_option("-o,--output", pa->output, "Output file (default TAG.fpk; - for stdout)");
   pack->add_option("--since", pa->since,
                    "Pack only the links after this ancestor (the receiver has it already)");
+  pack->add_flag("--without-image", pa->without_image,
+                 "Leave out the image's root disk and kernel (the receiver has that image or a "
+                 "tag of it)");
   pack->add_option("--threads", pa->threads, "Compression threads (default: one per core)")
       ->check(CLI::Range(0, 256));
   pack->add_flag("--json", pa->json, "Print the result as JSON");

@@ -97,7 +97,7 @@ Result<PackManifest> read_header(int fd, uint64_t* consumed) {
 
 Result<PackResult> pack_tag(const store::SnapshotStore& store, const PackOptions& opts) {
   auto t0 = std::chrono::steady_clock::now();
-  auto m = build_manifest(store, opts.tag, opts.since);
+  auto m = build_manifest(store, opts.tag, opts.since, opts.without_image);
   if (!m) return tl::unexpected(m.error());
   UniqueFd out;
   std::string staged;

@@ -22,6 +22,7 @@ struct PackOptions {
   std::string output;  // a path, or "-" for stdout
   int threads = 0;     // 0: one per core
   ByteProgress progress;
+  bool without_image = false;  // leave the image's files out (see build_manifest)
 };
 
 struct PackResult {

@@ -195,6 +195,25 @@ TEST_F(PackTest, AFileThisHostHasIsLinkedNotWritten) {
   EXPECT_TRUE(dst_->verify(*dst_->load("z")));
 }
 
+TEST_F(PackTest, WithoutImageNeedsTheImagesFilesHere) {
+  base("a", memory(9));
+  base("z", memory(10));  // the same kernel as a
+  std::string out = dir_->path() + "/z-noimg.fpk";
+  PackOptions po{"z", "", out, 2, {}, true};
+  auto p = pack_tag(*src_, po);
+  ASSERT_TRUE(p) << p.error().message();
+  EXPECT_TRUE(p->manifest.tags[0].refs.at("kernel").external());
+  auto lacking = unpack(out);
+  ASSERT_FALSE(lacking);
+  EXPECT_EQ(lacking.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_NE(lacking.error().message().find("without-image"), std::string::npos);
+  EXPECT_TRUE(leftovers().empty());
+  ASSERT_TRUE(unpack(pack("a")));  // now a tag here holds that kernel
+  auto r = unpack(out);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_TRUE(dst_->verify(*dst_->load("z")));
+}
+
 TEST_F(PackTest, NewNameAndClashes) {
   base("a", memory(4));
   std::string file = pack("a");

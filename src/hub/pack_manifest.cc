@@ -145,7 +145,8 @@ Result<PackManifest> PackManifest::from_json(const Json& j) {
     static const Json kNoRefs = Json::object();
     for (const auto& [role, r] : (refs ? *refs : kNoRefs).items()) {
       FileRef ref{json::string_or(r, "tag", ""), json::string_or(r, "role", "")};
-      if (!pt.meta.files.count(role) || !is_known_role(ref.role) || !known.count(ref.tag)) {
+      if (!pt.meta.files.count(role) || !is_known_role(ref.role) ||
+          (!ref.external() && !known.count(ref.tag))) {
         return tl::unexpected(bad("tag " + pt.meta.tag + ": bad reference for " + role));
       }
       // A reference inside the pack must name an identical file; one to a required tag is

@@ -24,9 +24,13 @@ inline constexpr int kPackFormat = 1;
 inline constexpr uint64_t kMaxPackFileBytes = 1ull << 40;
 inline constexpr size_t kMaxManifestBytes = 16u << 20;
 
+// Where a file's bytes are instead of in the stream: a file of another tag (earlier in the pack
+// or required), or, with an empty tag, any file of the receiver with the same sha256 and size
+// (a pack made --without-image leaves the image's root disk and kernel out this way).
 struct FileRef {
   std::string tag;
   std::string role;
+  bool external() const { return tag.empty(); }
 };
 
 struct PackTag {

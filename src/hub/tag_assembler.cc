@@ -4,11 +4,13 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <thread>
 
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/log.h"
 #include "hub/chunk_codec.h"
 #include "hub/object_pool.h"
@@ -53,6 +55,29 @@ Status write_pages(int fd, const ChunkPos& pos, const DecodedChunk& c) {
   return {};
 }
 
+// A file of an image of this host ($FORKD_HOME/images/*/, whose image.json records checksums)
+// with f's sha256 and size; "" when none.
+std::string image_file(const store::SnapshotStore& st, const store::FileEntry& f) {
+  std::string images = std::filesystem::path(st.root()).parent_path().string() + "/images";
+  for (const auto& name : list_dir_names(images)) {
+    auto text = read_file(images + "/" + name + "/image.json", 1u << 20);
+    if (!text) continue;
+    auto j = json::parse_untrusted(*text);
+    const auto* sums = json::member(j, "checksums");
+    if (!sums || !sums->is_object()) continue;
+    for (const auto& [file, sha] : sums->items()) {
+      if (!sha.is_string() || sha.get<std::string>() != f.sha256 ||
+          file.find('/') != std::string::npos) {
+        continue;
+      }
+      std::string path = images + "/" + name + "/" + file;
+      struct stat s;
+      if (::stat(path.c_str(), &s) == 0 && static_cast<uint64_t>(s.st_size) == f.size) return path;
+    }
+  }
+  return "";
+}
+
 bool same_files(const store::SnapshotMeta& a, const store::SnapshotMeta& b) {
   if (a.files.size() != b.files.size()) return false;
   for (const auto& [role, f] : a.files) {
@@ -94,34 +119,50 @@ struct TagAssembler::Impl {
     return writes[t]->staging() + "/" + store::snapshot_file_name(role);
   }
   Status sink(Decoded& d);
-  void find_local_files(const store::SnapshotStore& st, const PackManifest& pm);
+  Status find_local_files(const store::SnapshotStore& st, const PackManifest& pm);
   Status open_target(size_t t, const std::string& role);
   Status link_ref(size_t t, const std::string& role, const FileRef& ref);
   Status link_local(size_t t, const std::string& role, const std::string& src);
 };
 
-void TagAssembler::Impl::find_local_files(const store::SnapshotStore& st, const PackManifest& pm) {
+Status TagAssembler::Impl::find_local_files(const store::SnapshotStore& st,
+                                            const PackManifest& pm) {
   std::map<std::pair<std::string, uint64_t>, std::pair<std::string, std::string>> have;
   for (const auto& meta : st.list()) {
     for (const auto& [role, f] : meta.files) have.try_emplace({f.sha256, f.size}, meta.tag, role);
   }
   std::map<std::string, bool> verified;  // tag -> its files match their record
+  auto local = [&](const store::FileEntry& f) -> std::string {
+    auto it = have.find({f.sha256, f.size});
+    if (it == have.end()) return image_file(st, f);
+    const auto& [tag, local_role] = it->second;
+    if (!verified.count(tag)) {
+      auto lm = st.load(tag);
+      verified[tag] = lm && st.verify(*lm).has_value();
+    }
+    return verified[tag] ? st.dir(tag) + "/" + store::snapshot_file_name(local_role) : "";
+  };
   for (size_t t = 0; t < pm.tags.size(); t++) {
     if (!writes[t]) continue;
-    for (const auto& role : pm.tags[t].data_roles()) {
-      const auto& f = pm.tags[t].meta.files.at(role);
-      auto it = have.find({f.sha256, f.size});
-      if (it == have.end() || f.size < kChunkBytes) continue;  // small files: not worth it
-      const auto& [tag, local_role] = it->second;
-      if (!verified.count(tag)) {
-        auto lm = st.load(tag);
-        verified[tag] = lm && st.verify(*lm).has_value();
-      }
-      if (verified[tag]) {
-        local_src[{t, role}] = st.dir(tag) + "/" + store::snapshot_file_name(local_role);
+    for (const auto& [role, f] : pm.tags[t].meta.files) {
+      auto ref = pm.tags[t].refs.find(role);
+      bool external = ref != pm.tags[t].refs.end() && ref->second.external();
+      if (ref != pm.tags[t].refs.end() && !external) continue;  // linked from its tag
+      if (!external && f.size < kChunkBytes) continue;          // small: not worth a lookup
+      std::string path = local(f);
+      if (!path.empty()) {
+        local_src[{t, role}] = path;
+      } else if (external) {
+        return make_error(ErrorCode::kFailedPrecondition,
+                          "tag " + pm.tags[t].meta.tag + ": the pack leaves out its " + role +
+                              " (made --without-image), and this host has no file with its "
+                              "sha256 " +
+                              f.sha256.substr(0, 16) +
+                              "...: build or pull that image here first, or use a full pack");
       }
     }
   }
+  return {};
 }
 
 Status TagAssembler::Impl::open_target(size_t t, const std::string& role) {
@@ -234,7 +275,7 @@ Result<std::unique_ptr<TagAssembler>> TagAssembler::begin(const store::SnapshotS
     return make_error(ErrorCode::kNoSpace, "unpack needs " + std::to_string(need >> 20) +
                                                " MiB free under " + store.root());
   }
-  impl->find_local_files(store, m);
+  FORKD_TRY(impl->find_local_files(store, m));
   impl->plan = chunk_plan(m);
   impl->total = m.data_bytes();
   impl->m = std::move(m);
@@ -348,12 +389,12 @@ Result<AssembleResult> TagAssembler::finish() {
     const auto& pt = s.m.tags[t];
     if (!s.writes[t]) continue;
     for (const auto& [role, f] : pt.meta.files) {
-      if (auto r = pt.refs.find(role); r != pt.refs.end()) {
-        FORKD_TRY(s.link_ref(t, role, r->second));
-        continue;
-      }
       if (auto l = s.local_src.find({t, role}); l != s.local_src.end()) {
         FORKD_TRY(s.link_local(t, role, l->second));
+        continue;
+      }
+      if (auto r = pt.refs.find(role); r != pt.refs.end()) {
+        FORKD_TRY(s.link_ref(t, role, r->second));
         continue;
       }
       if (f.size == 0) {  // no chunks: an empty file

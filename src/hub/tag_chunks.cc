@@ -48,7 +48,7 @@ Result<std::vector<std::string>> chain_of(const store::SnapshotStore& store,
 }
 
 Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std::string& tag,
-                                    const std::string& since) {
+                                    const std::string& since, bool without_image) {
   auto chain_names = chain_of(store, tag);
   if (!chain_names) return tl::unexpected(chain_names.error());
   const std::vector<std::string>& names = *chain_names;
@@ -89,7 +89,11 @@ Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std
     PackTag pt;
     pt.meta = *meta;
     for (const auto& [role, f] : meta->files) {
-      if (auto s = seen.find({f.sha256, f.size}); s != seen.end()) pt.refs[role] = s->second;
+      if (auto s = seen.find({f.sha256, f.size}); s != seen.end()) {
+        pt.refs[role] = s->second;
+      } else if (without_image && (role == "base" || role == "kernel" || role == "initrd")) {
+        pt.refs[role] = FileRef{"", role};
+      }
     }
     remember(*meta);
     m.tags.push_back(std::move(pt));

@@ -38,8 +38,10 @@ Result<std::vector<std::string>> chain_of(const store::SnapshotStore& store,
 // The manifest of tag and its ancestors, root first; with since, only the links after since
 // (which must be an ancestor of tag), which the receiver must already have. Files equal to one
 // earlier in the chain (or in since) travel as references. Every tag is verified first.
+// With without_image, the image's files (root disk, kernel, initrd) travel as external
+// references: the receiver must hold identical files already.
 Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std::string& tag,
-                                    const std::string& since);
+                                    const std::string& since, bool without_image = false);
 
 struct EncodeStats {
   uint64_t chunks = 0;
