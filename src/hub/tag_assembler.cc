@@ -263,11 +263,14 @@ Result<std::unique_ptr<TagAssembler>> TagAssembler::begin(const store::SnapshotS
     if (!w) return tl::unexpected(w.error());
     impl->writes[t].emplace(std::move(*w));
   }
-  // Room for the data (holes may make it less).
+  FORKD_TRY(impl->find_local_files(store, m));
+  // Room for the data written (holes may make it less; files found here are linked).
   uint64_t need = 0;
   for (size_t t = 0; t < m.tags.size(); t++) {
     if (!impl->writes[t]) continue;
-    for (const auto& role : m.tags[t].data_roles()) need += m.tags[t].meta.files.at(role).size;
+    for (const auto& role : m.tags[t].data_roles()) {
+      if (!impl->local_src.count({t, role})) need += m.tags[t].meta.files.at(role).size;
+    }
   }
   struct statvfs vfs;
   if (::statvfs(store.root().c_str(), &vfs) == 0 &&
@@ -275,7 +278,6 @@ Result<std::unique_ptr<TagAssembler>> TagAssembler::begin(const store::SnapshotS
     return make_error(ErrorCode::kNoSpace, "unpack needs " + std::to_string(need >> 20) +
                                                " MiB free under " + store.root());
   }
-  FORKD_TRY(impl->find_local_files(store, m));
   impl->plan = chunk_plan(m);
   impl->total = m.data_bytes();
   impl->m = std::move(m);
@@ -313,6 +315,7 @@ Status TagAssembler::add_chunk(std::string blob, const std::string& sha256) {
       return make_error(ErrorCode::kChecksumMismatch, "chunk digest mismatch");
     }
     s.done += pos.length;
+    if (s.progress) s.progress(s.done, s.total);
     return {};
   }
   if (pos.index == 0) FORKD_TRY(s.open_target(pos.tag_index, pos.role));
