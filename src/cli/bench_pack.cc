@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "base/clock.h"
 #include "base/subprocess.h"
 #include "cli/bench_common.h"
 #include "engine/snapshot.h"
@@ -26,10 +27,6 @@ struct PackBenchArgs {
   int runs = 3;
   bool json = false;
 };
-
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 
 double mbps_of(uint64_t bytes, double ms) {
   return ms > 0 ? static_cast<double>(bytes) / 1e3 / ms : 0;
@@ -118,7 +115,7 @@ Result<Json> run_pack_bench(const engine::EngineConfig& real, const PackBenchArg
     FORKD_TRY(remove_tree(out));
     FORKD_TRY(remove_tree(tzst));
   }
-  auto mbps = [logical](double ms) { return ms > 0 ? logical / 1e3 / ms : 0.0; };
+  auto mbps = [logical](double ms) { return mbps_of(logical, ms); };
   Json j = {{"tag", tag},
             {"runs", a.runs},
             {"logical_bytes", logical},

@@ -10,6 +10,7 @@
 #include <set>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/files.h"
 #include "base/json_get.h"
 #include "hub/chunk_codec.h"
@@ -284,7 +285,7 @@ Result<PullResult> pull_tag(const store::SnapshotStore& store, const std::string
     done += l.pack.data_bytes();
   }
   cache.forget();
-  res.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  res.ms = ms_since(t0);
   return res;
 }
 

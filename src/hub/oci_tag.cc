@@ -8,6 +8,7 @@
 #include <deque>
 #include <set>
 
+#include "base/clock.h"
 #include "base/dir_lock.h"
 #include "base/files.h"
 #include "base/json_get.h"
@@ -20,10 +21,6 @@ namespace {
 
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 
 Json descriptor(std::string_view media_type, const std::string& digest, uint64_t size) {
   return {{"mediaType", media_type}, {"digest", digest}, {"size", size}};

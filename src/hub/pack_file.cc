@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "base/clock.h"
 #include "base/files.h"
 #include "base/json_get.h"
 #include "base/random.h"
@@ -27,10 +28,6 @@ uint64_t get_le(const char* p, int bytes) {
   uint64_t v = 0;
   for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | static_cast<unsigned char>(p[i]);
   return v;
-}
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // Reads exactly n bytes; false at a clean end of file before the first byte.
