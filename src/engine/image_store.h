@@ -45,6 +45,14 @@ struct ImageSource {
   std::string inputs_hash;      // recipe: hash of everything the image was built from
 };
 
+struct Recipe;  // recipe.h
+
+// What build_recipe made: the image, and whether it was already there for the same inputs.
+struct RecipeBuild {
+  Image image;
+  bool cached = false;
+};
+
 // Receives one human-readable progress line at a time.
 using ProgressFn = std::function<void(std::string_view line)>;
 
@@ -74,6 +82,14 @@ class ImageStore {
   // tree is modified (agent, mount points) and left for the caller to remove.
   Result<Image> install_tree(std::string_view name, const std::string& tree,
                              const ImageSource& source, const ProgressFn& progress);
+
+  // Makes local image `name` from a recipe (recipe.h): its tree by debootstrap, as the python
+  // image is made (guest/images/recipe-rootfs.sh; the tarball is cached in
+  // cache/recipe-<hash>.tar by the recipe's text and the script), unpacked into work_dir, then
+  // install_tree. Nothing is rebuilt (cached) when image `name` already comes from the same
+  // inputs (recipe, script, agent, kernel). Needs root (debootstrap) and the Debian mirror.
+  Result<RecipeBuild> build_recipe(const Recipe& recipe, std::string_view name,
+                                   const std::string& work_dir, const ProgressFn& progress);
 
   // The guest kernel, built first if missing.
   Result<std::string> kernel(const ProgressFn& progress);
