@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli/output.h"
+#include "cli/registry_args.h"
 #include "hub/oci_tag.h"
 #include "hub/pack_file.h"
 #include "store/snapshot_store.h"
@@ -29,13 +30,6 @@ struct UnpackArgs {
   bool json = false;
 };
 
-struct RegistryArgs {
-  std::string ref;
-  bool plain_http = false;
-  std::string ca_file;
-  std::string auth_file;
-};
-
 struct PushArgs {
   std::string tag;
   RegistryArgs reg;
@@ -47,19 +41,6 @@ struct PullArgs {
   std::string tag;
   bool json = false;
 };
-
-void add_registry_options(CLI::App* sub, RegistryArgs* r) {
-  sub->add_flag("--plain-http", r->plain_http,
-                "Plain HTTP even for a registry that is not on loopback (loopback always is)");
-  sub->add_option("--ca-file", r->ca_file, "PEM CA bundle for the registry's HTTPS");
-  sub->add_option("--auth-file", r->auth_file,
-                  "Docker-style config.json with the registry's credentials (also "
-                  "$FORKD_REGISTRY_AUTH_FILE; or $FORKD_REGISTRY_USER + $FORKD_REGISTRY_PASSWORD)");
-}
-
-Result<hub::RegistryClient> registry_client(const RegistryArgs& r, hub::OciRef* ref) {
-  return hub::open_registry(r.ref, r.plain_http, r.ca_file, r.auth_file, ref);
-}
 
 std::string mb(uint64_t bytes) {
   char buf[32];

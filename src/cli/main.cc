@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
   forkd::cli::register_workspace(app, g, action);
   forkd::cli::register_mcp(app, g, action);
   forkd::cli::register_hub(app, g, action);
+  forkd::cli::register_image(app, g, action);
 
   // CLI11 reports usage errors by exception; this is the library boundary where they end.
   try {
@@ -98,7 +99,7 @@ int main(int argc, char** argv) {
   // directly are refused rather than silently run locally; doctor and serve ignore --url (they are
   // about this machine: serve is the daemon itself).
   if (!g.url.empty()) {
-    for (const char* verb : {"run", "demo", "bench", "pool", "cp"}) {
+    for (const char* verb : {"run", "demo", "bench", "pool", "cp", "image"}) {
       if (app.got_subcommand(verb)) return forkd::cli::remote_unsupported(verb);
     }
   }

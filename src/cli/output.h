@@ -77,6 +77,7 @@ void register_branch(CLI::App& app, GlobalOptions& g, Action& action);
 void register_workspace(CLI::App& app, GlobalOptions& g, Action& action);
 void register_mcp(CLI::App& app, GlobalOptions& g, Action& action);
 void register_hub(CLI::App& app, GlobalOptions& g, Action& action);
+void register_image(CLI::App& app, GlobalOptions& g, Action& action);
 
 // SIGINT/SIGTERM/SIGHUP normally tear down every sandbox this process owns and exit 130. A verb
 // that handles them itself (serve: graceful stop, sandboxes left running) installs a hook, which

@@ -56,7 +56,8 @@ int do_run(const GlobalOptions& g, const RunArgs& a) {
 void register_run(CLI::App& app, GlobalOptions& g, Action& action) {
   auto a = std::make_shared<RunArgs>();
   auto* sub = app.add_subcommand("run", "Boot a sandbox, run a command in it, tear it down");
-  sub->add_option("--image", a->image, "Guest image: minimal or python")->capture_default_str();
+  sub->add_option("--image", a->image, "Guest image: minimal, python or a local one (forkd images)")
+      ->capture_default_str();
   sub->add_option("--memory", a->memory_mib, "Guest memory in MiB")
       ->check(CLI::Range(64, 65536))
       ->capture_default_str();

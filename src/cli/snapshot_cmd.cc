@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "base/files.h"
+#include "base/json_get.h"
 #include "cli/output.h"
 #include "cli/remote_verbs.h"
 #include "engine/branch.h"
@@ -127,6 +128,9 @@ int do_images(const GlobalOptions& g, bool json) {
     auto cached = images.image_cached(name);
     imgs.push_back({{"name", name}, {"built", cached && *cached}});
   }
+  for (const auto& name : images.local_images()) {
+    imgs.push_back({{"name", name}, {"built", true}, {"source", images.local_source(name)}});
+  }
   for (const auto& m : snaps.list()) {
     tags.push_back({{"tag", m.tag},
                     {"image", m.image},
@@ -144,8 +148,13 @@ int do_images(const GlobalOptions& g, bool json) {
   }
   std::printf("IMAGES\n");
   for (const auto& i : imgs) {
-    std::printf("  %-10s %s\n", i["name"].get<std::string>().c_str(),
-                i["built"].get<bool>() ? "built" : "not built yet");
+    std::string state = i["built"].get<bool>() ? "built" : "not built yet";
+    if (const auto* src = json::member(i, "source")) {
+      state = json::string_or(*src, "kind", "") == "import"
+                  ? "imported from " + json::string_or(*src, "ref", "?")
+                  : "built from " + json::string_or(*src, "recipe", "?");
+    }
+    std::printf("  %-14s %s\n", i["name"].get<std::string>().c_str(), state.c_str());
   }
   std::printf("TAGS\n");
   if (tags.empty()) std::printf("  (none: forkd snapshot --tag NAME)\n");
@@ -196,7 +205,8 @@ void register_snapshot(CLI::App& app, GlobalOptions& g, Action& action) {
   auto a = std::make_shared<SnapshotArgs>();
   auto* sub = app.add_subcommand("snapshot", "Boot an image, warm it up, freeze it into a tag");
   sub->add_option("--tag", a->tag, "Tag name ([A-Za-z0-9_-]{1,64})")->required();
-  sub->add_option("--image", a->image, "Image: minimal or python")->capture_default_str();
+  sub->add_option("--image", a->image, "Image: minimal, python or a local one (forkd images)")
+      ->capture_default_str();
   sub->add_option("--memory", a->memory_mib, "Guest memory in MiB")
       ->check(CLI::Range(64, 65536))
       ->capture_default_str();

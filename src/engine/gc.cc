@@ -178,6 +178,13 @@ GcReport gc(const EngineConfig& cfg) {
            cfg.home + "/branching", [](const std::string&) { return true; }, killed)) {
     r.orphan_dirs.push_back("branching/" + name);
   }
+  // Work dirs of image imports and recipe builds that died (image_cmd.cc: layers, trees).
+  auto image_work = [](const std::string& name) {
+    return name.rfind("import-", 0) == 0 || name.rfind("build-", 0) == 0;
+  };
+  for (auto& name : reap_dirs(cfg.home + "/cache", image_work)) {
+    r.orphan_dirs.push_back("cache/" + name);
+  }
   r.snapshot_leftovers = store::SnapshotStore(cfg.home).cleanup_stale();
   // cgroups of run dirs removed above, or of a forkd killed mid-launch.
   r.cgroups =

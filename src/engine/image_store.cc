@@ -26,26 +26,6 @@ using Json = nlohmann::json;
 namespace {
 
 constexpr const char* kMinimalAppend = "console=ttyS0 quiet panic=-1 rdinit=/init";
-constexpr const char* kPythonAppend =
-    "console=ttyS0 quiet panic=-1 root=/dev/vda rw rootfstype=ext4 init=/sbin/forkd-agent";
-
-// An exclusive flock held for the lifetime of the object.
-class BuildLock {
- public:
-  static Result<BuildLock> acquire(const std::string& path) {
-    auto fd = open_file(path, O_RDWR | O_CREAT, 0600);
-    if (!fd) return tl::unexpected(fd.error());
-    if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
-      logger("images")->info("event=wait_lock path={}", path);
-      if (::flock(fd->get(), LOCK_EX) != 0) return errno_error(errno, "flock " + path);
-    }
-    return BuildLock(std::move(*fd));
-  }
-
- private:
-  explicit BuildLock(UniqueFd fd) : fd_(std::move(fd)) {}
-  UniqueFd fd_;
-};
 
 Result<std::string> hash_files(const std::vector<std::string>& files, std::string extra) {
   std::string acc = std::move(extra);
@@ -77,6 +57,17 @@ Status check_free_space(const std::string& path, uint64_t need_mib, std::string_
                           " MiB available; free some space or set FORKD_HOME/TMPDIR elsewhere");
   }
   return {};
+}
+
+Result<UniqueFd> ImageStore::build_lock() const {
+  std::string path = home_ + "/cache/.build.lock";
+  auto fd = open_file(path, O_RDWR | O_CREAT, 0600);
+  if (!fd) return tl::unexpected(fd.error());
+  if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
+    logger("images")->info("event=wait_lock path={}", path);
+    if (::flock(fd->get(), LOCK_EX) != 0) return errno_error(errno, "flock " + path);
+  }
+  return std::move(*fd);
 }
 
 ImageStore::ImageStore(std::string home, std::string assets_dir, std::string agent_path)
@@ -147,7 +138,7 @@ std::optional<Image> ImageStore::load_cached(std::string_view name, const std::s
 }
 
 Status ImageStore::run_script(const std::vector<std::string>& argv, const std::string& log_path,
-                              const ProgressFn& progress) const {
+                              const ProgressFn& progress, const std::string& cwd) const {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return errno_error(errno, "pipe");
   UniqueFd rd(fds[0]), wr(fds[1]);
@@ -156,6 +147,7 @@ Status ImageStore::run_script(const std::vector<std::string>& argv, const std::s
   SpawnOptions opts;
   opts.stdout_fd = wr.get();
   opts.stderr_fd = wr.get();
+  if (!cwd.empty()) opts.cwd = cwd;
   auto child = Child::spawn(argv, opts);
   if (!child) return tl::unexpected(child.error());
   wr.reset();
@@ -179,8 +171,9 @@ Status ImageStore::run_script(const std::vector<std::string>& argv, const std::s
     std::string tail = vmm::log_tail(log_path, 1500);
     ErrorCode ec = tail.find("No space left") != std::string::npos ? ErrorCode::kNoSpace
                                                                    : ErrorCode::kInternal;
-    return make_error(ec, argv[1] + " failed (exit " + std::to_string(*code) + "); log " +
-                              log_path + ":\n" + tail);
+    const std::string& what = argv[0] == "bash" && argv.size() > 1 ? argv[1] : argv[0];
+    return make_error(
+        ec, what + " failed (exit " + std::to_string(*code) + "); log " + log_path + ":\n" + tail);
   }
   return {};
 }
@@ -192,7 +185,7 @@ Result<std::string> ImageStore::kernel(const ProgressFn& progress) {
   std::string out = dir + "/bzImage";
   if (path_exists(out)) return out;
   FORKD_TRY(make_dirs(home_ + "/cache"));
-  auto lock = BuildLock::acquire(home_ + "/cache/.build.lock");
+  auto lock = build_lock();
   if (!lock) return tl::unexpected(lock.error());
   if (path_exists(out)) return out;  // built by another process while we waited
   const char* tmp = std::getenv("TMPDIR");
@@ -233,15 +226,20 @@ Result<Image> ImageStore::get(std::string_view name, const ProgressFn& progress)
     names += (names.empty() ? "" : ", ") + n;
   }
   if (!known) {
+    if (validate_local_name(name) && local_source(name).is_object()) {
+      return load_local(name, progress);
+    }
+    for (const auto& n : local_images()) names += ", " + n;
     return make_error(ErrorCode::kNotFound,
-                      "unknown image '" + std::string(name) + "'; known images: " + names);
+                      "unknown image '" + std::string(name).substr(0, 80) + "'; images: " + names +
+                          " (forkd image import REF or forkd image build RECIPE add more)");
   }
   auto h = image_hash(name);
   if (!h) return tl::unexpected(h.error());
   if (auto cached = load_cached(name, *h)) return *cached;
   auto kernel_path = kernel(progress);
   if (!kernel_path) return tl::unexpected(kernel_path.error().wrap("image " + std::string(name)));
-  auto lock = BuildLock::acquire(home_ + "/cache/.build.lock");
+  auto lock = build_lock();
   if (!lock) return tl::unexpected(lock.error());
   if (auto cached = load_cached(name, *h)) return *cached;
   auto img = build_image(name, *h, *kernel_path, progress);
@@ -249,11 +247,38 @@ Result<Image> ImageStore::get(std::string_view name, const ProgressFn& progress)
   return img;
 }
 
+Status ImageStore::link_kernel(const std::string& kernel_path, const std::string& dir) const {
+  if (::link(kernel_path.c_str(), (dir + "/bzImage").c_str()) == 0) return {};
+  auto data = read_file(kernel_path, 64u << 20);
+  if (!data) return tl::unexpected(data.error());
+  return write_file_atomic(dir + "/bzImage", *data);
+}
+
+Status ImageStore::publish(std::string_view name, const std::string& staging, Json meta) {
+  for (const char* f : {"bzImage", "initramfs.gz", "rootfs.ext4"}) {
+    std::string p = staging + "/" + f;
+    if (!path_exists(p)) continue;
+    auto sum = sha256_file(p);
+    if (!sum) return tl::unexpected(sum.error());
+    meta["checksums"][f] = *sum;
+  }
+  FORKD_TRY(write_file_atomic(staging + "/image.json", meta.dump(2) + "\n"));
+  // Swap the new image in: the old directory (if any) is moved aside first, then removed.
+  std::string images = home_ + "/images";
+  std::string final_dir = images + "/" + std::string(name);
+  std::string old = images + "/.old-" + std::string(name) + "-" + std::to_string(::getpid());
+  if (path_exists(final_dir) && ::rename(final_dir.c_str(), old.c_str()) != 0) {
+    return errno_error(errno, "move aside " + final_dir);
+  }
+  FORKD_TRY(rename_durable(staging, final_dir));
+  (void)remove_tree(old);
+  return {};
+}
+
 Result<Image> ImageStore::build_image(std::string_view name, const std::string& hash,
                                       const std::string& kernel_path, const ProgressFn& progress) {
   std::string images = home_ + "/images";
   FORKD_TRY(make_dirs(images));
-  std::string final_dir = images + "/" + std::string(name);
   std::string staging =
       images + "/.staging-" + std::string(name) + "-" + std::to_string(::getpid());
   FORKD_TRY(remove_tree(staging));
@@ -268,11 +293,7 @@ Result<Image> ImageStore::build_image(std::string_view name, const std::string& 
     (void)remove_tree(staging);
     return tl::unexpected(std::move(e));
   };
-  if (::link(kernel_path.c_str(), (staging + "/bzImage").c_str()) != 0) {
-    auto data = read_file(kernel_path, 64u << 20);
-    if (!data) return cleanup(data.error());
-    if (auto st = write_file_atomic(staging + "/bzImage", *data); !st) return cleanup(st.error());
-  }
+  if (auto st = link_kernel(kernel_path, staging); !st) return cleanup(st.error());
   if (name == "minimal") {
     auto st =
         run_script({"bash", assets_ + "/images/minimal.sh", agent_, staging + "/initramfs.gz"},
@@ -290,26 +311,10 @@ Result<Image> ImageStore::build_image(std::string_view name, const std::string& 
     if (!st) return cleanup(st.error());
     ::chmod((staging + "/rootfs.ext4").c_str(), 0444);
     meta["disk"] = "rootfs.ext4";
-    meta["append"] = kPythonAppend;
+    meta["append"] = kDiskImageAppend;
     meta["python"] = true;
   }
-  for (const char* f : {"bzImage", "initramfs.gz", "rootfs.ext4"}) {
-    std::string p = staging + "/" + f;
-    if (!path_exists(p)) continue;
-    auto sum = sha256_file(p);
-    if (!sum) return cleanup(sum.error());
-    meta["checksums"][f] = *sum;
-  }
-  if (auto st = write_file_atomic(staging + "/image.json", meta.dump(2) + "\n"); !st) {
-    return cleanup(st.error());
-  }
-  // Swap the new image in: the old directory (if any) is moved aside first, then removed.
-  std::string old = images + "/.old-" + std::string(name) + "-" + std::to_string(::getpid());
-  if (path_exists(final_dir) && ::rename(final_dir.c_str(), old.c_str()) != 0) {
-    return cleanup(errno_error(errno, "move aside " + final_dir).value());
-  }
-  if (auto st = rename_durable(staging, final_dir); !st) return cleanup(st.error());
-  (void)remove_tree(old);
+  if (auto st = publish(name, staging, std::move(meta)); !st) return cleanup(st.error());
   auto img = load_cached(name, hash);
   if (!img) return make_error(ErrorCode::kInternal, "image " + std::string(name) + " unreadable");
   return *img;

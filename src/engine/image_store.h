@@ -5,13 +5,20 @@
 //   $FORKD_HOME/images/<name>/image.json + files  (assembled with the current agent)
 // Builds run under an exclusive lock, so concurrent forkd processes build each thing once.
 // Everything is staged and renamed into place: a killed build never looks complete.
+//
+// Besides the built-in images (known_images()), a home holds *local* images: root filesystem
+// trees made into an ext4 disk by install_tree (`forkd image import` from a registry, `forkd
+// image build` from a recipe). Their image.json has a "source" object saying where they came
+// from; they are never rebuilt by get().
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 
 namespace forkd::engine {
 
@@ -24,6 +31,28 @@ struct Image {
   bool has_python = false;
 };
 
+// The kernel command line of an image booting from its ext4 disk with forkd-agent as init.
+inline constexpr const char* kDiskImageAppend =
+    "console=ttyS0 quiet panic=-1 root=/dev/vda rw rootfstype=ext4 init=/sbin/forkd-agent";
+
+// Where a local image came from (image.json "source").
+struct ImageSource {
+  std::string kind;             // "import" (a container image) or "recipe"
+  std::string ref;              // import: the reference as given
+  std::string manifest_digest;  // import: the image manifest (after choosing the platform)
+  std::string index_digest;     // import: the index the reference named, or ""
+  std::string recipe;           // recipe: the recipe file
+  std::string inputs_hash;      // recipe: hash of everything the image was built from
+};
+
+struct Recipe;  // recipe.h
+
+// What build_recipe made: the image, and whether it was already there for the same inputs.
+struct RecipeBuild {
+  Image image;
+  bool cached = false;
+};
+
 // Receives one human-readable progress line at a time.
 using ProgressFn = std::function<void(std::string_view line)>;
 
@@ -34,8 +63,33 @@ class ImageStore {
   // Names of the images this build knows how to make.
   static const std::vector<std::string>& known_images();
 
-  // The image, built first if missing or stale. Unknown names are kNotFound listing the known.
+  // The image, built first if missing or stale (built-in), or as imported/built (local).
+  // Unknown names are kNotFound listing the images there are.
   Result<Image> get(std::string_view name, const ProgressFn& progress);
+
+  // Names of the local images in this home, sorted.
+  std::vector<std::string> local_images() const;
+  // The "source" object of a local image's image.json, or null when there is no such image.
+  nlohmann::json local_source(std::string_view name) const;
+
+  // A name a local image may take: [A-Za-z0-9_-]{1,64} and not a built-in image's name.
+  static Status validate_local_name(std::string_view name);
+
+  // Makes local image `name` from the root filesystem tree at tree: forkd-agent injected as its
+  // init (guest_tree.h), an ext4 disk built from it with mkfs.ext4 -d (no mounts), the guest
+  // kernel beside it, and image.json recording source; then swapped in atomically, replacing
+  // an image of that name (tags made from the old one keep their own copy of its disk). The
+  // tree is modified (agent, mount points) and left for the caller to remove.
+  Result<Image> install_tree(std::string_view name, const std::string& tree,
+                             const ImageSource& source, const ProgressFn& progress);
+
+  // Makes local image `name` from a recipe (recipe.h): its tree by debootstrap, as the python
+  // image is made (guest/images/recipe-rootfs.sh; the tarball is cached in
+  // cache/recipe-<hash>.tar by the recipe's text and the script), unpacked into work_dir, then
+  // install_tree. Nothing is rebuilt (cached) when image `name` already comes from the same
+  // inputs (recipe, script, agent, kernel). Needs root (debootstrap) and the Debian mirror.
+  Result<RecipeBuild> build_recipe(const Recipe& recipe, std::string_view name,
+                                   const std::string& work_dir, const ProgressFn& progress);
 
   // The guest kernel, built first if missing.
   Result<std::string> kernel(const ProgressFn& progress);
@@ -48,11 +102,20 @@ class ImageStore {
   Result<std::string> kernel_hash() const;
   Result<std::string> image_hash(std::string_view name) const;
   std::optional<Image> load_cached(std::string_view name, const std::string& hash) const;
+  Result<Image> load_local(std::string_view name, const ProgressFn& progress);
+  // Puts the current agent into local image name's disk (debugfs on a copy, swapped in).
+  Status refresh_agent(std::string_view name, const std::string& agent_sum,
+                       const ProgressFn& progress);
+  Status link_kernel(const std::string& kernel_path, const std::string& dir) const;
+  // Checksums and image.json into staging, then staging swapped in as images/<name>.
+  Status publish(std::string_view name, const std::string& staging, nlohmann::json meta);
   Result<Image> build_image(std::string_view name, const std::string& hash,
                             const std::string& kernel_path, const ProgressFn& progress);
   Result<std::string> python_rootfs(const ProgressFn& progress);
+  // The exclusive lock every build and publish holds (flock, released with the descriptor).
+  Result<UniqueFd> build_lock() const;
   Status run_script(const std::vector<std::string>& argv, const std::string& log_path,
-                    const ProgressFn& progress) const;
+                    const ProgressFn& progress, const std::string& cwd = "") const;
 
   std::string home_;
   std::string assets_;
