@@ -2,6 +2,7 @@
 // through an OCI registry.
 #include <cstdio>
 
+#include "base/units.h"
 #include "cli/output.h"
 #include "cli/registry_args.h"
 #include "hub/oci_tag.h"
@@ -42,12 +43,6 @@ struct PullArgs {
   bool json = false;
 };
 
-std::string mb(uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / 1e6);
-  return buf;
-}
-
 int do_pack(const GlobalOptions& g, PackArgs a) {
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
@@ -81,8 +76,8 @@ int do_pack(const GlobalOptions& g, PackArgs a) {
   for (const auto& t : tags) chain += (chain.empty() ? "" : " -> ") + t;
   std::fprintf(a.output == "-" ? stderr : stdout,
                "packed %s into %s: %s (%s of files, %.1fx smaller) in %.0f ms\n", chain.c_str(),
-               a.output == "-" ? "stdout" : a.output.c_str(), mb(r->pack_bytes).c_str(),
-               mb(r->logical_bytes).c_str(), ratio, r->ms);
+               a.output == "-" ? "stdout" : a.output.c_str(), format_mb(r->pack_bytes).c_str(),
+               format_mb(r->logical_bytes).c_str(), ratio, r->ms);
   return 0;
 }
 
@@ -103,8 +98,8 @@ int do_unpack(const GlobalOptions& g, const UnpackArgs& a) {
   }
   std::string created;
   for (const auto& t : r->tags.created) created += (created.empty() ? "" : ", ") + t;
-  std::printf("unpacked %s (%s) in %.0f ms", created.c_str(), mb(r->tags.logical_bytes).c_str(),
-              r->ms);
+  std::printf("unpacked %s (%s) in %.0f ms", created.c_str(),
+              format_mb(r->tags.logical_bytes).c_str(), r->ms);
   if (!r->tags.present.empty()) {
     std::string present;
     for (const auto& t : r->tags.present) present += (present.empty() ? "" : ", ") + t;
@@ -131,7 +126,8 @@ int do_push(const GlobalOptions& g, const PushArgs& a) {
   }
   std::printf("pushed %s to %s (%s): %llu blobs sent (%s), %llu already there, in %.0f ms\n",
               a.tag.c_str(), ref.to_string().c_str(), r->digest.c_str(),
-              static_cast<unsigned long long>(r->blobs_uploaded), mb(r->bytes_uploaded).c_str(),
+              static_cast<unsigned long long>(r->blobs_uploaded),
+              format_mb(r->bytes_uploaded).c_str(),
               static_cast<unsigned long long>(r->blobs_present), r->ms);
   return 0;
 }
@@ -157,7 +153,7 @@ int do_pull(const GlobalOptions& g, const PullArgs& a) {
       "pulled %s: %s; %llu blobs fetched (%s, %llu of them resumed), %llu reused, in "
       "%.0f ms\n",
       ref.to_string().c_str(), created.c_str(), static_cast<unsigned long long>(r->blobs_fetched),
-      mb(r->bytes_fetched).c_str(), static_cast<unsigned long long>(r->blobs_resumed),
+      format_mb(r->bytes_fetched).c_str(), static_cast<unsigned long long>(r->blobs_resumed),
       static_cast<unsigned long long>(r->blobs_reused), r->ms);
   return 0;
 }

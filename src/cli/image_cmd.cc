@@ -2,10 +2,10 @@
 // Debian recipe), both made into guest disks that --image NAME then boots.
 #include <sys/stat.h>
 
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 
+#include "base/clock.h"
 #include "base/dir_lock.h"
 #include "base/files.h"
 #include "base/random.h"
@@ -18,8 +18,6 @@ namespace forkd::cli {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 struct ImportArgs {
   RegistryArgs reg;
   std::string name;
@@ -31,10 +29,6 @@ struct BuildArgs {
   std::string name;
   bool json = false;
 };
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
 
 // The default name of an imported image: the repository's last component, dots made dashes
 // ("tools/busybox.static" -> "busybox-static").
@@ -71,7 +65,7 @@ int print_image(const engine::Image& img, const nlohmann::json& extra, bool json
 }
 
 int do_import(const GlobalOptions& g, const ImportArgs& a) {
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   hub::OciRef ref;
@@ -110,11 +104,11 @@ int do_import(const GlobalOptions& g, const ImportArgs& a) {
                       {"layer_bytes", pulled->layer_bytes},
                       {"entries", pulled->stats.entries},
                       {"whiteouts", pulled->stats.whiteouts}},
-                     a.json, seconds_since(t0), "imported " + src.ref);
+                     a.json, ms_since(t0) / 1000, "imported " + src.ref);
 }
 
 int do_build(const GlobalOptions& g, const BuildArgs& a) {
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   auto recipe = engine::load_recipe(a.recipe);
@@ -131,7 +125,21 @@ int do_build(const GlobalOptions& g, const BuildArgs& a) {
   auto built = images.build_recipe(*recipe, name, work->path(), stderr_progress());
   if (!built) return report_error(built.error());
   return print_image(built->image, {{"recipe", recipe->path}, {"cached", built->cached}}, a.json,
-                     seconds_since(t0), (built->cached ? "up to date: " : "built ") + recipe->path);
+                     ms_since(t0) / 1000,
+                     (built->cached ? "up to date: " : "built ") + recipe->path);
+}
+
+int do_remove(const GlobalOptions& g, const std::string& name, bool json) {
+  auto cfg = make_config(g);
+  if (!cfg) return report_error(cfg.error());
+  engine::ImageStore images(cfg->home, cfg->assets, cfg->agent);
+  if (auto st = images.remove_local(name); !st) return report_error(st.error());
+  if (json) {
+    print_json({{"removed", name}});
+  } else {
+    std::printf("removed image %s (tags made from it keep working)\n", name.c_str());
+  }
+  return 0;
 }
 
 }  // namespace
@@ -139,7 +147,7 @@ int do_build(const GlobalOptions& g, const BuildArgs& a) {
 void register_image(CLI::App& app, GlobalOptions& g, Action& action) {
   auto* image = app.add_subcommand("image",
                                    "Make guest images: import a container image, build "
-                                   "a Debian recipe");
+                                   "a Debian recipe, remove one");
   image->require_subcommand(1);
 
   auto ia = std::make_shared<ImportArgs>();
@@ -159,6 +167,15 @@ void register_image(CLI::App& app, GlobalOptions& g, Action& action) {
   build->add_option("--name", ba->name, "Image name (default: the recipe's file name)");
   build->add_flag("--json", ba->json, "Print the result as JSON");
   build->callback([&g, &action, ba] { action = [&g, ba] { return do_build(g, *ba); }; });
+
+  auto rm_name = std::make_shared<std::string>();
+  auto rm_json = std::make_shared<bool>(false);
+  auto* rm = image->add_subcommand("rm", "Remove a local image (imported or built)");
+  rm->add_option("name", *rm_name, "Image name (forkd images lists them)")->required();
+  rm->add_flag("--json", *rm_json, "Print the result as JSON");
+  rm->callback([&g, &action, rm_name, rm_json] {
+    action = [&g, rm_name, rm_json] { return do_remove(g, *rm_name, *rm_json); };
+  });
 }
 
 }  // namespace forkd::cli

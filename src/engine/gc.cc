@@ -18,6 +18,7 @@
 #include "base/files.h"
 #include "base/log.h"
 #include "base/paths.h"
+#include "engine/image_store.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
 #include "engine/sandbox_jail.h"
@@ -184,6 +185,9 @@ GcReport gc(const EngineConfig& cfg) {
   };
   for (auto& name : reap_dirs(cfg.home + "/cache", image_work)) {
     r.orphan_dirs.push_back("cache/" + name);
+  }
+  for (auto& name : ImageStore(cfg.home, cfg.assets, cfg.agent).sweep_leftovers()) {
+    r.orphan_dirs.push_back(std::move(name));
   }
   r.snapshot_leftovers = store::SnapshotStore(cfg.home).cleanup_stale();
   // cgroups of run dirs removed above, or of a forkd killed mid-launch.

@@ -1,7 +1,10 @@
 // Local images (image_store.h): trees made into guest disks, and finding them again by name.
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <ctime>
 #include <regex>
 
@@ -215,6 +218,38 @@ Result<Image> ImageStore::install_tree(std::string_view name, const std::string&
     vmm::share_tree_with_group(final_dir, jail.gid);
   }
   return load_local(name, {});
+}
+
+Status ImageStore::remove_local(std::string_view name) {
+  FORKD_TRY(validate_local_name(name));
+  auto lock = build_lock();
+  if (!lock) return tl::unexpected(lock.error());
+  if (!local_source(name).is_object()) {
+    return make_error(ErrorCode::kNotFound,
+                      "no local image '" + std::string(name) + "' (forkd images lists them)");
+  }
+  // Out of sight in one rename, then removed: a half-removed image is never found by name.
+  std::string images = home_ + "/images";
+  std::string doomed = images + "/.old-" + std::string(name) + "-" + std::to_string(::getpid());
+  FORKD_TRY(remove_tree(doomed));
+  FORKD_TRY(rename_durable(images + "/" + std::string(name), doomed));
+  return remove_tree(doomed);
+}
+
+std::vector<std::string> ImageStore::sweep_leftovers() const {
+  std::vector<std::string> out;
+  std::string images = home_ + "/images";
+  for (const auto& n : list_dir_names(images)) {
+    // .staging-NAME-PID (a build or install) and .old-NAME-PID (a replace or remove).
+    if (n.rfind(".staging-", 0) != 0 && n.rfind(".old-", 0) != 0) continue;
+    auto dash = n.rfind('-');
+    char* end = nullptr;
+    long pid = std::strtol(n.c_str() + dash + 1, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;  // still working
+    if (remove_tree(images + "/" + n)) out.push_back("images/" + n);
+  }
+  return out;
 }
 
 }  // namespace forkd::engine

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include "base/files.h"
+#include "base/random.h"
 #include "engine/image_store.h"
 #include "engine/recipe.h"
 
@@ -49,13 +50,18 @@ Result<RecipeBuild> ImageStore::build_recipe(const Recipe& recipe, std::string_v
     FORKD_TRY(check_free_space(home_ + "/cache", 1500, "the recipe build"));
     std::string pkgs;
     for (const auto& p : recipe.packages) pkgs += (pkgs.empty() ? "" : ",") + p;
-    std::vector<std::string> argv = {"bash",       script,         tar + ".staging",
-                                     recipe.suite, recipe.variant, pkgs};
+    // Two builds of one recipe at once each write their own file; the last rename wins.
+    std::string staged = tar + ".staging-" + random_hex(6);
+    std::vector<std::string> argv = {"bash", script, staged, recipe.suite, recipe.variant, pkgs};
     for (const auto& c : recipe.checks) argv.push_back(c);
     say("image " + n + ": debootstrap " + recipe.suite + " with " +
         std::to_string(recipe.packages.size()) + " packages (a few minutes)");
-    FORKD_TRY(run_script(argv, home_ + "/cache/recipe-" + n + ".log", progress));
-    FORKD_TRY(rename_durable(tar + ".staging", tar));
+    auto built = run_script(argv, home_ + "/cache/recipe-" + n + ".log", progress);
+    if (built) built = rename_durable(staged, tar);
+    if (!built) {
+      ::unlink(staged.c_str());
+      return tl::unexpected(built.error());
+    }
   } else {
     say("image " + n + ": root filesystem from the cache (" + tar + ")");
   }

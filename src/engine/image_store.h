@@ -75,6 +75,14 @@ class ImageStore {
   // A name a local image may take: [A-Za-z0-9_-]{1,64} and not a built-in image's name.
   static Status validate_local_name(std::string_view name);
 
+  // Removes local image `name` (kNotFound when there is none; built-in names are refused).
+  // Tags made from it keep working: they hold their own links to its disk and kernel.
+  Status remove_local(std::string_view name);
+
+  // Staging and moved-aside image dirs whose process died (a killed build, import or remove):
+  // removed, and named relative to the home.
+  std::vector<std::string> sweep_leftovers() const;
+
   // Makes local image `name` from the root filesystem tree at tree: forkd-agent injected as its
   // init (guest_tree.h), an ext4 disk built from it with mkfs.ext4 -d (no mounts), the guest
   // kernel beside it, and image.json recording source; then swapped in atomically, replacing

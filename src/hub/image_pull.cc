@@ -3,24 +3,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <chrono>
-#include <cstdio>
-
+#include "base/clock.h"
 #include "base/files.h"
+#include "base/units.h"
 
 namespace forkd::hub {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 std::string short_digest(const std::string& digest) { return digest.substr(0, 7 + 12); }
-
-std::string mb(uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(bytes) / 1e6);
-  return buf;
-}
 
 // Streams a blob into path, hashing it as it arrives; kChecksumMismatch (and no file) unless it
 // is exactly d.size bytes hashing to d.digest.
@@ -94,7 +85,7 @@ Result<Manifest> resolve_manifest(RegistryClient& client, const OciRef& ref, Ima
 
 Result<ImagePullResult> pull_image_tree(RegistryClient& client, const OciRef& ref,
                                         const ImagePullOptions& o) {
-  auto t0 = Clock::now();
+  auto t0 = SteadyClock::now();
   ImagePullResult res;
   const std::string name = ref.to_string();
   auto fail = [&](const Error& e) { return tl::unexpected(e.wrap("import " + name)); };
@@ -114,7 +105,7 @@ Result<ImagePullResult> pull_image_tree(RegistryClient& client, const OciRef& re
   if (!config) return fail(config.error());
   say("image " + name + ": manifest " + short_digest(man->digest) + ", " +
       std::to_string(image->layers.size()) +
-      (image->layers.size() == 1 ? " layer, " : " layers, ") + mb(image->layer_bytes));
+      (image->layers.size() == 1 ? " layer, " : " layers, ") + format_mb(image->layer_bytes));
 
   const size_t n = image->layers.size();
   uint64_t done = 0;
@@ -133,7 +124,7 @@ Result<ImagePullResult> pull_image_tree(RegistryClient& client, const OciRef& re
     auto applied = apply_layer(path, o.root_dir, o.flatten_limits, &res.stats);
     ::unlink(path.c_str());
     if (!applied) return fail(applied.error().wrap(what));
-    say(what + " (" + mb(l.size) + "): fetched, digest checked, applied " +
+    say(what + " (" + format_mb(l.size) + "): fetched, digest checked, applied " +
         std::to_string(res.stats.entries - entries_before) + " entries");
   }
   res.layers = n;
@@ -141,7 +132,7 @@ Result<ImagePullResult> pull_image_tree(RegistryClient& client, const OciRef& re
     say("not created: " + std::to_string(res.stats.skipped_count) +
         " device nodes, FIFOs or sockets (the guest's /dev is a devtmpfs)");
   }
-  res.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  res.ms = ms_since(t0);
   return res;
 }
 

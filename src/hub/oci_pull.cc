@@ -40,18 +40,6 @@ Error bad(const OciRef& ref, const std::string& what) {
   return Error(ErrorCode::kInvalidArgument, ref.to_string() + ": " + what);
 }
 
-bool same_tag(const store::SnapshotStore& store, const store::SnapshotMeta& m,
-              const std::string& name) {
-  auto local = store.load(name);
-  if (!local || local->content_hash() != m.content_hash()) return false;
-  if (local->files.size() != m.files.size()) return false;
-  for (const auto& [role, f] : m.files) {
-    auto it = local->files.find(role);
-    if (it == local->files.end() || it->second.sha256 != f.sha256) return false;
-  }
-  return true;
-}
-
 // A ready tag of this host whose memory content is hash; "" when none.
 std::string find_by_content(const store::SnapshotStore& store, const std::string& hash) {
   for (const auto& m : store.list()) {
@@ -257,7 +245,8 @@ Result<PullResult> pull_tag(const store::SnapshotStore& store, const std::string
     Link& l = links[i];
     bool is_top = i + 1 == links.size();
     std::string name = is_top && !new_tag.empty() ? new_tag : l.pack.tags[0].meta.tag;
-    if (store.exists(name) && same_tag(store, l.pack.tags[0].meta, name)) {
+    auto here = store.load(name);  // an error when there is no such tag
+    if (here && same_content(*here, l.pack.tags[0].meta)) {
       res.tags.present.push_back(name);  // already here (another pull finished it meanwhile)
       done += l.pack.data_bytes();
       continue;

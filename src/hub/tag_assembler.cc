@@ -78,17 +78,6 @@ std::string image_file(const store::SnapshotStore& st, const store::FileEntry& f
   return "";
 }
 
-bool same_files(const store::SnapshotMeta& a, const store::SnapshotMeta& b) {
-  if (a.files.size() != b.files.size()) return false;
-  for (const auto& [role, f] : a.files) {
-    auto it = b.files.find(role);
-    if (it == b.files.end() || it->second.sha256 != f.sha256 || it->second.size != f.size) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 struct TagAssembler::Impl {
@@ -248,8 +237,7 @@ Result<std::unique_ptr<TagAssembler>> TagAssembler::begin(const store::SnapshotS
     bool last = t + 1 == m.tags.size();
     if (store.exists(meta.tag)) {
       auto local = store.load(meta.tag);
-      if (!last && local && local->content_hash() == meta.content_hash() &&
-          same_files(*local, meta)) {
+      if (!last && local && same_content(*local, meta)) {
         FORKD_TRY(store.verify(*local));
         continue;  // this host has it already
       }

@@ -34,6 +34,17 @@ std::vector<ChunkPos> chunk_plan(const PackManifest& m) {
   return plan;
 }
 
+bool same_content(const store::SnapshotMeta& a, const store::SnapshotMeta& b) {
+  if (a.content_hash() != b.content_hash() || a.files.size() != b.files.size()) return false;
+  for (const auto& [role, f] : a.files) {
+    auto it = b.files.find(role);
+    if (it == b.files.end() || it->second.sha256 != f.sha256 || it->second.size != f.size) {
+      return false;
+    }
+  }
+  return true;
+}
+
 Result<std::vector<std::string>> chain_of(const store::SnapshotStore& store,
                                           const std::string& tag) {
   auto top = store.load(tag);

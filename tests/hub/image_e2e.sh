@@ -164,8 +164,28 @@ r=$(fake image build "$work/tools.recipe" --json 2>/dev/null)
 [[ $(jget "$r" cached) == True ]] || fail "an unchanged recipe was built again: $r"
 printf 'suite bookworm\npackages tool-a missing-pkg\n' >"$work/broken.recipe"
 if fake image build "$work/broken.recipe" 2>"$work/err"; then fail "a missing package built"; fi
-grep -q "not installed: missing-pkg" "$work/err" || fail "missing package: $(cat "$work/err")"
+grep -q "Unable to locate package missing-pkg" "$work/err" || fail "missing package: $(cat "$work/err")"
 [[ ! -e $home/images/broken && -z $(ls -A "$home/cache" | grep -E '^build-') ]] ||
   fail "a failed recipe build left $(ls -A "$home/images" "$home/cache")"
 ok "a recipe builds an image that boots, is cached, and a missing package is refused"
+# --- removing images, and what killed builds leave -------------------------------------------
+if f image rm python 2>"$work/err"; then fail "image rm python succeeded"; fi
+grep -q "built-in" "$work/err" || fail "image rm python said: $(cat "$work/err")"
+if f image rm nosuch 2>"$work/err"; then fail "image rm nosuch succeeded"; fi
+grep -q "not_found" "$work/err" || fail "image rm nosuch said: $(cat "$work/err")"
+[[ $(f image rm bb-test --json) == *'"removed"'* ]] || fail "image rm bb-test"
+[[ ! -e $home/images/bb-test ]] || fail "image rm left images/bb-test"
+if f run --image bb-test -- true 2>/dev/null; then fail "a removed image still runs"; fi
+id=$(f fork --tag bbtag -n 1 | head -n 1)
+[[ $(f exec "$id" -- cat /etc/hello) == "hello from an imported image" ]] || fail "bbtag after rm"
+f rm --all >/dev/null
+sleep 0 &
+dead=$!
+wait "$dead"
+mkdir -p "$home/images/.staging-gone-$dead/x" "$home/images/.staging-alive-$$"
+f gc >/dev/null
+[[ ! -e $home/images/.staging-gone-$dead ]] || fail "gc kept a dead build's staging dir"
+[[ -e $home/images/.staging-alive-$$ ]] || fail "gc removed a live process's staging dir"
+rmdir "$home/images/.staging-alive-$$"
+ok "image rm removes a local image (its tag still forks), refuses built-in and unknown names; gc reaps dead staging"
 echo "image_e2e: all passed" >&2
