@@ -1,9 +1,7 @@
 #include "engine/guest_tree.h"
 
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -11,6 +9,7 @@
 #include <utility>
 
 #include "base/files.h"
+#include "base/tree_at.h"
 #include "base/unique_fd.h"
 
 namespace forkd::engine {
@@ -19,18 +18,6 @@ namespace {
 
 constexpr uint64_t kBlock = 4096;
 constexpr uint64_t kInodeBytes = 256;  // mke2fs's default inode size for ext4
-
-// openat2 with root_fd as "/": no lookup (dotdot, absolute symlink) can leave it.
-int open_in_root(int root_fd, const char* path, uint64_t flags) {
-  struct open_how how {};
-  how.flags = flags | O_CLOEXEC;
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-  for (int attempt = 0; attempt < 16; ++attempt) {  // EAGAIN: a concurrent rename; retry
-    long fd = ::syscall(SYS_openat2, root_fd, path, &how, sizeof how);
-    if (fd >= 0 || (errno != EAGAIN && errno != EINTR)) return static_cast<int>(fd);
-  }
-  return -1;
-}
 
 // Owners are set only as root (a tree built by an unprivileged test keeps its user).
 Status own_by_root(int fd, const std::string& what) {

@@ -2,11 +2,8 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +13,7 @@
 #include <string_view>
 #include <unordered_set>
 
+#include "base/tree_at.h"
 #include "base/unique_fd.h"
 
 namespace forkd::hub {
@@ -61,139 +59,6 @@ Result<Comps> split_path(std::string_view raw, size_t max_path) {
   return out;
 }
 
-// openat2 with the root as "/": no lookup (dotdot, absolute symlink) can leave it.
-int open_in_root(int root_fd, const std::string& path, uint64_t flags) {
-  struct open_how how {};
-  how.flags = flags;
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
-  for (int attempt = 0; attempt < 16; ++attempt) {  // EAGAIN: a concurrent rename; retry
-    long fd = ::syscall(SYS_openat2, root_fd, path.c_str(), &how, sizeof how);
-    if (fd >= 0 || (errno != EAGAIN && errno != EINTR)) return static_cast<int>(fd);
-  }
-  return -1;
-}
-
-// Opens (O_PATH) the directory comps[0, n) beneath the root, creating missing ones (0755) when
-// create. Real directories are walked one O_NOFOLLOW step at a time; a symlink in the way is
-// resolved by the kernel from the root (RESOLVE_IN_ROOT), never by us.
-Result<UniqueFd> open_dir(int root_fd, const Comps& comps, size_t n, bool create) {
-  UniqueFd cur(::fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
-  if (!cur) return errno_error(errno, "dup root fd");
-  std::string prefix;
-  for (size_t i = 0; i < n; ++i) {
-    const char* name = comps[i].c_str();
-    if (i > 0) prefix += '/';
-    prefix += comps[i];
-    constexpr int kStep = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-    int fd = ::openat(cur.get(), name, kStep);
-    int err = errno;
-    if (fd < 0 && err == ENOENT && create) {
-      if (::mkdirat(cur.get(), name, 0755) != 0 && errno != EEXIST) {
-        return errno_error(errno, "mkdir " + prefix);
-      }
-      fd = ::openat(cur.get(), name, kStep);
-      err = errno;
-    }
-    if (fd < 0 && (err == ENOTDIR || err == ELOOP)) {
-      fd = open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY | O_CLOEXEC);
-      err = errno;
-    }
-    if (fd < 0) return errno_error(err, "open directory " + prefix);
-    cur.reset(fd);
-  }
-  return cur;
-}
-
-// Names in the directory dir_fd (any fd of it, O_PATH too), without "." and "..".
-Result<std::vector<std::string>> list_names(int dir_fd) {
-  int fd = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno_error(errno, "open directory for listing");
-  DIR* dir = ::fdopendir(fd);
-  if (dir == nullptr) {
-    int err = errno;
-    ::close(fd);
-    return errno_error(err, "fdopendir");
-  }
-  std::vector<std::string> names;
-  while (const dirent* de = ::readdir(dir)) {
-    if (std::strcmp(de->d_name, ".") != 0 && std::strcmp(de->d_name, "..") != 0) {
-      names.emplace_back(de->d_name);
-    }
-  }
-  ::closedir(dir);
-  return names;
-}
-
-// Removes dir_fd/name and everything beneath it, never following a symlink. Iterative, since a
-// hostile tree may be deeper than the fd limit: one directory is open at a time, and climbing
-// back through ".." is checked against the device and inode the walk left.
-Status remove_at(int dir_fd, const std::string& name) {
-  struct stat st;
-  if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-    return errno == ENOENT ? Status{} : errno_error(errno, "stat " + name);
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    if (::unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
-      return errno_error(errno, "unlink " + name);
-    }
-    return {};
-  }
-  struct Level {
-    std::string name;
-    dev_t dev;
-    ino_t ino;
-    std::vector<std::string> names;  // children not yet removed
-  };
-  std::vector<Level> stack;
-  UniqueFd cur;
-  auto enter = [&](int parent, const std::string& child) -> Status {
-    UniqueFd fd(::openat(parent, child.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) return errno_error(errno, "open " + child);
-    struct stat dst;
-    if (::fstat(fd.get(), &dst) != 0) return errno_error(errno, "stat " + child);
-    auto names = list_names(fd.get());
-    if (!names) return tl::unexpected(names.error());
-    stack.push_back(Level{child, dst.st_dev, dst.st_ino, std::move(*names)});
-    cur = std::move(fd);
-    return {};
-  };
-  FORKD_TRY(enter(dir_fd, name));
-  while (!stack.empty()) {
-    if (!stack.back().names.empty()) {
-      std::string child = std::move(stack.back().names.back());
-      stack.back().names.pop_back();
-      if (::fstatat(cur.get(), child.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        if (errno == ENOENT) continue;
-        return errno_error(errno, "stat " + child);
-      }
-      if (S_ISDIR(st.st_mode)) {
-        FORKD_TRY(enter(cur.get(), child));
-      } else if (::unlinkat(cur.get(), child.c_str(), 0) != 0 && errno != ENOENT) {
-        return errno_error(errno, "unlink " + child);
-      }
-      continue;
-    }
-    std::string done = std::move(stack.back().name);
-    stack.pop_back();
-    int parent = dir_fd;
-    if (!stack.empty()) {
-      UniqueFd up(::openat(cur.get(), "..", O_PATH | O_DIRECTORY | O_CLOEXEC));
-      if (!up) return errno_error(errno, "open ..");
-      struct stat ust;
-      if (::fstat(up.get(), &ust) != 0) return errno_error(errno, "stat ..");
-      if (ust.st_dev != stack.back().dev || ust.st_ino != stack.back().ino) {
-        return make_error(ErrorCode::kInternal, "tree changed while removing " + name);
-      }
-      cur = std::move(up);
-      parent = cur.get();
-    }
-    if (::unlinkat(parent, done.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-      return errno_error(errno, "rmdir " + done);
-    }
-  }
-  return {};
-}
-
 class LayerApplier {
  public:
   LayerApplier(const std::string& layer, int root_fd, const FlattenLimits& limits,
@@ -226,7 +91,7 @@ class LayerApplier {
     }
     // Directory mtimes last, deepest first: creating their entries has moved them.
     for (auto it = dir_times_.rbegin(); it != dir_times_.rend(); ++it) {
-      auto parent = open_dir(root_, it->comps, it->comps.size() - 1, false);
+      auto parent = open_dir_in_root(root_, it->comps, it->comps.size() - 1, false);
       if (parent) ::utimensat(parent->get(), it->comps.back().c_str(), it->ts, AT_SYMLINK_NOFOLLOW);
     }
     return {};
@@ -278,7 +143,7 @@ class LayerApplier {
         ++stats_->whiteouts;
         FORKD_TRY(note_created(*comps, n - 1));
         comps->pop_back();
-        auto dir = open_dir(root_, *comps, n - 1, true);
+        auto dir = open_dir_in_root(root_, *comps, n - 1, true);
         if (!dir) return tl::unexpected(dir.error());
         return prune_children(*comps);
       }
@@ -290,7 +155,7 @@ class LayerApplier {
     }
     if (type == AE_IFCHR && archive_entry_rdev(e) == 0) return whiteout(*comps);  // overlayfs
     FORKD_TRY(note_created(*comps, n));
-    auto parent = open_dir(root_, *comps, n - 1, true);
+    auto parent = open_dir_in_root(root_, *comps, n - 1, true);
     if (!parent) return tl::unexpected(parent.error());
     const int pfd = parent->get();
     if (const char* target = archive_entry_hardlink(e)) return make_hardlink(pfd, *comps, target);
@@ -342,7 +207,7 @@ class LayerApplier {
   Status whiteout(const Comps& comps) {
     ++stats_->whiteouts;
     FORKD_TRY(note_created(comps, comps.size() - 1));
-    auto dir = open_dir(root_, comps, comps.size() - 1, false);
+    auto dir = open_dir_in_root(root_, comps, comps.size() - 1, false);
     if (!dir) {  // no parent, no lower entry to hide
       int err = dir.error().sys_errno();
       return err == ENOENT || err == ENOTDIR ? Status{} : tl::unexpected(dir.error());
@@ -371,7 +236,7 @@ class LayerApplier {
     while (!queue.empty()) {
       Comps comps = std::move(queue.front());
       queue.pop_front();
-      auto dir = open_dir(root_, comps, comps.size(), false);
+      auto dir = open_dir_in_root(root_, comps, comps.size(), false);
       if (!dir) return tl::unexpected(dir.error());
       auto names = list_names(dir->get());
       if (!names) return tl::unexpected(names.error());
@@ -502,7 +367,7 @@ class LayerApplier {
       ++stats_->hardlinks;
       return {};
     }
-    auto tdir = open_dir(root_, *target, target->size() - 1, false);
+    auto tdir = open_dir_in_root(root_, *target, target->size() - 1, false);
     struct stat st;
     if (!tdir || ::fstatat(tdir->get(), target->back().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
         !S_ISREG(st.st_mode)) {

@@ -14,6 +14,7 @@
 #include "base/files.h"
 #include "base/json_get.h"
 #include "base/log.h"
+#include "hub/registry_state.h"
 
 namespace forkd::hub {
 
@@ -22,41 +23,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr size_t kMaxErrorBody = 64u << 10;
 constexpr size_t kMaxTokenReply = 64u << 10;
 constexpr size_t kUploadSlice = 1u << 20;
 constexpr size_t kMaxIdleClients = 4;
 constexpr int kMaxRedirects = 5;
 // Request bodies are allowed this rate on top of the whole-request deadline.
 constexpr uint64_t kMinUploadBytesPerSecond = 64u << 10;
-
-// One request, and how to take its answer.
-struct Call {
-  Call(std::string m, std::string t, std::string_view b = {}, size_t max = kMaxErrorBody)
-      : method(std::move(m)), target(std::move(t)), body(b), max_body(max) {}
-
-  std::string method;
-  std::string target;  // "/path?query" on the endpoint it is sent to
-  httplib::Headers headers;
-  std::string_view body;  // sent with Content-Length; outlives the call
-  size_t max_body;        // a buffered 2xx body larger than this fails the call
-  // For a 2xx answer: true streams its body to on_data (no whole-request deadline from then on);
-  // false buffers it. An error aborts the transfer and is returned as is, as are on_data's.
-  std::function<Result<bool>(const httplib::Response&)> on_headers;
-  std::function<Status(std::string_view)> on_data;
-  uint64_t streamed = 0;  // bytes handed to on_data: no retry once there are any
-};
-
-struct Reply {
-  int status = 0;
-  httplib::Headers headers;
-  std::string body;  // buffered answers only; error bodies cut at 64 KiB
-
-  std::string header(const char* key) const {
-    auto it = headers.find(key);
-    return it == headers.end() ? std::string() : it->second;
-  }
-};
 
 // Calls stop() on a client whose request outlives a deadline. httplib's timeouts bound each read
 // and write, so without this a registry that dribbles bytes (or endless headers) holds a request
@@ -86,17 +58,6 @@ bool is_redirect(int status) {
   return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
-// At most 200 bytes of a registry's text, printable ASCII only.
-std::string sanitize(std::string_view text) {
-  std::string out;
-  for (char c : text.substr(0, 200)) {
-    out += (c == '\n' || c == '\r' || c == '\t') ? ' ' : (c >= 0x20 && c < 0x7f) ? c : '?';
-  }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  if (text.size() > 200) out += "...";
-  return out;
-}
-
 // httplib 0.11 percent-decodes every response header value, so a Location's query arrives
 // decoded ("X-Amz-Security-Token=a+b/c=" for "a%2Bb%2Fc%3D") and a signed storage URL would no
 // longer match its signature. Re-encoding each key and value strictly restores what signers
@@ -124,80 +85,55 @@ void set_timeout(milliseconds ms, const std::function<void(time_t, time_t)>& set
 
 }  // namespace
 
-struct RegistryClient::State {
-  RegistryClientOptions opts;
-  std::string context;  // "registry H repository R"
-  std::string pull_scope, push_scope;
-  TokenCache tokens;
-  std::atomic<bool> use_basic{false};  // the registry asked for Basic credentials
-  std::mutex mu;                       // guards idle
-  std::vector<std::unique_ptr<httplib::Client>> idle;
-
-  // "/v2/NAME/kind/rest"
-  std::string path(std::string_view kind, const std::string& rest) const {
-    return "/v2/" + opts.repository + "/" + std::string(kind) + "/" + rest;
+std::string sanitize(std::string_view text) {
+  std::string out;
+  for (char c : text.substr(0, 200)) {
+    out += (c == '\n' || c == '\r' || c == '\t') ? ' ' : (c >= 0x20 && c < 0x7f) ? c : '?';
   }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  if (text.size() > 200) out += "...";
+  return out;
+}
 
-  Error fail(ErrorCode code, std::string_view op, const std::string& detail) const {
-    return Error(code, context + ": " + std::string(op) + ": " + detail);
+Error RegistryClient::State::http_error(std::string_view op, const Reply& r) const {
+  ErrorCode code = ErrorCode::kIo;
+  std::string what = "HTTP " + std::to_string(r.status);
+  if (r.status == 401 || r.status == 403) {
+    code = ErrorCode::kFailedPrecondition;
+    what = "authentication failed (" + what +
+           (opts.credentials ? ")"
+                             : "; set FORKD_REGISTRY_USER and FORKD_REGISTRY_PASSWORD, or "
+                               "FORKD_REGISTRY_AUTH_FILE)");
+  } else if (r.status == 404) {
+    code = ErrorCode::kNotFound;
+  } else if (r.status == 429 || r.status >= 500) {
+    code = ErrorCode::kUnavailable;
   }
+  std::string body = sanitize(r.body);
+  return fail(code, op, body.empty() ? what : what + ": " + body);
+}
 
-  tl::unexpected<Error> bad_arg(std::string_view op, std::string_view why) const {
-    return tl::unexpected(fail(ErrorCode::kInvalidArgument, op, std::string(why)));
+std::unique_ptr<httplib::Client> RegistryClient::State::make_client(const HttpEndpoint& ep) const {
+  std::unique_ptr<httplib::Client> cli;
+  try {
+    cli = std::make_unique<httplib::Client>(ep.base_url());
+  } catch (...) {
+    return nullptr;
   }
-
-  Error http_error(std::string_view op, const Reply& r) const {
-    ErrorCode code = ErrorCode::kIo;
-    std::string what = "HTTP " + std::to_string(r.status);
-    if (r.status == 401 || r.status == 403) {
-      code = ErrorCode::kFailedPrecondition;
-      what = "authentication failed (" + what +
-             (opts.credentials ? ")"
-                               : "; set FORKD_REGISTRY_USER and FORKD_REGISTRY_PASSWORD, or "
-                                 "FORKD_REGISTRY_AUTH_FILE)");
-    } else if (r.status == 404) {
-      code = ErrorCode::kNotFound;
-    } else if (r.status == 429 || r.status >= 500) {
-      code = ErrorCode::kUnavailable;
-    }
-    std::string body = sanitize(r.body);
-    return fail(code, op, body.empty() ? what : what + ": " + body);
+  if (!cli->is_valid()) return nullptr;
+  set_timeout(opts.connect_timeout,
+              [&](time_t s, time_t us) { cli->set_connection_timeout(s, us); });
+  set_timeout(opts.read_timeout, [&](time_t s, time_t us) { cli->set_read_timeout(s, us); });
+  set_timeout(opts.read_timeout, [&](time_t s, time_t us) { cli->set_write_timeout(s, us); });
+  cli->set_keep_alive(true);
+  cli->set_follow_location(false);  // fetch_blob follows, dropping Authorization off-origin
+  cli->set_url_encode(false);       // targets are built encoded (Locations: reencode_query)
+  if (ep.scheme == "https") {
+    if (!opts.ca_file.empty()) cli->set_ca_cert_path(opts.ca_file);
+    cli->enable_server_certificate_verification(true);
   }
-
-  std::unique_ptr<httplib::Client> make_client(const HttpEndpoint& ep) const {
-    std::unique_ptr<httplib::Client> cli;
-    try {
-      cli = std::make_unique<httplib::Client>(ep.base_url());
-    } catch (...) {
-      return nullptr;
-    }
-    if (!cli->is_valid()) return nullptr;
-    set_timeout(opts.connect_timeout,
-                [&](time_t s, time_t us) { cli->set_connection_timeout(s, us); });
-    set_timeout(opts.read_timeout, [&](time_t s, time_t us) { cli->set_read_timeout(s, us); });
-    set_timeout(opts.read_timeout, [&](time_t s, time_t us) { cli->set_write_timeout(s, us); });
-    cli->set_keep_alive(true);
-    cli->set_follow_location(false);  // fetch_blob follows, dropping Authorization off-origin
-    cli->set_url_encode(false);       // targets are built encoded (Locations: reencode_query)
-    if (ep.scheme == "https") {
-      if (!opts.ca_file.empty()) cli->set_ca_cert_path(opts.ca_file);
-      cli->enable_server_certificate_verification(true);
-    }
-    return cli;
-  }
-
-  Result<Reply> send_once(const HttpEndpoint& ep, Call& call, std::string_view op);
-  Result<Reply> send_authed(Call& call, const std::string& scope, std::string_view op);
-  Status answer_challenge(const Reply& reply, const std::string& scope, std::string_view op,
-                          bool sent_basic);
-  Result<std::string> fetch_token(const AuthChallenge& ch, const std::string& scope,
-                                  std::string_view op);
-  Result<Reply> round_trip(const HttpEndpoint& ep, Call& call, std::string_view op,
-                           const std::string* scope, bool idempotent);
-  Result<Reply> get_following(Call& call, const std::string& scope, std::string_view op);
-  Result<HttpUrl> resolve(const HttpEndpoint& base, const std::string& location,
-                          std::string_view op) const;
-};
+  return cli;
+}
 
 Result<Reply> RegistryClient::State::send_once(const HttpEndpoint& ep, Call& call,
                                                std::string_view op) {
@@ -475,219 +411,6 @@ Result<RegistryClient> RegistryClient::create(RegistryClientOptions options) {
   state->push_scope = "repository:" + options.repository + ":pull,push";
   state->opts = std::move(options);
   return RegistryClient(std::move(state));
-}
-
-namespace {
-
-std::string short_digest(const std::string& digest) {
-  return is_valid_digest(digest) ? digest.substr(0, 7 + 12) : "\"" + sanitize(digest) + "\"";
-}
-
-bool printable(std::string_view s) {
-  return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
-}
-
-constexpr std::string_view kBadDigest = "bad digest (want sha256:<64 lowercase hex>)";
-
-}  // namespace
-
-Result<bool> RegistryClient::blob_exists(const std::string& digest) {
-  const std::string op = "check blob " + short_digest(digest);
-  if (!is_valid_digest(digest)) return state_->bad_arg(op, kBadDigest);
-  Call call("HEAD", state_->path("blobs", digest));
-  auto r = state_->get_following(call, state_->pull_scope, op);
-  if (!r) return tl::unexpected(r.error());
-  if (r->status == 200) return true;
-  if (r->status == 404) return false;
-  return tl::unexpected(state_->http_error(op, *r));
-}
-
-Status RegistryClient::push_blob(const std::string& digest, std::string_view data) {
-  State& s = *state_;
-  const std::string op = "push blob " + short_digest(digest);
-  if (!is_valid_digest(digest)) return s.bad_arg(op, kBadDigest);
-  for (size_t attempt = 0;; ++attempt) {
-    Status st = [&]() -> Status {
-      Call post("POST", s.path("blobs", "uploads/"));
-      auto r = s.round_trip(s.opts.endpoint, post, op + ": start upload", &s.push_scope, true);
-      if (!r) return tl::unexpected(r.error());
-      if (r->status != 202) return tl::unexpected(s.http_error(op + ": start upload", *r));
-      auto url = s.resolve(s.opts.endpoint, r->header("Location"), op);
-      if (!url) return tl::unexpected(url.error());
-      Call put("PUT", url->target, data);
-      put.target += (put.target.find('?') == std::string::npos ? "?" : "&");
-      put.target += "digest=" + percent_encode(digest);
-      put.headers.emplace("Content-Type", "application/octet-stream");
-      const bool here = url->endpoint.same_origin(s.opts.endpoint);
-      r = s.round_trip(url->endpoint, put, op, here ? &s.push_scope : nullptr, false);
-      if (!r) return tl::unexpected(r.error());
-      if (r->status != 201 && r->status != 204) return tl::unexpected(s.http_error(op, *r));
-      return {};
-    }();
-    if (st || st.error().code() != ErrorCode::kUnavailable ||
-        attempt >= s.opts.retry_backoff.size()) {
-      return st;
-    }
-    std::this_thread::sleep_for(s.opts.retry_backoff[attempt]);
-  }
-}
-
-Status RegistryClient::mount_blob(const std::string& digest, const std::string& from_repo) {
-  State& s = *state_;
-  const std::string op = "mount blob " + short_digest(digest) + " from " + sanitize(from_repo);
-  if (!is_valid_digest(digest)) return s.bad_arg(op, kBadDigest);
-  if (!is_valid_repository(from_repo)) return s.bad_arg(op, "bad source repository name");
-  const std::string scope = s.push_scope + " repository:" + from_repo + ":pull";
-  Call post("POST", s.path("blobs", "uploads/?mount=" + percent_encode(digest) +
-                                        "&from=" + percent_encode(from_repo)));
-  auto r = s.round_trip(s.opts.endpoint, post, op, &scope, true);
-  if (!r) return tl::unexpected(r.error());
-  if (r->status == 201) return {};
-  if (r->status != 202) return tl::unexpected(s.http_error(op, *r));
-  // The registry opened an upload session instead: close it (best effort).
-  if (auto url = s.resolve(s.opts.endpoint, r->header("Location"), op);
-      url && url->endpoint.same_origin(s.opts.endpoint)) {
-    Call del("DELETE", url->target);
-    (void)s.round_trip(s.opts.endpoint, del, op + ": cancel upload", &scope, false);
-  }
-  return tl::unexpected(s.fail(ErrorCode::kNotFound, op, "the registry did not mount it"));
-}
-
-Status RegistryClient::fetch_blob(const std::string& digest, uint64_t expected_size,
-                                  uint64_t offset,
-                                  const std::function<Status(std::string_view)>& sink) {
-  State& s = *state_;
-  const std::string op = "fetch blob " + short_digest(digest);
-  if (!is_valid_digest(digest)) return s.bad_arg(op, kBadDigest);
-  if (offset > expected_size) return s.bad_arg(op, "offset beyond the blob's size");
-  const uint64_t want = expected_size - offset;
-  if (want == 0) return {};
-  uint64_t delivered = 0, skip = 0;
-  bool ours = false;  // the transfer was aborted by a check here or by sink
-  Call call("GET", s.path("blobs", digest));
-  if (offset > 0) call.headers.emplace("Range", "bytes=" + std::to_string(offset) + "-");
-  call.on_headers = [&](const httplib::Response& res) -> Result<bool> {
-    ours = true;
-    if (res.status == 206) {
-      std::string range = res.get_header_value("Content-Range");
-      std::string expect = "bytes " + std::to_string(offset) + "-";
-      if (offset == 0 || range.rfind(expect, 0) != 0) {
-        return tl::unexpected(s.fail(ErrorCode::kIo, op,
-                                     "partial answer for the wrong range \"" + sanitize(range) +
-                                         "\" (asked from " + std::to_string(offset) + ")"));
-      }
-      skip = 0;
-    } else if (res.status == 200) {
-      skip = offset;  // the registry ignored Range: drop what the caller already has
-    } else {
-      ours = false;
-      return false;
-    }
-    if (res.has_header("Content-Length") &&
-        res.get_header_value<uint64_t>("Content-Length") > want + skip) {
-      return tl::unexpected(s.fail(
-          ErrorCode::kIo, op,
-          "the registry announces more bytes than the blob's " + std::to_string(expected_size)));
-    }
-    ours = false;
-    return true;
-  };
-  call.on_data = [&](std::string_view piece) -> Status {
-    uint64_t drop = std::min<uint64_t>(skip, piece.size());
-    piece.remove_prefix(drop);
-    skip -= drop;
-    if (piece.empty()) return {};
-    ours = true;
-    if (piece.size() > want - delivered) {
-      return tl::unexpected(s.fail(ErrorCode::kIo, op,
-                                   "more bytes than the blob's " + std::to_string(expected_size)));
-    }
-    FORKD_TRY(sink(piece));
-    delivered += piece.size();
-    ours = false;
-    return {};
-  };
-  auto r = s.get_following(call, s.pull_scope, op);
-  const std::string got = std::to_string(delivered) + " of " + std::to_string(want) + " bytes";
-  if (!r) {
-    if (ours || delivered == 0 || r.error().code() == ErrorCode::kTimeout) {
-      return tl::unexpected(r.error());
-    }
-    return tl::unexpected(
-        s.fail(ErrorCode::kIo, op, "truncated after " + got + " (" + r.error().message() + ")"));
-  }
-  if (r->status != 200 && r->status != 206) return tl::unexpected(s.http_error(op, *r));
-  if (delivered != want) {
-    return tl::unexpected(s.fail(ErrorCode::kIo, op, "truncated: received " + got));
-  }
-  return {};
-}
-
-Result<Manifest> RegistryClient::get_manifest(const std::string& reference) {
-  State& s = *state_;
-  const bool by_digest = is_valid_digest(reference);
-  const std::string op = "get manifest " + sanitize(reference);
-  if (!by_digest && !is_valid_tag(reference)) return s.bad_arg(op, "bad reference");
-  Call call("GET", s.path("manifests", reference), {}, kMaxRegistryManifestBytes);
-  call.headers.emplace("Accept", std::string(kOciManifestType) + ", " + std::string(kOciIndexType) +
-                                     ", " + std::string(kDockerManifestType) + ", " +
-                                     std::string(kDockerListType));
-  auto r = s.get_following(call, s.pull_scope, op);
-  if (!r) return tl::unexpected(r.error());
-  if (r->status != 200) return tl::unexpected(s.http_error(op, *r));
-  Manifest m;
-  m.body = std::move(r->body);
-  m.digest = "sha256:" + sha256_hex(m.body);
-  if (by_digest && m.digest != reference) {
-    return tl::unexpected(s.fail(ErrorCode::kChecksumMismatch, op, "body hashes to " + m.digest));
-  }
-  std::string claimed = r->header("Docker-Content-Digest");
-  if (claimed.rfind("sha256:", 0) == 0 && claimed != m.digest) {
-    return tl::unexpected(
-        s.fail(ErrorCode::kChecksumMismatch, op,
-               "body hashes to " + m.digest + ", registry says " + sanitize(claimed)));
-  }
-  json::Json doc = json::parse_untrusted(m.body);
-  if (!doc.is_object()) {
-    return tl::unexpected(s.fail(ErrorCode::kIo, op, "the manifest is not a JSON object"));
-  }
-  std::string type = r->header("Content-Type");
-  type = type.substr(0, type.find(';'));
-  while (!type.empty() && type.back() == ' ') type.pop_back();
-  if (type.empty() || type == "application/json" || type == "application/octet-stream" ||
-      type == "text/plain") {
-    type = json::string_or(doc, "mediaType", type);
-  }
-  m.media_type = sanitize(type);
-  return m;
-}
-
-Result<std::string> RegistryClient::put_manifest(const std::string& reference,
-                                                 std::string_view media_type,
-                                                 std::string_view body) {
-  State& s = *state_;
-  const bool by_digest = is_valid_digest(reference);
-  const std::string op = "put manifest " + sanitize(reference);
-  if (!by_digest && !is_valid_tag(reference)) return s.bad_arg(op, "bad reference");
-  if (body.size() > kMaxRegistryManifestBytes) return s.bad_arg(op, "manifest larger than 4 MiB");
-  if (media_type.empty() || media_type.size() > 255 || !printable(media_type)) {
-    return s.bad_arg(op, "bad media type");
-  }
-  std::string digest = "sha256:" + sha256_hex(body);
-  if (by_digest && digest != reference) {
-    return tl::unexpected(s.fail(ErrorCode::kChecksumMismatch, op, "body hashes to " + digest));
-  }
-  Call put("PUT", s.path("manifests", reference), body);
-  put.headers.emplace("Content-Type", std::string(media_type));
-  auto r = s.round_trip(s.opts.endpoint, put, op, &s.push_scope, true);
-  if (!r) return tl::unexpected(r.error());
-  if (r->status / 100 != 2) return tl::unexpected(s.http_error(op, *r));
-  std::string claimed = r->header("Docker-Content-Digest");
-  if (!claimed.empty() && claimed != digest) {
-    return tl::unexpected(s.fail(ErrorCode::kChecksumMismatch, op,
-                                 "registry stored " + sanitize(claimed) + ", we sent " + digest));
-  }
-  return digest;
 }
 
 }  // namespace forkd::hub
