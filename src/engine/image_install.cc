@@ -233,6 +233,9 @@ Status ImageStore::remove_local(std::string_view name) {
   std::string doomed = images + "/.old-" + std::string(name) + "-" + std::to_string(::getpid());
   FORKD_TRY(remove_tree(doomed));
   FORKD_TRY(rename_durable(images + "/" + std::string(name), doomed));
+  for (const char* log : {"/cache/image-", "/cache/recipe-"}) {
+    ::unlink((home_ + log + std::string(name) + ".log").c_str());
+  }
   return remove_tree(doomed);
 }
 
