@@ -55,6 +55,8 @@ Result<RegistryClient> open_registry(const std::string& ref_text, bool plain_htt
   if (!creds) return tl::unexpected(creds.error());
   RegistryClientOptions o;
   o.endpoint = registry_endpoint(*ref, plain_http);
+  // A CA file asks for TLS: HTTPS then, a loopback registry included.
+  if (!ca_file.empty() && !plain_http) o.endpoint.scheme = "https";
   o.repository = ref->repository;
   o.credentials = *creds;
   o.ca_file = ca_file;

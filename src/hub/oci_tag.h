@@ -54,6 +54,8 @@ struct PullResult {
 
 // A client of the repository ref_text names (*ref gets it parsed). Credentials come from the
 // environment or auth_file (registry_auth.h), never from a command line or a request.
+// Loopback registries and plain_http speak HTTP, others HTTPS; a ca_file asks for HTTPS even
+// on loopback (unless plain_http).
 Result<RegistryClient> open_registry(const std::string& ref_text, bool plain_http,
                                      const std::string& ca_file, const std::string& auth_file,
                                      OciRef* ref);
