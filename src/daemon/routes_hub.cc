@@ -1,5 +1,6 @@
 // POST /v1/hub/push and /v1/hub/pull: synchronous (200 with the result) or wait:false (202 with a
-// transfer id at once); GET /v1/hub/transfers[/:id] shows progress and the outcome.
+// transfer id at once); GET /v1/hub/transfers[/:id] shows progress and the outcome, DELETE
+// cancels a running one.
 #include <ctime>
 
 #include "base/log.h"
@@ -19,7 +20,7 @@ using Json = nlohmann::json;
 Result<Json> run_transfer(const engine::EngineConfig& cfg, const TransferRequest& r, bool push,
                           Transfer* t) {
   hub::OciRef ref;
-  auto client = hub::open_registry(r.ref, r.plain_http, "", "", &ref);
+  auto client = hub::open_registry(r.ref, r.plain_http, "", "", &ref, t->cancel);
   if (!client) return tl::unexpected(client.error());
   store::SnapshotStore snaps(cfg.home);
   auto progress = [t](uint64_t done, uint64_t total) {
@@ -83,6 +84,11 @@ std::vector<Route> hub_routes(DaemonContext& ctx) {
       {"GET", R"(/v1/hub/transfers)", "/v1/hub/transfers",
        [c](const httplib::Request&, httplib::Response& res) {
          send_json(res, 200, c->transfers.list_json());
+       }},
+      {"DELETE", R"(/v1/hub/transfers/([A-Za-z0-9-]{1,64}))", "/v1/hub/transfers/:id",
+       [c](const httplib::Request& req, httplib::Response& res) {
+         if (auto st = c->transfers.cancel(req.matches[1]); !st) return send_error(res, st.error());
+         send_json(res, 202, c->transfers.get_json(req.matches[1]));
        }},
       {"GET", R"(/v1/hub/transfers/([A-Za-z0-9-]{1,64}))", "/v1/hub/transfers/:id",
        [c](const httplib::Request& req, httplib::Response& res) {

@@ -44,6 +44,25 @@ void TransferTable::fail(const std::shared_ptr<Transfer>& t, const std::string& 
   trim_locked();
 }
 
+Status TransferTable::cancel(const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = all_.find(id);
+  if (it == all_.end()) return make_error(ErrorCode::kNotFound, "no transfer " + id);
+  if (it->second->status != "running") {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "transfer " + id + " already ended (" + it->second->status + ")");
+  }
+  it->second->cancel->store(true);
+  return {};
+}
+
+void TransferTable::cancel_all() {
+  std::lock_guard lock(mu_);
+  for (auto& [id, t] : all_) {
+    if (t->status == "running") t->cancel->store(true);
+  }
+}
+
 void TransferTable::trim_locked() {
   std::vector<std::pair<int64_t, std::string>> finished;
   for (const auto& [id, t] : all_) {
@@ -67,6 +86,7 @@ Json TransferTable::to_json_locked(const Transfer& t) const {
             {"ref", t.ref},
             {"tag", t.tag.empty() ? Json(nullptr) : Json(t.tag)},
             {"status", t.status},
+            {"cancelling", t.status == "running" && t.cancel->load()},
             {"done_bytes", done},
             {"total_bytes", total},
             {"percent", total ? 100.0 * static_cast<double>(done) / static_cast<double>(total)

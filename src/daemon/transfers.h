@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "base/error.h"
+
 namespace forkd::daemon {
 
 struct Transfer {
@@ -20,6 +22,8 @@ struct Transfer {
   int64_t started_at = 0;
   std::atomic<uint64_t> done_bytes{0};
   std::atomic<uint64_t> total_bytes{0};
+  // Set by cancel(): the registry client stops (hub::RegistryClientOptions::cancel).
+  std::shared_ptr<std::atomic<bool>> cancel = std::make_shared<std::atomic<bool>>(false);
   // Set once, under the table's lock.
   std::string status = "running";  // running | done | failed
   nlohmann::json result;           // the verb's result when done
@@ -38,6 +42,12 @@ class TransferTable {
   void finish(const std::shared_ptr<Transfer>& t, nlohmann::json result);
   void fail(const std::shared_ptr<Transfer>& t, const std::string& code,
             const std::string& message);
+  // Asks a running transfer to stop (it ends `failed` with code `cancelled`, its staging
+  // removed; a cut pull's blobs stay for a resume). kNotFound for an unknown id,
+  // kFailedPrecondition for one that already ended.
+  Status cancel(const std::string& id);
+  // Every running transfer (the daemon is stopping).
+  void cancel_all();
   // The transfer's JSON (null when unknown).
   nlohmann::json get_json(const std::string& id) const;
   nlohmann::json list_json() const;

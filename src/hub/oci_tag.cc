@@ -47,7 +47,7 @@ std::string push_cache_path(const std::string& cache_dir, const store::SnapshotM
 
 Result<RegistryClient> open_registry(const std::string& ref_text, bool plain_http,
                                      const std::string& ca_file, const std::string& auth_file,
-                                     OciRef* ref) {
+                                     OciRef* ref, std::shared_ptr<std::atomic<bool>> cancel) {
   auto parsed = parse_oci_ref(ref_text);
   if (!parsed) return tl::unexpected(parsed.error());
   *ref = *parsed;
@@ -60,6 +60,7 @@ Result<RegistryClient> open_registry(const std::string& ref_text, bool plain_htt
   o.repository = ref->repository;
   o.credentials = *creds;
   o.ca_file = ca_file;
+  o.cancel = std::move(cancel);
   return RegistryClient::create(std::move(o));
 }
 

@@ -58,7 +58,8 @@ struct PullResult {
 // on loopback (unless plain_http).
 Result<RegistryClient> open_registry(const std::string& ref_text, bool plain_http,
                                      const std::string& ca_file, const std::string& auth_file,
-                                     OciRef* ref);
+                                     OciRef* ref,
+                                     std::shared_ptr<std::atomic<bool>> cancel = nullptr);
 
 // Pushes tag (and every ancestor) to ref's repository, tagging the top as ref's tag.
 // cache_dir keeps each tag's computed manifest, so a later push of a link need not re-encode

@@ -30,25 +30,36 @@ constexpr int kMaxRedirects = 5;
 // Request bodies are allowed this rate on top of the whole-request deadline.
 constexpr uint64_t kMinUploadBytesPerSecond = 64u << 10;
 
-// Calls stop() on a client whose request outlives a deadline. httplib's timeouts bound each read
-// and write, so without this a registry that dribbles bytes (or endless headers) holds a request
-// forever. Destroy it before the client is reused: its destructor joins.
+// Calls stop() on a client whose request outlives a deadline, or whose client was cancelled
+// (RegistryClient::cancel_flag). httplib's timeouts bound each read and write, so without this a
+// registry that dribbles bytes (or endless headers) holds a request forever. Destroy it before
+// the client is reused: its destructor joins.
 class Watchdog {
  public:
-  Watchdog(httplib::Client& cli, Clock::time_point deadline)
-      : thread_([this, &cli, deadline](std::stop_token stop) {
+  static constexpr milliseconds kCancelPoll{100};
+
+  Watchdog(httplib::Client& cli, Clock::time_point deadline, const std::atomic<bool>* cancel)
+      : thread_([this, &cli, deadline, cancel](std::stop_token stop) {
           std::unique_lock lock(mu_);
-          if (cv_.wait_until(lock, stop, deadline, [] { return false; }) || stop.stop_requested()) {
-            return;
+          while (!stop.stop_requested()) {
+            auto now = Clock::now();
+            if ((!deadline_off_ && now >= deadline) || (cancel && cancel->load())) {
+              fired_ = true;
+              cli.stop();
+              return;
+            }
+            auto next = deadline_off_ ? now + std::chrono::hours(24) : deadline;
+            if (cancel) next = std::min(next, now + kCancelPoll);
+            cv_.wait_until(lock, stop, next, [] { return false; });
           }
-          fired_ = true;
-          cli.stop();
         }) {}
-  void disarm() { thread_.request_stop(); }
+  // The deadline no longer applies (a body being streamed); cancelling still does.
+  void disarm() { deadline_off_ = true; }
   bool fired() const { return fired_; }
 
  private:
   std::atomic<bool> fired_{false};
+  std::atomic<bool> deadline_off_{false};
   std::mutex mu_;
   std::condition_variable_any cv_;
   std::jthread thread_;  // last: it starts once the rest is built
@@ -137,6 +148,7 @@ std::unique_ptr<httplib::Client> RegistryClient::State::make_client(const HttpEn
 
 Result<Reply> RegistryClient::State::send_once(const HttpEndpoint& ep, Call& call,
                                                std::string_view op) {
+  if (cancelled()) return tl::unexpected(fail(ErrorCode::kCancelled, op, "cancelled"));
   const bool pooled = ep.same_origin(opts.endpoint);
   std::unique_ptr<httplib::Client> cli;
   if (pooled) {
@@ -217,7 +229,7 @@ Result<Reply> RegistryClient::State::send_once(const HttpEndpoint& ep, Call& cal
   std::optional<httplib::Result> res;
   std::string exception;
   try {
-    watchdog.emplace(*cli, deadline);
+    watchdog.emplace(*cli, deadline, opts.cancel.get());
     res.emplace(cli->send(req));
   } catch (const std::exception& e) {
     exception = e.what();
@@ -227,6 +239,7 @@ Result<Reply> RegistryClient::State::send_once(const HttpEndpoint& ep, Call& cal
   const bool fired = watchdog && watchdog->fired();
   watchdog.reset();  // joined: nothing touches cli any more
   const auto now = Clock::now();
+  if (cancelled()) return tl::unexpected(fail(ErrorCode::kCancelled, op, "cancelled"));
 
   if (res && *res) {
     reply.status = (*res)->status;

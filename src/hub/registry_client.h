@@ -13,6 +13,7 @@
 //
 // Thread-safe: operations may run concurrently; connections are pooled and kept alive, bearer
 // tokens are cached per scope for the client's life.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -42,6 +43,9 @@ struct RegistryClientOptions {
   std::string repository;
   std::optional<Credentials> credentials;  // none: anonymous (token services may still grant pull)
   std::string ca_file;                     // PEM CA bundle for https; empty: the system's CAs
+  // Set (from any thread) to end the client's work: the request in flight is stopped within
+  // about 100 ms and every call from then on fails with kCancelled. Null: never cancelled.
+  std::shared_ptr<std::atomic<bool>> cancel;
   std::chrono::milliseconds connect_timeout{10'000};
   std::chrono::milliseconds read_timeout{60'000};  // per read/write; also bounds small replies
   std::vector<std::chrono::milliseconds> retry_backoff{std::chrono::milliseconds(200),

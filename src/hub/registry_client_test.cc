@@ -499,6 +499,29 @@ TEST_F(RegistryClientTest, SlowServerTimesOutWithinBound) {
   EXPECT_LT(took, 2s);
 }
 
+TEST_F(RegistryClientTest, CancelStopsTheRequestInFlightAndEveryLaterOne) {
+  RegistryClientOptions o;
+  o.endpoint = registry_.endpoint();
+  o.repository = "open/slow";
+  o.read_timeout = 5s;  // the stalled request would otherwise wait this long
+  o.cancel = std::make_shared<std::atomic<bool>>(false);
+  auto c = RegistryClient::create(o);
+  ASSERT_TRUE(c) << c.error().describe();
+  auto start = std::chrono::steady_clock::now();
+  std::jthread canceller([flag = o.cancel] {
+    std::this_thread::sleep_for(200ms);
+    flag->store(true);
+  });
+  auto r = c->blob_exists(digest_of("x"));
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kCancelled) << r.error().message();
+  EXPECT_LT(took, 2s);
+  auto again = c->get_manifest("v1");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code(), ErrorCode::kCancelled);
+}
+
 TEST_F(RegistryClientTest, DribblingServerHitsTheWholeRequestDeadline) {
   auto c = client("open/drip", {}, 300ms);
   auto start = std::chrono::steady_clock::now();

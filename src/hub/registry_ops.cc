@@ -142,7 +142,8 @@ Status RegistryClient::fetch_blob(const std::string& digest, uint64_t expected_s
   auto r = s.get_following(call, s.pull_scope, op);
   const std::string got = std::to_string(delivered) + " of " + std::to_string(want) + " bytes";
   if (!r) {
-    if (ours || delivered == 0 || r.error().code() == ErrorCode::kTimeout) {
+    if (ours || delivered == 0 || r.error().code() == ErrorCode::kTimeout ||
+        r.error().code() == ErrorCode::kCancelled) {
       return tl::unexpected(r.error());
     }
     return tl::unexpected(

@@ -59,6 +59,8 @@ struct RegistryClient::State {
   std::mutex mu;                       // guards idle
   std::vector<std::unique_ptr<httplib::Client>> idle;
 
+  bool cancelled() const { return opts.cancel && opts.cancel->load(); }
+
   // "/v2/NAME/kind/rest"
   std::string path(std::string_view kind, const std::string& rest) const {
     return "/v2/" + opts.repository + "/" + std::string(kind) + "/" + rest;

@@ -137,7 +137,7 @@ echo fresh >"$E/cache/oci/blobs/0000fresh.partial"
   fail "gc removed the wrong pull blobs"
 ok "gc removes pull blobs a day old"
 
-# --- REST: pull with wait:false and progress, push with wait:true ----------------------------
+# --- REST: pull with wait:false, progress and cancel; push with wait:true ----------------------
 new_home F
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 FORKD_HOME=$F "$forkd" serve --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
@@ -160,6 +160,25 @@ for _ in range(200):
         urllib.request.urlopen(base + "/healthz", timeout=1); break
     except Exception:
         time.sleep(0.05)
+def wait_end(xid):
+    for _ in range(1200):
+        st, j = call("GET", f"/v1/hub/transfers/{xid}")
+        assert st == 200, (st, j)
+        if j["status"] != "running":
+            return j
+        time.sleep(0.05)
+    raise AssertionError(f"transfer {xid} still running")
+# A pull cancelled at once ends failed/cancelled and commits nothing (the next pull creates both).
+st, j = call("POST", "/v1/hub/pull", {"ref": f"{registry}/forkd/py:link", "tag": "gone", "wait": False})
+assert st == 202, (st, j)
+st, c = call("DELETE", f"/v1/hub/transfers/{j['id']}")
+assert st == 202 and c["cancelling"] is True, (st, c)
+c = wait_end(j["id"])
+assert c["status"] == "failed" and c["error"]["code"] == "cancelled", c
+st, e = call("DELETE", f"/v1/hub/transfers/{j['id']}")
+assert st == 409, (st, e)
+st, e = call("DELETE", "/v1/hub/transfers/xfer-nosuch")
+assert st == 404, (st, e)
 st, j = call("POST", "/v1/hub/pull", {"ref": f"{registry}/forkd/py:link", "wait": False})
 assert st == 202 and j["status"] == "running" and j["id"].startswith("xfer-"), (st, j)
 xid, seen_progress = j["id"], False
@@ -186,7 +205,7 @@ print("progress seen while running:", seen_progress)
 PY
 kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
 serve_pid=
-ok "REST pull (wait:false, progress in GET) and push"
+ok "REST pull (wait:false, progress in GET, cancel by DELETE) and push"
 
 # --- refusals -----------------------------------------------------------------------------
 if FORKD_HOME=$E "$forkd" pull "$registry/forkd/none:nope" 2>"$work/err"; then fail "pull of a missing ref"; fi
