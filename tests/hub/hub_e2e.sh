@@ -14,22 +14,19 @@ here=$(dirname "$0")
 # shellcheck source=../lib/test-home.sh
 source "$here/../lib/test-home.sh"
 real_home=$(real_forkd_home "$forkd")
-homes=()
 work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-hub-e2e.XXXXXX")
 serve_pid=
 cleanup() {
-  local status=$? h
+  local status=$?
   set +e
   [[ -n $serve_pid ]] && { kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; }
-  for h in "${homes[@]}"; do remove_test_home "$forkd" "$h" || { ((status == 0)) && status=1; }; done
+  remove_homes || { ((status == 0)) && status=1; }
   rm -rf "$work"
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# new_home VAR: a fresh test home in VAR (not in a subshell: cleanup must know every home).
-new_home() { local h; h=$(make_test_home "$real_home"); homes+=("$h"); printf -v "$1" %s "$h"; }
 fail() { echo "hub_e2e: FAIL: $*" >&2; exit 1; }
 ok() { echo "hub_e2e: ok: $*" >&2; }
 # jget JSON KEY: a top-level field of a JSON document.

@@ -13,19 +13,17 @@ here=$(dirname "$0")
 # shellcheck source=../lib/test-home.sh
 source "$here/../lib/test-home.sh"
 real_home=$(real_forkd_home "$forkd")
-homes=()
 work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-tls-e2e.XXXXXX")
 cleanup() {
-  local status=$? h
+  local status=$?
   set +e
-  for h in "${homes[@]}"; do remove_test_home "$forkd" "$h" || { ((status == 0)) && status=1; }; done
+  remove_homes || { ((status == 0)) && status=1; }
   rm -rf "$work"
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-new_home() { local h; h=$(make_test_home "$real_home"); homes+=("$h"); printf -v "$1" %s "$h"; }
 fail() { echo "tls_e2e: FAIL: $*" >&2; exit 1; }
 ok() { echo "tls_e2e: ok: $*" >&2; }
 

@@ -43,3 +43,19 @@ remove_test_home() {
   rm -rf "$home"
   return "$status"
 }
+
+# For scripts with several homes: new_home VAR makes one linked to $real_home into VAR (call it
+# outside a subshell, so remove_homes knows it); remove_homes removes them all with $forkd and
+# returns 1 when one had a QEMU left running.
+test_homes=()
+new_home() {
+  local h
+  h=$(make_test_home "$real_home")
+  test_homes+=("$h")
+  printf -v "$1" %s "$h"
+}
+remove_homes() {
+  local h status=0
+  for h in "${test_homes[@]}"; do remove_test_home "$forkd" "$h" || status=1; done
+  return "$status"
+}
