@@ -495,6 +495,8 @@ Status Server::run() {
   // Streaming and background commands may run for hours: end their agent calls, so the workers
   // streaming them and the threads running them finish now.
   impl_->ctx.commands.shutdown();
+  // Pushes and pulls (wait:true ones hold a worker) stop at their next registry read or write.
+  impl_->ctx.transfers.cancel_all();
   // stop() before a listener reached its accept loop is lost, so repeat until each has ended.
   for (;;) {
     bool all = true;
