@@ -19,6 +19,7 @@ struct ServeArgs {
   std::string audit_log;
   std::string tls_cert;
   std::string tls_key;
+  std::string registry_ca_file;
   size_t max_body_bytes = 1 << 20;
   int max_inflight = 64;
   int max_execs_per_sandbox = 4;
@@ -58,6 +59,7 @@ int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   o.audit_log = a.audit_log;
   o.tls_cert = a.tls_cert;
   o.tls_key = a.tls_key;
+  o.registry_ca_file = a.registry_ca_file;
   o.max_body_bytes = a.max_body_bytes;
   o.max_inflight = a.max_inflight;
   o.max_execs_per_sandbox = a.max_execs_per_sandbox;
@@ -94,6 +96,9 @@ void register_serve(CLI::App& app, GlobalOptions& g, Action& action) {
   sub->add_option("--tls-cert", a->tls_cert,
                   "PEM certificate (chain) for HTTPS on the TCP listener; needs --tls-key");
   sub->add_option("--tls-key", a->tls_key, "PEM private key (unencrypted) for --tls-cert");
+  sub->add_option("--registry-ca-file", a->registry_ca_file,
+                  "PEM CA bundle for registries' HTTPS in push and pull (also asks for HTTPS on "
+                  "loopback); default: the system's CAs");
   sub->add_option("--max-body-bytes", a->max_body_bytes, "Largest request body accepted")
       ->check(CLI::Range(size_t{1}, size_t{64} << 20))
       ->capture_default_str();

@@ -69,6 +69,7 @@ struct DaemonContext {
   size_t max_exec_output = engine::kDefaultMaxOutputBytes;
   engine::OutputBudget exec_output_budget{256ull << 20};
   uint64_t max_file_bytes = 1ull << 30;  // uploads and downloads of /files
+  std::string registry_ca_file;          // for push and pull; empty: the system's CAs
   CommandTable commands;
   TransferTable transfers;
   // Last: destroyed (joined) first, while everything its threads use still exists.

@@ -17,10 +17,11 @@ namespace {
 using Json = nlohmann::json;
 
 // Runs one push or pull; progress goes to t.
-Result<Json> run_transfer(const engine::EngineConfig& cfg, const TransferRequest& r, bool push,
+Result<Json> run_transfer(const DaemonContext& ctx, const TransferRequest& r, bool push,
                           Transfer* t) {
+  const engine::EngineConfig& cfg = ctx.cfg;
   hub::OciRef ref;
-  auto client = hub::open_registry(r.ref, r.plain_http, "", "", &ref, t->cancel);
+  auto client = hub::open_registry(r.ref, r.plain_http, ctx.registry_ca_file, "", &ref, t->cancel);
   if (!client) return tl::unexpected(client.error());
   store::SnapshotStore snaps(cfg.home);
   auto progress = [t](uint64_t done, uint64_t total) {
@@ -52,7 +53,7 @@ void transfer(DaemonContext& ctx, const httplib::Request& req, httplib::Response
   auto run = [c, t, rq = *r, push]() -> Result<Json> {
     Result<Json> out = make_error(ErrorCode::kInternal, "the transfer did not finish");
     guarded(
-        push ? "push" : "pull", [&] { out = run_transfer(c->cfg, rq, push, t.get()); },
+        push ? "push" : "pull", [&] { out = run_transfer(*c, rq, push, t.get()); },
         [&](const std::string& message) { out = make_error(ErrorCode::kInternal, message); });
     if (out) {
       c->transfers.finish(t, *out);

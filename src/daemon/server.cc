@@ -349,6 +349,10 @@ Result<std::unique_ptr<Server>> Server::create(const engine::EngineConfig& cfg,
   impl->ctx.exec_output_budget.set_cap(opts.exec_output_budget);
   impl->ctx.branch_cap = opts.max_branches;
   impl->ctx.max_file_bytes = opts.max_file_bytes;
+  if (!opts.registry_ca_file.empty() && ::access(opts.registry_ca_file.c_str(), R_OK) != 0) {
+    return errno_error(errno, "registry CA file " + opts.registry_ca_file);
+  }
+  impl->ctx.registry_ca_file = opts.registry_ca_file;
   impl->ctx.inflight.cap = opts.max_inflight;
   impl->ctx.exec_slots.set_cap(opts.max_execs_per_sandbox);
   if (!opts.listen && opts.socket.empty()) {

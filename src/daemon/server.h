@@ -43,6 +43,9 @@ struct ServeOptions {
   int max_branches = 4;
   // Largest file uploaded or downloaded through /v1/sandboxes/:id/files; beyond it 413.
   uint64_t max_file_bytes = 1ull << 30;
+  // PEM CA bundle for registries' HTTPS (push and pull); empty: the system's CAs. Given, it
+  // also asks for HTTPS on loopback registries (hub/oci_tag.h open_registry).
+  std::string registry_ca_file;
 };
 
 class Server {

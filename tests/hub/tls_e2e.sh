@@ -4,7 +4,7 @@
 #   push with --ca-file: the tag arrives; pull into a fresh home with --ca-file: its child answers;
 #   refusals: a CA file that did not sign the certificate (a certificate error), and no CA file
 #   (a loopback registry is then spoken to in plain HTTP, which this one refuses); nothing is
-#   created.
+#   created. The daemon pulls over HTTPS with `forkd serve --registry-ca-file`.
 set -euo pipefail
 forkd=$(realpath "${1:?usage: tls_e2e.sh FORKD}")
 registry=${FORKD_TEST_REGISTRY:?run under tests/hub/with-registry.sh}
@@ -14,9 +14,11 @@ here=$(dirname "$0")
 source "$here/../lib/test-home.sh"
 real_home=$(real_forkd_home "$forkd")
 work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-tls-e2e.XXXXXX")
+serve_pid=
 cleanup() {
   local status=$?
   set +e
+  [[ -n $serve_pid ]] && { kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; }
   remove_homes || { ((status == 0)) && status=1; }
   rm -rf "$work"
   exit "$status"
@@ -58,4 +60,33 @@ out=$(FORKD_HOME=$B "$forkd" exec "$id" -- cat /tmp/note)
 [[ $out == over-https ]] || fail "child of the pulled tag read '$out'"
 FORKD_HOME=$B "$forkd" rm --all >/dev/null
 ok "pulled over HTTPS with --ca-file; the child answers"
+
+# The daemon: --registry-ca-file (a missing one stops it at start with the file's name).
+new_home C
+if FORKD_HOME=$C "$forkd" serve --socket "$C/d.sock" --registry-ca-file "$work/none.pem" \
+  2>"$work/err"; then fail "serve started with a missing CA file"; fi
+grep -q "none.pem" "$work/err" || fail "missing CA file said: $(cat "$work/err")"
+FORKD_HOME=$C "$forkd" serve --socket "$C/d.sock" --registry-ca-file "$ca" 2>"$work/serve.log" &
+serve_pid=$!
+python3 - "$C/d.sock" "$ref" <<'PY' || { cat "$work/serve.log" >&2; fail "REST pull over HTTPS"; }
+import http.client, json, socket, sys, time
+class Conn(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sys.argv[1])
+for _ in range(200):
+    try:
+        c = Conn("localhost", timeout=120); c.request("GET", "/healthz"); c.getresponse().read(); break
+    except OSError:
+        time.sleep(0.05)
+c = Conn("localhost", timeout=120)
+c.request("POST", "/v1/hub/pull", json.dumps({"ref": sys.argv[2], "tag": "viadaemon"}),
+          {"Content-Type": "application/json"})
+r = c.getresponse()
+body = json.loads(r.read())
+assert r.status == 200 and body["created"] == ["viadaemon"], (r.status, body)
+PY
+kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
+serve_pid=
+ok "the daemon pulls over HTTPS with --registry-ca-file"
 echo "tls_e2e: all passed" >&2
