@@ -14,23 +14,8 @@ here=$(dirname "$0")
 # shellcheck source=../lib/test-home.sh
 source "$here/../lib/test-home.sh"
 real_home=$(real_forkd_home "$forkd")
-work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-hub-e2e.XXXXXX")
-serve_pid=
-cleanup() {
-  local status=$?
-  set +e
-  [[ -n $serve_pid ]] && { kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; }
-  remove_homes || { ((status == 0)) && status=1; }
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+e2e_begin hub_e2e
 
-fail() { echo "hub_e2e: FAIL: $*" >&2; exit 1; }
-ok() { echo "hub_e2e: ok: $*" >&2; }
-# jget JSON KEY: a top-level field of a JSON document.
-jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(json.dumps(v) if isinstance(v,(list,dict)) else v)' "$1" "$2"; }
 # Forks n children of tag in home and checks each answers numpy and reads /root/note.
 children_answer() {
   local home=$1 tag=$2 n=$3 ids id out
@@ -138,8 +123,8 @@ ok "gc removes pull blobs a day old"
 new_home F
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 FORKD_HOME=$F "$forkd" serve --listen "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
-serve_pid=$!
-python3 - "$port" "$registry" <<'PY' || { kill "$serve_pid"; cat "$work/serve.log" >&2; fail "REST transfers"; }
+bg_pid=$!
+python3 - "$port" "$registry" <<'PY' || { kill "$bg_pid"; cat "$work/serve.log" >&2; fail "REST transfers"; }
 import json, sys, time, urllib.request, urllib.error
 port, registry = sys.argv[1], sys.argv[2]
 base = f"http://127.0.0.1:{port}"
@@ -200,8 +185,8 @@ st, j = call("GET", "/v1/hub/transfers")
 assert len(j["transfers"]) >= 3, j
 print("progress seen while running:", seen_progress)
 PY
-kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
-serve_pid=
+kill "$bg_pid"; wait "$bg_pid" 2>/dev/null || true
+bg_pid=
 ok "REST pull (wait:false, progress in GET, cancel by DELETE) and push"
 
 # --- refusals -----------------------------------------------------------------------------

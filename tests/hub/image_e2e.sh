@@ -17,23 +17,8 @@ fixture="$here/oci_fixture.py"
 # shellcheck source=../lib/test-home.sh
 source "$here/../lib/test-home.sh"
 real_home=$(real_forkd_home "$forkd")
-work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-image-e2e.XXXXXX")
+e2e_begin image_e2e
 home=
-bad_pid=
-cleanup() {
-  local status=$?
-  set +e
-  [[ -n $bad_pid ]] && { kill "$bad_pid" 2>/dev/null; wait "$bad_pid" 2>/dev/null; }
-  [[ -n $home ]] && { remove_test_home "$forkd" "$home" || { ((status == 0)) && status=1; }; }
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() { echo "image_e2e: FAIL: $*" >&2; exit 1; }
-ok() { echo "image_e2e: ok: $*" >&2; }
-jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(json.dumps(v) if isinstance(v,(list,dict)) else v)' "$1" "$2"; }
 f() { FORKD_HOME=$home "$forkd" "$@"; }
 # Nothing half-made: no staging dir, no image named $1, no import work dir in the cache.
 nothing_left() {
@@ -93,7 +78,7 @@ python3 "$fixture" push "$registry" forkd/evil latest \
 ok "pushed a two-layer image (gzip + zstd, whiteouts), an index, an artifact and a hostile layer"
 
 # A test home whose images directory is its own (test homes share the real one's by default).
-home=$(make_test_home "$real_home")
+new_home home
 rm "$home/images"
 mkdir -m 0700 "$home/images"
 
@@ -147,7 +132,7 @@ refused evil "'..' component refused" "$registry/forkd/evil:latest"
 [[ ! -e $home/escape && ! -e $home/cache/escape && ! -e $work/escape ]] || fail "../escape was written"
 refused python "built-in" "$registry/forkd/bb.test:latest"
 python3 "$fixture" serve-corrupt "$work/bad.port" "$work/layer1.tar.gz" &
-bad_pid=$!
+bg_pid=$!
 for _ in $(seq 1 100); do [[ -s $work/bad.port ]] && break; sleep 0.05; done
 refused corrupt checksum_mismatch "127.0.0.1:$(cat "$work/bad.port")/forkd/bad:bad"
 ok "a missing ref, an artifact, an index without amd64, a hostile layer, a built-in name and a corrupt blob are refused, nothing left"

@@ -13,21 +13,7 @@ here=$(dirname "$0")
 # shellcheck source=../lib/test-home.sh
 source "$here/../lib/test-home.sh"
 real_home=$(real_forkd_home "$forkd")
-work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-tls-e2e.XXXXXX")
-serve_pid=
-cleanup() {
-  local status=$?
-  set +e
-  [[ -n $serve_pid ]] && { kill "$serve_pid" 2>/dev/null; wait "$serve_pid" 2>/dev/null; }
-  remove_homes || { ((status == 0)) && status=1; }
-  rm -rf "$work"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-fail() { echo "tls_e2e: FAIL: $*" >&2; exit 1; }
-ok() { echo "tls_e2e: ok: $*" >&2; }
+e2e_begin tls_e2e
 
 new_home A
 FORKD_HOME=$A "$forkd" snapshot --tag tlsbase --image minimal --memory 128 \
@@ -67,7 +53,7 @@ if FORKD_HOME=$C "$forkd" serve --socket "$C/d.sock" --registry-ca-file "$work/n
   2>"$work/err"; then fail "serve started with a missing CA file"; fi
 grep -q "none.pem" "$work/err" || fail "missing CA file said: $(cat "$work/err")"
 FORKD_HOME=$C "$forkd" serve --socket "$C/d.sock" --registry-ca-file "$ca" 2>"$work/serve.log" &
-serve_pid=$!
+bg_pid=$!
 python3 - "$C/d.sock" "$ref" <<'PY' || { cat "$work/serve.log" >&2; fail "REST pull over HTTPS"; }
 import http.client, json, socket, sys, time
 class Conn(http.client.HTTPConnection):
@@ -86,7 +72,7 @@ r = c.getresponse()
 body = json.loads(r.read())
 assert r.status == 200 and body["created"] == ["viadaemon"], (r.status, body)
 PY
-kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true
-serve_pid=
+kill "$bg_pid"; wait "$bg_pid" 2>/dev/null || true
+bg_pid=
 ok "the daemon pulls over HTTPS with --registry-ca-file"
 echo "tls_e2e: all passed" >&2

@@ -59,3 +59,27 @@ remove_homes() {
   for h in "${test_homes[@]}"; do remove_test_home "$forkd" "$h" || status=1; done
   return "$status"
 }
+
+# The common start of an end-to-end script: e2e_begin NAME makes $work (a temporary directory),
+# names the script in fail/ok messages, and on exit stops $bg_pid (a server the script started;
+# set it back to empty once stopped), removes every home new_home made and $work, and fails the
+# script if a home had a QEMU left running. Needs $forkd and $real_home.
+e2e_begin() {
+  e2e_name=$1
+  work=$(mktemp -d "${TMPDIR:-/tmp}/forkd-$1.XXXXXX")
+  bg_pid=
+  trap e2e_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+e2e_cleanup() {
+  local status=$?
+  set +e
+  [[ -n $bg_pid ]] && { kill "$bg_pid" 2>/dev/null; wait "$bg_pid" 2>/dev/null; }
+  remove_homes || { ((status == 0)) && status=1; }
+  rm -rf "$work"
+  exit "$status"
+}
+fail() { echo "$e2e_name: FAIL: $*" >&2; exit 1; }
+ok() { echo "$e2e_name: ok: $*" >&2; }
+# jget JSON KEY: a top-level field of a JSON document.
+jget() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(json.dumps(v) if isinstance(v,(list,dict)) else v)' "$1" "$2"; }
