@@ -47,10 +47,6 @@ class BackgroundWork {
 // State shared by every handler; lives as long as the server.
 struct DaemonContext {
   explicit DaemonContext(engine::EngineConfig c) : cfg(c), agents(std::move(c)) {}
-  // Running transfers are cancelled before `background` joins their threads.
-  ~DaemonContext() { transfers.cancel_all(); }
-  DaemonContext(const DaemonContext&) = delete;
-  DaemonContext& operator=(const DaemonContext&) = delete;
   engine::EngineConfig cfg;
   Metrics metrics;
   AgentCache agents;

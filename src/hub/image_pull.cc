@@ -41,22 +41,6 @@ Status fetch_to_file(RegistryClient& client, const ImageDescriptor& d, const std
   return {};
 }
 
-// The config blob, small and read whole.
-Result<std::string> fetch_config(RegistryClient& client, const ImageDescriptor& d) {
-  std::string out;
-  Sha256 hash;
-  FORKD_TRY(client.fetch_blob(d.digest, d.size, 0, [&](std::string_view piece) -> Status {
-    hash.update(piece.data(), piece.size());
-    out.append(piece);
-    return Status{};
-  }));
-  if (out.size() != d.size || "sha256:" + hash.hex() != d.digest) {
-    return make_error(ErrorCode::kChecksumMismatch,
-                      "config " + d.digest + " does not match its digest");
-  }
-  return out;
-}
-
 // The image manifest ref names, through an index when it names one.
 Result<Manifest> resolve_manifest(RegistryClient& client, const OciRef& ref, ImagePullResult* res) {
   auto man = client.get_manifest(ref.reference());
@@ -99,7 +83,7 @@ Result<ImagePullResult> pull_image_tree(RegistryClient& client, const OciRef& re
   auto image = parse_image_manifest(man->media_type, man->body, o.manifest_limits);
   if (!image) return fail(image.error());
   res.config_digest = image->config.digest;
-  auto config_text = fetch_config(client, image->config);
+  auto config_text = client.fetch_small_blob(image->config.digest, image->config.size, "config");
   if (!config_text) return fail(config_text.error());
   auto config = parse_image_config(*config_text, image->layers.size());
   if (!config) return fail(config.error());

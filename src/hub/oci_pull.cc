@@ -61,20 +61,6 @@ void rename_required(PackManifest* pm, std::string from, const std::string& loca
   }
 }
 
-// Reads a small blob whole (a config), bounded and checked.
-Result<std::string> fetch_small(RegistryClient& client, const std::string& digest, uint64_t size) {
-  std::string out;
-  FORKD_TRY(client.fetch_blob(digest, size, 0, [&out](std::string_view piece) -> Status {
-    out.append(piece);
-    return {};
-  }));
-  if (out.size() != size || "sha256:" + sha256_hex(out) != digest) {
-    return make_error(ErrorCode::kChecksumMismatch,
-                      "blob " + digest + " does not match its digest");
-  }
-  return out;
-}
-
 Result<Link> read_link(RegistryClient& client, const OciRef& ref, const std::string& reference) {
   auto man = client.get_manifest(reference);
   if (!man) return tl::unexpected(man.error());
@@ -90,7 +76,7 @@ Result<Link> read_link(RegistryClient& client, const OciRef& ref, const std::str
   if (!is_valid_digest(config_digest) || !config_size || *config_size > kMaxManifestBytes) {
     return tl::unexpected(bad(ref, "bad config descriptor"));
   }
-  auto text = fetch_small(client, config_digest, *config_size);
+  auto text = client.fetch_small_blob(config_digest, *config_size, "blob");
   if (!text) return tl::unexpected(text.error());
   Json cj = json::parse_untrusted(*text);
   auto pack = PackManifest::from_json(cj);

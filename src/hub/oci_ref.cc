@@ -222,8 +222,8 @@ bool is_loopback_host(std::string_view host) {
   return false;
 }
 
-std::string_view registry_scheme(std::string_view host, bool plain_http) {
-  return plain_http || is_loopback_host(host) ? "http" : "https";
+std::string_view registry_scheme(std::string_view host, bool plain_http, bool want_tls) {
+  return plain_http || (is_loopback_host(host) && !want_tls) ? "http" : "https";
 }
 
 std::string HttpEndpoint::base_url() const {
@@ -244,9 +244,9 @@ bool HttpEndpoint::same_origin(const HttpEndpoint& other) const {
          effective_port() == other.effective_port();
 }
 
-HttpEndpoint registry_endpoint(const OciRef& ref, bool plain_http) {
-  return HttpEndpoint{std::string(registry_scheme(ref.registry, plain_http)), ref.registry,
-                      ref.port};
+HttpEndpoint registry_endpoint(const OciRef& ref, bool plain_http, bool want_tls) {
+  return HttpEndpoint{std::string(registry_scheme(ref.registry, plain_http, want_tls)),
+                      ref.registry, ref.port};
 }
 
 Result<HttpUrl> parse_http_url(std::string_view url) {

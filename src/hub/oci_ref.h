@@ -38,8 +38,9 @@ bool is_valid_digest(std::string_view digest);    // sha256: + 64 lowercase hex
 // localhost, 127.0.0.0/8, ::1 (bare or bracketed).
 bool is_loopback_host(std::string_view host);
 
-// "http" for a loopback host or when plain_http is asked for, "https" otherwise.
-std::string_view registry_scheme(std::string_view host, bool plain_http);
+// "http" when plain_http is asked for, or for a loopback host unless want_tls (a CA file was
+// given); "https" otherwise.
+std::string_view registry_scheme(std::string_view host, bool plain_http, bool want_tls = false);
 
 // Where to send HTTP requests: the registry itself, a token realm or an upload location.
 struct HttpEndpoint {
@@ -55,7 +56,7 @@ struct HttpEndpoint {
   bool same_origin(const HttpEndpoint& other) const;
 };
 
-HttpEndpoint registry_endpoint(const OciRef& ref, bool plain_http);
+HttpEndpoint registry_endpoint(const OciRef& ref, bool plain_http, bool want_tls = false);
 
 // An absolute http(s) URL split into its endpoint and request target ("/path?query"; "/" when
 // the path is empty; any fragment dropped). Refuses user info, control characters, spaces,

@@ -135,6 +135,8 @@ TEST(OciRefTest, LoopbackAndScheme) {
   EXPECT_EQ(registry_scheme("127.0.0.1", false), "http");
   EXPECT_EQ(registry_scheme("ghcr.io", false), "https");
   EXPECT_EQ(registry_scheme("ghcr.io", true), "http");
+  EXPECT_EQ(registry_scheme("127.0.0.1", false, true), "https");  // a CA file asks for TLS
+  EXPECT_EQ(registry_scheme("127.0.0.1", true, true), "http");
   auto ref = parse_oci_ref("127.0.0.1:5000/a");
   HttpEndpoint ep = registry_endpoint(*ref, false);
   EXPECT_EQ(ep.base_url(), "http://127.0.0.1:5000");

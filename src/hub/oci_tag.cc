@@ -54,9 +54,7 @@ Result<RegistryClient> open_registry(const std::string& ref_text, bool plain_htt
   auto creds = load_credentials(ref->registry_address(), auth_file);
   if (!creds) return tl::unexpected(creds.error());
   RegistryClientOptions o;
-  o.endpoint = registry_endpoint(*ref, plain_http);
-  // A CA file asks for TLS: HTTPS then, a loopback registry included.
-  if (!ca_file.empty() && !plain_http) o.endpoint.scheme = "https";
+  o.endpoint = registry_endpoint(*ref, plain_http, !ca_file.empty());
   o.repository = ref->repository;
   o.credentials = *creds;
   o.ca_file = ca_file;

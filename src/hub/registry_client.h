@@ -91,6 +91,11 @@ class RegistryClient {
   Status fetch_blob(const std::string& digest, uint64_t expected_size, uint64_t offset,
                     const std::function<Status(std::string_view)>& sink);
 
+  // A small blob (a config) read whole: exactly size bytes hashing to digest, else
+  // kChecksumMismatch naming `what` ("config", "blob"). The caller bounds size beforehand.
+  Result<std::string> fetch_small_blob(const std::string& digest, uint64_t size,
+                                       std::string_view what);
+
   // GET /v2/NAME/manifests/REFERENCE (a tag or a digest), accepting OCI and Docker manifests
   // and indexes. The body must be a JSON object of at most 4 MiB. When reference is a digest, or
   // the registry sends Docker-Content-Digest, the body must hash to it (kChecksumMismatch).

@@ -156,6 +156,20 @@ Status RegistryClient::fetch_blob(const std::string& digest, uint64_t expected_s
   return {};
 }
 
+Result<std::string> RegistryClient::fetch_small_blob(const std::string& digest, uint64_t size,
+                                                     std::string_view what) {
+  std::string out;
+  FORKD_TRY(fetch_blob(digest, size, 0, [&out](std::string_view piece) -> Status {
+    out.append(piece);
+    return {};
+  }));
+  if (out.size() != size || "sha256:" + sha256_hex(out) != digest) {
+    return make_error(ErrorCode::kChecksumMismatch,
+                      std::string(what) + " " + digest + " does not match its digest");
+  }
+  return out;
+}
+
 Result<Manifest> RegistryClient::get_manifest(const std::string& reference) {
   State& s = *state_;
   const bool by_digest = is_valid_digest(reference);
