@@ -171,14 +171,17 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   vc->nic = req.nic;
   vc->start_paused = true;  // stays paused after the migration: it is a template, never runs
   vc->die_with_parent = true;
-  // Under TCG a source whose RAM is whole 256 KiB units (a VM of a tag saved before the RAM pad)
-  // would lose pages in a live copy (see vmm::guest_ram_bytes): it is copied stopped instead.
+  // Under a QEMU before 9.0 with TCG, a source whose RAM is whole 256 KiB units (a VM of a tag
+  // saved before the RAM pad, or by a newer QEMU that needs none) would lose pages in a live copy
+  // (see vmm::guest_ram_bytes): it is copied stopped instead.
   BranchMode mode = req.mode;
-  if (mode == BranchMode::kLive && vc->accel == vmm::Accel::kTcg && ram_bytes % (256u << 10) == 0) {
+  if (mode == BranchMode::kLive && vc->accel == vmm::Accel::kTcg && vmm::host_jail().tcg_ram_pad &&
+      ram_bytes % (256u << 10) == 0) {
     mode = BranchMode::kFull;
     logger("branch")->warn(
-        "event=live_unsafe ram_bytes={} detail=\"this sandbox's tag predates the TCG RAM pad; "
-        "branching it in full mode (re-create the tag for live branches)\"",
+        "event=live_unsafe ram_bytes={} detail=\"this QEMU (before 9.0) needs the TCG RAM pad, "
+        "which this sandbox's tag lacks; branching it in full mode (re-create the tag for live "
+        "branches)\"",
         ram_bytes);
   }
   if (*disk) {

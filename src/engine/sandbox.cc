@@ -22,6 +22,7 @@
 #include "engine/registry.h"
 #include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
+#include "vmm/jail.h"
 #include "vmm/qmp_client.h"
 
 namespace forkd::engine {
@@ -142,8 +143,9 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   };
   vc->cpus = opts.cpus;
   vc->memory_mib = opts.memory_mib;
-  vc->ram_bytes =
-      opts.ram_bytes ? opts.ram_bytes : vmm::guest_ram_bytes(opts.memory_mib, vc->accel);
+  vc->ram_bytes = opts.ram_bytes ? opts.ram_bytes
+                                 : vmm::guest_ram_bytes(opts.memory_mib, vc->accel,
+                                                        vmm::host_jail().tcg_ram_pad);
   vc->kernel = image->kernel;
   vc->initrd = image->initrd;
   vc->kernel_append = image->append + host_kernel_args(*vc);

@@ -18,6 +18,7 @@
 #include "store/snapshot_store.h"
 #include "store/tag_write.h"
 #include "vmm/accel.h"
+#include "vmm/jail.h"
 #include "vmm/qmp_client.h"
 
 namespace forkd::engine {
@@ -59,8 +60,9 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   SnapshotResult res;
   auto accel = vmm::choose_accel(cfg.accel);
   if (!accel) return wrap(accel.error());
-  uint64_t ram_bytes =
-      opts.ram_bytes ? opts.ram_bytes : vmm::guest_ram_bytes(opts.memory_mib, accel->accel);
+  uint64_t ram_bytes = opts.ram_bytes ? opts.ram_bytes
+                                      : vmm::guest_ram_bytes(opts.memory_mib, accel->accel,
+                                                             vmm::host_jail().tcg_ram_pad);
   if (auto st = preallocate_file(*staging + "/memory", ram_bytes); !st) return wrap(st.error());
 
   auto t_boot = Clock::now();

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/random.h"
 #include "base/subprocess.h"
+#include "vmm/qemu_cmdline.h"
 
 namespace forkd::vmm {
 
@@ -48,8 +49,9 @@ Result<gid_t> jail_group() {
 HostJail probe() {
   HostJail j;
   j.cgroups = detect_cgroups();
-  j.qemu_version = probe_qemu_version("qemu-system-x86_64");
+  j.qemu_version = probe_qemu_version(default_qemu_binary());
   j.private_readonly_ram = version_at_least(j.qemu_version, 8, 2);
+  j.tcg_ram_pad = needs_tcg_ram_pad(j.qemu_version);
   const char* env = std::getenv("FORKD_JAIL");
   if (env && std::string(env) == "off") {
     j.reason = "turned off by FORKD_JAIL=off";

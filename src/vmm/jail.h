@@ -42,6 +42,8 @@ struct HostJail {
   std::string qemu_version;  // e.g. "10.0.2"
   // QEMU maps a read-only file copy-on-write (memory-backend-file readonly=on,rom=off: 8.2+).
   bool private_readonly_ram = false;
+  // New TCG VMs get the RAM pad (QEMU before 9.0, see guest_ram_bytes in vmm/qemu_cmdline.h).
+  bool tcg_ram_pad = true;
 };
 
 // Probes once: root, the forkd-qemu user and group (created with useradd/groupadd when missing),

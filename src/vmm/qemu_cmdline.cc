@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <string>
 
 namespace forkd::vmm {
@@ -27,9 +28,18 @@ std::string virtio_device(MachineType m, const std::string& base) {
 
 }  // namespace
 
-uint64_t guest_ram_bytes(int memory_mib, Accel accel) {
+uint64_t guest_ram_bytes(int memory_mib, Accel accel, bool tcg_pad) {
   uint64_t bytes = static_cast<uint64_t>(memory_mib) << 20;
-  return accel == Accel::kTcg ? bytes + kTcgRamPadBytes : bytes;
+  return accel == Accel::kTcg && tcg_pad ? bytes + kTcgRamPadBytes : bytes;
+}
+
+bool needs_tcg_ram_pad(const std::string& qemu_version) {
+  return !version_at_least(qemu_version, 9, 0);
+}
+
+std::string default_qemu_binary() {
+  const char* env = std::getenv("FORKD_QEMU");
+  return env && *env ? std::string(env) : std::string("qemu-system-x86_64");
 }
 
 std::string default_bios(MachineType m) {

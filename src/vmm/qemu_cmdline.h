@@ -13,19 +13,25 @@ namespace forkd::vmm {
 enum class MachineType { kMicrovm, kPc };
 std::string_view machine_name(MachineType m);
 
-// Bytes of guest RAM for a new VM of memory_mib MiB. Under TCG this is 8 KiB more than the MiB
-// figure, on purpose: QEMU 7.2 syncs the migration dirty bitmap of a RAM block whose size is a
-// multiple of 256 KiB with a fast path that does not re-arm TCG's write tracking (the TLB keeps
-// the pages writable without a trap), so pages the guest writes again after a sync are missed by
-// pre-copy migration and a live BRANCH saved stale pages (children hung on a lock word that was
-// already released). A block of any other size takes the per-page path, which re-arms it.
-// (Upstream QEMU fixed the fast path later; 8 KiB is QEMU's -m granularity.) KVM tracks writes
-// in the kernel and gets the plain size.
-uint64_t guest_ram_bytes(int memory_mib, Accel accel);
+// Bytes of guest RAM for a new VM of memory_mib MiB. Under TCG with tcg_pad this is 8 KiB more
+// than the MiB figure, on purpose: QEMU before 9.0 syncs the migration dirty bitmap of a RAM block
+// whose size is a multiple of 256 KiB with a fast path that does not re-arm TCG's write tracking
+// (the TLB keeps the pages writable without a trap), so pages the guest writes again after a sync
+// are missed by pre-copy migration and a live BRANCH saved stale pages (children hung on a lock
+// word that was already released). A block of any other size takes the per-page path, which
+// re-arms it. QEMU 9.0 fixed the fast path (it now resets the TCG TLB after clearing dirty bits,
+// upstream February 2024), so tcg_pad is needs_tcg_ram_pad() of the QEMU in use; 8 KiB is QEMU's
+// -m granularity. KVM tracks writes in the kernel and gets the plain size.
+uint64_t guest_ram_bytes(int memory_mib, Accel accel, bool tcg_pad = true);
+// Whether a QEMU of this version ("7.2.22") needs the pad above: before 9.0, or unknown.
+bool needs_tcg_ram_pad(const std::string& qemu_version);
+// The QEMU binary forkd runs: $FORKD_QEMU when set (a path or a name on PATH, e.g. to compare
+// two QEMU builds side by side), else qemu-system-x86_64.
+std::string default_qemu_binary();
 constexpr uint64_t kTcgRamPadBytes = 8192;
 
 struct VmConfig {
-  std::string qemu_binary = "qemu-system-x86_64";
+  std::string qemu_binary = default_qemu_binary();
   std::string name;  // -name, for ps output
   MachineType machine = MachineType::kMicrovm;
   Accel accel = Accel::kTcg;
