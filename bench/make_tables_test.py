@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Unit test of bench/make_tables.py, run by ctest as
+"""Unit test of bench/make_tables.py (and bench/run-suite.sh's plan), run by ctest as
 bench.make_tables: on a copy of the recorded results and READMEs, the tables are deterministic,
 have the expected rows, match the READMEs as committed, and leave the prose alone."""
 import glob
@@ -128,6 +128,25 @@ class MakeTablesTest(unittest.TestCase):
             p = self.run_tool(self.readme, check=False)
             self.assertEqual(p.returncode, 2, p.stderr)
             self.assertEqual(read(self.readme), text)
+
+
+class SuitePlanTest(unittest.TestCase):
+    def plan(self, *args):
+        return subprocess.run(["bash", os.path.join(HERE, "run-suite.sh"), "--list", *args],
+                              capture_output=True, text=True)
+
+    def test_whole_suite_and_subsets(self):
+        lines = self.plan().stdout.splitlines()
+        self.assertEqual(len(lines), 11)
+        self.assertTrue(lines[0].startswith("[1/11] boot-minimal: "))
+        self.assertIn("sdk_figures.py --json", lines[-1])
+        subset = self.plan("--only", "spawn,branch-256").stdout.splitlines()
+        self.assertEqual([line.split(":")[0] for line in subset],
+                         ["[1/5] spawn-minimal-100", "[2/5] spawn-minimal-100-warmpool",
+                          "[3/5] spawn-python-100", "[4/5] spawn-python-100-warmpool",
+                          "[5/5] branch-256"])
+        self.assertIn("--pool 100 --warm", subset[1])
+        self.assertEqual(self.plan("--only", "nope").returncode, 2)
 
 
 if __name__ == "__main__":
