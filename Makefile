@@ -24,8 +24,13 @@ unit: build
 demo: build
 	$(BUILD)/forkd demo
 
+# The benchmark suite (bench/run-suite.sh; many minutes, and it loads the machine): every bench
+# with the recorded options into bench/results/SERIES-DATE.json, the charts, then the figures
+# tables of the READMEs (bench/make_tables.py). ONLY=spawn,branch-256 runs a subset; QUICK=1
+# runs each once with the smallest options into a temporary directory (a check of the suite).
 bench: build
-	$(BUILD)/forkd bench boot --image minimal --runs 5 --machines microvm,pc
+	bash bench/run-suite.sh --forkd $(BUILD)/forkd $(if $(ONLY),--only $(ONLY)) \
+	  $(if $(filter 1,$(QUICK)),--quick)
 
 clean:
 	rm -rf $(BUILD)

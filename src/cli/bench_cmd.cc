@@ -1,101 +1,181 @@
-// forkd bench boot: cold boot to first ping, and the exec round trip, per machine type.
-#include <chrono>
+// forkd bench VERB: the flags of each benchmark; the measuring and the tables are src/bench's.
 #include <cstdio>
+#include <functional>
 #include <memory>
-#include <nlohmann/json.hpp>
 
+#include "base/files.h"
+#include "bench/api_bench.h"
+#include "bench/bench_home.h"
+#include "bench/boot_bench.h"
+#include "bench/branch_bench.h"
+#include "bench/pack_bench.h"
+#include "bench/spawn_bench.h"
 #include "cli/output.h"
-#include "cli/stats.h"
-#include "engine/sandbox.h"
-#include "vmm/accel.h"
+#include "cli/remote_client.h"
 
 namespace forkd::cli {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Json = nlohmann::json;
 
-struct BenchArgs {
-  std::string image = "minimal";
-  int runs = 5;
-  int execs = 10;
-  int memory_mib = 256;
-  std::vector<std::string> machines;
-  bool json = false;
-};
-
-Result<nlohmann::json> bench_machine(engine::EngineConfig cfg, const BenchArgs& a,
-                                     vmm::MachineType machine) {
-  cfg.machine = machine;
-  std::vector<double> launch, to_ping, rtt;
-  for (int i = 0; i < a.runs; ++i) {
-    engine::BootOptions bo;
-    bo.image = a.image;
-    bo.memory_mib = a.memory_mib;
-    bo.progress = stderr_progress();
-    auto sb = engine::Sandbox::boot(cfg, bo);
-    if (!sb) return tl::unexpected(sb.error());
-    launch.push_back((*sb)->timings().launch_ms);
-    to_ping.push_back((*sb)->timings().agent_ms);
-    engine::ExecOptions eo;
-    eo.argv = {"true"};
-    for (int j = 0; j < a.execs; ++j) {
-      auto t = Clock::now();
-      auto r = (*sb)->exec(eo);
-      if (!r) return tl::unexpected(r.error());
-      rtt.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t).count());
-    }
-    (*sb)->destroy();
-    std::fprintf(stderr, "forkd: bench %s run %d/%d: boot to ping %.0f ms\n",
-                 std::string(vmm::machine_name(machine)).c_str(), i + 1, a.runs, to_ping.back());
-  }
-  return nlohmann::json{{"machine", vmm::machine_name(machine)},
-                        {"launch_ms", summarize(launch).to_json()},
-                        {"boot_to_ping_ms", summarize(to_ping).to_json()},
-                        {"exec_rtt_ms", summarize(rtt).to_json()}};
-}
-
-int do_bench_boot(const GlobalOptions& g, const BenchArgs& a) {
+// The engine config from the global flags, run, then its JSON (--json) or print's table; out:
+// also write the JSON there. An interruptible bench cleans up by itself on Ctrl-C (it checks
+// bench::check_interrupted between steps); the others keep the CLI's default: every sandbox of
+// this process torn down, exit 130. Returns the CLI exit code (130 when interrupted).
+int run_bench(const GlobalOptions& g, const char* name, bool interruptible,
+              const std::function<Result<Json>(const engine::EngineConfig&)>& run,
+              void (*print)(const Json&), bool json, const std::string& out) {
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
-  auto accel = vmm::choose_accel(cfg->accel);
-  if (!accel) return report_error(accel.error());
-  // Build the image (if needed) before anything is timed.
-  engine::ImageStore store(cfg->home, cfg->assets, cfg->agent);
-  if (auto img = store.get(a.image, stderr_progress()); !img) return report_error(img.error());
-  std::vector<vmm::MachineType> machines;
-  for (const auto& m : a.machines) {
-    machines.push_back(m == "pc" ? vmm::MachineType::kPc : vmm::MachineType::kMicrovm);
+  if (interruptible) {
+    bench::clear_interrupt();
+    set_signal_hook([](int) { bench::interrupt(); });
   }
-  if (machines.empty()) machines.push_back(cfg->machine);
-  nlohmann::json results = nlohmann::json::array();
-  for (auto m : machines) {
-    auto r = bench_machine(*cfg, a, m);
-    if (!r) return report_error(r.error());
-    results.push_back(*r);
-  }
-  nlohmann::json out = {{"bench", "boot"},
-                        {"image", a.image},
-                        {"runs", a.runs},
-                        {"execs_per_run", a.execs},
-                        {"memory_mib", a.memory_mib},
-                        {"accel", vmm::accel_name(accel->accel)},
-                        {"results", results}};
-  if (a.json) {
-    std::printf("%s\n", out.dump(2).c_str());
-    return 0;
-  }
-  std::printf("cold boot of image %s (%d runs, %s), times in ms\n", a.image.c_str(), a.runs,
-              std::string(vmm::accel_name(accel->accel)).c_str());
-  std::printf("%-8s %-16s %8s %8s %8s\n", "machine", "what", "min", "median", "max");
-  for (const auto& r : results) {
-    for (const char* k : {"launch_ms", "boot_to_ping_ms", "exec_rtt_ms"}) {
-      const auto& s = r[k];
-      std::printf("%-8s %-16s %8.1f %8.1f %8.1f\n", r["machine"].get<std::string>().c_str(), k,
-                  s["min"].get<double>(), s["median"].get<double>(), s["max"].get<double>());
+  auto r = run(*cfg);
+  if (interruptible) set_signal_hook(nullptr);
+  if (!r) {
+    if (interruptible && bench::interrupted()) {
+      std::fprintf(stderr, "forkd: bench %s: interrupted, cleaned up\n", name);
+      return kExitInterrupted;
     }
+    return report_error(r.error());
+  }
+  if (!out.empty()) {
+    if (auto st = write_file_atomic(out, r->dump(2) + "\n"); !st) return report_error(st.error());
+  }
+  if (json) {
+    print_json(*r);
+  } else {
+    print(*r);
   }
   return 0;
+}
+
+// A verb's options, its --json flag and (spawn) --out file, shared by CLI11's callback.
+template <typename Options>
+struct Verb {
+  Options o;
+  bool json = false;
+  std::string out;
+};
+
+// Adds --json to sub, and the action CLI11 stores when it selects sub: run(config, options)
+// through run_bench, with progress lines on stderr where the bench takes them.
+template <typename Options, typename Run>
+void add_action(CLI::App* sub, GlobalOptions& g, Action& action,
+                const std::shared_ptr<Verb<Options>>& v, const char* name, bool interruptible,
+                Run run, void (*print)(const Json&)) {
+  sub->add_flag("--json", v->json, "Machine-readable output");
+  sub->callback([&action, &g, v, name, interruptible, run, print] {
+    action = [&g, v, name, interruptible, run, print] {
+      if constexpr (requires { v->o.progress; }) v->o.progress = stderr_progress();
+      return run_bench(
+          g, name, interruptible, [&](const engine::EngineConfig& cfg) { return run(cfg, v->o); },
+          print, v->json, v->out);
+    };
+  });
+}
+
+void add_boot(CLI::App& bench, GlobalOptions& g, Action& action) {
+  auto v = std::make_shared<Verb<bench::BootBenchOptions>>();
+  auto* sub = bench.add_subcommand("boot", "Cold boot to first ping, and exec round trip");
+  sub->add_option("--image", v->o.image, "minimal or python")->capture_default_str();
+  sub->add_option("--runs", v->o.runs, "Boots per machine type")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  sub->add_option("--execs", v->o.execs, "Exec round trips per boot")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  sub->add_option("--memory", v->o.memory_mib, "Guest memory in MiB")->check(CLI::Range(64, 65536));
+  sub->add_option("--machines", v->o.machines, "Machine types to compare (microvm, pc)")
+      ->check(CLI::IsMember({"microvm", "pc"}))
+      ->delimiter(',');
+  add_action(sub, g, action, v, "boot", false, bench::run_boot_bench, bench::print_boot_bench);
+}
+
+void add_spawn(CLI::App& bench, GlobalOptions& g, Action& action) {
+  auto v = std::make_shared<Verb<bench::SpawnBenchOptions>>();
+  auto* sub =
+      bench.add_subcommand("spawn", "Fork N children; compare with cold boot and plain restore");
+  sub->add_option("--tag", v->o.tag, "Tag to fork from")->required();
+  sub->add_option("-n", v->o.n, "Children")->check(CLI::Range(1, 1000))->capture_default_str();
+  sub->add_option("--pool", v->o.pool, "Pre-start this many QEMUs before timing")
+      ->check(CLI::Range(0, 256));
+  sub->add_flag("--warm", v->o.warm, "Warm pool members (see forkd pool fill --warm)");
+  sub->add_option("--parallel", v->o.parallel, "Children restored at once")
+      ->check(CLI::Range(1, 64));
+  sub->add_option("--idle", v->o.idle_s, "Seconds to let children idle before measuring memory");
+  sub->add_flag("!--no-baselines", v->o.baselines, "Skip the cold-boot and plain-restore runs");
+  sub->add_option("--out", v->out, "Also write the JSON result to this file");
+  sub->add_option("--compare-tag", v->o.compare_tag,
+                  "Tag for the unjailed side of the one-at-a-time forks (default: --tag); give "
+                  "one made without a network to measure an outbound tag's NIC too");
+  sub->add_flag("--per-child-netns", v->o.netns,
+                "Also time children in a network namespace of their own against children on "
+                "slirp (an outbound tag; root)");
+  add_action(sub, g, action, v, "spawn", false, bench::run_spawn_bench, bench::print_spawn_bench);
+}
+
+void add_api(CLI::App& bench, GlobalOptions& g, Action& action) {
+  auto v = std::make_shared<Verb<bench::ApiBenchOptions>>();
+  auto* sub = bench.add_subcommand(
+      "api", "Per-request overhead of the REST daemon: exec through the engine vs through REST");
+  sub->add_option("--image", v->o.image, "minimal or python")->capture_default_str();
+  sub->add_option("--runs", v->o.runs, "Calls per series")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  sub->add_option("--memory", v->o.memory_mib, "Guest memory in MiB")->check(CLI::Range(64, 65536));
+  // The CLI client mode's HTTP client, so the figure is what `forkd --url` pays.
+  v->o.connect = [](const std::string& url) -> Result<bench::RestClient> {
+    auto c = RemoteClient::create(url, "");
+    if (!c) return tl::unexpected(c.error());
+    auto client = std::make_shared<RemoteClient>(std::move(*c));  // shared by both calls
+    return bench::RestClient{
+        [client](const std::string& path, const Json& body) { return client->post(path, body); },
+        [client](const std::string& path) { return client->get(path); }};
+  };
+  add_action(sub, g, action, v, "api", true, bench::run_api_bench, bench::print_api_bench);
+}
+
+void add_branch(CLI::App& bench, GlobalOptions& g, Action& action) {
+  auto v = std::make_shared<Verb<bench::BranchBenchOptions>>();
+  auto* sub = bench.add_subcommand(
+      "branch", "BRANCH pause per mode vs QEMU's plain stop + save, and chain spawn by depth");
+  sub->add_option("--image", v->o.image, "minimal or python")->capture_default_str();
+  sub->add_option("--memory", v->o.memory_mib, "Guest memory in MiB")
+      ->check(CLI::Range(64, 65536))
+      ->capture_default_str();
+  sub->add_option("--dirty-mibps", v->o.dirty_mibps, "Guest writer dirtying this many MiB/s")
+      ->check(CLI::Range(0.0, 10000.0));
+  sub->add_option("--runs", v->o.runs, "Branches per mode")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  sub->add_option("--modes", v->o.modes, "Modes to measure (live, full)")
+      ->check(CLI::IsMember({"live", "full", "diff"}))
+      ->delimiter(',');
+  sub->add_option("--baseline-runs", v->o.baseline_runs,
+                  "Plain saves (default: --runs up to 512 MiB, else 3)")
+      ->check(CLI::Range(1, 1000));
+  sub->add_option("--chain-spawns", v->o.chain_spawns, "Later spawns per chain depth")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  add_action(sub, g, action, v, "branch", true, bench::run_branch_bench, bench::print_branch_bench);
+}
+
+void add_pack(CLI::App& bench, GlobalOptions& g, Action& action) {
+  auto v = std::make_shared<Verb<bench::PackBenchOptions>>();
+  auto* sub = bench.add_subcommand(
+      "pack", "PACK and UNPACK a tag vs tar --sparse | zstd -T0 of the same files");
+  sub->add_option("--tag", v->o.tag, "Tag to pack (default: a fresh idle python tag)");
+  sub->add_option("--image", v->o.image, "Image of the fresh tag")->capture_default_str();
+  sub->add_option("--memory", v->o.memory_mib, "Memory of the fresh tag in MiB")
+      ->check(CLI::Range(64, 65536))
+      ->capture_default_str();
+  sub->add_option("--runs", v->o.runs, "Rounds (medians are printed)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  add_action(sub, g, action, v, "pack", true, bench::run_pack_bench, bench::print_pack_bench);
 }
 
 }  // namespace
@@ -103,25 +183,11 @@ int do_bench_boot(const GlobalOptions& g, const BenchArgs& a) {
 void register_bench(CLI::App& app, GlobalOptions& g, Action& action) {
   auto* bench = app.add_subcommand("bench", "Benchmarks that print figures");
   bench->require_subcommand(1);
-  auto a = std::make_shared<BenchArgs>();
-  auto* boot = bench->add_subcommand("boot", "Cold boot to first ping, and exec round trip");
-  boot->add_option("--image", a->image, "minimal or python")->capture_default_str();
-  boot->add_option("--runs", a->runs, "Boots per machine type")
-      ->check(CLI::Range(1, 100))
-      ->capture_default_str();
-  boot->add_option("--execs", a->execs, "Exec round trips per boot")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
-  boot->add_option("--memory", a->memory_mib, "Guest memory in MiB")->check(CLI::Range(64, 65536));
-  boot->add_option("--machines", a->machines, "Machine types to compare (microvm, pc)")
-      ->check(CLI::IsMember({"microvm", "pc"}))
-      ->delimiter(',');
-  boot->add_flag("--json", a->json, "Machine-readable output");
-  boot->callback([&action, &g, a] { action = [&g, a] { return do_bench_boot(g, *a); }; });
-  add_bench_spawn(*bench, g, action);
-  add_bench_api(*bench, g, action);
-  add_bench_branch(*bench, g, action);
-  add_bench_pack(*bench, g, action);
+  add_boot(*bench, g, action);
+  add_spawn(*bench, g, action);
+  add_api(*bench, g, action);
+  add_branch(*bench, g, action);
+  add_pack(*bench, g, action);
 }
 
 }  // namespace forkd::cli

@@ -6,9 +6,9 @@
 #include <memory>
 
 #include "base/clock.h"
+#include "bench/baseline.h"
+#include "bench/stats.h"
 #include "cli/output.h"
-#include "cli/stats.h"
-#include "engine/baseline.h"
 #include "engine/branch.h"
 #include "engine/chain_ops.h"
 #include "engine/fork.h"
@@ -104,7 +104,7 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
 
   // Two ways to fork: straight from the tag, and from a warm pool prepared in advance.
   std::vector<std::string> ids;
-  auto fork_n = [&](const char* how, Summary* lat, double* wall) -> Status {
+  auto fork_n = [&](const char* how, bench::Summary* lat, double* wall) -> Status {
     engine::ForkOptions fo;
     fo.tag = a.tag;
     fo.n = a.children;
@@ -119,7 +119,7 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
       latency.push_back(c.timings.launch_ms + c.timings.ready_ms);
       ids.push_back(c.id);
     }
-    *lat = summarize(latency);
+    *lat = bench::summarize(latency);
     *wall = forked->wall_ms;
     std::printf("   %s: %zu children ready in %.0f ms (each: %.1f ms p50)\n", how, latency.size(),
                 *wall, lat->median);
@@ -127,7 +127,7 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
   };
   std::printf("2. fork %d children from %s\n", a.children, a.tag.c_str());
   std::fflush(stdout);
-  Summary lat, pool_lat;
+  bench::Summary lat, pool_lat;
   double wall = 0, pool_wall = 0;
   if (auto st = fork_n("straight from the tag", &lat, &wall); !st) return report_error(st.error());
   for (const auto& id : ids) (void)engine::remove_sandbox(*cfg, id);
@@ -180,7 +180,7 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
 
   std::printf("\n5. the same warm state the slow way: cold boot + numpy import\n");
   std::fflush(stdout);
-  auto cold = engine::cold_boot_and_warm(*cfg, snap->meta);
+  auto cold = bench::cold_boot_and_warm(*cfg, snap->meta);
   for (const auto& id : ids) (void)engine::remove_sandbox(*cfg, id);
   if (!cold) return report_error(cold.error());
 
@@ -196,10 +196,11 @@ int do_demo(const GlobalOptions& g, const DemoArgs& a) {
               lat.median > 0 ? cold->total_ms / lat.median : 0);
   std::printf("%-46s %9.0fx\n", "speed-up per child, from a warm pool",
               pool_lat.median > 0 ? cold->total_ms / pool_lat.median : 0);
-  std::printf("%-46s %9.1f ms\n", "eval in a child (p50)", summarize(eval_ms).median);
-  std::printf("%-46s %8.1f MiB\n", "unique memory per child (USS, p50)", summarize(uss).median);
+  std::printf("%-46s %9.1f ms\n", "eval in a child (p50)", bench::summarize(eval_ms).median);
+  std::printf("%-46s %8.1f MiB\n", "unique memory per child (USS, p50)",
+              bench::summarize(uss).median);
   std::printf("%-46s %8.1f MiB\n", "proportional memory per child (PSS, p50)",
-              summarize(pss).median);
+              bench::summarize(pss).median);
   std::printf("%-46s %5d / %zu\n", "children that answered correctly", good, ids.size());
   bool branch_ok = branched && branched->child_ok && branched->source_ok;
   if (branched) {

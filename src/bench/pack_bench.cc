@@ -1,5 +1,5 @@
-// bench pack: forkd pack/unpack of a tag beside `tar --sparse | zstd -T0` of the same files, in
-// one run, with sizes and throughput of the tag's logical size.
+#include "bench/pack_bench.h"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -8,25 +8,17 @@
 
 #include "base/clock.h"
 #include "base/subprocess.h"
-#include "cli/bench_common.h"
+#include "bench/bench_home.h"
 #include "engine/snapshot.h"
 #include "hub/pack_file.h"
 #include "store/snapshot_store.h"
 
-namespace forkd::cli {
+namespace forkd::bench {
 
 namespace {
 
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-struct PackBenchArgs {
-  std::string tag;  // empty: make an idle python tag in the bench home
-  std::string image = "python";
-  int memory_mib = 512;
-  int runs = 3;
-  bool json = false;
-};
 
 double mbps_of(uint64_t bytes, double ms) {
   return ms > 0 ? static_cast<double>(bytes) / 1e3 / ms : 0;
@@ -42,6 +34,21 @@ uint64_t file_size(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
 
+// One packer's figures for logical bytes packed into pack_bytes: the ratio, and the median
+// times (ms) and rates (MB/s of logical size) of its runs; no unpack figures without unpack runs.
+Json packer_json(uint64_t logical, uint64_t pack_bytes, const std::vector<double>& pack_ms,
+                 const std::vector<double>& unpack_ms) {
+  Json j = {{"pack_bytes", pack_bytes},
+            {"ratio", pack_bytes ? static_cast<double>(logical) / pack_bytes : 0},
+            {"pack_ms", median(pack_ms)},
+            {"pack_mbps", mbps_of(logical, median(pack_ms))}};
+  if (!unpack_ms.empty()) {
+    j["unpack_ms"] = median(unpack_ms);
+    j["unpack_mbps"] = mbps_of(logical, median(unpack_ms));
+  }
+  return j;
+}
+
 // Runs a shell pipeline (fixed text built here from paths of our own temp dirs) and times it.
 Result<double> timed_shell(const std::string& script) {
   auto t0 = Clock::now();
@@ -51,7 +58,9 @@ Result<double> timed_shell(const std::string& script) {
   return ms_since(t0);
 }
 
-Result<Json> run_pack_bench(const engine::EngineConfig& real, const PackBenchArgs& a) {
+}  // namespace
+
+Result<Json> run_pack_bench(const engine::EngineConfig& real, const PackBenchOptions& a) {
   auto home = make_bench_home(real, "forkd-bench-pack");
   if (!home) return tl::unexpected(home.error());
   engine::EngineConfig cfg = real;
@@ -65,7 +74,7 @@ Result<Json> run_pack_bench(const engine::EngineConfig& real, const PackBenchArg
     so.image = a.image;
     so.memory_mib = a.memory_mib;
     if (a.image == "python") so.warmup_eval = {"import numpy"};
-    so.progress = stderr_progress();
+    so.progress = a.progress;
     auto snap = engine::create_snapshot(cfg, so);
     if (!snap) return tl::unexpected(snap.error().wrap("make the tag to pack"));
   }
@@ -115,36 +124,19 @@ Result<Json> run_pack_bench(const engine::EngineConfig& real, const PackBenchArg
     FORKD_TRY(remove_tree(out));
     FORKD_TRY(remove_tree(tzst));
   }
-  auto mbps = [logical](double ms) { return mbps_of(logical, ms); };
   Json j = {{"tag", tag},
             {"runs", a.runs},
             {"logical_bytes", logical},
             {"memory_mib", meta->memory_mib},
-            {"forkd",
-             {{"pack_bytes", pack_bytes},
-              {"ratio", pack_bytes ? static_cast<double>(logical) / pack_bytes : 0},
-              {"pack_ms", median(pack_ms)},
-              {"unpack_ms", median(unpack_ms)},
-              {"pack_mbps", mbps(median(pack_ms))},
-              {"unpack_mbps", mbps(median(unpack_ms))}}},
-            {"forkd_without_image",
-             {{"logical_bytes", noimg_logical},
-              {"pack_bytes", noimg_bytes},
-              {"ratio", noimg_bytes ? static_cast<double>(noimg_logical) / noimg_bytes : 0},
-              {"pack_ms", median(noimg_ms)},
-              {"pack_mbps", mbps_of(noimg_logical, median(noimg_ms))}}},
-            {"tar_zstd",
-             {{"pack_bytes", tar_bytes},
-              {"ratio", tar_bytes ? static_cast<double>(logical) / tar_bytes : 0},
-              {"pack_ms", median(tar_ms)},
-              {"unpack_ms", median(untar_ms)},
-              {"pack_mbps", mbps(median(tar_ms))},
-              {"unpack_mbps", mbps(median(untar_ms))}}}};
+            {"forkd", packer_json(logical, pack_bytes, pack_ms, unpack_ms)},
+            {"forkd_without_image", packer_json(noimg_logical, noimg_bytes, noimg_ms, {})},
+            {"tar_zstd", packer_json(logical, tar_bytes, tar_ms, untar_ms)}};
+  j["forkd_without_image"]["logical_bytes"] = noimg_logical;
   for (const auto& [role, f] : meta->files) j["files"][role] = f.size;
   return j;
 }
 
-void print_human(const Json& j) {
+void print_pack_bench(const Json& j) {
   std::printf("tag %s: %.1f MB of files, median of %d runs\n", j.value("tag", "").c_str(),
               j.value("logical_bytes", 0.0) / 1e6, j.value("runs", 0));
   std::printf("%-22s %10s %8s %10s %10s %12s %12s\n", "", "size MB", "ratio", "pack ms",
@@ -163,28 +155,4 @@ void print_human(const Json& j) {
               n.value("logical_bytes", 0.0) / 1e6);
 }
 
-int do_bench_pack(const GlobalOptions& g, const PackBenchArgs& a) {
-  return run_bench_verb(
-      g, "pack", a.json, [&](const engine::EngineConfig& cfg) { return run_pack_bench(cfg, a); },
-      print_human);
-}
-
-}  // namespace
-
-void add_bench_pack(CLI::App& bench, GlobalOptions& g, Action& action) {
-  auto a = std::make_shared<PackBenchArgs>();
-  auto* sub = bench.add_subcommand(
-      "pack", "PACK and UNPACK a tag vs tar --sparse | zstd -T0 of the same files");
-  sub->add_option("--tag", a->tag, "Tag to pack (default: a fresh idle python tag)");
-  sub->add_option("--image", a->image, "Image of the fresh tag")->capture_default_str();
-  sub->add_option("--memory", a->memory_mib, "Memory of the fresh tag in MiB")
-      ->check(CLI::Range(64, 65536))
-      ->capture_default_str();
-  sub->add_option("--runs", a->runs, "Rounds (medians are printed)")
-      ->check(CLI::Range(1, 100))
-      ->capture_default_str();
-  sub->add_flag("--json", a->json, "Machine-readable output");
-  sub->callback([&action, &g, a] { action = [&g, a] { return do_bench_pack(g, *a); }; });
-}
-
-}  // namespace forkd::cli
+}  // namespace forkd::bench

@@ -1,43 +1,23 @@
-// forkd bench spawn: fork N children from a tag and put the figures beside the baselines
-// (cold boot + warm-up of the same image, QEMU's plain restore with RAM in the stream).
+#include "bench/spawn_bench.h"
+
 #include <chrono>
 #include <cstdio>
-#include <memory>
 #include <thread>
 
-#include "base/files.h"
-#include "cli/output.h"
-#include "cli/stats.h"
-#include "engine/baseline.h"
+#include "bench/baseline.h"
+#include "bench/bench_home.h"
+#include "bench/stats.h"
 #include "engine/fork.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
 #include "store/snapshot_store.h"
-#include "vmm/accel.h"
 #include "vmm/jail.h"
 
-namespace forkd::cli {
+namespace forkd::bench {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct SpawnArgs {
-  std::string tag;
-  int n = 100;
-  int pool = 0;
-  bool warm = false;
-  int parallel = 3;
-  double idle_s = 2;
-  bool baselines = true;
-  bool json = false;
-  std::string out;
-  // The tag of the bare side of the side-by-side single forks (empty: tag): made without a
-  // network, it measures the jail, the limits and the NIC together against a plain child.
-  std::string compare_tag;
-  // Also alternate single children on slirp with children in a namespace of their own.
-  bool netns = false;
-};
 
 // One child alone, no pool: its timings (launch_ms and ready_ms).
 Result<engine::RestoreTimings> time_one_child(const engine::EngineConfig& cfg,
@@ -52,7 +32,10 @@ Result<engine::RestoreTimings> time_one_child(const engine::EngineConfig& cfg,
   return c.timings;
 }
 
-Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArgs& a) {
+}  // namespace
+
+Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
+                                       const SpawnBenchOptions& a) {
   store::SnapshotStore snaps(cfg.home);
   auto meta = snaps.load(a.tag);
   if (!meta) return tl::unexpected(meta.error());
@@ -188,10 +171,10 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
       {"pss_mib", summarize(pss).to_json()}};
   if (a.baselines) {
     std::fprintf(stderr, "forkd: bench spawn: cold boot + warm-up baseline\n");
-    auto cold = engine::cold_boot_and_warm(cfg, *meta);
+    auto cold = cold_boot_and_warm(cfg, *meta);
     if (!cold) return tl::unexpected(cold.error());
     std::fprintf(stderr, "forkd: bench spawn: plain QEMU restore baseline\n");
-    auto plain = engine::plain_restore(cfg, *meta);
+    auto plain = plain_restore(cfg, *meta);
     if (!plain) return tl::unexpected(plain.error());
     out["cold_boot_ms"] = {
         {"boot", cold->boot_ms}, {"warmup", cold->warmup_ms}, {"total", cold->total_ms}};
@@ -208,10 +191,11 @@ Result<nlohmann::json> run_spawn(const engine::EngineConfig& cfg, const SpawnArg
     out["single_speedup_vs_cold"] = one.median > 0 ? cold->total_ms / one.median : 0;
     out["single_speedup_vs_plain_restore"] = one.median > 0 ? plain->total_ms / one.median : 0;
   }
+  out["accel"] = accel_label(cfg);
   return out;
 }
 
-void print_human(const nlohmann::json& r) {
+void print_spawn_bench(const nlohmann::json& r) {
   auto ms = [](const nlohmann::json& s) { return s["median"].get<double>(); };
   std::printf("spawn %d children from %s (%s, %d MiB, pool %d%s): %d failed\n", r["n"].get<int>(),
               r["tag"].get<std::string>().c_str(), r["image"].get<std::string>().c_str(),
@@ -271,47 +255,4 @@ void print_human(const nlohmann::json& r) {
   }
 }
 
-int do_bench_spawn(const GlobalOptions& g, const SpawnArgs& a) {
-  auto cfg = make_config(g);
-  if (!cfg) return report_error(cfg.error());
-  auto r = run_spawn(*cfg, a);
-  if (!r) return report_error(r.error());
-  auto accel = vmm::choose_accel(cfg->accel);
-  (*r)["accel"] = accel ? std::string(vmm::accel_name(accel->accel)) : "unknown";
-  if (!a.out.empty()) {
-    if (auto st = write_file_atomic(a.out, r->dump(2) + "\n"); !st) return report_error(st.error());
-  }
-  if (a.json) {
-    print_json(*r);
-  } else {
-    print_human(*r);
-  }
-  return 0;
-}
-
-}  // namespace
-
-void add_bench_spawn(CLI::App& bench, GlobalOptions& g, Action& action) {
-  auto a = std::make_shared<SpawnArgs>();
-  auto* sub =
-      bench.add_subcommand("spawn", "Fork N children; compare with cold boot and plain restore");
-  sub->add_option("--tag", a->tag, "Tag to fork from")->required();
-  sub->add_option("-n", a->n, "Children")->check(CLI::Range(1, 1000))->capture_default_str();
-  sub->add_option("--pool", a->pool, "Pre-start this many QEMUs before timing")
-      ->check(CLI::Range(0, 256));
-  sub->add_flag("--warm", a->warm, "Warm pool members (see forkd pool fill --warm)");
-  sub->add_option("--parallel", a->parallel, "Children restored at once")->check(CLI::Range(1, 64));
-  sub->add_option("--idle", a->idle_s, "Seconds to let children idle before measuring memory");
-  sub->add_flag("!--no-baselines", a->baselines, "Skip the cold-boot and plain-restore runs");
-  sub->add_option("--out", a->out, "Also write the JSON result to this file");
-  sub->add_option("--compare-tag", a->compare_tag,
-                  "Tag for the unjailed side of the one-at-a-time forks (default: --tag); give "
-                  "one made without a network to measure an outbound tag's NIC too");
-  sub->add_flag("--per-child-netns", a->netns,
-                "Also time children in a network namespace of their own against children on "
-                "slirp (an outbound tag; root)");
-  sub->add_flag("--json", a->json, "Machine-readable output");
-  sub->callback([&action, &g, a] { action = [&g, a] { return do_bench_spawn(g, *a); }; });
-}
-
-}  // namespace forkd::cli
+}  // namespace forkd::bench

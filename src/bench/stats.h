@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-namespace forkd::cli {
+namespace forkd::bench {
 
 struct Summary {
   double min = 0, median = 0, p90 = 0, p99 = 0, max = 0;
@@ -30,4 +30,4 @@ inline Summary summarize(std::vector<double> v) {
   return s;
 }
 
-}  // namespace forkd::cli
+}  // namespace forkd::bench

@@ -1,4 +1,4 @@
-#include "engine/baseline.h"
+#include "bench/baseline.h"
 
 #include "base/clock.h"
 #include "base/dir_lock.h"
@@ -9,13 +9,13 @@
 #include "engine/vm_setup.h"
 #include "engine/warmup.h"
 
-namespace forkd::engine {
+namespace forkd::bench {
 
 namespace {
 using Clock = std::chrono::steady_clock;
 
-BootOptions boot_options(const store::SnapshotMeta& meta) {
-  BootOptions bo;
+engine::BootOptions boot_options(const store::SnapshotMeta& meta) {
+  engine::BootOptions bo;
   bo.image = meta.image;
   bo.memory_mib = meta.memory_mib;
   bo.cpus = meta.cpus;
@@ -24,15 +24,15 @@ BootOptions boot_options(const store::SnapshotMeta& meta) {
 }
 }  // namespace
 
-Result<ColdBootResult> cold_boot_and_warm(const EngineConfig& cfg,
+Result<ColdBootResult> cold_boot_and_warm(const engine::EngineConfig& cfg,
                                           const store::SnapshotMeta& meta) {
   ColdBootResult res;
   auto t0 = Clock::now();
-  auto sb = Sandbox::boot(cfg, boot_options(meta));
+  auto sb = engine::Sandbox::boot(cfg, boot_options(meta));
   if (!sb) return tl::unexpected(sb.error().wrap("cold boot"));
   res.boot_ms = ms_since(t0);
   auto t1 = Clock::now();
-  if (auto st = run_warmup(**sb, Warmup::from_record(meta.warmup), {}); !st) {
+  if (auto st = engine::run_warmup(**sb, engine::Warmup::from_record(meta.warmup), {}); !st) {
     return tl::unexpected(st.error().wrap("cold boot"));
   }
   res.warmup_ms = ms_since(t1);
@@ -40,30 +40,32 @@ Result<ColdBootResult> cold_boot_and_warm(const EngineConfig& cfg,
   return res;
 }
 
-Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::SnapshotMeta& meta) {
+Result<PlainRestoreResult> plain_restore(const engine::EngineConfig& cfg,
+                                         const store::SnapshotMeta& meta) {
   PlainRestoreResult res;
   auto tmp = TempDir::create("forkd-plain-restore");
   if (!tmp) return tl::unexpected(tmp.error());
   std::string state = tmp->path() + "/full.state";
   std::string disk = tmp->path() + "/disk.qcow2";
-  auto src = Sandbox::boot(cfg, boot_options(meta));
+  auto src = engine::Sandbox::boot(cfg, boot_options(meta));
   if (!src) return tl::unexpected(src.error().wrap("plain restore: source"));
-  if (auto st = run_warmup(**src, Warmup::from_record(meta.warmup), {}); !st) {
+  if (auto st = engine::run_warmup(**src, engine::Warmup::from_record(meta.warmup), {}); !st) {
     return tl::unexpected(st.error().wrap("plain restore: source"));
   }
-  auto saved = save_device_state((*src)->dir() + "/qmp.sock", state, /*ignore_shared=*/false);
+  auto saved =
+      engine::save_device_state((*src)->dir() + "/qmp.sock", state, /*ignore_shared=*/false);
   if (!saved) return tl::unexpected(saved.error().wrap("plain restore: save"));
   res.save_ms = saved->pause_ms;
   res.save_no_fsync_ms = saved->written_ms;
   res.state_bytes = saved->bytes;
-  Json rec = (*src)->record();
+  nlohmann::json rec = (*src)->record();
   (*src)->stop_vm();
   bool has_disk = ::rename(((*src)->dir() + "/overlay.qcow2").c_str(), disk.c_str()) == 0;
   (*src)->destroy();
 
-  std::string id = new_sandbox_id();
+  std::string id = engine::new_sandbox_id();
   std::string dir = cfg.sandboxes_dir() + "/" + id;
-  auto vc = base_vm_config(cfg, id, dir);
+  auto vc = engine::base_vm_config(cfg, id, dir);
   if (!vc) return tl::unexpected(vc.error());
   // Locked while it runs (it never gets a record): gc leaves it alone, and reaps it if we die.
   auto dir_lock = LockedDir::create(cfg.sandboxes_dir(), id);
@@ -76,33 +78,33 @@ Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::S
   vc->incoming_defer = true;
   vc->nic = meta.has_nic();  // the saved state has the NIC when the tag does
   if (has_disk) vc->disk = disk;
-  auto jail = jail_vm(cfg, dir, {}, &*vc);
+  auto jail = engine::jail_vm(cfg, dir, {}, &*vc);
   if (!jail) {
-    (void)remove_run_dir(dir);
+    (void)engine::remove_run_dir(dir);
     return tl::unexpected(jail.error().wrap("plain restore"));
   }
   auto t0 = Clock::now();
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) {
-    (void)remove_run_dir(dir);
+    (void)engine::remove_run_dir(dir);
     return tl::unexpected(launched.error().wrap("plain restore: launch"));
   }
   res.launch_ms = ms_since(t0);
   auto& [vm, qmp] = *launched;
   auto cleanup = [&, &vm_ref = vm] {
     vm_ref.terminate(std::chrono::milliseconds(2000));
-    (void)remove_run_dir(dir);
+    (void)engine::remove_run_dir(dir);
   };
   auto t1 = Clock::now();
-  if (auto st = load_device_state(qmp, state, /*ignore_shared=*/false); !st) {
+  if (auto st = engine::load_device_state(qmp, state, /*ignore_shared=*/false); !st) {
     cleanup();
     return tl::unexpected(st.error().wrap("plain restore: load"));
   }
   res.load_ms = ms_since(t1);
   auto t2 = Clock::now();
-  auto agent = AgentClient::connect(vc->agent_socket, std::chrono::seconds(5));
-  Result<Json> hello = agent ? (*agent)->open_session(std::chrono::seconds(10))
-                             : Result<Json>(tl::unexpected(agent.error()));
+  auto agent = engine::AgentClient::connect(vc->agent_socket, std::chrono::seconds(5));
+  Result<nlohmann::json> hello = agent ? (*agent)->open_session(std::chrono::seconds(10))
+                                       : Result<nlohmann::json>(tl::unexpected(agent.error()));
   res.agent_ms = ms_since(t2);
   res.total_ms = ms_since(t0);
   agent = make_error(ErrorCode::kCancelled, "done");
@@ -111,4 +113,4 @@ Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::S
   return res;
 }
 
-}  // namespace forkd::engine
+}  // namespace forkd::bench

@@ -1,27 +1,19 @@
-// forkd bench api: what the REST daemon adds to a request. One sandbox, forked from a throw-away
-// tag in a throw-away FORKD_HOME, runs `true` N times straight through the engine and N times
-// through a daemon (in this process, on a loopback port, reached with the CLI client mode's HTTP
-// client); N GET /healthz give the cost of HTTP alone.
-#include <unistd.h>
+#include "bench/api_bench.h"
 
-#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <numeric>
 #include <thread>
 
-#include "base/files.h"
-#include "cli/bench_common.h"
-#include "cli/output.h"
-#include "cli/remote_client.h"
-#include "cli/stats.h"
+#include "bench/bench_home.h"
+#include "bench/stats.h"
 #include "daemon/server.h"
 #include "engine/fork.h"
 #include "engine/registry.h"
 #include "engine/snapshot.h"
 
-namespace forkd::cli {
+namespace forkd::bench {
 
 namespace {
 
@@ -31,13 +23,6 @@ using Json = nlohmann::json;
 // Untimed calls before each series: the first execs in a fresh child translate cold guest code,
 // and the daemon attaches to the agent on its first exec.
 constexpr int kWarmupCalls = 5;
-
-struct ApiArgs {
-  std::string image = "minimal";
-  int runs = 200;
-  int memory_mib = 256;
-  bool json = false;
-};
 
 // Everything the bench starts, torn down in reverse order on every exit path: the daemon (its
 // agent connections with it), then the sandbox's QEMU. The bench home itself is a TempDir
@@ -89,7 +74,10 @@ Status exit_zero(int code, const char* via) {
                     std::string("`true` exited ") + std::to_string(code) + " via " + via);
 }
 
-Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
+}  // namespace
+
+Result<Json> run_api_bench(engine::EngineConfig cfg, const ApiBenchOptions& a) {
+  if (!a.connect) return make_error(ErrorCode::kInvalidArgument, "bench api: no REST client");
   auto home = make_bench_home(cfg, "forkd-bench-api");
   if (!home) return tl::unexpected(home.error());
   cfg.home = home->path();
@@ -100,7 +88,7 @@ Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
   so.tag = "bench-api";
   so.image = a.image;
   so.memory_mib = a.memory_mib;
-  so.progress = stderr_progress();
+  so.progress = a.progress;
   std::fprintf(stderr, "forkd: bench api: creating a %s tag\n", a.image.c_str());
   auto snap = engine::create_snapshot(cfg, so);
   if (!snap) return tl::unexpected(snap.error());
@@ -143,7 +131,7 @@ Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
   td.server = std::move(*server);
   std::string url = td.server->endpoints();
   td.serving = std::jthread([s = td.server.get()] { (void)s->run(); });
-  auto client = RemoteClient::create(url, "");
+  auto client = a.connect(url);
   if (!client) return tl::unexpected(client.error());
 
   std::fprintf(stderr, "forkd: bench api: %d execs and %d GET /healthz through %s\n", a.runs,
@@ -182,7 +170,7 @@ Result<Json> run_api(engine::EngineConfig cfg, const ApiArgs& a) {
   return out;
 }
 
-void print_human(const Json& r) {
+void print_api_bench(const Json& r) {
   std::printf("REST overhead per request, image %s, %d calls each (loopback TCP), ms\n",
               r["image"].get<std::string>().c_str(), r["runs"].get<int>());
   std::printf("%-28s %8s %8s %8s\n", "", "p50", "p90", "mean");
@@ -197,25 +185,4 @@ void print_human(const Json& r) {
   row("REST minus direct", "rest_overhead_ms", "p50");
 }
 
-int do_bench_api(const GlobalOptions& g, const ApiArgs& a) {
-  return run_bench_verb(
-      g, "api", a.json, [&](const engine::EngineConfig& cfg) { return run_api(cfg, a); },
-      print_human);
-}
-
-}  // namespace
-
-void add_bench_api(CLI::App& bench, GlobalOptions& g, Action& action) {
-  auto a = std::make_shared<ApiArgs>();
-  auto* sub = bench.add_subcommand(
-      "api", "Per-request overhead of the REST daemon: exec through the engine vs through REST");
-  sub->add_option("--image", a->image, "minimal or python")->capture_default_str();
-  sub->add_option("--runs", a->runs, "Calls per series")
-      ->check(CLI::Range(1, 100000))
-      ->capture_default_str();
-  sub->add_option("--memory", a->memory_mib, "Guest memory in MiB")->check(CLI::Range(64, 65536));
-  sub->add_flag("--json", a->json, "Machine-readable output");
-  sub->callback([&action, &g, a] { action = [&g, a] { return do_bench_api(g, *a); }; });
-}
-
-}  // namespace forkd::cli
+}  // namespace forkd::bench

@@ -5,14 +5,15 @@
 #include "engine/config.h"
 #include "store/snapshot_meta.h"
 
-namespace forkd::engine {
+namespace forkd::bench {
 
 struct ColdBootResult {
   double boot_ms = 0;    // QEMU start until the agent (and its warm Python worker) answered
   double warmup_ms = 0;  // the tag's warm-up steps
   double total_ms = 0;
 };
-Result<ColdBootResult> cold_boot_and_warm(const EngineConfig& cfg, const store::SnapshotMeta& meta);
+Result<ColdBootResult> cold_boot_and_warm(const engine::EngineConfig& cfg,
+                                          const store::SnapshotMeta& meta);
 
 struct PlainRestoreResult {
   double save_ms = 0;           // stop + full save (RAM in the stream) + fsync of the file
@@ -23,6 +24,7 @@ struct PlainRestoreResult {
   double agent_ms = 0;          // until the agent answered
   double total_ms = 0;          // launch + load + agent: the restore a user waits for
 };
-Result<PlainRestoreResult> plain_restore(const EngineConfig& cfg, const store::SnapshotMeta& meta);
+Result<PlainRestoreResult> plain_restore(const engine::EngineConfig& cfg,
+                                         const store::SnapshotMeta& meta);
 
-}  // namespace forkd::engine
+}  // namespace forkd::bench

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Unit test of bench/make_tables.py (and bench/run-suite.sh's plan), run by ctest as
+bench.make_tables: on a copy of the recorded results and READMEs, the tables are deterministic,
+have the expected rows, match the READMEs as committed, and leave the prose alone."""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+TOOL = os.path.join(HERE, "make_tables.py")
+
+
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+class MakeTablesTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="make-tables-test.")
+        self.results = os.path.join(self.tmp, "results")
+        os.mkdir(self.results)
+        for path in glob.glob(os.path.join(HERE, "results", "*.json")):
+            shutil.copy(path, self.results)
+        self.readme = os.path.join(self.tmp, "results-README.md")
+        self.top = os.path.join(self.tmp, "README.md")
+        shutil.copy(os.path.join(HERE, "results", "README.md"), self.readme)
+        shutil.copy(os.path.join(ROOT, "README.md"), self.top)
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def run_tool(self, *args, check=True):
+        p = subprocess.run([sys.executable, TOOL, "--results", self.results, *args],
+                           capture_output=True, text=True)
+        if check:
+            self.assertEqual(p.returncode, 0, p.stderr)
+        return p
+
+    def generate(self):
+        self.run_tool(self.readme, self.top)
+        return read(self.readme), read(self.top)
+
+    def test_deterministic_and_as_committed(self):
+        # Blank the generated parts first, so that the committed text is made anew.
+        for path in (self.readme, self.top):
+            blanked = re.sub(r"(<!-- figures:begin ([a-z-]+) -->\n).*?(<!-- figures:end \2 -->)",
+                             r"\1\3", read(path), flags=re.S)
+            self.assertNotIn("| figure |", blanked)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(blanked)
+        first = self.generate()
+        second = self.generate()
+        self.assertEqual(first, second)
+        self.assertEqual(first[0], read(os.path.join(HERE, "results", "README.md")),
+                         "bench/results/README.md differs from its results: run make_tables.py")
+        self.assertEqual(first[1], read(os.path.join(ROOT, "README.md")),
+                         "README.md differs from the results: run bench/make_tables.py")
+        self.assertEqual(self.run_tool("--check", self.readme, self.top).returncode, 0)
+
+    def test_expected_rows(self):
+        readme, top = self.generate()
+        for row in [
+            "| minimal (busybox initramfs) | 1036 ms | 1696 ms | 6.3 ms |",
+            "| python (bookworm + numpy, ext4 root) | 3009 ms | 4919 ms | 27 ms |",
+            "| 100 children all ready | 9.6 s | 1.16 s | 23.8 s | 1.24 s |",
+            "| per child in the batch, p50 / p99 | 278 / 580 ms | 21 / 85 ms | 724 / 1640 ms"
+            " | 25 / 104 ms |",
+            "| fork speed-up vs cold boot + warm-up | 4x batch, 11x alone | 52x |"
+            " 4x batch, 21x alone | 117x |",
+            "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
+            "| live: pause p50 / p90 / max | 1.86 / 2.68 / 2.68 ms | 4.34 / 9.47 / 9.47 ms |",
+            "| full pause p50 / plain save p50 | 374 % | 393 % |",
+            "| tax per link, (depth d \u2212 depth 0) / d | 1.8, 0.6, 0.2 | \u22122.1, 0.1, 0.8 |",
+            "| forkd pack / unpack | 76.9 MB | 11.9x | 866 MB/s | 637 MB/s |",
+            "| exec `true`, p50 / p90 | 13.33 / 17.78 ms |",
+        ]:
+            self.assertIn(row, readme)
+        self.assertIn("| memory per idle child, USS (minimal / python) | 23.9 / 38.1 MiB |", top)
+
+    def test_prose_outside_markers_is_kept(self):
+        with open(self.readme, "w", encoding="utf-8") as f:
+            f.write("# Title\nprose before\n<!-- figures:begin api -->\nstale table\n"
+                    "<!-- figures:end api -->\nprose after\n")
+        readme, _ = self.generate()
+        self.assertTrue(readme.startswith("# Title\nprose before\n<!-- figures:begin api -->\n"))
+        self.assertTrue(readme.endswith("<!-- figures:end api -->\nprose after\n"))
+        self.assertNotIn("stale table", readme)
+        self.assertIn("| exec `true`, through REST | 11.23 ms | 13.98 ms | 11.02 ms |", readme)
+        self.assertEqual(self.run_tool("--check", self.readme).returncode, 0)
+
+    def test_latest_file_of_a_series_wins(self):
+        src = glob.glob(os.path.join(self.results, "boot-minimal-*.json"))[0]
+        with open(src, encoding="utf-8") as f:
+            newer = json.load(f)
+        newer["results"][0]["boot_to_ping_ms"]["median"] = 777.0
+        path = os.path.join(self.results, "boot-minimal-2099-01-01.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(newer, f)
+        readme, _ = self.generate()
+        self.assertIn("| minimal (busybox initramfs) | 777 ms | 1696 ms | 6.3 ms |", readme)
+        self.assertIn("`boot-minimal-2099-01-01.json`", readme)
+        latest = self.run_tool("--latest", "boot").stdout.split()
+        self.assertEqual([os.path.basename(p) for p in latest],
+                         ["boot-minimal-2099-01-01.json", "boot-python-2026-11-25.json"])
+        self.assertEqual(self.run_tool("--check", os.path.join(HERE, "results", "README.md"),
+                                       check=False).returncode, 1)
+
+    def test_a_file_that_is_no_json_is_refused(self):
+        with open(os.path.join(self.results, "api-2099-01-01.json"), "w") as f:
+            f.write("{ truncated")
+        p = self.run_tool(self.readme, check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("api-2099-01-01.json", p.stderr)
+
+    def test_broken_markers_are_refused(self):
+        for text in ("<!-- figures:begin api -->\nno end\n",
+                     "<!-- figures:begin nope -->\n<!-- figures:end nope -->\n"):
+            with open(self.readme, "w", encoding="utf-8") as f:
+                f.write(text)
+            p = self.run_tool(self.readme, check=False)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertEqual(read(self.readme), text)
+
+
+class SuitePlanTest(unittest.TestCase):
+    def plan(self, *args):
+        return subprocess.run(["bash", os.path.join(HERE, "run-suite.sh"), "--list", *args],
+                              capture_output=True, text=True)
+
+    def test_whole_suite_and_subsets(self):
+        lines = self.plan().stdout.splitlines()
+        self.assertEqual(len(lines), 11)
+        self.assertTrue(lines[0].startswith("[1/11] boot-minimal: "))
+        self.assertIn("sdk_figures.py --json", lines[-1])
+        subset = self.plan("--only", "spawn,branch-256").stdout.splitlines()
+        self.assertEqual([line.split(":")[0] for line in subset],
+                         ["[1/5] spawn-minimal-100", "[2/5] spawn-minimal-100-warmpool",
+                          "[3/5] spawn-python-100", "[4/5] spawn-python-100-warmpool",
+                          "[5/5] branch-256"])
+        self.assertIn("--pool 100 --warm", subset[1])
+        self.assertEqual(self.plan("--only", "nope").returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
