@@ -4,6 +4,7 @@
 // client); N GET /healthz give the cost of HTTP alone.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdio>

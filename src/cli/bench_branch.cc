@@ -4,6 +4,7 @@
 // torn down on every exit path, Ctrl-C included.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdio>

@@ -1,4 +1,5 @@
 // forkd bench boot: cold boot to first ping, and the exec round trip, per machine type.
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <memory>

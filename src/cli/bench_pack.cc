@@ -2,6 +2,7 @@
 // one run, with sizes and throughput of the tag's logical size.
 #include <sys/stat.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -1,5 +1,6 @@
 // forkd bench spawn: fork N children from a tag and put the figures beside the baselines
 // (cold boot + warm-up of the same image, QEMU's plain restore with RAM in the stream).
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <memory>
