@@ -200,7 +200,7 @@ Result<std::string> ImageStore::kernel(const ProgressFn& progress) {
   if (path_exists(out)) return out;  // built by another process while we waited
   const char* tmp = std::getenv("TMPDIR");
   FORKD_TRY(check_free_space(tmp && *tmp ? tmp : "/tmp", 2500, "the guest kernel build"));
-  if (progress) progress("building the guest kernel (once per machine, about 5 min on 2 cores)");
+  if (progress) progress("building the guest kernel (once per machine, about 10 min on 2 cores)");
   FORKD_TRY(make_dirs(dir));
   std::string staged = out + ".staging";
   FORKD_TRY(
