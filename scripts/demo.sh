@@ -26,12 +26,18 @@ tty=0
 # stops the compilers and debootstrap under it), and the log each writes.
 declare -A pid=() log=() started=()
 cleanup() {
-  local n
+  local n i
   for n in "${!pid[@]}"; do
     kill -TERM -- "-${pid[$n]}" 2>/dev/null || true
   done
+  # Until every process of theirs is gone: the builds remove their work dirs on the way out.
   for n in "${!pid[@]}"; do
     wait "${pid[$n]}" 2>/dev/null || true
+    for ((i = 0; i < 120; i++)); do
+      kill -0 -- "-${pid[$n]}" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -KILL -- "-${pid[$n]}" 2>/dev/null || true
   done
 }
 trap cleanup EXIT
