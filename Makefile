@@ -2,6 +2,7 @@
 # Each installs what is missing (scripts/install-deps.sh) and builds what it needs.
 BUILD ?= build
 JOBS ?= $(shell nproc)
+CMAKE_ARGS ?= -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
 .PHONY: all deps build test unit demo bench clean
 
@@ -11,7 +12,7 @@ deps:
 	bash scripts/install-deps.sh
 
 build: deps
-	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake -S . -B $(BUILD) $(CMAKE_ARGS)
 	cmake --build $(BUILD) -j$(JOBS)
 
 # Unit tests, the fuzz run, then integration tests that boot real QEMU VMs.
@@ -21,8 +22,10 @@ test: build
 unit: build
 	cd $(BUILD) && ctest --output-on-failure -j2 -L unit
 
-demo: build
-	$(BUILD)/forkd demo
+# Only forkd and forkd-agent, with the guest kernel and the python rootfs built beside them, then
+# the tour (scripts/demo.sh; logs in $(BUILD)/logs).
+demo:
+	BUILD=$(BUILD) JOBS=$(JOBS) CMAKE_ARGS="$(CMAKE_ARGS)" bash scripts/demo.sh
 
 # The benchmark suite (bench/run-suite.sh; many minutes, and it loads the machine): every bench
 # with the recorded options into bench/results/SERIES-DATE.json, the charts, then the figures

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Installs every build and runtime dependency of forkd with apt-get. Idempotent: packages already
 # present are skipped, and apt-get update runs only when something is missing.
+# usage: install-deps.sh            everything
+#        install-deps.sh --kernel   only what the guest kernel build needs (scripts/demo.sh
+#                                   starts that build while it installs the rest)
 set -euo pipefail
 
+# The guest kernel build (guest/kernel/build.sh), toolchain included.
+KERNEL_PKGS=(build-essential linux-source-6.1 bc bison flex libelf-dev dwarves xz-utils kmod)
 PKGS=(
-  # toolchain
-  build-essential cmake pkg-config g++ clang libclang-rt-14-dev
+  # toolchain (build-essential: KERNEL_PKGS)
+  cmake pkg-config g++ clang libclang-rt-14-dev
   # C++ libraries (see STYLE.md)
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libexpected-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev libssl-dev libxxhash-dev libzstd-dev libarchive-dev
@@ -17,8 +22,6 @@ PKGS=(
   iproute2 nftables
   # the hub tests' OCI registry (the reference distribution registry, on loopback only)
   docker-registry
-  # guest kernel build
-  linux-source-6.1 bc bison flex libelf-dev dwarves xz-utils kmod
   # benchmark charts, JSON in scripts; the Python SDK's install check (venv, setuptools)
   python3 python3-matplotlib jq python3-venv python3-setuptools python3-wheel python3-pip
 )
@@ -27,6 +30,13 @@ PKGS=(
 # kept; it bundles npm, which Debian's npm package would conflict with).
 if ! command -v node >/dev/null; then
   PKGS+=(nodejs npm)
+fi
+kernel_only=0
+if [[ ${1:-} == --kernel ]]; then
+  kernel_only=1
+  PKGS=("${KERNEL_PKGS[@]}")
+else
+  PKGS=("${KERNEL_PKGS[@]}" "${PKGS[@]}")
 fi
 
 missing=()
@@ -51,6 +61,7 @@ if ((${#missing[@]} > 0)); then
 else
   echo "install-deps: all ${#PKGS[@]} packages present"
 fi
+((kernel_only)) && exit 0
 
 # QEMU 8.2 or newer: the jail needs a QEMU that maps a read-only tag copy-on-write
 # (memory-backend-file readonly=on,rom=off), which Debian 12's 7.2 cannot. On Debian 12 this is

@@ -20,28 +20,9 @@ inline constexpr int kMaxUntrustedDepth = 64;
 // Parses untrusted text; discarded when it is not JSON or nests deeper than max_depth. The
 // parser itself copes with depth, but copying or printing a value recurses once per level, and a
 // 1 MiB message of '[' would overflow a thread's stack: such input never becomes a value.
-inline Json parse_untrusted(std::string_view text, int max_depth = kMaxUntrustedDepth) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > max_depth) return Json(Json::value_t::discarded);
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
-  return Json::parse(text, nullptr, false);
-}
+// Out of line (json_get.cc): nlohmann's parser is a large template, compiled here once instead
+// of in every file that reads JSON.
+Json parse_untrusted(std::string_view text, int max_depth = kMaxUntrustedDepth);
 
 // The member key of j, or nullptr when j is not an object or has no such member.
 inline const Json* member(const Json& j, std::string_view key) {

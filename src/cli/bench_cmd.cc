@@ -1,4 +1,5 @@
 // forkd bench VERB: the flags of each benchmark; the measuring and the tables are src/bench's.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <functional>
 #include <memory>

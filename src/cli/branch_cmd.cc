@@ -2,9 +2,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <memory>
 
+#include "base/json_get.h"
 #include "cli/output.h"
 #include "cli/remote_verbs.h"
 #include "engine/branch.h"
@@ -70,7 +72,7 @@ int branch_detached(const engine::EngineConfig& cfg, engine::BranchOptions bo, b
   ssize_t n;
   while ((n = ::read(fds[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
   ::close(fds[0]);
-  Json j = Json::parse(text, nullptr, false);
+  Json j = json::parse_untrusted(text);
   if (!j.is_object() || j.contains("error")) {
     std::fprintf(stderr, "forkd: branch failed: %s\n",
                  j.is_object() ? j.value("error", "").c_str() : "no answer from the writer");

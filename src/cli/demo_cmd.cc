@@ -1,6 +1,7 @@
 // forkd demo: the tour. Build a warm python tag (numpy imported in the agent's worker), fork 20
 // children from it, evaluate numpy in each, branch one of them mid-task, and put fork time and
 // memory beside a cold boot plus warm-up of the same image.
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <memory>

@@ -1,5 +1,6 @@
 // Moving tags between hosts: pack (a tag's chain into one file) and unpack; push and pull
 // through an OCI registry.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 
 #include "base/units.h"

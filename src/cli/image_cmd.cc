@@ -2,6 +2,7 @@
 // Debian recipe), both made into guest disks that --image NAME then boots.
 #include <sys/stat.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 

@@ -1,6 +1,5 @@
 #pragma once
 // Shared CLI plumbing: error printing, exit codes, global options, progress lines.
-#include <CLI/CLI.hpp>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -13,6 +12,12 @@
 #include "engine/config.h"
 #include "engine/image_store.h"
 #include "engine/sandbox.h"
+
+// CLI11 is header-only and emits code in every file that includes it: only the files that build
+// options include <CLI/CLI.hpp>.
+namespace CLI {
+class App;
+}  // namespace CLI
 
 namespace forkd::cli {
 

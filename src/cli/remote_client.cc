@@ -7,6 +7,8 @@
 #include <cctype>
 #include <cerrno>
 
+#include "base/json_get.h"
+
 namespace forkd::cli {
 
 namespace {
@@ -27,7 +29,7 @@ std::optional<ErrorCode> code_from_name(std::string_view name) {
 }  // namespace
 
 Error http_error(int status, const std::string& body) {
-  Json j = Json::parse(body, nullptr, false);
+  Json j = json::parse_untrusted(body);
   std::string msg = "HTTP " + std::to_string(status);
   if (j.is_object()) {
     if (auto e = j.find("error"); e != j.end() && e->is_string()) msg = e->get<std::string>();
@@ -113,7 +115,7 @@ Result<std::string> RemoteClient::get_bytes(const std::string& path, size_t max_
 Result<Json> RemoteClient::put_bytes(const std::string& path, const std::string& bytes) const {
   auto r = raw_request("PUT", path, &bytes, "application/octet-stream", 1 << 20);
   if (!r) return tl::unexpected(r.error());
-  Json j = Json::parse(*r, nullptr, false);
+  Json j = json::parse_untrusted(*r);
   if (j.is_discarded()) {
     return make_error(ErrorCode::kProtocol, "PUT " + path + ": daemon answered non-JSON");
   }
@@ -128,7 +130,7 @@ Result<Json> RemoteClient::request(const std::string& method, const std::string&
       raw_request(method, path, method == "POST" ? &text : nullptr, "application/json", 256u << 20);
   if (!r) return tl::unexpected(r.error());
   if (r->empty()) return Json();
-  Json j = Json::parse(*r, nullptr, false);
+  Json j = json::parse_untrusted(*r);
   if (j.is_discarded()) {
     return make_error(ErrorCode::kProtocol, method + " " + path + ": daemon answered non-JSON");
   }

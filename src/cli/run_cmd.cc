@@ -1,6 +1,7 @@
 // forkd run: boot a sandbox, run one command, stream its output, exit with its code.
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>

@@ -1,4 +1,5 @@
 // Verbs on running sandboxes: ps, exec, eval, cp, rm.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
 #include <memory>

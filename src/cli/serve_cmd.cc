@@ -1,4 +1,5 @@
 // serve: the REST daemon (src/daemon) in the foreground.
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstdio>
 #include <memory>

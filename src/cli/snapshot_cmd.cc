@@ -1,6 +1,7 @@
 // Tags: snapshot (create), images (list images and tags), rmi (remove a tag).
 #include <sys/stat.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
 #include <memory>

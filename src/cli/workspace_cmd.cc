@@ -1,5 +1,6 @@
 // `forkd workspace create|suspend|resume|list|rm`: named sandboxes that suspend into a tag and
 // resume from it. The embedded engine by default; the daemon's /v1/workspaces with --url.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>

@@ -86,7 +86,7 @@ Result<std::string> chain_base(const std::string& image) {
     return make_error(ErrorCode::kQemuFailed,
                       "qemu-img info " + image + ": " + (r ? r->output : r.error().message()));
   }
-  Json j = Json::parse(r->output, nullptr, false);
+  Json j = json::parse_untrusted(r->output);
   if (!j.is_array() || j.empty() || !j.back().is_object()) {
     return make_error(ErrorCode::kQemuFailed, "qemu-img info: unexpected output");
   }

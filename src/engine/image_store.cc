@@ -59,8 +59,8 @@ Status check_free_space(const std::string& path, uint64_t need_mib, std::string_
   return {};
 }
 
-Result<UniqueFd> ImageStore::build_lock() const {
-  std::string path = home_ + "/cache/.build.lock";
+Result<UniqueFd> ImageStore::cache_lock(const std::string& name) const {
+  std::string path = home_ + "/cache/" + name;
   auto fd = open_file(path, O_RDWR | O_CREAT, 0600);
   if (!fd) return tl::unexpected(fd.error());
   if (::flock(fd->get(), LOCK_EX | LOCK_NB) != 0) {
@@ -104,10 +104,20 @@ Result<std::string> ImageStore::image_hash(std::string_view name) const {
       extra);
 }
 
-Result<bool> ImageStore::kernel_cached() const {
+Result<std::string> ImageStore::kernel_path() const {
   auto h = kernel_hash();
   if (!h) return tl::unexpected(h.error());
-  return path_exists(home_ + "/cache/kernel-" + *h + "/bzImage");
+  return home_ + "/cache/kernel-" + *h + "/bzImage";
+}
+
+Result<std::string> ImageStore::python_rootfs_path() const {
+  auto h = hash_files({assets_ + "/images/python-rootfs.sh"}, "bookworm\n");
+  if (!h) return tl::unexpected(h.error());
+  return home_ + "/cache/python-rootfs-" + *h + ".tar";
+}
+
+Result<bool> ImageStore::kernel_cached() const {
+  return kernel_path().map([](const std::string& p) { return path_exists(p); });
 }
 
 Result<bool> ImageStore::image_cached(std::string_view name) const {
@@ -120,7 +130,7 @@ std::optional<Image> ImageStore::load_cached(std::string_view name, const std::s
   std::string dir = home_ + "/images/" + std::string(name);
   auto text = read_file(dir + "/image.json", 1 << 20);
   if (!text) return std::nullopt;
-  Json j = Json::parse(*text, nullptr, false);
+  Json j = json::parse_untrusted(*text);
   if (j.is_discarded() || !j.is_object() || json::string_or(j, "inputs_hash", "") != hash) {
     return std::nullopt;
   }
@@ -179,10 +189,10 @@ Status ImageStore::run_script(const std::vector<std::string>& argv, const std::s
 }
 
 Result<std::string> ImageStore::kernel(const ProgressFn& progress) {
-  auto h = kernel_hash();
-  if (!h) return tl::unexpected(h.error());
-  std::string dir = home_ + "/cache/kernel-" + *h;
-  std::string out = dir + "/bzImage";
+  auto path = kernel_path();
+  if (!path) return path;
+  const std::string& out = *path;
+  std::string dir = out.substr(0, out.rfind('/'));
   if (path_exists(out)) return out;
   FORKD_TRY(make_dirs(home_ + "/cache"));
   auto lock = build_lock();
@@ -190,7 +200,7 @@ Result<std::string> ImageStore::kernel(const ProgressFn& progress) {
   if (path_exists(out)) return out;  // built by another process while we waited
   const char* tmp = std::getenv("TMPDIR");
   FORKD_TRY(check_free_space(tmp && *tmp ? tmp : "/tmp", 2500, "the guest kernel build"));
-  if (progress) progress("building the guest kernel (once per machine, about 5 min on 2 cores)");
+  if (progress) progress("building the guest kernel (once per machine, about 10 min on 2 cores)");
   FORKD_TRY(make_dirs(dir));
   std::string staged = out + ".staging";
   FORKD_TRY(
@@ -200,15 +210,19 @@ Result<std::string> ImageStore::kernel(const ProgressFn& progress) {
 }
 
 Result<std::string> ImageStore::python_rootfs(const ProgressFn& progress) {
-  auto h = hash_files({assets_ + "/images/python-rootfs.sh"}, "bookworm\n");
-  if (!h) return tl::unexpected(h.error());
-  std::string out = home_ + "/cache/python-rootfs-" + *h + ".tar";
+  auto path = python_rootfs_path();
+  if (!path) return path;
+  const std::string& out = *path;
   if (path_exists(out)) return out;
   if (::geteuid() != 0) {
     return make_error(ErrorCode::kUnavailable,
                       "building the python image needs root (debootstrap); run it once as root or "
                       "use --image minimal");
   }
+  FORKD_TRY(make_dirs(home_ + "/cache"));
+  auto lock = cache_lock(".rootfs.lock");
+  if (!lock) return tl::unexpected(lock.error());
+  if (path_exists(out)) return out;  // built by another process (guest/prebuild.sh) meanwhile
   FORKD_TRY(check_free_space(home_ + "/cache", 1500, "the python image build"));
   if (progress) progress("building the python rootfs (debootstrap, once per machine)");
   std::string staged = out + ".staging";

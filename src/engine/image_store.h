@@ -3,7 +3,10 @@
 //   $FORKD_HOME/cache/kernel-<hash>/bzImage       (guest/kernel/build.sh + forkd.config + source)
 //   $FORKD_HOME/cache/python-rootfs-<hash>.tar    (guest/images/python-rootfs.sh)
 //   $FORKD_HOME/images/<name>/image.json + files  (assembled with the current agent)
-// Builds run under an exclusive lock, so concurrent forkd processes build each thing once.
+// Builds run under an exclusive lock (cache/.build.lock; the rootfs tarball under its own,
+// cache/.rootfs.lock, so it can be made beside a kernel build), so concurrent forkd processes
+// build each thing once. guest/prebuild.sh builds the kernel and the python rootfs outside forkd
+// (`make demo`, beside the C++ build) with the same keys, locks and paths.
 // Everything is staged and renamed into place: a killed build never looks complete.
 //
 // Besides the built-in images (known_images()), a home holds *local* images: root filesystem
@@ -102,6 +105,11 @@ class ImageStore {
   // The guest kernel, built first if missing.
   Result<std::string> kernel(const ProgressFn& progress);
 
+  // Where the kernel and the python image's rootfs tarball are cached for the current inputs
+  // (built or not). guest/prebuild.sh --path says the same; a unit test holds them together.
+  Result<std::string> kernel_path() const;
+  Result<std::string> python_rootfs_path() const;
+
   // For doctor: is the kernel / image already built for the current inputs?
   Result<bool> kernel_cached() const;
   Result<bool> image_cached(std::string_view name) const;
@@ -121,7 +129,9 @@ class ImageStore {
                             const std::string& kernel_path, const ProgressFn& progress);
   Result<std::string> python_rootfs(const ProgressFn& progress);
   // The exclusive lock every build and publish holds (flock, released with the descriptor).
-  Result<UniqueFd> build_lock() const;
+  Result<UniqueFd> build_lock() const { return cache_lock(".build.lock"); }
+  // An exclusive flock on cache/<name>, waited for.
+  Result<UniqueFd> cache_lock(const std::string& name) const;
   Status run_script(const std::vector<std::string>& argv, const std::string& log_path,
                     const ProgressFn& progress, const std::string& cwd = "") const;
 

@@ -80,7 +80,7 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
     auto text = read_file(mine, 1 << 16);
     ::unlink(mine.c_str());
     if (!text) continue;
-    Json m = Json::parse(*text, nullptr, false);
+    Json m = json::parse_untrusted(*text);
     if (m.is_discarded() || !m.is_object()) continue;
     bool current = json::string_or(m, "vmstate_sha256", "") == meta.files.at("vmstate").sha256 &&
                    json::string_or(m, "id", "") == id;
@@ -128,7 +128,7 @@ PoolConfig Pool::config(const std::string& tag) const {
   PoolConfig c;
   auto text = read_file(tag_dir(tag) + "/config.json", 4096);
   if (!text) return c;
-  Json j = Json::parse(*text, nullptr, false);
+  Json j = json::parse_untrusted(*text);
   if (!j.is_object()) return c;
   if (j.contains("size") && j["size"].is_number_integer()) {
     c.size = std::clamp(j["size"].get<int>(), 0, kMaxPoolSize);
@@ -193,7 +193,7 @@ int Pool::drain(const std::string& tag) {
       if (::rename(file.c_str(), mine.c_str()) != 0) continue;
       auto text = read_file(mine, 1 << 16);
       ::unlink(mine.c_str());
-      Json m = text ? Json::parse(*text, nullptr, false) : Json();
+      Json m = text ? json::parse_untrusted(*text) : Json();
       if (m.is_object()) kill_member(cfg_.sandboxes_dir(), m);
       ++n;
     }
@@ -217,7 +217,7 @@ int Pool::prune() {
     for (const auto& id : member_ids(t)) {
       std::string file = members_dir(t) + "/" + id + ".json";
       auto text = read_file(file, 1 << 16);
-      Json m = text ? Json::parse(*text, nullptr, false) : Json();
+      Json m = text ? json::parse_untrusted(*text) : Json();
       pid_t pid = json::int_or(m, "pid", 0);
       if (pid > 0 && qemu_owns_dir(pid, cfg_.sandboxes_dir() + "/" + id)) continue;
       // Dead (or unreadable): take the file away atomically, so a claimer cannot get it too.

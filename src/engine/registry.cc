@@ -83,7 +83,7 @@ std::vector<SandboxInfo> list_sandboxes(const EngineConfig& cfg) {
     std::string dir = cfg.sandboxes_dir() + "/" + id;
     auto text = read_file(dir + "/sandbox.json", 1 << 20);
     if (!text) continue;  // a pool member or a sandbox still starting
-    Json rec = Json::parse(*text, nullptr, false);
+    Json rec = json::parse_untrusted(*text);
     if (rec.is_discarded() || !rec.is_object()) continue;
     SandboxInfo info;
     info.id = id;
@@ -129,7 +129,7 @@ Status remove_sandbox(const EngineConfig& cfg, const std::string& id) {
     return make_error(ErrorCode::kNotFound, "no sandbox " + id + " (see forkd ps)");
   }
   auto text = read_file(dir + "/sandbox.json", 1 << 20);
-  Json rec = text ? Json::parse(*text, nullptr, false) : Json();
+  Json rec = text ? json::parse_untrusted(*text) : Json();
   int pid = json::int_or(rec, "pid", 0);
   if (qemu_owns_dir(pid, dir)) {
     auto vm = vmm::VmProcess::adopt(pid);

@@ -16,6 +16,7 @@
 #include "base/clock.h"
 #include "base/dir_lock.h"
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/log.h"
 #include "base/paths.h"
 #include "engine/agent_replies.h"
@@ -224,7 +225,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::attach(const EngineConfig& cfg, const 
   std::string dir = cfg.sandboxes_dir() + "/" + id;
   auto text = forkd::read_file(dir + "/sandbox.json", 1 << 20);
   if (!text) return make_error(ErrorCode::kNotFound, "no sandbox " + id + " (see forkd ps)");
-  Json rec = Json::parse(*text, nullptr, false);
+  Json rec = json::parse_untrusted(*text);
   if (rec.is_discarded() || !rec.is_object() || !rec["pid"].is_number_integer()) {
     return make_error(ErrorCode::kInvalidArgument, "sandbox " + id + ": unreadable record");
   }

@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/log.h"
 #include "base/unique_fd.h"
 #include "store/snapshot_store.h"
@@ -173,7 +174,7 @@ Result<WorkspaceInfo> Workspaces::load(const std::string& name) const {
   if (!path_exists(path)) return make_error(ErrorCode::kNotFound, "no workspace " + name);
   auto text = read_file(path, kMaxRecordBytes);
   if (!text) return tl::unexpected(text.error().wrap("workspace " + name));
-  auto w = workspace_from_json(Json::parse(*text, nullptr, false));
+  auto w = workspace_from_json(json::parse_untrusted(*text));
   if (!w) return tl::unexpected(Error(ErrorCode::kIo, w.error().message()).wrap(path));
   if (w->name != name) return make_error(ErrorCode::kIo, path + ": names workspace " + w->name);
   return w;

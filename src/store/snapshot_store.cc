@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "base/files.h"
+#include "base/json_get.h"
 #include "base/paths.h"
 #include "base/random.h"
 #include "base/subprocess.h"
@@ -38,7 +39,7 @@ Json pending_json(const PendingTag& p) {
 }
 
 std::optional<PendingTag> parse_pending(const std::string& text) {
-  Json j = Json::parse(text, nullptr, false);
+  Json j = json::parse_untrusted(text);
   if (!j.is_object()) return std::nullopt;
   PendingTag p;
   try {
@@ -120,7 +121,7 @@ Result<SnapshotMeta> SnapshotStore::load(const std::string& tag) const {
     return make_error(ErrorCode::kNotFound, "unknown tag '" + tag + "'; known tags: " +
                                                 (known.empty() ? "(none)" : known));
   }
-  Json j = Json::parse(*text, nullptr, false);
+  Json j = json::parse_untrusted(*text);
   if (j.is_discarded()) {
     return make_error(ErrorCode::kInvalidArgument, "tag " + tag + ": snapshot.json is not JSON");
   }
