@@ -6,6 +6,7 @@
 
 #include "bench/baseline.h"
 #include "bench/bench_home.h"
+#include "bench/proc_cpu.h"
 #include "bench/stats.h"
 #include "engine/fork.h"
 #include "engine/pool.h"
@@ -74,7 +75,24 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
     incoming.push_back(c.timings.incoming_ms);
     identity.push_back(c.timings.ready_ms - c.timings.incoming_ms);
   }
+  // The idle window: each child's QEMU CPU time before and after it (a child that exits
+  // meanwhile is left out), then its memory.
+  std::vector<std::pair<int, double>> cpu_before;
+  for (const auto& s : engine::list_sandboxes(cfg)) {
+    if (s.record.value("tag", "") != a.tag || !s.alive()) continue;
+    if (auto c = process_cpu_seconds(s.pid)) cpu_before.emplace_back(s.pid, *c);
+  }
+  auto t_idle = Clock::now();
   std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(a.idle_s * 1000)));
+  const double idle_s = std::chrono::duration<double>(Clock::now() - t_idle).count();
+  std::vector<double> idle_cpu;
+  double idle_cpu_total = 0;
+  for (const auto& [pid, before] : cpu_before) {
+    auto after = process_cpu_seconds(pid);
+    if (!after || a.idle_s <= 0) continue;
+    idle_cpu.push_back((*after - before) / idle_s * 100);
+    idle_cpu_total += idle_cpu.back();
+  }
   std::vector<double> uss, pss;
   for (const auto& s : engine::list_sandboxes(cfg)) {
     if (s.record.value("tag", "") != a.tag || !s.alive()) continue;
@@ -167,6 +185,9 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
         {"pool_claim", summarize(claim).to_json()},
         {"device_state_load", summarize(incoming).to_json()},
         {"identity", summarize(identity).to_json()}}},
+      {"idle_s", idle_s},
+      {"idle_cpu_pct", summarize(idle_cpu).to_json()},
+      {"idle_cpu_pct_all_children", idle_cpu_total},
       {"uss_mib", summarize(uss).to_json()},
       {"pss_mib", summarize(pss).to_json()}};
   if (a.baselines) {
@@ -238,6 +259,13 @@ void print_spawn_bench(const nlohmann::json& r) {
   }
   std::printf("    device state load p50  %9.1f ms\n", ms(b["device_state_load"]));
   std::printf("    identity (resumed) p50 %9.1f ms\n", ms(b["identity"]));
+  if (r.contains("idle_cpu_pct") && r["idle_cpu_pct"]["n"].get<size_t>() > 0) {
+    std::printf(
+        "  CPU per idle child       %9.2f %% median (max %.2f) over %.0f s; all %zu: %.1f %%\n",
+        r["idle_cpu_pct"]["median"].get<double>(), r["idle_cpu_pct"]["max"].get<double>(),
+        r["idle_s"].get<double>(), r["idle_cpu_pct"]["n"].get<size_t>(),
+        r["idle_cpu_pct_all_children"].get<double>());
+  }
   std::printf("  USS per idle child       %9.1f MiB median (max %.1f)\n",
               r["uss_mib"]["median"].get<double>(), r["uss_mib"]["max"].get<double>());
   std::printf("  PSS per idle child       %9.1f MiB\n", r["pss_mib"]["median"].get<double>());
