@@ -137,8 +137,8 @@ class SuitePlanTest(unittest.TestCase):
 
     def test_whole_suite_and_subsets(self):
         lines = self.plan().stdout.splitlines()
-        self.assertEqual(len(lines), 11)
-        self.assertTrue(lines[0].startswith("[1/11] boot-minimal: "))
+        self.assertEqual(len(lines), 12)
+        self.assertTrue(lines[0].startswith("[1/12] boot-minimal: "))
         self.assertIn("sdk_figures.py --json", lines[-1])
         subset = self.plan("--only", "spawn,branch-256").stdout.splitlines()
         self.assertEqual([line.split(":")[0] for line in subset],

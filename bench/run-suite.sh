@@ -6,7 +6,7 @@
 #   bench/run-suite.sh [--forkd PATH] [--only LIST] [--quick] [--out DIR] [--list]
 #
 #   --forkd PATH  the forkd binary (default: build/forkd)
-#   --only LIST   comma-separated kinds (boot, spawn, api, branch, pack, sdk) or series
+#   --only LIST   comma-separated kinds (boot, spawn, api, exec, branch, pack, sdk) or series
 #                 (boot-python, spawn-minimal-100-warmpool, branch-256, ...); default: all
 #   --quick       every run with the smallest options, to check that the suite works: the
 #                 results, charts and README copies go to a temporary directory (removed at the
@@ -57,6 +57,8 @@ plan=(
   spawn-python-100 "$py -n 100" "$py $qspawn"
   spawn-python-100-warmpool "$py -n 100 --pool 100 --warm" "$py --pool 2 --warm $qspawn"
   api "bench api --image minimal --runs 500 --json" "bench api --image minimal --runs 1 --json"
+  exec-python "bench exec --image python --children 5 --runs 100 --json"
+    "bench exec --image minimal --memory 128 --children 1 --runs 2 --json"
   branch-256 "$branch --memory 256" "$qbranch"
   branch-1024-dirty20 "$branch --memory 1024 --dirty-mibps 20" "$qbranch --dirty-mibps 20"
   pack-python512 "bench pack --runs 3 --json"
@@ -77,7 +79,7 @@ for series in "${series_list[@]}"; do
   fi
 done
 if ((${#selected[@]} == 0)); then
-  echo "run-suite: --only $only names no run (kinds: boot spawn api branch pack sdk)" >&2
+  echo "run-suite: --only $only names no run (kinds: boot spawn api exec branch pack sdk)" >&2
   exit 2
 fi
 total=${#selected[@]}

@@ -180,6 +180,28 @@ def block_api(results):
     return out
 
 
+def block_exec(results):
+    out = []
+    for r in of_kind(results, "exec"):
+        t = r["targets_ms"]
+
+        def row(label, key, target=None):
+            if key not in r.data:
+                return None
+            s = r[key]
+            goal = f"\u2264 {t[target]:.0f} ms" if target in t else ""
+            return [label] + [f"{ms(s[k])} ms" for k in ("median", "p90", "max")] + [goal]
+        rows = [row("attach (the agent connection)", "attach_ms"),
+                row("first exec `true` after the fork", "exec_first_ms"),
+                row("later exec `true`", "exec_ms", "exec_p50"),
+                row("first eval `1 + 1` after the fork", "eval_first_ms"),
+                row("later eval `1 + 1`", "eval_ms", "eval_p50")]
+        out += caption([r], f"Image {r['image']}, {r['children']} children forked one at a time, "
+                        f"{r['runs']} later calls of each kind per child.") + [""] + table(
+            ["", "p50", "p90", "max", "target (p50)"], [x for x in rows if x])
+    return out
+
+
 def branch_column(r):
     w = r.get("writer")
     return mem_label(r["memory_mib"]) + (
@@ -385,6 +407,12 @@ def block_summary(results):
                      " / ".join(pause(m["pause_ms"]["median"]) for m in live) + " ms (" +
                      " / ".join(f"{m['pause_p50_over_plain_save_p50'] * 100:.1f} %" for m in live)
                      + " of QEMU's stop + save)"])
+    for r in of_kind(results, "exec"):
+        figs = [f"exec {r['exec_ms']['median']:.1f} ms"]
+        if "eval_ms" in r.data:
+            figs.append(f"eval {r['eval_ms']['median']:.1f} ms")
+        rows.append([f"exec `true` / eval `1 + 1` in a {r['image']} child, p50",
+                     " / ".join(figs)])
     for r in of_kind(results, "api"):
         rows.append(["what the REST daemon adds to an exec, p50",
                      f"{r['rest_overhead_ms']['p50']:.2f} ms"])
@@ -397,5 +425,5 @@ def block_summary(results):
 
 
 BLOCKS = {"summary": block_summary, "boot": block_boot, "spawn": block_spawn,
-          "api": block_api, "branch": block_branch, "branch-series": block_branch_series,
+          "api": block_api, "exec": block_exec, "branch": block_branch, "branch-series": block_branch_series,
           "chain": block_chain, "pack": block_pack, "sdk": block_sdk}

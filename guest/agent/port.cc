@@ -25,6 +25,11 @@ namespace forkd::agent {
 namespace {
 
 constexpr int kWriteStallMs = 30'000;
+// An idle agent must not wake the guest (every wake-up costs the host CPU under TCG): its waits
+// end on the event itself (data, the host closing or opening the port, signalled by POLLIN,
+// POLLHUP and SIGIO) and the timeouts below are only a safety net against a lost notification.
+constexpr int kIdleWaitMs = 10'000;       // no host: a lost port-open SIGIO delays a connect
+constexpr int kConnectedPollMs = 60'000;  // host there: a lost POLLHUP delays noticing it left
 
 // Waits up to timeout_ms for SIGIO (which must be blocked so it stays pending).
 void wait_sigio(int timeout_ms) {
@@ -71,7 +76,7 @@ class FdPort : public Port {
       if (n < 0 && err == EAGAIN) {
         set_confirmed();
         pollfd p{fd_.get(), POLLIN, 0};
-        int r = ::poll(&p, 1, 1000);
+        int r = ::poll(&p, 1, kConnectedPollMs);
         if (r > 0 && (p.revents & POLLIN) == 0 && (p.revents & (POLLHUP | POLLERR)) != 0) {
           return host_absent();
         }
@@ -134,9 +139,8 @@ class FdPort : public Port {
       bump_generation_locked();
     }
     was_disconnected_ = true;
-    // Wakes on the port-open SIGIO the moment a host connects (the reader then reads at once);
-    // the 1 s tick only covers a lost signal.
-    wait_sigio(1000);
+    // Wakes on the port-open SIGIO the moment a host connects (the reader then reads at once).
+    wait_sigio(kIdleWaitMs);
     return ReadEvent::kReset;
   }
 

@@ -9,6 +9,7 @@
 #include "bench/bench_home.h"
 #include "bench/boot_bench.h"
 #include "bench/branch_bench.h"
+#include "bench/exec_bench.h"
 #include "bench/pack_bench.h"
 #include "bench/spawn_bench.h"
 #include "cli/output.h"
@@ -139,6 +140,24 @@ void add_api(CLI::App& bench, GlobalOptions& g, Action& action) {
   add_action(sub, g, action, v, "api", true, bench::run_api_bench, bench::print_api_bench);
 }
 
+void add_exec(CLI::App& bench, GlobalOptions& g, Action& action) {
+  auto v = std::make_shared<Verb<bench::ExecBenchOptions>>();
+  auto* sub = bench.add_subcommand(
+      "exec", "Exec and eval round trips in children of a warm tag: the first call and later ones");
+  sub->add_option("--image", v->o.image, "python (exec and eval) or minimal (exec)")
+      ->capture_default_str();
+  sub->add_option("--children", v->o.children, "Children, forked and measured one at a time")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  sub->add_option("--runs", v->o.runs, "Later calls of each kind per child")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  sub->add_option("--memory", v->o.memory_mib, "Guest memory in MiB")
+      ->check(CLI::Range(64, 65536))
+      ->capture_default_str();
+  add_action(sub, g, action, v, "exec", true, bench::run_exec_bench, bench::print_exec_bench);
+}
+
 void add_branch(CLI::App& bench, GlobalOptions& g, Action& action) {
   auto v = std::make_shared<Verb<bench::BranchBenchOptions>>();
   auto* sub = bench.add_subcommand(
@@ -187,6 +206,7 @@ void register_bench(CLI::App& app, GlobalOptions& g, Action& action) {
   add_boot(*bench, g, action);
   add_spawn(*bench, g, action);
   add_api(*bench, g, action);
+  add_exec(*bench, g, action);
   add_branch(*bench, g, action);
   add_pack(*bench, g, action);
 }
