@@ -18,6 +18,7 @@ engine::BootOptions boot_options(const store::SnapshotMeta& meta) {
   engine::BootOptions bo;
   bo.image = meta.image;
   bo.memory_mib = meta.memory_mib;
+  bo.ram_bytes = meta.guest_ram_bytes();  // the tag's exact size (TCG pad or not), as children
   bo.cpus = meta.cpus;
   bo.nic = meta.has_nic();  // the same devices as the tag's children (and its warm-up's network)
   return bo;
@@ -75,9 +76,19 @@ Result<PlainRestoreResult> plain_restore(const engine::EngineConfig& cfg,
   vc->bios = vmm::default_bios(vc->machine);
   vc->cpus = meta.cpus;
   vc->memory_mib = meta.memory_mib;
+  vc->ram_bytes = meta.guest_ram_bytes();  // what the source booted with (boot_options)
   vc->incoming_defer = true;
   vc->nic = meta.has_nic();  // the saved state has the NIC when the tag does
-  if (has_disk) vc->disk = disk;
+  if (has_disk) {
+    // Into the run dir, which a jailed QEMU can reach (the temporary dir is root's alone).
+    std::string run_disk = dir + "/overlay.qcow2";
+    if (::rename(disk.c_str(), run_disk.c_str()) != 0) {
+      auto e = errno_error(errno, "plain restore: move the disk into " + dir);
+      (void)engine::remove_run_dir(dir);
+      return e;
+    }
+    vc->disk = run_disk;
+  }
   auto jail = engine::jail_vm(cfg, dir, {}, &*vc);
   if (!jail) {
     (void)engine::remove_run_dir(dir);
@@ -97,8 +108,10 @@ Result<PlainRestoreResult> plain_restore(const engine::EngineConfig& cfg,
   };
   auto t1 = Clock::now();
   if (auto st = engine::load_device_state(qmp, state, /*ignore_shared=*/false); !st) {
+    std::string said = vmm::log_tail(dir + "/qemu.log", 1024);
     cleanup();
-    return tl::unexpected(st.error().wrap("plain restore: load"));
+    return tl::unexpected(st.error().wrap("plain restore: load" +
+                                          (said.empty() ? "" : " (qemu said: " + said + ")")));
   }
   res.load_ms = ms_since(t1);
   auto t2 = Clock::now();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The bench verbs on real VMs, smallest options: `bench exec` (a minimal tag, one child: its
 # first and later exec round trips) and `bench spawn`'s idle window (each child's QEMU CPU).
-# Checks the JSON says what was asked, not the figures (those are bench/'s business).
+# and its baselines on a python tag (cold boot + warm-up; plain restore of a sandbox with a disk,
+# jailed). Checks the JSON says what was asked, not the figures (those are bench/'s business).
 #   tests/integration/bench_verbs_test.sh FORKD
 set -euo pipefail
 forkd=$(realpath "$1")
@@ -42,4 +43,8 @@ check "$out/spawn.json" 'j["idle_cpu_pct"]["n"] == 2 and j["idle_cpu_pct"]["min"
   "idle CPU measured for both children"
 check "$out/spawn.json" 'j["idle_cpu_pct_all_children"] >= j["idle_cpu_pct"]["max"]' \
   "all children's idle CPU is at least one child's"
+"$forkd" snapshot --tag py --image python --memory 512 --eval 'import numpy' >/dev/null
+"$forkd" bench spawn --tag py -n 1 --idle 0 --out "$out/spawn-py.json" >/dev/null
+check "$out/spawn-py.json" 'j["cold_boot_ms"]["total"] > j["cold_boot_ms"]["boot"] > 0' "a cold boot + warm-up baseline"
+check "$out/spawn-py.json" 'j["plain_restore_ms"]["total"] > j["plain_restore_ms"]["load"] > 0' "a plain restore baseline"
 echo "bench_verbs_test: ok"
