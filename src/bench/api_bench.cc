@@ -93,15 +93,9 @@ Result<Json> run_api_bench(engine::EngineConfig cfg, const ApiBenchOptions& a) {
   auto snap = engine::create_snapshot(cfg, so);
   if (!snap) return tl::unexpected(snap.error());
   FORKD_TRY(check_interrupted());
-  engine::ForkOptions fo;
-  fo.tag = so.tag;
-  fo.use_pool = false;
-  auto forked = engine::fork_children(cfg, fo);
+  auto forked = fork_one(cfg, so.tag);
   if (!forked) return tl::unexpected(forked.error());
-  if (forked->children.size() != 1) {
-    return make_error(ErrorCode::kInternal, "fork of 1 returned no child");
-  }
-  const auto& child = forked->children.front();
+  const auto& child = *forked;
   td.sandbox_id = child.id;
   if (child.error) return tl::unexpected(*child.error);
   FORKD_TRY(check_interrupted());

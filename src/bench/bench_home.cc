@@ -33,6 +33,18 @@ Result<TempDir> make_bench_home(const engine::EngineConfig& real, const std::str
   return home;
 }
 
+Result<engine::ForkChild> fork_one(const engine::EngineConfig& cfg, const std::string& tag) {
+  engine::ForkOptions fo;
+  fo.tag = tag;
+  fo.use_pool = false;
+  auto forked = engine::fork_children(cfg, fo);
+  if (!forked) return tl::unexpected(forked.error());
+  if (forked->children.size() != 1) {
+    return make_error(ErrorCode::kInternal, "fork of 1 from " + tag + " returned no child");
+  }
+  return std::move(forked->children.front());
+}
+
 std::string accel_label(const engine::EngineConfig& cfg) {
   auto accel = vmm::choose_accel(cfg.accel);
   return accel ? std::string(vmm::accel_name(accel->accel)) : "unknown";

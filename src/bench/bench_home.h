@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/files.h"
 #include "engine/config.h"
+#include "engine/fork.h"
 
 namespace forkd::bench {
 
@@ -15,6 +16,10 @@ namespace forkd::bench {
 // rebuilt and no file of the bench lands in the real home (removing the TempDir removes links,
 // never what they point at).
 Result<TempDir> make_bench_home(const engine::EngineConfig& real, const std::string& prefix);
+
+// Forks one child of tag straight from the tag (no pool). A child that failed comes back with
+// its error set and, when it got that far, its id (for the caller to remove).
+Result<engine::ForkChild> fork_one(const engine::EngineConfig& cfg, const std::string& tag);
 
 // The accelerator new VMs of cfg get ("kvm", "tcg"; "unknown" when none is usable).
 std::string accel_label(const engine::EngineConfig& cfg);

@@ -77,15 +77,9 @@ Status time_calls(const char* what, int n, std::vector<double>& times, Call call
 
 Status measure_child(const engine::EngineConfig& cfg, const std::string& tag, bool python, int runs,
                      Series& s) {
-  engine::ForkOptions fo;
-  fo.tag = tag;
-  fo.use_pool = false;
-  auto forked = engine::fork_children(cfg, fo);
+  auto forked = fork_one(cfg, tag);
   if (!forked) return tl::unexpected(forked.error());
-  if (forked->children.size() != 1) {
-    return make_error(ErrorCode::kInternal, "fork of 1 returned no child");
-  }
-  const auto& child = forked->children.front();
+  const auto& child = *forked;
   ChildGuard guard{cfg, child.id};
   if (child.error) return tl::unexpected(*child.error);
   auto t = Clock::now();
