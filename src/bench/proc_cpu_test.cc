@@ -8,21 +8,6 @@
 namespace forkd::bench {
 namespace {
 
-TEST(ProcCpu, UtimePlusStimeCountedFromTheLastParenthesis) {
-  // comm with a space and a ')' of its own; utime 250, stime 50 ticks at 100 per second.
-  std::string stat = "4242 (qemu) x (7) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9";
-  auto s = parse_proc_stat_cpu_seconds(stat, 100);
-  ASSERT_TRUE(s);
-  EXPECT_DOUBLE_EQ(*s, 3.0);
-}
-
-TEST(ProcCpu, TruncatedOrGarbledTextIsNoFigure) {
-  EXPECT_FALSE(parse_proc_stat_cpu_seconds("4242 (qemu) S 1 2 3", 100));
-  EXPECT_FALSE(parse_proc_stat_cpu_seconds("no parenthesis at all", 100));
-  EXPECT_FALSE(parse_proc_stat_cpu_seconds("1 (a) S 1 1 1 0 -1 0 0 0 0 0 x y", 100));
-  EXPECT_FALSE(parse_proc_stat_cpu_seconds("1 (a) S 1 1 1 0 -1 0 0 0 0 0 1 1", 0));
-}
-
 TEST(ProcCpu, ThisProcessCountsWhatItBurns) {
   auto before = process_cpu_seconds(::getpid());
   ASSERT_TRUE(before);

@@ -11,13 +11,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
-#include <sstream>
 #include <thread>
 
 #include "base/dir_lock.h"
 #include "base/files.h"
 #include "base/log.h"
 #include "base/paths.h"
+#include "base/proc_stat.h"
 #include "engine/image_store.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
@@ -79,19 +79,13 @@ bool unowned_run_dir(const EngineConfig& cfg, const std::string& id) {
 
 int kill_unrecorded_children(const EngineConfig& cfg) {
   std::vector<int> doomed;
-  const std::string me = std::to_string(::getpid());
+  const pid_t me = ::getpid();
   for (const auto& name : list_dir_names(cfg.sandboxes_dir())) {
     if (!unowned_run_dir(cfg, name)) continue;
     for (int pid : qemu_pids_in(cfg.sandboxes_dir() + "/" + name)) {
       // Only our own children: another process may be launching this one.
-      auto stat = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
-      if (!stat) continue;
-      auto close_paren = stat->rfind(')');
-      if (close_paren == std::string::npos) continue;
-      std::istringstream fields(stat->substr(close_paren + 2));
-      std::string state, ppid;
-      fields >> state >> ppid;
-      if (ppid == me) doomed.push_back(pid);
+      auto stat = read_proc_stat(pid);
+      if (stat && stat->ppid == me) doomed.push_back(pid);
     }
   }
   kill_and_wait(doomed);

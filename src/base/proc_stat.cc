@@ -1,0 +1,47 @@
+#include "base/proc_stat.h"
+
+#include <charconv>
+#include <string>
+
+#include "base/files.h"
+
+namespace forkd {
+
+std::optional<ProcStat> parse_proc_stat(std::string_view text) {
+  auto close = text.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  const char* p = text.data() + close + 1;
+  const char* end = text.data() + text.size();
+  auto skip_spaces = [&] {
+    while (p < end && *p == ' ') ++p;
+  };
+  ProcStat s;
+  skip_spaces();
+  if (p == end) return std::nullopt;
+  s.state = *p++;
+  // Fields 4 (ppid) to 15 (stime): the 1st to the 12th number after the state.
+  uint64_t v[12] = {};
+  for (int i = 0; i < 12; ++i) {
+    skip_spaces();
+    // tpgid (field 8) is -1 for a process without a terminal: a sign is skipped (only ppid,
+    // utime and stime are kept, and those are never negative).
+    bool negative = p < end && *p == '-';
+    if (negative) ++p;
+    auto [next, ec] = std::from_chars(p, end, v[i]);
+    if (ec != std::errc() || next == p) return std::nullopt;
+    p = next;
+  }
+  s.ppid = static_cast<int64_t>(v[0]);
+  s.utime_ticks = v[10];
+  s.stime_ticks = v[11];
+  return s;
+}
+
+std::optional<ProcStat> read_proc_stat(int pid) {
+  if (pid <= 0) return std::nullopt;
+  auto text = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
+  if (!text) return std::nullopt;
+  return parse_proc_stat(*text);
+}
+
+}  // namespace forkd

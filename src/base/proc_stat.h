@@ -1,0 +1,25 @@
+#pragma once
+// The fields of /proc/PID/stat that forkd reads: the parent (gc: is this QEMU our own child?) and
+// the CPU time used so far (bench: what a VM cost while it idled).
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace forkd {
+
+struct ProcStat {
+  char state = '?';
+  int64_t ppid = 0;
+  uint64_t utime_ticks = 0;  // clock ticks (sysconf(_SC_CLK_TCK) per second)
+  uint64_t stime_ticks = 0;
+};
+
+// Parses the text of a /proc/PID/stat file: "pid (comm) state ppid ...", where comm may hold
+// spaces and parentheses, so fields are counted from the last ')'. nullopt when the text stops
+// before stime (field 15) or a number is not one.
+std::optional<ProcStat> parse_proc_stat(std::string_view text);
+
+// parse_proc_stat of /proc/PID/stat; nullopt when the process is gone or the file unreadable.
+std::optional<ProcStat> read_proc_stat(int pid);
+
+}  // namespace forkd

@@ -1,0 +1,37 @@
+#include "base/proc_stat.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+namespace forkd {
+namespace {
+
+TEST(ProcStat, FieldsCountedFromTheLastParenthesis) {
+  // comm with a space and a ')' of its own; tpgid -1; utime 250, stime 50 ticks.
+  auto s =
+      parse_proc_stat("4242 (qemu) x (7) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->state, 'S');
+  EXPECT_EQ(s->ppid, 17);
+  EXPECT_EQ(s->utime_ticks, 250u);
+  EXPECT_EQ(s->stime_ticks, 50u);
+}
+
+TEST(ProcStat, TruncatedOrGarbledTextIsNothing) {
+  EXPECT_FALSE(parse_proc_stat("4242 (qemu) S 1 2 3"));
+  EXPECT_FALSE(parse_proc_stat("no parenthesis at all"));
+  EXPECT_FALSE(parse_proc_stat("1 (a) S 1 1 1 0 -1 0 0 0 0 0 x y"));
+  EXPECT_FALSE(parse_proc_stat("1 (a)"));
+  EXPECT_FALSE(parse_proc_stat(""));
+}
+
+TEST(ProcStat, ThisProcessHasItsParent) {
+  auto s = read_proc_stat(::getpid());
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->ppid, ::getppid());
+  EXPECT_FALSE(read_proc_stat(-1));
+  EXPECT_FALSE(read_proc_stat(0));
+}
+
+}  // namespace
+}  // namespace forkd
