@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two QEMU builds side by side on the same benchmarks: cold boot and exec round trip, a tag's
-# snapshot, a batch of forks with each child's idle CPU and memory, and live BRANCH (pause and
-# time to a ready tag). By default Debian 12's own QEMU 7.2 (fetched with apt-get download and
+# snapshot, a batch of forks with each child's idle CPU and memory, and live and full BRANCH
+# (pause and time to a ready tag). By default Debian 12's own QEMU 7.2 (fetched with apt-get download and
 # unpacked into the real home's cache, never installed) against the qemu-system-x86_64 on PATH
 # (QEMU 10 from bookworm-backports, which install-deps installs).
 #
@@ -119,7 +119,7 @@ for s in old new; do
   side "$s" "${spawn[@]}" --out "$work/spawn-$s.json" >/dev/null
 done
 for s in old new; do
-  say "[$s] live branch (256 MiB)"
+  say "[$s] branch, live and full (256 MiB)"
   side "$s" "${branch[@]}" >"$work/branch-$s.json"
 done
 

@@ -425,5 +425,6 @@ def block_summary(results):
 
 
 BLOCKS = {"summary": block_summary, "boot": block_boot, "spawn": block_spawn,
-          "api": block_api, "exec": block_exec, "branch": block_branch, "branch-series": block_branch_series,
-          "chain": block_chain, "pack": block_pack, "sdk": block_sdk}
+          "api": block_api, "exec": block_exec, "branch": block_branch,
+          "branch-series": block_branch_series, "chain": block_chain, "pack": block_pack,
+          "sdk": block_sdk}

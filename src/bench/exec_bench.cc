@@ -1,8 +1,8 @@
 #include "bench/exec_bench.h"
 
-#include <chrono>
 #include <cstdio>
 
+#include "base/clock.h"
 #include "bench/bench_home.h"
 #include "bench/stats.h"
 #include "engine/fork.h"
@@ -13,16 +13,11 @@ namespace forkd::bench {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 
 // The targets for a python child under TCG, p50.
 constexpr double kExecTargetMs = 20;
 constexpr double kEvalTargetMs = 10;
-
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
 
 // Removes the child being measured on every exit path.
 struct ChildGuard {
@@ -68,7 +63,7 @@ template <typename Call>
 Status time_calls(const char* what, int n, std::vector<double>& times, Call call) {
   for (int i = 0; i < n; ++i) {
     FORKD_TRY(check_interrupted());
-    auto t = Clock::now();
+    auto t = SteadyClock::now();
     if (auto st = call(); !st) return tl::unexpected(st.error().wrap(what));
     times.push_back(ms_since(t));
   }
@@ -82,7 +77,7 @@ Status measure_child(const engine::EngineConfig& cfg, const std::string& tag, bo
   const auto& child = *forked;
   ChildGuard guard{cfg, child.id};
   if (child.error) return tl::unexpected(*child.error);
-  auto t = Clock::now();
+  auto t = SteadyClock::now();
   auto sb = engine::Sandbox::attach(cfg, child.id);
   if (!sb) return tl::unexpected(sb.error());
   s.attach.push_back(ms_since(t));
