@@ -79,6 +79,7 @@ Result<PlainRestoreResult> plain_restore(const engine::EngineConfig& cfg,
   vc->ram_bytes = meta.guest_ram_bytes();  // what the source booted with (boot_options)
   vc->incoming_defer = true;
   vc->nic = meta.has_nic();  // the saved state has the NIC when the tag does
+  vc->pit = meta.pit;
   if (has_disk) {
     // Into the run dir, which a jailed QEMU can reach (the temporary dir is root's alone).
     std::string run_disk = dir + "/overlay.qcow2";

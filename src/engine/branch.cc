@@ -185,6 +185,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   mreq.cpus = json::int_or(rec, "cpus", 1);
   mreq.machine = json::string_or(rec, "machine", "microvm");
   mreq.nic = json::bool_or(rec, "nic", false);
+  mreq.pit = json::bool_or(rec, "pit", true);
   mreq.memory_file = *staging + "/memory";
   mreq.vmstate_file = *staging + "/vmstate";
   mreq.mode = opts.mode;
@@ -213,6 +214,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   meta.kernel_append = parent ? parent->kernel_append : json::string_or(rec, "kernel_append", "");
   meta.pause_ms = mig->pause_ms;
   meta.network = mreq.nic ? "outbound" : "none";
+  meta.pit = mreq.pit;
   meta.branched_from = opts.sandbox_id;
   if (parent) meta.warmup = parent->warmup;
   meta.warmup.insert(meta.warmup.end(), opts.warmup.begin(), opts.warmup.end());

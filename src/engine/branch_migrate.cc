@@ -169,6 +169,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   vc->memory_share = true;  // the destination writes the tag's memory file
   vc->incoming_defer = true;
   vc->nic = req.nic;
+  vc->pit = req.pit;
   vc->start_paused = true;  // stays paused after the migration: it is a template, never runs
   vc->die_with_parent = true;
   // Under a QEMU before 9.0 with TCG, a source whose RAM is whole 256 KiB units (a VM of a tag

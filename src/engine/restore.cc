@@ -155,6 +155,7 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   vc->incoming_defer = true;
   // With a NIC the VM stays paused after the load until its link is set (finish_restore).
   vc->nic = meta.has_nic();
+  vc->pit = meta.pit;
   vc->start_paused = vc->nic;
   if (meta.has_disk) {
     std::string overlay = dir + "/overlay.qcow2";
@@ -346,6 +347,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
          {"ram_bytes", meta.guest_ram_bytes()},
          {"cpus", meta.cpus},
          {"machine", meta.machine},
+         {"pit", meta.pit},
          {"created_at", static_cast<int64_t>(std::time(nullptr))}};
   rec.update(pre.jail);
   rec["nic"] = pre.nic;

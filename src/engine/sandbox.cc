@@ -155,6 +155,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   vc->memory_share = !opts.memory_file.empty();
   vc->die_with_parent = opts.die_with_parent;
   vc->nic = opts.nic;
+  vc->pit = opts.with_pit || !idle_quiet_tcg(*vc);
   vc->console_ring_bytes = 0;  // a file while booting (ConsoleWatch), then the ring
   if (!image->disk.empty()) {
     std::string overlay = dir + "/overlay.qcow2";
@@ -180,6 +181,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
                  {"created_at", static_cast<int64_t>(std::time(nullptr))}};
   sb->record_.update(*jail);
   sb->record_["nic"] = opts.nic;
+  sb->record_["pit"] = vc->pit;
   sb->record_["network"] = opts.nic ? "outbound" : "none";
   if (auto st = sb->write_record(); !st) return tl::unexpected(st.error().wrap("boot"));
   dir_lock->unlock();

@@ -36,6 +36,9 @@ struct BootOptions {
   bool die_with_parent = false;
   vmm::Limits limits;  // host-side limits of its QEMU (engine/sandbox_jail.h)
   bool nic = false;    // a NIC on a user-mode network (vmm::VmConfig::nic): network outbound
+  // Tests: keep the PIT where idle_quiet_tcg (engine/vm_setup.h) drops it, as VMs and tags made
+  // before it have one.
+  bool with_pit = false;
 };
 
 // Timings of one restore: launch_ms and claim_ms from the start of the child's own work,

@@ -70,6 +70,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   bo.image = opts.image;
   bo.memory_mib = opts.memory_mib;
   bo.ram_bytes = ram_bytes;
+  bo.with_pit = opts.with_pit;
   bo.cpus = opts.cpus;
   bo.progress = opts.progress;
   bo.memory_file = *staging + "/memory";
@@ -108,6 +109,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   meta.cpus = opts.cpus;
   meta.kernel_append = rec.value("kernel_append", "");
   meta.network = opts.network;
+  meta.pit = rec.value("pit", true);
   meta.pause_ms = saved->pause_ms;
   meta.warmup = warm.to_record();
   meta.files["vmstate"] = {};

@@ -25,11 +25,17 @@ Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string&
   return vc;
 }
 
+bool idle_quiet_tcg(const vmm::VmConfig& vc) {
+  return vc.machine == vmm::MachineType::kMicrovm && vc.accel == vmm::Accel::kTcg;
+}
+
 std::string host_kernel_args(const vmm::VmConfig& vc) {
   std::string args;
   if (vc.machine == vmm::MachineType::kMicrovm) {
     args += " pci=off";  // microvm has no PCI bus: skip probing it
-    if (vc.accel == vmm::Accel::kTcg) {
+    if (idle_quiet_tcg(vc)) {
+      // Keep the TSC as the clocksource (see vm_setup.h).
+      args += " tsc=reliable";
       if (uint64_t khz = vmm::host_tsc_khz(); khz > 0) {
         args += " tsc_early_khz=" + std::to_string(khz);
       }

@@ -41,6 +41,9 @@ struct SnapshotMeta {
   // network, see vmm::VmConfig::nic). Children have a NIC exactly when the tag does.
   std::string network = "none";
   bool has_nic() const { return network == "outbound"; }
+  // Whether the VM has the legacy PIT (vmm::VmConfig::pit); records written before it existed
+  // lack the field, and their VMs had one.
+  bool pit = true;
   double pause_ms = 0;
   // Branches only: the source sandbox id, or "compact:<tag>" for a compacted chain.
   std::optional<std::string> branched_from;

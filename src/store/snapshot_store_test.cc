@@ -283,5 +283,20 @@ TEST(SnapshotMetaNetwork, RoundTripsAndOlderTagsHaveNone) {
   EXPECT_FALSE(SnapshotMeta::from_json(j));
 }
 
+TEST(SnapshotMetaPit, RoundTripsAndOlderTagsHaveOne) {
+  SnapshotMeta m = minimal_meta();
+  m.pit = false;
+  auto j = m.to_json();
+  auto back = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(back) << back.error().describe();
+  EXPECT_FALSE(back->pit);
+  j.erase("pit");  // a tag from before microvm went without the PIT
+  auto legacy = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(legacy);
+  EXPECT_TRUE(legacy->pit);
+  j["pit"] = "off";
+  EXPECT_FALSE(SnapshotMeta::from_json(j));
+}
+
 }  // namespace
 }  // namespace forkd::store

@@ -76,6 +76,7 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   // pc: no HPET and no vmport, which cost boot time and do nothing for us.
   std::string machine =
       microvm ? "microvm,x-option-roms=off,isa-serial=on,rtc=on" : "pc,hpet=off,vmport=off";
+  if (microvm && !cfg.pit) machine += ",pit=off";
   if (!cfg.memory_file.empty()) machine += ",memory-backend=mem";
   add("-machine", machine);
 

@@ -60,6 +60,10 @@ struct VmConfig {
   // gateway 10.0.2.2 is the host's loopback, 10.0.2.3 its resolver. Part of the device state: a
   // tag's children have one exactly when the tag does.
   bool nic = false;
+  // The legacy PIT (i8254). microvm can go without it (pit=off): the guest then calibrates its
+  // local APIC timer from the TSC. Part of the device state: a restore must match its tag.
+  // Ignored for pc, which always has one.
+  bool pit = true;
   // With nic: back it with this tap device instead (a child in its own network namespace, see
   // vmm/netns.h; QEMU must run in that namespace: netns_path). A restricted, unconnected
   // user-mode netdev stays beside it, only so that the device state of a tag whose NIC was on

@@ -173,6 +173,15 @@ TEST(BuildQemuArgv, CommasInPathsAreEscaped) {
   EXPECT_THAT(values_of(argv, "-chardev"), Contains("file,id=console,path=/x,,y/console.log"));
 }
 
+TEST(BuildQemuArgv, PitOffOnlyOnMicrovm) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), Not(HasSubstr("pit")));
+  c.pit = false;
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), HasSubstr(",pit=off"));
+  c.machine = MachineType::kPc;  // pc always has its PIT
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), Not(HasSubstr("pit")));
+}
+
 TEST(BuildQemuArgv, IncomingAndPaused) {
   VmConfig c = base_config(MachineType::kMicrovm);
   c.incoming_defer = true;
