@@ -220,14 +220,13 @@ AgentResult<OpReply> resumed_op(const Request& req, PythonWorker* python,
   }
   // e. Identity for ping and every later exec.
   set_identity(Identity{spec->sandbox_id, spec->epoch});
-  // f. The warm Python worker's PRNGs (and its os.environ).
-  // Scheduled, not awaited: cold Python under TCG would add a hundred milliseconds to every
-  // fork. No eval can run before it: the next eval applies it first.
+  // f. The warm Python worker's PRNGs (and its os.environ): applied by the next eval, before
+  // its code (PythonWorker::defer_reseed).
   if (python != nullptr) {
     std::string salt = python_salt_hex(spec->seed);
     Json env = Json::object();
     for (const auto& [k, v] : identity_env()) env[k] = v;
-    python->schedule_reseed(salt, env);
+    python->defer_reseed(salt, env);
     explicit_bzero(salt.data(), salt.size());
   }
   explicit_bzero(spec->seed.data(), spec->seed.size());

@@ -321,21 +321,10 @@ bool PythonWorker::reseed(const std::string& salt_hex, const Json& env, int time
   return apply_reseed_locked(std::max<int64_t>(left, 1));
 }
 
-void PythonWorker::schedule_reseed(const std::string& salt_hex, const Json& env) {
-  {
-    std::lock_guard lock(info_mu_);
-    reseed_msg_ = Json{{"reseed", salt_hex}, {"env", env}};
-    ++reseed_gen_;
-  }
-  // Detached: the worker object lives as long as the agent. std::thread reports resource
-  // exhaustion by throwing; then the next eval applies the reseed instead.
-  try {
-    std::thread([this] {
-      std::unique_lock lock(eval_mu_);
-      if (pid_ > 0) (void)apply_reseed_locked(kWorkerReseedMs);
-    }).detach();
-  } catch (const std::system_error&) {
-  }
+void PythonWorker::defer_reseed(const std::string& salt_hex, const Json& env) {
+  std::lock_guard lock(info_mu_);
+  reseed_msg_ = Json{{"reseed", salt_hex}, {"env", env}};
+  ++reseed_gen_;
 }
 
 }  // namespace forkd::agent

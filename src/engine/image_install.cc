@@ -20,6 +20,13 @@ namespace forkd::engine {
 
 using Json = nlohmann::json;
 
+namespace {
+// mkfs.ext4 -E: root owns /, and the inode tables and journal are initialised now, once. Left
+// lazy, the guest kernel's ext4lazyinit zeroes them after every boot, so in every child of a tag
+// (its first seconds: the CPU, and ~22 MiB per GiB of disk written into each child's overlay).
+constexpr const char* kMkfsExtended = "root_owner=0:0,lazy_itable_init=0,lazy_journal_init=0";
+}  // namespace
+
 Status ImageStore::validate_local_name(std::string_view name) {
   if (!is_safe_name(name)) {
     return make_error(
@@ -183,7 +190,7 @@ Result<Image> ImageStore::install_tree(std::string_view name, const std::string&
   std::string disk = staging + "/rootfs.ext4";
   FORKD_TRY(
       run_script({"mkfs.ext4", "-q", "-F", "-L", "forkd-root", "-N", std::to_string(geo.inodes),
-                  "-E", "root_owner=0:0", "-d", tree, disk, std::to_string(geo.size_mib) + "M"},
+                  "-E", kMkfsExtended, "-d", tree, disk, std::to_string(geo.size_mib) + "M"},
                  home_ + "/cache/image-" + n + ".log", {}));
   if (::chmod(disk.c_str(), 0444) != 0) return errno_error(errno, "chmod " + disk);
 
