@@ -19,6 +19,7 @@
 #include "base/paths.h"
 #include "base/proc_stat.h"
 #include "engine/image_store.h"
+#include "engine/overlay_template.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
 #include "engine/sandbox_jail.h"
@@ -183,6 +184,8 @@ GcReport gc(const EngineConfig& cfg) {
   for (auto& name : ImageStore(cfg.home, cfg.assets, cfg.agent).sweep_leftovers()) {
     r.orphan_dirs.push_back(std::move(name));
   }
+  // Disk overlay templates of tags that are gone or were replaced.
+  for (auto& name : sweep_overlay_templates(cfg)) r.orphan_dirs.push_back(std::move(name));
   r.snapshot_leftovers = store::SnapshotStore(cfg.home).cleanup_stale();
   // cgroups of run dirs removed above, or of a forkd killed mid-launch.
   r.cgroups =

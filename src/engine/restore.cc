@@ -15,6 +15,7 @@
 #include "base/log.h"
 #include "engine/agent_replies.h"
 #include "engine/migration.h"
+#include "engine/overlay_template.h"
 #include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
 #include "store/chain.h"
@@ -159,7 +160,7 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   vc->start_paused = vc->nic;
   if (meta.has_disk) {
     std::string overlay = dir + "/overlay.qcow2";
-    if (auto st = create_overlay(tag_dir + "/disk.qcow2", "qcow2", overlay); !st) {
+    if (auto st = create_child_overlay(cfg, meta, tag_dir, overlay); !st) {
       return fail(st.error());
     }
     vc->disk = overlay;

@@ -1,10 +1,14 @@
 // eval in the warm Python worker of the python image (numpy imported before any request).
 #include <gtest/gtest.h>
 
+#include "base/files.h"
 #include "engine/fork.h"
+#include "engine/gc.h"
+#include "engine/overlay_template.h"
 #include "engine/registry.h"
 #include "engine/snapshot.h"
 #include "integration/vm_fixture.h"
+#include "store/snapshot_store.h"
 
 namespace forkd::test {
 namespace {
@@ -101,7 +105,19 @@ TEST_F(PythonEval, ForkedChildrenKeepTheWarmWorker) {
   EXPECT_EQ(value(*kids[1], "counter"), "41");
   EXPECT_NE(value(*kids[0], "random.random()"), value(*kids[1], "random.random()"));
   EXPECT_NE(value(*kids[0], "numpy.random.rand()"), value(*kids[1], "numpy.random.rand()"));
+  // Each child's disk overlay is its own copy of the tag's template overlay.
+  store::SnapshotStore snaps(config().home);
+  std::string tpl = engine::overlay_template_path(config(), snaps.dir("pywarm"),
+                                                  snap->meta.files.at("disk").sha256);
+  EXPECT_TRUE(path_exists(tpl)) << tpl;
+  (void)value(*kids[0], "open('/root/mine', 'w').write('0') and None");
+  EXPECT_EQ(value(*kids[0], "__import__('os').path.exists('/root/mine')"), "True");
+  EXPECT_EQ(value(*kids[1], "__import__('os').path.exists('/root/mine')"), "False");
   for (auto& k : kids) (void)engine::remove_sandbox(config(), k->id());
+  // Once the tag is gone, gc removes its template.
+  ASSERT_TRUE(snaps.remove("pywarm"));
+  (void)engine::gc(config());
+  EXPECT_FALSE(path_exists(tpl)) << tpl;
 }
 
 }  // namespace

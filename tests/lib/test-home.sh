@@ -22,7 +22,7 @@ make_test_home() {
   ln -s "$real/images" "$home/images"
   mkdir -m 0700 "$home/cache"
   for entry in "$real"/cache/*; do
-    case $(basename "$entry") in assembled | oci | import-* | build-*) continue ;; esac
+    case $(basename "$entry") in assembled | oci | overlays | import-* | build-*) continue ;; esac
     [[ -e $entry ]] || continue
     ln -s "$entry" "$home/cache/$(basename "$entry")"
   done
