@@ -239,8 +239,8 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     meta.parent_tag = parent->tag;
     meta.parent_content_hash = parent->content_hash();
     meta.memory_sha256 = link->content_sha256;
-    meta.files["memory_diff"] = {};
-    meta.files["memory_pages"] = {};
+    meta.files["memory_diff"] = link->diff;
+    meta.files["memory_pages"] = link->pages;
     res.link_bytes = link->bytes_stored;
     // The whole memory the destination wrote is exactly the link's assembled memory: keep it as
     // such, so the first spawn need not assemble it.
@@ -251,12 +251,20 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     struct stat st;
     if (::stat(full.c_str(), &st) == 0) res.link_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
   }
-  for (const auto& [role, f] : meta.files) {
+  // Hashed here unless written with their hashes (a link's diff and bitmap): the commit takes
+  // them all as known.
+  for (auto& [role, f] : meta.files) {
     std::string path = *staging + "/" + store::snapshot_file_name(role);
     if (auto st = fsync_path(path); !st) return fail(st.error());
     ::chmod(path.c_str(), store::kTagFileMode);
+    if (!f.sha256.empty()) continue;
+    auto sha = sha256_file(path);
+    if (!sha) return fail(sha.error());
+    struct stat fst;
+    if (::stat(path.c_str(), &fst) != 0) return fail(errno_error(errno, "stat " + path).value());
+    f = store::FileEntry{static_cast<uint64_t>(fst.st_size), *sha};
   }
-  if (auto st = write->commit(meta); !st) {
+  if (auto st = write->commit(meta, /*hashes_known=*/true); !st) {
     if (parent) {  // the adopted memory belongs to a tag that never appeared
       std::string adopted = resolver.assembled_path(meta);
       ::unlink(adopted.c_str());

@@ -12,6 +12,7 @@
 #include "base/files.h"
 #include "base/paths.h"
 #include "base/random.h"
+#include "store/link_hasher.h"
 
 namespace forkd::store {
 
@@ -147,27 +148,49 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
     return errno_error(errno, "truncate " + diff_path);
   }
   std::string bitmap((*size / kPageSize + 7) / 8, '\0');
-  std::unique_ptr<char[]> a(new char[kChunk]), b(new char[kChunk]);
+  // Two buffers of the whole memory: the hasher reads one while the next chunk goes into the
+  // other (LinkHasher::add).
+  std::unique_ptr<char[]> a[2] = {std::unique_ptr<char[]>(new char[kChunk]),
+                                  std::unique_ptr<char[]>(new char[kChunk])};
+  std::unique_ptr<char[]> b(new char[kChunk]);
+  std::vector<bool> changed(kChunk / kPageSize);
   LinkWrite out;
-  Sha256 sha;
-  for (uint64_t off = 0; off < *size; off += kChunk) {
+  LinkHasher hasher;
+  int cur = 0;
+  for (uint64_t off = 0; off < *size; off += kChunk, cur ^= 1) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, *size - off));
-    FORKD_TRY(pread_full(full->get(), a.get(), n, static_cast<off_t>(off), full_path));
+    char* buf = a[cur].get();
+    FORKD_TRY(pread_full(full->get(), buf, n, static_cast<off_t>(off), full_path));
     FORKD_TRY(pread_full(parent->get(), b.get(), n, static_cast<off_t>(off), parent_path));
-    sha.update(a.get(), n);
-    for (size_t p = 0; p < n; p += kPageSize) {
-      if (std::memcmp(a.get() + p, b.get() + p, kPageSize) == 0) continue;
-      uint64_t page = (off + p) / kPageSize;
-      bitmap[page / 8] = static_cast<char>(bitmap[page / 8] | (1 << (page % 8)));
-      FORKD_TRY(
-          pwrite_full(diff->get(), a.get() + p, kPageSize, static_cast<off_t>(off + p), diff_path));
-      ++out.pages_changed;
+    const size_t pages = n / kPageSize;
+    for (size_t i = 0; i < pages; ++i) {
+      changed[i] = std::memcmp(buf + i * kPageSize, b.get() + i * kPageSize, kPageSize) != 0;
     }
+    // Each run of changed pages in one write.
+    for (size_t i = 0; i < pages;) {
+      if (!changed[i]) {
+        ++i;
+        continue;
+      }
+      size_t j = i;
+      for (; j < pages && changed[j]; ++j) {
+        uint64_t page = off / kPageSize + j;
+        bitmap[page / 8] = static_cast<char>(bitmap[page / 8] | (1 << (page % 8)));
+      }
+      FORKD_TRY(pwrite_full(diff->get(), buf + i * kPageSize, (j - i) * kPageSize,
+                            static_cast<off_t>(off + i * kPageSize), diff_path));
+      out.pages_changed += j - i;
+      i = j;
+    }
+    hasher.add(buf, n, std::vector<bool>(changed.begin(), changed.begin() + pages));
   }
+  auto hashes = hasher.finish();
   FORKD_TRY(fsync_fd(diff->get(), diff_path));
   struct stat st;
   if (::fstat(diff->get(), &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
-  out.content_sha256 = sha.hex();
+  out.content_sha256 = hashes.content;
+  out.diff = FileEntry{*size, hashes.diff};
+  out.pages = FileEntry{bitmap.size(), sha256_hex(bitmap)};
   auto pages = open_file(pages_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!pages) return tl::unexpected(pages.error());
   FORKD_TRY(write_all(pages->get(), bitmap));

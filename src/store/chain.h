@@ -18,10 +18,10 @@ inline constexpr size_t kPageSize = 4096;
 inline constexpr int kMaxChainDepth = 64;
 
 struct ChainInfo {
-  int depth = 0;                       // 0 for a base
-  std::vector<std::string> ancestors;  // root first, parent last
+  int depth = 0;                        // 0 for a base
+  std::vector<std::string> ancestors;   // root first, parent last
   std::vector<std::string> dependents;  // tags whose parent is this tag, sorted
-  std::string warning;                 // a missing parent, a changed parent, a cycle
+  std::string warning;                  // a missing parent, a changed parent, a cycle
 };
 
 // Walks the parents of meta (depth, ancestors, warning; dependents left empty: finding them
@@ -40,6 +40,10 @@ struct LinkWrite {
   std::string content_sha256;  // of the whole memory
   uint64_t pages_changed = 0;
   uint64_t bytes_stored = 0;  // bytes allocated by memory.diff
+  // Size and SHA-256 of memory.diff and memory.pages, hashed from the bytes as they were
+  // written (a commit may take them as known).
+  FileEntry diff;
+  FileEntry pages;
 };
 
 // Compares the whole memory at full_path with the parent's whole memory at parent_path (same

@@ -87,6 +87,36 @@ class ChainTest : public ::testing::Test {
   std::unique_ptr<MemoryResolver> resolver_;
 };
 
+// Over several 1 MiB chunks, with runs of changed pages across a chunk boundary and at both
+// ends: the diff and bitmap hashes write_link reports are those of the files it wrote.
+TEST_F(ChainTest, LinkHashesAreThoseOfTheFilesWritten) {
+  const size_t pages = 3 * 256 + 5;
+  std::string parent_mem(pages * kPageSize, 'p');
+  auto a = base("big", parent_mem);
+  std::string mem = parent_mem;
+  for (size_t p : {size_t{0}, size_t{1}, size_t{254}, size_t{255}, size_t{256}, size_t{257},
+                   size_t{600}, pages - 1}) {
+    mem[p * kPageSize + 9] = 'c';
+  }
+  auto write = TagWrite::begin(*store_, "big-l", false);
+  ASSERT_TRUE(write);
+  std::string staging = write->staging();
+  ASSERT_TRUE(write_file_atomic(staging + "/full", mem));
+  auto parent_path = resolver_->resolve(a);
+  ASSERT_TRUE(parent_path);
+  auto w = write_link(staging + "/full", *parent_path, staging);
+  ASSERT_TRUE(w) << w.error().describe();
+  EXPECT_EQ(w->pages_changed, 8u);
+  EXPECT_EQ(w->content_sha256, sha256_hex(mem));
+  EXPECT_EQ(w->diff.size, mem.size());
+  EXPECT_EQ(w->diff.sha256, *sha256_file(staging + "/" + snapshot_file_name("memory_diff")));
+  EXPECT_EQ(w->pages.sha256, *sha256_file(staging + "/" + snapshot_file_name("memory_pages")));
+  std::string diff = *read_file(staging + "/" + snapshot_file_name("memory_diff"));
+  EXPECT_EQ(diff.substr(255 * kPageSize, 3 * kPageSize),
+            mem.substr(255 * kPageSize, 3 * kPageSize));
+  EXPECT_EQ(diff.substr(2 * kPageSize, kPageSize), std::string(kPageSize, '\0'));
+}
+
 TEST_F(ChainTest, LinkStoresChangedPagesAndAssemblesBack) {
   auto a = base("a", memory('a'));
   std::string m1 = memory('a');
