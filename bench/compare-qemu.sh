@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Two QEMU builds side by side on the same benchmarks: cold boot and exec round trip, a tag's
-# snapshot, a batch of forks with each child's idle CPU and memory, and live and full BRANCH
-# (pause and time to a ready tag). By default Debian 12's own QEMU 7.2 (fetched with apt-get download and
-# unpacked into the real home's cache, never installed) against the qemu-system-x86_64 on PATH
-# (QEMU 10 from bookworm-backports, which install-deps installs).
+# snapshot, a batch of forks with each child's idle CPU and memory, the first and later exec and
+# eval in children of a python tag, and live and full BRANCH (pause and time to a ready tag). By
+# default Debian 12's own QEMU 7.2 (fetched with apt-get download and unpacked into the real
+# home's cache, never installed) against the qemu-system-x86_64 on PATH (QEMU 10 from
+# bookworm-backports, which install-deps installs).
 #
 #   bench/compare-qemu.sh [--forkd PATH] [--old BIN] [--new BIN] [--quick] [--out FILE]
 #
@@ -91,10 +92,12 @@ if ((quick)); then
   boot=(bench boot --image minimal --machines microvm --runs 1 --execs 3 --json)
   spawn=(bench spawn --tag cmp-min -n 2 --idle 2 --no-baselines)
   branch=(bench branch --memory 256 --runs 1 --modes live full --baseline-runs 1 --chain-spawns 1 --json)
+  exec=(bench exec --image python --children 1 --runs 2 --json)
 else
   boot=(bench boot --image minimal --machines microvm --runs 5 --execs 20 --json)
   spawn=(bench spawn --tag cmp-min -n 20 --idle 30 --no-baselines)
   branch=(bench branch --memory 256 --runs 5 --modes live full --baseline-runs 3 --chain-spawns 3 --json)
+  exec=(bench exec --image python --children 5 --runs 50 --json)
 fi
 # side NAME CMD...: runs a forkd command with side NAME's QEMU and home.
 side() {
@@ -117,6 +120,10 @@ done
 for s in old new; do
   say "[$s] spawn (${spawn[*]:2})"
   side "$s" "${spawn[@]}" --out "$work/spawn-$s.json" >/dev/null
+done
+for s in old new; do
+  say "[$s] exec and eval in children of a python tag (first after the fork, and later)"
+  side "$s" "${exec[@]}" >"$work/exec-$s.json"
 done
 for s in old new; do
   say "[$s] branch, live and full (256 MiB)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The table of bench/compare-qemu.sh: reads DIR/{boot,snapshot,spawn,branch}-{old,new}.json and
-prints each figure for both QEMUs with new/old; --out also writes it all as JSON."""
+"""The table of bench/compare-qemu.sh: reads DIR/{boot,snapshot,spawn,exec,branch}-{old,new}.json
+and prints each figure for both QEMUs with new/old; --out also writes it all as JSON."""
 import argparse
 import json
 import os
@@ -37,6 +37,12 @@ ROWS = [
     ("one child alone, p50", "ms", "spawn", lambda d: median(d, "single_child_ms")),
     ("CPU per idle child, p50", "%", "spawn", lambda d: median(d, "idle_cpu_pct")),
     ("USS per idle child, p50", "MiB", "spawn", lambda d: median(d, "uss_mib")),
+    ("python child: first exec after the fork, p50", "ms", "exec",
+     lambda d: median(d, "exec_first_ms")),
+    ("python child: later exec, p50", "ms", "exec", lambda d: median(d, "exec_ms")),
+    ("python child: first eval after the fork, p50", "ms", "exec",
+     lambda d: median(d, "eval_first_ms")),
+    ("python child: later eval, p50", "ms", "exec", lambda d: median(d, "eval_ms")),
     ("live BRANCH pause, p50", "ms", "branch", lambda d: median(mode(d, "live"), "pause_ms")),
     ("live BRANCH until the tag is ready, p50", "ms", "branch",
      lambda d: median(mode(d, "live"), "total_ms")),
@@ -56,7 +62,7 @@ def main():
     data = {}
     for side in ("old", "new"):
         data[side] = {}
-        for kind in ("boot", "snapshot", "spawn", "branch"):
+        for kind in ("boot", "snapshot", "spawn", "exec", "branch"):
             path = os.path.join(a.dir, f"{kind}-{side}.json")
             try:
                 with open(path) as f:

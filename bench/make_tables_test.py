@@ -68,23 +68,27 @@ class MakeTablesTest(unittest.TestCase):
     def test_expected_rows(self):
         readme, top = self.generate()
         for row in [
-            "| minimal (busybox initramfs) | 1036 ms | 1696 ms | 6.3 ms |",
-            "| python (bookworm + numpy, ext4 root) | 3009 ms | 4919 ms | 27 ms |",
-            "| 100 children all ready | 9.6 s | 1.16 s | 57.5 s | 1.24 s |",
-            "| per child in the batch, p50 / p99 | 278 / 580 ms | 21 / 85 ms | 1518 / 3500 ms"
+            "| minimal (busybox initramfs) | 1320 ms | 1906 ms | 7.9 ms |",
+            "| python (bookworm + numpy, ext4 root) | 4065 ms | 4559 ms | 14 ms |",
+            "| 100 children all ready | 19.4 s | 1.16 s | 25.3 s | 1.24 s |",
+            "| per child in the batch, p50 / p99 | 562 / 974 ms | 21 / 85 ms | 716 / 1219 ms"
             " | 25 / 104 ms |",
-            "| fork speed-up vs cold boot + warm-up | 4x batch, 11x alone | 52x |"
-            " 3x batch, 15x alone | 117x |",
+            "| fork speed-up vs cold boot + warm-up | 4x batch, 9x alone | 52x |"
+            " 7x batch, 17x alone | 117x |",
+            "| CPU per idle child, median (all children, % of a core) | 0.05 % (5.0 %) over 60 s"
+            " | \u2013 | 0.05 % (6.2 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
-            "| live: pause p50 / p90 / max | 1.86 / 2.68 / 2.68 ms | 1.35 / 3.25 / 3.25 ms |",
-            "| full pause p50 / plain save p50 | 374 % | 363 % |",
-            "| tax per link, (depth d \u2212 depth 0) / d | 1.8, 0.6, 0.2 | 8.4, \u22126.7, 1.9 |",
+            "| live: pause p50 / p90 / max | 1.86 / 2.68 / 2.68 ms | 1.45 / 1.87 / 1.87 ms |",
+            "| full pause p50 / plain save p50 | 374 % | 387 % |",
+            "| tax per link, (depth d \u2212 depth 0) / d | 1.8, 0.6, 0.2 | 5.4, 1.5, 0.4 |",
             "| forkd pack / unpack | 76.9 MB | 11.9x | 866 MB/s | 637 MB/s |",
             "| exec `true`, p50 / p90 | 13.33 / 17.78 ms |",
-            "| later eval `1 + 1` | 1.7 ms | 2.1 ms | 11 ms | \u2264 10 ms |",
+            "| later eval `1 + 1` | 1.8 ms | 3.1 ms | 8.9 ms | \u2264 10 ms |",
         ]:
             self.assertIn(row, readme)
-        self.assertIn("| memory per idle child, USS (minimal / python) | 23.9 / 40.5 MiB |", top)
+        self.assertIn("| memory per idle child, USS (minimal / python) | 24.3 / 29.7 MiB |", top)
+        self.assertIn("| CPU per idle child, median, 100 children idle (minimal / python) |"
+                      " 0.05 / 0.05 % of a core |", top)
 
     def test_prose_outside_markers_is_kept(self):
         with open(self.readme, "w", encoding="utf-8") as f:
@@ -98,7 +102,7 @@ class MakeTablesTest(unittest.TestCase):
         self.assertEqual(self.run_tool("--check", self.readme).returncode, 0)
 
     def test_latest_file_of_a_series_wins(self):
-        src = glob.glob(os.path.join(self.results, "boot-minimal-*.json"))[0]
+        src = sorted(glob.glob(os.path.join(self.results, "boot-minimal-*.json")))[-1]
         with open(src, encoding="utf-8") as f:
             newer = json.load(f)
         newer["results"][0]["boot_to_ping_ms"]["median"] = 777.0
@@ -106,11 +110,11 @@ class MakeTablesTest(unittest.TestCase):
         with open(path, "w", encoding="utf-8") as f:
             json.dump(newer, f)
         readme, _ = self.generate()
-        self.assertIn("| minimal (busybox initramfs) | 777 ms | 1696 ms | 6.3 ms |", readme)
+        self.assertIn("| minimal (busybox initramfs) | 777 ms | 1906 ms | 7.9 ms |", readme)
         self.assertIn("`boot-minimal-2099-01-01.json`", readme)
         latest = self.run_tool("--latest", "boot").stdout.split()
         self.assertEqual([os.path.basename(p) for p in latest],
-                         ["boot-minimal-2099-01-01.json", "boot-python-2026-11-25.json"])
+                         ["boot-minimal-2099-01-01.json", "boot-python-2026-12-03.json"])
         self.assertEqual(self.run_tool("--check", os.path.join(HERE, "results", "README.md"),
                                        check=False).returncode, 1)
 

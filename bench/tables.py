@@ -124,6 +124,12 @@ def block_spawn(results):
         batch = f"{r['speedup_vs_cold_p50']:.0f}x"
         return batch if r["pool"] else f"{batch} batch, {r['single_speedup_vs_cold']:.0f}x alone"
 
+    def idle_cpu(r):  # measured over at least 10 s (shorter windows are below /proc's resolution)
+        if r.data.get("idle_s", 0) < 10 or not r.data.get("idle_cpu_pct", {}).get("n"):
+            return dash
+        return (f"{r['idle_cpu_pct']['median']:.2f} % ({r['idle_cpu_pct_all_children']:.1f} %)"
+                f" over {r['idle_s']:.0f} s")
+
     def claim_uncounted(r):  # recorded when a pooled child's launch counted as 0
         return r["pool"] and "child_latency_includes_claim" not in r.data
 
@@ -147,6 +153,7 @@ def block_spawn(results):
         ("fork speed-up vs cold boot + warm-up", speedup),
         ("USS / PSS per idle child",
          lambda r: f"{r['uss_mib']['median']:.1f} / {r['pss_mib']['median']:.1f} MiB"),
+        ("CPU per idle child, median (all children, % of a core)", idle_cpu),
         ("pool preparation (off the fork path)",
          lambda r: f"{secs(r['pool_prestart_ms'])} s" if r["pool"] else dash),
         ("p50 in the batch: QEMU start (pooled: the claim)", part("qemu_launch")),
@@ -399,6 +406,10 @@ def block_summary(results):
             per_image(warm, lambda r: secs(r["wall_ms"]), " s"))
     add("memory per idle child, USS", per_image(
         cold, lambda r: f"{r['uss_mib']['median']:.1f}", " MiB"))
+    idle = [r for r in cold if r.data.get("idle_s", 0) >= 10 and r["idle_cpu_pct"]["n"]]
+    if idle:
+        add(f"CPU per idle child, median, {idle[0]['n']} children idle", per_image(
+            idle, lambda r: f"{r['idle_cpu_pct']['median']:.2f}", " % of a core"))
     branches = [r for r in of_kind(results, "branch") if mode_of(r, "live")]
     if branches:
         labels = " / ".join(branch_column(r) for r in branches)
