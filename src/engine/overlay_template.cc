@@ -58,6 +58,11 @@ Status create_child_overlay(const EngineConfig& cfg, const store::SnapshotMeta& 
       ::unlink(staged.c_str());
       return st;
     }
+    // On disk before its name is: a crash must not leave a truncated template behind it.
+    if (auto st = fsync_path(staged); !st) {
+      ::unlink(staged.c_str());
+      return tl::unexpected(st.error().wrap("disk overlay template"));
+    }
     if (auto st = rename_durable(staged, tpl); !st) {
       ::unlink(staged.c_str());
       return tl::unexpected(st.error().wrap("disk overlay template"));
@@ -66,6 +71,11 @@ Status create_child_overlay(const EngineConfig& cfg, const store::SnapshotMeta& 
   // gc may remove the template between the check and the read: then this child makes its own.
   auto bytes = read_file(tpl, kMaxTemplateBytes);
   if (!bytes) return create_overlay(base, "qcow2", overlay);
+  if (bytes->size() < 512 || bytes->compare(0, 4, "QFI\xfb") != 0) {
+    // Not a qcow2 image (damaged by hand, or by a disk): replaced by the next child.
+    ::unlink(tpl.c_str());
+    return create_overlay(base, "qcow2", overlay);
+  }
   return copy_template(*bytes, overlay);
 }
 

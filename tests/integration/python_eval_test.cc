@@ -113,6 +113,22 @@ TEST_F(PythonEval, ForkedChildrenKeepTheWarmWorker) {
   (void)value(*kids[0], "open('/root/mine', 'w').write('0') and None");
   EXPECT_EQ(value(*kids[0], "__import__('os').path.exists('/root/mine')"), "True");
   EXPECT_EQ(value(*kids[1], "__import__('os').path.exists('/root/mine')"), "False");
+  // A damaged template is not copied: the next child gets its own overlay, and the one after it
+  // a new template.
+  ASSERT_TRUE(write_file_atomic(tpl, "not a qcow2 image", 0644));
+  for (int i = 0; i < 2; ++i) {
+    fo.n = 1;
+    auto more = engine::fork_children(config(), fo);
+    ASSERT_TRUE(more) << more.error().describe();
+    ASSERT_FALSE(more->children[0].error) << more->children[0].error->describe();
+    auto sb = engine::Sandbox::attach(config(), more->children[0].id);
+    ASSERT_TRUE(sb) << sb.error().describe();
+    EXPECT_EQ(value(**sb, "counter"), "41");
+    kids.push_back(std::move(*sb));
+  }
+  auto remade = read_file(tpl);
+  ASSERT_TRUE(remade) << remade.error().describe();
+  EXPECT_EQ(remade->substr(0, 4), "QFI\xfb");
   for (auto& k : kids) (void)engine::remove_sandbox(config(), k->id());
   // Once the tag is gone, gc removes its template.
   ASSERT_TRUE(snaps.remove("pywarm"));
