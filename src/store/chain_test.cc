@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/files.h"
+#include "store/link_hasher.h"
 #include "store/tag_write.h"
 
 namespace forkd::store {
@@ -115,6 +116,27 @@ TEST_F(ChainTest, LinkHashesAreThoseOfTheFilesWritten) {
   EXPECT_EQ(diff.substr(255 * kPageSize, 3 * kPageSize),
             mem.substr(255 * kPageSize, 3 * kPageSize));
   EXPECT_EQ(diff.substr(2 * kPageSize, kPageSize), std::string(kPageSize, '\0'));
+}
+
+// Chunks larger than the hasher's zero buffer, and both hashes against hashing the bytes here.
+TEST(LinkHasher, HashesMatchTheBytesWithUnchangedPagesZeroed) {
+  const size_t n = 3 * LinkHasher::kMaxChunk;
+  std::string data(n, 'd');
+  for (size_t i = 0; i < n; i += 4099) data[i] = static_cast<char>(i);
+  std::vector<bool> changed(n / LinkHasher::kPage, false);
+  changed[0] = changed[7] = changed[changed.size() - 1] = true;
+  std::string diff(n, '\0');
+  for (size_t p = 0; p < changed.size(); ++p) {
+    if (changed[p]) diff.replace(p * kPageSize, kPageSize, data, p * kPageSize, kPageSize);
+  }
+  LinkHasher h;
+  h.add(data.data(), n / 2,
+        std::vector<bool>(changed.begin(), changed.begin() + changed.size() / 2));
+  h.add(data.data() + n / 2, n / 2,
+        std::vector<bool>(changed.begin() + changed.size() / 2, changed.end()));
+  auto got = h.finish();
+  EXPECT_EQ(got.content, sha256_hex(data));
+  EXPECT_EQ(got.diff, sha256_hex(diff));
 }
 
 TEST_F(ChainTest, LinkStoresChangedPagesAndAssemblesBack) {

@@ -1,5 +1,6 @@
 #include "store/link_hasher.h"
 
+#include <algorithm>
 #include <system_error>
 
 namespace forkd::store {
@@ -31,7 +32,15 @@ void LinkHasher::hash(const char* data, size_t n, const std::vector<bool>& chang
   for (size_t p = 0; p < pages;) {
     size_t q = p + 1;
     while (q < pages && changed[q] == changed[p]) ++q;
-    diff_.update(changed[p] ? data + p * kPage : kZeros, (q - p) * kPage);
+    if (changed[p]) {
+      diff_.update(data + p * kPage, (q - p) * kPage);
+    } else {
+      for (size_t left = (q - p) * kPage; left > 0;) {  // the zero buffer is kMaxChunk long
+        size_t step = std::min(left, kMaxChunk);
+        diff_.update(kZeros, step);
+        left -= step;
+      }
+    }
     p = q;
   }
 }

@@ -24,9 +24,9 @@ class LinkHasher {
   LinkHasher(const LinkHasher&) = delete;
   LinkHasher& operator=(const LinkHasher&) = delete;
 
-  // Hands over n bytes of the whole memory (a multiple of kPage, at most kMaxChunk) and which
-  // of their pages changed. Waits until the previous chunk is hashed: data must stay valid
-  // until the next add() or finish(), so a caller alternates two buffers.
+  // Hands over n bytes of the whole memory (a multiple of kPage) and which of their pages
+  // changed (changed.size() == n / kPage). Waits until the previous chunk is hashed: data must stay
+  // valid until the next add() or finish(), so a caller alternates two buffers.
   void add(const char* data, size_t n, const std::vector<bool>& changed);
   struct Hashes {
     std::string content;  // SHA-256 of every byte added
@@ -34,7 +34,7 @@ class LinkHasher {
   };
   Hashes finish();
 
-  static constexpr size_t kMaxChunk = 1 << 20;
+  static constexpr size_t kMaxChunk = 1 << 20;  // the zero buffer's size
 
  private:
   void hash(const char* data, size_t n, const std::vector<bool>& changed);
