@@ -258,11 +258,9 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     if (auto st = fsync_path(path); !st) return fail(st.error());
     ::chmod(path.c_str(), store::kTagFileMode);
     if (!f.sha256.empty()) continue;
-    auto sha = sha256_file(path);
-    if (!sha) return fail(sha.error());
-    struct stat fst;
-    if (::stat(path.c_str(), &fst) != 0) return fail(errno_error(errno, "stat " + path).value());
-    f = store::FileEntry{static_cast<uint64_t>(fst.st_size), *sha};
+    auto entry = store::hash_file_entry(path);
+    if (!entry) return fail(entry.error());
+    f = *entry;
   }
   if (auto st = write->commit(meta, /*hashes_known=*/true); !st) {
     if (parent) {  // the adopted memory belongs to a tag that never appeared

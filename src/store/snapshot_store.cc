@@ -233,26 +233,32 @@ std::string dependents_error(const std::string& tag, const std::vector<std::stri
 
 }  // namespace
 
+Result<FileEntry> hash_file_entry(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "stat " + path);
+  auto sha = sha256_file(path);
+  if (!sha) return tl::unexpected(sha.error());
+  return FileEntry{static_cast<uint64_t>(st.st_size), *sha};
+}
+
 Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool replace,
                              bool hashes_known) const {
   for (auto& [role, f] : meta.files) {
     std::string path = staging + "/" + snapshot_file_name(role);
-    struct stat st;
-    if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "commit: stat " + path);
     if (hashes_known) {
+      struct stat st;
+      if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "commit: stat " + path);
       if (static_cast<uint64_t>(st.st_size) != f.size) {
         return make_error(ErrorCode::kChecksumMismatch,
                           "commit: " + path + " has " + std::to_string(st.st_size) +
                               " bytes, expected " + std::to_string(f.size));
       }
-      FORKD_TRY(record_stamp(staging, role, f.sha256));
-      continue;
+    } else {
+      auto entry = hash_file_entry(path);
+      if (!entry) return tl::unexpected(entry.error().wrap("commit"));
+      f = *entry;
     }
-    auto sha = sha256_file(path);
-    if (!sha) return tl::unexpected(sha.error().wrap("commit"));
-    f.size = static_cast<uint64_t>(st.st_size);
-    f.sha256 = *sha;
-    FORKD_TRY(record_stamp(staging, role, *sha));
+    FORKD_TRY(record_stamp(staging, role, f.sha256));
   }
   meta.status = "ready";
   FORKD_TRY(write_file_atomic(staging + "/snapshot.json", meta.to_json().dump(2) + "\n", 0600));

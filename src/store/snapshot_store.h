@@ -22,6 +22,9 @@ namespace forkd::store {
 // reads tags copy-on-write; without the jail $FORKD_HOME admits no one else.
 inline constexpr mode_t kTagFileMode = 0440;
 
+// The size and SHA-256 of the file at path, as a tag records them (SnapshotMeta::files).
+Result<FileEntry> hash_file_entry(const std::string& path);
+
 // A tag being written by a branch (status writing) or whose write failed (status failed). Kept
 // in .pending-<tag>.json beside the tags so every process lists it; the tag directory itself
 // appears only when the write commits.
