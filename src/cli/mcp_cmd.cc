@@ -32,8 +32,12 @@ struct Tool {
   Json schema;  // inputSchema
 };
 
-Json str(const char* description) { return {{"type", "string"}, {"description", description}}; }
-Json num(const char* description) { return {{"type", "number"}, {"description", description}}; }
+Json string_param(const char* description) {
+  return {{"type", "string"}, {"description", description}};
+}
+Json number_param(const char* description) {
+  return {{"type", "number"}, {"description", description}};
+}
 Json obj(Json properties, std::vector<std::string> required) {
   return {{"type", "object"}, {"properties", std::move(properties)}, {"required", required}};
 }
@@ -43,9 +47,10 @@ const std::vector<Tool>& tools() {
       {"list_snapshots", "List snapshot tags (warm VM states children fork from).", obj({}, {})},
       {"create_snapshot",
        "Boot an image (minimal or python), run warm-up steps, and freeze it into a tag.",
-       obj({{"tag", str("new tag: 1-64 of A-Z a-z 0-9 _ -")},
-            {"image", str("minimal (busybox) or python (Python 3 with numpy); default minimal")},
-            {"memory_mib", num("guest RAM in MiB")},
+       obj({{"tag", string_param("new tag: 1-64 of A-Z a-z 0-9 _ -")},
+            {"image",
+             string_param("minimal (busybox) or python (Python 3 with numpy); default minimal")},
+            {"memory_mib", number_param("guest RAM in MiB")},
             {"exec",
              {{"type", "array"},
               {"items", {{"type", "string"}}},
@@ -55,48 +60,53 @@ const std::vector<Tool>& tools() {
               {"items", {{"type", "string"}}},
               {"description", "Python warm-up code (python image)"}}}},
            {"tag"})},
-      {"delete_snapshot", "Delete a snapshot tag.", obj({{"tag", str("tag")}}, {"tag"})},
+      {"delete_snapshot", "Delete a snapshot tag.", obj({{"tag", string_param("tag")}}, {"tag"})},
       {"spawn_sandboxes", "Start n sandboxes forked from a snapshot tag.",
-       obj({{"snapshot_tag", str("tag to fork from")}, {"n", num("how many (default 1)")}},
+       obj({{"snapshot_tag", string_param("tag to fork from")},
+            {"n", number_param("how many (default 1)")}},
            {"snapshot_tag"})},
       {"fork_sandbox",
        "Fork a running sandbox into n children that start exactly where it is now (a live "
        "branch into a new tag, then n sandboxes from it).",
-       obj({{"sandbox_id", str("sandbox to fork")}, {"n", num("children (default 1)")}},
+       obj({{"sandbox_id", string_param("sandbox to fork")},
+            {"n", number_param("children (default 1)")}},
            {"sandbox_id"})},
       {"list_sandboxes", "List running sandboxes.", obj({}, {})},
-      {"get_sandbox", "Show one sandbox.", obj({{"sandbox_id", str("id")}}, {"sandbox_id"})},
+      {"get_sandbox", "Show one sandbox.",
+       obj({{"sandbox_id", string_param("id")}}, {"sandbox_id"})},
       {"kill_sandbox", "Stop and remove a sandbox.",
-       obj({{"sandbox_id", str("id")}}, {"sandbox_id"})},
+       obj({{"sandbox_id", string_param("id")}}, {"sandbox_id"})},
       {"exec_command",
        "Run a command in a sandbox: `args` (argv, no shell) or `shell` (a /bin/sh -c string).",
-       obj({{"sandbox_id", str("id")},
+       obj({{"sandbox_id", string_param("id")},
             {"args",
              {{"type", "array"},
               {"items", {{"type", "string"}}},
               {"description", "argv, run without a shell"}}},
-            {"shell", str("a shell command line, run with /bin/sh -c")},
-            {"timeout_secs", num("kill it after this long (default 60, at most 3600)")},
-            {"cwd", str("absolute working directory")},
-            {"stdin", str("standard input")}},
+            {"shell", string_param("a shell command line, run with /bin/sh -c")},
+            {"timeout_secs", number_param("kill it after this long (default 60, at most 3600)")},
+            {"cwd", string_param("absolute working directory")},
+            {"stdin", string_param("standard input")}},
            {"sandbox_id"})},
       {"eval_code", "Evaluate Python in the sandbox's warm interpreter (python images).",
-       obj({{"sandbox_id", str("id")}, {"code", str("Python code")}}, {"sandbox_id", "code"})},
+       obj({{"sandbox_id", string_param("id")}, {"code", string_param("Python code")}},
+           {"sandbox_id", "code"})},
       {"read_file", "Read a text file of a sandbox (at most 1 MiB).",
-       obj({{"sandbox_id", str("id")}, {"path", str("absolute path")}}, {"sandbox_id", "path"})},
+       obj({{"sandbox_id", string_param("id")}, {"path", string_param("absolute path")}},
+           {"sandbox_id", "path"})},
       {"write_file", "Write a text file in a sandbox (created or replaced).",
-       obj({{"sandbox_id", str("id")},
-            {"path", str("absolute path")},
-            {"content", str("the file's text")}},
+       obj({{"sandbox_id", string_param("id")},
+            {"path", string_param("absolute path")},
+            {"content", string_param("the file's text")}},
            {"sandbox_id", "path", "content"})},
       {"list_files", "List a directory of a sandbox.",
-       obj({{"sandbox_id", str("id")}, {"path", str("absolute directory path")}},
+       obj({{"sandbox_id", string_param("id")}, {"path", string_param("absolute directory path")}},
            {"sandbox_id", "path"})},
       {"branch_sandbox",
        "Snapshot a running sandbox into a new tag (it keeps running); spawn from the tag later.",
-       obj({{"sandbox_id", str("id")},
-            {"tag", str("new tag (default: generated)")},
-            {"mode", str("live (default) or full")}},
+       obj({{"sandbox_id", string_param("id")},
+            {"tag", string_param("new tag (default: generated)")},
+            {"mode", string_param("live (default) or full")}},
            {"sandbox_id"})},
   };
   return kTools;

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <memory>
 #include <mutex>
 
@@ -25,6 +26,13 @@ int report_error(const Error& err) {
     default:
       return kExitError;
   }
+}
+
+std::string age_text(int64_t created_unix) {
+  int64_t s = static_cast<int64_t>(std::time(nullptr)) - created_unix;
+  if (s < 120) return std::to_string(s) + "s";
+  if (s < 7200) return std::to_string(s / 60) + "m";
+  return std::to_string(s / 3600) + "h";
 }
 
 std::string ports_text(const nlohmann::json& ports) {

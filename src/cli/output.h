@@ -56,6 +56,9 @@ void add_limit_options(CLI::App* sub, LimitArgs* a, const std::string& whose);
 // A sandbox's exposed ports for people: "  8080->127.0.0.1:34137" each ([] gives "").
 std::string ports_text(const nlohmann::json& ports);
 
+// How long ago a Unix time was, for tables: "42s", "17m", "5h".
+std::string age_text(int64_t created_unix);
+
 // Progress printer for long operations: "forkd: <line>" on stderr.
 engine::ProgressFn stderr_progress();
 

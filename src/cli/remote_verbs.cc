@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "base/files.h"
+#include "base/json_get.h"
 #include "cli/remote_client.h"
 
 namespace forkd::cli {
@@ -20,37 +21,6 @@ Result<RemoteClient> client(const GlobalOptions& g) {
   const char* token = std::getenv("FORKD_TOKEN");
   const char* ca = std::getenv("FORKD_CA_CERT");
   return RemoteClient::create(g.url, token ? token : "", ca ? ca : "");
-}
-
-std::string str(const Json& j, const char* key) {
-  if (!j.is_object()) return "";
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
-int64_t num(const Json& j, const char* key) {
-  if (!j.is_object()) return 0;
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
-}
-
-double dbl(const Json& j, const char* key) {
-  if (!j.is_object()) return 0;
-  auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : 0;
-}
-
-bool flag(const Json& j, const char* key) {
-  if (!j.is_object()) return false;
-  auto it = j.find(key);
-  return it != j.end() && it->is_boolean() && it->get<bool>();
-}
-
-std::string age(int64_t created) {
-  int64_t s = static_cast<int64_t>(std::time(nullptr)) - created;
-  if (s < 120) return std::to_string(s) + "s";
-  if (s < 7200) return std::to_string(s / 60) + "m";
-  return std::to_string(s / 3600) + "h";
 }
 
 Result<Json> list_array(const RemoteClient& c, const std::string& path) {
@@ -83,10 +53,11 @@ int remote_fork(const GlobalOptions& g, const std::string& tag, int n, bool json
   for (size_t i = 0; i < r->size(); ++i) {
     const Json& s = (*r)[i];
     if (!json) {
-      std::printf("%s%s\n", str(s, "id").c_str(),
+      std::printf("%s%s\n", json::string_or(s, "id", "").c_str(),
                   ports_text(s.is_object() ? s.value("ports", Json::array()) : Json()).c_str());
     }
-    children.push_back({{"index", i}, {"id", str(s, "id")}, {"status", "ready"}, {"sandbox", s}});
+    children.push_back(
+        {{"index", i}, {"id", json::string_or(s, "id", "")}, {"status", "ready"}, {"sandbox", s}});
   }
   if (json) print_json({{"tag", tag}, {"children", children}, {"failed", 0}});
   return 0;
@@ -100,8 +71,8 @@ int remote_ps(const GlobalOptions& g, bool json) {
   if (json) {
     Json arr = Json::array();
     for (Json s : *r) {
-      s["tag"] = str(s, "snapshot_tag");
-      s["created_at"] = num(s, "created_at_unix");
+      s["tag"] = json::string_or(s, "snapshot_tag", "");
+      s["created_at"] = json::int_or<int64_t>(s, "created_at_unix", 0);
       arr.push_back(std::move(s));
     }
     print_json({{"sandboxes", arr}});
@@ -109,9 +80,11 @@ int remote_ps(const GlobalOptions& g, bool json) {
   }
   std::printf("%-16s %-8s %-20s %-8s %6s\n", "ID", "STATE", "FROM", "PID", "AGE");
   for (const auto& s : *r) {
-    std::printf("%-16s %-8s %-20s %-8lld %6s\n", str(s, "id").c_str(), str(s, "state").c_str(),
-                ("tag:" + str(s, "snapshot_tag")).c_str(), static_cast<long long>(num(s, "pid")),
-                age(num(s, "created_at_unix")).c_str());
+    std::printf("%-16s %-8s %-20s %-8lld %6s\n", json::string_or(s, "id", "").c_str(),
+                json::string_or(s, "state", "").c_str(),
+                ("tag:" + json::string_or(s, "snapshot_tag", "")).c_str(),
+                static_cast<long long>(json::int_or<int64_t>(s, "pid", 0)),
+                age_text(json::int_or<int64_t>(s, "created_at_unix", 0)).c_str());
   }
   if (r->empty()) std::printf("(no sandboxes)\n");
   return 0;
@@ -127,11 +100,11 @@ int remote_exec(const GlobalOptions& g, const RemoteExecArgs& a) {
   auto r = c->post("/v1/sandboxes/" + a.id + "/exec", body);
   if (!r) return report_error(r.error());
   engine::ExecResult res;
-  res.exit_code = static_cast<int>(num(*r, "exit_code"));
-  res.timed_out = flag(*r, "timed_out");
-  res.duration_ms = num(*r, "duration_ms");
-  res.stdout_data = str(*r, "stdout");
-  res.stderr_data = str(*r, "stderr");
+  res.exit_code = static_cast<int>(json::int_or<int64_t>(*r, "exit_code", 0));
+  res.timed_out = json::bool_or(*r, "timed_out", false);
+  res.duration_ms = json::int_or<int64_t>(*r, "duration_ms", 0);
+  res.stdout_data = json::string_or(*r, "stdout", "");
+  res.stderr_data = json::string_or(*r, "stderr", "");
   if (!a.json) {
     (void)write_all(STDOUT_FILENO, res.stdout_data);
     (void)write_all(STDERR_FILENO, res.stderr_data);
@@ -148,10 +121,13 @@ int remote_eval(const GlobalOptions& g, const std::string& id, const std::string
   Json value = obj && r->contains("result") ? (*r)["result"] : Json();
   Json error = obj && r->contains("error") ? (*r)["error"] : Json();
   if (json) {
-    print_json({{"id", id}, {"value", value}, {"stdout", str(*r, "stdout")}, {"error", error}});
+    print_json({{"id", id},
+                {"value", value},
+                {"stdout", json::string_or(*r, "stdout", "")},
+                {"error", error}});
     return error.is_string() ? kExitError : 0;
   }
-  std::fputs(str(*r, "stdout").c_str(), stdout);
+  std::fputs(json::string_or(*r, "stdout", "").c_str(), stdout);
   if (error.is_string()) {
     std::fprintf(stderr, "%s", error.get<std::string>().c_str());
     return kExitError;
@@ -167,7 +143,7 @@ int remote_rm(const GlobalOptions& g, const std::vector<std::string>& ids, bool 
   if (all) {
     auto r = list_array(*c, "/v1/sandboxes");
     if (!r) return report_error(r.error());
-    for (const auto& s : *r) targets.push_back(str(s, "id"));
+    for (const auto& s : *r) targets.push_back(json::string_or(s, "id", ""));
   } else if (targets.empty()) {
     return report_error(Error(ErrorCode::kInvalidArgument, "rm: give sandbox ids or --all"));
   }
@@ -200,12 +176,13 @@ int remote_images(const GlobalOptions& g, bool json) {
   std::printf("TAGS (daemon %s)\n", c->url().c_str());
   if (r->empty()) std::printf("  (none: forkd --url URL snapshot --tag NAME)\n");
   for (const auto& t : *r) {
-    std::time_t when_t = num(t, "created_at_unix");
+    std::time_t when_t = json::int_or<int64_t>(t, "created_at_unix", 0);
     char when[32];
     std::strftime(when, sizeof when, "%Y-%m-%d %H:%M", std::localtime(&when_t));
-    std::printf("  %-20s image %-8s %5lld MiB  %-7s %s\n", str(t, "tag").c_str(),
-                str(t, "image").c_str(), static_cast<long long>(num(t, "memory_mib")),
-                str(t, "status").c_str(), when);
+    std::printf("  %-20s image %-8s %5lld MiB  %-7s %s\n", json::string_or(t, "tag", "").c_str(),
+                json::string_or(t, "image", "").c_str(),
+                static_cast<long long>(json::int_or<int64_t>(t, "memory_mib", 0)),
+                json::string_or(t, "status", "").c_str(), when);
   }
   return 0;
 }
@@ -249,7 +226,7 @@ int remote_snapshot(const GlobalOptions& g, const RemoteSnapshotArgs& a) {
     return 0;
   }
   Json t = r->is_object() && r->contains("timings_ms") ? (*r)["timings_ms"] : Json();
-  auto ms = [&t](const char* k) { return dbl(t, k); };
+  auto ms = [&t](const char* k) { return json::number_or(t, k, 0); };
   std::printf(
       "tag %s ready: image %s, %d MiB, boot %.0f ms, warm-up %.0f ms, save %.0f ms, "
       "commit %.0f ms\n",
@@ -271,12 +248,13 @@ Status remote_warmup(const RemoteClient& c, const std::string& id,
     auto r = c.post("/v1/sandboxes/" + id + "/exec",
                     {{"args", {"/bin/sh", "-c", a.exec[i]}}, {"timeout_secs", kStepTimeoutS}});
     if (!r) return tl::unexpected(r.error().wrap(step));
-    if (num(*r, "exit_code") != 0) {
-      std::string err = str(*r, "stderr");
+    if (json::int_or<int64_t>(*r, "exit_code", 0) != 0) {
+      std::string err = json::string_or(*r, "stderr", "");
       if (err.size() > 500) err = err.substr(err.size() - 500);
-      return make_error(ErrorCode::kInvalidArgument, step + " (" + a.exec[i] + ") exited " +
-                                                         std::to_string(num(*r, "exit_code")) +
-                                                         (err.empty() ? "" : ": " + err));
+      return make_error(ErrorCode::kInvalidArgument,
+                        step + " (" + a.exec[i] + ") exited " +
+                            std::to_string(json::int_or<int64_t>(*r, "exit_code", 0)) +
+                            (err.empty() ? "" : ": " + err));
     }
   }
   for (size_t i = 0; i < a.eval.size(); ++i) {
@@ -302,7 +280,7 @@ int remote_snapshot_from(const GlobalOptions& g, const RemoteSnapshotFromArgs& a
   if (!forked->is_array() || forked->empty()) {
     return report_error(Error(ErrorCode::kProtocol, "fork: not an array of one sandbox"));
   }
-  std::string id = str((*forked)[0], "id");
+  std::string id = json::string_or((*forked)[0], "id", "");
   std::fprintf(stderr, "forkd: forked %s from %s on %s\n", id.c_str(), a.from.c_str(),
                c->url().c_str());
   // The child goes whatever happens below (a failed delete is reported, not fatal).
@@ -327,9 +305,11 @@ int remote_snapshot_from(const GlobalOptions& g, const RemoteSnapshotFromArgs& a
     return 0;
   }
   auto info = c->get("/v1/snapshots/" + a.tag + "/info");
-  double stored_mib = info ? static_cast<double>(num(*info, "memory_physical_bytes")) / 1048576 : 0;
+  double stored_mib =
+      info ? static_cast<double>(json::int_or<int64_t>(*info, "memory_physical_bytes", 0)) / 1048576
+           : 0;
   std::printf("tag %s ready: a link of %s, %.1f MiB of memory stored, pause %.1f ms\n",
-              a.tag.c_str(), a.from.c_str(), stored_mib, dbl(*b, "pause_ms"));
+              a.tag.c_str(), a.from.c_str(), stored_mib, json::number_or(*b, "pause_ms", 0));
   return 0;
 }
 

@@ -1,7 +1,6 @@
 // Verbs on running sandboxes: ps, exec, eval, cp, rm.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <ctime>
 #include <memory>
 
 #include "cli/output.h"
@@ -15,13 +14,6 @@
 namespace forkd::cli {
 
 namespace {
-
-std::string age(int64_t created) {
-  int64_t s = static_cast<int64_t>(std::time(nullptr)) - created;
-  if (s < 120) return std::to_string(s) + "s";
-  if (s < 7200) return std::to_string(s / 60) + "m";
-  return std::to_string(s / 3600) + "h";
-}
 
 int do_ps(const GlobalOptions& g, bool json) {
   if (!g.url.empty()) return remote_ps(g, json);
@@ -58,7 +50,7 @@ int do_ps(const GlobalOptions& g, bool json) {
     std::printf("%-16s %-12s %-16s %-8d %-10s %8.1f %8.1f %6s\n", s.id.c_str(), state.c_str(),
                 from.c_str(), s.pid, uid.c_str(), static_cast<double>(s.uss_kib) / 1024,
                 static_cast<double>(s.pss_kib) / 1024,
-                age(s.record.value("created_at", int64_t{0})).c_str());
+                age_text(s.record.value("created_at", int64_t{0})).c_str());
   }
   if (list.empty()) std::printf("(no sandboxes)\n");
   return 0;

@@ -3,9 +3,9 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <memory>
 
+#include "base/json_get.h"
 #include "cli/output.h"
 #include "cli/remote_client.h"
 #include "engine/workspace.h"
@@ -24,31 +24,21 @@ struct WorkspaceArgs {
   bool json = false;
 };
 
-std::string str(const Json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
-std::string age(const Json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_number_integer()) return "-";
-  int64_t s = static_cast<int64_t>(std::time(nullptr)) - it->get<int64_t>();
-  if (s < 120) return std::to_string(s) + "s";
-  if (s < 7200) return std::to_string(s / 60) + "m";
-  return std::to_string(s / 3600) + "h";
-}
-
 // Prints WorkspaceInfo objects (the contract's JSON, from the engine or the daemon).
 void print_table(const Json& arr) {
   std::printf("%-24s %-10s %-16s %-20s %-20s %6s\n", "NAME", "STATUS", "SANDBOX", "FROM",
               "STATE TAG", "AGE");
   for (const auto& w : arr) {
     if (!w.is_object()) continue;
-    auto dash = [](std::string s) { return s.empty() ? std::string("-") : s; };
-    std::printf("%-24s %-10s %-16s %-20s %-20s %6s\n", str(w, "name").c_str(),
-                str(w, "status").c_str(), dash(str(w, "sandbox_id")).c_str(),
-                str(w, "source_snapshot_tag").c_str(), dash(str(w, "current_state_tag")).c_str(),
-                age(w, "created_at_unix").c_str());
+    auto field = [&w](const char* key, const char* empty) {
+      std::string v = json::string_or(w, key, "");
+      return v.empty() ? std::string(empty) : v;
+    };
+    auto created = json::get_int<int64_t>(w, "created_at_unix");
+    std::printf("%-24s %-10s %-16s %-20s %-20s %6s\n", field("name", "").c_str(),
+                field("status", "").c_str(), field("sandbox_id", "-").c_str(),
+                field("source_snapshot_tag", "").c_str(), field("current_state_tag", "-").c_str(),
+                created ? age_text(*created).c_str() : "-");
   }
   if (arr.empty()) std::printf("(no workspaces)\n");
 }

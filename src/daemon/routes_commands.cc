@@ -140,7 +140,7 @@ Json with_output(const Command& cmd) {
   return j;
 }
 
-void list(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void list_commands(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   auto id = path_id(req, res);
   if (!id) return;
   Json arr = Json::array();
@@ -148,7 +148,7 @@ void list(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   send_json(res, 200, arr);
 }
 
-void get(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void get_command(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   std::string sid;
   if (auto cmd = find_command(ctx, req, res, &sid)) send_json(res, 200, cmd->info());
 }
@@ -237,7 +237,7 @@ void kill(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   send_json(res, 200, cmd->info());
 }
 
-void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void remove_command(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   std::string sid;
   auto cmd = find_command(ctx, req, res, &sid);
   if (!cmd) return;
@@ -291,13 +291,13 @@ std::vector<Route> command_routes(DaemonContext& ctx) {
   Route follow{"GET", one + "/stream", label + "/:cid/stream", bind(stream)};
   follow.long_get = true;
   return {
-      {"GET", base, label, bind(list)},
+      {"GET", base, label, bind(list_commands)},
       follow,
       {"GET", one + "/output", label + "/:cid/output", bind(output)},
       {"POST", one + "/wait", label + "/:cid/wait", bind(wait)},
       {"POST", one + "/kill", label + "/:cid/kill", bind(kill)},
-      {"GET", one, label + "/:cid", bind(get)},
-      {"DELETE", one, label + "/:cid", bind(remove)},
+      {"GET", one, label + "/:cid", bind(get_command)},
+      {"DELETE", one, label + "/:cid", bind(remove_command)},
   };
 }
 

@@ -218,7 +218,7 @@ void stat(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
           });
 }
 
-void list(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void list_dir(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   path_op(ctx, req, res,
           [](engine::Sandbox& sb, const std::string& path, Json& out) -> std::optional<Error> {
             auto st = sb.stat(path);
@@ -270,7 +270,7 @@ void make_dir(DaemonContext& ctx, const httplib::Request& req, httplib::Response
   if (ok) send_json(res, 200, {{"path", path}});
 }
 
-void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void remove_path(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   bool recursive = flag_param(req, "recursive");
   path_op(
       ctx, req, res,
@@ -308,9 +308,9 @@ std::vector<Route> file_routes(DaemonContext& ctx) {
       put,
       get,
       {"GET", base + "/stat", label + "/stat", bind(stat)},
-      {"GET", base + "/list", label + "/list", bind(list)},
+      {"GET", base + "/list", label + "/list", bind(list_dir)},
       {"POST", base + "/mkdir", label + "/mkdir", bind(make_dir)},
-      {"DELETE", base, label, bind(remove)},
+      {"DELETE", base, label, bind(remove_path)},
   };
 }
 

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "base/json_escape.h"
+#include "base/json_get.h"
 #include "base/paths.h"
 #include "daemon/errors.h"
 #include "daemon/request_decode.h"
@@ -30,12 +31,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// An integer field of hostile JSON (a record on disk, an agent reply), else def.
-int64_t int_or(const Json& j, const char* key, int64_t def) {
-  auto it = j.find(key);
-  return it != j.end() && it->is_number_integer() ? it->get<int64_t>() : def;
-}
-
 // SandboxInfo. netns is the child's own namespace (per_child_netns) or null; guest_addr is where
 // the agent answers, its socket path.
 Json sandbox_info(const engine::EngineConfig& cfg, const engine::SandboxInfo& s) {
@@ -46,11 +41,11 @@ Json sandbox_info(const engine::EngineConfig& cfg, const engine::SandboxInfo& s)
                {"snapshot_tag", tag != r.end() && tag->is_string() ? *tag : Json()},
                {"netns", nullptr},
                {"guest_addr", cfg.sandboxes_dir() + "/" + s.id + "/agent.sock"},
-               {"created_at_unix", int_or(r, "created_at", 0)},
+               {"created_at_unix", json::int_or<int64_t>(r, "created_at", 0)},
                {"pid", s.pid},
                // The limit applied to its QEMU (null when none), not the guest's RAM.
                {"memory_limit_mib", iso["limits"]["memory_mib"]},
-               {"memory_mib", int_or(r, "memory_mib", 0)},
+               {"memory_mib", json::int_or<int64_t>(r, "memory_mib", 0)},
                {"state", s.state}};
   info.update(iso);
   if (!s.unresponsive_reason.empty()) info["unresponsive_reason"] = s.unresponsive_reason;
@@ -107,13 +102,13 @@ void fork(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
   send_json(res, 201, arr);
 }
 
-void list(DaemonContext& ctx, httplib::Response& res) {
+void list_sandboxes(DaemonContext& ctx, httplib::Response& res) {
   Json arr = Json::array();
   for (const auto& s : engine::list_sandboxes(ctx.cfg)) arr.push_back(sandbox_info(ctx.cfg, s));
   send_json(res, 200, arr);
 }
 
-void get(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void get_sandbox(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   auto id = path_id(req, res);
   if (!id) return;
   auto s = find_sandbox(ctx.cfg, *id);
@@ -121,7 +116,7 @@ void get(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res
   send_json(res, 200, sandbox_info(ctx.cfg, *s));
 }
 
-void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void remove_sandbox(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   auto id = path_id(req, res);
   if (!id) return;
   ctx.agents.drop(*id);
@@ -142,7 +137,7 @@ void ping(DaemonContext& ctx, const httplib::Request& req, httplib::Response& re
     auto py = r->find("python");
     bool python = py != r->end() && py->is_boolean() && py->get<bool>();
     out = {{"pong", true},
-           {"pid", int_or(*r, "pid", 0)},
+           {"pid", json::int_or<int64_t>(*r, "pid", 0)},
            {"agent_lang", python ? "python" : "sh"},
            {"warmup_ready", python}};
     if (auto np = r->find("numpy"); np != r->end() && np->is_string()) out["numpy_version"] = *np;
@@ -271,13 +266,13 @@ std::vector<Route> sandbox_routes(DaemonContext& ctx) {
   };
   return {
       {"GET", "/v1/sandboxes", "/v1/sandboxes",
-       [c](const httplib::Request&, httplib::Response& res) { list(*c, res); }},
+       [c](const httplib::Request&, httplib::Response& res) { list_sandboxes(*c, res); }},
       {"POST", "/v1/sandboxes", "/v1/sandboxes", bind(fork)},
       {"POST", R"(/v1/sandboxes/(.*)/ping)", "/v1/sandboxes/:id/ping", bind(ping)},
       {"POST", R"(/v1/sandboxes/(.*)/exec)", "/v1/sandboxes/:id/exec", bind(exec)},
       {"POST", R"(/v1/sandboxes/(.*)/eval)", "/v1/sandboxes/:id/eval", bind(eval)},
-      {"GET", R"(/v1/sandboxes/(.*))", "/v1/sandboxes/:id", bind(get)},
-      {"DELETE", R"(/v1/sandboxes/(.*))", "/v1/sandboxes/:id", bind(remove)},
+      {"GET", R"(/v1/sandboxes/(.*))", "/v1/sandboxes/:id", bind(get_sandbox)},
+      {"DELETE", R"(/v1/sandboxes/(.*))", "/v1/sandboxes/:id", bind(remove_sandbox)},
   };
 }
 

@@ -27,7 +27,7 @@ std::optional<std::string> path_tag(const httplib::Request& req, httplib::Respon
   return tag;
 }
 
-void create(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void create_snapshot(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   auto r = decode_snapshot_create(req.body);
   if (!r) return send_error(res, r.error());
   store::SnapshotStore snaps(ctx.cfg.home);
@@ -57,11 +57,11 @@ void create(DaemonContext& ctx, const httplib::Request& req, httplib::Response& 
   send_json(res, 201, j);
 }
 
-void list(DaemonContext& ctx, httplib::Response& res) {
+void list_snapshots(DaemonContext& ctx, httplib::Response& res) {
   send_json(res, 200, engine::list_snapshots_json(ctx.cfg));
 }
 
-void remove(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
+void remove_snapshot(DaemonContext& ctx, const httplib::Request& req, httplib::Response& res) {
   auto tag = path_tag(req, res);
   if (!tag) return;
   bool cascade = req.get_param_value("cascade") == "true";
@@ -104,15 +104,15 @@ std::vector<Route> snapshot_routes(DaemonContext& ctx) {
   DaemonContext* c = &ctx;
   return {
       {"GET", "/v1/snapshots", "/v1/snapshots",
-       [c](const httplib::Request&, httplib::Response& res) { list(*c, res); }},
+       [c](const httplib::Request&, httplib::Response& res) { list_snapshots(*c, res); }},
       {"POST", "/v1/snapshots", "/v1/snapshots",
-       [c](const httplib::Request& req, httplib::Response& res) { create(*c, req, res); }},
+       [c](const httplib::Request& req, httplib::Response& res) { create_snapshot(*c, req, res); }},
       {"GET", R"(/v1/snapshots/(.*)/info)", "/v1/snapshots/:tag/info",
        [c](const httplib::Request& req, httplib::Response& res) { info(*c, req, res); }},
       {"POST", R"(/v1/snapshots/(.*)/compact)", "/v1/snapshots/:tag/compact",
        [c](const httplib::Request& req, httplib::Response& res) { compact(*c, req, res); }},
       {"DELETE", R"(/v1/snapshots/(.*))", "/v1/snapshots/:tag",
-       [c](const httplib::Request& req, httplib::Response& res) { remove(*c, req, res); }},
+       [c](const httplib::Request& req, httplib::Response& res) { remove_snapshot(*c, req, res); }},
   };
 }
 

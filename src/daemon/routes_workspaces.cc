@@ -19,7 +19,7 @@ std::string path_name(const httplib::Request& req) {
   return req.matches.size() > 1 ? req.matches[1].str() : "";
 }
 
-void create(engine::Workspaces& ws, const httplib::Request& req, httplib::Response& res) {
+void create_workspace(engine::Workspaces& ws, const httplib::Request& req, httplib::Response& res) {
   auto r = decode_workspace_create(req.body);
   if (!r) return send_error(res, r.error());
   auto w = ws.create(r->name, r->snapshot_tag, r->memory_limit_mib, r->per_child_netns);
@@ -27,19 +27,19 @@ void create(engine::Workspaces& ws, const httplib::Request& req, httplib::Respon
   send_json(res, 201, engine::workspace_to_json(*w));
 }
 
-void list(engine::Workspaces& ws, httplib::Response& res) {
+void list_workspaces(engine::Workspaces& ws, httplib::Response& res) {
   Json arr = Json::array();
   for (const auto& w : ws.list()) arr.push_back(engine::workspace_to_json(w));
   send_json(res, 200, arr);
 }
 
-void get(engine::Workspaces& ws, const httplib::Request& req, httplib::Response& res) {
+void get_workspace(engine::Workspaces& ws, const httplib::Request& req, httplib::Response& res) {
   auto w = ws.get(path_name(req));
   if (!w) return send_error(res, w.error());
   send_json(res, 200, engine::workspace_to_json(*w));
 }
 
-void remove(engine::Workspaces& ws, const httplib::Request& req, httplib::Response& res) {
+void remove_workspace(engine::Workspaces& ws, const httplib::Request& req, httplib::Response& res) {
   if (auto st = ws.remove(path_name(req)); !st) return send_error(res, st.error());
   res.status = 204;
 }
@@ -78,15 +78,15 @@ std::vector<Route> workspace_routes(DaemonContext& ctx) {
   };
   return {
       {"GET", "/v1/workspaces", "/v1/workspaces",
-       [ws](const httplib::Request&, httplib::Response& res) { list(*ws, res); }},
-      {"POST", "/v1/workspaces", "/v1/workspaces", bind(create)},
+       [ws](const httplib::Request&, httplib::Response& res) { list_workspaces(*ws, res); }},
+      {"POST", "/v1/workspaces", "/v1/workspaces", bind(create_workspace)},
       {"POST", R"(/v1/workspaces/(.*)/suspend)", "/v1/workspaces/:name/suspend",
        [c, ws](const httplib::Request& req, httplib::Response& res) {
          suspend(*c, *ws, req, res);
        }},
       {"POST", R"(/v1/workspaces/(.*)/resume)", "/v1/workspaces/:name/resume", bind(resume)},
-      {"GET", R"(/v1/workspaces/(.*))", "/v1/workspaces/:name", bind(get)},
-      {"DELETE", R"(/v1/workspaces/(.*))", "/v1/workspaces/:name", bind(remove)},
+      {"GET", R"(/v1/workspaces/(.*))", "/v1/workspaces/:name", bind(get_workspace)},
+      {"DELETE", R"(/v1/workspaces/(.*))", "/v1/workspaces/:name", bind(remove_workspace)},
   };
 }
 

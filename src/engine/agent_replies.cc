@@ -13,7 +13,7 @@ using json::member;
 
 constexpr size_t kMaxFieldText = 64 * 1024;  // error strings, hostnames: never megabytes
 
-tl::unexpected<Error> bad(std::string_view op, std::string_view what) {
+tl::unexpected<Error> bad_reply(std::string_view op, std::string_view what) {
   return make_error(ErrorCode::kAgentProtocol, "agent " + std::string(op) +
                                                    " reply: " + std::string(what) +
                                                    " (the guest agent is broken or was replaced)");
@@ -47,14 +47,15 @@ bool valid_type(const std::string& t) {
 Result<ExecReply> decode_exec_reply(const Json& j) {
   ExecReply r;
   auto code = get_int<int>(j, "exit_code");
-  if (!code || *code < -1 || *code > 255 + 128) return bad("exec", "exit_code is not an exit code");
+  if (!code || *code < -1 || *code > 255 + 128)
+    return bad_reply("exec", "exit_code is not an exit code");
   r.exit_code = *code;
   auto timed_out = get_bool(j, "timed_out");
-  if (!timed_out) return bad("exec", "timed_out is not a boolean");
+  if (!timed_out) return bad_reply("exec", "timed_out is not a boolean");
   r.timed_out = *timed_out;
   if (member(j, "duration_ms")) {
     auto d = get_int<int64_t>(j, "duration_ms");
-    if (!d || *d < 0) return bad("exec", "duration_ms is not a non-negative integer");
+    if (!d || *d < 0) return bad_reply("exec", "duration_ms is not a non-negative integer");
     r.duration_ms = *d;
   }
   return r;
@@ -67,7 +68,7 @@ Result<EvalReply> decode_eval_reply(const Json& j) {
   auto out = nullable_string(j, "stdout", &ok);
   r.stdout_text = out ? *out : "";
   r.error = nullable_string(j, "error", &ok);
-  if (!ok) return bad("eval", "value, stdout or error is not a string");
+  if (!ok) return bad_reply("eval", "value, stdout or error is not a string");
   return r;
 }
 
@@ -75,8 +76,8 @@ Result<ResumedReply> decode_resumed_reply(const Json& j) {
   ResumedReply r;
   auto reseeded = get_bool(j, "reseeded");
   auto clock_set = get_bool(j, "clock_set");
-  if (!reseeded) return bad("resumed", "reseeded is not a boolean");
-  if (!clock_set) return bad("resumed", "clock_set is not a boolean");
+  if (!reseeded) return bad_reply("resumed", "reseeded is not a boolean");
+  if (!clock_set) return bad_reply("resumed", "clock_set is not a boolean");
   r.reseeded = *reseeded;
   r.clock_set = *clock_set;
   r.reseed_error = short_text(j, "reseed_error", "?");
@@ -98,7 +99,7 @@ Result<ResumedReply> decode_resumed_reply(const Json& j) {
 
 Result<Json> decode_hello_reply(const Json& j) {
   auto pid = get_int<int64_t>(j, "pid");
-  if (!pid || *pid <= 0) return bad("hello", "pid is not a positive integer");
+  if (!pid || *pid <= 0) return bad_reply("hello", "pid is not a positive integer");
   Json out = {{"pid", *pid}};
   bool ok = true;
   for (const char* key : {"version", "hostname", "numpy", "sandbox_id", "epoch"}) {
@@ -117,7 +118,7 @@ Result<Json> decode_hello_reply(const Json& j) {
     if (!u) ok = false;
     out["uptime_ms"] = u.value_or(0);
   }
-  if (!ok) return bad("hello", "a field has the wrong type or size");
+  if (!ok) return bad_reply("hello", "a field has the wrong type or size");
   return out;
 }
 
@@ -128,8 +129,9 @@ Result<StatReply> decode_stat_reply(const Json& j) {
   auto mode = get_int<uint32_t>(j, "mode");
   auto mtime = get_int<int64_t>(j, "mtime");
   if (!type || !valid_type(*type))
-    return bad("file_stat", "type is not file, dir, symlink or other");
-  if (!size || !mode || !mtime) return bad("file_stat", "size, mode or mtime is not an integer");
+    return bad_reply("file_stat", "type is not file, dir, symlink or other");
+  if (!size || !mode || !mtime)
+    return bad_reply("file_stat", "size, mode or mtime is not an integer");
   r.type = *type;
   r.size = *size;
   r.mode = *mode;
@@ -139,8 +141,8 @@ Result<StatReply> decode_stat_reply(const Json& j) {
 
 Result<Json> decode_list_reply(const Json& j) {
   const Json* entries = member(j, "entries");
-  if (!entries || !entries->is_array()) return bad("file_list", "entries is not an array");
-  if (entries->size() > kMaxListEntries) return bad("file_list", "more than 8192 entries");
+  if (!entries || !entries->is_array()) return bad_reply("file_list", "entries is not an array");
+  if (entries->size() > kMaxListEntries) return bad_reply("file_list", "more than 8192 entries");
   Json out = Json::array();
   for (const auto& e : *entries) {
     auto name = get_string(e, "name");
@@ -150,7 +152,7 @@ Result<Json> decode_list_reply(const Json& j) {
     auto mtime = get_int<int64_t>(e, "mtime");
     if (!name || name->empty() || name->size() > 4096 || !type || !valid_type(*type) || !size ||
         !mode || !mtime) {
-      return bad("file_list", "an entry is not {name, type, size, mode, mtime}");
+      return bad_reply("file_list", "an entry is not {name, type, size, mode, mtime}");
     }
     out.push_back(
         {{"name", *name}, {"type", *type}, {"size", *size}, {"mode", *mode}, {"mtime", *mtime}});
@@ -160,10 +162,10 @@ Result<Json> decode_list_reply(const Json& j) {
 
 Result<ReadReply> decode_read_reply(const Json& j, size_t bin_len, size_t requested) {
   auto eof = get_bool(j, "eof");
-  if (!eof) return bad("file_read", "eof is not a boolean");
+  if (!eof) return bad_reply("file_read", "eof is not a boolean");
   if (bin_len > requested) {
-    return bad("file_read", "sent " + std::to_string(bin_len) + " bytes for a read of " +
-                                std::to_string(requested));
+    return bad_reply("file_read", "sent " + std::to_string(bin_len) + " bytes for a read of " +
+                                      std::to_string(requested));
   }
   return ReadReply{*eof};
 }

@@ -55,7 +55,7 @@ class NameLock {
   UniqueFd fd_;  // closing it releases the flock
 };
 
-tl::unexpected<Error> bad(std::string message) {
+tl::unexpected<Error> bad_record(std::string message) {
   return make_error(ErrorCode::kInvalidArgument, std::move(message));
 }
 
@@ -64,10 +64,10 @@ Json null_if_empty(const std::string& s) { return s.empty() ? Json() : Json(s); 
 Status get_str(const Json& j, const char* key, bool required, std::string* out) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
-    if (required) return bad(std::string("missing '") + key + "'");
+    if (required) return bad_record(std::string("missing '") + key + "'");
     return {};
   }
-  if (!it->is_string()) return bad(std::string("'") + key + "' is not a string");
+  if (!it->is_string()) return bad_record(std::string("'") + key + "' is not a string");
   *out = it->get<std::string>();
   return {};
 }
@@ -75,7 +75,7 @@ Status get_str(const Json& j, const char* key, bool required, std::string* out) 
 Status get_time(const Json& j, const char* key, int64_t* out) {
   auto it = j.find(key);
   if (it == j.end() || !it->is_number_integer()) {
-    return bad(std::string("'") + key + "' is not an integer");
+    return bad_record(std::string("'") + key + "' is not an integer");
   }
   *out = it->get<int64_t>();
   return {};
@@ -101,7 +101,7 @@ Json workspace_to_json(const WorkspaceInfo& w) {
 }
 
 Result<WorkspaceInfo> workspace_from_json(const Json& j) {
-  if (!j.is_object()) return bad("workspace record is not a JSON object");
+  if (!j.is_object()) return bad_record("workspace record is not a JSON object");
   WorkspaceInfo w;
   FORKD_TRY(get_str(j, "id", true, &w.id));
   FORKD_TRY(get_str(j, "name", true, &w.name));
@@ -113,12 +113,12 @@ Result<WorkspaceInfo> workspace_from_json(const Json& j) {
   FORKD_TRY(get_time(j, "updated_at_unix", &w.updated_at_unix));
   if (auto m = j.find("memory_limit_mib"); m != j.end() && !m->is_null()) {
     if (!m->is_number_integer() || m->get<int64_t>() < 32 || m->get<int64_t>() > (1 << 20)) {
-      return bad("workspace record has a bad memory_limit_mib");
+      return bad_record("workspace record has a bad memory_limit_mib");
     }
     w.memory_limit_mib = m->get<int>();
   }
   if (auto n = j.find("per_child_netns"); n != j.end() && !n->is_null()) {
-    if (!n->is_boolean()) return bad("workspace record has a bad per_child_netns");
+    if (!n->is_boolean()) return bad_record("workspace record has a bad per_child_netns");
     w.per_child_netns = n->get<bool>();
   }
   FORKD_TRY(validate_workspace_name(w.name));
@@ -130,9 +130,10 @@ Result<WorkspaceInfo> workspace_from_json(const Json& j) {
     if (!s->empty()) FORKD_TRY(store::SnapshotStore::validate_tag(*s));
   }
   if (w.status != "running" && w.status != "suspended") {
-    return bad("workspace record has status '" + w.status.substr(0, 20) + "'");
+    return bad_record("workspace record has status '" + w.status.substr(0, 20) + "'");
   }
-  if (w.status == "running" && w.sandbox_id.empty()) return bad("running without a sandbox_id");
+  if (w.status == "running" && w.sandbox_id.empty())
+    return bad_record("running without a sandbox_id");
   return w;
 }
 
@@ -143,8 +144,8 @@ Status validate_workspace_name(const std::string& name) {
       store::SnapshotStore::validate_tag(workspace_state_tag(name))) {
     return {};
   }
-  return bad("invalid workspace name '" + name.substr(0, 80) +
-             "': use 1-55 characters from A-Z a-z 0-9 _ - (ws-<name>-state must be a tag)");
+  return bad_record("invalid workspace name '" + name.substr(0, 80) +
+                    "': use 1-55 characters from A-Z a-z 0-9 _ - (ws-<name>-state must be a tag)");
 }
 
 Workspaces::Workspaces(std::string home, std::unique_ptr<WorkspaceBackend> backend)

@@ -8,7 +8,7 @@ namespace forkd::hub {
 
 namespace {
 
-constexpr char kMagic[4] = {'F', 'K', 'C', '1'};
+constexpr char kChunkMagic[4] = {'F', 'K', 'C', '1'};
 constexpr size_t kHeader = 16;
 
 uint64_t page_count(uint64_t length) { return (length + kChunkPage - 1) / kChunkPage; }
@@ -22,7 +22,7 @@ uint64_t get_u64(const char* p) {
   return v;
 }
 
-Error bad(const std::string& what) {
+Error corrupt_chunk(const std::string& what) {
   return Error(ErrorCode::kChecksumMismatch, "corrupt chunk: " + what);
 }
 
@@ -71,7 +71,7 @@ Status ChunkCodec::encode(std::string_view data, std::string* blob, uint64_t* ze
   if (!s_->cctx) return make_error(ErrorCode::kInternal, "zstd: out of memory");
   uint64_t pages = page_count(data.size());
   std::string& out = s_->head;
-  out.assign(kMagic, 4);
+  out.assign(kChunkMagic, 4);
   out.append(4, '\0');  // reserved
   put_u64(&out, data.size());
   size_t bitmap_at = out.size();
@@ -124,17 +124,19 @@ Status ChunkCodec::encode(std::string_view data, std::string* blob, uint64_t* ze
 }
 
 Status ChunkCodec::decode(std::string_view blob, uint64_t expected_length, DecodedChunk* out) {
-  if (blob.size() < kHeader) return tl::unexpected(bad("shorter than its header"));
-  if (std::memcmp(blob.data(), kMagic, 4) != 0) return tl::unexpected(bad("bad magic"));
-  if (get_u64(blob.data() + 4) & 0xffffffffu) return tl::unexpected(bad("reserved bits set"));
+  if (blob.size() < kHeader) return tl::unexpected(corrupt_chunk("shorter than its header"));
+  if (std::memcmp(blob.data(), kChunkMagic, 4) != 0)
+    return tl::unexpected(corrupt_chunk("bad magic"));
+  if (get_u64(blob.data() + 4) & 0xffffffffu)
+    return tl::unexpected(corrupt_chunk("reserved bits set"));
   uint64_t length = get_u64(blob.data() + 8);
   if (length != expected_length || length > kChunkBytes) {
-    return tl::unexpected(
-        bad("length " + std::to_string(length) + ", expected " + std::to_string(expected_length)));
+    return tl::unexpected(corrupt_chunk("length " + std::to_string(length) + ", expected " +
+                                        std::to_string(expected_length)));
   }
   uint64_t pages = page_count(length);
   size_t bitmap_len = (pages + 7) / 8;
-  if (blob.size() < kHeader + bitmap_len) return tl::unexpected(bad("bitmap cut short"));
+  if (blob.size() < kHeader + bitmap_len) return tl::unexpected(corrupt_chunk("bitmap cut short"));
   const char* bitmap = blob.data() + kHeader;
   out->length = length;
   out->present.assign(pages, '\0');
@@ -147,21 +149,23 @@ Status ChunkCodec::decode(std::string_view blob, uint64_t expected_length, Decod
   }
   // Bits past the last page must be clear: one blob per content.
   if (pages % 8 && (static_cast<unsigned char>(bitmap[bitmap_len - 1]) >> (pages % 8)) != 0) {
-    return tl::unexpected(bad("bits set past the last page"));
+    return tl::unexpected(corrupt_chunk("bits set past the last page"));
   }
   std::string_view frame = blob.substr(kHeader + bitmap_len);
   if (ZSTD_findFrameCompressedSize(frame.data(), frame.size()) != frame.size()) {
-    return tl::unexpected(bad("not exactly one zstd frame"));
+    return tl::unexpected(corrupt_chunk("not exactly one zstd frame"));
   }
   unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
-  if (content != stored_bytes) return tl::unexpected(bad("frame size does not match the bitmap"));
+  if (content != stored_bytes)
+    return tl::unexpected(corrupt_chunk("frame size does not match the bitmap"));
   if (!s_->dctx) s_->dctx = ZSTD_createDCtx();
   if (!s_->dctx) return make_error(ErrorCode::kInternal, "zstd: out of memory");
   out->stored = stored_bytes;
   size_t n =
       ZSTD_decompressDCtx(s_->dctx, out->data.data(), stored_bytes, frame.data(), frame.size());
-  if (ZSTD_isError(n)) return tl::unexpected(bad(std::string("zstd: ") + ZSTD_getErrorName(n)));
-  if (n != stored_bytes) return tl::unexpected(bad("frame decodes short"));
+  if (ZSTD_isError(n))
+    return tl::unexpected(corrupt_chunk(std::string("zstd: ") + ZSTD_getErrorName(n)));
+  if (n != stored_bytes) return tl::unexpected(corrupt_chunk("frame decodes short"));
   return {};
 }
 

@@ -25,7 +25,7 @@ constexpr std::array<std::string_view, 5> kLayerTypes = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.diff.tar"};
 
-tl::unexpected<Error> invalid(std::string message) {
+tl::unexpected<Error> invalid_manifest(std::string message) {
   return make_error(ErrorCode::kInvalidArgument, std::move(message));
 }
 
@@ -38,7 +38,7 @@ bool one_of(const std::array<std::string_view, N>& set, std::string_view s) {
 }
 
 // Untrusted text for a message: printable ASCII only, bounded.
-std::string quote(std::string_view s) {
+std::string printable_quote(std::string_view s) {
   std::string out = "'";
   for (char c : s.substr(0, kMaxQuoted)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
   if (s.size() > kMaxQuoted) out += "...";
@@ -48,18 +48,18 @@ std::string quote(std::string_view s) {
 std::string mib(uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; }
 
 // A descriptor's mediaType, digest and size, each checked; `what` names it in errors.
-Result<ImageDescriptor> descriptor(const Json& j, const std::string& what) {
-  if (!j.is_object()) return invalid(what + " is not an object");
+Result<ImageDescriptor> parse_descriptor(const Json& j, const std::string& what) {
+  if (!j.is_object()) return invalid_manifest(what + " is not an object");
   ImageDescriptor d;
   auto type = json::get_string(j, "mediaType");
   auto digest = json::get_string(j, "digest");
   auto size = json::get_int<uint64_t>(j, "size");
-  if (!type || type->empty()) return invalid(what + " has no mediaType");
+  if (!type || type->empty()) return invalid_manifest(what + " has no mediaType");
   if (!digest || !is_valid_digest(*digest)) {
-    return invalid(what + " has a bad digest " + quote(digest.value_or("")) +
-                   " (sha256:<64 lowercase hex> expected)");
+    return invalid_manifest(what + " has a bad digest " + printable_quote(digest.value_or("")) +
+                            " (sha256:<64 lowercase hex> expected)");
   }
-  if (!size) return invalid(what + " has no valid size");
+  if (!size) return invalid_manifest(what + " has no valid size");
   d.media_type = *type;
   d.digest = *digest;
   d.size = *size;
@@ -68,7 +68,7 @@ Result<ImageDescriptor> descriptor(const Json& j, const std::string& what) {
 
 Result<Json> parse_object(std::string_view body, std::string_view what) {
   Json j = json::parse_untrusted(body);
-  if (!j.is_object()) return invalid(std::string(what) + " is not a JSON object");
+  if (!j.is_object()) return invalid_manifest(std::string(what) + " is not a JSON object");
   return j;
 }
 
@@ -87,16 +87,18 @@ Result<ImageDescriptor> select_platform(std::string_view index_body, std::string
   auto j = parse_object(index_body, "the index");
   if (!j) return tl::unexpected(j.error());
   if (json::int_or<int>(*j, "schemaVersion", 0) != 2)
-    return invalid("index schemaVersion is not 2");
+    return invalid_manifest("index schemaVersion is not 2");
   const Json* manifests = json::member(*j, "manifests");
-  if (!manifests || !manifests->is_array()) return invalid("the index has no manifests array");
+  if (!manifests || !manifests->is_array())
+    return invalid_manifest("the index has no manifests array");
   if (manifests->size() > kMaxIndexEntries) {
-    return invalid("the index lists more than " + std::to_string(kMaxIndexEntries) + " manifests");
+    return invalid_manifest("the index lists more than " + std::to_string(kMaxIndexEntries) +
+                            " manifests");
   }
   std::string offered;
   size_t i = 0;
   for (const auto& m : *manifests) {
-    auto d = descriptor(m, "index entry " + std::to_string(i++));
+    auto d = parse_descriptor(m, "index entry " + std::to_string(i++));
     if (!d) return tl::unexpected(d.error());
     const Json* platform = json::member(m, "platform");
     std::string p_os = platform ? json::string_or(*platform, "os", "") : "";
@@ -105,13 +107,14 @@ Result<ImageDescriptor> select_platform(std::string_view index_body, std::string
     if (p_os == "unknown") continue;                             // buildkit's attestations
     if (p_os == os && p_arch == architecture) {
       if (d->size > kMaxRegistryManifestBytes) {
-        return invalid("the " + std::string(os) + "/" + std::string(architecture) +
-                       " manifest is larger than " + mib(kMaxRegistryManifestBytes));
+        return invalid_manifest("the " + std::string(os) + "/" + std::string(architecture) +
+                                " manifest is larger than " + mib(kMaxRegistryManifestBytes));
       }
       return *d;
     }
     if (offered.size() < 400) {
-      offered += (offered.empty() ? "" : ", ") + quote(p_os) + "/" + quote(p_arch);
+      offered +=
+          (offered.empty() ? "" : ", ") + printable_quote(p_os) + "/" + printable_quote(p_arch);
     }
   }
   return make_error(ErrorCode::kNotFound, "the index has no " + std::string(os) + "/" +
@@ -126,66 +129,69 @@ Result<ImageManifest> parse_image_manifest(std::string_view media_type, std::str
   std::string declared = json::string_or(*j, "mediaType", "");
   std::string type = media_type.empty() ? declared : std::string(media_type);
   if (type.rfind("application/vnd.docker.distribution.manifest.v1", 0) == 0) {
-    return invalid("Docker schema 1 manifests are not supported (push the image again)");
+    return invalid_manifest("Docker schema 1 manifests are not supported (push the image again)");
   }
-  if (is_index_media_type(type)) return invalid("an index, not an image manifest");
+  if (is_index_media_type(type)) return invalid_manifest("an index, not an image manifest");
   if (!is_image_manifest_media_type(type)) {
-    return invalid("not a container image: manifest media type " + quote(type));
+    return invalid_manifest("not a container image: manifest media type " + printable_quote(type));
   }
   if (!declared.empty() && declared != type) {
-    return invalid("the manifest says it is " + quote(declared) + ", the registry said " +
-                   quote(type));
+    return invalid_manifest("the manifest says it is " + printable_quote(declared) +
+                            ", the registry said " + printable_quote(type));
   }
   if (json::int_or<int>(*j, "schemaVersion", 0) != 2) {
-    return invalid("manifest schemaVersion is not 2");
+    return invalid_manifest("manifest schemaVersion is not 2");
   }
   const Json* config = json::member(*j, "config");
-  if (!config) return invalid("the manifest has no config");
-  auto cfg = descriptor(*config, "the config descriptor");
+  if (!config) return invalid_manifest("the manifest has no config");
+  auto cfg = parse_descriptor(*config, "the config descriptor");
   if (!cfg) return tl::unexpected(cfg.error());
   if (cfg->media_type.rfind("application/vnd.forkd.", 0) == 0) {
-    return invalid("a forkd tag, not a container image (use forkd pull)");
+    return invalid_manifest("a forkd tag, not a container image (use forkd pull)");
   }
   if (!one_of(kConfigTypes, cfg->media_type)) {
-    return invalid("not a container image: config media type " + quote(cfg->media_type));
+    return invalid_manifest("not a container image: config media type " +
+                            printable_quote(cfg->media_type));
   }
   if (std::string art = json::string_or(*j, "artifactType", ""); !art.empty()) {
-    return invalid("not a container image: artifactType " + quote(art));
+    return invalid_manifest("not a container image: artifactType " + printable_quote(art));
   }
   if (cfg->size == 0 || cfg->size > limits.max_config_bytes) {
-    return invalid("config size " + std::to_string(cfg->size) + " is not in 1.." +
-                   std::to_string(limits.max_config_bytes));
+    return invalid_manifest("config size " + std::to_string(cfg->size) + " is not in 1.." +
+                            std::to_string(limits.max_config_bytes));
   }
   ImageManifest out;
   out.config = *cfg;
   const Json* layers = json::member(*j, "layers");
-  if (!layers || !layers->is_array()) return invalid("the manifest has no layers array");
-  if (layers->empty()) return invalid("the image has no layers");
+  if (!layers || !layers->is_array()) return invalid_manifest("the manifest has no layers array");
+  if (layers->empty()) return invalid_manifest("the image has no layers");
   if (layers->size() > limits.max_layers) {
-    return invalid("the image has " + std::to_string(layers->size()) + " layers, more than " +
-                   std::to_string(limits.max_layers));
+    return invalid_manifest("the image has " + std::to_string(layers->size()) +
+                            " layers, more than " + std::to_string(limits.max_layers));
   }
   size_t i = 0;
   for (const auto& l : *layers) {
     std::string what = "layer " + std::to_string(++i);
-    auto d = descriptor(l, what);
+    auto d = parse_descriptor(l, what);
     if (!d) return tl::unexpected(d.error());
     if (d->media_type.find("foreign") != std::string::npos ||
         d->media_type.find("nondistributable") != std::string::npos) {
-      return invalid(what + " is a foreign (non-distributable) layer " + quote(d->media_type) +
-                     "; forkd fetches only from the registry");
+      return invalid_manifest(what + " is a foreign (non-distributable) layer " +
+                              printable_quote(d->media_type) +
+                              "; forkd fetches only from the registry");
     }
     if (!one_of(kLayerTypes, d->media_type)) {
-      return invalid(what + " has media type " + quote(d->media_type) +
-                     " (a tar, tar+gzip or tar+zstd layer expected)");
+      return invalid_manifest(what + " has media type " + printable_quote(d->media_type) +
+                              " (a tar, tar+gzip or tar+zstd layer expected)");
     }
-    if (d->size == 0) return invalid(what + " is empty");
+    if (d->size == 0) return invalid_manifest(what + " is empty");
     if (d->size > limits.max_layer_bytes) {
-      return invalid(what + " is " + mib(d->size) + ", more than " + mib(limits.max_layer_bytes));
+      return invalid_manifest(what + " is " + mib(d->size) + ", more than " +
+                              mib(limits.max_layer_bytes));
     }
     out.layer_bytes += d->size;  // both bounded by 2^63 / 256: no overflow
     if (out.layer_bytes > limits.max_total_bytes) {
-      return invalid("the layers add up to more than " + mib(limits.max_total_bytes));
+      return invalid_manifest("the layers add up to more than " + mib(limits.max_total_bytes));
     }
     out.layers.push_back(std::move(*d));
   }
@@ -198,18 +204,19 @@ Result<ImageConfig> parse_image_config(std::string_view body, size_t layers) {
   ImageConfig c;
   c.os = json::string_or(*j, "os", "");
   c.architecture = json::string_or(*j, "architecture", "");
-  if (!c.os.empty() && c.os != "linux") return invalid("the image is for os " + quote(c.os));
+  if (!c.os.empty() && c.os != "linux")
+    return invalid_manifest("the image is for os " + printable_quote(c.os));
   if (!c.architecture.empty() && c.architecture != "amd64") {
-    return invalid("the image is for architecture " + quote(c.architecture) +
-                   " (forkd guests are amd64)");
+    return invalid_manifest("the image is for architecture " + printable_quote(c.architecture) +
+                            " (forkd guests are amd64)");
   }
   if (const Json* rootfs = json::member(*j, "rootfs")) {
     const Json* ids = json::member(*rootfs, "diff_ids");
     if (ids && ids->is_array()) {
       c.diff_ids = ids->size();
       if (c.diff_ids != layers) {
-        return invalid("the config lists " + std::to_string(c.diff_ids) + " layers, the manifest " +
-                       std::to_string(layers));
+        return invalid_manifest("the config lists " + std::to_string(c.diff_ids) +
+                                " layers, the manifest " + std::to_string(layers));
       }
     }
   }

@@ -11,7 +11,7 @@ namespace forkd::hub {
 
 namespace {
 
-std::string short_digest(const std::string& digest) { return digest.substr(0, 7 + 12); }
+std::string digest_prefix(const std::string& digest) { return digest.substr(0, 7 + 12); }
 
 // Streams a blob into path, hashing it as it arrives; kChecksumMismatch (and no file) unless it
 // is exactly d.size bytes hashing to d.digest.
@@ -87,7 +87,7 @@ Result<ImagePullResult> pull_image_tree(RegistryClient& client, const OciRef& re
   if (!config_text) return fail(config_text.error());
   auto config = parse_image_config(*config_text, image->layers.size());
   if (!config) return fail(config.error());
-  say("image " + name + ": manifest " + short_digest(man->digest) + ", " +
+  say("image " + name + ": manifest " + digest_prefix(man->digest) + ", " +
       std::to_string(image->layers.size()) +
       (image->layers.size() == 1 ? " layer, " : " layers, ") + format_mb(image->layer_bytes));
 
@@ -96,7 +96,7 @@ Result<ImagePullResult> pull_image_tree(RegistryClient& client, const OciRef& re
   for (size_t i = 0; i < n; ++i) {
     const ImageDescriptor& l = image->layers[i];
     std::string what =
-        "layer " + std::to_string(i + 1) + "/" + std::to_string(n) + " " + short_digest(l.digest);
+        "layer " + std::to_string(i + 1) + "/" + std::to_string(n) + " " + digest_prefix(l.digest);
     std::string path = o.blob_dir + "/" + l.digest.substr(7) + ".layer";
     auto fetched = fetch_to_file(client, l, path, [&](uint64_t piece) {
       done += piece;

@@ -20,7 +20,7 @@ namespace {
 using Json = nlohmann::json;
 using namespace std::chrono_literals;
 
-std::string digest_of(std::string_view data) { return "sha256:" + sha256_hex(data); }
+std::string blob_digest(std::string_view data) { return "sha256:" + sha256_hex(data); }
 
 // A tar (gzip-compressed when gzip) of regular files, in memory.
 std::string make_tar(const std::vector<std::pair<std::string, std::string>>& files, bool gzip) {
@@ -80,7 +80,7 @@ class TinyRegistry {
 
   std::string blob(const std::string& data) {
     std::lock_guard lock(mu_);
-    std::string d = digest_of(data);
+    std::string d = blob_digest(data);
     blobs_[d] = data;
     return d;
   }
@@ -91,7 +91,7 @@ class TinyRegistry {
   // Stores body under tag (and its digest); returns the digest.
   std::string manifest(const std::string& tag, const std::string& type, const std::string& body) {
     std::lock_guard lock(mu_);
-    std::string d = digest_of(body);
+    std::string d = blob_digest(body);
     manifests_[tag] = {type, body};
     manifests_[d] = {type, body};
     return d;
@@ -178,7 +178,7 @@ TEST_F(ImagePullTest, AppliesLayersInOrderThroughAnIndex) {
                 {"mediaType", kOciIndexType},
                 {"manifests",
                  {{{"mediaType", kOciManifestType},
-                   {"digest", digest_of("other")},
+                   {"digest", blob_digest("other")},
                    {"size", 10},
                    {"platform", {{"os", "linux"}, {"architecture", "arm64"}}}},
                   {{"mediaType", kOciManifestType},
@@ -204,7 +204,7 @@ TEST_F(ImagePullTest, AppliesLayersInOrderThroughAnIndex) {
 TEST_F(ImagePullTest, CorruptBlobIsRefusedAndDiscarded) {
   std::string l1 = make_tar({{"etc/hello", "hi\n"}}, true);
   reg_.image("bad", {{l1, kGzip}});
-  reg_.corrupt(digest_of(l1));
+  reg_.corrupt(blob_digest(l1));
   auto r = pull("bad");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), ErrorCode::kChecksumMismatch) << r.error().describe();

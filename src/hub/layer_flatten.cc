@@ -25,7 +25,7 @@ constexpr uint64_t kMaxLayerPathBytes = 256ull << 20;
 
 using Comps = std::vector<std::string>;
 
-tl::unexpected<Error> invalid(std::string message) {
+tl::unexpected<Error> invalid_layer(std::string message) {
   return make_error(ErrorCode::kInvalidArgument, std::move(message));
 }
 
@@ -41,18 +41,18 @@ std::string join(const Comps& comps, size_t n) {
 // Splits a tar path into components: one leading "./" is stripped, "." and empty components
 // dropped; absolute paths and ".." are refused. An empty result names the root itself.
 Result<Comps> split_path(std::string_view raw, size_t max_path) {
-  if (raw.empty()) return invalid("empty path");
-  if (raw.size() > max_path) return invalid("path longer than " + std::to_string(max_path));
-  if (raw.find('\0') != std::string_view::npos) return invalid("NUL in path");
+  if (raw.empty()) return invalid_layer("empty path");
+  if (raw.size() > max_path) return invalid_layer("path longer than " + std::to_string(max_path));
+  if (raw.find('\0') != std::string_view::npos) return invalid_layer("NUL in path");
   if (raw.substr(0, 2) == "./") raw.remove_prefix(2);
-  if (!raw.empty() && raw[0] == '/') return invalid("absolute path refused");
+  if (!raw.empty() && raw[0] == '/') return invalid_layer("absolute path refused");
   Comps out;
   size_t pos = 0;
   while (pos <= raw.size()) {
     size_t end = raw.find('/', pos);
     if (end == std::string_view::npos) end = raw.size();
     std::string_view c = raw.substr(pos, end - pos);
-    if (c == "..") return invalid("'..' component refused");
+    if (c == "..") return invalid_layer("'..' component refused");
     if (!c.empty() && c != ".") out.emplace_back(c);
     pos = end + 1;
   }
@@ -72,18 +72,18 @@ class LayerApplier {
       int r = archive_read_next_header(a, &e);
       if (r == ARCHIVE_EOF) break;
       if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-        return invalid("layer " + layer_ + ": after entry '" + last +
-                       "': corrupt archive: " + archive_message(a));
+        return invalid_layer("layer " + layer_ + ": after entry '" + last +
+                             "': corrupt archive: " + archive_message(a));
       }
       if (stats_->entries >= limits_.max_entries) {
-        return invalid("layer " + layer_ + ": image has more than max_entries (" +
-                       std::to_string(limits_.max_entries) + ") entries");
+        return invalid_layer("layer " + layer_ + ": image has more than max_entries (" +
+                             std::to_string(limits_.max_entries) + ") entries");
       }
       ++stats_->entries;
       const char* path = archive_entry_pathname(e);
       if (path == nullptr) path = archive_entry_pathname_utf8(e);
       if (path == nullptr) {
-        return invalid("layer " + layer_ + ": after entry '" + last + "': unreadable path");
+        return invalid_layer("layer " + layer_ + ": after entry '" + last + "': unreadable path");
       }
       last = path;
       Status st = apply_entry(a, e, last);
@@ -118,7 +118,7 @@ class LayerApplier {
     auto comps = split_path(raw, limits_.max_path);
     if (!comps) return tl::unexpected(comps.error());
     const int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
-    if (size < 0) return invalid("negative size");
+    if (size < 0) return invalid_layer("negative size");
     const uint64_t max = limits_.max_total_bytes;
     if (static_cast<uint64_t>(size) > max || stats_->bytes > max - static_cast<uint64_t>(size)) {
       return make_error(ErrorCode::kNoSpace,
@@ -127,7 +127,7 @@ class LayerApplier {
     stats_->bytes += static_cast<uint64_t>(size);
     const mode_t type = archive_entry_filetype(e);
     if (comps->empty()) {  // "./": the root itself, whose metadata is the caller's
-      if (type != AE_IFDIR) return invalid("names the root but is not a directory");
+      if (type != AE_IFDIR) return invalid_layer("names the root but is not a directory");
       ++stats_->dirs;
       return {};
     }
@@ -149,7 +149,7 @@ class LayerApplier {
       }
       comps->back() = base.substr(4);
       if (comps->back().empty() || comps->back() == "." || comps->back() == "..") {
-        return invalid("whiteout of an invalid name");
+        return invalid_layer("whiteout of an invalid name");
       }
       return whiteout(*comps);
     }
@@ -199,7 +199,7 @@ class LayerApplier {
       const size_t len = p.size();
       if (!created_.insert(std::move(p)).second) break;  // its ancestors are in already
       path_bytes_ += len;
-      if (path_bytes_ > kMaxLayerPathBytes) return invalid("layer holds too many path bytes");
+      if (path_bytes_ > kMaxLayerPathBytes) return invalid_layer("layer holds too many path bytes");
     }
     return {};
   }
@@ -266,7 +266,7 @@ class LayerApplier {
   static Result<Meta> meta_of(archive_entry* e) {
     const int64_t u = archive_entry_uid(e), g = archive_entry_gid(e);
     if (u < 0 || u >= UINT32_MAX || g < 0 || g >= UINT32_MAX) {
-      return invalid("uid/gid out of range");
+      return invalid_layer("uid/gid out of range");
     }
     Meta m{static_cast<uid_t>(u),
            static_cast<gid_t>(g),
@@ -296,7 +296,7 @@ class LayerApplier {
     if (!fd) return errno_error(errno, "open directory");
     FORKD_TRY(own(fd.get(), m));
     path_bytes_ += join(comps, comps.size()).size();
-    if (path_bytes_ > kMaxLayerPathBytes) return invalid("layer holds too many path bytes");
+    if (path_bytes_ > kMaxLayerPathBytes) return invalid_layer("layer holds too many path bytes");
     dir_times_.push_back(DirTime{comps, {m.ts[0], m.ts[1]}});
     ++stats_->dirs;
     return {};
@@ -315,9 +315,9 @@ class LayerApplier {
       la_int64_t off = 0;
       int r = archive_read_data_block(a, &buf, &len, &off);
       if (r == ARCHIVE_EOF) break;
-      if (r != ARCHIVE_OK) return invalid("corrupt archive: " + archive_message(a));
+      if (r != ARCHIVE_OK) return invalid_layer("corrupt archive: " + archive_message(a));
       if (off < 0 || static_cast<uint64_t>(off) > size || len > size - off) {
-        return invalid("data beyond the size in the header");
+        return invalid_layer("data beyond the size in the header");
       }
       for (size_t done = 0; done < len;) {
         ssize_t w = ::pwrite(fd.get(), static_cast<const char*>(buf) + done, len - done,
@@ -329,8 +329,8 @@ class LayerApplier {
       written += len;
     }
     if (archive_entry_sparse_count(e) == 0 && written != size) {
-      return invalid("data is " + std::to_string(written) + " bytes, header says " +
-                     std::to_string(size));
+      return invalid_layer("data is " + std::to_string(written) + " bytes, header says " +
+                           std::to_string(size));
     }
     if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return errno_error(errno, "truncate");
     FORKD_TRY(own(fd.get(), m));
@@ -342,8 +342,8 @@ class LayerApplier {
   Status make_symlink(int pfd, const std::string& name, archive_entry* e, const Meta& m) {
     const char* target = archive_entry_symlink(e);
     if (target == nullptr) target = archive_entry_symlink_utf8(e);
-    if (target == nullptr || *target == '\0') return invalid("symlink without a target");
-    if (std::strlen(target) > limits_.max_path) return invalid("symlink target too long");
+    if (target == nullptr || *target == '\0') return invalid_layer("symlink without a target");
+    if (std::strlen(target) > limits_.max_path) return invalid_layer("symlink target too long");
     FORKD_TRY(clear(pfd, name, false));
     if (::symlinkat(target, pfd, name.c_str()) != 0) return errno_error(errno, "symlink");
     if (::fchownat(pfd, name.c_str(), m.uid, m.gid, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -359,10 +359,10 @@ class LayerApplier {
   Status make_hardlink(int pfd, const Comps& comps, const char* raw_target) {
     auto target = split_path(raw_target, limits_.max_path);
     if (!target) {
-      return invalid(std::string("hard link leaving the tree: '") + raw_target +
-                     "': " + target.error().message());
+      return invalid_layer(std::string("hard link leaving the tree: '") + raw_target +
+                           "': " + target.error().message());
     }
-    if (target->empty()) return invalid("hard link to the root");
+    if (target->empty()) return invalid_layer("hard link to the root");
     if (*target == comps) {  // a link to itself: already there
       ++stats_->hardlinks;
       return {};
@@ -371,8 +371,8 @@ class LayerApplier {
     struct stat st;
     if (!tdir || ::fstatat(tdir->get(), target->back().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
         !S_ISREG(st.st_mode)) {
-      return invalid(std::string("hard link leaving the tree: '") + raw_target +
-                     "' is not a regular file in the tree");
+      return invalid_layer(std::string("hard link leaving the tree: '") + raw_target +
+                           "' is not a regular file in the tree");
     }
     struct stat cur;
     if (::fstatat(pfd, comps.back().c_str(), &cur, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -429,7 +429,8 @@ Status apply_layer(const std::string& layer_path, const std::string& root_dir,
   archive_read_support_format_empty(a.get());
   if (archive_read_open_fd(a.get(), in.get(), 64 << 10) != ARCHIVE_OK) {
     const char* m = archive_error_string(a.get());
-    return invalid("layer " + layer_path + ": not a tar archive: " + (m ? m : "unknown error"));
+    return invalid_layer("layer " + layer_path +
+                         ": not a tar archive: " + (m ? m : "unknown error"));
   }
   return LayerApplier(layer_path, root.get(), limits, stats).run(a.get());
 }

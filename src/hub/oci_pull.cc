@@ -36,7 +36,7 @@ struct Link {
   std::string parent_manifest;
 };
 
-Error bad(const OciRef& ref, const std::string& what) {
+Error pull_error(const OciRef& ref, const std::string& what) {
   return Error(ErrorCode::kInvalidArgument, ref.to_string() + ": " + what);
 }
 
@@ -67,37 +67,40 @@ Result<Link> read_link(RegistryClient& client, const OciRef& ref, const std::str
   Json j = json::parse_untrusted(man->body);
   const Json* config = json::member(j, "config");
   if (!config || json::string_or(*config, "mediaType", "") != kForkdConfigType) {
-    return tl::unexpected(bad(ref, "not a forkd tag (a container image? use forkd image import)"));
+    return tl::unexpected(
+        pull_error(ref, "not a forkd tag (a container image? use forkd image import)"));
   }
   Link link;
   link.digest = man->digest;
   std::string config_digest = json::string_or(*config, "digest", "");
   auto config_size = json::get_int<uint64_t>(*config, "size");
   if (!is_valid_digest(config_digest) || !config_size || *config_size > kMaxManifestBytes) {
-    return tl::unexpected(bad(ref, "bad config descriptor"));
+    return tl::unexpected(pull_error(ref, "bad config descriptor"));
   }
   auto text = client.fetch_small_blob(config_digest, *config_size, "blob");
   if (!text) return tl::unexpected(text.error());
   Json cj = json::parse_untrusted(*text);
   auto pack = PackManifest::from_json(cj);
   if (!pack) return tl::unexpected(pack.error());
-  if (pack->tags.size() != 1) return tl::unexpected(bad(ref, "a config must describe one tag"));
+  if (pack->tags.size() != 1)
+    return tl::unexpected(pull_error(ref, "a config must describe one tag"));
   link.pack = std::move(*pack);
   link.parent_manifest = json::string_or(cj, "parent_manifest", "");
   const Json* layers = json::member(j, "layers");
-  if (!layers || !layers->is_array()) return tl::unexpected(bad(ref, "no layers"));
+  if (!layers || !layers->is_array()) return tl::unexpected(pull_error(ref, "no layers"));
   for (const auto& l : *layers) {
     Layer layer{json::string_or(l, "digest", ""), json::int_or<uint64_t>(l, "size", 0)};
     if (json::string_or(l, "mediaType", "") != kForkdChunkType || !is_valid_digest(layer.digest) ||
         layer.size == 0 || layer.size > max_chunk_blob_bytes()) {
-      return tl::unexpected(bad(ref, "bad layer descriptor"));
+      return tl::unexpected(pull_error(ref, "bad layer descriptor"));
     }
     link.layers.push_back(layer);
   }
   if (link.layers.size() != chunk_plan(link.pack).size()) {
-    return tl::unexpected(bad(ref, "the manifest lists " + std::to_string(link.layers.size()) +
-                                       " layers, its config describes " +
-                                       std::to_string(chunk_plan(link.pack).size()) + " chunks"));
+    return tl::unexpected(
+        pull_error(ref, "the manifest lists " + std::to_string(link.layers.size()) +
+                            " layers, its config describes " +
+                            std::to_string(chunk_plan(link.pack).size()) + " chunks"));
   }
   return link;
 }
@@ -197,12 +200,13 @@ Result<PullResult> pull_tag(const store::SnapshotStore& store, const std::string
   std::string reference = ref.reference();
   for (;;) {
     if (links.size() > static_cast<size_t>(store::kMaxChainDepth)) {
-      return tl::unexpected(bad(ref, "chain deeper than " + std::to_string(store::kMaxChainDepth)));
+      return tl::unexpected(
+          pull_error(ref, "chain deeper than " + std::to_string(store::kMaxChainDepth)));
     }
     auto link = read_link(client, ref, reference);
     if (!link) return tl::unexpected(link.error());
     if (!seen.insert(link->digest).second) {
-      return tl::unexpected(bad(ref, "the manifests' parents form a loop"));
+      return tl::unexpected(pull_error(ref, "the manifests' parents form a loop"));
     }
     if (res.digest.empty()) res.digest = link->digest;
     links.push_front(std::move(*link));
@@ -218,7 +222,7 @@ Result<PullResult> pull_tag(const store::SnapshotStore& store, const std::string
       break;
     }
     if (!is_valid_digest(links.front().parent_manifest)) {
-      return tl::unexpected(bad(ref, "a link without its parent's manifest"));
+      return tl::unexpected(pull_error(ref, "a link without its parent's manifest"));
     }
     reference = links.front().parent_manifest;
   }

@@ -20,7 +20,7 @@ bool is_alnum(char c) { return is_lower_alnum(c) || (c >= 'A' && c <= 'Z'); }
 char to_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 // The input for an error message: at most 200 bytes, control and non-ASCII bytes as '?'.
-std::string quote(std::string_view text) {
+std::string quoted_input(std::string_view text) {
   std::string out = "\"";
   for (char c : text.substr(0, 200)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
   if (text.size() > 200) out += "...";
@@ -97,7 +97,7 @@ Status parse_host_port(std::string_view authority, std::string& host, uint16_t& 
     }
   }
   if (!is_valid_host(host)) {
-    return make_error(ErrorCode::kInvalidArgument, "bad registry host " + quote(host));
+    return make_error(ErrorCode::kInvalidArgument, "bad registry host " + quoted_input(host));
   }
   port = 0;
   if (!port_text.empty()) {
@@ -159,7 +159,7 @@ bool is_valid_digest(std::string_view digest) {
 
 Result<OciRef> parse_oci_ref(std::string_view text) {
   auto fail = [&](const std::string& why) {
-    return make_error(ErrorCode::kInvalidArgument, "reference " + quote(text) + ": " + why);
+    return make_error(ErrorCode::kInvalidArgument, "reference " + quoted_input(text) + ": " + why);
   };
   if (text.empty()) return fail("empty; " + std::string(kRefExample));
   if (text.size() > kMaxRefBytes) {
@@ -180,7 +180,8 @@ Result<OciRef> parse_oci_ref(std::string_view text) {
   if (size_t at = rest.find('@'); at != std::string_view::npos) {
     std::string_view digest = rest.substr(at + 1);
     if (!is_valid_digest(digest)) {
-      return fail("bad digest " + quote(digest) + " (want sha256: and 64 lowercase hex digits)");
+      return fail("bad digest " + quoted_input(digest) +
+                  " (want sha256: and 64 lowercase hex digits)");
     }
     ref.digest = std::string(digest);
     rest = rest.substr(0, at);
@@ -191,13 +192,13 @@ Result<OciRef> parse_oci_ref(std::string_view text) {
       (last_slash == std::string_view::npos || colon > last_slash)) {
     std::string_view tag = rest.substr(colon + 1);
     if (!is_valid_tag(tag)) {
-      return fail("bad tag " + quote(tag) + " (want [A-Za-z0-9_][A-Za-z0-9._-]{0,127})");
+      return fail("bad tag " + quoted_input(tag) + " (want [A-Za-z0-9_][A-Za-z0-9._-]{0,127})");
     }
     ref.tag = std::string(tag);
     rest = rest.substr(0, colon);
   }
   if (!is_valid_repository(rest)) {
-    return fail("bad repository name " + quote(rest) +
+    return fail("bad repository name " + quoted_input(rest) +
                 " (lowercase letters and digits, components joined by '/', separators '.', '_', "
                 "'__' or '-' between them, at most 255 bytes)");
   }
@@ -251,7 +252,7 @@ HttpEndpoint registry_endpoint(const OciRef& ref, bool plain_http, bool want_tls
 
 Result<HttpUrl> parse_http_url(std::string_view url) {
   auto fail = [&](const std::string& why) {
-    return make_error(ErrorCode::kInvalidArgument, "URL " + quote(url) + ": " + why);
+    return make_error(ErrorCode::kInvalidArgument, "URL " + quoted_input(url) + ": " + why);
   };
   if (url.size() > kMaxUrlBytes) return fail("longer than 8 KiB");
   for (char c : url) {

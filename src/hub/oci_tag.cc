@@ -22,7 +22,7 @@ namespace {
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-Json descriptor(std::string_view media_type, const std::string& digest, uint64_t size) {
+Json descriptor_json(std::string_view media_type, const std::string& digest, uint64_t size) {
   return {{"mediaType", media_type}, {"digest", digest}, {"size", size}};
 }
 
@@ -138,7 +138,7 @@ Result<PushResult> push_tag(const store::SnapshotStore& store, const std::string
           } else {
             res.blobs_present++;
           }
-          Json d = descriptor(kForkdChunkType, digest, blob.size());
+          Json d = descriptor_json(kForkdChunkType, digest, blob.size());
           d["annotations"] = {{"dev.forkd.role", pos.role},
                               {"dev.forkd.offset", std::to_string(pos.offset)}};
           layers.push_back(std::move(d));
@@ -155,12 +155,13 @@ Result<PushResult> push_tag(const store::SnapshotStore& store, const std::string
     if (!sent) return tl::unexpected(sent.error());
     Json annotations = {{"dev.forkd.tag", name}};
     if (!parent_digest.empty()) annotations["dev.forkd.parent_manifest"] = parent_digest;
-    Json manifest = {{"schemaVersion", 2},
-                     {"mediaType", kOciManifestType},
-                     {"artifactType", kForkdArtifactType},
-                     {"config", descriptor(kForkdConfigType, config_digest, config_text.size())},
-                     {"layers", layers},
-                     {"annotations", annotations}};
+    Json manifest = {
+        {"schemaVersion", 2},
+        {"mediaType", kOciManifestType},
+        {"artifactType", kForkdArtifactType},
+        {"config", descriptor_json(kForkdConfigType, config_digest, config_text.size())},
+        {"layers", layers},
+        {"annotations", annotations}};
     std::string body = manifest.dump();
     std::string digest = "sha256:" + sha256_hex(body);
     reference = is_top ? ref.tag : digest;

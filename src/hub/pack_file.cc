@@ -17,7 +17,7 @@ namespace forkd::hub {
 
 namespace {
 
-constexpr char kMagic[8] = {'F', 'O', 'R', 'K', 'D', 'P', 'K', '\n'};
+constexpr char kPackMagic[8] = {'F', 'O', 'R', 'K', 'D', 'P', 'K', '\n'};
 constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 + 64;
 constexpr size_t kFrameBytes = 8 + 64;
 
@@ -63,7 +63,7 @@ Result<UniqueFd> open_input(const std::string& input) {
 Result<PackManifest> read_header(int fd, uint64_t* consumed) {
   char h[kHeaderBytes];
   FORKD_TRY(need(fd, h, sizeof h, "the header"));
-  if (std::memcmp(h, kMagic, 8) != 0) {
+  if (std::memcmp(h, kPackMagic, 8) != 0) {
     return make_error(ErrorCode::kInvalidArgument, "not a forkd pack (bad magic)");
   }
   uint64_t format = get_le(h + 8, 4);
@@ -109,7 +109,7 @@ Result<PackResult> pack_tag(const store::SnapshotStore& store, const PackOptions
   TreeGuard cleanup(staged);  // removes a staged file that never got its name
   if (staged.empty()) cleanup.release();
   std::string text = m->to_json().dump();
-  std::string head(kMagic, 8);
+  std::string head(kPackMagic, 8);
   put_le(&head, kPackFormat, 4);
   put_le(&head, 0, 4);
   put_le(&head, text.size(), 8);

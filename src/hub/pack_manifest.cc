@@ -13,7 +13,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-Error bad(const std::string& what) {
+Error bad_manifest(const std::string& what) {
   return Error(ErrorCode::kInvalidArgument, "bad pack manifest: " + what);
 }
 
@@ -27,7 +27,7 @@ bool is_hex64(const std::string& s) {
 
 Status check_tag_name(const std::string& tag) {
   if (auto st = store::SnapshotStore::validate_tag(tag); !st) {
-    return tl::unexpected(bad("tag name: " + st.error().message()));
+    return tl::unexpected(bad_manifest("tag name: " + st.error().message()));
   }
   return {};
 }
@@ -78,11 +78,11 @@ Json PackManifest::to_json() const {
 }
 
 Result<PackManifest> PackManifest::from_json(const Json& j) {
-  if (!j.is_object()) return tl::unexpected(bad("not an object"));
+  if (!j.is_object()) return tl::unexpected(bad_manifest("not an object"));
   if (json::string_or(j, "kind", "") != "forkd-pack")
-    return tl::unexpected(bad("not a forkd pack"));
+    return tl::unexpected(bad_manifest("not a forkd pack"));
   auto format = json::get_int<int>(j, "format");
-  if (!format || *format < 1) return tl::unexpected(bad("missing format"));
+  if (!format || *format < 1) return tl::unexpected(bad_manifest("missing format"));
   if (*format > kPackFormat) {
     return make_error(ErrorCode::kInvalidArgument,
                       "the pack has format " + std::to_string(*format) +
@@ -90,7 +90,7 @@ Result<PackManifest> PackManifest::from_json(const Json& j) {
                           "); upgrade forkd to unpack it");
   }
   if (json::get_int<uint64_t>(j, "chunk_bytes") != kChunkBytes) {
-    return tl::unexpected(bad("unsupported chunk size"));
+    return tl::unexpected(bad_manifest("unsupported chunk size"));
   }
   PackManifest m;
   m.format = *format;
@@ -101,53 +101,58 @@ Result<PackManifest> PackManifest::from_json(const Json& j) {
   std::map<std::string, std::string> known;  // tag -> content hash
   std::map<std::string, const store::SnapshotMeta*> in_pack;
   const Json* reqs = json::member(j, "requires");
-  if (!reqs || !reqs->is_array() || reqs->size() > 1) return tl::unexpected(bad("bad requires"));
+  if (!reqs || !reqs->is_array() || reqs->size() > 1)
+    return tl::unexpected(bad_manifest("bad requires"));
   for (const auto& r : *reqs) {
     PackRequirement req{json::string_or(r, "tag", ""), json::string_or(r, "content_hash", "")};
     FORKD_TRY(check_tag_name(req.tag));
-    if (!is_hex64(req.content_hash)) return tl::unexpected(bad("bad required content hash"));
+    if (!is_hex64(req.content_hash))
+      return tl::unexpected(bad_manifest("bad required content hash"));
     known[req.tag] = req.content_hash;
     m.requires_tags.push_back(req);
   }
   const Json* ts = json::member(j, "tags");
   if (!ts || !ts->is_array() || ts->empty() ||
       ts->size() > static_cast<size_t>(store::kMaxChainDepth) + 1) {
-    return tl::unexpected(bad("no tags, or more than a chain can hold"));
+    return tl::unexpected(bad_manifest("no tags, or more than a chain can hold"));
   }
   m.tags.reserve(ts->size());  // in_pack points into it
   for (const auto& t : *ts) {
     const Json* mj = json::member(t, "meta");
-    if (!mj) return tl::unexpected(bad("a tag without meta"));
+    if (!mj) return tl::unexpected(bad_manifest("a tag without meta"));
     auto meta = store::SnapshotMeta::from_json(*mj);
-    if (!meta) return tl::unexpected(bad(meta.error().message()));
-    if (meta->status != "ready") return tl::unexpected(bad("tag " + meta->tag + " is not ready"));
-    if (known.count(meta->tag)) return tl::unexpected(bad("tag " + meta->tag + " twice"));
-    if (meta->files.empty()) return tl::unexpected(bad("tag " + meta->tag + " has no files"));
+    if (!meta) return tl::unexpected(bad_manifest(meta.error().message()));
+    if (meta->status != "ready")
+      return tl::unexpected(bad_manifest("tag " + meta->tag + " is not ready"));
+    if (known.count(meta->tag)) return tl::unexpected(bad_manifest("tag " + meta->tag + " twice"));
+    if (meta->files.empty())
+      return tl::unexpected(bad_manifest("tag " + meta->tag + " has no files"));
     for (const auto& [role, f] : meta->files) {
       if (!is_known_role(role) || f.size > kMaxPackFileBytes || !is_hex64(f.sha256)) {
-        return tl::unexpected(bad("tag " + meta->tag + ": bad file " + role));
+        return tl::unexpected(bad_manifest("tag " + meta->tag + ": bad file " + role));
       }
     }
     if (meta->is_link() || meta->parent_tag) {
       if (!meta->parent_tag || !meta->parent_content_hash) {
-        return tl::unexpected(bad("link " + meta->tag + " without a parent"));
+        return tl::unexpected(bad_manifest("link " + meta->tag + " without a parent"));
       }
       auto it = known.find(*meta->parent_tag);
       if (it == known.end() || it->second != *meta->parent_content_hash) {
-        return tl::unexpected(bad("link " + meta->tag + ": its parent " + *meta->parent_tag +
-                                  " is neither earlier in the pack nor required"));
+        return tl::unexpected(bad_manifest("link " + meta->tag + ": its parent " +
+                                           *meta->parent_tag +
+                                           " is neither earlier in the pack nor required"));
       }
     }
     PackTag pt;
     pt.meta = std::move(*meta);
     const Json* refs = json::member(t, "refs");
-    if (refs && !refs->is_object()) return tl::unexpected(bad("bad refs"));
+    if (refs && !refs->is_object()) return tl::unexpected(bad_manifest("bad refs"));
     static const Json kNoRefs = Json::object();
     for (const auto& [role, r] : (refs ? *refs : kNoRefs).items()) {
       FileRef ref{json::string_or(r, "tag", ""), json::string_or(r, "role", "")};
       if (!pt.meta.files.count(role) || !is_known_role(ref.role) ||
           (!ref.external() && !known.count(ref.tag))) {
-        return tl::unexpected(bad("tag " + pt.meta.tag + ": bad reference for " + role));
+        return tl::unexpected(bad_manifest("tag " + pt.meta.tag + ": bad reference for " + role));
       }
       // A reference inside the pack must name an identical file; one to a required tag is
       // checked against the receiver's copy.
@@ -155,8 +160,8 @@ Result<PackManifest> PackManifest::from_json(const Json& j) {
         auto f = p->second->files.find(ref.role);
         if (f == p->second->files.end() || f->second.sha256 != pt.meta.files[role].sha256 ||
             f->second.size != pt.meta.files[role].size) {
-          return tl::unexpected(
-              bad("tag " + pt.meta.tag + ": reference for " + role + " names a different file"));
+          return tl::unexpected(bad_manifest("tag " + pt.meta.tag + ": reference for " + role +
+                                             " names a different file"));
         }
       }
       pt.refs[role] = ref;
