@@ -178,7 +178,7 @@ fi
 
 say "C++: configuring and building forkd and forkd-agent with $JOBS jobs"
 start cxx "$logs/cxx.log" bash -c "cmake -S . -B '$BUILD' $CMAKE_ARGS && \
-  cmake --build '$BUILD' -j'$JOBS' --target forkd forkd-agent"
+  cmake --build '$BUILD' -j'$JOBS' --target binaries"
 wait_for cxx kernel rootfs
 
 say "guest kernel and python rootfs ready: the tour (forkd demo)"
