@@ -52,40 +52,54 @@ else
   SUDO=
 fi
 export DEBIAN_FRONTEND=noninteractive
-updated=0
+
+# QEMU 8.2 or newer: the jail needs a QEMU that maps a read-only tag copy-on-write
+# (memory-backend-file readonly=on,rom=off), which Debian 12's 7.2 cannot. On Debian 12 this is
+# QEMU 10 from bookworm-backports; only the QEMU packages come from there (and the newer SeaBIOS
+# they need), nothing else. It goes into the same apt-get install as the rest, so a fresh machine
+# does not first install 7.2 and then replace it.
+qemu_major_minor() {
+  qemu-system-x86_64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1
+}
+backports=0
+if ((!kernel_only)); then
+  read -r qmaj qmin <<<"$(qemu_major_minor)"
+  if [[ -z ${qmaj:-} ]] || ((qmaj < 8 || (qmaj == 8 && qmin < 2))); then
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    if [[ $codename == bookworm ]]; then
+      backports=1
+      list=/etc/apt/sources.list.d/forkd-backports.list
+      if [[ ! -f $list ]]; then
+        echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$list" >/dev/null
+      fi
+      kept=()
+      for p in "${missing[@]}"; do
+        [[ $p == qemu-system-x86 ]] || kept+=("$p")
+      done
+      missing=("${kept[@]}" qemu-system-x86/bookworm-backports
+        qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports)
+      echo "install-deps: QEMU 10 comes from bookworm-backports (the jail needs 8.2+)"
+    else
+      echo "install-deps: warning: QEMU ${qmaj:-?}.${qmin:-?} is older than 8.2; forkd runs QEMU" \
+        "unjailed (see forkd doctor)" >&2
+    fi
+  fi
+fi
+
 if ((${#missing[@]} > 0)); then
   echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
   $SUDO apt-get update -q
-  updated=1
   $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all ${#PKGS[@]} packages present"
 fi
 ((kernel_only)) && exit 0
-
-# QEMU 8.2 or newer: the jail needs a QEMU that maps a read-only tag copy-on-write
-# (memory-backend-file readonly=on,rom=off), which Debian 12's 7.2 cannot. On Debian 12 this is
-# QEMU 10 from bookworm-backports; only the QEMU packages come from there (and the newer SeaBIOS
-# they need), nothing else.
-qemu_major_minor() {
-  qemu-system-x86_64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1
-}
-read -r qmaj qmin <<<"$(qemu_major_minor)"
-if [[ -z ${qmaj:-} ]] || ((qmaj < 8 || (qmaj == 8 && qmin < 2))); then
-  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-  if [[ $codename == bookworm ]]; then
-    list=/etc/apt/sources.list.d/forkd-backports.list
-    if [[ ! -f $list ]]; then
-      echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$list" >/dev/null
-      updated=0
-    fi
-    ((updated)) || $SUDO apt-get update -q
-    echo "install-deps: installing QEMU 10 from bookworm-backports (the jail needs 8.2+)"
-    $SUDO apt-get install -y -q --no-install-recommends qemu-system-x86/bookworm-backports \
-      qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports
-  else
-    echo "install-deps: warning: QEMU ${qmaj:-?}.${qmin:-?} is older than 8.2; forkd runs QEMU" \
-      "unjailed (see forkd doctor)" >&2
+if ((backports)); then
+  read -r qmaj qmin <<<"$(qemu_major_minor)"
+  if [[ -z ${qmaj:-} ]] || ((qmaj < 8 || (qmaj == 8 && qmin < 2))); then
+    echo "install-deps: QEMU from bookworm-backports did not install (qemu-system-x86_64" \
+      "reports ${qmaj:-nothing}.${qmin:-}); see the apt-get output above" >&2
+    exit 1
   fi
 fi
 
