@@ -42,9 +42,9 @@ done < "$here/forkd.config"
 echo "[kernel 3/4] compiling bzImage with $(nproc) jobs (about 14 CPU-minutes: 7 min on 2 idle cores)"
 start=$(date +%s)
 # Progress from kbuild's quiet lines: a line every 5% with the time left at the rate so far.
-# About 1,390 files are compiled for forkd.config; the figure only feeds this estimate.
+# About 1,300 files are compiled for forkd.config; the figure only feeds this estimate.
 progress() {
-  local total=1390 n=0 next=5 pct el left
+  local total=1300 n=0 next=5 pct el left
   while IFS= read -r line; do
     if [[ $line =~ ^\ \ (CC|AS)\  ]]; then
       n=$((n + 1))
