@@ -171,7 +171,7 @@ say "forkd demo: builds what is missing, then the tour (logs in $logs/)"
 : >"$logs/deps.log"
 deps "what the guest kernel build needs (a minute or two on a fresh machine)" --kernel
 start kernel "$logs/kernel.log" bash guest/prebuild.sh kernel
-deps "the rest (while the kernel builds)"
+deps "the rest (while the kernel builds)" --demo
 if [[ $(id -u) -eq 0 ]]; then
   start rootfs "$logs/python-rootfs.log" bash guest/prebuild.sh python-rootfs
 fi

@@ -4,6 +4,8 @@
 # usage: install-deps.sh            everything
 #        install-deps.sh --kernel   only what the guest kernel build needs (scripts/demo.sh
 #                                   starts that build while it installs the rest)
+#        install-deps.sh --demo     everything but what only the tests and benchmarks use
+#                                   (make demo; make test and make bench install the rest)
 set -euo pipefail
 
 # The guest kernel build (guest/kernel/build.sh), toolchain included.
@@ -20,24 +22,32 @@ PKGS=(
   qemu-system-x86 qemu-utils busybox-static debootstrap cpio gzip e2fsprogs
   # per_child_netns: a network namespace, veth, tap and nftables rules per child
   iproute2 nftables
-  # the hub tests' OCI registry (the reference distribution registry, on loopback only)
-  docker-registry
-  # benchmark charts, JSON in scripts; the Python SDK's install check (venv, setuptools)
-  python3 python3-matplotlib jq python3-venv python3-setuptools python3-wheel python3-pip
+  # JSON in scripts; the Python SDK's install check (venv, setuptools)
+  python3 jq python3-venv python3-setuptools python3-wheel python3-pip
 )
+# Only the tests and benchmarks use these: the hub tests' OCI registry (the reference
+# distribution registry, on loopback only) and the benchmark charts (matplotlib brings scipy
+# and the boost headers: most of a fresh machine's download).
+TEST_PKGS=(docker-registry python3-matplotlib)
 # The TypeScript SDK's tests and example need Node.js 20 or newer with npm. Debian 12's own
 # nodejs is 18: take it only when there is no node at all (a newer one, e.g. NodeSource's, is
 # kept; it bundles npm, which Debian's npm package would conflict with).
 if ! command -v node >/dev/null; then
-  PKGS+=(nodejs npm)
+  TEST_PKGS+=(nodejs npm)
 fi
 kernel_only=0
-if [[ ${1:-} == --kernel ]]; then
-  kernel_only=1
-  PKGS=("${KERNEL_PKGS[@]}")
-else
-  PKGS=("${KERNEL_PKGS[@]}" "${PKGS[@]}")
-fi
+case ${1:-} in
+  --kernel)
+    kernel_only=1
+    PKGS=("${KERNEL_PKGS[@]}")
+    ;;
+  --demo) PKGS=("${KERNEL_PKGS[@]}" "${PKGS[@]}") ;;
+  "") PKGS=("${KERNEL_PKGS[@]}" "${PKGS[@]}" "${TEST_PKGS[@]}") ;;
+  *)
+    echo "usage: install-deps.sh [--kernel | --demo]" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -55,8 +65,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 # QEMU 8.2 or newer: the jail needs a QEMU that maps a read-only tag copy-on-write
 # (memory-backend-file readonly=on,rom=off), which Debian 12's 7.2 cannot. On Debian 12 this is
-# QEMU 10 from bookworm-backports; only the QEMU packages come from there (and the newer SeaBIOS
-# they need), nothing else. It goes into the same apt-get install as the rest, so a fresh machine
+# QEMU 10 from bookworm-backports; only the QEMU packages and the newer SeaBIOS they need come
+# from there, nothing else. It goes into the same apt-get install as the rest, so a fresh machine
 # does not first install 7.2 and then replace it.
 qemu_major_minor() {
   qemu-system-x86_64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1
@@ -76,8 +86,11 @@ if ((!kernel_only)); then
       for p in "${missing[@]}"; do
         [[ $p == qemu-system-x86 ]] || kept+=("$p")
       done
+      # SeaBIOS named too: apt takes a dependency from backports on its own only when upgrading
+      # an installed one, and QEMU 10 needs SeaBIOS 1.16.3 (bookworm has 1.16.2).
       missing=("${kept[@]}" qemu-system-x86/bookworm-backports
-        qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports)
+        qemu-system-common/bookworm-backports qemu-system-data/bookworm-backports
+        seabios/bookworm-backports)
       echo "install-deps: QEMU 10 comes from bookworm-backports (the jail needs 8.2+)"
     else
       echo "install-deps: warning: QEMU ${qmaj:-?}.${qmin:-?} is older than 8.2; forkd runs QEMU" \
