@@ -5,7 +5,8 @@
 # build instead of inside `forkd demo`, and the terminal says what is happening and about how
 # long is left:
 #   1. the packages the kernel build needs, then the kernel build starts (guest/prebuild.sh)
-#   2. the other packages, then the python rootfs starts (as root; debootstrap needs it)
+#   2. the other packages but the tests' and benchmarks' (install-deps.sh --demo), then the
+#      python rootfs starts (as root; debootstrap needs it)
 #   3. the C++ build of forkd and forkd-agent only (`make build` builds the tests and fuzzers)
 #   4. once 1 and 2 are done: the tour, which finds both in the cache and uses them
 # Logs go to $BUILD/logs. A failure or Ctrl-C stops every build this script started.
@@ -169,7 +170,7 @@ deps() {
 
 say "forkd demo: builds what is missing, then the tour (logs in $logs/)"
 : >"$logs/deps.log"
-deps "what the guest kernel build needs (a minute or two on a fresh machine)" --kernel
+deps "what the guest kernel build needs (seconds to a minute on a fresh machine)" --kernel
 start kernel "$logs/kernel.log" bash guest/prebuild.sh kernel
 deps "the rest (while the kernel builds)" --demo
 if [[ $(id -u) -eq 0 ]]; then
