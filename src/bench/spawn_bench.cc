@@ -33,6 +33,39 @@ Result<engine::RestoreTimings> time_one_child(const engine::EngineConfig& cfg,
   return c.timings;
 }
 
+// One child at a time from a pool of one member of the tag's kind (warm or cold), the member
+// started and settled before each claim so that no start-up shares the machine with it: the
+// latency a single fork from a ready pool has (claim, state, cont, identity).
+Result<std::vector<double>> time_pooled_children(const engine::EngineConfig& cfg,
+                                                 engine::Pool& pool,
+                                                 const store::SnapshotMeta& meta,
+                                                 const std::string& tag_dir,
+                                                 const SpawnBenchOptions& a, int runs) {
+  std::vector<double> out;
+  FORKD_TRY(pool.configure(a.tag, {1, a.warm}));
+  for (int i = 0; i < runs; ++i) {
+    auto filled = pool.fill(meta, tag_dir);
+    if (!filled) return tl::unexpected(filled.error());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    engine::ForkOptions one;
+    one.tag = a.tag;
+    one.n = 1;
+    auto r = engine::fork_children(cfg, one);
+    if (!r) return tl::unexpected(r.error());
+    const auto& c = r->children[0];
+    if (!c.id.empty()) (void)engine::remove_sandbox(cfg, c.id);
+    if (c.error) return tl::unexpected(*c.error);
+    if (!c.from_pool) {
+      return make_error(ErrorCode::kInternal,
+                        "bench spawn: a single fork did not get the pool's member");
+    }
+    out.push_back(c.timings.launch_ms + c.timings.ready_ms);
+  }
+  FORKD_TRY(pool.configure(a.tag, {}));
+  pool.drain(a.tag);
+  return out;
+}
+
 }  // namespace
 
 Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
@@ -147,6 +180,13 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
       (one.per_child_netns ? ready_netns : ready_slirp).push_back(t->ready_ms);
     }
   }
+  std::vector<double> pooled_single;
+  if (a.pool > 0) {
+    std::fprintf(stderr, "forkd: bench spawn: single forks from a pool of one\n");
+    auto p = time_pooled_children(cfg, pool, *meta, snaps.dir(a.tag), a, 10);
+    if (!p) return tl::unexpected(p.error());
+    pooled_single = std::move(*p);
+  }
   Summary lat = summarize(latency);
   Summary one = summarize(single);
   nlohmann::json out = {
@@ -169,6 +209,7 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
       {"single_child_ms", one.to_json()},
       {"jailed", jail_on},
       {"single_child_unjailed_ms", summarize(unjailed).to_json()},
+      {"single_child_pooled_ms", summarize(pooled_single).to_json()},
       {"network", meta->network},
       {"unjailed_tag", bare_tag},
       {"unjailed_network", a.compare_tag.empty() ? meta->network : "none"},
@@ -228,6 +269,11 @@ void print_spawn_bench(const nlohmann::json& r) {
   std::printf("  one child alone, p50      %9.1f ms (no pool%s, network %s)\n",
               ms(r["single_child_ms"]), r["jailed"].get<bool>() ? "; jailed, with limits" : "",
               r["network"].get<std::string>().c_str());
+  if (r.contains("single_child_pooled_ms") && r["single_child_pooled_ms"]["n"].get<size_t>() > 0) {
+    std::printf("  one child from the pool   %9.1f ms p50 (max %.1f; a pool of one, %s)\n",
+                ms(r["single_child_pooled_ms"]), r["single_child_pooled_ms"]["max"].get<double>(),
+                r["pool_warm"].get<bool>() ? "warm" : "cold");
+  }
   if (r["jailed"].get<bool>()) {
     double bare = ms(r["single_child_unjailed_ms"]);
     const bool nic_measured = r["network"] == "outbound" && r["unjailed_network"] == "none";
