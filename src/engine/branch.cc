@@ -193,6 +193,27 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     claim.set_pause(pause_ms);
     if (opts.on_resumed) opts.on_resumed(tag, pause_ms, used);
   };
+  // The memory step, beside the destination's last steps: a link's diff against the parent's
+  // memory (compare, write, hash), or a flat tag's memory flushed.
+  const std::string full = *staging + "/memory";
+  store::MemoryResolver resolver(snaps, cfg.home + "/cache/assembled");
+  std::optional<store::LinkWrite> link;
+  double memory_ms = 0;
+  mreq.on_memory_complete = [&]() -> Status {
+    auto t_mem = Clock::now();
+    if (parent) {
+      auto parent_mem = resolver.resolve(*parent);
+      if (!parent_mem) return tl::unexpected(parent_mem.error());
+      auto written = store::write_link(full, *parent_mem, *staging);
+      if (!written) return tl::unexpected(written.error());
+      link = std::move(*written);
+    } else {
+      FORKD_TRY(fsync_path(full));
+    }
+    memory_ms = ms_since(t_mem);
+    return {};
+  };
+  auto t_mig = Clock::now();
   auto mig = migrate_to_template(cfg, mreq);
   if (!mig) return fail(mig.error());
 
@@ -202,6 +223,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   res.copy_ms = mig->copy_ms;
   res.switchover_ms = mig->switchover_ms;
   res.resume_ms = mig->resume_ms;
+  res.migrate_ms = ms_since(t_mig);
 
   store::SnapshotMeta meta;
   meta.tag = tag;
@@ -229,13 +251,8 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     meta.files["base"] = {};
   }
 
-  std::string full = *staging + "/memory";
-  store::MemoryResolver resolver(snaps, cfg.home + "/cache/assembled");
-  if (parent) {
-    auto parent_mem = resolver.resolve(*parent);
-    if (!parent_mem) return fail(parent_mem.error());
-    auto link = store::write_link(full, *parent_mem, *staging);
-    if (!link) return fail(link.error());
+  res.memory_ms = memory_ms;
+  if (link) {
     meta.parent_tag = parent->tag;
     meta.parent_content_hash = parent->content_hash();
     meta.memory_sha256 = link->content_sha256;
@@ -246,11 +263,11 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     // such, so the first spawn need not assemble it.
     if (auto st = resolver.adopt(meta, full); !st) return fail(st.error());
   } else {
-    if (auto st = fsync_path(full); !st) return fail(st.error());
     meta.files["memory"] = {};
     struct stat st;
     if (::stat(full.c_str(), &st) == 0) res.link_bytes = static_cast<uint64_t>(st.st_blocks) * 512;
   }
+  auto t_files = Clock::now();
   // Hashed here unless written with their hashes (a link's diff and bitmap): the commit takes
   // them all as known.
   for (auto& [role, f] : meta.files) {
@@ -262,6 +279,8 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     if (!entry) return fail(entry.error());
     f = *entry;
   }
+  res.files_ms = ms_since(t_files);
+  auto t_commit = Clock::now();
   if (auto st = write->commit(meta, /*hashes_known=*/true); !st) {
     if (parent) {  // the adopted memory belongs to a tag that never appeared
       std::string adopted = resolver.assembled_path(meta);
@@ -270,6 +289,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     }
     return fail(st.error());
   }
+  res.commit_ms = ms_since(t_commit);
   claim.done();
   auto loaded = snaps.load(tag);
   if (!loaded) return tl::unexpected(loaded.error());
@@ -277,9 +297,11 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   res.total_ms = ms_since(t0);
   logger("branch")->info(
       "event=branch tag={} source={} mode={} pause_ms={:.1f} switchover_ms={:.1f} "
-      "resume_ms={:.1f} total_ms={:.0f}",
+      "resume_ms={:.1f} total_ms={:.0f} copy_ms={:.0f} migrate_ms={:.0f} memory_ms={:.0f} "
+      "files_ms={:.0f} commit_ms={:.0f}",
       tag, opts.sandbox_id, branch_mode_name(res.mode), res.pause_ms, res.switchover_ms,
-      res.resume_ms, res.total_ms);
+      res.resume_ms, res.total_ms, res.copy_ms, res.migrate_ms, res.memory_ms, res.files_ms,
+      res.commit_ms);
   return res;
 }
 

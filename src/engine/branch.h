@@ -55,7 +55,11 @@ struct BranchResult {
   double switchover_ms = 0;  // of the pause: STOP until QEMU's migration `completed` event
   double resume_ms = 0;      // of the pause: `completed` until RESUME (our reaction, `cont`)
   double total_ms = 0;       // call start to tag committed
-  uint64_t link_bytes = 0;   // bytes of memory stored by the tag (dirty set for a link)
+  // Steps of total_ms: the whole migration (destination start until it saved its device state
+  // and quit), the memory step (link: compare, write, hash; flat: fsync; it runs beside the
+  // end of the migration), the other files' fsync and hash, and the commit.
+  double migrate_ms = 0, memory_ms = 0, files_ms = 0, commit_ms = 0;
+  uint64_t link_bytes = 0;  // bytes of memory stored by the tag (dirty set for a link)
 };
 
 // Branches a running sandbox. The caller may hold an agent connection to it; its children's

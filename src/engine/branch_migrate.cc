@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <future>
+#include <system_error>
 #include <thread>
 
 #include "base/clock.h"
@@ -12,6 +14,7 @@
 #include "base/files.h"
 #include "base/json_get.h"
 #include "base/log.h"
+#include "base/prefault.h"
 #include "base/subprocess.h"
 #include "engine/gc.h"
 #include "engine/migration.h"
@@ -125,6 +128,24 @@ class SourceSide {
   QmpClient& qmp_;
 };
 
+// Runs fn on a thread of its own (inline when none can start).
+std::future<Status> start_task(const std::function<Status()>& fn) {
+  auto guarded = [fn]() -> Status {
+    try {
+      return fn();
+    } catch (const std::exception& e) {
+      return make_error(ErrorCode::kInternal, std::string("branch memory step: ") + e.what());
+    }
+  };
+  try {
+    return std::async(std::launch::async, guarded);
+  } catch (const std::system_error&) {
+    std::promise<Status> done;
+    done.set_value(guarded());
+    return done.get_future();
+  }
+}
+
 // The destination's run dir: $FORKD_HOME/branching/<hex>, short enough for its sockets, locked
 // while this branch runs. Dirs whose branch died (kill -9 mid-branch) are unlocked, and the next
 // branch (or gc) removes them, killing a destination QEMU still running there.
@@ -150,8 +171,10 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
                                                 " bytes of RAM for " +
                                                 std::to_string(req.memory_mib) + " MiB");
   }
+  auto t_start = Clock::now();
   // Before anything stops: a full disk fails here, with the source untouched.
   FORKD_TRY(preallocate_file(req.memory_file, ram_bytes));
+  const double prealloc_ms = ms_since(t_start);
   auto disk = query_disk(*src);
   if (!disk) return tl::unexpected(disk.error());
 
@@ -198,8 +221,10 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   }
   auto jail = jail_vm(cfg, *dest_dir, {}, &*vc);
   if (!jail) return tl::unexpected(jail.error().wrap("branch destination"));
+  auto t_launch = Clock::now();
   auto launched =
       vmm::VmProcess::launch_with_qmp(*vc, *dest_dir + "/qemu.log", std::chrono::seconds(30));
+  const double launch_ms = ms_since(t_launch);
   if (!launched) {
     (void)remove_run_dir(*dest_dir);
     return tl::unexpected(launched.error().wrap("start the branch destination"));
@@ -254,6 +279,8 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   if (mode == BranchMode::kFull) {
     if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
   }
+  // The destination's first touches of the new memory file, shared with this thread.
+  FilePrefaulter prefault(req.memory_file, ram_bytes);
   auto t_copy = Clock::now();
   if (auto r = src->execute("migrate", Json{{"uri", uri}}); !r) {
     return give_up(r.error().wrap("migrate"));
@@ -320,6 +347,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   res.copy_ms = ms_since(t_copy);
+  prefault.stop();
   auto stop_ev = src->wait_event("STOP", std::chrono::seconds(2));
   auto resume_ev = src->wait_event("RESUME", std::chrono::seconds(5));
   if (!stop_ev || !resume_ev) {
@@ -344,10 +372,26 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
                                                     vmm::log_tail(*dest_dir + "/qemu.log", 400));
     }
   }
-  auto saved = save_device_state(dst, req.vmstate_file, /*ignore_shared=*/true);
+  // The memory is whole. Before it answers again QEMU msyncs its file-backed RAM (0.5-1 s for
+  // 1 GiB here): the caller's work on the memory runs meanwhile.
+  auto t_finish = Clock::now();
+  std::future<Status> memory_work;
+  if (req.on_memory_complete) memory_work = start_task(req.on_memory_complete);
+  // Synced with the tag's other files (branch_sandbox).
+  auto saved = save_device_state(dst, req.vmstate_file, /*ignore_shared=*/true, /*sync=*/false);
+  if (saved) {
+    (void)dst.execute("quit");
+    launched->first.wait_exit(std::chrono::seconds(5));
+  }
+  const double dest_ms = ms_since(t_finish);
+  Status memory = memory_work.valid() ? memory_work.get() : Status{};
   if (!saved) return tl::unexpected(saved.error().wrap("destination device state"));
-  (void)dst.execute("quit");
-  launched->first.wait_exit(std::chrono::seconds(5));
+  if (!memory) return tl::unexpected(memory.error());
+  logger("branch")->info(
+      "event=migrate_steps prealloc_ms={:.0f} launch_ms={:.0f} copy_ms={:.0f} prefaulted_mib={} "
+      "destination_done_ms={:.0f} memory_done_ms={:.0f}",
+      prealloc_ms, launch_ms, res.copy_ms, prefault.done_bytes() >> 20, dest_ms,
+      ms_since(t_finish));
 
   if (!res.frozen_disk.empty()) {
     auto base = chain_base(res.frozen_disk);

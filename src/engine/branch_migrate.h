@@ -22,6 +22,10 @@ struct MigrateRequest {
   std::string vmstate_file;  // the destination's device state goes here
   BranchMode mode = BranchMode::kLive;
   std::function<void(double pause_ms, BranchMode mode)> on_resumed;
+  // Runs once memory_file holds the whole memory, on a thread of its own beside the
+  // destination's last steps (QEMU flushes the file, then saves its device state and quits);
+  // its error fails the migration.
+  std::function<Status()> on_memory_complete;
 };
 
 struct MigrateResult {

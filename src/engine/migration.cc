@@ -52,7 +52,7 @@ Status pass_fd(vmm::QmpClient& qmp, int fd, const std::string& name) {
 }  // namespace
 
 Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path,
-                                     bool ignore_shared) {
+                                     bool ignore_shared, bool sync) {
   FORKD_TRY(set_ignore_shared(qmp, ignore_shared));
   if (!ignore_shared) {
     // A plain save of a stopped VM: let it write as fast as the disk takes it.
@@ -70,7 +70,7 @@ Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& pat
   FORKD_TRY(wait_migration(qmp));
   SaveResult res;
   res.written_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_stop).count();
-  if (::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
+  if (sync && ::fsync(fd->get()) != 0) return errno_error(errno, "fsync " + path);
   res.pause_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_stop).count();
   struct stat st;
   if (::fstat(fd->get(), &st) == 0) res.bytes = static_cast<uint64_t>(st.st_size);

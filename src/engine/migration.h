@@ -18,8 +18,9 @@ struct SaveResult {
 // (passed to QEMU as a descriptor: the seccomp jail forbids exec:). The VM stays stopped.
 // With ignore_shared false, guest RAM goes into the stream too (plain QEMU save, the baseline
 // the benchmarks compare against).
+// With sync false the file is not fsynced here (a caller that syncs it later, with others).
 Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path,
-                                     bool ignore_shared = true);
+                                     bool ignore_shared = true, bool sync = true);
 Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::string& path,
                                      bool ignore_shared = true);
 

@@ -73,7 +73,9 @@ class MemoryResolver {
  private:
   Result<std::string> resolve_depth(const SnapshotMeta& meta, int depth) const;
   bool stamp_ok(const std::string& path, const std::string& sha) const;
-  Status stamp(const std::string& path, const std::string& sha) const;
+  // boot_id: the data may not be on disk yet, so the stamp holds only while this boot lasts.
+  Status stamp(const std::string& path, const std::string& sha,
+               const std::string& boot_id = "") const;
 
   const SnapshotStore& store_;
   std::string cache_dir_;

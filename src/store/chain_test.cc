@@ -118,25 +118,54 @@ TEST_F(ChainTest, LinkHashesAreThoseOfTheFilesWritten) {
   EXPECT_EQ(diff.substr(2 * kPageSize, kPageSize), std::string(kPageSize, '\0'));
 }
 
-// Chunks larger than the hasher's zero buffer, and both hashes against hashing the bytes here.
+// Memory larger than the hasher's zero buffer, and both hashes against hashing the bytes here.
 TEST(LinkHasher, HashesMatchTheBytesWithUnchangedPagesZeroed) {
   const size_t n = 3 * LinkHasher::kMaxChunk;
-  std::string data(n, 'd');
-  for (size_t i = 0; i < n; i += 4099) data[i] = static_cast<char>(i);
-  std::vector<bool> changed(n / LinkHasher::kPage, false);
-  changed[0] = changed[7] = changed[changed.size() - 1] = true;
+  std::string parent(n, 'd');
+  for (size_t i = 0; i < n; i += 4099) parent[i] = static_cast<char>(i);
+  std::string data = parent;
+  const size_t pages = n / LinkHasher::kPage;
   std::string diff(n, '\0');
-  for (size_t p = 0; p < changed.size(); ++p) {
-    if (changed[p]) diff.replace(p * kPageSize, kPageSize, data, p * kPageSize, kPageSize);
+  for (size_t p : {size_t{0}, size_t{7}, size_t{8}, pages / 2, pages - 1}) {
+    data[p * kPageSize + 5] = 'X';
+    diff.replace(p * kPageSize, kPageSize, data, p * kPageSize, kPageSize);
   }
-  LinkHasher h;
-  h.add(data.data(), n / 2,
-        std::vector<bool>(changed.begin(), changed.begin() + changed.size() / 2));
-  h.add(data.data() + n / 2, n / 2,
-        std::vector<bool>(changed.begin() + changed.size() / 2, changed.end()));
+  LinkHasher h(data.data(), parent.data(), n);
   auto got = h.finish();
   EXPECT_EQ(got.content, sha256_hex(data));
   EXPECT_EQ(got.diff, sha256_hex(diff));
+  // Nothing changed: the diff is all zeros.
+  LinkHasher same(parent.data(), parent.data(), n);
+  auto zero = same.finish();
+  EXPECT_EQ(zero.content, sha256_hex(parent));
+  EXPECT_EQ(zero.diff, sha256_hex(std::string(n, '\0')));
+}
+
+// An adopted memory is stamped for this boot only (its data may not be on disk yet): with
+// another boot's id in its stamp it is assembled again from the link.
+TEST_F(ChainTest, AdoptedMemoryIsTrustedOnlyInTheBootThatWroteIt) {
+  auto a = base("a", memory('a'));
+  std::string m1 = memory('a');
+  m1[9 * kPageSize] = 'y';
+  auto l1 = link("l1", a, m1);
+  ASSERT_TRUE(l1);
+  std::string full = home_->path() + "/whole.mem";
+  ASSERT_TRUE(write_file_atomic(full, m1));
+  ASSERT_TRUE(resolver_->adopt(*l1, full));
+  std::string adopted = resolver_->assembled_path(*l1);
+  auto stamp = read_file(adopted + ".verified");
+  ASSERT_TRUE(stamp);
+  ASSERT_NE(stamp->find(" boot="), std::string::npos) << *stamp;
+  std::string id = file_identity(adopted);
+  auto p1 = resolver_->resolve(*l1);
+  ASSERT_TRUE(p1);
+  EXPECT_EQ(file_identity(*p1), id) << "adopted memory must be used as it is";
+  std::string other = stamp->substr(0, stamp->find(" boot=")) + " boot=another-boot";
+  ASSERT_TRUE(write_file_atomic(adopted + ".verified", other));
+  auto p2 = resolver_->resolve(*l1);
+  ASSERT_TRUE(p2);
+  EXPECT_NE(file_identity(*p2), id) << "a stamp of another boot must not be trusted";
+  EXPECT_EQ(*read_file(*p2), m1);
 }
 
 TEST_F(ChainTest, LinkStoresChangedPagesAndAssemblesBack) {

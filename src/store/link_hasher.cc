@@ -1,81 +1,75 @@
 #include "store/link_hasher.h"
 
 #include <algorithm>
+#include <cstring>
 #include <system_error>
 
 namespace forkd::store {
 namespace {
 const char kZeros[LinkHasher::kMaxChunk] = {};
+
+std::thread start(void (LinkHasher::*fn)(), LinkHasher* self) {
+  try {
+    return std::thread(fn, self);
+  } catch (const std::system_error&) {
+    return std::thread();
+  }
+}
 }  // namespace
 
-LinkHasher::LinkHasher() {
-  try {
-    thread_ = std::thread([this] { run(); });
-  } catch (const std::system_error&) {
-    // No second thread: add() hashes on the caller's.
+LinkHasher::LinkHasher(const char* full, const char* parent, size_t n)
+    : full_(full), parent_(parent), n_(n) {
+  content_thread_ = start(&LinkHasher::hash_content, this);
+  diff_thread_ = start(&LinkHasher::hash_diff, this);
+}
+
+LinkHasher::~LinkHasher() { join(); }
+
+void LinkHasher::join() {
+  if (content_thread_.joinable()) content_thread_.join();
+  if (diff_thread_.joinable()) diff_thread_.join();
+}
+
+void LinkHasher::hash_content() {
+  for (size_t off = 0; off < n_; off += kMaxChunk) {
+    content_.update(full_ + off, std::min(kMaxChunk, n_ - off));
   }
 }
 
-LinkHasher::~LinkHasher() {
-  {
-    std::lock_guard lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
-
-void LinkHasher::hash(const char* data, size_t n, const std::vector<bool>& changed) {
-  content_.update(data, n);
-  // Runs of changed pages come from data, runs of unchanged ones from the zero buffer.
-  const size_t pages = n / kPage;
-  for (size_t p = 0; p < pages;) {
-    size_t q = p + 1;
-    while (q < pages && changed[q] == changed[p]) ++q;
-    if (changed[p]) {
-      diff_.update(data + p * kPage, (q - p) * kPage);
-    } else {
-      for (size_t left = (q - p) * kPage; left > 0;) {  // the zero buffer is kMaxChunk long
-        size_t step = std::min(left, kMaxChunk);
-        diff_.update(kZeros, step);
-        left -= step;
-      }
+void LinkHasher::hash_diff() {
+  // Runs of changed pages come from full, runs of unchanged ones from the zero buffer.
+  auto flush = [&](size_t from, size_t to, bool changed) {
+    if (changed) {
+      diff_.update(full_ + from * kPage, (to - from) * kPage);
+      return;
     }
-    p = q;
+    for (size_t left = (to - from) * kPage; left > 0;) {  // the zero buffer is kMaxChunk long
+      size_t step = std::min(left, kMaxChunk);
+      diff_.update(kZeros, step);
+      left -= step;
+    }
+  };
+  const size_t pages = n_ / kPage;
+  size_t run = 0;
+  bool run_changed = false;
+  for (size_t p = 0; p < pages; ++p) {
+    const bool c = std::memcmp(full_ + p * kPage, parent_ + p * kPage, kPage) != 0;
+    if (p == 0) run_changed = c;
+    if (c != run_changed) {
+      flush(run, p, run_changed);
+      run = p;
+      run_changed = c;
+    }
   }
-}
-
-void LinkHasher::run() {
-  std::unique_lock lock(mu_);
-  for (;;) {
-    cv_.wait(lock, [&] { return stop_ || data_ != nullptr; });
-    if (data_ == nullptr) return;  // stopped, nothing pending
-    lock.unlock();
-    hash(data_, n_, changed_);
-    lock.lock();
-    data_ = nullptr;
-    cv_.notify_all();
-  }
-}
-
-void LinkHasher::add(const char* data, size_t n, const std::vector<bool>& changed) {
-  if (!thread_.joinable()) {
-    hash(data, n, changed);
-    return;
-  }
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return data_ == nullptr; });
-  changed_ = changed;
-  n_ = n;
-  data_ = data;
-  cv_.notify_all();
+  if (pages > 0) flush(run, pages, run_changed);
 }
 
 LinkHasher::Hashes LinkHasher::finish() {
-  if (thread_.joinable()) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return data_ == nullptr; });
-  }
+  const bool content_inline = !content_thread_.joinable();
+  const bool diff_inline = !diff_thread_.joinable();
+  join();
+  if (content_inline) hash_content();
+  if (diff_inline) hash_diff();
   return Hashes{content_.hex(), diff_.hex()};
 }
 
