@@ -80,9 +80,10 @@ class MakeTablesTest(unittest.TestCase):
             "| CPU per idle child, median (all children, % of a core) | 0.05 % (5.0 %) over 60 s"
             " | \u2013 | 0.05 % (6.2 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
-            "| live: pause p50 / p90 / max | 1.86 / 2.68 / 2.68 ms | 1.45 / 1.87 / 1.87 ms |",
-            "| full pause p50 / plain save p50 | 374 % | 387 % |",
-            "| tax per link, (depth d \u2212 depth 0) / d | 1.8, 0.6, 0.2 | 5.4, 1.5, 0.4 |",
+            "| live: pause p50 / p90 / max | 2.00 / 4.88 / 4.88 ms | 3.69 / 6.08 / 6.08 ms |",
+            "| live: whole call p50 (copy p50) | 1020 ms (480 ms) | 4063 ms (2086 ms) |",
+            "| full pause p50 / plain save p50 | 206 % | 202 % |",
+            "| tax per link, (depth d \u2212 depth 0) / d | 4.0, 7.1, 3.1 | 2.7, \u22127.7, 2.0 |",
             "| forkd pack / unpack | 76.9 MB | 11.9x | 866 MB/s | 637 MB/s |",
             "| exec `true`, p50 / p90 | 13.33 / 17.78 ms |",
             "| later eval `1 + 1` | 1.8 ms | 3.1 ms | 8.9 ms | \u2264 10 ms |",
