@@ -156,8 +156,10 @@ void AgentClient::deliver(Json msg, std::string bin) {
       auto t0 = Clock::now();
       busy_since_us_ = now_us(t0);
       p->on_event(*ev, bin);
-      busy_since_us_ = 0;
+      // The total first: a probe reading both meanwhile counts this call twice (no verdict,
+      // the safe side), never not at all (a stall verdict from a busy reader).
       reader_busy_us_ += now_us(Clock::now()) - now_us(t0);
+      busy_since_us_ = 0;
     }
     return;
   }
