@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -86,6 +85,15 @@ Result<uint64_t> file_size(int fd, const std::string& path) {
 Status fsync_fd(int fd, const std::string& path) {
   if (::fsync(fd) != 0) return errno_error(errno, "fsync " + path);
   return {};
+}
+
+// This boot of the kernel ("" when unknown).
+std::string current_boot_id() {
+  auto id = read_file("/proc/sys/kernel/random/boot_id", 64);
+  if (!id) return "";
+  std::string s = *id;
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
 }
 
 }  // namespace
@@ -228,15 +236,6 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
 
 std::string MemoryResolver::assembled_path(const SnapshotMeta& meta) const {
   return cache_dir_ + "/" + meta.tag + "-" + meta.content_hash().substr(0, 16) + ".mem";
-}
-
-// This boot of the kernel ("" when unknown).
-std::string current_boot_id() {
-  auto id = read_file("/proc/sys/kernel/random/boot_id", 64);
-  if (!id) return "";
-  std::string s = *id;
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
 }
 
 bool MemoryResolver::stamp_ok(const std::string& path, const std::string& sha) const {
