@@ -32,6 +32,10 @@ FilePrefaulter::~FilePrefaulter() { stop(); }
 
 void FilePrefaulter::stop() {
   stop_.store(true);
+  wait();
+}
+
+void FilePrefaulter::wait() {
   if (thread_.joinable()) thread_.join();
 }
 

@@ -21,6 +21,8 @@ class FilePrefaulter {
 
   // Ends the work after the chunk in hand and waits for the thread.
   void stop();
+  // Waits until the whole file is in (or the thread gave up).
+  void wait();
   // Bytes brought in so far.
   uint64_t done_bytes() const { return done_.load(); }
 

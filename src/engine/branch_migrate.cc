@@ -276,11 +276,13 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     source.ensure_running();
     return tl::unexpected(e);
   };
-  if (mode == BranchMode::kFull) {
-    if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
-  }
   // The destination's first touches of the new memory file, shared with this thread.
   FilePrefaulter prefault(req.memory_file, ram_bytes);
+  if (mode == BranchMode::kFull) {
+    // The source stops for the whole copy: the new memory comes in before it does.
+    prefault.wait();
+    if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
+  }
   auto t_copy = Clock::now();
   if (auto r = src->execute("migrate", Json{{"uri", uri}}); !r) {
     return give_up(r.error().wrap("migrate"));
