@@ -43,6 +43,14 @@ Result<std::vector<double>> time_pooled_children(const engine::EngineConfig& cfg
                                                  const SpawnBenchOptions& a, int runs) {
   std::vector<double> out;
   FORKD_TRY(pool.configure(a.tag, {1, a.warm}));
+  struct Reset {  // whatever happens: the tag's pool as the batch left it (off), no member left
+    engine::Pool& pool;
+    const std::string& tag;
+    ~Reset() {
+      (void)pool.configure(tag, {});
+      pool.drain(tag);
+    }
+  } reset{pool, a.tag};
   for (int i = 0; i < runs; ++i) {
     auto filled = pool.fill(meta, tag_dir);
     if (!filled) return tl::unexpected(filled.error());
@@ -61,8 +69,6 @@ Result<std::vector<double>> time_pooled_children(const engine::EngineConfig& cfg
     }
     out.push_back(c.timings.launch_ms + c.timings.ready_ms);
   }
-  FORKD_TRY(pool.configure(a.tag, {}));
-  pool.drain(a.tag);
   return out;
 }
 
