@@ -374,8 +374,9 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
                                                     vmm::log_tail(*dest_dir + "/qemu.log", 400));
     }
   }
-  // The memory is whole. Before it answers again QEMU msyncs its file-backed RAM (0.5-1 s for
-  // 1 GiB here): the caller's work on the memory runs meanwhile.
+  // The memory is whole. QEMU then answers nothing for 0.5-1 s at 1 GiB (timed; by our reading
+  // of its incoming-migration cleanup, a write-back of its file-backed RAM): the caller's work on
+  // the memory runs meanwhile.
   auto t_finish = Clock::now();
   std::future<Status> memory_work;
   if (req.on_memory_complete) memory_work = start_task(req.on_memory_complete);
