@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <memory>
 #include <set>
 #include <utility>
@@ -20,7 +19,7 @@ namespace forkd::store {
 
 namespace {
 
-constexpr size_t kChunk = 1 << 20;  // bytes compared per read
+constexpr size_t kChunk = 1 << 20;  // bytes per read when assembling, at most per diff write
 
 Status pread_full(int fd, char* buf, size_t n, off_t off, const std::string& what) {
   size_t done = 0;
@@ -201,9 +200,7 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
   LinkWrite out;
   LinkHasher hasher(mem, old, *size);  // both hashes on threads of their own, meanwhile
   const uint64_t pages = *size / kPageSize;
-  auto changed = [&](uint64_t p) {
-    return std::memcmp(mem + p * kPageSize, old + p * kPageSize, kPageSize) != 0;
-  };
+  auto changed = [&](uint64_t p) { return LinkHasher::page_changed(mem, old, p); };
   // Each run of changed pages in one write of at most kChunk bytes.
   for (uint64_t i = 0; i < pages;) {
     if (!changed(i)) {

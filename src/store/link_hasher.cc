@@ -53,7 +53,7 @@ void LinkHasher::hash_diff() {
   size_t run = 0;
   bool run_changed = false;
   for (size_t p = 0; p < pages; ++p) {
-    const bool c = std::memcmp(full_ + p * kPage, parent_ + p * kPage, kPage) != 0;
+    const bool c = page_changed(full_, parent_, p);
     if (p == 0) run_changed = c;
     if (c != run_changed) {
       flush(run, p, run_changed);
@@ -62,6 +62,10 @@ void LinkHasher::hash_diff() {
     }
   }
   if (pages > 0) flush(run, pages, run_changed);
+}
+
+bool LinkHasher::page_changed(const char* full, const char* parent, size_t p) {
+  return std::memcmp(full + p * kPage, parent + p * kPage, kPage) != 0;
 }
 
 LinkHasher::Hashes LinkHasher::finish() {

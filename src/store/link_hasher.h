@@ -29,6 +29,9 @@ class LinkHasher {
   };
   Hashes finish();
 
+  // Whether page p of full differs from the parent's: what makes a page part of the diff.
+  static bool page_changed(const char* full, const char* parent, size_t p);
+
   static constexpr size_t kMaxChunk = 1 << 20;  // the zero buffer's size
 
  private:
