@@ -182,8 +182,9 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
   if (!full_map) return tl::unexpected(full_map.error());
   auto parent_map = ReadMapping::map(parent->get(), *size, parent_path);
   if (!parent_map) return tl::unexpected(parent_map.error());
-  const char* mem = full_map->data();
-  const char* old = parent_map->data();
+  // Holes (pages a branch's destination never wrote: zero) are not read through the mappings.
+  MemView mem{full_map->data(), hole_pages(full->get(), *size)};
+  MemView old{parent_map->data(), hole_pages(parent->get(), *size)};
   std::string diff_path = dir + "/" + snapshot_file_name("memory_diff");
   std::string pages_path = dir + "/" + snapshot_file_name("memory_pages");
   // The changed pages go straight to the disk: through the page cache each would take a new
@@ -201,20 +202,26 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
   LinkHasher hasher(mem, old, *size);  // both hashes on threads of their own, meanwhile
   const uint64_t pages = *size / kPageSize;
   auto changed = [&](uint64_t p) { return LinkHasher::page_changed(mem, old, p); };
-  // Each run of changed pages in one write of at most kChunk bytes.
+  auto mark = [&](uint64_t p) {
+    bitmap[p / 8] = static_cast<char>(bitmap[p / 8] | (1 << (p % 8)));
+    ++out.pages_changed;
+  };
+  // Each run of changed pages in one write of at most kChunk bytes. A changed page that is a
+  // hole in the new memory (now zero) needs no write: the diff's own hole reads as zeros.
   for (uint64_t i = 0; i < pages;) {
     if (!changed(i)) {
       ++i;
       continue;
     }
-    uint64_t j = i + 1;
-    while (j < pages && (j - i) * kPageSize < kChunk && changed(j)) ++j;
-    for (uint64_t p = i; p < j; ++p) {
-      bitmap[p / 8] = static_cast<char>(bitmap[p / 8] | (1 << (p % 8)));
+    if (mem.is_hole(i)) {
+      mark(i++);
+      continue;
     }
-    FORKD_TRY(pwrite_full(diff->get(), mem + i * kPageSize, (j - i) * kPageSize,
+    uint64_t j = i + 1;
+    while (j < pages && (j - i) * kPageSize < kChunk && !mem.is_hole(j) && changed(j)) ++j;
+    for (uint64_t p = i; p < j; ++p) mark(p);
+    FORKD_TRY(pwrite_full(diff->get(), mem.data + i * kPageSize, (j - i) * kPageSize,
                           static_cast<off_t>(i * kPageSize), diff_path));
-    out.pages_changed += j - i;
     i = j;
   }
   auto hashes = hasher.finish();

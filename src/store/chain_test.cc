@@ -9,6 +9,8 @@
 #include <chrono>
 #include <functional>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "base/files.h"
 #include "store/link_hasher.h"
@@ -130,15 +132,101 @@ TEST(LinkHasher, HashesMatchTheBytesWithUnchangedPagesZeroed) {
     data[p * kPageSize + 5] = 'X';
     diff.replace(p * kPageSize, kPageSize, data, p * kPageSize, kPageSize);
   }
-  LinkHasher h(data.data(), parent.data(), n);
+  MemView full{data.data(), {}};
+  MemView old{parent.data(), {}};
+  LinkHasher h(full, old, n);
   auto got = h.finish();
   EXPECT_EQ(got.content, sha256_hex(data));
   EXPECT_EQ(got.diff, sha256_hex(diff));
   // Nothing changed: the diff is all zeros.
-  LinkHasher same(parent.data(), parent.data(), n);
+  LinkHasher same(old, old, n);
   auto zero = same.finish();
   EXPECT_EQ(zero.content, sha256_hex(parent));
   EXPECT_EQ(zero.diff, sha256_hex(std::string(n, '\0')));
+}
+
+// Writes `pages` pages of which only those in `data` (page -> byte) are written; the rest stay
+// holes. Returns the bytes the file reads as.
+std::string sparse_file(const std::string& path, size_t pages,
+                        const std::vector<std::pair<size_t, char>>& data) {
+  std::string bytes(pages * kPageSize, '\0');
+  auto fd = open_file(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  EXPECT_TRUE(fd);
+  EXPECT_EQ(::ftruncate(fd->get(), static_cast<off_t>(bytes.size())), 0);
+  for (auto [p, c] : data) {
+    std::string page(kPageSize, c);
+    bytes.replace(p * kPageSize, kPageSize, page);
+    EXPECT_EQ(::pwrite(fd->get(), page.data(), page.size(), static_cast<off_t>(p * kPageSize)),
+              static_cast<ssize_t>(page.size()));
+  }
+  return bytes;
+}
+
+TEST(LinkHasher, HolePagesAreThePagesWithNoDataAtAll) {
+  auto dir = TempDir::create("forkd-holes");
+  ASSERT_TRUE(dir);
+  std::string path = dir->path() + "/f";
+  sparse_file(path, 40, {{3, 'a'}, {4, 'b'}, {30, 'c'}});
+  auto fd = open_file(path, O_RDONLY);
+  ASSERT_TRUE(fd);
+  auto holes = hole_pages(fd->get(), 40 * kPageSize);
+  if (holes.empty()) GTEST_SKIP() << "this file system reports no holes";
+  ASSERT_EQ(holes.size(), 40u);
+  for (size_t p = 0; p < 40; ++p) {
+    const bool data = p == 3 || p == 4 || p == 30;
+    EXPECT_EQ(holes[p] == 0, data) << "page " << p;
+  }
+  // A file with no holes reports none.
+  std::string full = dir->path() + "/full";
+  ASSERT_TRUE(write_file_atomic(full, std::string(8 * kPageSize, 'x')));
+  auto ffd = open_file(full, O_RDONLY);
+  ASSERT_TRUE(ffd);
+  EXPECT_TRUE(hole_pages(ffd->get(), 8 * kPageSize).empty());
+}
+
+// A branch's destination leaves the pages it never wrote as holes (zero), and so may the
+// parent's memory: every mix of hole, zero page and data gives the diff, hashes and memory of
+// the same bytes written out in full.
+TEST_F(ChainTest, LinksOfSparseMemoriesMatchTheirBytes) {
+  const size_t pages = 300;
+  // parent: data at 1 (x), 2 (zeros written), 5 (p), 6 (p), 7 (zeros), 299 (q); holes elsewhere
+  std::string parent_path = home_->path() + "/parent.mem";
+  std::string parent_bytes = sparse_file(
+      parent_path, pages, {{1, 'x'}, {2, '\0'}, {5, 'p'}, {6, 'p'}, {7, '\0'}, {299, 'q'}});
+  // new: hole at 1 (changed: now zero), 2 (unchanged zero), 6 (changed); data 5 (same p),
+  // 7 (n: changed), 9 (zeros written over a hole: unchanged), 10 (d, over a hole: changed),
+  // 299 (r: changed)
+  std::string full_path = home_->path() + "/full.mem";
+  std::string full_bytes =
+      sparse_file(full_path, pages, {{5, 'p'}, {7, 'n'}, {9, '\0'}, {10, 'd'}, {299, 'r'}});
+  auto fd = open_file(full_path, O_RDONLY);
+  ASSERT_TRUE(fd);
+  if (hole_pages(fd->get(), pages * kPageSize).empty()) GTEST_SKIP() << "no holes here";
+
+  std::string out = home_->path() + "/out";
+  ASSERT_TRUE(make_dirs(out));
+  auto w = write_link(full_path, parent_path, out);
+  ASSERT_TRUE(w) << w.error().describe();
+  std::string diff_bytes(pages * kPageSize, '\0');
+  size_t changed = 0;
+  for (size_t p = 0; p < pages; ++p) {
+    if (full_bytes.compare(p * kPageSize, kPageSize, parent_bytes, p * kPageSize, kPageSize)) {
+      ++changed;
+      diff_bytes.replace(p * kPageSize, kPageSize, full_bytes, p * kPageSize, kPageSize);
+    }
+  }
+  EXPECT_EQ(changed, 5u);  // 1, 6, 7, 10, 299
+  EXPECT_EQ(w->pages_changed, changed);
+  EXPECT_EQ(w->content_sha256, sha256_hex(full_bytes));
+  EXPECT_EQ(w->diff.sha256, sha256_hex(diff_bytes));
+  std::string diff_path = out + "/" + snapshot_file_name("memory_diff");
+  EXPECT_EQ(*read_file(diff_path), diff_bytes);
+  EXPECT_EQ(w->diff.sha256, *sha256_file(diff_path));
+  std::string bitmap = *read_file(out + "/" + snapshot_file_name("memory_pages"));
+  for (size_t p = 0; p < pages; ++p) {
+    const bool bit = (bitmap[p / 8] >> (p % 8)) & 1;
+    EXPECT_EQ(bit, p == 1 || p == 6 || p == 7 || p == 10 || p == 299) << "page " << p;
+  }
 }
 
 // An adopted memory is stamped for this boot only (its data may not be on disk yet): with

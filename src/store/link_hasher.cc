@@ -1,12 +1,15 @@
 #include "store/link_hasher.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <system_error>
 
 namespace forkd::store {
 namespace {
-const char kZeros[LinkHasher::kMaxChunk] = {};
+alignas(4096) const char kZeros[LinkHasher::kMaxChunk] = {};
 
 std::thread start(void (LinkHasher::*fn)(), LinkHasher* self) {
   try {
@@ -15,9 +18,75 @@ std::thread start(void (LinkHasher::*fn)(), LinkHasher* self) {
     return std::thread();
   }
 }
+
+bool page_is_zero(const char* page) { return std::memcmp(page, kZeros, LinkHasher::kPage) == 0; }
+
+// Feeds `bytes` zeros to h.
+void hash_zeros(Sha256& h, size_t bytes) {
+  while (bytes > 0) {
+    size_t step = std::min(bytes, LinkHasher::kMaxChunk);
+    h.update(kZeros, step);
+    bytes -= step;
+  }
+}
+
+// Hashes pages [0, pages) of `data` in runs: a page for which `from_data` says true comes from
+// data (in the largest runs it can), the others are zeros.
+template <typename FromData>
+void hash_runs(Sha256& h, const char* data, size_t pages, FromData from_data) {
+  const size_t page = LinkHasher::kPage;
+  size_t run = 0;
+  bool run_data = pages > 0 && from_data(0);
+  auto flush = [&](size_t to) {
+    if (run_data) {
+      for (size_t off = run * page; off < to * page;) {
+        size_t step = std::min(LinkHasher::kMaxChunk, to * page - off);
+        h.update(data + off, step);
+        off += step;
+      }
+    } else {
+      hash_zeros(h, (to - run) * page);
+    }
+  };
+  for (size_t p = 1; p < pages; ++p) {
+    const bool d = from_data(p);
+    if (d != run_data) {
+      flush(p);
+      run = p;
+      run_data = d;
+    }
+  }
+  if (pages > 0) flush(pages);
+}
 }  // namespace
 
-LinkHasher::LinkHasher(const char* full, const char* parent, size_t n)
+std::vector<uint8_t> hole_pages(int fd, uint64_t bytes) {
+  const uint64_t page = LinkHasher::kPage;
+  std::vector<uint8_t> holes(bytes / page, 1);
+  off_t pos = 0;
+  bool any_hole = false;
+  while (static_cast<uint64_t>(pos) < bytes) {
+    off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole from pos to the end
+      return {};                  // cannot tell: all data
+    }
+    if (static_cast<uint64_t>(data) > static_cast<uint64_t>(pos)) any_hole = true;
+    off_t end = ::lseek(fd, data, SEEK_HOLE);
+    if (end < 0) return {};
+    uint64_t first = static_cast<uint64_t>(data) / page;
+    uint64_t last =
+        std::min<uint64_t>((static_cast<uint64_t>(end) + page - 1) / page, holes.size());
+    std::fill(holes.begin() + static_cast<std::ptrdiff_t>(std::min<uint64_t>(first, holes.size())),
+              holes.begin() + static_cast<std::ptrdiff_t>(last), 0);
+    pos = end;
+  }
+  if (static_cast<uint64_t>(pos) < bytes) any_hole = true;
+  if (!any_hole) return {};
+  return holes;
+}
+
+LinkHasher::LinkHasher(const MemView& full, const MemView& parent, size_t n)
     : full_(full), parent_(parent), n_(n) {
   content_thread_ = start(&LinkHasher::hash_content, this);
   diff_thread_ = start(&LinkHasher::hash_diff, this);
@@ -30,42 +99,25 @@ void LinkHasher::join() {
   if (diff_thread_.joinable()) diff_thread_.join();
 }
 
+const char* LinkHasher::zeros() { return kZeros; }
+
 void LinkHasher::hash_content() {
-  for (size_t off = 0; off < n_; off += kMaxChunk) {
-    content_.update(full_ + off, std::min(kMaxChunk, n_ - off));
-  }
+  hash_runs(content_, full_.data, n_ / kPage, [&](size_t p) { return !full_.is_hole(p); });
 }
 
 void LinkHasher::hash_diff() {
-  // Runs of changed pages come from full, runs of unchanged ones from the zero buffer.
-  auto flush = [&](size_t from, size_t to, bool changed) {
-    if (changed) {
-      diff_.update(full_ + from * kPage, (to - from) * kPage);
-      return;
-    }
-    for (size_t left = (to - from) * kPage; left > 0;) {  // the zero buffer is kMaxChunk long
-      size_t step = std::min(left, kMaxChunk);
-      diff_.update(kZeros, step);
-      left -= step;
-    }
-  };
-  const size_t pages = n_ / kPage;
-  size_t run = 0;
-  bool run_changed = false;
-  for (size_t p = 0; p < pages; ++p) {
-    const bool c = page_changed(full_, parent_, p);
-    if (p == 0) run_changed = c;
-    if (c != run_changed) {
-      flush(run, p, run_changed);
-      run = p;
-      run_changed = c;
-    }
-  }
-  if (pages > 0) flush(run, pages, run_changed);
+  // A changed page comes from full (a hole in full is zeros either way), the others are zeros.
+  hash_runs(diff_, full_.data, n_ / kPage,
+            [&](size_t p) { return !full_.is_hole(p) && page_changed(full_, parent_, p); });
 }
 
-bool LinkHasher::page_changed(const char* full, const char* parent, size_t p) {
-  return std::memcmp(full + p * kPage, parent + p * kPage, kPage) != 0;
+bool LinkHasher::page_changed(const MemView& full, const MemView& parent, size_t p) {
+  const bool full_hole = full.is_hole(p);
+  const bool parent_hole = parent.is_hole(p);
+  if (full_hole && parent_hole) return false;
+  if (full_hole) return !page_is_zero(parent.data + p * kPage);
+  if (parent_hole) return !page_is_zero(full.data + p * kPage);
+  return std::memcmp(full.data + p * kPage, parent.data + p * kPage, kPage) != 0;
 }
 
 LinkHasher::Hashes LinkHasher::finish() {

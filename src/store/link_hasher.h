@@ -5,12 +5,27 @@
 // not read the sparse diff file back (at 1 GiB that read and hash took ~1.9 s, measured). Each
 // is a SHA-256 over the memory's size (0.65 s per GiB here), so they run side by side.
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "base/files.h"
 
 namespace forkd::store {
+
+// A memory file mapped for reading, and which of its pages are holes (never written, so zero).
+// A hole is never read through the mapping: that would give it a page of memory.
+struct MemView {
+  const char* data = nullptr;
+  std::vector<uint8_t> hole;  // one entry per page, 1 = hole; empty: no holes
+
+  bool is_hole(size_t p) const { return p < hole.size() && hole[p] != 0; }
+};
+
+// The holes among the pages of fd's first `bytes` (SEEK_DATA / SEEK_HOLE); a page with any data
+// is data. Empty when the file system cannot tell (then every page is data).
+std::vector<uint8_t> hole_pages(int fd, uint64_t bytes);
 
 class LinkHasher {
  public:
@@ -18,7 +33,7 @@ class LinkHasher {
 
   // full and parent: n bytes each (a multiple of kPage), valid and unchanged until finish().
   // Starts the hashing (without threads, finish() does it all).
-  LinkHasher(const char* full, const char* parent, size_t n);
+  LinkHasher(const MemView& full, const MemView& parent, size_t n);
   ~LinkHasher();  // joins
   LinkHasher(const LinkHasher&) = delete;
   LinkHasher& operator=(const LinkHasher&) = delete;
@@ -30,7 +45,9 @@ class LinkHasher {
   Hashes finish();
 
   // Whether page p of full differs from the parent's: what makes a page part of the diff.
-  static bool page_changed(const char* full, const char* parent, size_t p);
+  static bool page_changed(const MemView& full, const MemView& parent, size_t p);
+  // The zero buffer: kMaxChunk bytes, page-aligned.
+  static const char* zeros();
 
   static constexpr size_t kMaxChunk = 1 << 20;  // the zero buffer's size
 
@@ -39,8 +56,8 @@ class LinkHasher {
   void hash_diff();
   void join();
 
-  const char* full_;
-  const char* parent_;
+  const MemView& full_;
+  const MemView& parent_;
   size_t n_;
   Sha256 content_;
   Sha256 diff_;
