@@ -72,21 +72,34 @@ Status rename_durable(const std::string& staged, const std::string& final_path) 
   return fsync_dir_of(final_path);
 }
 
-Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
+namespace {
+Status write_staged(const std::string& path, std::string_view data, mode_t mode, bool durable) {
   // Unique per call: two threads of one process may replace the same file at once.
   std::string staged = path + ".staging." + std::to_string(::getpid()) + "." + random_hex(4);
   auto fd = open_file(staged, O_WRONLY | O_CREAT | O_TRUNC, mode);
   if (!fd) return tl::unexpected(fd.error().wrap("stage " + path));
   auto st = write_all(fd->get(), data);
-  if (st && ::fsync(fd->get()) != 0) st = errno_error(errno, "fsync " + staged);
+  if (st && durable && ::fsync(fd->get()) != 0) st = errno_error(errno, "fsync " + staged);
   if (!st) {
     ::unlink(staged.c_str());
     return tl::unexpected(st.error().wrap("write " + path));
   }
   fd->reset();
-  auto renamed = rename_durable(staged, path);
+  Status renamed = durable ? rename_durable(staged, path)
+                   : ::rename(staged.c_str(), path.c_str()) == 0
+                       ? Status{}
+                       : errno_error(errno, "rename " + staged);
   if (!renamed) ::unlink(staged.c_str());
   return renamed;
+}
+}  // namespace
+
+Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode) {
+  return write_staged(path, data, mode, /*durable=*/true);
+}
+
+Status replace_file(const std::string& path, std::string_view data, mode_t mode) {
+  return write_staged(path, data, mode, /*durable=*/false);
 }
 
 Status make_dirs(const std::string& path, mode_t mode) {

@@ -26,6 +26,9 @@ Status write_all(int fd, std::string_view data);
 
 // Atomically replaces path with data (stage, fsync, rename, fsync dir).
 Status write_file_atomic(const std::string& path, std::string_view data, mode_t mode = 0600);
+// The same without the fsyncs: readers see the old or the new content, never part of it, but a
+// crash may leave the old. For records that only report progress.
+Status replace_file(const std::string& path, std::string_view data, mode_t mode = 0600);
 
 // Renames staged to final and fsyncs the parent directory.
 Status rename_durable(const std::string& staged, const std::string& final_path);

@@ -17,8 +17,13 @@ using vmm::Json;
 
 constexpr auto kMigrationTimeout = std::chrono::seconds(60);
 
+// Also puts back what a branch of this VM may have left on: a file takes one channel, and nobody
+// answers a pause before the switch-over here.
 Status set_ignore_shared(vmm::QmpClient& qmp, bool on) {
-  Json caps = {{"capabilities", Json::array({{{"capability", "x-ignore-shared"}, {"state", on}}})}};
+  Json caps = {{"capabilities",
+                Json::array({{{"capability", "x-ignore-shared"}, {"state", on}},
+                             {{"capability", "multifd"}, {"state", false}},
+                             {{"capability", "pause-before-switchover"}, {"state", false}}})}};
   auto r = qmp.execute("migrate-set-capabilities", caps);
   if (!r) return tl::unexpected(r.error());
   return {};

@@ -182,7 +182,8 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
   if (!full_map) return tl::unexpected(full_map.error());
   auto parent_map = ReadMapping::map(parent->get(), *size, parent_path);
   if (!parent_map) return tl::unexpected(parent_map.error());
-  // Holes (pages a branch's destination never wrote: zero) are not read through the mappings.
+  // Holes (zero pages never written: a tag pulled from a registry keeps its zero pages so) are
+  // not read through the mappings, which would give each a page of memory.
   MemView mem{full_map->data(), hole_pages(full->get(), *size)};
   MemView old{parent_map->data(), hole_pages(parent->get(), *size)};
   std::string diff_path = dir + "/" + snapshot_file_name("memory_diff");

@@ -355,9 +355,10 @@ Status SnapshotStore::begin_pending(const PendingTag& p, bool replace) const {
   return update_pending(p);
 }
 
-Status SnapshotStore::update_pending(const PendingTag& p) const {
-  return write_file_atomic(root_ + "/" + kPendingPrefix + p.tag + ".json",
-                           pending_json(p).dump() + "\n", 0600);
+Status SnapshotStore::update_pending(const PendingTag& p, bool durable) const {
+  const std::string path = root_ + "/" + kPendingPrefix + p.tag + ".json";
+  const std::string text = pending_json(p).dump() + "\n";
+  return durable ? write_file_atomic(path, text, 0600) : replace_file(path, text, 0600);
 }
 
 void SnapshotStore::end_pending(const std::string& tag) const {

@@ -86,7 +86,8 @@ class SnapshotStore {
   // Lists tag as being written (status "writing") until end_pending. The caller holds the
   // tag's lock (a TagWrite); kAlreadyExists when the tag exists, unless replace.
   Status begin_pending(const PendingTag& p, bool replace = false) const;
-  Status update_pending(const PendingTag& p) const;
+  // durable: flushed to disk; otherwise only replaced atomically (progress that a crash may lose).
+  Status update_pending(const PendingTag& p, bool durable = true) const;
   void end_pending(const std::string& tag) const;
   std::optional<PendingTag> pending(const std::string& tag) const;
   std::vector<PendingTag> list_pending() const;
