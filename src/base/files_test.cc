@@ -10,28 +10,33 @@
 namespace forkd {
 namespace {
 
+// The durable write and the unflushed replace alike.
 TEST(Files, AtomicWriteReplacesAndLeavesNoStaging) {
-  auto dir = TempDir::create("forkd-files-test");
-  ASSERT_TRUE(dir);
-  std::string p = dir->path() + "/x.json";
-  ASSERT_TRUE(write_file_atomic(p, "one"));
-  ASSERT_TRUE(write_file_atomic(p, "two"));
-  auto r = read_file(p);
-  ASSERT_TRUE(r);
-  EXPECT_EQ(*r, "two");
-  int n = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir->path())) {
-    (void)e;
-    ++n;
+  for (auto* write : {&write_file_atomic, &replace_file}) {
+    auto dir = TempDir::create("forkd-files-test");
+    ASSERT_TRUE(dir);
+    std::string p = dir->path() + "/x.json";
+    ASSERT_TRUE(write(p, "one", 0600));
+    ASSERT_TRUE(write(p, "two", 0600));
+    auto r = read_file(p);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(*r, "two");
+    int n = 0;
+    for (auto& e : std::filesystem::directory_iterator(dir->path())) {
+      (void)e;
+      ++n;
+    }
+    EXPECT_EQ(n, 1);
   }
-  EXPECT_EQ(n, 1);
 }
 
 TEST(Files, AtomicWriteIntoMissingDirFails) {
-  auto st = write_file_atomic("/nonexistent-forkd-dir/x", "data");
-  ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().code(), ErrorCode::kNotFound);
-  EXPECT_NE(st.error().message().find("/nonexistent-forkd-dir/x"), std::string::npos);
+  for (auto* write : {&write_file_atomic, &replace_file}) {
+    auto st = write("/nonexistent-forkd-dir/x", "data", 0600);
+    ASSERT_FALSE(st);
+    EXPECT_EQ(st.error().code(), ErrorCode::kNotFound);
+    EXPECT_NE(st.error().message().find("/nonexistent-forkd-dir/x"), std::string::npos);
+  }
 }
 
 TEST(Files, ReadFileRespectsLimit) {
