@@ -9,7 +9,7 @@
 
 namespace forkd::store {
 namespace {
-alignas(4096) const char kZeros[LinkHasher::kMaxChunk] = {};
+const char kZeros[LinkHasher::kMaxChunk] = {};
 
 std::thread start(void (LinkHasher::*fn)(), LinkHasher* self) {
   try {
@@ -98,8 +98,6 @@ void LinkHasher::join() {
   if (content_thread_.joinable()) content_thread_.join();
   if (diff_thread_.joinable()) diff_thread_.join();
 }
-
-const char* LinkHasher::zeros() { return kZeros; }
 
 void LinkHasher::hash_content() {
   hash_runs(content_, full_.data, n_ / kPage, [&](size_t p) { return !full_.is_hole(p); });

@@ -31,7 +31,8 @@ class LinkHasher {
  public:
   static constexpr size_t kPage = 4096;
 
-  // full and parent: n bytes each (a multiple of kPage), valid and unchanged until finish().
+  // full and parent: n bytes each (a multiple of kPage); the views and their bytes stay valid and
+  // unchanged until finish().
   // Starts the hashing (without threads, finish() does it all).
   LinkHasher(const MemView& full, const MemView& parent, size_t n);
   ~LinkHasher();  // joins
@@ -46,8 +47,6 @@ class LinkHasher {
 
   // Whether page p of full differs from the parent's: what makes a page part of the diff.
   static bool page_changed(const MemView& full, const MemView& parent, size_t p);
-  // The zero buffer: kMaxChunk bytes, page-aligned.
-  static const char* zeros();
 
   static constexpr size_t kMaxChunk = 1 << 20;  // the zero buffer's size
 
