@@ -446,12 +446,9 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   const double tail_ms = ms_since(t_tail);
   std::future<Status> memory_work;
   if (req.on_memory_complete) memory_work = start_task(req.on_memory_complete);
-  // Synced with the tag's other files (branch_sandbox).
-  // The device state goes to a file: one channel.
-  Status single = multifd ? set_caps(dst, {{"multifd", false}}) : Status{};
-  auto saved = single ? save_device_state(dst, req.vmstate_file, /*ignore_shared=*/true,
-                                          /*sync=*/false)
-                      : Result<SaveResult>(tl::unexpected(single.error()));
+  // Synced with the tag's other files (branch_sandbox). One channel: save_device_state turns
+  // multifd off.
+  auto saved = save_device_state(dst, req.vmstate_file, /*ignore_shared=*/true, /*sync=*/false);
   if (saved) {
     (void)dst.execute("quit");
     launched->first.wait_exit(std::chrono::seconds(5));

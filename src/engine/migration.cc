@@ -17,11 +17,12 @@ using vmm::Json;
 
 constexpr auto kMigrationTimeout = std::chrono::seconds(60);
 
-// Also puts back what a branch of this VM may have left on: a file takes one channel, and nobody
-// answers a pause before the switch-over here.
-Status set_ignore_shared(vmm::QmpClient& qmp, bool on) {
+// The capabilities of a migration to or from a file: x-ignore-shared as asked, and off what a
+// branch of this VM may have left on (a file takes one channel, and nobody answers a pause before
+// the switch-over here).
+Status set_file_caps(vmm::QmpClient& qmp, bool ignore_shared) {
   Json caps = {{"capabilities",
-                Json::array({{{"capability", "x-ignore-shared"}, {"state", on}},
+                Json::array({{{"capability", "x-ignore-shared"}, {"state", ignore_shared}},
                              {{"capability", "multifd"}, {"state", false}},
                              {{"capability", "pause-before-switchover"}, {"state", false}}})}};
   auto r = qmp.execute("migrate-set-capabilities", caps);
@@ -58,7 +59,7 @@ Status pass_fd(vmm::QmpClient& qmp, int fd, const std::string& name) {
 
 Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path,
                                      bool ignore_shared, bool sync) {
-  FORKD_TRY(set_ignore_shared(qmp, ignore_shared));
+  FORKD_TRY(set_file_caps(qmp, ignore_shared));
   if (!ignore_shared) {
     // A plain save of a stopped VM: let it write as fast as the disk takes it.
     auto p = qmp.execute("migrate-set-parameters", Json{{"max-bandwidth", int64_t{1} << 40}});
@@ -92,7 +93,7 @@ Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::s
 
 Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool ignore_shared,
                          bool run) {
-  FORKD_TRY(set_ignore_shared(qmp, ignore_shared));
+  FORKD_TRY(set_file_caps(qmp, ignore_shared));
   auto fd = open_file(path, O_RDONLY);
   if (!fd) return tl::unexpected(fd.error());
   FORKD_TRY(pass_fd(qmp, fd->get(), "vmstate"));
