@@ -56,14 +56,18 @@ size_t format_pid(pid_t n, char* buf) {
   return len;
 }
 
+// Linux 6.4's PR_SET_MEMORY_MERGE, which Debian 12's headers predate.
+constexpr int kPrSetMemoryMerge = 67;
+
 // What the child reports through its CLOEXEC pipe when a step before exec fails.
 struct ChildFailure {
   int step;
   int err;
 };
 constexpr const char* kSteps[] = {
-    "join cgroup",  "join network namespace", "setgroups", "setresgid",       "setresuid",
-    "no_new_privs", "death signal",           "chdir",     "pass descriptor", "exec"};
+    "join cgroup",  "join network namespace", "setgroups",    "setresgid", "setresuid",
+    "no_new_privs", "memory merge (KSM)",     "death signal", "chdir",     "pass descriptor",
+    "exec"};
 enum Step {
   kJoin,
   kSetns,
@@ -71,6 +75,7 @@ enum Step {
   kSetgid,
   kSetuid,
   kNoNewPrivs,
+  kMemoryMerge,
   kDeathSig,
   kChdir,
   kPassFd,
@@ -114,6 +119,9 @@ enum Step {
   }
   if (opts.no_new_privs && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
     child_fail(report_fd, kNoNewPrivs);
+  }
+  if (opts.memory_merge && ::prctl(kPrSetMemoryMerge, 1, 0, 0, 0) != 0) {
+    child_fail(report_fd, kMemoryMerge);
   }
   // After the credential change, which clears a death signal set earlier.
   if (opts.die_with_parent) {
@@ -188,7 +196,7 @@ Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions
 
 bool needs_fork_exec(const SpawnOptions& o) {
   return o.die_with_parent || !o.pass_fds.empty() || !o.cgroup_procs_fds.empty() ||
-         o.drop_to.has_value() || o.no_new_privs || o.netns_fd >= 0;
+         o.drop_to.has_value() || o.no_new_privs || o.netns_fd >= 0 || o.memory_merge;
 }
 
 }  // namespace

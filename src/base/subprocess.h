@@ -46,6 +46,10 @@ struct SpawnOptions {
   };
   std::optional<Credentials> drop_to;
   bool no_new_privs = false;  // PR_SET_NO_NEW_PRIVS before exec
+  // PR_SET_MEMORY_MERGE before exec: KSM may merge every anonymous page of the child with equal
+  // pages of other processes (Linux 6.4+; the setting survives exec on the kernels that have
+  // vmm/ksm.h's check). Not part of the jail, but also a fork+exec step.
+  bool memory_merge = false;
 };
 
 class Child {

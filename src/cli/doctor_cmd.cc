@@ -19,6 +19,7 @@
 #include "engine/sandbox_jail.h"
 #include "vmm/accel.h"
 #include "vmm/jail.h"
+#include "vmm/ksm.h"
 
 namespace forkd::cli {
 
@@ -45,6 +46,25 @@ Check check_binary(const std::string& name, const std::string& what, const std::
     if (r && r->exit_code == 0) detail = first_line(r->output);
   }
   return {what, "ok", detail, ""};
+}
+
+Check check_ksm(const engine::EngineConfig& cfg) {
+  if (!cfg.ksm) {
+    return {"ksm", "ok", "off (FORKD_KSM=1 merges equal memory pages across sandboxes)", ""};
+  }
+  if (std::string why = vmm::ksm_unsupported_reason(); !why.empty()) {
+    return {"ksm", "fail", "FORKD_KSM=1, but " + why,
+            "unset FORKD_KSM, or run a Linux 6.10+ kernel with KSM"};
+  }
+  auto k = vmm::read_ksm_state();
+  if (!k.running) {
+    return {"ksm", "warn", "FORKD_KSM=1: QEMUs are mergeable, but ksmd is not running",
+            std::string("echo 1 > ") + vmm::kKsmSysfs + "/run"};
+  }
+  return {"ksm", "ok",
+          fmt::format("on: ksmd scans {} pages every {} ms; {} MiB saved now", k.pages_to_scan,
+                      k.sleep_ms, (k.pages_sharing * 4) >> 10),
+          ""};
 }
 
 std::string fs_name(long type) {
@@ -138,6 +158,7 @@ std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
     out.push_back({"userfaultfd", "warn", std::string("unavailable: ") + strerror(errno),
                    "sysctl vm.unprivileged_userfaultfd=1 or run as root"});
   }
+  out.push_back(check_ksm(cfg));
   auto b = engine::boundary_info(cfg.default_limits, cfg.expose_address);
   if (b["jailed"].get<bool>()) {
     out.push_back({"jail", "ok",

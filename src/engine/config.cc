@@ -19,6 +19,7 @@ EngineConfig EngineConfig::from_env() {
   c.agent = agent_binary_path();
   if (const char* a = std::getenv("FORKD_ACCEL"); a && *a) c.accel = a;
   if (const char* t = std::getenv("FORKD_TB_SIZE_MIB"); t && *t) c.tb_size_mib = std::atoi(t);
+  if (const char* k = std::getenv("FORKD_KSM"); k && *k) c.ksm = is_true_word(k);
   if (const char* m = std::getenv("FORKD_MACHINE"); m && std::string(m) == "pc") {
     c.machine = vmm::MachineType::kPc;
   }
@@ -36,6 +37,10 @@ EngineConfig EngineConfig::from_env() {
     c.expose_address = a;
   }
   return c;
+}
+
+bool is_true_word(const std::string& s) {
+  return s == "1" || s == "on" || s == "yes" || s == "true";
 }
 
 bool is_ipv4_address(const std::string& s) {

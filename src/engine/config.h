@@ -15,6 +15,9 @@ struct EngineConfig {
   std::string accel = "auto";
   vmm::MachineType machine = vmm::MachineType::kMicrovm;
   int tb_size_mib = 0;  // 0: QEMU's default
+  // FORKD_KSM=1: every QEMU's memory is mergeable by KSM (vmm/ksm.h: less memory per child, at
+  // the price of ksmd's CPU and the page-deduplication side channel between sandboxes).
+  bool ksm = false;
   // Host-side limits every sandbox's QEMU gets unless its request says otherwise (the daemon's
   // --memory-limit/--cpus/--pids; env FORKD_MEMORY_LIMIT_MIB, FORKD_CPU_LIMIT, FORKD_PIDS_LIMIT).
   vmm::Limits default_limits;
@@ -34,6 +37,9 @@ struct EngineConfig {
 
   std::string sandboxes_dir() const { return home + "/sandboxes"; }
 };
+
+// True for "1", "on", "yes" and "true" (an environment switch).
+bool is_true_word(const std::string& s);
 
 // True for a dotted IPv4 address (what an exposed port may listen on).
 bool is_ipv4_address(const std::string& s);

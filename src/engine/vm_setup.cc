@@ -3,6 +3,7 @@
 #include "base/subprocess.h"
 #include "vmm/accel.h"
 #include "vmm/host_tsc.h"
+#include "vmm/ksm.h"
 
 namespace forkd::engine {
 
@@ -10,12 +11,19 @@ Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string&
                                      const std::string& dir) {
   auto accel = vmm::choose_accel(cfg.accel);
   if (!accel) return tl::unexpected(accel.error());
+  if (cfg.ksm) {
+    if (std::string why = vmm::ksm_unsupported_reason(); !why.empty()) {
+      return make_error(ErrorCode::kFailedPrecondition,
+                        "FORKD_KSM=1: " + why + "; unset FORKD_KSM to run without KSM");
+    }
+  }
   vmm::VmConfig vc;
   vc.name = "forkd-" + id;
   vc.machine = cfg.machine;
   vc.bios = vmm::default_bios(vc.machine);
   vc.accel = accel->accel;
   vc.tb_size_mib = cfg.tb_size_mib;
+  vc.memory_merge = cfg.ksm;
   vc.qmp_socket = dir + "/qmp.sock";
   vc.agent_socket = dir + "/agent.sock";
   vc.console_log = dir + "/console.log";

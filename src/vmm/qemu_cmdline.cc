@@ -78,6 +78,10 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
       microvm ? "microvm,x-option-roms=off,isa-serial=on,rtc=on" : "pc,hpet=off,vmport=off";
   if (microvm && !cfg.pit) machine += ",pit=off";
   if (!cfg.memory_file.empty()) machine += ",memory-backend=mem";
+  // QEMU marks guest RAM mergeable by default, so that a host running ksmd would merge equal
+  // guest pages across sandboxes (the page-deduplication side channel) without being asked.
+  // FORKD_KSM=1 asks for it (vmm/ksm.h), for all of QEMU's memory.
+  if (!cfg.memory_merge) machine += ",mem-merge=off";
   add("-machine", machine);
 
   if (cfg.accel == Accel::kKvm) {

@@ -101,6 +101,9 @@ struct VmConfig {
   // Process option, not an argument: QEMU gets SIGKILL when the launching thread's process dies
   // (used for snapshot templates, which must never outlive `forkd snapshot`).
   bool die_with_parent = false;
+  // Process option, not an argument: all of QEMU's anonymous memory is mergeable by KSM
+  // (vmm/ksm.h; FORKD_KSM=1).
+  bool memory_merge = false;
   // Process options, not arguments: run QEMU as this identity (see vmm/jail.h) inside the cgroups
   // whose cgroup.procs files are listed (both empty: as the caller, in the caller's cgroups).
   std::optional<JailIdentity> jail;

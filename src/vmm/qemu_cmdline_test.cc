@@ -52,7 +52,8 @@ TEST(BuildQemuArgv, MicrovmDefaults) {
   auto argv = build_qemu_argv(base_config(MachineType::kMicrovm));
   EXPECT_EQ(argv[0], "qemu-system-x86_64");
   EXPECT_EQ(value_of(argv, "-name"), "sb-1");
-  EXPECT_EQ(value_of(argv, "-machine"), "microvm,x-option-roms=off,isa-serial=on,rtc=on");
+  EXPECT_EQ(value_of(argv, "-machine"),
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,mem-merge=off");
   EXPECT_EQ(value_of(argv, "-accel"), "tcg");
   EXPECT_EQ(value_of(argv, "-cpu"), "max");
   EXPECT_EQ(value_of(argv, "-smp"), "1");
@@ -118,7 +119,7 @@ TEST(BuildQemuArgv, MemoryFileSharedAndPrivate) {
   c.memory_share = true;
   auto argv = build_qemu_argv(c);
   EXPECT_EQ(value_of(argv, "-machine"),
-            "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem");
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem,mem-merge=off");
   EXPECT_EQ(value_of(argv, "-m"), "524296K");
   EXPECT_THAT(
       values_of(argv, "-object"),
@@ -274,6 +275,15 @@ TEST(ChooseAccel, AutoAlwaysDecidesWithAReason) {
   auto r = choose_accel("auto");
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_THAT(r->reason, HasSubstr("auto:"));
+}
+
+TEST(BuildQemuArgv, GuestRamIsMergeableOnlyWhenKsmIsAskedFor) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), HasSubstr(",mem-merge=off"));
+  c.memory_merge = true;
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), Not(HasSubstr("mem-merge")));
+  c = base_config(MachineType::kPc);
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), HasSubstr(",mem-merge=off"));
 }
 
 }  // namespace

@@ -173,6 +173,7 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   opts.new_session = true;  // no controlling terminal; a Ctrl-C aimed at the CLI misses QEMU
   opts.die_with_parent = cfg.die_with_parent;
   opts.no_new_privs = true;
+  opts.memory_merge = cfg.memory_merge;
   // QEMU's sockets, bound here and passed in (descriptors 3 and 4).
   auto qmp_listen = listen_unix(cfg.qmp_socket);
   if (!qmp_listen) return tl::unexpected(qmp_listen.error().wrap("launch qemu"));

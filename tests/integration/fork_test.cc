@@ -20,6 +20,7 @@
 #include "integration/vm_fixture.h"
 #include "store/snapshot_store.h"
 #include "vmm/accel.h"
+#include "vmm/ksm.h"
 
 namespace forkd::test {
 namespace {
@@ -94,6 +95,34 @@ TEST_F(Fork, IdleChildrenAreTickless) {
                          "a=$(awk '/LOC:/{print $2}' /proc/interrupts); sleep 2; "
                          "b=$(awk '/LOC:/{print $2}' /proc/interrupts); echo $((b - a))");
   EXPECT_LT(std::stol("0" + ticks), 100) << "local timer interrupts in 2 idle seconds";
+}
+
+// FORKD_KSM=1: every child's QEMU has all of its memory mergeable (the kernel's own
+// /proc/PID/ksm_stat says so). Without it none has, and QEMU is told not to offer guest RAM
+// either (mem-merge=off), so that a host running ksmd does not merge guest pages across
+// sandboxes unasked. Either way the child works.
+TEST_F(Fork, KsmMergesChildrenOnlyWhenAskedFor) {
+  const std::string unsupported = vmm::ksm_unsupported_reason();
+  engine::EngineConfig with_ksm = config();
+  with_ksm.ksm = true;
+  for (bool ksm : {false, true}) {
+    SCOPED_TRACE(ksm ? "FORKD_KSM=1" : "no KSM");
+    if (ksm && !unsupported.empty()) GTEST_SKIP() << "KSM unavailable: " << unsupported;
+    engine::ForkOptions fo;
+    fo.tag = "base";
+    fo.n = 1;
+    auto r = engine::fork_children(ksm ? with_ksm : config(), fo);
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_FALSE(r->children[0].error) << r->children[0].error->describe();
+    auto sb = engine::Sandbox::attach(config(), r->children[0].id);
+    ASSERT_TRUE(sb) << sb.error().describe();
+    const pid_t pid = (*sb)->qemu_pid();
+    auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+    ASSERT_TRUE(cmdline);
+    EXPECT_EQ(cmdline->find("mem-merge=off") != std::string::npos, !ksm);
+    if (unsupported.empty()) EXPECT_EQ(vmm::process_merge_any(pid), std::optional<bool>(ksm));
+    EXPECT_EQ(sh(**sb, "cat /tmp/counter"), "41\n");
+  }
 }
 
 TEST_F(Fork, ChildrenAreIsolated) {
