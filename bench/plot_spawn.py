@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 def label(r):
     pool = f", warm pool {r['pool']}" if r.get("pool") and r.get("pool_warm") else (
         f", pool {r['pool']}" if r.get("pool") else "")
-    return f"{r['image']} x{r['n']}{pool}"
+    ksm = ", KSM" if r.get("ksm", {}).get("enabled") else ""
+    return f"{r['image']} x{r['n']}{pool}{ksm}"
 
 
 def main():

@@ -43,7 +43,8 @@ done
 # The runs, in order: SERIES, its `forkd` options (for sdk: bench/sdk_figures.py's), and the
 # smallest options for --quick. spawn runs fork from bench-min or bench-py (made first, as the
 # recorded results were); without a pool they measure the 100 idle children's CPU for a minute
-# (per child at /proc's 10 ms resolution: 0.02 % of a core).
+# (per child at /proc's 10 ms resolution: 0.02 % of a core). The -ksm run is the same batch
+# with FORKD_KSM's merging (ksmd started and sped up for the run; needs Linux 6.10+).
 boot="bench boot --machines microvm,pc --runs 5 --json" qboot="bench boot --machines microvm"
 qboot+=" --runs 1 --execs 1 --json"
 min="bench spawn --tag bench-min" py="bench spawn --tag bench-py" qspawn="-n 2 --idle 0"
@@ -55,8 +56,12 @@ plan=(
   boot-python "$boot --image python" "$qboot --image python"
   spawn-minimal-100 "$min -n 100 --idle 60" "$min $qspawn"
   spawn-minimal-100-warmpool "$min -n 100 --pool 100 --warm" "$min --pool 2 --warm $qspawn"
+  spawn-minimal-100-ksm "$min -n 100 --idle 60 --no-baselines --ksm --ksm-pages 1000"
+    "$min $qspawn --ksm"
   spawn-python-100 "$py -n 100 --idle 60" "$py $qspawn"
   spawn-python-100-warmpool "$py -n 100 --pool 100 --warm" "$py --pool 2 --warm $qspawn"
+  spawn-python-100-ksm "$py -n 100 --idle 60 --no-baselines --ksm --ksm-pages 1000"
+    "$py $qspawn --ksm"
   api "bench api --image minimal --runs 500 --json" "bench api --image minimal --runs 1 --json"
   exec-python "bench exec --image python --children 5 --runs 100 --json"
     "bench exec --image minimal --memory 128 --children 1 --runs 2 --json"

@@ -22,7 +22,7 @@ def of_kind(results, kind):
         return sorted(rs, key=lambda r: image_rank(r["image"]))
     if kind == "spawn":
         return sorted(rs, key=lambda r: (image_rank(r["image"]), r["n"], r["pool"],
-                                         r["pool_warm"]))
+                                         r["pool_warm"], ksm_on(r)))
     if kind == "branch":
         return sorted(rs, key=lambda r: (r["memory_mib"], r["dirty_mibps_requested"]))
     return sorted(rs, key=lambda r: r.series)
@@ -94,9 +94,14 @@ def block_boot(results):
     return caption(rs) + [""] + table(["image"] + machines + [f"exec round trip ({first})"], rows)
 
 
+def ksm_on(r):
+    """A spawn run whose children's memory KSM merged (`bench spawn --ksm`, since 2026-12-03)."""
+    return r.data.get("ksm", {}).get("enabled", False)
+
+
 def spawn_column(r):
     pool = ", warm pool" if r["pool"] and r["pool_warm"] else ", pool" if r["pool"] else ""
-    return r["image"] + pool
+    return r["image"] + pool + (", KSM" if ksm_on(r) else "")
 
 
 def block_spawn(results):
@@ -130,6 +135,13 @@ def block_spawn(results):
         return (f"{r['idle_cpu_pct']['median']:.2f} % ({r['idle_cpu_pct_all_children']:.1f} %)"
                 f" over {r['idle_s']:.0f} s")
 
+    def ksm(r):
+        if not ksm_on(r):
+            return dash
+        k = r["ksm"]
+        return (f"{k['saved_mib']:.0f} MiB; {k['ksmd_cpu_pct_idle']:.1f} % of a core "
+                f"({k['pages_to_scan']} pages / {k['sleep_ms']} ms)")
+
     def pooled_alone(r):  # recorded since 2026-12-03 (later runs)
         p = r.data.get("single_child_pooled_ms", {})
         return f"{ms(p['median'])} ms" if p.get("n") else dash
@@ -159,6 +171,10 @@ def block_spawn(results):
         ("fork speed-up vs cold boot + warm-up", speedup),
         ("USS / PSS per idle child",
          lambda r: f"{r['uss_mib']['median']:.1f} / {r['pss_mib']['median']:.1f} MiB"),
+    ]
+    if any(ksm_on(r) for r in rs):
+        rows.append(("KSM: saved on the host; ksmd's CPU in the idle window (scan rate)", ksm))
+    rows += [
         ("CPU per idle child, median (all children, % of a core)", idle_cpu),
         ("pool preparation (off the fork path)",
          lambda r: f"{secs(r['pool_prestart_ms'])} s" if r["pool"] else dash),
@@ -392,8 +408,9 @@ def block_summary(results):
 
     boots = of_kind(results, "boot")
     spawns = of_kind(results, "spawn")
-    cold = [r for r in spawns if not r["pool"]]
-    warm = [r for r in spawns if r["pool"] and r["pool_warm"]]
+    cold = [r for r in spawns if not r["pool"] and not ksm_on(r)]
+    warm = [r for r in spawns if r["pool"] and r["pool_warm"] and not ksm_on(r)]
+    merged = [r for r in spawns if not r["pool"] and ksm_on(r)]
     rows = []
 
     def add(label, got):
@@ -415,6 +432,8 @@ def block_summary(results):
         pooled, lambda r: ms(r["single_child_pooled_ms"]["median"]), " ms"))
     add("memory per idle child, USS", per_image(
         cold, lambda r: f"{r['uss_mib']['median']:.1f}", " MiB"))
+    add("memory per idle child with FORKD_KSM=1, USS", per_image(
+        merged, lambda r: f"{r['uss_mib']['median']:.1f}", " MiB"))
     idle = [r for r in cold if r.data.get("idle_s", 0) >= 10 and r["idle_cpu_pct"]["n"]]
     if idle:
         add(f"CPU per idle child, median, {idle[0]['n']} children idle", per_image(

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <thread>
 
 #include "bench/baseline.h"
@@ -13,6 +14,7 @@
 #include "engine/registry.h"
 #include "store/snapshot_store.h"
 #include "vmm/jail.h"
+#include "vmm/ksm.h"
 
 namespace forkd::bench {
 
@@ -72,10 +74,65 @@ Result<std::vector<double>> time_pooled_children(const engine::EngineConfig& cfg
   return out;
 }
 
+// KSM over a run (--ksm or FORKD_KSM=1): ksmd started if it was off (and stopped again at the
+// end), and its CPU time read at each mark.
+class KsmRun {
+ public:
+  Status start(int pages_to_scan) {
+    if (std::string why = vmm::ksm_unsupported_reason(); !why.empty()) {
+      return make_error(ErrorCode::kFailedPrecondition, "bench spawn --ksm: " + why);
+    }
+    const auto state = vmm::read_ksm_state();
+    if (pages_to_scan > 0 && static_cast<uint64_t>(pages_to_scan) != state.pages_to_scan) {
+      FORKD_TRY(vmm::set_ksmd_pages_to_scan(static_cast<uint64_t>(pages_to_scan)));
+      old_pages_ = state.pages_to_scan;
+    }
+    if (!state.running) {
+      FORKD_TRY(vmm::set_ksmd_running(true));
+      started_ = true;
+      std::fprintf(stderr, "forkd: bench spawn: started ksmd for this run\n");
+    }
+    pid_ = vmm::ksmd_pid();
+    on_ = true;
+    return {};
+  }
+  ~KsmRun() {
+    if (started_) (void)vmm::set_ksmd_running(false);
+    if (old_pages_) (void)vmm::set_ksmd_pages_to_scan(*old_pages_);
+  }
+  // ksmd's CPU seconds so far (0 without KSM).
+  double cpu() const { return pid_ ? process_cpu_seconds(*pid_).value_or(0) : 0; }
+  nlohmann::json to_json(double batch_cpu_s, double batch_s, double idle_cpu_s,
+                         double idle_s) const {
+    if (!on_) return {{"enabled", false}};
+    auto k = vmm::read_ksm_state();
+    return {{"enabled", true},
+            {"ksmd_started_by_bench", started_},
+            {"pages_to_scan", k.pages_to_scan},
+            {"sleep_ms", k.sleep_ms},
+            {"saved_mib", static_cast<double>(k.pages_sharing) * 4 / 1024},
+            {"ksmd_cpu_pct_batch", batch_s > 0 ? batch_cpu_s / batch_s * 100 : 0},
+            {"ksmd_cpu_pct_idle", idle_s > 0 ? idle_cpu_s / idle_s * 100 : 0}};
+  }
+
+ private:
+  bool on_ = false;
+  bool started_ = false;
+  std::optional<uint64_t> old_pages_;  // pages_to_scan before the run, when it was changed
+  std::optional<pid_t> pid_;
+};
+
 }  // namespace
 
-Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
+Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
                                        const SpawnBenchOptions& a) {
+  engine::EngineConfig cfg = given;
+  cfg.ksm = cfg.ksm || a.ksm;
+  KsmRun ksm;
+  if (a.ksm_pages > 0 && !cfg.ksm) {
+    return make_error(ErrorCode::kInvalidArgument, "bench spawn: --ksm-pages needs --ksm");
+  }
+  if (cfg.ksm) FORKD_TRY(ksm.start(a.ksm_pages));
   store::SnapshotStore snaps(cfg.home);
   auto meta = snaps.load(a.tag);
   if (!meta) return tl::unexpected(meta.error());
@@ -96,7 +153,9 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
   fo.tag = a.tag;
   fo.n = a.n;
   fo.parallel = a.parallel;
+  const double ksmd_before = ksm.cpu();
   auto forked = engine::fork_children(cfg, fo);
+  const double ksmd_batch = ksm.cpu() - ksmd_before;
   if (!forked) return tl::unexpected(forked.error());
   std::vector<double> latency, since_start, launch, claim, incoming, identity;
   int failed = 0, from_pool = 0;
@@ -122,8 +181,11 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
     if (auto c = process_cpu_seconds(s.pid)) cpu_before.emplace_back(s.pid, *c);
   }
   auto t_idle = Clock::now();
+  const double ksmd_idle_before = ksm.cpu();
   std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(a.idle_s * 1000)));
   const double idle_s = std::chrono::duration<double>(Clock::now() - t_idle).count();
+  const double ksmd_idle = ksm.cpu() - ksmd_idle_before;
+  auto ksm_json = ksm.to_json(ksmd_batch, forked->wall_ms / 1000, ksmd_idle, idle_s);
   std::vector<double> idle_cpu;
   double idle_cpu_total = 0;
   for (const auto& [pid, before] : cpu_before) {
@@ -236,7 +298,8 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& cfg,
       {"idle_cpu_pct", summarize(idle_cpu).to_json()},
       {"idle_cpu_pct_all_children", idle_cpu_total},
       {"uss_mib", summarize(uss).to_json()},
-      {"pss_mib", summarize(pss).to_json()}};
+      {"pss_mib", summarize(pss).to_json()},
+      {"ksm", ksm_json}};
   if (a.baselines) {
     std::fprintf(stderr, "forkd: bench spawn: cold boot + warm-up baseline\n");
     auto cold = cold_boot_and_warm(cfg, *meta);
@@ -321,6 +384,15 @@ void print_spawn_bench(const nlohmann::json& r) {
   std::printf("  USS per idle child       %9.1f MiB median (max %.1f)\n",
               r["uss_mib"]["median"].get<double>(), r["uss_mib"]["max"].get<double>());
   std::printf("  PSS per idle child       %9.1f MiB\n", r["pss_mib"]["median"].get<double>());
+  if (r.contains("ksm") && r["ksm"].value("enabled", false)) {
+    const auto& k = r["ksm"];
+    std::printf(
+        "  KSM                      %9.0f MiB saved; ksmd %.1f %% of a core in the batch, %.1f "
+        "%% idle (%d pages per %d ms)\n",
+        k["saved_mib"].get<double>(), k["ksmd_cpu_pct_batch"].get<double>(),
+        k["ksmd_cpu_pct_idle"].get<double>(), k["pages_to_scan"].get<int>(),
+        k["sleep_ms"].get<int>());
+  }
   if (r.contains("cold_boot_ms")) {
     std::printf(
         "  cold boot + warm-up      %9.0f ms  -> batch fork %.0fx, lone fork %.0fx faster\n",

@@ -23,6 +23,10 @@ struct SpawnBenchOptions {
   std::string compare_tag;
   // Also alternate single children on slirp with children in a namespace of their own.
   bool netns = false;
+  // Children's QEMUs mergeable by KSM (as FORKD_KSM=1 makes them); ksmd is started for the run
+  // when it is off, and stopped again after.
+  bool ksm = false;
+  int ksm_pages = 0;  // > 0: ksmd's pages_to_scan for the run (set back after)
 };
 
 // JSON: the batch (wall_ms, child_latency_ms, breakdown_ms, uss_mib, pss_mib, ...), the single

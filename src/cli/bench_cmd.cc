@@ -116,6 +116,13 @@ void add_spawn(CLI::App& bench, GlobalOptions& g, Action& action) {
   sub->add_flag("--per-child-netns", v->o.netns,
                 "Also time children in a network namespace of their own against children on "
                 "slirp (an outbound tag; root)");
+  sub->add_flag("--ksm", v->o.ksm,
+                "Children's memory mergeable by KSM (as FORKD_KSM=1); starts ksmd for the run "
+                "if it is off (root)");
+  sub->add_option("--ksm-pages", v->o.ksm_pages,
+                  "With --ksm: pages ksmd scans every 20 ms or so during the run (its "
+                  "pages_to_scan; the kernel's default is 100)")
+      ->check(CLI::Range(1, 100000));
   add_action(sub, g, action, v, "spawn", false, bench::run_spawn_bench, bench::print_spawn_bench);
 }
 
