@@ -139,8 +139,9 @@ def block_spawn(results):
         if not ksm_on(r):
             return dash
         k = r["ksm"]
-        return (f"{k['saved_mib']:.0f} MiB; {k['ksmd_cpu_pct_idle']:.1f} % of a core "
-                f"({k['pages_to_scan']} pages / {k['sleep_ms']} ms)")
+        cpu = (f"{k['ksmd_cpu_pct_idle']:.1f} % of a core" if "ksmd_cpu_pct_idle" in k
+               else "ksmd's CPU unknown")
+        return f"{k['saved_mib']:.0f} MiB; {cpu} ({k['pages_to_scan']} pages / {k['sleep_ms']} ms)"
 
     def pooled_alone(r):  # recorded since 2026-12-03 (later runs)
         p = r.data.get("single_child_pooled_ms", {})

@@ -54,6 +54,14 @@ std::string check_support() {
   return {};
 }
 
+Status write_knob(const std::string& path, const std::string& value) {
+  auto fd = open_file(path, O_WRONLY | O_CLOEXEC);
+  if (!fd) return tl::unexpected(fd.error().wrap("ksm: set " + path));
+  auto st = write_all(fd->get(), value);
+  if (!st) return tl::unexpected(st.error().wrap("ksm: set " + path));
+  return {};
+}
+
 }  // namespace
 
 KsmState read_ksm_state(const std::string& dir) {
@@ -94,18 +102,6 @@ std::optional<pid_t> ksmd_pid() {
   }
   return std::nullopt;
 }
-
-namespace {
-
-Status write_knob(const std::string& path, const std::string& value) {
-  auto fd = open_file(path, O_WRONLY | O_CLOEXEC);
-  if (!fd) return tl::unexpected(fd.error().wrap("ksm: set " + path));
-  auto st = write_all(fd->get(), value);
-  if (!st) return tl::unexpected(st.error().wrap("ksm: set " + path));
-  return {};
-}
-
-}  // namespace
 
 Status set_ksmd_running(bool on, const std::string& dir) {
   return write_knob(dir + "/run", on ? "1" : "0");
