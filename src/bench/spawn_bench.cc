@@ -2,10 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "bench/baseline.h"
 #include "bench/bench_home.h"
@@ -56,6 +58,7 @@ Result<std::vector<double>> time_pooled_children(const engine::EngineConfig& cfg
     }
   } reset{pool, a.tag};
   for (int i = 0; i < runs; ++i) {
+    FORKD_TRY(check_interrupted());
     auto filled = pool.fill(meta, tag_dir);
     if (!filled) return tl::unexpected(filled.error());
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -76,31 +79,25 @@ Result<std::vector<double>> time_pooled_children(const engine::EngineConfig& cfg
   return out;
 }
 
-// KSM over a run (--ksm or FORKD_KSM=1): ksmd started if it was off (and stopped again at the
-// end), and its CPU time read at each mark.
+// KSM over a run (--ksm or FORKD_KSM=1): ksmd started if it was off and its scan rate set if
+// asked (both set back at the end, or by the CLI's Ctrl-C teardown), and its CPU time read at
+// each mark.
 class KsmRun {
  public:
   Status start(int pages_to_scan) {
     if (std::string why = vmm::ksm_unsupported_reason(); !why.empty()) {
       return make_error(ErrorCode::kFailedPrecondition, "bench spawn --ksm: " + why);
     }
-    const auto state = vmm::read_ksm_state();
-    if (pages_to_scan > 0 && static_cast<uint64_t>(pages_to_scan) != state.pages_to_scan) {
-      FORKD_TRY(vmm::set_ksmd_pages_to_scan(static_cast<uint64_t>(pages_to_scan)));
-      old_pages_ = state.pages_to_scan;
-    }
-    if (!state.running) {
-      FORKD_TRY(vmm::set_ksmd_running(true));
-      started_ = true;
-      std::fprintf(stderr, "forkd: bench spawn: started ksmd for this run\n");
-    }
+    auto started = vmm::run_ksmd_for_measurement(pages_to_scan);
+    on_ = true;  // whatever it changed is set back, even when it failed halfway
+    if (!started) return tl::unexpected(started.error().wrap("bench spawn --ksm"));
+    started_ = *started;
+    if (started_) std::fprintf(stderr, "forkd: bench spawn: started ksmd for this run\n");
     pid_ = vmm::ksmd_pid();
-    on_ = true;
     return {};
   }
   ~KsmRun() {
-    if (started_) (void)vmm::set_ksmd_running(false);
-    if (old_pages_) (void)vmm::set_ksmd_pages_to_scan(*old_pages_);
+    if (on_) vmm::restore_ksmd();
   }
   // ksmd's CPU seconds so far (0 without KSM).
   double cpu() const { return pid_ ? process_cpu_seconds(*pid_).value_or(0) : 0; }
@@ -123,7 +120,6 @@ class KsmRun {
  private:
   bool on_ = false;
   bool started_ = false;
-  std::optional<uint64_t> old_pages_;  // pages_to_scan before the run, when it was changed
   std::optional<pid_t> pid_;
 };
 
@@ -144,6 +140,22 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
   FORKD_TRY(snaps.verify(*meta));
   engine::Pool pool(cfg);
   pool.drain(a.tag);
+  // Whatever ends the run (an error, Ctrl-C), it leaves no child of the batch and no member of
+  // the tag's pool behind.
+  struct Leftovers {
+    const engine::EngineConfig& cfg;
+    engine::Pool& pool;
+    const std::string& tag;
+    std::vector<std::string> ids;
+    void remove_children() {
+      for (const auto& id : ids) (void)engine::remove_sandbox(cfg, id);
+      ids.clear();
+    }
+    ~Leftovers() {
+      remove_children();
+      pool.drain(tag);
+    }
+  } leftovers{cfg, pool, a.tag, {}};
   double prestart_ms = 0;
   if (a.pool > 0) {
     FORKD_TRY(pool.configure(a.tag, {a.pool, a.warm}));
@@ -153,6 +165,7 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
     prestart_ms = std::chrono::duration<double, std::milli>(Clock::now() - t).count();
     FORKD_TRY(pool.configure(a.tag, {}));  // no refill during the measurement
   }
+  FORKD_TRY(check_interrupted());
   std::fprintf(stderr, "forkd: bench spawn: forking %d children from %s\n", a.n, a.tag.c_str());
   engine::ForkOptions fo;
   fo.tag = a.tag;
@@ -162,6 +175,10 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
   auto forked = engine::fork_children(cfg, fo);
   const double ksmd_batch = ksm.cpu() - ksmd_before;
   if (!forked) return tl::unexpected(forked.error());
+  for (const auto& c : forked->children) {
+    if (!c.id.empty()) leftovers.ids.push_back(c.id);
+  }
+  FORKD_TRY(check_interrupted());
   std::vector<double> latency, since_start, launch, claim, incoming, identity;
   int failed = 0, from_pool = 0;
   for (const auto& c : forked->children) {
@@ -187,7 +204,12 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
   }
   auto t_idle = Clock::now();
   const double ksmd_idle_before = ksm.cpu();
-  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(a.idle_s * 1000)));
+  const auto idle_end = t_idle + std::chrono::milliseconds(static_cast<int64_t>(a.idle_s * 1000));
+  while (Clock::now() < idle_end && !interrupted()) {  // Ctrl-C ends the wait
+    std::this_thread::sleep_for(
+        std::min<Clock::duration>(std::chrono::milliseconds(200), idle_end - Clock::now()));
+  }
+  FORKD_TRY(check_interrupted());
   const double idle_s = std::chrono::duration<double>(Clock::now() - t_idle).count();
   const double ksmd_idle = ksm.cpu() - ksmd_idle_before;
   auto ksm_json = ksm.to_json(ksmd_batch, forked->wall_ms / 1000, ksmd_idle, idle_s);
@@ -205,9 +227,7 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
     uss.push_back(static_cast<double>(s.uss_kib) / 1024);
     pss.push_back(static_cast<double>(s.pss_kib) / 1024);
   }
-  for (const auto& c : forked->children) {
-    if (!c.id.empty()) (void)engine::remove_sandbox(cfg, c.id);
-  }
+  leftovers.remove_children();
   // The same fork one child at a time on an otherwise idle machine: what the single-VM baselines
   // below compare with fairly (a batch's p50 includes queueing behind its siblings). Where the
   // jail is on, each jailed fork (with limits) alternates with one unjailed (no cgroup, this
@@ -224,6 +244,7 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
   // so it does not weigh on the first forks, and start with the bare side.
   std::this_thread::sleep_for(std::chrono::seconds(1));
   for (int i = 0; i < (jail_on ? 12 : 6); ++i) {
+    FORKD_TRY(check_interrupted());
     const bool jailed = jail_on && i % 2 == 1;
     engine::ForkOptions one;
     one.tag = jailed || !jail_on ? a.tag : bare_tag;
@@ -243,6 +264,7 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
   std::vector<double> on_slirp, in_netns, launch_slirp, launch_netns, ready_slirp, ready_netns;
   if (a.netns) {
     for (int i = 0; i < 12; ++i) {
+      FORKD_TRY(check_interrupted());
       engine::ForkOptions one;
       one.tag = a.tag;
       one.per_child_netns = i % 2 == 1;
@@ -306,9 +328,11 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
       {"pss_mib", summarize(pss).to_json()},
       {"ksm", ksm_json}};
   if (a.baselines) {
+    FORKD_TRY(check_interrupted());
     std::fprintf(stderr, "forkd: bench spawn: cold boot + warm-up baseline\n");
     auto cold = cold_boot_and_warm(cfg, *meta);
     if (!cold) return tl::unexpected(cold.error());
+    FORKD_TRY(check_interrupted());
     std::fprintf(stderr, "forkd: bench spawn: plain QEMU restore baseline\n");
     auto plain = plain_restore(cfg, *meta);
     if (!plain) return tl::unexpected(plain.error());

@@ -123,7 +123,7 @@ void add_spawn(CLI::App& bench, GlobalOptions& g, Action& action) {
                   "With --ksm: pages ksmd scans every 20 ms or so during the run (its "
                   "pages_to_scan; the kernel's default is 100)")
       ->check(CLI::Range(1, 100000));
-  add_action(sub, g, action, v, "spawn", false, bench::run_spawn_bench, bench::print_spawn_bench);
+  add_action(sub, g, action, v, "spawn", true, bench::run_spawn_bench, bench::print_spawn_bench);
 }
 
 void add_api(CLI::App& bench, GlobalOptions& g, Action& action) {

@@ -13,6 +13,7 @@
 #include "cli/remote_verbs.h"
 #include "engine/gc.h"
 #include "engine/sandbox.h"
+#include "vmm/ksm.h"
 #include "vmm/vm_process.h"
 
 namespace {
@@ -45,6 +46,7 @@ void start_signal_thread() {
     forkd::engine::Sandbox::destroy_all_owned();
     // QEMUs this process started that have no record yet (a fork in progress) die with it.
     (void)forkd::engine::kill_unrecorded_children(forkd::engine::EngineConfig::from_env());
+    forkd::vmm::restore_ksmd();  // what a bench changed for its run
     _exit(forkd::cli::kExitInterrupted);
   }).detach();
 }

@@ -55,7 +55,7 @@ std::string check_support() {
 }
 
 Status write_knob(const std::string& path, const std::string& value) {
-  auto fd = open_file(path, O_WRONLY | O_CLOEXEC);
+  auto fd = open_file(path, O_WRONLY | O_TRUNC | O_CLOEXEC);  // O_TRUNC for plain files (tests)
   if (!fd) return tl::unexpected(fd.error().wrap("ksm: set " + path));
   auto st = write_all(fd->get(), value);
   if (!st) return tl::unexpected(st.error().wrap("ksm: set " + path));
@@ -109,6 +109,52 @@ Status set_ksmd_running(bool on, const std::string& dir) {
 
 Status set_ksmd_pages_to_scan(uint64_t pages, const std::string& dir) {
   return write_knob(dir + "/pages_to_scan", std::to_string(pages));
+}
+
+namespace {
+
+struct Changed {
+  std::mutex mu;
+  std::string dir;
+  bool started = false;               // ksmd was off before
+  std::optional<uint64_t> old_pages;  // pages_to_scan before, when changed
+};
+
+Changed& changed() {
+  static Changed c;
+  return c;
+}
+
+}  // namespace
+
+Result<bool> run_ksmd_for_measurement(int pages_to_scan, const std::string& dir) {
+  auto& c = changed();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if ((c.started || c.old_pages) && c.dir != dir) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "ksm: another measurement's settings are "
+                      "not set back yet");
+  }
+  c.dir = dir;
+  const auto state = read_ksm_state(dir);
+  if (!state.present) return make_error(ErrorCode::kUnavailable, "ksm: no KSM in " + dir);
+  if (pages_to_scan > 0 && static_cast<uint64_t>(pages_to_scan) != state.pages_to_scan) {
+    FORKD_TRY(set_ksmd_pages_to_scan(static_cast<uint64_t>(pages_to_scan), dir));
+    if (!c.old_pages) c.old_pages = state.pages_to_scan;
+  }
+  if (state.running) return false;
+  FORKD_TRY(set_ksmd_running(true, dir));
+  c.started = true;
+  return true;
+}
+
+void restore_ksmd() {
+  auto& c = changed();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (c.started) (void)set_ksmd_running(false, c.dir);
+  if (c.old_pages) (void)set_ksmd_pages_to_scan(*c.old_pages, c.dir);
+  c.started = false;
+  c.old_pages.reset();
 }
 
 }  // namespace forkd::vmm

@@ -46,4 +46,10 @@ Status set_ksmd_running(bool on, const std::string& dir = kKsmSysfs);
 // Sets how many pages ksmd scans before each sleep (root; writes DIR/pages_to_scan).
 Status set_ksmd_pages_to_scan(uint64_t pages, const std::string& dir = kKsmSysfs);
 
+// For a measurement (root): ksmd running, and scanning pages_to_scan pages before each sleep when
+// that is > 0, until restore_ksmd() sets back what this changed. Process-wide, so that the CLI's
+// Ctrl-C teardown can call restore_ksmd() as well. Returns whether it started ksmd.
+Result<bool> run_ksmd_for_measurement(int pages_to_scan, const std::string& dir = kKsmSysfs);
+void restore_ksmd();
+
 }  // namespace forkd::vmm

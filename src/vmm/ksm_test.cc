@@ -42,6 +42,37 @@ TEST(Ksm, StateIsReadFromTheKernelsFiles) {
   EXPECT_TRUE(read_ksm_state(dir).running);
 }
 
+// A measurement's changes to ksmd are set back, and only those: a ksmd that was running stays
+// running, a rate that was already right is not written.
+TEST(Ksm, MeasurementSetsBackWhatItChanged) {
+  auto d = TempDir::create("ksm-test");
+  ASSERT_TRUE(d);
+  const std::string dir = d->path();
+  EXPECT_FALSE(run_ksmd_for_measurement(1000, dir)) << "no KSM there";
+  restore_ksmd();
+  ASSERT_TRUE(write_file_atomic(dir + "/run", "0\n"));
+  ASSERT_TRUE(write_file_atomic(dir + "/pages_to_scan", "100\n"));
+  auto started = run_ksmd_for_measurement(1000, dir);
+  ASSERT_TRUE(started) << started.error().describe();
+  EXPECT_TRUE(*started);
+  EXPECT_TRUE(read_ksm_state(dir).running);
+  EXPECT_EQ(read_ksm_state(dir).pages_to_scan, 1000u);
+  restore_ksmd();
+  EXPECT_FALSE(read_ksm_state(dir).running);
+  EXPECT_EQ(read_ksm_state(dir).pages_to_scan, 100u);
+  restore_ksmd();  // twice: nothing left to set back
+  EXPECT_EQ(read_ksm_state(dir).pages_to_scan, 100u);
+
+  ASSERT_TRUE(write_file_atomic(dir + "/run", "1\n"));
+  started = run_ksmd_for_measurement(0, dir);
+  ASSERT_TRUE(started);
+  EXPECT_FALSE(*started);
+  ASSERT_TRUE(write_file_atomic(dir + "/pages_to_scan", "555\n"));  // the host's own change
+  restore_ksmd();
+  EXPECT_TRUE(read_ksm_state(dir).running) << "it was running before";
+  EXPECT_EQ(read_ksm_state(dir).pages_to_scan, 555u) << "the rate was never the measurement's";
+}
+
 // SpawnOptions::memory_merge marks the launched process mergeable, as its own ksm_stat says;
 // a process launched without it is not. Where the kernel cannot, the reason says so.
 TEST(Ksm, MemoryMergeMarksTheLaunchedProcess) {
