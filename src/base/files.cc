@@ -102,6 +102,15 @@ Status replace_file(const std::string& path, std::string_view data, mode_t mode)
   return write_staged(path, data, mode, /*durable=*/false);
 }
 
+Status write_control_file(const std::string& path, std::string_view value) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_TRUNC | O_CREAT, 0644));
+  if (!fd) return errno_error(errno, "open " + path);
+  if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size())) {
+    return errno_error(errno, "write '" + std::string(value) + "' to " + path);
+  }
+  return {};
+}
+
 Status make_dirs(const std::string& path, mode_t mode) {
   if (path.empty()) return make_error(ErrorCode::kInvalidArgument, "mkdir: empty path");
   // Parents first, each created with mode; EEXIST (also from a concurrent mkdir) is fine as long

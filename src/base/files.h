@@ -30,6 +30,10 @@ Status write_file_atomic(const std::string& path, std::string_view data, mode_t 
 // crash may leave the old. For records that only report progress.
 Status replace_file(const std::string& path, std::string_view data, mode_t mode = 0600);
 
+// Writes value to a kernel control file (cgroupfs, sysfs) in one write(), as those files take
+// a setting. Truncates and, when missing, creates a plain file (a fake tree in tests).
+Status write_control_file(const std::string& path, std::string_view value);
+
 // Renames staged to final and fsyncs the parent directory.
 Status rename_durable(const std::string& staged, const std::string& final_path);
 

@@ -17,16 +17,6 @@ namespace {
 
 constexpr const char* kControllers[] = {"memory", "cpu", "pids"};
 
-// Writes value to an existing control file (cgroupfs has no O_CREAT; a fake tree in tests does).
-Status write_control(const std::string& path, const std::string& value) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_TRUNC | O_CREAT, 0644));
-  if (!fd) return errno_error(errno, "open " + path);
-  if (::write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size())) {
-    return errno_error(errno, "write '" + value + "' to " + path);
-  }
-  return {};
-}
-
 // A "key value" line's value from a flat-keyed file (memory.events, memory.oom_control).
 uint64_t keyed_value(const std::string& path, std::string_view key) {
   auto text = read_file(path, 64 << 10);
@@ -50,7 +40,7 @@ Status enable_v2_controllers(const std::string& dir, const CgroupLayout& layout)
   std::string want;
   for (const auto& c : layout.controllers) want += (want.empty() ? "+" : " +") + c;
   if (want.empty()) return {};
-  return write_control(dir + "/cgroup.subtree_control", want);
+  return write_control_file(dir + "/cgroup.subtree_control", want);
 }
 
 }  // namespace
@@ -179,7 +169,7 @@ Result<SandboxCgroup> SandboxCgroup::create(const CgroupLayout& layout, const st
                           ? cg.dirs_.front()
                           : layout.hierarchy(w.controller) + "/" + parent + "/" + name;
     if (optional && !path_exists(dir + "/" + file)) continue;
-    if (auto st = write_control(dir + "/" + file, w.value); !st) return fail(st.error());
+    if (auto st = write_control_file(dir + "/" + file, w.value); !st) return fail(st.error());
   }
   return cg;
 }

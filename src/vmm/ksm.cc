@@ -1,6 +1,5 @@
 #include "vmm/ksm.h"
 
-#include <fcntl.h>
 #include <sys/prctl.h>
 #include <sys/utsname.h>
 
@@ -54,14 +53,6 @@ std::string check_support() {
   return {};
 }
 
-Status write_knob(const std::string& path, const std::string& value) {
-  auto fd = open_file(path, O_WRONLY | O_TRUNC | O_CLOEXEC);  // O_TRUNC for plain files (tests)
-  if (!fd) return tl::unexpected(fd.error().wrap("ksm: set " + path));
-  auto st = write_all(fd->get(), value);
-  if (!st) return tl::unexpected(st.error().wrap("ksm: set " + path));
-  return {};
-}
-
 }  // namespace
 
 KsmState read_ksm_state(const std::string& dir) {
@@ -104,11 +95,11 @@ std::optional<pid_t> ksmd_pid() {
 }
 
 Status set_ksmd_running(bool on, const std::string& dir) {
-  return write_knob(dir + "/run", on ? "1" : "0");
+  return write_control_file(dir + "/run", on ? "1" : "0");
 }
 
 Status set_ksmd_pages_to_scan(uint64_t pages, const std::string& dir) {
-  return write_knob(dir + "/pages_to_scan", std::to_string(pages));
+  return write_control_file(dir + "/pages_to_scan", std::to_string(pages));
 }
 
 namespace {
