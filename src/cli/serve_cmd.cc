@@ -7,6 +7,7 @@
 #include "cli/output.h"
 #include "daemon/server.h"
 #include "engine/sandbox_jail.h"
+#include "engine/vm_setup.h"
 #include "vmm/ksm.h"
 
 namespace forkd::cli {
@@ -48,10 +49,7 @@ int do_serve(const GlobalOptions& g, const ServeArgs& a) {
   auto cfg = make_config(g);
   if (!cfg) return report_error(cfg.error());
   // A setting every fork would fail on is refused before the daemon serves anything.
-  if (std::string why = cfg->ksm ? vmm::ksm_unsupported_reason() : ""; !why.empty()) {
-    return report_error(Error(ErrorCode::kFailedPrecondition,
-                              "FORKD_KSM=1: " + why + "; unset FORKD_KSM to serve without KSM"));
-  }
+  if (auto st = engine::check_ksm(*cfg); !st) return report_error(st.error());
   if (cfg->ksm && !vmm::read_ksm_state().running) {
     std::fprintf(stderr,
                  "forkd: FORKD_KSM=1, but ksmd is not running: nothing will be merged "

@@ -7,16 +7,20 @@
 
 namespace forkd::engine {
 
+Status check_ksm(const EngineConfig& cfg) {
+  if (!cfg.ksm) return {};
+  if (std::string why = vmm::ksm_unsupported_reason(); !why.empty()) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "FORKD_KSM=1: " + why + "; unset FORKD_KSM to run without KSM");
+  }
+  return {};
+}
+
 Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string& id,
                                      const std::string& dir) {
   auto accel = vmm::choose_accel(cfg.accel);
   if (!accel) return tl::unexpected(accel.error());
-  if (cfg.ksm) {
-    if (std::string why = vmm::ksm_unsupported_reason(); !why.empty()) {
-      return make_error(ErrorCode::kFailedPrecondition,
-                        "FORKD_KSM=1: " + why + "; unset FORKD_KSM to run without KSM");
-    }
-  }
+  FORKD_TRY(check_ksm(cfg));
   vmm::VmConfig vc;
   vc.name = "forkd-" + id;
   vc.machine = cfg.machine;

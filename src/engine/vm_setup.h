@@ -8,6 +8,10 @@
 
 namespace forkd::engine {
 
+// Fails (failed_precondition, saying why and how to do without) when cfg asks for KSM and this
+// kernel cannot give it (vmm/ksm.h). Every VM's launch checks it; the daemon before it serves.
+Status check_ksm(const EngineConfig& cfg);
+
 // A VmConfig with the run-dir files (sockets, console, pid file), machine, accelerator and TCG
 // settings filled in; the caller adds kernel, memory and disk.
 Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string& id,
