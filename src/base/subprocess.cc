@@ -313,13 +313,15 @@ Result<int> Child::wait(std::optional<std::chrono::milliseconds> timeout) {
 }
 
 Result<RunResult> run_capture(const std::vector<std::string>& argv,
-                              std::chrono::milliseconds timeout) {
+                              std::chrono::milliseconds timeout,
+                              const std::map<std::string, std::string>& env) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return errno_error(errno, "pipe");
   UniqueFd rd(fds[0]), wr(fds[1]);
   SpawnOptions opts;
   opts.stdout_fd = wr.get();
   opts.stderr_fd = wr.get();
+  opts.env = env;
   auto child = Child::spawn(argv, opts);
   if (!child) return tl::unexpected(child.error());
   wr.reset();

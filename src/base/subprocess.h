@@ -79,9 +79,10 @@ struct RunResult {
   std::string output;  // stdout and stderr, interleaved
 };
 
-// Runs argv to completion, capturing up to 1 MiB of its output.
+// Runs argv to completion, capturing up to 1 MiB of its output; env is added to this process's.
 Result<RunResult> run_capture(const std::vector<std::string>& argv,
-                              std::chrono::milliseconds timeout);
+                              std::chrono::milliseconds timeout,
+                              const std::map<std::string, std::string>& env = {});
 
 // True when a process with this pid exists (signal 0 succeeds or fails with EPERM).
 bool process_alive(pid_t pid);

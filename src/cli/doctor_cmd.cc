@@ -67,6 +67,22 @@ Check check_ksm(const engine::EngineConfig& cfg) {
           ""};
 }
 
+Check check_lean_qemu(const engine::EngineConfig& cfg) {
+  if (!cfg.lean_qemu) {
+    return {"qemu-libs", "ok", "QEMU loads its own libcapstone and libpmem (FORKD_LEAN_QEMU=0)",
+            ""};
+  }
+  const vmm::LeanQemuProbe& lean = vmm::host_jail().lean;
+  if (lean.dir.empty()) {
+    return {"qemu-libs", "warn",
+            "QEMU loads its own libcapstone and libpmem (1-2 MiB more per child): " + lean.reason,
+            "make build (it builds the stubs into build/" + std::string(vmm::kLeanQemuDirName) +
+                ", which only its owner may write), or FORKD_LEAN_QEMU=0 to silence this"};
+  }
+  return {"qemu-libs", "ok",
+          "QEMU runs with forkd's stubs of libcapstone and libpmem (" + lean.dir + ")", ""};
+}
+
 std::string fs_name(long type) {
   switch (type) {
     case EXT4_SUPER_MAGIC:
@@ -159,6 +175,7 @@ std::vector<Check> run_checks(const engine::EngineConfig& cfg) {
                    "sysctl vm.unprivileged_userfaultfd=1 or run as root"});
   }
   out.push_back(check_ksm(cfg));
+  out.push_back(check_lean_qemu(cfg));
   auto b = engine::boundary_info(cfg.default_limits, cfg.expose_address);
   if (b["jailed"].get<bool>()) {
     out.push_back({"jail", "ok",

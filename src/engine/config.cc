@@ -20,6 +20,7 @@ EngineConfig EngineConfig::from_env() {
   if (const char* a = std::getenv("FORKD_ACCEL"); a && *a) c.accel = a;
   if (const char* t = std::getenv("FORKD_TB_SIZE_MIB"); t && *t) c.tb_size_mib = std::atoi(t);
   if (const char* k = std::getenv("FORKD_KSM"); k && *k) c.ksm = is_true_word(k);
+  if (const char* l = std::getenv("FORKD_LEAN_QEMU"); l && *l) c.lean_qemu = is_true_word(l);
   if (const char* m = std::getenv("FORKD_MACHINE"); m && std::string(m) == "pc") {
     c.machine = vmm::MachineType::kPc;
   }

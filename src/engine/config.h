@@ -18,6 +18,9 @@ struct EngineConfig {
   // FORKD_KSM=1: every QEMU's memory is mergeable by KSM (vmm/ksm.h: less memory per child, at
   // the price of ksmd's CPU and the page-deduplication side channel between sandboxes).
   bool ksm = false;
+  // QEMU starts with forkd's stub libraries where they work (vmm/lean_qemu.h);
+  // FORKD_LEAN_QEMU=0 loads the real libcapstone and libpmem.
+  bool lean_qemu = true;
   // Host-side limits every sandbox's QEMU gets unless its request says otherwise (the daemon's
   // --memory-limit/--cpus/--pids; env FORKD_MEMORY_LIMIT_MIB, FORKD_CPU_LIMIT, FORKD_PIDS_LIMIT).
   vmm::Limits default_limits;

@@ -3,6 +3,7 @@
 #include "base/subprocess.h"
 #include "vmm/accel.h"
 #include "vmm/host_tsc.h"
+#include "vmm/jail.h"
 #include "vmm/ksm.h"
 
 namespace forkd::engine {
@@ -28,6 +29,7 @@ Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string&
   vc.accel = accel->accel;
   vc.tb_size_mib = cfg.tb_size_mib;
   vc.memory_merge = cfg.ksm;
+  if (cfg.lean_qemu) vc.library_dir = vmm::host_jail().lean.dir;
   vc.qmp_socket = dir + "/qmp.sock";
   vc.agent_socket = dir + "/agent.sock";
   vc.console_log = dir + "/console.log";

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/random.h"
 #include "base/subprocess.h"
+#include "vmm/lean_qemu.h"
 #include "vmm/qemu_cmdline.h"
 
 namespace forkd::vmm {
@@ -49,7 +50,10 @@ Result<gid_t> jail_group() {
 HostJail probe() {
   HostJail j;
   j.cgroups = detect_cgroups();
-  j.qemu_version = probe_qemu_version(default_qemu_binary());
+  // One start of QEMU tells its version and whether it runs with the stubs; a second only when
+  // it does not.
+  j.lean = probe_lean_qemu(default_qemu_binary(), lean_qemu_default_dir());
+  j.qemu_version = j.lean.dir.empty() ? probe_qemu_version(default_qemu_binary()) : j.lean.version;
   j.private_readonly_ram = version_at_least(j.qemu_version, 8, 2);
   j.tcg_ram_pad = needs_tcg_ram_pad(j.qemu_version);
   const char* env = std::getenv("FORKD_JAIL");
@@ -169,16 +173,20 @@ void share_tree_with_group(const std::string& dir, gid_t gid) {
 std::string probe_qemu_version(const std::string& binary) {
   auto r = run_capture({binary, "--version"}, std::chrono::seconds(10));
   if (!r || r->exit_code != 0) return {};
-  const std::string key = "version ";
-  size_t at = r->output.find(key);
+  return parse_qemu_version(r->output);
+}
+
+std::string parse_qemu_version(const std::string& output) {
+  const std::string key = "QEMU emulator version ";
+  size_t at = output.find(key);
   if (at == std::string::npos) return {};
   size_t start = at + key.size();
   size_t end = start;
-  while (end < r->output.size() &&
-         (std::isdigit(static_cast<unsigned char>(r->output[end])) || r->output[end] == '.')) {
+  while (end < output.size() &&
+         (std::isdigit(static_cast<unsigned char>(output[end])) || output[end] == '.')) {
     ++end;
   }
-  return r->output.substr(start, end - start);
+  return output.substr(start, end - start);
 }
 
 bool version_at_least(const std::string& version, int major, int minor) {

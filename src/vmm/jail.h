@@ -16,6 +16,7 @@
 
 #include "base/error.h"
 #include "vmm/cgroup.h"
+#include "vmm/lean_qemu.h"
 
 namespace forkd::vmm {
 
@@ -44,6 +45,8 @@ struct HostJail {
   bool private_readonly_ram = false;
   // New TCG VMs get the RAM pad (QEMU before 9.0, see guest_ram_bytes in vmm/qemu_cmdline.h).
   bool tcg_ram_pad = true;
+  // Whether QEMU starts with forkd's stub libraries (vmm/lean_qemu.h), and why not.
+  LeanQemuProbe lean;
 };
 
 // Probes once: root, the forkd-qemu user and group (created with useradd/groupadd when missing),
@@ -69,6 +72,8 @@ void share_tree_with_group(const std::string& dir, gid_t gid);
 
 // "10.0.2" from `qemu-system-x86_64 --version`; empty when it does not run.
 std::string probe_qemu_version(const std::string& binary);
+// The version in that output; empty when it has none.
+std::string parse_qemu_version(const std::string& output);
 // Whether version (major.minor[.patch]) is at least major.minor.
 bool version_at_least(const std::string& version, int major, int minor);
 

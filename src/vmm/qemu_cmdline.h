@@ -104,6 +104,9 @@ struct VmConfig {
   // Process option, not an argument: all of QEMU's anonymous memory is mergeable by KSM
   // (vmm/ksm.h; FORKD_KSM=1).
   bool memory_merge = false;
+  // Process option, not an argument: QEMU's loader looks here first (vmm/lean_qemu.h's stubs);
+  // empty: QEMU loads its own libraries.
+  std::string library_dir;
   // Process options, not arguments: run QEMU as this identity (see vmm/jail.h) inside the cgroups
   // whose cgroup.procs files are listed (both empty: as the caller, in the caller's cgroups).
   std::optional<JailIdentity> jail;

@@ -19,6 +19,7 @@
 
 #include "base/files.h"
 #include "base/subprocess.h"
+#include "vmm/lean_qemu.h"
 #include "vmm/qmp_client.h"
 
 namespace forkd::vmm {
@@ -174,6 +175,7 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   opts.die_with_parent = cfg.die_with_parent;
   opts.no_new_privs = true;
   opts.memory_merge = cfg.memory_merge;
+  opts.env = lean_qemu_env(cfg.library_dir);
   // QEMU's sockets, bound here and passed in (descriptors 3 and 4).
   auto qmp_listen = listen_unix(cfg.qmp_socket);
   if (!qmp_listen) return tl::unexpected(qmp_listen.error().wrap("launch qemu"));

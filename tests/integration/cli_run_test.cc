@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <thread>
 
 #include "base/files.h"
@@ -132,6 +134,43 @@ TEST_F(CliRun, DoctorReportsAccelerator) {
   }
   EXPECT_TRUE(saw_accel);
   EXPECT_EQ(r.exit_code, j["ok"].get<bool>() ? 0 : 1);
+}
+
+// doctor says whether QEMU runs with forkd's stub libraries (vmm/lean_qemu.h): it does on a host
+// with the built stubs, not with FORKD_LEAN_QEMU=0, and a directory others may write is refused.
+TEST_F(CliRun, DoctorReportsQemuLibraries) {
+  auto check = [](const CliResult& r) {
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    for (const auto& c : j["checks"]) {
+      if (c["check"] == "qemu-libs") {
+        return c["status"].get<std::string>() + ": " + c["detail"].get<std::string>();
+      }
+    }
+    return std::string("missing: ") + r.out;
+  };
+  EXPECT_EQ(check(run_cli({"doctor", "--json"})).rfind("ok: QEMU runs with forkd's stubs", 0), 0u);
+  EXPECT_EQ(check(run_cli({"doctor", "--json"}, {{"FORKD_LEAN_QEMU", "0"}})),
+            "ok: QEMU loads its own libcapstone and libpmem (FORKD_LEAN_QEMU=0)");
+  // A copy of forkd beside a stub directory its group may write.
+  auto d = TempDir::create("forkd-lean-doctor");
+  ASSERT_TRUE(d);
+  std::error_code ec;
+  std::filesystem::copy(forkd_cli(), d->path() + "/forkd", ec);
+  ASSERT_FALSE(ec) << ec.message();
+  std::filesystem::copy(
+      std::filesystem::path(forkd_cli()).parent_path() / "qemu-lean", d->path() + "/qemu-lean",
+      std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_EQ(::chmod(d->path().c_str(), 0755), 0);
+  ASSERT_EQ(::chmod((d->path() + "/qemu-lean").c_str(), 0775), 0);
+  auto r = run_capture({"sh", "-c", "exec \"$0\" doctor --json 2>/dev/null", d->path() + "/forkd"},
+                       std::chrono::seconds(60));
+  ASSERT_TRUE(r);
+  CliResult copied;
+  copied.out = r->output;
+  std::string said = check(copied);
+  EXPECT_EQ(said.rfind("warn: ", 0), 0u) << said;
+  EXPECT_NE(said.find("writable by its group"), std::string::npos) << said;
 }
 
 }  // namespace

@@ -20,7 +20,9 @@
 #include "integration/vm_fixture.h"
 #include "store/snapshot_store.h"
 #include "vmm/accel.h"
+#include "vmm/jail.h"
 #include "vmm/ksm.h"
+#include "vmm/lean_qemu.h"
 
 namespace forkd::test {
 namespace {
@@ -120,7 +122,38 @@ TEST_F(Fork, KsmMergesChildrenOnlyWhenAskedFor) {
     auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
     ASSERT_TRUE(cmdline);
     EXPECT_EQ(cmdline->find("mem-merge=off") != std::string::npos, !ksm);
-    if (unsupported.empty()) EXPECT_EQ(vmm::process_merge_any(pid), std::optional<bool>(ksm));
+    if (unsupported.empty()) {
+      EXPECT_EQ(vmm::process_merge_any(pid), std::optional<bool>(ksm));
+    }
+    EXPECT_EQ(sh(**sb, "cat /tmp/counter"), "41\n");
+  }
+}
+
+// A child's QEMU maps forkd's stubs instead of libcapstone and libpmem (vmm/lean_qemu.h), and
+// none of what the real libpmem loads (libcrypto among them); FORKD_LEAN_QEMU=0 maps the real
+// ones. Either way the child works.
+TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
+  const vmm::LeanQemuProbe& lean = vmm::host_jail().lean;
+  ASSERT_FALSE(lean.dir.empty()) << "this host's QEMU should start with the stubs: " << lean.reason;
+  for (bool stubs : {true, false}) {
+    SCOPED_TRACE(stubs ? "stubs" : "FORKD_LEAN_QEMU=0");
+    engine::EngineConfig cfg = config();
+    cfg.lean_qemu = stubs;
+    engine::ForkOptions fo;
+    fo.tag = "base";
+    fo.n = 1;
+    auto r = engine::fork_children(cfg, fo);
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_FALSE(r->children[0].error) << r->children[0].error->describe();
+    auto sb = engine::Sandbox::attach(config(), r->children[0].id);
+    ASSERT_TRUE(sb) << sb.error().describe();
+    auto maps = read_file("/proc/" + std::to_string((*sb)->qemu_pid()) + "/maps");
+    ASSERT_TRUE(maps);
+    auto mapped = [&](const std::string& what) { return maps->find(what) != std::string::npos; };
+    EXPECT_EQ(mapped(lean.dir + "/libcapstone.so.4"), stubs);
+    EXPECT_EQ(mapped(lean.dir + "/libpmem.so.1"), stubs);
+    EXPECT_TRUE(mapped("/libcapstone.so")) << "the real one or the stub";
+    EXPECT_EQ(mapped("/libcrypto.so"), !stubs) << "loaded by the real libpmem's libkmod";
     EXPECT_EQ(sh(**sb, "cat /tmp/counter"), "41\n");
   }
 }

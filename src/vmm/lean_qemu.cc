@@ -1,0 +1,123 @@
+#include "vmm/lean_qemu.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+
+#include "base/files.h"
+#include "base/paths.h"
+#include "base/subprocess.h"
+#include "vmm/jail.h"
+
+namespace forkd::vmm {
+
+namespace {
+
+// The stubs (src/vmm/lean), by the sonames Debian's QEMU links.
+constexpr const char* kStubs[] = {"libcapstone.so.4", "libpmem.so.1"};
+
+// Owned by root or by us, and writable by nobody else (a sticky directory, such as /tmp, only
+// lets others add entries, not replace ours).
+Status check_owner_and_mode(const std::string& path, const struct stat& st) {
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      path + " is owned by uid " + std::to_string(st.st_uid));
+  }
+  const bool sticky_dir = S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX);
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !sticky_dir) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      path + " is writable by its group or by others");
+  }
+  return {};
+}
+
+// A symlink's own mode means nothing (it cannot be changed, only replaced, which takes the
+// directory); its target is what the loader reads.
+Status check_path(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return errno_error(errno, path);
+  if (S_ISLNK(st.st_mode) && ::stat(path.c_str(), &st) != 0) return errno_error(errno, path);
+  return check_owner_and_mode(path, st);
+}
+
+}  // namespace
+
+std::string lean_qemu_default_dir() { return exe_dir() + "/" + kLeanQemuDirName; }
+
+Status check_lean_dir(const std::string& dir) {
+  std::error_code ec;
+  const std::filesystem::path real = std::filesystem::canonical(dir, ec);
+  if (ec) return make_error(ErrorCode::kFailedPrecondition, dir + ": " + ec.message());
+  if (!std::filesystem::is_directory(real, ec)) {
+    return make_error(ErrorCode::kFailedPrecondition, real.string() + " is not a directory");
+  }
+  // Every directory above it too (the path has no symlinks left): whoever may rename one could
+  // put another tree in its place.
+  std::filesystem::path walk;
+  for (const auto& part : real) {
+    walk /= part;
+    FORKD_TRY(check_path(walk.string()));
+  }
+  for (const std::string& name : list_dir_names(real.string())) {
+    FORKD_TRY(check_path((real / name).string()));
+  }
+  return {};
+}
+
+LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir) {
+  LeanQemuProbe p;
+  if (Status ok = check_lean_dir(dir); !ok) {
+    p.reason = "stub libraries not usable: " + ok.error().message();
+    return p;
+  }
+  // LD_DEBUG=files: the loader names every library it maps, so the probe sees whether this
+  // QEMU links the stubs' sonames at all.
+  std::error_code ec;
+  const std::string abs = std::filesystem::canonical(dir, ec).string();
+  auto env = lean_qemu_env(abs);
+  env["LD_DEBUG"] = "files";
+  auto r = run_capture({binary, "--version"}, std::chrono::seconds(10), env);
+  if (!r) {
+    p.reason = binary + " did not run: " + r.error().message();
+    return p;
+  }
+  if (r->exit_code != 0) {
+    std::string out = r->output;
+    // The loader's own complaint is its last line; the trace before it is noise.
+    while (!out.empty() && out.back() == '\n') out.pop_back();
+    size_t nl = out.rfind('\n');
+    p.reason = binary + " does not start with the stub libraries: " +
+               (nl == std::string::npos ? out : out.substr(nl + 1)).substr(0, 300);
+    return p;
+  }
+  bool loaded = false;
+  for (const char* stub : kStubs) {
+    loaded = loaded || r->output.find(abs + "/" + stub) != std::string::npos;
+  }
+  if (!loaded) {
+    p.reason = binary + " links neither libcapstone.so.4 nor libpmem.so.1";
+    return p;
+  }
+  p.version = parse_qemu_version(r->output);
+  if (p.version.empty()) {
+    p.reason = binary + " --version printed no version";
+    return p;
+  }
+  p.dir = abs;
+  return p;
+}
+
+std::map<std::string, std::string> lean_qemu_env(const std::string& dir) {
+  if (dir.empty()) return {};
+  // Ahead of whatever path forkd itself was given, which QEMU keeps.
+  std::string path = dir;
+  if (const char* inherited = std::getenv("LD_LIBRARY_PATH"); inherited && *inherited) {
+    path += std::string(":") + inherited;
+  }
+  return {{"LD_LIBRARY_PATH", path}};
+}
+
+}  // namespace forkd::vmm

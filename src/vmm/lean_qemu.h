@@ -1,0 +1,40 @@
+#pragma once
+// QEMU without the optional libraries forkd never uses. Debian's qemu-system-x86_64 links
+// libcapstone (a disassembler, only for debug logs and the monitor's x/i) and libpmem (memory
+// backends with pmem=on), and libpmem loads libndctl, libdaxctl, libkmod and libcrypto. Under
+// ASLR every library's relocated data is private to each process: 1-2 MiB per child of memory
+// nobody uses. forkd builds stubs with the same sonames (src/vmm/lean: capstone opens no
+// handle, so QEMU prints no disassembly; the pmem calls stop QEMU with a message) into
+// qemu-lean/ beside its programs, and QEMU's loader finds them first (LD_LIBRARY_PATH), once a
+// probe showed that this QEMU starts with them. FORKD_LEAN_QEMU=0 loads the real libraries.
+#include <map>
+#include <string>
+
+#include "base/error.h"
+
+namespace forkd::vmm {
+
+inline constexpr const char* kLeanQemuDirName = "qemu-lean";
+
+struct LeanQemuProbe {
+  std::string dir;      // the stubs' directory QEMU is started with; empty: its own libraries
+  std::string reason;   // why not, when dir is empty
+  std::string version;  // QEMU's version, when it started with the stubs ("10.0.2")
+};
+
+// Where the stubs are built: qemu-lean/ beside this executable.
+std::string lean_qemu_default_dir();
+
+// dir may be handed to QEMU's loader: a directory (not a symlink) owned by root or this user and
+// writable by nobody else, and so is every entry in it (symlinks included: their targets are
+// checked the same way). Anyone who could write there could run code inside every QEMU.
+Status check_lean_dir(const std::string& dir);
+
+// Starts `binary --version` with the stubs in dir: a QEMU that imports a symbol they lack, or
+// links other sonames, fails to start or does not load them; either way dir is not used.
+LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir);
+
+// The environment QEMU gets for dir (empty map for an empty dir).
+std::map<std::string, std::string> lean_qemu_env(const std::string& dir);
+
+}  // namespace forkd::vmm

@@ -1,0 +1,128 @@
+#include "vmm/lean_qemu.h"
+
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "base/files.h"
+#include "base/subprocess.h"
+#include "vmm/jail.h"
+#include "vmm/qemu_cmdline.h"
+
+namespace forkd::vmm {
+namespace {
+
+TEST(LeanQemu, OnlyADirectoryNobodyElseMayWriteIsHandedToTheLoader) {
+  auto d = TempDir::create("lean-test");
+  ASSERT_TRUE(d);
+  const std::string dir = d->path() + "/libs";
+  EXPECT_FALSE(check_lean_dir(dir)) << "missing";
+  ASSERT_EQ(::mkdir(dir.c_str(), 0755), 0);
+  ASSERT_TRUE(write_file_atomic(dir + "/libcapstone.so.4", "x"));
+  ASSERT_EQ(::chmod((dir + "/libcapstone.so.4").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink("libcapstone.so.4", (dir + "/libcapstone.so").c_str()), 0);
+  EXPECT_TRUE(check_lean_dir(dir)) << "0755, ours; a symlink's own mode does not count";
+
+  ASSERT_EQ(::chmod(dir.c_str(), 0775), 0);
+  auto st = check_lean_dir(dir);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message().find("writable by its group"), std::string::npos)
+      << st.error().message();
+  ASSERT_EQ(::chmod(dir.c_str(), 0755), 0);
+
+  ASSERT_EQ(::chmod((dir + "/libcapstone.so.4").c_str(), 0757), 0);
+  st = check_lean_dir(dir);
+  ASSERT_FALSE(st) << "an entry others may write (and the symlink to it)";
+  EXPECT_NE(st.error().message().find("libcapstone.so"), std::string::npos);
+  ASSERT_EQ(::chmod((dir + "/libcapstone.so.4").c_str(), 0755), 0);
+
+  ASSERT_EQ(::chmod(d->path().c_str(), 0777), 0);
+  EXPECT_FALSE(check_lean_dir(dir)) << "a parent others may write";
+  ASSERT_EQ(::chmod(d->path().c_str(), 01777), 0);
+  EXPECT_TRUE(check_lean_dir(dir)) << "a sticky parent, as /tmp";
+  ASSERT_EQ(::chmod(d->path().c_str(), 0700), 0);
+
+  const std::string file = d->path() + "/plain";
+  ASSERT_TRUE(write_file_atomic(file, "x"));
+  EXPECT_FALSE(check_lean_dir(file)) << "not a directory";
+}
+
+TEST(LeanQemu, EnvironmentPutsTheStubsFirst) {
+  EXPECT_TRUE(lean_qemu_env("").empty());
+  const char* old = std::getenv("LD_LIBRARY_PATH");
+  const std::string saved = old ? old : "";
+  ::unsetenv("LD_LIBRARY_PATH");
+  EXPECT_EQ(lean_qemu_env("/a").at("LD_LIBRARY_PATH"), "/a");
+  ::setenv("LD_LIBRARY_PATH", "/b", 1);
+  EXPECT_EQ(lean_qemu_env("/a").at("LD_LIBRARY_PATH"), "/a:/b");
+  if (old) {
+    ::setenv("LD_LIBRARY_PATH", saved.c_str(), 1);
+  } else {
+    ::unsetenv("LD_LIBRARY_PATH");
+  }
+}
+
+TEST(LeanQemu, VersionIsParsedFromQemusBanner) {
+  EXPECT_EQ(parse_qemu_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright"),
+            "10.0.2");
+  EXPECT_EQ(parse_qemu_version("loader: version GLIBC\nQEMU emulator version 7.2.15\n"), "7.2.15");
+  EXPECT_EQ(parse_qemu_version("no banner"), "");
+}
+
+// The built stubs: what QEMU binds to exists (with libpmem's symbol version), and capstone opens
+// no handle, so QEMU's disassembler gives up instead of printing.
+TEST(LeanQemu, StubsExportWhatQemuImports) {
+  const std::string dir = lean_qemu_default_dir();
+  void* pmem = ::dlopen((dir + "/libpmem.so.1").c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(pmem, nullptr) << ::dlerror();
+  EXPECT_NE(::dlvsym(pmem, "pmem_persist", "LIBPMEM_1.0"), nullptr);
+  EXPECT_NE(::dlvsym(pmem, "pmem_memcpy_persist", "LIBPMEM_1.0"), nullptr);
+  ::dlclose(pmem);
+
+  void* cs = ::dlopen((dir + "/libcapstone.so.4").c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(cs, nullptr) << ::dlerror();
+  using OpenFn = int (*)(int, int, size_t*);
+  using MallocFn = void* (*)(size_t);
+  auto cs_open = reinterpret_cast<OpenFn>(::dlsym(cs, "cs_open"));
+  auto cs_malloc = reinterpret_cast<MallocFn>(::dlsym(cs, "cs_malloc"));
+  ASSERT_NE(cs_open, nullptr);
+  ASSERT_NE(cs_malloc, nullptr);
+  for (const char* name : {"cs_close", "cs_option", "cs_disasm_iter"}) {
+    EXPECT_NE(::dlsym(cs, name), nullptr) << name;
+  }
+  size_t handle = 12345;
+  EXPECT_NE(cs_open(3, 0, &handle), 0) << "no handle opens";
+  EXPECT_EQ(handle, 0u);
+  EXPECT_EQ(cs_malloc(handle), nullptr);
+  ::dlclose(cs);
+}
+
+// With this host's QEMU: it starts with the stubs and reports the same version; a broken stub or
+// a directory without them is not used, with the reason.
+TEST(LeanQemu, ProbeStartsTheRealQemu) {
+  const std::string qemu = default_qemu_binary();
+  if (find_in_path(qemu).empty() && qemu.find('/') == std::string::npos) {
+    GTEST_SKIP() << qemu << " not installed";
+  }
+  auto lean = probe_lean_qemu(qemu, lean_qemu_default_dir());
+  EXPECT_FALSE(lean.dir.empty()) << lean.reason;
+  EXPECT_EQ(lean.version, probe_qemu_version(qemu));
+
+  auto d = TempDir::create("lean-probe");
+  ASSERT_TRUE(d);
+  auto none = probe_lean_qemu(qemu, d->path());
+  EXPECT_TRUE(none.dir.empty());
+  EXPECT_NE(none.reason.find("links neither"), std::string::npos) << none.reason;
+
+  ASSERT_TRUE(write_file_atomic(d->path() + "/libcapstone.so.4", "not a library"));
+  ASSERT_EQ(::chmod((d->path() + "/libcapstone.so.4").c_str(), 0644), 0);
+  auto broken = probe_lean_qemu(qemu, d->path());
+  EXPECT_TRUE(broken.dir.empty());
+  EXPECT_NE(broken.reason.find("does not start"), std::string::npos) << broken.reason;
+}
+
+}  // namespace
+}  // namespace forkd::vmm
