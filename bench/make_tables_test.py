@@ -70,21 +70,21 @@ class MakeTablesTest(unittest.TestCase):
         for row in [
             "| minimal (busybox initramfs) | 1320 ms | 1906 ms | 7.9 ms |",
             "| python (bookworm + numpy, ext4 root) | 4065 ms | 4559 ms | 14 ms |",
-            "| 100 children all ready | 15.6 s | 14.5 s | 0.79 s | 25.3 s | 25.3 s | 2.8 s |",
+            "| 100 children all ready | 11.2 s | 14.0 s | 0.79 s | 21.7 s | 21.8 s | 2.8 s |",
             "| one child alone from a pool of one, p50 (target with a warm pool ≤ 30 ms) | – | – "
             "| 12 ms | – | – | 12 ms |",
-            "| per child in the batch, p50 / p99 | 455 / 783 ms | 393 / 866 ms | 21 / 46 ms"
-            " | 716 / 1219 ms | 700 / 1768 ms | 32 / 1462 ms |",
-            "| fork speed-up vs cold boot + warm-up | 6x batch, 12x alone | – | 93x |"
-            " 7x batch, 17x alone | – | 157x |",
-            "| USS / PSS per idle child | 24.2 / 24.5 MiB | 16.3 / 16.8 MiB | 29.2 / 29.6 MiB |"
-            " 29.7 / 30.1 MiB | 20.9 / 21.6 MiB | 35.6 / 36.1 MiB |",
-            "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 386 MiB;"
-            " 26.1 % of a core (1000 pages / 20 ms) | – | – | 611 MiB; 27.8 % of a core"
+            "| per child in the batch, p50 / p99 | 318 / 607 ms | 394 / 890 ms | 21 / 46 ms"
+            " | 600 / 1772 ms | 630 / 1307 ms | 32 / 1462 ms |",
+            "| fork speed-up vs cold boot + warm-up | 6x batch, 10x alone | – | 93x |"
+            " 12x batch, 31x alone | – | 157x |",
+            "| USS / PSS per idle child | 22.3 / 22.6 MiB | 15.3 / 15.7 MiB | 29.2 / 29.6 MiB |"
+            " 27.9 / 28.3 MiB | 19.7 / 20.2 MiB | 35.6 / 36.1 MiB |",
+            "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 321 MiB;"
+            " 30.2 % of a core (1000 pages / 20 ms) | – | – | 553 MiB; 27.0 % of a core"
             " (1000 pages / 20 ms) | – |",
-            "| CPU per idle child, median (all children, % of a core) | 0.03 % (3.1 %) over 60 s"
-            " | 0.03 % (3.6 %) over 60 s | \u2013 | 0.05 % (6.2 %) over 60 s"
-            " | 0.03 % (5.2 %) over 60 s | \u2013 |",
+            "| CPU per idle child, median (all children, % of a core) | 0.03 % (3.6 %) over 60 s"
+            " | 0.03 % (4.1 %) over 60 s | \u2013 | 0.03 % (4.3 %) over 60 s"
+            " | 0.03 % (4.6 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
             "| live: pause p50 / p90 / max | 1.49 / 5.76 / 5.76 ms | 3.08 / 4.94 / 4.94 ms |",
             "| live: whole call p50 (copy p50) | 1003 ms (477 ms) | 3041 ms (1640 ms) |",
@@ -95,11 +95,11 @@ class MakeTablesTest(unittest.TestCase):
             "| later eval `1 + 1` | 1.8 ms | 3.1 ms | 8.9 ms | \u2264 10 ms |",
         ]:
             self.assertIn(row, readme)
-        self.assertIn("| memory per idle child, USS (minimal / python) | 24.2 / 29.7 MiB |", top)
+        self.assertIn("| memory per idle child, USS (minimal / python) | 22.3 / 27.9 MiB |", top)
         self.assertIn("| memory per idle child with FORKD_KSM=1, USS (minimal / python) |"
-                      " 16.3 / 20.9 MiB |", top)
+                      " 15.3 / 19.7 MiB |", top)
         self.assertIn("| CPU per idle child, median, 100 children idle (minimal / python) |"
-                      " 0.03 / 0.05 % of a core |", top)
+                      " 0.03 / 0.03 % of a core |", top)
 
     def test_prose_outside_markers_is_kept(self):
         with open(self.readme, "w", encoding="utf-8") as f:
