@@ -67,7 +67,7 @@ struct ChildFailure {
 constexpr const char* kSteps[] = {
     "join cgroup",  "join network namespace", "setgroups",    "setresgid", "setresuid",
     "no_new_privs", "memory merge (KSM)",     "death signal", "chdir",     "pass descriptor",
-    "exec"};
+    "exec",         "no huge pages"};
 enum Step {
   kJoin,
   kSetns,
@@ -79,7 +79,8 @@ enum Step {
   kDeathSig,
   kChdir,
   kPassFd,
-  kExec
+  kExec,
+  kThpDisable
 };
 
 [[noreturn]] void child_fail(int report_fd, int step) {
@@ -122,6 +123,9 @@ enum Step {
   }
   if (opts.memory_merge && ::prctl(kPrSetMemoryMerge, 1, 0, 0, 0) != 0) {
     child_fail(report_fd, kMemoryMerge);
+  }
+  if (opts.no_huge_pages && ::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0) {
+    child_fail(report_fd, kThpDisable);
   }
   // After the credential change, which clears a death signal set earlier.
   if (opts.die_with_parent) {
@@ -188,7 +192,7 @@ Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions
     int status = 0;
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
-    const char* step = f.step >= 0 && f.step <= kExec ? kSteps[f.step] : "?";
+    const char* step = f.step >= 0 && f.step <= kThpDisable ? kSteps[f.step] : "?";
     return errno_error(f.err, "spawn " + argv[0] + ": " + step);
   }
   return pid;
@@ -196,7 +200,8 @@ Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions
 
 bool needs_fork_exec(const SpawnOptions& o) {
   return o.die_with_parent || !o.pass_fds.empty() || !o.cgroup_procs_fds.empty() ||
-         o.drop_to.has_value() || o.no_new_privs || o.netns_fd >= 0 || o.memory_merge;
+         o.drop_to.has_value() || o.no_new_privs || o.netns_fd >= 0 || o.memory_merge ||
+         o.no_huge_pages;
 }
 
 }  // namespace

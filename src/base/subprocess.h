@@ -50,6 +50,9 @@ struct SpawnOptions {
   // pages of other processes (Linux 6.4+; the setting survives exec on the kernels that have
   // vmm/ksm.h's check). Not part of the jail, but also a fork+exec step.
   bool memory_merge = false;
+  // PR_SET_THP_DISABLE before exec: no transparent huge pages for the child, even where it asks
+  // for them with madvise (the setting survives exec). Also a fork+exec step.
+  bool no_huge_pages = false;
 };
 
 class Child {

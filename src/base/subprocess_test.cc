@@ -42,6 +42,28 @@ TEST(Subprocess, RunCaptureTimesOut) {
   EXPECT_EQ(r.error().code(), ErrorCode::kTimeout);
 }
 
+// run_capture's env is added to the child's environment.
+TEST(Subprocess, RunCapturePassesEnvironment) {
+  auto r = run_capture({"sh", "-c", "echo \"$FORKD_TEST_VAR\""}, std::chrono::seconds(10),
+                       {{"FORKD_TEST_VAR", "given"}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->output, "given\n");
+}
+
+// no_huge_pages forbids transparent huge pages to the launched program (its own status says so,
+// after exec); without it the program inherits this process's setting (allowed here).
+TEST(Subprocess, NoHugePagesReachesTheProgram) {
+  for (bool off : {false, true}) {
+    SpawnOptions o;
+    o.no_huge_pages = off;
+    auto c = Child::spawn({"grep", "-qx", "THP_enabled:.0", "/proc/self/status"}, o);
+    ASSERT_TRUE(c) << c.error().describe();
+    auto code = c->wait(std::chrono::seconds(10));
+    ASSERT_TRUE(code);
+    EXPECT_EQ(*code, off ? 0 : 1) << "no_huge_pages " << off;
+  }
+}
+
 // A die_with_parent child is killed when the process that spawned it dies.
 TEST(Subprocess, DieWithParent) {
   int fds[2];

@@ -21,6 +21,9 @@ EngineConfig EngineConfig::from_env() {
   if (const char* t = std::getenv("FORKD_TB_SIZE_MIB"); t && *t) c.tb_size_mib = std::atoi(t);
   if (const char* k = std::getenv("FORKD_KSM"); k && *k) c.ksm = is_true_word(k);
   if (const char* l = std::getenv("FORKD_LEAN_QEMU"); l && *l) c.lean_qemu = is_true_word(l);
+  if (const char* h = std::getenv("FORKD_QEMU_HUGE_PAGES"); h && *h) {
+    c.qemu_huge_pages = is_true_word(h);
+  }
   if (const char* m = std::getenv("FORKD_MACHINE"); m && std::string(m) == "pc") {
     c.machine = vmm::MachineType::kPc;
   }

@@ -104,6 +104,9 @@ struct VmConfig {
   // Process option, not an argument: all of QEMU's anonymous memory is mergeable by KSM
   // (vmm/ksm.h; FORKD_KSM=1).
   bool memory_merge = false;
+  // Process option, not an argument: false forbids transparent huge pages to QEMU
+  // (PR_SET_THP_DISABLE), which it asks for on its TCG code buffer and RAM blocks.
+  bool huge_pages = true;
   // Process option, not an argument: QEMU's loader looks here first (vmm/lean_qemu.h's stubs);
   // empty: QEMU loads its own libraries.
   std::string library_dir;

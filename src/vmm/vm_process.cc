@@ -175,6 +175,7 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   opts.die_with_parent = cfg.die_with_parent;
   opts.no_new_privs = true;
   opts.memory_merge = cfg.memory_merge;
+  opts.no_huge_pages = !cfg.huge_pages;
   opts.env = lean_qemu_env(cfg.library_dir);
   // QEMU's sockets, bound here and passed in (descriptors 3 and 4).
   auto qmp_listen = listen_unix(cfg.qmp_socket);

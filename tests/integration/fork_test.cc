@@ -158,6 +158,29 @@ TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
   }
 }
 
+// FORKD_QEMU_HUGE_PAGES=0 forbids transparent huge pages to the child's QEMU (the kernel's
+// /proc/PID/status says so); by default QEMU may use them. Either way the child works.
+TEST_F(Fork, HugePagesAreForbiddenOnlyWhenAskedFor) {
+  for (bool huge : {true, false}) {
+    SCOPED_TRACE(huge ? "default" : "FORKD_QEMU_HUGE_PAGES=0");
+    engine::EngineConfig cfg = config();
+    cfg.qemu_huge_pages = huge;
+    engine::ForkOptions fo;
+    fo.tag = "base";
+    fo.n = 1;
+    auto r = engine::fork_children(cfg, fo);
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_FALSE(r->children[0].error) << r->children[0].error->describe();
+    auto sb = engine::Sandbox::attach(config(), r->children[0].id);
+    ASSERT_TRUE(sb) << sb.error().describe();
+    auto status = read_file("/proc/" + std::to_string((*sb)->qemu_pid()) + "/status");
+    ASSERT_TRUE(status);
+    EXPECT_NE(status->find(huge ? "THP_enabled:\t1" : "THP_enabled:\t0"), std::string::npos)
+        << *status;
+    EXPECT_EQ(sh(**sb, "cat /tmp/counter"), "41\n");
+  }
+}
+
 TEST_F(Fork, ChildrenAreIsolated) {
   auto kids = fork(2);
   ASSERT_EQ(kids.size(), 2u);
