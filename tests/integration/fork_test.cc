@@ -43,12 +43,13 @@ class Fork : public ForkingTest {
   static void SetUpTestSuite() {
     create_base_tag({"echo 41 > /tmp/counter", "sleep 100000 >/dev/null 2>&1 &"});
   }
-  static std::vector<std::unique_ptr<engine::Sandbox>> fork(int n,
-                                                            const std::string& tag = "base") {
+  // cfg: the engine's settings for these children's QEMUs (FORKD_KSM and such).
+  static std::vector<std::unique_ptr<engine::Sandbox>> fork(
+      int n, const std::string& tag = "base", const engine::EngineConfig& cfg = config()) {
     engine::ForkOptions fo;
     fo.tag = tag;
     fo.n = n;
-    auto r = engine::fork_children(config(), fo);
+    auto r = engine::fork_children(cfg, fo);
     EXPECT_TRUE(r) << r.error().describe();
     std::vector<std::unique_ptr<engine::Sandbox>> out;
     if (!r) return out;
@@ -110,22 +111,17 @@ TEST_F(Fork, KsmMergesChildrenOnlyWhenAskedFor) {
   for (bool ksm : {false, true}) {
     SCOPED_TRACE(ksm ? "FORKD_KSM=1" : "no KSM");
     if (ksm && !unsupported.empty()) GTEST_SKIP() << "KSM unavailable: " << unsupported;
-    engine::ForkOptions fo;
-    fo.tag = "base";
-    fo.n = 1;
-    auto r = engine::fork_children(ksm ? with_ksm : config(), fo);
-    ASSERT_TRUE(r) << r.error().describe();
-    ASSERT_FALSE(r->children[0].error) << r->children[0].error->describe();
-    auto sb = engine::Sandbox::attach(config(), r->children[0].id);
-    ASSERT_TRUE(sb) << sb.error().describe();
-    const pid_t pid = (*sb)->qemu_pid();
+    auto kids = fork(1, "base", ksm ? with_ksm : config());
+    ASSERT_EQ(kids.size(), 1u);
+    engine::Sandbox& sb = *kids[0];
+    const pid_t pid = sb.qemu_pid();
     auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
     ASSERT_TRUE(cmdline);
     EXPECT_EQ(cmdline->find("mem-merge=off") != std::string::npos, !ksm);
     if (unsupported.empty()) {
       EXPECT_EQ(vmm::process_merge_any(pid), std::optional<bool>(ksm));
     }
-    EXPECT_EQ(sh(**sb, "cat /tmp/counter"), "41\n");
+    EXPECT_EQ(sh(sb, "cat /tmp/counter"), "41\n");
   }
 }
 
@@ -139,22 +135,17 @@ TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
     SCOPED_TRACE(stubs ? "stubs" : "FORKD_LEAN_QEMU=0");
     engine::EngineConfig cfg = config();
     cfg.lean_qemu = stubs;
-    engine::ForkOptions fo;
-    fo.tag = "base";
-    fo.n = 1;
-    auto r = engine::fork_children(cfg, fo);
-    ASSERT_TRUE(r) << r.error().describe();
-    ASSERT_FALSE(r->children[0].error) << r->children[0].error->describe();
-    auto sb = engine::Sandbox::attach(config(), r->children[0].id);
-    ASSERT_TRUE(sb) << sb.error().describe();
-    auto maps = read_file("/proc/" + std::to_string((*sb)->qemu_pid()) + "/maps");
+    auto kids = fork(1, "base", cfg);
+    ASSERT_EQ(kids.size(), 1u);
+    engine::Sandbox& sb = *kids[0];
+    auto maps = read_file("/proc/" + std::to_string(sb.qemu_pid()) + "/maps");
     ASSERT_TRUE(maps);
     auto mapped = [&](const std::string& what) { return maps->find(what) != std::string::npos; };
     EXPECT_EQ(mapped(lean.dir + "/libcapstone.so.4"), stubs);
     EXPECT_EQ(mapped(lean.dir + "/libpmem.so.1"), stubs);
     EXPECT_TRUE(mapped("/libcapstone.so")) << "the real one or the stub";
     EXPECT_EQ(mapped("/libcrypto.so"), !stubs) << "loaded by the real libpmem's libkmod";
-    EXPECT_EQ(sh(**sb, "cat /tmp/counter"), "41\n");
+    EXPECT_EQ(sh(sb, "cat /tmp/counter"), "41\n");
   }
 }
 
@@ -165,19 +156,14 @@ TEST_F(Fork, HugePagesAreForbiddenOnlyWhenAskedFor) {
     SCOPED_TRACE(huge ? "default" : "FORKD_QEMU_HUGE_PAGES=0");
     engine::EngineConfig cfg = config();
     cfg.qemu_huge_pages = huge;
-    engine::ForkOptions fo;
-    fo.tag = "base";
-    fo.n = 1;
-    auto r = engine::fork_children(cfg, fo);
-    ASSERT_TRUE(r) << r.error().describe();
-    ASSERT_FALSE(r->children[0].error) << r->children[0].error->describe();
-    auto sb = engine::Sandbox::attach(config(), r->children[0].id);
-    ASSERT_TRUE(sb) << sb.error().describe();
-    auto status = read_file("/proc/" + std::to_string((*sb)->qemu_pid()) + "/status");
+    auto kids = fork(1, "base", cfg);
+    ASSERT_EQ(kids.size(), 1u);
+    engine::Sandbox& sb = *kids[0];
+    auto status = read_file("/proc/" + std::to_string(sb.qemu_pid()) + "/status");
     ASSERT_TRUE(status);
     EXPECT_NE(status->find(huge ? "THP_enabled:\t1" : "THP_enabled:\t0"), std::string::npos)
         << *status;
-    EXPECT_EQ(sh(**sb, "cat /tmp/counter"), "41\n");
+    EXPECT_EQ(sh(sb, "cat /tmp/counter"), "41\n");
   }
 }
 
