@@ -47,7 +47,7 @@ Status check_path(const std::string& path) {
 
 std::string lean_qemu_default_dir() { return exe_dir() + "/" + kLeanQemuDirName; }
 
-Status check_lean_dir(const std::string& dir) {
+Result<std::string> check_lean_dir(const std::string& dir) {
   std::error_code ec;
   const std::filesystem::path real = std::filesystem::canonical(dir, ec);
   if (ec) return make_error(ErrorCode::kFailedPrecondition, dir + ": " + ec.message());
@@ -64,19 +64,19 @@ Status check_lean_dir(const std::string& dir) {
   for (const std::string& name : list_dir_names(real.string())) {
     FORKD_TRY(check_path((real / name).string()));
   }
-  return {};
+  return real.string();
 }
 
 LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir) {
   LeanQemuProbe p;
-  if (Status ok = check_lean_dir(dir); !ok) {
-    p.reason = "stub libraries not usable: " + ok.error().message();
+  auto checked = check_lean_dir(dir);
+  if (!checked) {
+    p.reason = "stub libraries not usable: " + checked.error().message();
     return p;
   }
+  const std::string& abs = *checked;
   // LD_DEBUG=files: the loader names every library it maps, so the probe sees whether this
   // QEMU links the stubs' sonames at all.
-  std::error_code ec;
-  const std::string abs = std::filesystem::canonical(dir, ec).string();
   auto env = lean_qemu_env(abs);
   env["LD_DEBUG"] = "files";
   auto r = run_capture({binary, "--version"}, std::chrono::seconds(10), env);

@@ -28,7 +28,8 @@ std::string lean_qemu_default_dir();
 // dir may be handed to QEMU's loader: a directory (not a symlink) owned by root or this user and
 // writable by nobody else, and so is every entry in it (symlinks included: their targets are
 // checked the same way). Anyone who could write there could run code inside every QEMU.
-Status check_lean_dir(const std::string& dir);
+// Returns the directory's canonical path.
+Result<std::string> check_lean_dir(const std::string& dir);
 
 // Starts `binary --version` with the stubs in dir: a QEMU that imports a symbol they lack, or
 // links other sonames, fails to start or does not load them; either way dir is not used.

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "base/files.h"
 #include "base/subprocess.h"
@@ -24,7 +25,9 @@ TEST(LeanQemu, OnlyADirectoryNobodyElseMayWriteIsHandedToTheLoader) {
   ASSERT_TRUE(write_file_atomic(dir + "/libcapstone.so.4", "x"));
   ASSERT_EQ(::chmod((dir + "/libcapstone.so.4").c_str(), 0755), 0);
   ASSERT_EQ(::symlink("libcapstone.so.4", (dir + "/libcapstone.so").c_str()), 0);
-  EXPECT_TRUE(check_lean_dir(dir)) << "0755, ours; a symlink's own mode does not count";
+  auto ok = check_lean_dir(dir);
+  ASSERT_TRUE(ok) << "0755, ours; a symlink's own mode does not count";
+  EXPECT_EQ(*ok, std::filesystem::canonical(dir).string());
 
   ASSERT_EQ(::chmod(dir.c_str(), 0775), 0);
   auto st = check_lean_dir(dir);
