@@ -236,6 +236,14 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   vc->ram_bytes = ram_bytes;
   vc->memory_file = req.memory_file;
   vc->memory_share = true;  // the destination writes the tag's memory file
+  // Its whole memory file is not flushed by QEMU when the copy ends (the caller flushes what must
+  // be durable). Measured, 1 GiB with a 20 MiB/s writer, 10 live branches twice each way,
+  // alternating: the destination's last steps 99 and 129 ms p50 against 872 and 787 ms; the link
+  // step 1.06-1.13 s against 1.31-1.32 s (its diff no longer shares the disk with that sync); the
+  // source's resume (QEMU's `completed` to RESUME) at most 1.2 ms against up to 4.4 ms, so the
+  // series' max / median 1.44 and 1.32 against 2.39 and 2.61.
+  vc->skip_ram_sync = vmm::host_jail().lean.pmem_stub &&
+                      vmm::qemu_syncs_volatile_ram(vmm::host_jail().qemu_version);
   vc->incoming_defer = true;
   vc->nic = req.nic;
   vc->pit = req.pit;

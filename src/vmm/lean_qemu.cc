@@ -106,6 +106,7 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
     p.reason = binary + " --version printed no version";
     return p;
   }
+  p.pmem_stub = r->output.find(abs + "/libpmem.so.1") != std::string::npos;
   p.dir = abs;
   return p;
 }

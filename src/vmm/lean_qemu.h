@@ -4,7 +4,8 @@
 // backends with pmem=on), and libpmem loads libndctl, libdaxctl, libkmod and libcrypto. Under
 // ASLR every library's relocated data is private to each process: 1-2 MiB per child of memory
 // nobody uses. forkd builds stubs with the same sonames (src/vmm/lean: capstone opens no
-// handle, so QEMU prints no disassembly; the pmem calls stop QEMU with a message) into
+// handle, so QEMU prints no disassembly; the pmem calls stop QEMU with a message, except the
+// sync a branch's destination was told to skip, see VmConfig::skip_ram_sync) into
 // qemu-lean/ beside its programs, and QEMU's loader finds them first (LD_LIBRARY_PATH), once a
 // probe showed that this QEMU starts with them. FORKD_LEAN_QEMU=0 loads the real libraries.
 #include <map>
@@ -17,9 +18,10 @@ namespace forkd::vmm {
 inline constexpr const char* kLeanQemuDirName = "qemu-lean";
 
 struct LeanQemuProbe {
-  std::string dir;      // the stubs' directory QEMU is started with; empty: its own libraries
-  std::string reason;   // why not, when dir is empty
-  std::string version;  // QEMU's version, when it started with the stubs ("10.0.2")
+  std::string dir;         // the stubs' directory QEMU is started with; empty: its own libraries
+  std::string reason;      // why not, when dir is empty
+  std::string version;     // QEMU's version, when it started with the stubs ("10.0.2")
+  bool pmem_stub = false;  // QEMU loaded the libpmem stub (so its backends have pmem=)
 };
 
 // Where the stubs are built: qemu-lean/ beside this executable.

@@ -1,10 +1,13 @@
 #include "vmm/lean_qemu.h"
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 
@@ -103,6 +106,45 @@ TEST(LeanQemu, StubsExportWhatQemuImports) {
   ::dlclose(cs);
 }
 
+// pmem_persist returns only in a QEMU started with FORKD_PMEM_PERSIST=skip (a branch's
+// destination, VmConfig::skip_ram_sync); anywhere else it stops the process, and so does the
+// nvdimm label copy.
+TEST(LeanQemu, PmemStubSkipsTheSyncOnlyWhereForkdAsked) {
+  const std::string lib = lean_qemu_default_dir() + "/libpmem.so.1";
+  // In a child process each: a refusal aborts it.
+  auto run = [&](const char* setting, bool copy) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      if (setting != nullptr) ::setenv("FORKD_PMEM_PERSIST", setting, 1);
+      if (setting == nullptr) ::unsetenv("FORKD_PMEM_PERSIST");
+      int null_fd = ::open("/dev/null", O_WRONLY);
+      if (null_fd >= 0) ::dup2(null_fd, STDERR_FILENO);
+      void* h = ::dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (h == nullptr) ::_exit(3);
+      char buf[64] = {};
+      if (copy) {
+        using CopyFn = void* (*)(void*, const void*, size_t);
+        reinterpret_cast<CopyFn>(::dlsym(h, "pmem_memcpy_persist"))(buf, "x", 1);
+      } else {
+        using PersistFn = void (*)(const void*, size_t);
+        reinterpret_cast<PersistFn>(::dlsym(h, "pmem_persist"))(buf, sizeof buf);
+      }
+      ::_exit(0);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return status;
+  };
+  int skipped = run("skip", false);
+  EXPECT_TRUE(WIFEXITED(skipped) && WEXITSTATUS(skipped) == 0) << skipped;
+  for (const char* other : {static_cast<const char*>(nullptr), "", "1", "skipped"}) {
+    int st = run(other, false);
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT) << (other ? other : "(unset)");
+  }
+  int copied = run("skip", true);
+  EXPECT_TRUE(WIFSIGNALED(copied) && WTERMSIG(copied) == SIGABRT) << copied;
+}
+
 // With this host's QEMU: it starts with the stubs and reports the same version; a broken stub or
 // a directory without them is not used, with the reason.
 TEST(LeanQemu, ProbeStartsTheRealQemu) {
@@ -113,11 +155,13 @@ TEST(LeanQemu, ProbeStartsTheRealQemu) {
   auto lean = probe_lean_qemu(qemu, lean_qemu_default_dir());
   EXPECT_FALSE(lean.dir.empty()) << lean.reason;
   EXPECT_EQ(lean.version, probe_qemu_version(qemu));
+  EXPECT_TRUE(lean.pmem_stub) << "Debian's QEMU links libpmem";
 
   auto d = TempDir::create("lean-probe");
   ASSERT_TRUE(d);
   auto none = probe_lean_qemu(qemu, d->path());
   EXPECT_TRUE(none.dir.empty());
+  EXPECT_FALSE(none.pmem_stub);
   EXPECT_NE(none.reason.find("links neither"), std::string::npos) << none.reason;
 
   ASSERT_TRUE(write_file_atomic(d->path() + "/libcapstone.so.4", "not a library"));

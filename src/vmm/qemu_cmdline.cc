@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -35,6 +36,14 @@ uint64_t guest_ram_bytes(int memory_mib, Accel accel, bool tcg_pad) {
 
 bool needs_tcg_ram_pad(const std::string& qemu_version) {
   return !version_at_least(qemu_version, 9, 0);
+}
+
+bool qemu_syncs_volatile_ram(const std::string& qemu_version) {
+  int major = 0, minor = 0, micro = 0;
+  if (std::sscanf(qemu_version.c_str(), "%d.%d.%d", &major, &minor, &micro) < 2) return true;
+  if (major == 7 && minor == 2) return micro < 19;
+  if (major == 10 && minor == 0) return micro < 3;
+  return !version_at_least(qemu_version, 10, 1);
 }
 
 std::string default_qemu_binary() {
@@ -101,10 +110,11 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
                                                 : std::to_string(ram_bytes / 1024) + "K";
   add("-m", ram);
   if (!cfg.memory_file.empty()) {
-    add("-object", "memory-backend-file,id=mem,size=" + ram +
-                       ",mem-path=" + qemu_opt_escape(cfg.memory_file) +
-                       ",share=" + (cfg.memory_share ? "on" : "off") +
-                       (!cfg.memory_share && cfg.memory_readonly ? ",readonly=on,rom=off" : ""));
+    add("-object",
+        "memory-backend-file,id=mem,size=" + ram + ",mem-path=" + qemu_opt_escape(cfg.memory_file) +
+            ",share=" + (cfg.memory_share ? "on" : "off") +
+            (!cfg.memory_share && cfg.memory_readonly ? ",readonly=on,rom=off" : "") +
+            (cfg.memory_share && cfg.skip_ram_sync && !cfg.library_dir.empty() ? ",pmem=on" : ""));
   }
 
   if (!cfg.bios.empty()) add("-bios", cfg.bios);

@@ -25,6 +25,12 @@ std::string_view machine_name(MachineType m);
 uint64_t guest_ram_bytes(int memory_mib, Accel accel, bool tcg_pad = true);
 // Whether a QEMU of this version ("7.2.22") needs the pad above: before 9.0, or unknown.
 bool needs_tcg_ram_pad(const std::string& qemu_version);
+
+// Whether this QEMU msyncs a file-backed RAM block that is not persistent memory after an
+// incoming migration: before upstream's "migration: Don't sync volatile memory after migration
+// completes" (10.1, backported to 10.0.3 and 7.2.19). Unknown versions count as syncing.
+bool qemu_syncs_volatile_ram(const std::string& qemu_version);
+
 // The QEMU binary forkd runs: $FORKD_QEMU when set (a path or a name on PATH, e.g. to compare
 // two QEMU builds side by side), else qemu-system-x86_64.
 std::string default_qemu_binary();
@@ -48,6 +54,16 @@ struct VmConfig {
   // With share=off: open the file read-only and still give the guest writable (copy-on-write)
   // RAM (readonly=on,rom=off; QEMU 8.2+). A jailed QEMU can only read a tag's memory.
   bool memory_readonly = false;
+  // With share=on: QEMU does not flush the memory file (forkd decides what reaches the disk). A
+  // QEMU before 10.0.3 (7.2 before 7.2.19) msyncs its whole file-backed RAM when an incoming
+  // migration ends (see qemu_syncs_volatile_ram): 0.6-1 s at 1 GiB, writing the whole file to
+  // the disk while a branch writes its diff. The backend gets pmem=on, whose sync QEMU hands to
+  // libpmem's pmem_persist, and QEMU starts with FORKD_PMEM_PERSIST=skip, which forkd's libpmem
+  // stub (library_dir) takes as "return at once". Only with the stub: the real libpmem would flush
+  // the CPU caches over the whole memory instead. QEMU's log then warns that the file is not on a
+  // DAX device (MAP_SYNC is refused, so it maps the file as usual) and that pmem=on on such a
+  // file is deprecated; qemu_syncs_volatile_ram keeps it off the QEMUs that need none of this.
+  bool skip_ram_sync = false;
   // Firmware (-bios), a name QEMU finds in its data dir; empty: QEMU's default. microvm gets qboot
   // (see default_bios): the SeaBIOS microvm build of bookworm-backports (1.16.3) never reaches
   // the kernel under TCG, and qboot boots it directly, faster.

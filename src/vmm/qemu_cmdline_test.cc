@@ -129,6 +129,38 @@ TEST(BuildQemuArgv, MemoryFileSharedAndPrivate) {
   EXPECT_THAT(values_of(argv, "-object"), Contains(HasSubstr(",share=off")));
 }
 
+// A branch destination's memory file is not synced by QEMU: pmem=on, only with share=on and only
+// with forkd's stub libraries (whose pmem_persist can skip it).
+TEST(BuildQemuArgv, SkipRamSyncMarksTheBackendPmemOnlyWithTheStubs) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.memory_file = "/d/memory";
+  c.memory_share = true;
+  c.skip_ram_sync = true;
+  EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("pmem"))))
+      << "QEMU's own libpmem would flush the CPU caches over the whole memory";
+  c.library_dir = "/opt/forkd/qemu-lean";
+  EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Contains(HasSubstr(",share=on,pmem=on")));
+  c.memory_share = false;
+  EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("pmem"))));
+  c.memory_share = true;
+  c.skip_ram_sync = false;
+  EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("pmem"))));
+}
+
+// Upstream stopped syncing volatile file-backed RAM in 10.1, and in the 10.0.3 and 7.2.19 stable
+// releases.
+TEST(QemuVersion, VolatileRamSyncEndsWithUpstreamsFixAndItsBackports) {
+  EXPECT_TRUE(qemu_syncs_volatile_ram("10.0.2"));
+  EXPECT_FALSE(qemu_syncs_volatile_ram("10.0.3"));
+  EXPECT_FALSE(qemu_syncs_volatile_ram("10.1.0"));
+  EXPECT_FALSE(qemu_syncs_volatile_ram("11.0.0"));
+  EXPECT_TRUE(qemu_syncs_volatile_ram("7.2.18"));
+  EXPECT_FALSE(qemu_syncs_volatile_ram("7.2.22"));
+  EXPECT_TRUE(qemu_syncs_volatile_ram("9.2.4"));
+  EXPECT_TRUE(qemu_syncs_volatile_ram("8.2"));
+  EXPECT_TRUE(qemu_syncs_volatile_ram("")) << "unknown";
+}
+
 // Under TCG with a QEMU before 9.0 a new VM's RAM is not a multiple of 256 KiB (so the migration
 // dirty sync re-arms TCG's write tracking, see guest_ram_bytes); 9.0+ and KVM get the plain size;
 // an explicit size (a restore of a tag) is used as it is, in M when it is whole MiB.

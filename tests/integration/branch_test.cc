@@ -7,7 +7,9 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include "base/files.h"
@@ -20,6 +22,7 @@
 #include "store/snapshot_store.h"
 #include "vmm/accel.h"
 #include "vmm/jail.h"
+#include "vmm/qemu_cmdline.h"
 
 namespace forkd::test {
 namespace {
@@ -237,6 +240,51 @@ TEST_F(Branch, ABootedSandboxIsRefused) {
       << r.error().message();
   EXPECT_EQ(sh(id, "echo alive"), "alive\n");
   EXPECT_FALSE(store::SnapshotStore(config().home).load("booted"));
+}
+
+// A branch's destination QEMU leaves its memory file to forkd: with the stub libraries and a
+// QEMU that would sync the whole file when the copy ends, its backend has pmem=on and it runs
+// with FORKD_PMEM_PERSIST=skip (seen in /proc while it runs); with FORKD_LEAN_QEMU=0 neither.
+// Either way the branch gives a working child (a stub refusing the sync would abort the
+// destination and fail the branch).
+TEST_F(Branch, TheDestinationSkipsItsMemorySyncOnlyWithTheStubs) {
+  const vmm::HostJail& host = vmm::host_jail();
+  ASSERT_FALSE(host.lean.dir.empty()) << host.lean.reason;
+  const bool qemu_syncs = vmm::qemu_syncs_volatile_ram(host.qemu_version);
+  for (bool stubs : {true, false}) {
+    SCOPED_TRACE(stubs ? "stubs" : "FORKD_LEAN_QEMU=0");
+    engine::EngineConfig cfg = config();
+    cfg.lean_qemu = stubs;
+    auto src = fork_one("base");
+    ASSERT_FALSE(src.empty());
+    engine::BranchOptions bo;
+    bo.sandbox_id = src;
+    bo.tag = stubs ? "nosync1" : "nosync0";
+    auto running = std::async(std::launch::async, [&] { return engine::branch_sandbox(cfg, bo); });
+    // The destination's command line and environment, read while it runs.
+    std::string cmdline, environ_text;
+    const std::string root = cfg.home + "/branching";
+    while (running.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready &&
+           cmdline.empty()) {
+      for (const auto& name : list_dir_names(root)) {
+        auto pid = read_file(root + "/" + name + "/qemu.pid", 64);
+        if (!pid || pid->empty()) continue;
+        const std::string proc = "/proc/" + std::to_string(std::atoi(pid->c_str()));
+        auto c = read_file(proc + "/cmdline", 1 << 16);
+        auto e = read_file(proc + "/environ", 1 << 16);
+        if (c && e && !c->empty()) cmdline = *c, environ_text = *e;
+      }
+    }
+    auto r = running.get();
+    ASSERT_TRUE(r) << r.error().describe();
+    ASSERT_FALSE(cmdline.empty()) << "the destination was not seen running";
+    const bool skipped = stubs && host.lean.pmem_stub && qemu_syncs;
+    EXPECT_EQ(cmdline.find(",pmem=on") != std::string::npos, skipped);
+    EXPECT_EQ(environ_text.find("FORKD_PMEM_PERSIST=skip") != std::string::npos, skipped);
+    auto child = fork_one(bo.tag);
+    ASSERT_FALSE(child.empty());
+    EXPECT_EQ(sh(child, "cat /tmp/origin"), "base\n");
+  }
 }
 
 TEST_F(Branch, ALinkStoresOnlyTheDirtyPages) {
