@@ -447,9 +447,9 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
                                                     vmm::log_tail(*dest_dir + "/qemu.log", 400));
     }
   }
-  // The memory is whole. QEMU then answers nothing for 0.5-1 s at 1 GiB: its incoming cleanup
-  // msyncs the whole file-backed RAM (MS_SYNC over 1 GiB took 0.63 s, seen with strace; later
-  // QEMUs sync only non-volatile memory there). The caller's work on the memory runs meanwhile.
+  // The memory is whole. The caller's work on it runs beside the destination's last steps (its
+  // incoming cleanup, without the sync of the whole file when skip_ram_sync is set; with it,
+  // QEMU answered nothing for 0.5-1 s at 1 GiB), then the device state.
   auto t_finish = Clock::now();
   const double tail_ms = ms_since(t_tail);
   std::future<Status> memory_work;
