@@ -272,7 +272,10 @@ TEST_F(Branch, TheDestinationSkipsItsMemorySyncOnlyWithTheStubs) {
         const std::string proc = "/proc/" + std::to_string(std::atoi(pid->c_str()));
         auto c = read_file(proc + "/cmdline", 1 << 16);
         auto e = read_file(proc + "/environ", 1 << 16);
-        if (c && e && !c->empty()) cmdline = *c, environ_text = *e;
+        if (c && e && !c->empty()) {
+          cmdline = *c;
+          environ_text = *e;
+        }
       }
     }
     auto r = running.get();
