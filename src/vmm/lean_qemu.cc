@@ -17,7 +17,8 @@ namespace forkd::vmm {
 namespace {
 
 // The stubs (src/vmm/lean), by the sonames Debian's QEMU links.
-constexpr const char* kStubs[] = {"libcapstone.so.4", "libpmem.so.1"};
+constexpr const char* kCapstoneStub = "libcapstone.so.4";
+constexpr const char* kPmemStub = "libpmem.so.1";
 
 // Owned by root or by us, and writable by nobody else (a sticky directory, such as /tmp, only
 // lets others add entries, not replace ours).
@@ -93,11 +94,10 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
                (nl == std::string::npos ? out : out.substr(nl + 1)).substr(0, 300);
     return p;
   }
-  bool loaded = false;
-  for (const char* stub : kStubs) {
-    loaded = loaded || r->output.find(abs + "/" + stub) != std::string::npos;
-  }
-  if (!loaded) {
+  auto mapped = [&](const char* stub) {
+    return r->output.find(abs + "/" + stub) != std::string::npos;
+  };
+  if (!mapped(kCapstoneStub) && !mapped(kPmemStub)) {
     p.reason = binary + " links neither libcapstone.so.4 nor libpmem.so.1";
     return p;
   }
@@ -106,7 +106,7 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
     p.reason = binary + " --version printed no version";
     return p;
   }
-  p.pmem_stub = r->output.find(abs + "/libpmem.so.1") != std::string::npos;
+  p.pmem_stub = mapped(kPmemStub);
   p.dir = abs;
   return p;
 }

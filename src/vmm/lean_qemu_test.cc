@@ -115,8 +115,11 @@ TEST(LeanQemu, PmemStubSkipsTheSyncOnlyWhereForkdAsked) {
   auto run = [&](const char* setting, bool copy) {
     pid_t pid = ::fork();
     if (pid == 0) {
-      if (setting != nullptr) ::setenv("FORKD_PMEM_PERSIST", setting, 1);
-      if (setting == nullptr) ::unsetenv("FORKD_PMEM_PERSIST");
+      if (setting != nullptr) {
+        ::setenv("FORKD_PMEM_PERSIST", setting, 1);
+      } else {
+        ::unsetenv("FORKD_PMEM_PERSIST");
+      }
       int null_fd = ::open("/dev/null", O_WRONLY);
       if (null_fd >= 0) ::dup2(null_fd, STDERR_FILENO);
       void* h = ::dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);

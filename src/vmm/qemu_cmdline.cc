@@ -46,6 +46,11 @@ bool qemu_syncs_volatile_ram(const std::string& qemu_version) {
   return !version_at_least(qemu_version, 10, 1);
 }
 
+bool skips_ram_sync(const VmConfig& cfg) {
+  return cfg.skip_ram_sync && cfg.memory_share && !cfg.memory_file.empty() &&
+         !cfg.library_dir.empty();
+}
+
 std::string default_qemu_binary() {
   const char* env = std::getenv("FORKD_QEMU");
   return env && *env ? std::string(env) : std::string("qemu-system-x86_64");
@@ -110,11 +115,11 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
                                                 : std::to_string(ram_bytes / 1024) + "K";
   add("-m", ram);
   if (!cfg.memory_file.empty()) {
-    add("-object",
-        "memory-backend-file,id=mem,size=" + ram + ",mem-path=" + qemu_opt_escape(cfg.memory_file) +
-            ",share=" + (cfg.memory_share ? "on" : "off") +
-            (!cfg.memory_share && cfg.memory_readonly ? ",readonly=on,rom=off" : "") +
-            (cfg.memory_share && cfg.skip_ram_sync && !cfg.library_dir.empty() ? ",pmem=on" : ""));
+    add("-object", "memory-backend-file,id=mem,size=" + ram +
+                       ",mem-path=" + qemu_opt_escape(cfg.memory_file) +
+                       ",share=" + (cfg.memory_share ? "on" : "off") +
+                       (!cfg.memory_share && cfg.memory_readonly ? ",readonly=on,rom=off" : "") +
+                       (skips_ram_sync(cfg) ? ",pmem=on" : ""));
   }
 
   if (!cfg.bios.empty()) add("-bios", cfg.bios);

@@ -145,6 +145,11 @@ inline constexpr const char* kSlirpSink = "slirpsink";
 // The chardev id of the serial console (for QMP chardev-change and ringbuf-read).
 inline constexpr const char* kConsoleChardev = "console";
 
+// Whether cfg's QEMU skips its memory file's sync (VmConfig::skip_ram_sync): asked for, on a
+// shared memory file, with the stub libraries. The command line's pmem=on and the environment's
+// FORKD_PMEM_PERSIST=skip both follow it, so they never disagree.
+bool skips_ram_sync(const VmConfig& cfg);
+
 std::vector<std::string> build_qemu_argv(const VmConfig& cfg);
 
 // The -bios for a machine: "qboot.rom" for microvm when QEMU's data dir has it, else empty.

@@ -140,8 +140,10 @@ TEST(BuildQemuArgv, SkipRamSyncMarksTheBackendPmemOnlyWithTheStubs) {
       << "QEMU's own libpmem would flush the CPU caches over the whole memory";
   c.library_dir = "/opt/forkd/qemu-lean";
   EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Contains(HasSubstr(",share=on,pmem=on")));
+  EXPECT_TRUE(skips_ram_sync(c)) << "what the environment's FORKD_PMEM_PERSIST follows too";
   c.memory_share = false;
   EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("pmem"))));
+  EXPECT_FALSE(skips_ram_sync(c));
   c.memory_share = true;
   c.skip_ram_sync = false;
   EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("pmem"))));

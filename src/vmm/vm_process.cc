@@ -178,7 +178,7 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   opts.no_huge_pages = !cfg.huge_pages;
   opts.env = lean_qemu_env(cfg.library_dir);
   // The stub's pmem_persist returns at once in this process only (see VmConfig::skip_ram_sync).
-  if (cfg.skip_ram_sync && !cfg.library_dir.empty()) opts.env["FORKD_PMEM_PERSIST"] = "skip";
+  if (skips_ram_sync(cfg)) opts.env["FORKD_PMEM_PERSIST"] = "skip";
   // QEMU's sockets, bound here and passed in (descriptors 3 and 4).
   auto qmp_listen = listen_unix(cfg.qmp_socket);
   if (!qmp_listen) return tl::unexpected(qmp_listen.error().wrap("launch qemu"));
