@@ -120,29 +120,38 @@ TEST_F(ChainTest, LinkHashesAreThoseOfTheFilesWritten) {
   EXPECT_EQ(diff.substr(2 * kPageSize, kPageSize), std::string(kPageSize, '\0'));
 }
 
-// Memory larger than the hasher's zero buffer, and both hashes against hashing the bytes here.
+// Memory larger than the hasher's zero buffer, and both hashes against hashing the bytes here,
+// on one thread (both digests interleaved) and on two; a hole in the memory reads as zeros.
 TEST(LinkHasher, HashesMatchTheBytesWithUnchangedPagesZeroed) {
   const size_t n = 3 * LinkHasher::kMaxChunk;
+  const size_t pages = n / LinkHasher::kPage;
   std::string parent(n, 'd');
   for (size_t i = 0; i < n; i += 4099) parent[i] = static_cast<char>(i);
   std::string data = parent;
-  const size_t pages = n / LinkHasher::kPage;
   std::string diff(n, '\0');
   for (size_t p : {size_t{0}, size_t{7}, size_t{8}, pages / 2, pages - 1}) {
     data[p * kPageSize + 5] = 'X';
     diff.replace(p * kPageSize, kPageSize, data, p * kPageSize, kPageSize);
   }
-  MemView full{data.data(), {}};
-  MemView old{parent.data(), {}};
-  LinkHasher h(full, old, n);
-  auto got = h.finish();
-  EXPECT_EQ(got.content, sha256_hex(data));
-  EXPECT_EQ(got.diff, sha256_hex(diff));
-  // Nothing changed: the diff is all zeros.
-  LinkHasher same(old, old, n);
-  auto zero = same.finish();
-  EXPECT_EQ(zero.content, sha256_hex(parent));
-  EXPECT_EQ(zero.diff, sha256_hex(std::string(n, '\0')));
+  // Page 3 of the memory is a hole (so it differs from the parent's, and is zeros in the diff
+  // as well).
+  std::vector<uint8_t> holes(pages, 0);
+  holes[3] = 1;
+  std::string as_read = data;
+  as_read.replace(3 * kPageSize, kPageSize, kPageSize, '\0');
+  for (bool paired : {false, true}) {
+    MemView full{data.data(), holes};
+    MemView old{parent.data(), {}};
+    LinkHasher h(full, old, n, paired);
+    auto got = h.finish();
+    EXPECT_EQ(got.content, sha256_hex(as_read)) << "paired " << paired;
+    EXPECT_EQ(got.diff, sha256_hex(diff)) << "paired " << paired;
+    // Nothing changed: the diff is all zeros.
+    LinkHasher same(old, old, n, paired);
+    auto zero = same.finish();
+    EXPECT_EQ(zero.content, sha256_hex(parent)) << "paired " << paired;
+    EXPECT_EQ(zero.diff, sha256_hex(std::string(n, '\0'))) << "paired " << paired;
+  }
 }
 
 // Writes `pages` pages of which only those in `data` (page -> byte) are written; the rest stay
