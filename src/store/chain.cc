@@ -200,7 +200,7 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
   }
   std::string bitmap((*size / kPageSize + 7) / 8, '\0');
   LinkWrite out;
-  LinkHasher hasher(mem, old, *size);  // both hashes on threads of their own, meanwhile
+  LinkHasher hasher(mem, old, *size);  // both hashes, on a thread (or two) of its own, meanwhile
   const uint64_t pages = *size / kPageSize;
   auto changed = [&](uint64_t p) { return LinkHasher::page_changed(mem, old, p); };
   auto mark = [&](uint64_t p) {
