@@ -115,11 +115,14 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
                                                 : std::to_string(ram_bytes / 1024) + "K";
   add("-m", ram);
   if (!cfg.memory_file.empty()) {
-    add("-object", "memory-backend-file,id=mem,size=" + ram +
-                       ",mem-path=" + qemu_opt_escape(cfg.memory_file) +
-                       ",share=" + (cfg.memory_share ? "on" : "off") +
-                       (!cfg.memory_share && cfg.memory_readonly ? ",readonly=on,rom=off" : "") +
-                       (skips_ram_sync(cfg) ? ",pmem=on" : ""));
+    add("-object",
+        "memory-backend-file,id=mem,size=" + ram + ",mem-path=" + qemu_opt_escape(cfg.memory_file) +
+            ",share=" + (cfg.memory_share ? "on" : "off") +
+            (!cfg.memory_share && cfg.memory_readonly ? ",readonly=on,rom=off" : "") +
+            (skips_ram_sync(cfg) ? ",pmem=on" : "") +
+            (cfg.memory_share && cfg.prealloc_threads > 0
+                 ? ",prealloc=on,prealloc-threads=" + std::to_string(cfg.prealloc_threads)
+                 : ""));
   }
 
   if (!cfg.bios.empty()) add("-bios", cfg.bios);

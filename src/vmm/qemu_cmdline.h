@@ -64,6 +64,9 @@ struct VmConfig {
   // DAX device (MAP_SYNC is refused, so it maps the file as usual) and that pmem=on on such a
   // file is deprecated; qemu_syncs_volatile_ram keeps it off the QEMUs that need none of this.
   bool skip_ram_sync = false;
+  // With share=on and > 0: QEMU brings the whole memory file in at start, on this many threads
+  // (prealloc=on), so that its writes into it later take no page faults of their own.
+  int prealloc_threads = 0;
   // Firmware (-bios), a name QEMU finds in its data dir; empty: QEMU's default. microvm gets qboot
   // (see default_bios): the SeaBIOS microvm build of bookworm-backports (1.16.3) never reaches
   // the kernel under TCG, and qboot boots it directly, faster.

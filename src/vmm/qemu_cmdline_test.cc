@@ -149,6 +149,18 @@ TEST(BuildQemuArgv, SkipRamSyncMarksTheBackendPmemOnlyWithTheStubs) {
   EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("pmem"))));
 }
 
+TEST(BuildQemuArgv, PreallocBringsASharedMemoryFileInAtStart) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.memory_file = "/d/memory";
+  c.memory_share = true;
+  EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("prealloc"))));
+  c.prealloc_threads = 2;
+  EXPECT_THAT(values_of(build_qemu_argv(c), "-object"),
+              Contains(HasSubstr(",share=on,prealloc=on,prealloc-threads=2")));
+  c.memory_share = false;  // a child's copy-on-write mapping of a tag: never brought in whole
+  EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("prealloc"))));
+}
+
 // Upstream stopped syncing volatile file-backed RAM in 10.1, and in the 10.0.3 and 7.2.19 stable
 // releases.
 TEST(QemuVersion, VolatileRamSyncEndsWithUpstreamsFixAndItsBackports) {

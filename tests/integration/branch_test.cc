@@ -73,6 +73,36 @@ Result<engine::BranchResult> branch(const std::string& id, const std::string& ta
   return engine::branch_sandbox(config(), bo);
 }
 
+// A branch, with the command line and environment its destination QEMU ran with (read from
+// /proc while the branch runs).
+struct WatchedBranch {
+  Result<engine::BranchResult> result;
+  std::string cmdline;
+  std::string environ_text;
+};
+
+WatchedBranch branch_watching_destination(const engine::EngineConfig& cfg,
+                                          const engine::BranchOptions& bo) {
+  auto running = std::async(std::launch::async, [&] { return engine::branch_sandbox(cfg, bo); });
+  std::string cmdline, environ_text;
+  const std::string root = cfg.home + "/branching";
+  while (running.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready &&
+         cmdline.empty()) {
+    for (const auto& name : list_dir_names(root)) {
+      auto pid = read_file(root + "/" + name + "/qemu.pid", 64);
+      if (!pid || pid->empty()) continue;
+      const std::string proc = "/proc/" + std::to_string(std::atoi(pid->c_str()));
+      auto c = read_file(proc + "/cmdline", 1 << 16);
+      auto e = read_file(proc + "/environ", 1 << 16);
+      if (c && e && !c->empty()) {
+        cmdline = *c;
+        environ_text = *e;
+      }
+    }
+  }
+  return WatchedBranch{running.get(), cmdline, environ_text};
+}
+
 class Branch : public ForkingTest {
  protected:
   static void SetUpTestSuite() { create_base_tag({"echo base > /tmp/origin"}); }
@@ -260,30 +290,35 @@ TEST_F(Branch, TheDestinationSkipsItsMemorySyncOnlyWithTheStubs) {
     engine::BranchOptions bo;
     bo.sandbox_id = src;
     bo.tag = stubs ? "nosync1" : "nosync0";
-    auto running = std::async(std::launch::async, [&] { return engine::branch_sandbox(cfg, bo); });
-    // The destination's command line and environment, read while it runs.
-    std::string cmdline, environ_text;
-    const std::string root = cfg.home + "/branching";
-    while (running.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready &&
-           cmdline.empty()) {
-      for (const auto& name : list_dir_names(root)) {
-        auto pid = read_file(root + "/" + name + "/qemu.pid", 64);
-        if (!pid || pid->empty()) continue;
-        const std::string proc = "/proc/" + std::to_string(std::atoi(pid->c_str()));
-        auto c = read_file(proc + "/cmdline", 1 << 16);
-        auto e = read_file(proc + "/environ", 1 << 16);
-        if (c && e && !c->empty()) {
-          cmdline = *c;
-          environ_text = *e;
-        }
-      }
-    }
-    auto r = running.get();
-    ASSERT_TRUE(r) << r.error().describe();
-    ASSERT_FALSE(cmdline.empty()) << "the destination was not seen running";
+    auto w = branch_watching_destination(cfg, bo);
+    ASSERT_TRUE(w.result) << w.result.error().describe();
+    ASSERT_FALSE(w.cmdline.empty()) << "the destination was not seen running";
     const bool skipped = stubs && host.lean.pmem_stub && qemu_syncs;
-    EXPECT_EQ(cmdline.find(",pmem=on") != std::string::npos, skipped);
-    EXPECT_EQ(environ_text.find("FORKD_PMEM_PERSIST=skip") != std::string::npos, skipped);
+    EXPECT_EQ(w.cmdline.find(",pmem=on") != std::string::npos, skipped);
+    EXPECT_EQ(w.environ_text.find("FORKD_PMEM_PERSIST=skip") != std::string::npos, skipped);
+    auto child = fork_one(bo.tag);
+    ASSERT_FALSE(child.empty());
+    EXPECT_EQ(sh(child, "cat /tmp/origin"), "base\n");
+  }
+}
+
+// A full branch's destination brings its memory file in at start, so that the paused copy takes
+// no page faults; a live one leaves that to forkd's prefault beside the copy.
+TEST_F(Branch, OnlyAFullBranchsDestinationPreallocatesItsMemory) {
+  for (auto mode : {engine::BranchMode::kFull, engine::BranchMode::kLive}) {
+    const bool full = mode == engine::BranchMode::kFull;
+    SCOPED_TRACE(full ? "full" : "live");
+    auto src = fork_one("base");
+    ASSERT_FALSE(src.empty());
+    engine::BranchOptions bo;
+    bo.sandbox_id = src;
+    bo.tag = full ? "prealloc-full" : "prealloc-live";
+    bo.mode = mode;
+    auto w = branch_watching_destination(config(), bo);
+    ASSERT_TRUE(w.result) << w.result.error().describe();
+    ASSERT_FALSE(w.cmdline.empty()) << "the destination was not seen running";
+    EXPECT_EQ(w.result->mode, mode);
+    EXPECT_EQ(w.cmdline.find(",prealloc=on,prealloc-threads=") != std::string::npos, full);
     auto child = fork_one(bo.tag);
     ASSERT_FALSE(child.empty());
     EXPECT_EQ(sh(child, "cat /tmp/origin"), "base\n");
