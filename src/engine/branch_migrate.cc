@@ -360,10 +360,10 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
     source.ensure_running();
     return tl::unexpected(e);
   };
-  // A live copy: the destination's first touches of the new memory file, shared with this
-  // thread. (A full branch's destination brought its memory in at start.)
+  // The destination's first touches of the new memory file, shared with this thread, unless the
+  // destination brought the whole file in at start (prealloc_threads, a full branch).
   std::optional<FilePrefaulter> prefault;
-  if (mode == BranchMode::kLive) prefault.emplace(req.memory_file, ram_bytes);
+  if (vc->prealloc_threads == 0) prefault.emplace(req.memory_file, ram_bytes);
   if (mode == BranchMode::kFull) {
     if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
   }
