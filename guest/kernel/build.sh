@@ -39,7 +39,7 @@ while IFS= read -r line; do
   fi
 done < "$here/forkd.config"
 ((missing == 0)) || exit 1
-echo "[kernel 3/4] compiling bzImage with $(nproc) jobs (about 11 CPU-minutes: 6 min on 2 idle cores)"
+echo "[kernel 3/4] compiling bzImage with $(nproc) jobs (12-15 CPU-minutes, depending on the host: 6-8 min on 2 idle cores)"
 start=$(date +%s)
 # Progress from kbuild's quiet lines: a line every 5% with the time left at the rate so far.
 # About 1,200 files are compiled for forkd.config; the figure only feeds this estimate.
