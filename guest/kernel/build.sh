@@ -64,8 +64,8 @@ progress() {
 # NM and AR through gcc's wrappers: they hand binutils gcc's LTO plugin by name, so binutils does
 # not load every plugin in /usr/lib/bfd-plugins. Where clang is installed (install-deps.sh
 # brings it) that directory holds LLVMgold, and plain `nm` then loads libLLVM for each of the
-# ~1,200 objects the kernel's check-local-export reads: 64 against 7 ms per call here, ~75
-# CPU-s of the build.
+# ~1,200 objects the kernel's check-local-export reads: 64 ms per call against gcc-nm's 10 ms
+# here, and 9.8 % of the build's CPU (perf).
 make -j"$(nproc)" bzImage NM=gcc-nm AR=gcc-ar KBUILD_BUILD_TIMESTAMP="2024-01-01 00:00:00" KBUILD_BUILD_USER=forkd KBUILD_BUILD_HOST=forkd 2>&1 \
   | progress || true
 [[ -f arch/x86/boot/bzImage ]] || { echo "build.sh: bzImage was not produced" >&2; exit 1; }
