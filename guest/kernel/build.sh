@@ -63,9 +63,9 @@ progress() {
 }
 # NM and AR through gcc's wrappers: they hand binutils gcc's LTO plugin by name, so binutils does
 # not load every plugin in /usr/lib/bfd-plugins. Where clang is installed (install-deps.sh
-# brings it) that directory holds LLVMgold, and plain `nm` then loads libLLVM for each of the
-# ~1,200 objects the kernel's check-local-export reads: 64 ms per call against gcc-nm's 10 ms
-# here, and 9.8 % of the build's CPU (perf).
+# brings it) that directory holds LLVMgold, and plain `nm` or `ar` then loads libLLVM: 64 ms per
+# call against gcc-nm's 10 ms here. `ar` runs once per directory; `nm` ran once per object in
+# check-local-export (9.8 % of the build's CPU, perf), which the next line now skips.
 # cmd_check_local_export= skips kbuild's check that no static symbol is exported: a lint of the
 # kernel's own source (a fixed Debian release here) that changes nothing in the output, and costs
 # five processes per object (sh, a subshell, gcc-nm, nm, awk). Without it the build took 926 and
