@@ -99,10 +99,32 @@ if ((!kernel_only)); then
   fi
 fi
 
+# apt-get update, retried while another apt or dpkg holds the lists' lock (a fresh cloud machine's
+# unattended-upgrades often does in its first minutes), for 10 minutes at most; `install`
+# waits for dpkg's lock itself (DPkg::Lock::Timeout) and says so.
+apt_update() {
+  local out i
+  for ((i = 0; i < 120; i++)); do
+    if out=$($SUDO apt-get update -q 2>&1); then
+      echo "$out"
+      return 0
+    fi
+    if ! grep -q 'Could not get lock' <<<"$out"; then
+      echo "$out" >&2
+      return 1
+    fi
+    ((i == 0)) && echo "install-deps: another apt-get or dpkg holds apt's lock; waiting (10 min at most)"
+    sleep 5
+  done
+  echo "$out" >&2
+  echo "install-deps: apt's lock was still held after 10 minutes; try again once the other apt-get is done" >&2
+  return 1
+}
+
 if ((${#missing[@]} > 0)); then
   echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
-  $SUDO apt-get update -q
-  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+  apt_update
+  $SUDO apt-get install -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends "${missing[@]}"
 else
   echo "install-deps: all ${#PKGS[@]} packages present"
 fi
