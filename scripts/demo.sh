@@ -60,34 +60,8 @@ start() {
   started[$name]=$SECONDS
 }
 
-# When the kernel's log first showed each percentage (seconds of this script), for its time left:
-# the rate over the last 15 % instead of build.sh's rate since its start, which counts the
-# minutes it shared the cores with the C++ build and debootstrap and so ran ~2x long.
-declare -A kseen=()
-note_kernel_progress() {
-  local p
-  [[ -n ${pid[kernel]:-} ]] || return 0
-  p=$(grep -oE '^\[kernel 3/4\] compiling: [0-9]+%' "${log[kernel]}" 2>/dev/null | tail -n 1) || true
-  p=${p##* }
-  p=${p%\%}
-  [[ -n $p && -z ${kseen[$p]:-} ]] && kseen[$p]=$SECONDS
-  return 0
-}
-# kernel_left P FALLBACK: minutes left at P % from the recent rate, or FALLBACK (build.sh's own
-# figure) until two percentages 15 % apart at most have been seen.
-kernel_left() {
-  local p=$1 q best="" left
-  for q in "${!kseen[@]}"; do
-    ((q < p && q >= p - 15)) || continue
-    [[ -z $best ]] || ((q < best)) && best=$q
-  done
-  if [[ -z $best || -z ${kseen[$p]:-} ]]; then
-    echo "$2"
-    return 0
-  fi
-  left=$(((kseen[$p] - kseen[$best]) * (100 - p) / (p - best) - (SECONDS - kseen[$p])))
-  echo $(((left + 59) / 60 > 1 ? (left + 59) / 60 : 1))
-}
+# The kernel's time left from its recent rate (scripts/lib/kernel-eta.sh).
+source scripts/lib/kernel-eta.sh
 
 # What a job is doing, for the status line, from the last progress line of its log.
 kernel_status() {
@@ -163,7 +137,7 @@ finished() {
 wait_for() {
   local last_print=$SECONDS n done_all
   while :; do
-    note_kernel_progress
+    if [[ -n ${pid[kernel]:-} ]]; then kernel_eta_note "${log[kernel]}"; fi
     done_all=1
     for n in kernel rootfs cxx; do
       [[ -n ${pid[$n]:-} ]] || continue
