@@ -31,11 +31,14 @@ cleanup() {
   for n in "${!pid[@]}"; do
     kill -TERM -- "-${pid[$n]}" 2>/dev/null || true
   done
-  # Until every process of theirs is gone: the builds remove their work dirs on the way out.
+  # Until every process of theirs is gone: the builds remove their work dirs on the way out, and
+  # removing the kernel's unpacked source (~80,000 files) took about a minute on a slow host, so
+  # a shorter bound killed the `rm` and left 0.8-1.5 GB in the temporary directory.
   for n in "${!pid[@]}"; do
     wait "${pid[$n]}" 2>/dev/null || true
-    for ((i = 0; i < 120; i++)); do
+    for ((i = 0; i < 600; i++)); do
       kill -0 -- "-${pid[$n]}" 2>/dev/null || break
+      ((i == 4)) && echo "demo: waiting for the $n build to remove its work files (a minute or two)"
       sleep 0.5
     done
     kill -KILL -- "-${pid[$n]}" 2>/dev/null || true
@@ -61,6 +64,7 @@ start() {
 }
 
 # The kernel's time left from its recent rate (scripts/lib/kernel-eta.sh).
+# shellcheck source=scripts/lib/kernel-eta.sh
 source scripts/lib/kernel-eta.sh
 
 # What a job is doing, for the status line, from the last progress line of its log.
