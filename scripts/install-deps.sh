@@ -103,22 +103,21 @@ fi
 # unattended-upgrades often does in its first minutes), for 10 minutes at most; `install`
 # waits for dpkg's lock itself (DPkg::Lock::Timeout) and says so.
 apt_update() {
-  local out i
+  local out i rc=1
+  out=$(mktemp)
   for ((i = 0; i < 120; i++)); do
-    if out=$($SUDO apt-get update -q 2>&1); then
-      echo "$out"
-      return 0
+    if $SUDO apt-get update -q 2>&1 | tee "$out"; then
+      rc=0
+      break
     fi
-    if ! grep -q 'Could not get lock' <<<"$out"; then
-      echo "$out" >&2
-      return 1
-    fi
+    grep -q 'Could not get lock' "$out" || break
     ((i == 0)) && echo "install-deps: another apt-get or dpkg holds apt's lock; waiting (10 min at most)"
     sleep 5
   done
-  echo "$out" >&2
-  echo "install-deps: apt's lock was still held after 10 minutes; try again once the other apt-get is done" >&2
-  return 1
+  ((rc == 0 || i < 120)) ||
+    echo "install-deps: apt's lock was still held after 10 minutes; try again once the other apt-get is done" >&2
+  rm -f "$out"
+  return "$rc"
 }
 
 if ((${#missing[@]} > 0)); then
