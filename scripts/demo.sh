@@ -69,14 +69,17 @@ source scripts/lib/kernel-eta.sh
 
 # What a job is doing, for the status line, from the last progress line of its log.
 kernel_status() {
-  local last p pace=""
+  local last pace=""
   last=$(grep -E '^\[kernel |^prebuild.sh' "${log[kernel]}" 2>/dev/null | tail -n 1) || true
   case $last in
     *"[kernel 4/4]"*) echo "kernel: done" ;;
     *"compiling: "*)
       [[ -n ${pid[cxx]:-}${pid[rootfs]:-} ]] && pace=" at this pace"
-      p=$(sed -E 's/.*compiling: ([0-9]+)%.*/\1/' <<<"$last")
-      echo "kernel ${p}%, ~$(kernel_left "$p" "$(sed -E 's/.*about ([0-9]+) min left.*/\1/' <<<"$last")") min left$pace"
+      if [[ $last =~ compiling:\ ([0-9]+)%.*about\ ([0-9]+)\ min ]]; then
+        echo "kernel ${BASH_REMATCH[1]}%, ~$(kernel_left "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}") min left$pace"
+      else
+        echo "kernel: compiling"
+      fi
       ;;
     *"[kernel 3/4]"*) echo "kernel: compiling, ~10 min left" ;;
     *"[kernel 2/4]"*) echo "kernel: configuring" ;;

@@ -101,16 +101,22 @@ fi
 
 # apt-get update, retried while another apt or dpkg holds the lists' lock (a fresh cloud machine's
 # unattended-upgrades often does in its first minutes), for 10 minutes at most; `install`
-# waits for dpkg's lock itself (DPkg::Lock::Timeout) and says so.
+# waits for dpkg's lock itself (DPkg::Lock::Timeout) and says so. The first try's output shows
+# as it comes; a retry's only once it got past the lock, so waiting prints one message, not
+# apt's lock error every 5 s.
 apt_update() {
   local out i rc=1
   out=$(mktemp)
   for ((i = 0; i < 120; i++)); do
-    if $SUDO apt-get update -q 2>&1 | tee "$out"; then
-      rc=0
+    if ((i == 0)); then
+      $SUDO apt-get update -q 2>&1 | tee "$out" && rc=0
+    else
+      $SUDO apt-get update -q >"$out" 2>&1 && rc=0
+    fi
+    if ((rc == 0)) || ! grep -q 'Could not get lock' "$out"; then
+      ((i == 0)) || cat "$out"
       break
     fi
-    grep -q 'Could not get lock' "$out" || break
     ((i == 0)) && echo "install-deps: another apt-get or dpkg holds apt's lock; waiting (10 min at most)"
     sleep 5
   done
