@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "server.h"
 #include "test_client.h"
 
 namespace forkd::agent {
@@ -217,6 +218,24 @@ TEST_F(AgentResumedTest, ResumedIsNeverBusy) {
   EXPECT_EQ(ping["error"]["code"], "busy") << ping;
   Reply r = c.call(resumed_req(random_epoch()), random_bytes(32));
   EXPECT_EQ(r.final["ok"], true) << r.final;
+}
+
+// The session lane holds kLaneDepth requests; a flood beyond it gets threads of its own. Each
+// `resumed` cuts off the replies of the ones before it, so only the last must be answered, and
+// the agent answers other requests after.
+TEST_F(AgentResumedTest, FloodOfSessionRequestsLeavesTheAgentAnswering) {
+  Client c(sock());
+  const std::string last_epoch = random_epoch();
+  uint64_t last = 0;
+  const int n = 3 * static_cast<int>(kLaneDepth);
+  for (int i = 0; i < n; ++i) {
+    last = c.send(resumed_req(i + 1 < n ? random_epoch() : last_epoch), random_bytes(32));
+  }
+  Reply r = c.wait(last);
+  EXPECT_EQ(r.final["ok"], true) << r.final;
+  EXPECT_EQ(r.final["epoch"], last_epoch);
+  Json ping = c.call({{"op", "ping"}}).final;
+  EXPECT_EQ(ping["ok"], true) << ping;
 }
 
 }  // namespace

@@ -151,8 +151,29 @@ StepResult set_wall_clock(int64_t time_ns) {
   return StepResult{true, {}};
 }
 
+bool hostname_file_is_linked(const std::string& file) {
+  char target[sizeof kKernelHostnamePath] = {};
+  ssize_t n = ::readlink(file.c_str(), target, sizeof target);
+  return n == static_cast<ssize_t>(sizeof kKernelHostnamePath - 1) &&
+         std::memcmp(target, kKernelHostnamePath, sizeof kKernelHostnamePath - 1) == 0;
+}
+
+StepResult link_hostname_file(const std::string& file) {
+  if (hostname_file_is_linked(file)) return StepResult{true, {}};
+  const std::string staged = file + ".forkd-link";
+  (void)::unlink(staged.c_str());
+  if (::symlink(kKernelHostnamePath, staged.c_str()) != 0) return step_error(errno, "symlink");
+  if (::rename(staged.c_str(), file.c_str()) != 0) {
+    StepResult r = step_error(errno, "rename");
+    (void)::unlink(staged.c_str());
+    return r;
+  }
+  return StepResult{true, {}};
+}
+
 StepResult set_host_name(const std::string& name) {
   if (::sethostname(name.data(), name.size()) != 0) return step_error(errno, "sethostname");
+  if (hostname_file_is_linked("/etc/hostname")) return StepResult{true, {}};
   UniqueFd fd(::open("/etc/hostname", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (fd) {
     std::string line = name + "\n";

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <functional>
 #include <set>
 
@@ -144,6 +145,37 @@ TEST(Resumed, ResumedOpReportsStepsWithoutSystemIdentity) {
   auto bad = resumed_op(req, nullptr, ResumedOptions{false});
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, "bad_request");
+}
+
+TEST(Resumed, HostnameFileBecomesALinkToTheKernelsHostname) {
+  char tmpl[] = "/tmp/forkd-hostname-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl, file = dir + "/hostname";
+  {
+    FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("forkd\n", f);
+    std::fclose(f);
+  }
+  EXPECT_FALSE(hostname_file_is_linked(file));
+  ASSERT_TRUE(link_hostname_file(file).ok);
+  EXPECT_TRUE(hostname_file_is_linked(file));
+  char target[64] = {};
+  ASSERT_GT(::readlink(file.c_str(), target, sizeof target - 1), 0);
+  EXPECT_STREQ(target, kKernelHostnamePath);
+  ASSERT_TRUE(link_hostname_file(file).ok) << "a second call keeps the link";
+  EXPECT_TRUE(hostname_file_is_linked(file));
+  EXPECT_NE(::access((file + ".forkd-link").c_str(), F_OK), 0) << "no staged link left behind";
+  // A link elsewhere, or a longer target that starts the same, is not the kernel's.
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  ASSERT_EQ(::symlink("/proc/sys/kernel/hostnameX", file.c_str()), 0);
+  EXPECT_FALSE(hostname_file_is_linked(file));
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  ASSERT_EQ(::rmdir(dir.c_str()), 0);
+  // A directory that is not there: reported, nothing created.
+  auto missing = link_hostname_file(dir + "/hostname");
+  EXPECT_FALSE(missing.ok);
+  EXPECT_FALSE(missing.error.empty());
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "base/unique_fd.h"
+#include "identity.h"
 #include "log.h"
 #include "net.h"
 
@@ -73,6 +74,7 @@ void init_system() {
   }
   static constexpr char kHostname[] = "forkd";
   if (::sethostname(kHostname, sizeof kHostname - 1) != 0) log_line("sethostname failed");
+  if (auto r = link_hostname_file(); !r.ok) log_line("/etc/hostname stays a file: " + r.error);
   if (::chdir("/") != 0) log_line("chdir / failed");
 }
 

@@ -4,7 +4,8 @@
 namespace forkd::agent {
 
 // Mounts /proc, /sys, /dev (devtmpfs), /dev/pts, tmpfs on /tmp, /run and /dev/shm; sets PATH and
-// HOME; brings up lo; sets the hostname. Failures are logged, never fatal.
+// HOME; brings up lo; sets the hostname and links /etc/hostname to it (link_hostname_file).
+// Failures are logged, never fatal.
 void init_system();
 
 // Forks: the child returns (and becomes the agent server); the parent stays PID 1, reaping

@@ -19,7 +19,49 @@ constexpr size_t kReadMax = 256 * 1024;
 }  // namespace
 
 Server::Server(Port* port, PythonWorker* python, ResumedOptions opts)
-    : port_(port), python_(python), opts_(opts) {}
+    : port_(port), python_(python), opts_(opts) {
+  try {
+    lane_thread_ = std::jthread([this](std::stop_token stop) { lane_loop(stop); });
+  } catch (const std::system_error&) {
+    log_line("no session lane: session requests get threads of their own");
+  }
+}
+
+Server::~Server() {
+  if (lane_thread_.joinable()) {
+    lane_thread_.request_stop();
+    lane_thread_.join();
+  }
+}
+
+void Server::lane_loop(std::stop_token stop) {
+  for (;;) {
+    std::unique_lock lock(lane_mu_);
+    if (!lane_cv_.wait(lock, stop, [this] { return !lane_.empty(); })) return;
+    auto [req, gen] = std::move(lane_.front());
+    lane_.pop_front();
+    lock.unlock();
+    run_request(req, gen);
+  }
+}
+
+bool Server::to_lane(Request& req, uint64_t gen) {
+  if (!lane_thread_.joinable()) return false;
+  {
+    std::lock_guard lock(lane_mu_);
+    if (lane_.size() >= kLaneDepth) return false;
+    lane_.emplace_back(std::move(req), gen);
+  }
+  lane_cv_.notify_one();
+  return true;
+}
+
+void Server::run_request(const Request& req, uint64_t gen) {
+  AgentResult<OpReply> result = dispatch(req, gen);
+  // Released before the reply goes out, so a host that saw the reply can reuse the slot.
+  in_flight_.fetch_sub(1);
+  send_reply(req.id, result, gen);
+}
 
 void Server::run() {
   proto::FrameDecoder decoder;
@@ -90,16 +132,12 @@ void Server::handle_frame(proto::Frame frame) {
     send_reply(req->id, agent_error("busy", "too many requests in flight"), gen);
     return;
   }
+  if (resumed && to_lane(*req, gen)) return;
   const uint64_t id = req->id;
   // Detached: the server outlives every request (it never returns from run()). std::thread
   // reports resource exhaustion by throwing; convert that at this library boundary.
   try {
-    std::thread([this, gen, r = std::move(*req)]() mutable {
-      AgentResult<OpReply> result = dispatch(r, gen);
-      // Released before the reply goes out, so a host that saw the reply can reuse the slot.
-      in_flight_.fetch_sub(1);
-      send_reply(r.id, result, gen);
-    }).detach();
+    std::thread([this, gen, r = std::move(*req)]() { run_request(r, gen); }).detach();
   } catch (const std::system_error&) {
     in_flight_.fetch_sub(1);
     send_reply(id, agent_error("busy", "cannot start a request thread"), gen);

@@ -197,14 +197,18 @@ TEST_F(Fork, EachChildGetsItsOwnIdentity) {
   for (auto& k : kids) {
     std::string out = sh(*k,
                          "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
-                         "hostname; echo $FORKD_SANDBOX_ID; date +%s");
+                         "hostname; echo $FORKD_SANDBOX_ID; date +%s; cat /etc/hostname; "
+                         "readlink /etc/hostname");
     std::istringstream in(out);
-    std::string rnd, host, sid, secs;
-    in >> rnd >> host >> sid >> secs;
+    std::string rnd, host, sid, secs, etc_hostname, link;
+    in >> rnd >> host >> sid >> secs >> etc_hostname >> link;
     EXPECT_EQ(rnd.size(), 32u) << out;
     randoms.insert(rnd);
     hostnames.insert(host);
     EXPECT_EQ(host, k->id());
+    EXPECT_EQ(etc_hostname, k->id()) << "/etc/hostname follows the kernel's hostname";
+    // A link, so that no child writes the file (an ext4 write in every child's first wake-up).
+    EXPECT_EQ(link, "/proc/sys/kernel/hostname");
     EXPECT_EQ(sid, k->id());
     int64_t guest = std::atoll(secs.c_str());
     int64_t host_now = static_cast<int64_t>(std::time(nullptr));
@@ -380,8 +384,8 @@ TEST_F(Fork, WarmPoolChildrenGetTheirOwnIdentity) {
     EXPECT_TRUE(c.from_pool);
     auto sb = engine::Sandbox::attach(config(), c.id);
     ASSERT_TRUE(sb) << sb.error().describe();
-    EXPECT_EQ(sh(**sb, "hostname; echo $FORKD_SANDBOX_ID; cat /tmp/counter"),
-              c.id + "\n" + c.id + "\n41\n");
+    EXPECT_EQ(sh(**sb, "hostname; echo $FORKD_SANDBOX_ID; cat /tmp/counter /etc/hostname"),
+              c.id + "\n" + c.id + "\n41\n" + c.id + "\n");
     randoms.insert(sh(**sb, "head -c 16 /dev/urandom | od -An -tx1"));
     int64_t guest = std::atoll(sh(**sb, "date +%s").c_str());
     EXPECT_LE(std::llabs(guest - static_cast<int64_t>(std::time(nullptr))), 2);
