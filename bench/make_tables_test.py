@@ -70,20 +70,20 @@ class MakeTablesTest(unittest.TestCase):
         for row in [
             "| minimal (busybox initramfs) | 1320 ms | 1906 ms | 7.9 ms |",
             "| python (bookworm + numpy, ext4 root) | 4065 ms | 4559 ms | 14 ms |",
-            "| 100 children all ready | 11.2 s | 14.0 s | 0.79 s | 21.7 s | 21.8 s | 2.8 s |",
+            "| 100 children all ready | 15.1 s | 14.0 s | 0.79 s | 21.2 s | 21.8 s | 2.8 s |",
             "| one child alone from a pool of one, p50 (target with a warm pool ≤ 30 ms) | – | – "
             "| 12 ms | – | – | 12 ms |",
-            "| per child in the batch, p50 / p99 | 318 / 607 ms | 394 / 890 ms | 21 / 46 ms"
-            " | 600 / 1772 ms | 630 / 1307 ms | 32 / 1462 ms |",
-            "| fork speed-up vs cold boot + warm-up | 6x batch, 10x alone | – | 93x |"
-            " 12x batch, 31x alone | – | 157x |",
-            "| USS / PSS per idle child | 22.3 / 22.6 MiB | 15.3 / 15.7 MiB | 29.2 / 29.6 MiB |"
-            " 27.9 / 28.3 MiB | 19.7 / 20.2 MiB | 35.6 / 36.1 MiB |",
+            "| per child in the batch, p50 / p99 | 445 / 714 ms | 394 / 890 ms | 21 / 46 ms"
+            " | 611 / 1026 ms | 630 / 1307 ms | 32 / 1462 ms |",
+            "| fork speed-up vs cold boot + warm-up | 3x batch, 8x alone | – | 93x |"
+            " 8x batch, 23x alone | – | 157x |",
+            "| USS / PSS per idle child | 20.2 / 20.6 MiB | 15.3 / 15.7 MiB | 29.2 / 29.6 MiB |"
+            " 25.6 / 25.9 MiB | 19.7 / 20.2 MiB | 35.6 / 36.1 MiB |",
             "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 321 MiB;"
             " 30.2 % of a core (1000 pages / 20 ms) | – | – | 553 MiB; 27.0 % of a core"
             " (1000 pages / 20 ms) | – |",
-            "| CPU per idle child, median (all children, % of a core) | 0.03 % (3.6 %) over 60 s"
-            " | 0.03 % (4.1 %) over 60 s | \u2013 | 0.03 % (4.3 %) over 60 s"
+            "| CPU per idle child, median (all children, % of a core) | 0.05 % (5.1 %) over 60 s"
+            " | 0.03 % (4.1 %) over 60 s | \u2013 | 0.05 % (7.9 %) over 60 s"
             " | 0.03 % (4.6 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
             "| live: pause p50 / p90 / max | 1.24 / 2.35 / 2.35 ms | 1.61 / 2.30 / 2.30 ms |",
@@ -95,11 +95,11 @@ class MakeTablesTest(unittest.TestCase):
             "| later eval `1 + 1` | 1.8 ms | 3.1 ms | 8.9 ms | \u2264 10 ms |",
         ]:
             self.assertIn(row, readme)
-        self.assertIn("| memory per idle child, USS (minimal / python) | 22.3 / 27.9 MiB |", top)
+        self.assertIn("| memory per idle child, USS (minimal / python) | 20.2 / 25.6 MiB |", top)
         self.assertIn("| memory per idle child with FORKD_KSM=1, USS (minimal / python) |"
                       " 15.3 / 19.7 MiB |", top)
         self.assertIn("| CPU per idle child, median, 100 children idle (minimal / python) |"
-                      " 0.03 / 0.03 % of a core |", top)
+                      " 0.05 / 0.05 % of a core |", top)
 
     def test_prose_outside_markers_is_kept(self):
         with open(self.readme, "w", encoding="utf-8") as f:
