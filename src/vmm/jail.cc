@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "base/files.h"
@@ -19,6 +20,7 @@
 #include "base/random.h"
 #include "base/subprocess.h"
 #include "vmm/lean_qemu.h"
+#include "vmm/probe_cache.h"
 #include "vmm/qemu_cmdline.h"
 
 namespace forkd::vmm {
@@ -51,9 +53,23 @@ HostJail probe() {
   HostJail j;
   j.cgroups = detect_cgroups();
   // One start of QEMU tells its version and whether it runs with the stubs; a second only when
-  // it does not.
-  j.lean = probe_lean_qemu(default_qemu_binary(), lean_qemu_default_dir());
-  j.qemu_version = j.lean.dir.empty() ? probe_qemu_version(default_qemu_binary()) : j.lean.version;
+  // it does not. Both answers are kept for the next forkd process (probe_cache.h).
+  const std::string binary = default_qemu_binary(), lean_dir = lean_qemu_default_dir();
+  const std::string cache = qemu_probe_cache_path();
+  const std::string key = qemu_probe_key(binary, lean_dir);
+  std::optional<QemuProbe> known = load_qemu_probe(cache, key);
+  // The stubs' directory is checked again each time: the key covers its files, not every
+  // directory above it.
+  if (known && !known->lean.dir.empty() && !check_lean_dir(known->lean.dir)) known.reset();
+  if (!known) {
+    known.emplace();
+    known->lean = probe_lean_qemu(binary, lean_dir);
+    known->qemu_version =
+        known->lean.dir.empty() ? probe_qemu_version(binary) : known->lean.version;
+    store_qemu_probe(cache, key, *known);
+  }
+  j.lean = known->lean;
+  j.qemu_version = known->qemu_version;
   j.private_readonly_ram = version_at_least(j.qemu_version, 8, 2);
   j.tcg_ram_pad = needs_tcg_ram_pad(j.qemu_version);
   const char* env = std::getenv("FORKD_JAIL");

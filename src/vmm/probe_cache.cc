@@ -1,0 +1,110 @@
+#include "vmm/probe_cache.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "base/files.h"
+#include "base/paths.h"
+#include "base/subprocess.h"
+
+namespace forkd::vmm {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kSchema = 1;
+constexpr size_t kMaxCacheBytes = 64 * 1024;
+
+// One line per file: path, device, inode, size, mode, owner, modification and change times (ns).
+// lstat first, so a symlink swapped for another shows, then its target (only the target when
+// follow_only: /proc/self/exe is a new link in every process).
+std::string identity(const std::string& path, bool follow_only = false) {
+  std::string out = path;
+  struct stat st {};
+  for (bool follow : {follow_only, true}) {
+    if ((follow ? ::stat(path.c_str(), &st) : ::lstat(path.c_str(), &st)) != 0) {
+      return out + " missing\n";
+    }
+    auto ns = [](const timespec& t) {
+      return std::to_string(t.tv_sec * 1'000'000'000LL + t.tv_nsec);
+    };
+    out += " " + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+           std::to_string(st.st_size) + ":" + std::to_string(st.st_mode) + ":" +
+           std::to_string(st.st_uid) + ":" + ns(st.st_mtim) + ":" + ns(st.st_ctim);
+    if (!S_ISLNK(st.st_mode)) break;
+  }
+  return out + "\n";
+}
+
+std::string env_line(const char* name) {
+  const char* v = std::getenv(name);
+  return std::string(name) + "=" + (v ? v : "") + "\n";
+}
+
+}  // namespace
+
+std::string qemu_probe_key(const std::string& binary, const std::string& lean_dir) {
+  std::string path = binary.find('/') != std::string::npos ? binary : find_in_path(binary);
+  if (path.empty()) return {};
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  std::string key = "schema " + std::to_string(kSchema) + "\n";
+  key += identity(path);
+  // forkd itself: a rebuild may probe differently.
+  key += identity("/proc/self/exe", true);
+  key += "lean " + identity(lean_dir);
+  std::vector<std::string> names = list_dir_names(lean_dir);
+  std::sort(names.begin(), names.end());
+  for (const std::string& n : names) key += identity(lean_dir + "/" + n);
+  key += env_line("LD_LIBRARY_PATH") + env_line("LD_PRELOAD") + env_line("PATH");
+  return key;
+}
+
+std::optional<QemuProbe> load_qemu_probe(const std::string& file, const std::string& key) {
+  if (key.empty()) return std::nullopt;
+  auto text = read_file(file, kMaxCacheBytes);
+  if (!text) return std::nullopt;
+  Json j = Json::parse(*text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  auto str = [&](const char* k) -> std::optional<std::string> {
+    auto it = j.find(k);
+    if (it == j.end() || !it->is_string()) return std::nullopt;
+    return it->get<std::string>();
+  };
+  auto k = str("key"), dir = str("lean_dir"), reason = str("lean_reason"),
+       lean_version = str("lean_version"), version = str("qemu_version");
+  auto pmem = j.find("pmem_stub");
+  if (!k || *k != key || !dir || !reason || !lean_version || !version || pmem == j.end() ||
+      !pmem->is_boolean() || version->empty()) {
+    return std::nullopt;
+  }
+  QemuProbe p;
+  p.lean.dir = *dir;
+  p.lean.reason = *reason;
+  p.lean.version = *lean_version;
+  p.lean.pmem_stub = pmem->get<bool>();
+  p.qemu_version = *version;
+  return p;
+}
+
+void store_qemu_probe(const std::string& file, const std::string& key, const QemuProbe& p) {
+  if (key.empty() || p.qemu_version.empty()) return;
+  Json j = {{"key", key},
+            {"lean_dir", p.lean.dir},
+            {"lean_reason", p.lean.reason},
+            {"lean_version", p.lean.version},
+            {"pmem_stub", p.lean.pmem_stub},
+            {"qemu_version", p.qemu_version}};
+  std::string text = j.dump(2) + "\n";
+  if (text.size() > kMaxCacheBytes) return;
+  (void)write_file_atomic(file, text, 0600);
+}
+
+std::string qemu_probe_cache_path() { return forkd_home() + "/cache/qemu-probe.json"; }
+
+}  // namespace forkd::vmm
