@@ -102,7 +102,8 @@ void store_qemu_probe(const std::string& file, const std::string& key, const Qem
             {"qemu_version", p.qemu_version}};
   std::string text = j.dump(2) + "\n";
   if (text.size() > kMaxCacheBytes) return;
-  (void)write_file_atomic(file, text, 0600);
+  // A cache: replaced atomically, but not flushed (an empty file after a crash is probed again).
+  (void)replace_file(file, text, 0600);
 }
 
 std::string qemu_probe_cache_path() { return forkd_home() + "/cache/qemu-probe.json"; }

@@ -24,7 +24,7 @@ std::string qemu_probe_key(const std::string& binary, const std::string& lean_di
 // The cached probe for key, if the file holds one.
 std::optional<QemuProbe> load_qemu_probe(const std::string& file, const std::string& key);
 
-// Replaces the file atomically (mode 0600); failures are ignored.
+// Replaces the file atomically (mode 0600, not flushed); failures are ignored.
 void store_qemu_probe(const std::string& file, const std::string& key, const QemuProbe& p);
 
 // $FORKD_HOME/cache/qemu-probe.json
