@@ -58,6 +58,13 @@ std::string qemu_probe_key(const std::string& binary, const std::string& lean_di
   // forkd itself: a rebuild may probe differently.
   key += identity("/proc/self/exe", true);
   key += "lean " + identity(lean_dir);
+  // Every directory above it too: the probe refuses stubs under one that others may write.
+  for (std::string up = lean_dir; up.size() > 1;) {
+    size_t slash = up.find_last_of('/');
+    if (slash == std::string::npos) break;
+    up = slash == 0 ? "/" : up.substr(0, slash);
+    key += identity(up);
+  }
   std::vector<std::string> names = list_dir_names(lean_dir);
   std::sort(names.begin(), names.end());
   for (const std::string& n : names) key += identity(lean_dir + "/" + n);

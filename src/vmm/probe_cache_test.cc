@@ -61,6 +61,11 @@ TEST_F(ProbeCache, AnswerComesBackForTheSameFilesOnly) {
   // So does a rebuilt or added stub.
   ASSERT_TRUE(write_file_atomic(lean_ + "/libcapstone.so.4", "stub", 0755));
   EXPECT_NE(qemu_probe_key(bin_, lean_), after_qemu);
+  // And the modes of the directories above the stubs (the probe checks them).
+  const std::string before_mode = qemu_probe_key(bin_, lean_);
+  ASSERT_EQ(::chmod(path().c_str(), 0775), 0);
+  EXPECT_NE(qemu_probe_key(bin_, lean_), before_mode);
+  ASSERT_EQ(::chmod(path().c_str(), 0700), 0);
   // And the loader's environment.
   const std::string before_env = qemu_probe_key(bin_, lean_);
   ASSERT_EQ(::setenv("LD_PRELOAD", "/nowhere.so", 1), 0);
