@@ -123,8 +123,12 @@ class BranchForkTest(LiveTest):
 
     def test_fork_keeps_shell_state_of_running_process(self) -> None:
         parent = self.spawn()
+        # Each count is written beside the file and renamed over it: a fork that lands between
+        # a truncation and its write would otherwise show the child an empty file until the
+        # loop writes again, and a child is ready fast enough to read it then.
         h = parent.commands.run(
-            "sh -c 'n=0; while :; do n=$((n+1)); echo $n > /tmp/n; sleep 0.1; done'",
+            "sh -c 'n=0; while :; do n=$((n+1)); echo $n > /tmp/n.new; mv /tmp/n.new /tmp/n;"
+            " sleep 0.1; done'",
             background=True,
             timeout=None,
         )
