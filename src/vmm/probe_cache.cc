@@ -41,6 +41,15 @@ std::string identity(const std::string& path, bool follow_only = false) {
   return out + "\n";
 }
 
+// A directory above the stubs: what the probe checks of it (owner and mode), and which directory
+// it is; not its times, which change with every file created in it.
+std::string owner_and_mode(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return path + " missing\n";
+  return path + " " + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_mode) + ":" + std::to_string(st.st_uid) + "\n";
+}
+
 std::string env_line(const char* name) {
   const char* v = std::getenv(name);
   return std::string(name) + "=" + (v ? v : "") + "\n";
@@ -63,7 +72,7 @@ std::string qemu_probe_key(const std::string& binary, const std::string& lean_di
     size_t slash = up.find_last_of('/');
     if (slash == std::string::npos) break;
     up = slash == 0 ? "/" : up.substr(0, slash);
-    key += identity(up);
+    key += owner_and_mode(up);
   }
   std::vector<std::string> names = list_dir_names(lean_dir);
   std::sort(names.begin(), names.end());

@@ -66,6 +66,10 @@ TEST_F(ProbeCache, AnswerComesBackForTheSameFilesOnly) {
   ASSERT_EQ(::chmod(path().c_str(), 0775), 0);
   EXPECT_NE(qemu_probe_key(bin_, lean_), before_mode);
   ASSERT_EQ(::chmod(path().c_str(), 0700), 0);
+  EXPECT_EQ(qemu_probe_key(bin_, lean_), before_mode) << "the mode back, the key back";
+  // A file added beside the stubs' directory changes nothing the probe looks at.
+  ASSERT_TRUE(write_file_atomic(path() + "/unrelated", "x", 0600));
+  EXPECT_EQ(qemu_probe_key(bin_, lean_), before_mode);
   // And the loader's environment.
   const std::string before_env = qemu_probe_key(bin_, lean_);
   ASSERT_EQ(::setenv("LD_PRELOAD", "/nowhere.so", 1), 0);
