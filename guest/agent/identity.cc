@@ -173,8 +173,8 @@ StepResult link_hostname_file(const std::string& file) {
 
 StepResult set_host_name(const std::string& name) {
   if (::sethostname(name.data(), name.size()) != 0) return step_error(errno, "sethostname");
-  if (hostname_file_is_linked("/etc/hostname")) return StepResult{true, {}};
-  UniqueFd fd(::open("/etc/hostname", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (hostname_file_is_linked()) return StepResult{true, {}};
+  UniqueFd fd(::open(kHostnameFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (fd) {
     std::string line = name + "\n";
     ssize_t n = ::write(fd.get(), line.data(), line.size());

@@ -62,15 +62,16 @@ StepResult set_wall_clock(int64_t time_ns);
 // already a link to the kernel's hostname (see link_hostname_file).
 StepResult set_host_name(const std::string& name);
 
+inline constexpr char kHostnameFile[] = "/etc/hostname";
 inline constexpr char kKernelHostnamePath[] = "/proc/sys/kernel/hostname";
 // Replaces `file` (/etc/hostname) with a symlink to the kernel's hostname, atomically (a link
 // staged beside it, then renamed over it); nothing when it is one already. Done once at boot, so
 // that a restored child's `resumed` need not write the file: under TCG that ext4 write was ~55
 // ms of the child's first wake-up. A failure (read-only /etc) is reported; `resumed` then writes
 // the file as before.
-StepResult link_hostname_file(const std::string& file = "/etc/hostname");
+StepResult link_hostname_file(const std::string& file = kHostnameFile);
 // True when `file` is such a link.
-bool hostname_file_is_linked(const std::string& file = "/etc/hostname");
+bool hostname_file_is_linked(const std::string& file = kHostnameFile);
 
 // 32 bytes for the Python worker's reseed, as hex: getrandom() output XOR the seed folded to 32
 // bytes, so clones differ even when the kernel reseed failed, without handing out the seed.

@@ -60,12 +60,13 @@ bool Server::to_lane(Request& req, uint64_t gen) {
 
 void Server::run_request(const Request& req, uint64_t gen) {
   // Nothing thrown may leave a request's thread (the lane's least of all).
-  AgentResult<OpReply> result = agent_error("internal", "request failed");
-  try {
-    result = dispatch(req, gen);
-  } catch (const std::exception& e) {
-    result = agent_error("internal", std::string("request failed: ") + e.what());
-  }
+  AgentResult<OpReply> result = [&]() -> AgentResult<OpReply> {
+    try {
+      return dispatch(req, gen);
+    } catch (const std::exception& e) {
+      return agent_error("internal", std::string("request failed: ") + e.what());
+    }
+  }();
   // Released before the reply goes out, so a host that saw the reply can reuse the slot.
   in_flight_.fetch_sub(1);
   send_reply(req.id, result, gen);
