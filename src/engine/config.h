@@ -21,10 +21,11 @@ struct EngineConfig {
   // QEMU starts with forkd's stub libraries where they work (vmm/lean_qemu.h);
   // FORKD_LEAN_QEMU=0 loads the real libcapstone and libpmem.
   bool lean_qemu = true;
-  // QEMU may use transparent huge pages where it asks for them (its TCG code buffer, its RAM
-  // blocks, the 2 MiB ACPI-table block among them). FORKD_QEMU_HUGE_PAGES=0 forbids them: an
-  // idle child then holds 4 KiB pages instead of 2 MiB ones it barely uses (~4 MiB less), and
-  // its translated code runs from 4 KiB pages (exec and eval ~14 % slower).
+  // QEMU may use transparent huge pages where it asks for them (its TCG code buffer and its RAM
+  // blocks; with the stubs, areas of at most 2 MiB get none, vmm/lean_qemu.h).
+  // FORKD_QEMU_HUGE_PAGES=0 forbids them: the code buffer then grows in 4 KiB pages instead of
+  // 2 MiB ones (~1 MiB less per idle child), and translated code runs from 4 KiB pages (exec and
+  // eval ~14 % slower).
   bool qemu_huge_pages = true;
   // Host-side limits every sandbox's QEMU gets unless its request says otherwise (the daemon's
   // --memory-limit/--cpus/--pids; env FORKD_MEMORY_LIMIT_MIB, FORKD_CPU_LIMIT, FORKD_PIDS_LIMIT).

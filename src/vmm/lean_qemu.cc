@@ -19,6 +19,8 @@ namespace {
 // The stubs (src/vmm/lean), by the sonames Debian's QEMU links.
 constexpr const char* kCapstoneStub = "libcapstone.so.4";
 constexpr const char* kPmemStub = "libpmem.so.1";
+// Preloaded, not found by soname (src/vmm/lean/thp_shim.c).
+constexpr const char* kThpShim = "libforkd-thp-shim.so";
 
 // Owned by root or by us, and writable by nobody else (a sticky directory, such as /tmp, only
 // lets others add entries, not replace ours).
@@ -44,6 +46,10 @@ Status check_path(const std::string& path) {
   return check_owner_and_mode(path, st);
 }
 
+bool has_thp_shim(const std::string& dir) {
+  return ::access((dir + "/" + kThpShim).c_str(), R_OK) == 0;
+}
+
 }  // namespace
 
 std::string lean_qemu_default_dir() { return exe_dir() + "/" + kLeanQemuDirName; }
@@ -52,6 +58,12 @@ Result<std::string> check_lean_dir(const std::string& dir) {
   std::error_code ec;
   const std::filesystem::path real = std::filesystem::canonical(dir, ec);
   if (ec) return make_error(ErrorCode::kFailedPrecondition, dir + ": " + ec.message());
+  // The loader splits LD_LIBRARY_PATH and LD_PRELOAD at these, and would take the pieces as
+  // paths relative to QEMU's working directory.
+  if (real.string().find_first_of(": \t\n") != std::string::npos) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      real.string() + " has a colon or a blank in its path");
+  }
   if (!std::filesystem::is_directory(real, ec)) {
     return make_error(ErrorCode::kFailedPrecondition, real.string() + " is not a directory");
   }
@@ -101,6 +113,14 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
     p.reason = binary + " links neither libcapstone.so.4 nor libpmem.so.1";
     return p;
   }
+  // The loader names a preload it could not load too, in its warning; only a loaded one is
+  // initialised.
+  const bool preloaded =
+      r->output.find("calling init: " + abs + "/" + kThpShim) != std::string::npos;
+  if (has_thp_shim(abs) && !preloaded) {
+    p.reason = binary + " did not preload " + abs + "/" + kThpShim;
+    return p;
+  }
   p.version = parse_qemu_version(r->output);
   if (p.version.empty()) {
     p.reason = binary + " --version printed no version";
@@ -113,12 +133,16 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
 
 std::map<std::string, std::string> lean_qemu_env(const std::string& dir) {
   if (dir.empty()) return {};
-  // Ahead of whatever path forkd itself was given, which QEMU keeps.
-  std::string path = dir;
-  if (const char* inherited = std::getenv("LD_LIBRARY_PATH"); inherited && *inherited) {
-    path += std::string(":") + inherited;
-  }
-  return {{"LD_LIBRARY_PATH", path}};
+  // Ahead of whatever forkd itself was given, which QEMU keeps.
+  auto first = [](std::string ours, const char* var) {
+    if (const char* inherited = std::getenv(var); inherited && *inherited) {
+      ours += std::string(":") + inherited;
+    }
+    return ours;
+  };
+  std::map<std::string, std::string> env{{"LD_LIBRARY_PATH", first(dir, "LD_LIBRARY_PATH")}};
+  if (has_thp_shim(dir)) env["LD_PRELOAD"] = first(dir + "/" + kThpShim, "LD_PRELOAD");
+  return env;
 }
 
 }  // namespace forkd::vmm

@@ -7,7 +7,10 @@
 // handle, so QEMU prints no disassembly; the pmem calls stop QEMU with a message, except the
 // sync a branch's destination was told to skip, see VmConfig::skip_ram_sync) into
 // qemu-lean/ beside its programs, and QEMU's loader finds them first (LD_LIBRARY_PATH), once a
-// probe showed that this QEMU starts with them. FORKD_LEAN_QEMU=0 loads the real libraries.
+// probe showed that this QEMU starts with them. With them QEMU preloads one shim from there
+// (LD_PRELOAD, src/vmm/lean/thp_shim.c): it turns QEMU's request for transparent huge pages on
+// areas of at most 2 MiB (the ACPI tables' block) into the opposite, 2 MiB less per child where
+// THP is `madvise`. FORKD_LEAN_QEMU=0 loads the real libraries and no shim.
 #include <map>
 #include <string>
 
@@ -29,7 +32,8 @@ std::string lean_qemu_default_dir();
 
 // dir may be handed to QEMU's loader: a directory (not a symlink) owned by root or this user and
 // writable by nobody else, and so is every entry in it (symlinks included: their targets are
-// checked the same way). Anyone who could write there could run code inside every QEMU.
+// checked the same way), with no colon or blank in its path (the loader's separators). Anyone
+// who could write there could run code inside every QEMU.
 // Returns the directory's canonical path.
 Result<std::string> check_lean_dir(const std::string& dir);
 
@@ -37,7 +41,8 @@ Result<std::string> check_lean_dir(const std::string& dir);
 // links other sonames, fails to start or does not load them; either way dir is not used.
 LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir);
 
-// The environment QEMU gets for dir (empty map for an empty dir).
+// The environment QEMU gets for dir (empty map for an empty dir): the stubs' directory first in
+// LD_LIBRARY_PATH and, when dir holds it, the shim first in LD_PRELOAD.
 std::map<std::string, std::string> lean_qemu_env(const std::string& dir);
 
 }  // namespace forkd::vmm

@@ -3,13 +3,18 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "base/files.h"
 #include "base/subprocess.h"
@@ -51,24 +56,96 @@ TEST(LeanQemu, OnlyADirectoryNobodyElseMayWriteIsHandedToTheLoader) {
   EXPECT_TRUE(check_lean_dir(dir)) << "a sticky parent, as /tmp";
   ASSERT_EQ(::chmod(d->path().c_str(), 0700), 0);
 
+  const std::string spaced = d->path() + "/a b";
+  ASSERT_EQ(::mkdir(spaced.c_str(), 0755), 0);
+  st = check_lean_dir(spaced);
+  ASSERT_FALSE(st) << "the loader would split the path";
+  EXPECT_NE(st.error().message().find("blank"), std::string::npos) << st.error().message();
+
   const std::string file = d->path() + "/plain";
   ASSERT_TRUE(write_file_atomic(file, "x"));
   EXPECT_FALSE(check_lean_dir(file)) << "not a directory";
 }
 
-TEST(LeanQemu, EnvironmentPutsTheStubsFirst) {
-  EXPECT_TRUE(lean_qemu_env("").empty());
-  const char* old = std::getenv("LD_LIBRARY_PATH");
-  const std::string saved = old ? old : "";
-  ::unsetenv("LD_LIBRARY_PATH");
-  EXPECT_EQ(lean_qemu_env("/a").at("LD_LIBRARY_PATH"), "/a");
-  ::setenv("LD_LIBRARY_PATH", "/b", 1);
-  EXPECT_EQ(lean_qemu_env("/a").at("LD_LIBRARY_PATH"), "/a:/b");
-  if (old) {
-    ::setenv("LD_LIBRARY_PATH", saved.c_str(), 1);
-  } else {
-    ::unsetenv("LD_LIBRARY_PATH");
+// Sets an environment variable for one scope and puts the old value back.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) saved_ = old;
+    if (value) {
+      ::setenv(name, value, 1);
+    } else {
+      ::unsetenv(name);
+    }
   }
+  ~ScopedEnv() {
+    if (saved_) {
+      ::setenv(name_, saved_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> saved_;
+};
+
+TEST(LeanQemu, EnvironmentPutsTheStubsAndTheShimFirst) {
+  EXPECT_TRUE(lean_qemu_env("").empty());
+  auto d = TempDir::create("lean-env");
+  ASSERT_TRUE(d);
+  const std::string& dir = d->path();
+  {
+    ScopedEnv lib("LD_LIBRARY_PATH", nullptr);
+    ScopedEnv pre("LD_PRELOAD", nullptr);
+    auto env = lean_qemu_env(dir);
+    EXPECT_EQ(env.at("LD_LIBRARY_PATH"), dir);
+    EXPECT_EQ(env.count("LD_PRELOAD"), 0u) << "no shim in the directory";
+    ASSERT_TRUE(write_file_atomic(dir + "/libforkd-thp-shim.so", "x"));
+    EXPECT_EQ(lean_qemu_env(dir).at("LD_PRELOAD"), dir + "/libforkd-thp-shim.so");
+  }
+  ScopedEnv lib("LD_LIBRARY_PATH", "/b");
+  ScopedEnv pre("LD_PRELOAD", "/c/libother.so");
+  auto env = lean_qemu_env(dir);
+  EXPECT_EQ(env.at("LD_LIBRARY_PATH"), dir + ":/b");
+  EXPECT_EQ(env.at("LD_PRELOAD"), dir + "/libforkd-thp-shim.so:/c/libother.so");
+}
+
+// The shim's madvise, called on areas of one and of two huge pages: the small one is marked
+// "no huge pages" (VmFlags nh), the large one keeps what was asked (hg).
+TEST(LeanQemu, ThpShimRefusesHugePagesOnlyToSmallAreas) {
+  void* shim =
+      ::dlopen((lean_qemu_default_dir() + "/libforkd-thp-shim.so").c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(shim, nullptr) << ::dlerror();
+  using MadviseFn = int (*)(void*, size_t, int);
+  auto shim_madvise = reinterpret_cast<MadviseFn>(::dlsym(shim, "madvise"));
+  ASSERT_NE(shim_madvise, nullptr);
+  auto flags_of = [](void* addr) -> std::string {
+    auto smaps = read_file("/proc/self/smaps");
+    if (!smaps) return "";
+    char start[32];
+    std::snprintf(start, sizeof start, "%lx-", reinterpret_cast<unsigned long>(addr));
+    size_t at = smaps->find("\n" + std::string(start));
+    if (at == std::string::npos) return "";
+    size_t flags = smaps->find("VmFlags:", at);
+    return flags == std::string::npos ? "" : smaps->substr(flags, smaps->find('\n', flags) - flags);
+  };
+  for (size_t mib : {2u, 4u}) {
+    SCOPED_TRACE(std::to_string(mib) + " MiB");
+    const size_t len = mib << 20;
+    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(p, MAP_FAILED);
+    ASSERT_EQ(shim_madvise(p, len, MADV_HUGEPAGE), 0) << std::strerror(errno);
+    std::string flags = flags_of(p);
+    EXPECT_NE(flags.find(mib == 2 ? " nh" : " hg"), std::string::npos) << flags;
+    EXPECT_EQ(flags.find(mib == 2 ? " hg" : " nh"), std::string::npos) << flags;
+    ASSERT_EQ(shim_madvise(p, len, MADV_DONTNEED), 0) << "other advice passes through";
+    ::munmap(p, len);
+  }
+  ::dlclose(shim);
 }
 
 TEST(LeanQemu, VersionIsParsedFromQemusBanner) {
@@ -148,8 +225,8 @@ TEST(LeanQemu, PmemStubSkipsTheSyncOnlyWhereForkdAsked) {
   EXPECT_TRUE(WIFSIGNALED(copied) && WTERMSIG(copied) == SIGABRT) << copied;
 }
 
-// With this host's QEMU: it starts with the stubs and reports the same version; a broken stub or
-// a directory without them is not used, with the reason.
+// With this host's QEMU: it starts with the stubs and the shim and reports the same version; a
+// broken stub or shim, or a directory without stubs, is not used, with the reason.
 TEST(LeanQemu, ProbeStartsTheRealQemu) {
   const std::string qemu = default_qemu_binary();
   if (find_in_path(qemu).empty() && qemu.find('/') == std::string::npos) {
@@ -172,6 +249,21 @@ TEST(LeanQemu, ProbeStartsTheRealQemu) {
   auto broken = probe_lean_qemu(qemu, d->path());
   EXPECT_TRUE(broken.dir.empty());
   EXPECT_NE(broken.reason.find("does not start"), std::string::npos) << broken.reason;
+
+  // The loader only warns about a preload it cannot load, and QEMU starts: the probe still
+  // refuses a directory whose shim was not mapped.
+  auto s = TempDir::create("lean-probe-shim");
+  ASSERT_TRUE(s);
+  auto pmem = read_file(lean_qemu_default_dir() + "/libpmem.so.1");
+  ASSERT_TRUE(pmem);
+  ASSERT_TRUE(write_file_atomic(s->path() + "/libpmem.so.1", *pmem));
+  ASSERT_TRUE(write_file_atomic(s->path() + "/libforkd-thp-shim.so", "not a library"));
+  for (const char* f : {"/libpmem.so.1", "/libforkd-thp-shim.so"}) {
+    ASSERT_EQ(::chmod((s->path() + f).c_str(), 0644), 0);
+  }
+  auto unloaded = probe_lean_qemu(qemu, s->path());
+  EXPECT_TRUE(unloaded.dir.empty());
+  EXPECT_NE(unloaded.reason.find("did not preload"), std::string::npos) << unloaded.reason;
 }
 
 }  // namespace

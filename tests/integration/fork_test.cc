@@ -9,8 +9,12 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "base/files.h"
@@ -136,6 +140,40 @@ TEST_F(Fork, KsmMergesChildrenOnlyWhenAskedFor) {
   }
 }
 
+// What /proc/PID/smaps says of a process's writable areas of at most 2 MiB: how many are marked
+// "no huge pages" (VmFlags nh), and the KiB of huge pages they hold. (glibc marks thread stacks'
+// guard pages nh, but those are neither readable nor writable.)
+struct SmallAreas {
+  int marked_no_huge = 0;
+  long huge_kib = 0;
+};
+std::optional<SmallAreas> small_areas(pid_t pid) {
+  auto smaps = read_file("/proc/" + std::to_string(pid) + "/smaps");
+  if (!smaps) return std::nullopt;
+  SmallAreas out;
+  std::istringstream in(*smaps);
+  std::string line;
+  bool small = false;
+  long huge_kib = 0;
+  while (std::getline(in, line)) {
+    unsigned long start = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &start, &end) == 2) {  // an area's first line
+      small = end - start <= (2ul << 20);
+      huge_kib = 0;
+    } else if (line.rfind("AnonHugePages:", 0) == 0) {
+      huge_kib = std::atol(line.c_str() + 14);
+    } else if (small && line.rfind("VmFlags:", 0) == 0) {  // an area's last line
+      const std::string flags = line + " ";
+      if (flags.find(" rd ") == std::string::npos || flags.find(" wr ") == std::string::npos) {
+        continue;
+      }
+      out.huge_kib += huge_kib;
+      if (flags.find(" nh ") != std::string::npos) ++out.marked_no_huge;
+    }
+  }
+  return out;
+}
+
 // A child's QEMU maps forkd's stubs instead of libcapstone and libpmem (vmm/lean_qemu.h), and
 // none of what the real libpmem loads (libcrypto among them); FORKD_LEAN_QEMU=0 maps the real
 // ones. Either way the child works.
@@ -156,6 +194,14 @@ TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
     EXPECT_EQ(mapped(lean.dir + "/libpmem.so.1"), stubs);
     EXPECT_TRUE(mapped("/libcapstone.so")) << "the real one or the stub";
     EXPECT_EQ(mapped("/libcrypto.so"), !stubs) << "loaded by the real libpmem's libkmod";
+    // With the stubs, the preloaded shim turns QEMU's request for huge pages on its small areas
+    // (the ACPI tables' 2 MiB block) into "no huge pages" (VmFlags nh), and none of them holds
+    // one. QEMU itself never asks for nh.
+    EXPECT_EQ(mapped(lean.dir + "/libforkd-thp-shim.so"), stubs);
+    auto areas = small_areas(sb.qemu_pid());
+    ASSERT_TRUE(areas);
+    EXPECT_EQ(areas->marked_no_huge > 0, stubs) << areas->marked_no_huge;
+    if (stubs) EXPECT_EQ(areas->huge_kib, 0) << "huge pages in areas of at most 2 MiB";
     EXPECT_EQ(sh(sb, "cat /tmp/counter"), "41\n");
   }
 }
