@@ -19,8 +19,8 @@ namespace {
 // The stubs (src/vmm/lean), by the sonames Debian's QEMU links.
 constexpr const char* kCapstoneStub = "libcapstone.so.4";
 constexpr const char* kPmemStub = "libpmem.so.1";
-// Preloaded, not found by soname (src/vmm/lean/thp_shim.c).
-constexpr const char* kThpShim = "libforkd-thp-shim.so";
+// Preloaded, not found by soname (src/vmm/lean/qemu_shim.c).
+constexpr const char* kQemuShim = "libforkd-qemu-shim.so";
 
 // Owned by root or by us, and writable by nobody else (a sticky directory, such as /tmp, only
 // lets others add entries, not replace ours).
@@ -46,8 +46,8 @@ Status check_path(const std::string& path) {
   return check_owner_and_mode(path, st);
 }
 
-bool has_thp_shim(const std::string& dir) {
-  return ::access((dir + "/" + kThpShim).c_str(), R_OK) == 0;
+bool has_qemu_shim(const std::string& dir) {
+  return ::access((dir + "/" + kQemuShim).c_str(), R_OK) == 0;
 }
 
 }  // namespace
@@ -116,9 +116,9 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
   // The loader names a preload it could not load too, in its warning; only a loaded one is
   // initialised.
   const bool preloaded =
-      r->output.find("calling init: " + abs + "/" + kThpShim) != std::string::npos;
-  if (has_thp_shim(abs) && !preloaded) {
-    p.reason = binary + " did not preload " + abs + "/" + kThpShim;
+      r->output.find("calling init: " + abs + "/" + kQemuShim) != std::string::npos;
+  if (has_qemu_shim(abs) && !preloaded) {
+    p.reason = binary + " did not preload " + abs + "/" + kQemuShim;
     return p;
   }
   p.version = parse_qemu_version(r->output);
@@ -141,7 +141,7 @@ std::map<std::string, std::string> lean_qemu_env(const std::string& dir) {
     return ours;
   };
   std::map<std::string, std::string> env{{"LD_LIBRARY_PATH", first(dir, "LD_LIBRARY_PATH")}};
-  if (has_thp_shim(dir)) env["LD_PRELOAD"] = first(dir + "/" + kThpShim, "LD_PRELOAD");
+  if (has_qemu_shim(dir)) env["LD_PRELOAD"] = first(dir + "/" + kQemuShim, "LD_PRELOAD");
   return env;
 }
 

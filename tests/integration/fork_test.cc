@@ -197,7 +197,7 @@ TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
     // With the stubs, the preloaded shim turns QEMU's request for huge pages on its small areas
     // (the ACPI tables' 2 MiB block) into "no huge pages" (VmFlags nh), and none of them holds
     // one. QEMU itself never asks for nh.
-    EXPECT_EQ(mapped(lean.dir + "/libforkd-thp-shim.so"), stubs);
+    EXPECT_EQ(mapped(lean.dir + "/libforkd-qemu-shim.so"), stubs);
     auto areas = small_areas(sb.qemu_pid());
     ASSERT_TRUE(areas);
     EXPECT_EQ(areas->marked_no_huge > 0, stubs) << areas->marked_no_huge;

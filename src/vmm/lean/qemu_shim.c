@@ -1,0 +1,127 @@
+// Preloaded into QEMU with the stubs (vmm/lean_qemu.h). Two library calls QEMU makes at start
+// leave private memory in every child that nothing uses; this library answers them itself and
+// leaves every other call to the real libraries.
+//
+// madvise: QEMU asks for transparent huge pages on every RAM block it allocates, the smallest
+// included. microvm's ACPI tables live in a 2 MiB block that holds a few KiB, and on a host whose
+// THP mode is `madvise` its first write takes a whole 2 MiB huge page. An area of at most one
+// huge page gains nothing from one (a single TLB entry), so such a request becomes the opposite
+// advice, which also keeps the area small where THP is `always`. Larger areas, such as the TCG
+// code buffer whose translated code runs faster from huge pages, keep theirs.
+//
+// fdt_create: QEMU builds a device tree for every microvm in a 1 MiB zero-filled buffer, and
+// libfdt's fdt_create clears the whole buffer again, so all 256 pages become private copies of
+// zeros. When the buffer is provably zero already without touching it (see known_zero), the
+// header is made by the real function in a small buffer and copied in; the result is the same
+// bytes. Otherwise the real function does it all.
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+enum { kHugePageBytes = 2 << 20 };
+
+int madvise(void* addr, size_t len, int advice) {
+  if (advice == MADV_HUGEPAGE && len <= (size_t)kHugePageBytes) advice = MADV_NOHUGEPAGE;
+  return (int)syscall(SYS_madvise, addr, len, advice);
+}
+
+typedef int (*FdtCreateFn)(void*, int);
+
+static FdtCreateFn real_fdt_create(void) {
+  static FdtCreateFn cached;
+  FdtCreateFn fn = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+  if (fn != NULL) return fn;
+  // The loaded libfdt's own definition; RTLD_NEXT where its soname differs.
+  void* lib = dlopen("libfdt.so.1", RTLD_LAZY | RTLD_NOLOAD);
+  void* sym = lib != NULL ? dlsym(lib, "fdt_create") : NULL;
+  if (sym == NULL) sym = dlsym(RTLD_NEXT, "fdt_create");
+  memcpy(&fn, &sym, sizeof fn);  // POSIX: a data pointer from dlsym names a function
+  if (fn != NULL) __atomic_store_n(&cached, fn, __ATOMIC_RELEASE);
+  return fn;
+}
+
+// Whether [lo, hi) lies inside private anonymous mappings alone (/proc/self/maps: writable,
+// private, no file, no inode).
+static int private_anonymous(uintptr_t lo, uintptr_t hi) {
+  FILE* maps = fopen("/proc/self/maps", "re");
+  if (maps == NULL) return 0;
+  char line[512];
+  uintptr_t covered = lo;
+  while (covered < hi && fgets(line, sizeof line, maps) != NULL) {
+    if (strchr(line, '\n') == NULL) {  // a longer line (a long path): skip the rest of it
+      int c;
+      while ((c = fgetc(maps)) != EOF && c != '\n') {
+      }
+    }
+    unsigned long start = 0, end = 0, inode = 1;
+    char perms[8] = "";
+    int name_at = 0;
+    if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %n", &start, &end, perms, &inode, &name_at) < 4) {
+      break;
+    }
+    if (end <= covered) continue;
+    if (start > covered) break;  // a hole
+    const char* name = line + name_at;
+    const int anonymous = inode == 0 && (name[0] == '\n' || name[0] == '\0');
+    if (!anonymous || perms[0] != 'r' || perms[1] != 'w' || perms[3] != 'p') break;
+    covered = end;
+  }
+  fclose(maps);
+  return covered >= hi;
+}
+
+// Whether every byte of [buf, buf + len) is zero, found without touching a page that is not
+// there yet (on some kernels a read of an untouched page takes a private page of its own, not
+// the shared zero page). Present pages are read. A page that is neither present nor swapped out,
+// in a private anonymous mapping, has never been written or was discarded: it reads as zero.
+static int known_zero(const unsigned char* buf, size_t len) {
+  const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  const uintptr_t lo = (uintptr_t)buf, hi = lo + len;
+  if (page == 0 || hi < lo || !private_anonymous(lo, hi)) return 0;
+  int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  int zero = 1;
+  for (uintptr_t p = lo & ~(page - 1); zero && p < hi; p += page) {
+    uint64_t entry = 0;
+    if (pread(fd, &entry, sizeof entry, (off_t)(p / page * sizeof entry)) != sizeof entry) {
+      zero = 0;
+    } else if (entry >> 63 & 1) {  // present: look
+      const unsigned char* from = (const unsigned char*)(p < lo ? lo : p);
+      const unsigned char* to = (const unsigned char*)(p + page > hi ? hi : p + page);
+      for (; from < to; ++from) {
+        if (*from != 0) zero = 0;
+      }
+    } else if (entry >> 62 & 1) {  // swapped out: unknown without reading it back
+      zero = 0;
+    }
+  }
+  close(fd);
+  return zero;
+}
+
+int fdt_create(void* buf, int bufsize) {
+  FdtCreateFn real = real_fdt_create();
+  if (real == NULL) return -13;  // -FDT_ERR_INTERNAL
+  // The header and the empty reservation map's place, as the real function lays them out in a
+  // buffer of this size; every size-dependent field but totalsize is an offset from the start.
+  unsigned char head[256] __attribute__((aligned(16)));
+  if (buf == NULL || bufsize < (64 << 10) || !known_zero(buf, (size_t)bufsize) ||
+      real(head, (int)sizeof head) != 0) {
+    return real(buf, bufsize);
+  }
+  memcpy(buf, head, sizeof head);
+  unsigned char* total = (unsigned char*)buf + 4;  // totalsize, big-endian
+  const uint32_t size = (uint32_t)bufsize;
+  total[0] = (unsigned char)(size >> 24);
+  total[1] = (unsigned char)(size >> 16);
+  total[2] = (unsigned char)(size >> 8);
+  total[3] = (unsigned char)size;
+  return 0;
+}
