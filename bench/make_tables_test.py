@@ -70,21 +70,21 @@ class MakeTablesTest(unittest.TestCase):
         for row in [
             "| minimal (busybox initramfs) | 1320 ms | 1906 ms | 7.9 ms |",
             "| python (bookworm + numpy, ext4 root) | 4065 ms | 4559 ms | 14 ms |",
-            "| 100 children all ready | 15.1 s | 14.0 s | 0.79 s | 21.2 s | 21.8 s | 2.8 s |",
+            "| 100 children all ready | 16.2 s | 19.4 s | 0.79 s | 19.8 s | 22.6 s | 2.8 s |",
             "| one child alone from a pool of one, p50 (target with a warm pool ≤ 30 ms) | – | – "
             "| 12 ms | – | – | 12 ms |",
-            "| per child in the batch, p50 / p99 | 445 / 714 ms | 394 / 890 ms | 21 / 46 ms"
-            " | 611 / 1026 ms | 630 / 1307 ms | 32 / 1462 ms |",
-            "| fork speed-up vs cold boot + warm-up | 3x batch, 8x alone | – | 93x |"
-            " 8x batch, 23x alone | – | 157x |",
-            "| USS / PSS per idle child | 20.2 / 20.6 MiB | 15.3 / 15.7 MiB | 29.2 / 29.6 MiB |"
-            " 25.6 / 25.9 MiB | 19.7 / 20.2 MiB | 35.6 / 36.1 MiB |",
-            "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 321 MiB;"
-            " 30.2 % of a core (1000 pages / 20 ms) | – | – | 553 MiB; 27.0 % of a core"
+            "| per child in the batch, p50 / p99 | 471 / 764 ms | 558 / 953 ms | 21 / 46 ms"
+            " | 556 / 1070 ms | 626 / 1433 ms | 32 / 1462 ms |",
+            "| fork speed-up vs cold boot + warm-up | 4x batch, 8x alone | – | 93x |"
+            " 7x batch, 21x alone | – | 157x |",
+            "| USS / PSS per idle child | 17.2 / 17.6 MiB | 14.2 / 14.6 MiB | 29.2 / 29.6 MiB |"
+            " 22.8 / 23.1 MiB | 17.6 / 18.1 MiB | 35.6 / 36.1 MiB |",
+            "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 223 MiB;"
+            " 20.8 % of a core (1000 pages / 20 ms) | – | – | 471 MiB; 20.9 % of a core"
             " (1000 pages / 20 ms) | – |",
-            "| CPU per idle child, median (all children, % of a core) | 0.05 % (5.1 %) over 60 s"
-            " | 0.03 % (4.1 %) over 60 s | \u2013 | 0.05 % (7.9 %) over 60 s"
-            " | 0.03 % (4.6 %) over 60 s | \u2013 |",
+            "| CPU per idle child, median (all children, % of a core) | 0.05 % (5.4 %) over 60 s"
+            " | 0.07 % (6.1 %) over 60 s | \u2013 | 0.05 % (7.5 %) over 60 s"
+            " | 0.07 % (8.3 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
             "| live: pause p50 / p90 / max | 1.24 / 2.35 / 2.35 ms | 1.61 / 2.30 / 2.30 ms |",
             "| live: whole call p50 (copy p50) | 1058 ms (641 ms) | 3921 ms (2613 ms) |",
@@ -95,9 +95,9 @@ class MakeTablesTest(unittest.TestCase):
             "| later eval `1 + 1` | 1.8 ms | 3.1 ms | 8.9 ms | \u2264 10 ms |",
         ]:
             self.assertIn(row, readme)
-        self.assertIn("| memory per idle child, USS (minimal / python) | 20.2 / 25.6 MiB |", top)
+        self.assertIn("| memory per idle child, USS (minimal / python) | 17.2 / 22.8 MiB |", top)
         self.assertIn("| memory per idle child with FORKD_KSM=1, USS (minimal / python) |"
-                      " 15.3 / 19.7 MiB |", top)
+                      " 14.2 / 17.6 MiB |", top)
         self.assertIn("| CPU per idle child, median, 100 children idle (minimal / python) |"
                       " 0.05 / 0.05 % of a core |", top)
 
