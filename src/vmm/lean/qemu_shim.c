@@ -12,8 +12,9 @@
 // fdt_create: QEMU builds a device tree for every microvm in a 1 MiB zero-filled buffer, and
 // libfdt's fdt_create clears the whole buffer again, so all 256 pages become private copies of
 // zeros. When the buffer is provably zero already without touching it (see known_zero), the
-// header is made by the real function in a small buffer and copied in; the result is the same
-// bytes. Otherwise the real function does it all.
+// header is made by the real function in a small buffer and copied in, once a second size showed
+// that only its totalsize depends on the size; the result is the same bytes. Otherwise the real
+// function does it all.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -106,15 +107,31 @@ static int known_zero(const unsigned char* buf, size_t len) {
   return zero;
 }
 
+// The header the real function writes into a buffer of `size` bytes: into head, whose first
+// 256 bytes the caller compares.
+static int small_header(FdtCreateFn real, unsigned char* head, int size) {
+  memset(head, 0xa5, (size_t)size);
+  return real(head, size);
+}
+
 int fdt_create(void* buf, int bufsize) {
   FdtCreateFn real = real_fdt_create();
   if (real == NULL) return -13;  // -FDT_ERR_INTERNAL
-  // The header and the empty reservation map's place, as the real function lays them out in a
-  // buffer of this size; every size-dependent field but totalsize is an offset from the start.
-  unsigned char head[256] __attribute__((aligned(16)));
-  if (buf == NULL || bufsize < (64 << 10) || !known_zero(buf, (size_t)bufsize) ||
-      real(head, (int)sizeof head) != 0) {
+  if (buf == NULL || bufsize < (64 << 10) || !known_zero(buf, (size_t)bufsize)) {
     return real(buf, bufsize);
+  }
+  // The header as the real function lays it out, made in buffers of two sizes: every byte but
+  // totalsize must be the same (the others are offsets from the start) and the rest cleared,
+  // or this libfdt is not the one this was written for and does it all itself.
+  unsigned char head[256] __attribute__((aligned(16)));
+  unsigned char twice[512] __attribute__((aligned(16)));
+  if (small_header(real, head, (int)sizeof head) != 0 ||
+      small_header(real, twice, (int)sizeof twice) != 0 || memcmp(head, twice, 4) != 0 ||
+      memcmp(head + 8, twice + 8, sizeof head - 8) != 0) {
+    return real(buf, bufsize);
+  }
+  for (size_t i = sizeof head; i < sizeof twice; ++i) {
+    if (twice[i] != 0) return real(buf, bufsize);
   }
   memcpy(buf, head, sizeof head);
   unsigned char* total = (unsigned char*)buf + 4;  // totalsize, big-endian
