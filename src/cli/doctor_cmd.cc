@@ -20,6 +20,7 @@
 #include "vmm/accel.h"
 #include "vmm/jail.h"
 #include "vmm/ksm.h"
+#include "vmm/lean_qemu.h"
 
 namespace forkd::cli {
 
@@ -79,8 +80,14 @@ Check check_lean_qemu(const engine::EngineConfig& cfg) {
             "make build (it builds the stubs into build/" + std::string(vmm::kLeanQemuDirName) +
                 ", which only its owner may write), or FORKD_LEAN_QEMU=0 to silence this"};
   }
+  const bool shim = vmm::lean_qemu_env(lean.dir).count("LD_PRELOAD") > 0;
   return {"qemu-libs", "ok",
-          "QEMU runs with forkd's stubs of libcapstone and libpmem (" + lean.dir + ")", ""};
+          "QEMU runs with forkd's stubs of libcapstone and libpmem" +
+              std::string(shim ? " and preloads its shim (small areas without huge pages, no "
+                                 "second clearing of the device tree)"
+                               : "") +
+              " (" + lean.dir + ")",
+          ""};
 }
 
 std::string fs_name(long type) {
