@@ -19,7 +19,7 @@ struct EngineConfig {
   // the price of ksmd's CPU and the page-deduplication side channel between sandboxes).
   bool ksm = false;
   // QEMU starts with forkd's stub libraries where they work (vmm/lean_qemu.h);
-  // FORKD_LEAN_QEMU=0 loads the real libcapstone and libpmem.
+  // FORKD_LEAN_QEMU=0 loads the real libcapstone and libpmem, and no shim.
   bool lean_qemu = true;
   // QEMU may use transparent huge pages where it asks for them (its TCG code buffer and its RAM
   // blocks; with the stubs, areas of at most 2 MiB get none, vmm/lean_qemu.h).
