@@ -15,9 +15,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <optional>
 
 #include "base/files.h"
+#include "base/scoped_env.h"
 #include "base/subprocess.h"
 #include "vmm/jail.h"
 #include "vmm/qemu_cmdline.h"
@@ -67,32 +67,6 @@ TEST(LeanQemu, OnlyADirectoryNobodyElseMayWriteIsHandedToTheLoader) {
   ASSERT_TRUE(write_file_atomic(file, "x"));
   EXPECT_FALSE(check_lean_dir(file)) << "not a directory";
 }
-
-// Sets an environment variable for one scope and puts the old value back.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) saved_ = old;
-    if (value) {
-      ::setenv(name, value, 1);
-    } else {
-      ::unsetenv(name);
-    }
-  }
-  ~ScopedEnv() {
-    if (saved_) {
-      ::setenv(name_, saved_->c_str(), 1);
-    } else {
-      ::unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> saved_;
-};
 
 TEST(LeanQemu, EnvironmentPutsTheStubsAndTheShimFirst) {
   EXPECT_TRUE(lean_qemu_env("").empty());

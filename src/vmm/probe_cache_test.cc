@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <optional>
 
 #include "base/files.h"
+#include "base/scoped_env.h"
 
 namespace forkd::vmm {
 namespace {
@@ -72,9 +74,9 @@ TEST_F(ProbeCache, AnswerComesBackForTheSameFilesOnly) {
   EXPECT_EQ(qemu_probe_key(bin_, lean_), before_mode);
   // And the loader's environment.
   const std::string before_env = qemu_probe_key(bin_, lean_);
-  ASSERT_EQ(::setenv("LD_PRELOAD", "/nowhere.so", 1), 0);
+  ScopedEnv preload("LD_PRELOAD", "/nowhere.so");
+  ASSERT_STREQ(std::getenv("LD_PRELOAD"), "/nowhere.so");
   EXPECT_NE(qemu_probe_key(bin_, lean_), before_env);
-  ASSERT_EQ(::unsetenv("LD_PRELOAD"), 0);
 }
 
 TEST_F(ProbeCache, NothingIsKeptForAMissingQemuOrAFailedProbe) {
