@@ -80,6 +80,7 @@ Result<PlainRestoreResult> plain_restore(const engine::EngineConfig& cfg,
   vc->incoming_defer = true;
   vc->nic = meta.has_nic();  // the saved state has the NIC when the tag does
   vc->pit = meta.pit;
+  vc->ioapic2 = meta.ioapic2;
   if (has_disk) {
     // Into the run dir, which a jailed QEMU can reach (the temporary dir is root's alone).
     std::string run_disk = dir + "/overlay.qcow2";

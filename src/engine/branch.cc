@@ -188,6 +188,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   mreq.machine = json::string_or(rec, "machine", "microvm");
   mreq.nic = json::bool_or(rec, "nic", false);
   mreq.pit = json::bool_or(rec, "pit", true);
+  mreq.ioapic2 = json::bool_or(rec, "ioapic2", true);
   mreq.memory_file = *staging + "/memory";
   mreq.vmstate_file = *staging + "/vmstate";
   mreq.mode = opts.mode;
@@ -239,6 +240,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   meta.pause_ms = mig->pause_ms;
   meta.network = mreq.nic ? "outbound" : "none";
   meta.pit = mreq.pit;
+  meta.ioapic2 = mreq.ioapic2;
   meta.branched_from = opts.sandbox_id;
   if (parent) meta.warmup = parent->warmup;
   meta.warmup.insert(meta.warmup.end(), opts.warmup.begin(), opts.warmup.end());

@@ -249,6 +249,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   vc->incoming_defer = true;
   vc->nic = req.nic;
   vc->pit = req.pit;
+  vc->ioapic2 = req.ioapic2;
   vc->start_paused = true;  // stays paused after the migration: it is a template, never runs
   vc->die_with_parent = true;
   // Under a QEMU before 9.0 with TCG, a source whose RAM is whole 256 KiB units (a VM of a tag

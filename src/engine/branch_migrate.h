@@ -18,6 +18,7 @@ struct MigrateRequest {
   std::string machine = "microvm";
   bool nic = false;          // the source has a NIC: so must the destination
   bool pit = true;           // the source has the PIT: so must the destination
+  bool ioapic2 = true;       // likewise microvm's second IO-APIC
   std::string memory_file;   // created (preallocated) here; the destination's RAM
   std::string vmstate_file;  // the destination's device state goes here
   BranchMode mode = BranchMode::kLive;

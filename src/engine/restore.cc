@@ -157,6 +157,7 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   // With a NIC the VM stays paused after the load until its link is set (finish_restore).
   vc->nic = meta.has_nic();
   vc->pit = meta.pit;
+  vc->ioapic2 = meta.ioapic2;
   vc->start_paused = vc->nic;
   if (meta.has_disk) {
     std::string overlay = dir + "/overlay.qcow2";
@@ -349,6 +350,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
          {"cpus", meta.cpus},
          {"machine", meta.machine},
          {"pit", meta.pit},
+         {"ioapic2", meta.ioapic2},
          {"created_at", static_cast<int64_t>(std::time(nullptr))}};
   rec.update(pre.jail);
   rec["nic"] = pre.nic;

@@ -156,6 +156,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   vc->die_with_parent = opts.die_with_parent;
   vc->nic = opts.nic;
   vc->pit = opts.with_pit || !idle_quiet_tcg(*vc);
+  vc->ioapic2 = opts.with_ioapic2;
   vc->console_ring_bytes = 0;  // a file while booting (ConsoleWatch), then the ring
   if (!image->disk.empty()) {
     std::string overlay = dir + "/overlay.qcow2";
@@ -182,6 +183,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::boot(const EngineConfig& cfg, const Bo
   sb->record_.update(*jail);
   sb->record_["nic"] = opts.nic;
   sb->record_["pit"] = vc->pit;
+  sb->record_["ioapic2"] = vc->ioapic2;
   sb->record_["network"] = opts.nic ? "outbound" : "none";
   if (auto st = sb->write_record(); !st) return tl::unexpected(st.error().wrap("boot"));
   dir_lock->unlock();

@@ -39,6 +39,9 @@ struct BootOptions {
   // Tests: keep the PIT where idle_quiet_tcg (engine/vm_setup.h) drops it, as VMs and tags made
   // before it have one.
   bool with_pit = false;
+  // Tests: keep microvm's second IO-APIC (vmm::VmConfig::ioapic2), as VMs and tags made before
+  // forkd dropped it have.
+  bool with_ioapic2 = false;
 };
 
 // Timings of one restore: launch_ms and claim_ms from the start of the child's own work,

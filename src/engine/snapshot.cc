@@ -71,6 +71,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   bo.memory_mib = opts.memory_mib;
   bo.ram_bytes = ram_bytes;
   bo.with_pit = opts.with_pit;
+  bo.with_ioapic2 = opts.with_ioapic2;
   bo.cpus = opts.cpus;
   bo.progress = opts.progress;
   bo.memory_file = *staging + "/memory";
@@ -110,6 +111,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
   meta.kernel_append = rec.value("kernel_append", "");
   meta.network = opts.network;
   meta.pit = rec.value("pit", true);
+  meta.ioapic2 = rec.value("ioapic2", true);
   meta.pause_ms = saved->pause_ms;
   meta.warmup = warm.to_record();
   meta.files["vmstate"] = {};

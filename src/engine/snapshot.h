@@ -18,7 +18,8 @@ struct SnapshotOptions {
   int memory_mib = 256;
   // Exact guest RAM; 0 (always, outside tests) means vmm::guest_ram_bytes for the accelerator.
   uint64_t ram_bytes = 0;
-  bool with_pit = false;  // tests: a tag as forkd made them before it dropped the PIT
+  bool with_pit = false;      // tests: a tag as forkd made them before it dropped the PIT
+  bool with_ioapic2 = false;  // tests: likewise before it dropped microvm's second IO-APIC
   int cpus = 1;
   std::vector<std::string> warmup;       // shell commands; each must exit 0
   std::vector<std::string> warmup_eval;  // then Python in the warm worker; each must not raise

@@ -35,6 +35,7 @@ Json SnapshotMeta::to_json() const {
             {"has_initrd", has_initrd},
             {"network", network},
             {"pit", pit},
+            {"ioapic2", ioapic2},
             {"pause_ms", pause_ms},
             {"warmup", warmup},
             {"memory_sha256", content_hash()},
@@ -103,7 +104,8 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
       !get_field(j, "branched_from", &branched, false) ||
       !get_field(j, "memory_sha256", &m.memory_sha256, false) ||
       !get_field(j, "ram_bytes", &m.ram_bytes, false) ||
-      !get_field(j, "network", &m.network, false) || !get_field(j, "pit", &m.pit, false)) {
+      !get_field(j, "network", &m.network, false) || !get_field(j, "pit", &m.pit, false) ||
+      !get_field(j, "ioapic2", &m.ioapic2, false)) {
     return tl::unexpected(bad("missing or mistyped field"));
   }
   if (!parent.empty()) m.parent_tag = parent;

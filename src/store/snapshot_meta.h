@@ -44,6 +44,8 @@ struct SnapshotMeta {
   // Whether the VM has the legacy PIT (vmm::VmConfig::pit); records written before it existed
   // lack the field, and their VMs had one.
   bool pit = true;
+  // Whether microvm has its second IO-APIC (vmm::VmConfig::ioapic2); likewise true when absent.
+  bool ioapic2 = true;
   double pause_ms = 0;
   // Branches only: the source sandbox id, or "compact:<tag>" for a compacted chain.
   std::optional<std::string> branched_from;

@@ -298,5 +298,20 @@ TEST(SnapshotMetaPit, RoundTripsAndOlderTagsHaveOne) {
   EXPECT_FALSE(SnapshotMeta::from_json(j));
 }
 
+TEST(SnapshotMetaIoapic2, RoundTripsAndOlderTagsHaveOne) {
+  SnapshotMeta m = minimal_meta();
+  m.ioapic2 = false;
+  auto j = m.to_json();
+  auto back = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(back) << back.error().describe();
+  EXPECT_FALSE(back->ioapic2);
+  j.erase("ioapic2");  // a tag from before microvm went without its second IO-APIC
+  auto legacy = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(legacy);
+  EXPECT_TRUE(legacy->ioapic2);
+  j["ioapic2"] = 0;
+  EXPECT_FALSE(SnapshotMeta::from_json(j));
+}
+
 }  // namespace
 }  // namespace forkd::store

@@ -91,6 +91,7 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   std::string machine =
       microvm ? "microvm,x-option-roms=off,isa-serial=on,rtc=on" : "pc,hpet=off,vmport=off";
   if (microvm && !cfg.pit) machine += ",pit=off";
+  if (microvm && !cfg.ioapic2) machine += ",ioapic2=off";
   if (!cfg.memory_file.empty()) machine += ",memory-backend=mem";
   // QEMU marks guest RAM mergeable by default, so that a host running ksmd would merge equal
   // guest pages across sandboxes (the page-deduplication side channel) without being asked.

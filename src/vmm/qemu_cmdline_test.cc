@@ -229,6 +229,15 @@ TEST(BuildQemuArgv, PitOffOnlyOnMicrovm) {
   EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), Not(HasSubstr("pit")));
 }
 
+TEST(BuildQemuArgv, SecondIoapicOffOnlyOnMicrovm) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), Not(HasSubstr("ioapic2")));
+  c.ioapic2 = false;
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), HasSubstr(",ioapic2=off"));
+  c.machine = MachineType::kPc;
+  EXPECT_THAT(value_of(build_qemu_argv(c), "-machine"), Not(HasSubstr("ioapic2")));
+}
+
 TEST(BuildQemuArgv, IncomingAndPaused) {
   VmConfig c = base_config(MachineType::kMicrovm);
   c.incoming_defer = true;

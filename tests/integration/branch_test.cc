@@ -228,30 +228,36 @@ TEST_F(Branch, LiveBranchOfAnUnpaddedVmFallsBackToFull) {
   EXPECT_EQ(sh(child, "cat /tmp/origin"), "unpadded\n");
 }
 
-// A tag made before microvm under TCG dropped the PIT (engine::idle_quiet_tcg) has one in its
-// device state: its children and their branches keep it, or the restore would refuse the state.
-TEST_F(Branch, TagsWithAPitForkAndBranchWithIt) {
+// A tag made before microvm under TCG dropped the PIT (engine::idle_quiet_tcg) and its second
+// IO-APIC has them in its device state: its children and their branches keep them, or the
+// restore would refuse the state.
+TEST_F(Branch, TagsWithAPitAndASecondIoapicForkAndBranchWithThem) {
   engine::SnapshotOptions so;
   so.tag = "with-pit";
   so.image = "minimal";
   so.memory_mib = 128;
   so.with_pit = true;
+  so.with_ioapic2 = true;
   so.warmup = {"echo pit > /tmp/origin"};
   auto tag = engine::create_snapshot(config(), so);
   ASSERT_TRUE(tag) << tag.error().describe();
   EXPECT_TRUE(tag->meta.pit);
+  EXPECT_TRUE(tag->meta.ioapic2);
   auto src = fork_one("with-pit");
   ASSERT_FALSE(src.empty());
   auto sb = engine::Sandbox::attach(config(), src);
   ASSERT_TRUE(sb) << sb.error().describe();
   EXPECT_EQ((*sb)->record().value("pit", false), true);
+  EXPECT_EQ((*sb)->record().value("ioapic2", false), true);
   sb->reset();
   auto r = branch(src, "with-pit-b");
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_TRUE(r->meta.pit);
+  EXPECT_TRUE(r->meta.ioapic2);
   auto child = fork_one("with-pit-b");
   ASSERT_FALSE(child.empty());
   EXPECT_EQ(sh(child, "cat /tmp/origin"), "pit\n");
+  EXPECT_EQ(sh(child, "dmesg | grep -c 'IOAPIC\\['"), "2\n");
 }
 
 // A booted VM (not forked from a tag) is refused with a clear error, and keeps running.
