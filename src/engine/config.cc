@@ -24,6 +24,9 @@ EngineConfig EngineConfig::from_env() {
   if (const char* h = std::getenv("FORKD_QEMU_HUGE_PAGES"); h && *h) {
     c.qemu_huge_pages = is_true_word(h);
   }
+  if (const char* p = std::getenv("FORKD_COLLAPSE_CODE_PAGES"); p && *p) {
+    c.collapse_code_pages = is_true_word(p);
+  }
   if (const char* m = std::getenv("FORKD_MACHINE"); m && std::string(m) == "pc") {
     c.machine = vmm::MachineType::kPc;
   }

@@ -23,9 +23,13 @@ constexpr int kMaxPoolSize = 256;
 // The member file ties a pre-started QEMU to one version of a tag (its vmstate hash), so a tag
 // replaced with --force never gets children from QEMUs mapping the old memory file.
 Json member_json(const PrestartedVm& vm, const store::SnapshotMeta& meta) {
-  return {{"id", vm.id},     {"pid", vm.vm.pid()},
-          {"tag", meta.tag}, {"warm", vm.loaded},
-          {"jail", vm.jail}, {"vmstate_sha256", meta.files.at("vmstate").sha256}};
+  return {{"id", vm.id},
+          {"pid", vm.vm.pid()},
+          {"tag", meta.tag},
+          {"warm", vm.loaded},
+          {"jail", vm.jail},
+          {"vmstate_sha256", meta.files.at("vmstate").sha256},
+          {"collapse_code_pages", vm.collapse_code_pages}};
 }
 
 void kill_member(const std::string& sandboxes, const Json& m) {
@@ -108,7 +112,8 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
                         json::bool_or(m, "warm", false),
                         meta.has_nic(),  // started like every child of the tag
                         std::move(*lock),
-                        m.contains("jail") ? m["jail"] : Json::object()};
+                        m.contains("jail") ? m["jail"] : Json::object(),
+                        json::bool_or(m, "collapse_code_pages", false)};
   }
   return std::nullopt;
 }

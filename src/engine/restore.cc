@@ -20,6 +20,7 @@
 #include "engine/vm_setup.h"
 #include "store/chain.h"
 #include "store/snapshot_store.h"
+#include "vmm/code_pages.h"
 #include "vmm/netns.h"
 #include "vmm/nic.h"
 
@@ -50,6 +51,7 @@ class Restorer {
   static Json& record(Sandbox& sb) { return sb.record_; }
   static Status write_record(Sandbox& sb) { return sb.write_record(); }
   static RestoreTimings& timings(Sandbox& sb) { return sb.restore_timings_; }
+  static void collapse_code_pages(Sandbox& sb) { sb.vm_.collapse_code_pages(); }
 };
 
 Result<std::string> resolve_child_network(const store::SnapshotMeta& meta,
@@ -158,6 +160,8 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   vc->nic = meta.has_nic();
   vc->pit = meta.pit;
   vc->ioapic2 = meta.ioapic2;
+  static const bool can_collapse = vmm::can_collapse_other_processes();
+  vc->collapse_code_pages = cfg.collapse_code_pages && can_collapse;
   vc->start_paused = vc->nic;
   if (meta.has_disk) {
     std::string overlay = dir + "/overlay.qcow2";
@@ -176,8 +180,15 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   }
   auto launched = vmm::VmProcess::launch_with_qmp(*vc, dir + "/qemu.log", std::chrono::seconds(30));
   if (!launched) return fail(launched.error());
-  return PrestartedVm{id,    dir,     std::move(launched->first), std::move(launched->second),
-                      false, vc->nic, std::move(*lock),           std::move(*jail)};
+  return PrestartedVm{id,
+                      dir,
+                      std::move(launched->first),
+                      std::move(launched->second),
+                      false,
+                      vc->nic,
+                      std::move(*lock),
+                      std::move(*jail),
+                      vmm::collapses_code_pages(*vc)};
 }
 
 // The `network` of a resumed request: the user-mode network's addresses (the same in every
@@ -339,6 +350,8 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
     if (!fwd) return fail(fwd.error());
     ports.push_back({{"guest", fwd->guest}, {"host", fwd->host}, {"address", fwd->address}});
   }
+  // The restore and the identity step translated megabytes of guest code.
+  if (pre.collapse_code_pages) Restorer::collapse_code_pages(*sb);
   Restorer::timings(*sb).ready_ms = ms_since(t0);
   Restorer::set_agent(*sb, std::move(*agent), *identity);
   Json& rec = Restorer::record(*sb);
@@ -354,6 +367,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
          {"created_at", static_cast<int64_t>(std::time(nullptr))}};
   rec.update(pre.jail);
   rec["nic"] = pre.nic;
+  rec["collapse_code_pages"] = pre.collapse_code_pages;
   rec["network"] = *mode;
   rec["ports"] = std::move(ports);
   if (auto st = Restorer::write_record(*sb); !st) return fail(st.error());

@@ -28,6 +28,7 @@ struct PrestartedVm {
   // VM whose launcher dies before that is an orphan that gc reaps (engine/gc.h).
   LockedDir lock;
   nlohmann::json jail;  // what sandbox.json records of its jail (engine/sandbox_jail.h)
+  bool collapse_code_pages = false;  // vmm::collapses_code_pages of its QEMU
 };
 
 // A child's network, as asked of fork (see ForkOptions). Children of a tag without a NIC are

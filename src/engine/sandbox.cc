@@ -289,6 +289,8 @@ Result<AgentReply> Sandbox::call(Json request, std::string_view bin,
     return make_error(ErrorCode::kAgentError, "sandbox " + id_ + ": " + why);
   }
   auto r = agent_->call(std::move(request), bin, timeout, std::move(on_event));
+  // The call ran guest code that TCG translated (vmm/code_pages.h).
+  if (r && json::bool_or(record_, "collapse_code_pages", false)) vm_.collapse_code_pages();
   // A connection closed under the call is usually QEMU dying (killed by the kernel over its
   // memory limit, say): its sockets close while the process is still being torn down, so give
   // it a moment to be gone before deciding which it was.

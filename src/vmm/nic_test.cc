@@ -47,11 +47,13 @@ TEST(BuildQemuArgv, NicIsLastAndUserMode) {
   ASSERT_NE(nd, argv.end());
   EXPECT_EQ(*(nd + 1), "user,id=net0,net=10.0.2.0/24,ipv6=off");
   auto last_dev = std::find(argv.rbegin(), argv.rend(), "-device");
-  EXPECT_EQ(*(last_dev.base()), "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,guest_announce=off");
+  EXPECT_EQ(*(last_dev.base()),
+            "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,guest_announce=off");
   c.machine = MachineType::kPc;
   auto pc = build_qemu_argv(c);
   auto pc_dev = std::find(pc.rbegin(), pc.rend(), "-device");
-  EXPECT_EQ(*(pc_dev.base()), "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,guest_announce=off");
+  EXPECT_EQ(*(pc_dev.base()),
+            "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56,guest_announce=off");
 }
 
 }  // namespace

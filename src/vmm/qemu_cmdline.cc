@@ -71,6 +71,11 @@ std::string_view machine_name(MachineType m) {
   return "microvm";
 }
 
+bool collapses_code_pages(const VmConfig& cfg) {
+  return cfg.collapse_code_pages && cfg.huge_pages && cfg.accel == Accel::kTcg && cfg.cpus == 1 &&
+         !cfg.library_dir.empty();
+}
+
 std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   const bool microvm = cfg.machine == MachineType::kMicrovm;
   std::vector<std::string> a;

@@ -131,6 +131,9 @@ struct VmConfig {
   // Process option, not an argument: false forbids transparent huge pages to QEMU
   // (PR_SET_THP_DISABLE), which it asks for on its TCG code buffer and RAM blocks.
   bool huge_pages = true;
+  // Process option: with the shim, TCG's code buffer gets small pages and forkd collapses the
+  // filled parts into huge pages itself (vmm/code_pages.h); see collapses_code_pages.
+  bool collapse_code_pages = false;
   // Process option, not an argument: QEMU's loader looks here first (vmm/lean_qemu.h's stubs);
   // empty: QEMU loads its own libraries.
   std::string library_dir;
@@ -157,6 +160,11 @@ inline constexpr const char* kConsoleChardev = "console";
 // shared memory file, with the stub libraries. The command line's pmem=on and the environment's
 // FORKD_PMEM_PERSIST=skip both follow it, so they never disagree.
 bool skips_ram_sync(const VmConfig& cfg);
+
+// Whether a QEMU started with cfg leaves its code buffer's huge pages to forkd: collapse_code_pages
+// with huge_pages, under TCG with one vCPU (one TCG region, filled from its start) and the shim.
+// Its owner then calls VmProcess::collapse_code_pages after the guest ran.
+bool collapses_code_pages(const VmConfig& cfg);
 
 std::vector<std::string> build_qemu_argv(const VmConfig& cfg);
 

@@ -179,6 +179,8 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   opts.env = lean_qemu_env(cfg.library_dir);
   // The stub's pmem_persist returns at once in this process only (see VmConfig::skip_ram_sync).
   if (skips_ram_sync(cfg)) opts.env["FORKD_PMEM_PERSIST"] = "skip";
+  // The shim leaves the code buffer's huge pages to forkd (vmm/code_pages.h).
+  if (collapses_code_pages(cfg)) opts.env[kCodePagesEnv] = kCodePagesCollapse;
   // QEMU's sockets, bound here and passed in (descriptors 3 and 4).
   auto qmp_listen = listen_unix(cfg.qmp_socket);
   if (!qmp_listen) return tl::unexpected(qmp_listen.error().wrap("launch qemu"));

@@ -5,10 +5,12 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "base/error.h"
 #include "base/unique_fd.h"
+#include "vmm/code_pages.h"
 #include "vmm/qemu_cmdline.h"
 #include "vmm/qmp_client.h"
 
@@ -49,11 +51,16 @@ class VmProcess {
   void terminate(std::chrono::milliseconds grace);
   // Sends sig (through the pidfd: immune to pid reuse). No wait.
   void signal(int sig);
+  // Collapses the TCG code buffer's filled 2 MiB steps into huge pages (vmm/code_pages.h); call
+  // it after the guest ran new code. Cheap when there is nothing to do. Returns the steps done.
+  int collapse_code_pages() { return code_pages_ ? code_pages_->collapse(pid_, pidfd_.get()) : 0; }
 
  private:
-  VmProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  VmProcess(pid_t pid, UniqueFd pidfd)
+      : pid_(pid), pidfd_(std::move(pidfd)), code_pages_(std::make_unique<CodePages>()) {}
   pid_t pid_ = -1;
   UniqueFd pidfd_;
+  std::unique_ptr<CodePages> code_pages_;
 };
 
 // Last max_bytes of a log file (for error messages); empty if unreadable.

@@ -24,6 +24,7 @@
 #include "integration/vm_fixture.h"
 #include "store/snapshot_store.h"
 #include "vmm/accel.h"
+#include "vmm/code_pages.h"
 #include "vmm/jail.h"
 #include "vmm/ksm.h"
 #include "vmm/lean_qemu.h"
@@ -207,8 +208,76 @@ TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
     auto areas = small_areas(sb.qemu_pid());
     ASSERT_TRUE(areas);
     EXPECT_EQ(areas->marked_no_huge > 0, stubs) << areas->marked_no_huge;
-    if (stubs) EXPECT_EQ(areas->huge_kib, 0) << "huge pages in areas of at most 2 MiB";
+    if (stubs) {
+      EXPECT_EQ(areas->huge_kib, 0) << "huge pages in areas of at most 2 MiB";
+    }
     EXPECT_EQ(sh(sb, "cat /tmp/counter"), "41\n");
+  }
+}
+
+// The TCG code buffer of a child's QEMU, from /proc/PID/smaps (kB).
+struct CodeBuffer {
+  long rss_kib = -1;
+  long huge_kib = 0;
+  bool advised_huge = false;  // VmFlags hg
+};
+std::optional<CodeBuffer> code_buffer(pid_t pid) {
+  auto smaps = read_file("/proc/" + std::to_string(pid) + "/smaps");
+  if (!smaps) return std::nullopt;
+  std::istringstream in(*smaps);
+  std::string line;
+  bool in_buffer = false;
+  std::optional<CodeBuffer> out;
+  while (std::getline(in, line)) {
+    unsigned long start = 0, end = 0, inode = 1;
+    char perms[8] = "";
+    if (std::sscanf(line.c_str(), "%lx-%lx %7s %*s %*s %lu", &start, &end, perms, &inode) == 4) {
+      in_buffer = std::string(perms) == "rwxp" && inode == 0 && end - start >= (64ul << 20);
+      if (in_buffer) out = CodeBuffer{};
+    } else if (in_buffer && line.rfind("Rss:", 0) == 0) {
+      out->rss_kib = std::atol(line.c_str() + 4);
+    } else if (in_buffer && line.rfind("AnonHugePages:", 0) == 0) {
+      out->huge_kib = std::atol(line.c_str() + 14);
+    } else if (in_buffer && line.rfind("VmFlags:", 0) == 0) {
+      out->advised_huge = (line + " ").find(" hg ") != std::string::npos;
+    }
+  }
+  return out;
+}
+
+// FORKD_COLLAPSE_CODE_PAGES=1 (vmm/code_pages.h): the child's code buffer is not advised huge
+// pages, and forkd collapses the 2 MiB steps TCG filled (after the restore, after each call), so
+// only the step being filled is in small pages. By default QEMU's advice stands and the buffer is
+// whole huge pages. Either way the child works.
+TEST_F(Fork, FilledStepsOfTheCodeBufferAreCollapsedWhenAskedFor) {
+  auto thp = read_file("/sys/kernel/mm/transparent_hugepage/enabled");
+  if (!thp || thp->find("[madvise]") == std::string::npos) {
+    GTEST_SKIP() << "needs the THP mode madvise";
+  }
+  if (vmm::host_jail().lean.dir.empty() || !vmm::can_collapse_other_processes()) {
+    GTEST_SKIP() << "needs the shim and CAP_SYS_NICE";
+  }
+  for (bool collapse : {true, false}) {
+    SCOPED_TRACE(collapse ? "FORKD_COLLAPSE_CODE_PAGES=1" : "default");
+    engine::EngineConfig cfg = config();
+    cfg.collapse_code_pages = collapse;
+    auto kids = fork(1, "base", cfg);
+    ASSERT_EQ(kids.size(), 1u);
+    engine::Sandbox& sb = *kids[0];
+    EXPECT_EQ(sb.record().value("collapse_code_pages", !collapse), collapse);
+    for (int round = 0; round < 2; ++round) {  // after the restore, then after calls
+      auto buffer = code_buffer(sb.qemu_pid());
+      ASSERT_TRUE(buffer);
+      EXPECT_EQ(buffer->advised_huge, !collapse);
+      EXPECT_GE(buffer->huge_kib, 2048) << "the restore alone fills more than one step";
+      EXPECT_EQ(buffer->huge_kib % 2048, 0);
+      if (collapse) {
+        EXPECT_LT(buffer->rss_kib - buffer->huge_kib, 2048) << "only the step being filled";
+      } else {
+        EXPECT_EQ(buffer->rss_kib, buffer->huge_kib);
+      }
+      EXPECT_EQ(sh(sb, "cat /tmp/counter; ls -R /usr > /dev/null"), "41\n");
+    }
   }
 }
 

@@ -7,7 +7,10 @@
 // THP mode is `madvise` its first write takes a whole 2 MiB huge page. An area of at most one
 // huge page gains nothing from one (a single TLB entry), so such a request becomes the opposite
 // advice, which also keeps the area small where THP is `always`. Larger areas, such as the TCG
-// code buffer whose translated code runs faster from huge pages, keep theirs.
+// code buffer whose translated code runs faster from huge pages, keep theirs, except that with
+// FORKD_QEMU_CODE_THP=collapse the code buffer's request (the one area still reserved, PROT_NONE,
+// when QEMU advises it) is left out: forkd then collapses the parts TCG has filled into huge pages
+// itself (vmm/code_pages.h), and the part TCG is filling stays in small pages.
 //
 // fdt_create: QEMU builds a device tree for every microvm in a 1 MiB zero-filled buffer, and
 // libfdt's fdt_create clears the whole buffer again, so all 256 pages become private copies of
@@ -21,17 +24,13 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 enum { kHugePageBytes = 2 << 20 };
-
-int madvise(void* addr, size_t len, int advice) {
-  if (advice == MADV_HUGEPAGE && len <= (size_t)kHugePageBytes) advice = MADV_NOHUGEPAGE;
-  return (int)syscall(SYS_madvise, addr, len, advice);
-}
 
 typedef int (*FdtCreateFn)(void*, int);
 
@@ -48,34 +47,78 @@ static FdtCreateFn real_fdt_create(void) {
   return fn;
 }
 
-// Whether [lo, hi) lies inside private anonymous mappings alone (/proc/self/maps: writable,
-// private, no file, no inode).
+// One line of /proc/self/maps.
+struct Mapping {
+  unsigned long start, end;
+  char perms[8];
+  int anonymous;  // no file, no inode
+};
+
+// Reads the next line of maps into m; 0 at the end or on a line it cannot read. A line longer
+// than the buffer (a long path) is read whole, its start parsed.
+static int next_mapping(FILE* maps, struct Mapping* m) {
+  char line[512];
+  if (fgets(line, sizeof line, maps) == NULL) return 0;
+  if (strchr(line, '\n') == NULL) {
+    int c;
+    while ((c = fgetc(maps)) != EOF && c != '\n') {
+    }
+  }
+  unsigned long inode = 1;
+  int name_at = 0;
+  memset(m, 0, sizeof *m);
+  if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %n", &m->start, &m->end, m->perms, &inode, &name_at) <
+      4) {
+    return 0;
+  }
+  const char* name = line + name_at;
+  m->anonymous = inode == 0 && (name[0] == '\n' || name[0] == '\0');
+  return 1;
+}
+
+// Whether addr lies in an anonymous mapping without any access (---p): an area QEMU reserved and
+// has not opened yet.
+static int reserved_anonymous(uintptr_t addr) {
+  FILE* maps = fopen("/proc/self/maps", "re");
+  if (maps == NULL) return 0;
+  struct Mapping m;
+  int found = 0;
+  while (next_mapping(maps, &m)) {
+    if (addr >= m.start && addr < m.end) {
+      found = m.anonymous && strncmp(m.perms, "---p", 4) == 0;
+      break;
+    }
+  }
+  fclose(maps);
+  return found;
+}
+
+// Whether [lo, hi) lies inside private anonymous mappings alone (writable, private, no file, no
+// inode).
 static int private_anonymous(uintptr_t lo, uintptr_t hi) {
   FILE* maps = fopen("/proc/self/maps", "re");
   if (maps == NULL) return 0;
-  char line[512];
+  struct Mapping m;
   uintptr_t covered = lo;
-  while (covered < hi && fgets(line, sizeof line, maps) != NULL) {
-    if (strchr(line, '\n') == NULL) {  // a longer line (a long path): skip the rest of it
-      int c;
-      while ((c = fgetc(maps)) != EOF && c != '\n') {
-      }
-    }
-    unsigned long start = 0, end = 0, inode = 1;
-    char perms[8] = "";
-    int name_at = 0;
-    if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %n", &start, &end, perms, &inode, &name_at) < 4) {
-      break;
-    }
-    if (end <= covered) continue;
-    if (start > covered) break;  // a hole
-    const char* name = line + name_at;
-    const int anonymous = inode == 0 && (name[0] == '\n' || name[0] == '\0');
-    if (!anonymous || perms[0] != 'r' || perms[1] != 'w' || perms[3] != 'p') break;
-    covered = end;
+  while (covered < hi && next_mapping(maps, &m)) {
+    if (m.end <= covered) continue;
+    if (m.start > covered) break;  // a hole
+    if (!m.anonymous || m.perms[0] != 'r' || m.perms[1] != 'w' || m.perms[3] != 'p') break;
+    covered = m.end;
   }
   fclose(maps);
   return covered >= hi;
+}
+
+int madvise(void* addr, size_t len, int advice) {
+  if (advice == MADV_HUGEPAGE && len <= (size_t)kHugePageBytes) advice = MADV_NOHUGEPAGE;
+  if (advice == MADV_HUGEPAGE) {
+    const char* mode = getenv("FORKD_QEMU_CODE_THP");
+    if (mode != NULL && strcmp(mode, "collapse") == 0 && reserved_anonymous((uintptr_t)addr)) {
+      return 0;
+    }
+  }
+  return (int)syscall(SYS_madvise, addr, len, advice);
 }
 
 // Whether every byte of [buf, buf + len) is zero, found without touching a page that is not
