@@ -70,21 +70,21 @@ class MakeTablesTest(unittest.TestCase):
         for row in [
             "| minimal (busybox initramfs) | 1320 ms | 1906 ms | 7.9 ms |",
             "| python (bookworm + numpy, ext4 root) | 4065 ms | 4559 ms | 14 ms |",
-            "| 100 children all ready | 16.2 s | 19.4 s | 0.79 s | 19.8 s | 22.6 s | 2.8 s |",
+            "| 100 children all ready | 14.3 s | 18.0 s | 0.79 s | 17.2 s | 20.0 s | 2.8 s |",
             "| one child alone from a pool of one, p50 (target with a warm pool ≤ 30 ms) | – | – "
             "| 12 ms | – | – | 12 ms |",
-            "| per child in the batch, p50 / p99 | 471 / 764 ms | 558 / 953 ms | 21 / 46 ms"
-            " | 556 / 1070 ms | 626 / 1433 ms | 32 / 1462 ms |",
-            "| fork speed-up vs cold boot + warm-up | 4x batch, 8x alone | – | 93x |"
-            " 7x batch, 21x alone | – | 157x |",
-            "| USS / PSS per idle child | 17.2 / 17.6 MiB | 14.2 / 14.6 MiB | 29.2 / 29.6 MiB |"
-            " 22.8 / 23.1 MiB | 17.6 / 18.1 MiB | 35.6 / 36.1 MiB |",
-            "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 223 MiB;"
-            " 20.8 % of a core (1000 pages / 20 ms) | – | – | 471 MiB; 20.9 % of a core"
+            "| per child in the batch, p50 / p99 | 410 / 679 ms | 509 / 1004 ms | 21 / 46 ms"
+            " | 494 / 1041 ms | 559 / 1153 ms | 32 / 1462 ms |",
+            "| fork speed-up vs cold boot + warm-up | 3x batch, 7x alone | – | 93x |"
+            " 9x batch, 23x alone | – | 157x |",
+            "| USS / PSS per idle child | 16.5 / 16.8 MiB | 13.9 / 14.3 MiB | 29.2 / 29.6 MiB |"
+            " 22.1 / 22.5 MiB | 16.8 / 17.2 MiB | 35.6 / 36.1 MiB |",
+            "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 180 MiB;"
+            " 20.7 % of a core (1000 pages / 20 ms) | – | – | 442 MiB; 20.9 % of a core"
             " (1000 pages / 20 ms) | – |",
-            "| CPU per idle child, median (all children, % of a core) | 0.05 % (5.4 %) over 60 s"
-            " | 0.07 % (6.1 %) over 60 s | \u2013 | 0.05 % (7.5 %) over 60 s"
-            " | 0.07 % (8.3 %) over 60 s | \u2013 |",
+            "| CPU per idle child, median (all children, % of a core) | 0.05 % (5.9 %) over 60 s"
+            " | 0.07 % (6.1 %) over 60 s | \u2013 | 0.05 % (8.6 %) over 60 s"
+            " | 0.07 % (9.1 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
             "| live: pause p50 / p90 / max | 1.24 / 2.35 / 2.35 ms | 1.61 / 2.30 / 2.30 ms |",
             "| live: whole call p50 (copy p50) | 1058 ms (641 ms) | 3921 ms (2613 ms) |",
@@ -95,9 +95,9 @@ class MakeTablesTest(unittest.TestCase):
             "| later eval `1 + 1` | 1.8 ms | 3.1 ms | 8.9 ms | \u2264 10 ms |",
         ]:
             self.assertIn(row, readme)
-        self.assertIn("| memory per idle child, USS (minimal / python) | 17.2 / 22.8 MiB |", top)
+        self.assertIn("| memory per idle child, USS (minimal / python) | 16.5 / 22.1 MiB |", top)
         self.assertIn("| memory per idle child with FORKD_KSM=1, USS (minimal / python) |"
-                      " 14.2 / 17.6 MiB |", top)
+                      " 13.9 / 16.8 MiB |", top)
         self.assertIn("| CPU per idle child, median, 100 children idle (minimal / python) |"
                       " 0.05 / 0.05 % of a core |", top)
 

@@ -11,7 +11,8 @@
 // (LD_PRELOAD, src/vmm/lean/qemu_shim.c) that answers two calls of QEMU's start-up itself: a
 // request for transparent huge pages on an area of at most 2 MiB (the ACPI tables' block) gets
 // the opposite advice, and libfdt's clearing of the already zero 1 MiB device-tree buffer is
-// skipped. 3 MiB less per child where THP is `madvise`, 1 MiB elsewhere.
+// skipped. 3 MiB less per child where THP is `madvise`, 1 MiB elsewhere. Asked to
+// (vmm/code_pages.h), it also leaves QEMU's huge-page advice on the TCG code buffer out.
 // FORKD_LEAN_QEMU=0 loads the real libraries and no shim.
 #include <map>
 #include <string>
