@@ -30,7 +30,7 @@ struct EngineConfig {
   // FORKD_COLLAPSE_CODE_PAGES=1: a child's TCG code buffer gets 4 KiB pages and forkd collapses
   // the 2 MiB steps TCG has filled into huge pages (vmm/code_pages.h; needs the shim and
   // CAP_SYS_NICE), instead of each step being a whole huge page from its first byte as QEMU asks:
-  // ~1 MiB less per idle child, but a child's first exec and eval run 25-40 % slower.
+  // ~1 MiB less per idle child, but a child's first exec and eval run 25-60 % slower.
   bool collapse_code_pages = false;
   // Host-side limits every sandbox's QEMU gets unless its request says otherwise (the daemon's
   // --memory-limit/--cpus/--pids; env FORKD_MEMORY_LIMIT_MIB, FORKD_CPU_LIMIT, FORKD_PIDS_LIMIT).
