@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 
+#include "base/files.h"
 #include "base/unique_fd.h"
 
 #ifndef MADV_COLLAPSE
@@ -25,7 +26,7 @@ namespace {
 constexpr size_t kPage = 4096;
 constexpr size_t kStepPages = kHugeStep / kPage;
 // /proc/PID/maps of a QEMU holds a few hundred lines; a process that made far more mappings is
-// not read past this.
+// left alone.
 constexpr size_t kMaxMapsBytes = 4u << 20;
 
 bool parse_hex(std::string_view s, uint64_t* out) {
@@ -43,22 +44,6 @@ std::string_view next_field(std::string_view* line) {
   std::string_view field = line->substr(start, end == std::string_view::npos ? end : end - start);
   *line = end == std::string_view::npos ? std::string_view() : line->substr(end);
   return field;
-}
-
-// The text of /proc/PID/maps, at most kMaxMapsBytes.
-std::string read_maps(pid_t pid) {
-  std::string path = "/proc/" + std::to_string(pid) + "/maps";
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  std::string text;
-  if (!fd) return text;
-  std::array<char, 65536> buf;
-  while (text.size() < kMaxMapsBytes) {
-    ssize_t n = ::read(fd.get(), buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    text.append(buf.data(), static_cast<size_t>(n));
-  }
-  return text;
 }
 
 }  // namespace
@@ -110,7 +95,8 @@ int CodePages::collapse(pid_t pid, int pidfd) {
   if (!lock.owns_lock() || s.off || pid <= 0 || pidfd < 0) return 0;
   if (!s.searched) {
     s.searched = true;
-    auto buffer = find_code_buffer(read_maps(pid));
+    auto maps = read_file("/proc/" + std::to_string(pid) + "/maps", kMaxMapsBytes);
+    auto buffer = maps ? find_code_buffer(*maps) : std::nullopt;
     if (!buffer) {
       s.off = true;
       return 0;
