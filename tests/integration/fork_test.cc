@@ -15,7 +15,9 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "base/files.h"
 #include "base/subprocess.h"
@@ -147,6 +149,43 @@ TEST_F(Fork, KsmMergesChildrenOnlyWhenAskedFor) {
   }
 }
 
+// The areas of /proc/PID/smaps, with what the tests below read of them.
+struct SmapsArea {
+  unsigned long start = 0, end = 0, inode = 1;
+  std::string perms;
+  long rss_kib = 0;
+  long huge_kib = 0;  // AnonHugePages
+  std::string flags;  // VmFlags, with a blank at both ends
+  bool has(const char* flag) const {
+    return flags.find(std::string(" ") + flag + " ") != std::string::npos;
+  }
+};
+std::optional<std::vector<SmapsArea>> smaps_areas(pid_t pid) {
+  auto smaps = read_file("/proc/" + std::to_string(pid) + "/smaps");
+  if (!smaps) return std::nullopt;
+  std::vector<SmapsArea> out;
+  std::istringstream in(*smaps);
+  std::string line;
+  while (std::getline(in, line)) {
+    SmapsArea a;
+    char perms[8] = "";
+    if (std::sscanf(line.c_str(), "%lx-%lx %7s %*s %*s %lu", &a.start, &a.end, perms, &a.inode) ==
+        4) {  // an area's first line
+      a.perms = perms;
+      out.push_back(a);
+    } else if (out.empty()) {
+      continue;
+    } else if (line.rfind("Rss:", 0) == 0) {
+      out.back().rss_kib = std::atol(line.c_str() + 4);
+    } else if (line.rfind("AnonHugePages:", 0) == 0) {
+      out.back().huge_kib = std::atol(line.c_str() + 14);
+    } else if (line.rfind("VmFlags:", 0) == 0) {
+      out.back().flags = line.substr(8) + " ";
+    }
+  }
+  return out;
+}
+
 // What /proc/PID/smaps says of a process's writable areas of at most 2 MiB: how many are marked
 // "no huge pages" (VmFlags nh), and the KiB of huge pages they hold. (glibc marks thread stacks'
 // guard pages nh, but those are neither readable nor writable.)
@@ -155,28 +194,13 @@ struct SmallAreas {
   long huge_kib = 0;
 };
 std::optional<SmallAreas> small_areas(pid_t pid) {
-  auto smaps = read_file("/proc/" + std::to_string(pid) + "/smaps");
-  if (!smaps) return std::nullopt;
+  auto areas = smaps_areas(pid);
+  if (!areas) return std::nullopt;
   SmallAreas out;
-  std::istringstream in(*smaps);
-  std::string line;
-  bool small = false;
-  long huge_kib = 0;
-  while (std::getline(in, line)) {
-    unsigned long start = 0, end = 0;
-    if (std::sscanf(line.c_str(), "%lx-%lx ", &start, &end) == 2) {  // an area's first line
-      small = end - start <= (2ul << 20);
-      huge_kib = 0;
-    } else if (line.rfind("AnonHugePages:", 0) == 0) {
-      huge_kib = std::atol(line.c_str() + 14);
-    } else if (small && line.rfind("VmFlags:", 0) == 0) {  // an area's last line
-      const std::string flags = line + " ";
-      if (flags.find(" rd ") == std::string::npos || flags.find(" wr ") == std::string::npos) {
-        continue;
-      }
-      out.huge_kib += huge_kib;
-      if (flags.find(" nh ") != std::string::npos) ++out.marked_no_huge;
-    }
+  for (const SmapsArea& a : *areas) {
+    if (a.end - a.start > (2ul << 20) || !a.has("rd") || !a.has("wr")) continue;
+    out.huge_kib += a.huge_kib;
+    if (a.has("nh")) ++out.marked_no_huge;
   }
   return out;
 }
@@ -215,34 +239,15 @@ TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
   }
 }
 
-// The TCG code buffer of a child's QEMU, from /proc/PID/smaps (kB).
-struct CodeBuffer {
-  long rss_kib = -1;
-  long huge_kib = 0;
-  bool advised_huge = false;  // VmFlags hg
-};
-std::optional<CodeBuffer> code_buffer(pid_t pid) {
-  auto smaps = read_file("/proc/" + std::to_string(pid) + "/smaps");
-  if (!smaps) return std::nullopt;
-  std::istringstream in(*smaps);
-  std::string line;
-  bool in_buffer = false;
-  std::optional<CodeBuffer> out;
-  while (std::getline(in, line)) {
-    unsigned long start = 0, end = 0, inode = 1;
-    char perms[8] = "";
-    if (std::sscanf(line.c_str(), "%lx-%lx %7s %*s %*s %lu", &start, &end, perms, &inode) == 4) {
-      in_buffer = std::string(perms) == "rwxp" && inode == 0 && end - start >= (64ul << 20);
-      if (in_buffer) out = CodeBuffer{};
-    } else if (in_buffer && line.rfind("Rss:", 0) == 0) {
-      out->rss_kib = std::atol(line.c_str() + 4);
-    } else if (in_buffer && line.rfind("AnonHugePages:", 0) == 0) {
-      out->huge_kib = std::atol(line.c_str() + 14);
-    } else if (in_buffer && line.rfind("VmFlags:", 0) == 0) {
-      out->advised_huge = (line + " ").find(" hg ") != std::string::npos;
-    }
+// The TCG code buffer of a child's QEMU in /proc/PID/smaps: its writable, executable anonymous
+// area of 64 MiB or more.
+std::optional<SmapsArea> code_buffer(pid_t pid) {
+  auto areas = smaps_areas(pid);
+  if (!areas) return std::nullopt;
+  for (const SmapsArea& a : *areas) {
+    if (a.perms == "rwxp" && a.inode == 0 && a.end - a.start >= (64ul << 20)) return a;
   }
-  return out;
+  return std::nullopt;
 }
 
 // FORKD_COLLAPSE_CODE_PAGES=1 (vmm/code_pages.h): the child's code buffer is not advised huge
@@ -268,7 +273,7 @@ TEST_F(Fork, FilledStepsOfTheCodeBufferAreCollapsedWhenAskedFor) {
     for (int round = 0; round < 2; ++round) {  // after the restore, then after calls
       auto buffer = code_buffer(sb.qemu_pid());
       ASSERT_TRUE(buffer);
-      EXPECT_EQ(buffer->advised_huge, !collapse);
+      EXPECT_EQ(buffer->has("hg"), !collapse);
       EXPECT_GE(buffer->huge_kib, 2048) << "the restore alone fills more than one step";
       EXPECT_EQ(buffer->huge_kib % 2048, 0);
       if (collapse) {
