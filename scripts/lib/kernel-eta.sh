@@ -5,8 +5,10 @@
 # rate is low, and M ran ~2x long once they were done. Here the rate is the one over the last
 # 15 % seen instead.
 
-# When the log first showed each percentage, in seconds of the caller's $SECONDS.
+# When the log first showed each percentage, in seconds of the caller's $SECONDS. A test sets
+# kernel_eta_now to a fixed second instead: $SECONDS set by hand ticks on while the test runs.
 declare -A kseen=()
+kernel_eta_now=""
 
 # kernel_eta_note LOG: records the latest percentage in LOG, if new. Call it every few seconds.
 kernel_eta_note() {
@@ -14,7 +16,7 @@ kernel_eta_note() {
   p=$(grep -oE '^\[kernel 3/4\] compiling: [0-9]+%' "$1" 2>/dev/null | tail -n 1) || true
   p=${p##* }
   p=${p%\%}
-  [[ -n $p && -z ${kseen[$p]:-} ]] && kseen[$p]=$SECONDS
+  [[ -n $p && -z ${kseen[$p]:-} ]] && kseen[$p]=${kernel_eta_now:-$SECONDS}
   return 0
 }
 
@@ -30,6 +32,6 @@ kernel_left() {
     echo "$2"
     return 0
   fi
-  left=$(((kseen[$p] - kseen[$best]) * (100 - p) / (p - best) - (SECONDS - kseen[$p])))
+  left=$(((kseen[$p] - kseen[$best]) * (100 - p) / (p - best) - (${kernel_eta_now:-$SECONDS} - kseen[$p])))
   echo $(((left + 59) / 60 > 1 ? (left + 59) / 60 : 1))
 }

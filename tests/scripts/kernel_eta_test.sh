@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/lib/kernel-eta.sh: the kernel's time left on demo.sh's status line, from a log written
-# here line by line with the clock ($SECONDS) set by hand. No build, no VM.
+# here line by line with the clock (kernel_eta_now) set by hand. No build, no VM.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/lib/kernel-eta.sh
@@ -9,7 +9,7 @@ trap 'rm -f "$log"' EXIT
 fails=0
 # at T P: build.sh's line for P % (its own estimate 99 min) appears at second T; noted.
 at() {
-  SECONDS=$1
+  kernel_eta_now=$1
   echo "[kernel 3/4] compiling: $2% of about 1200 files, about 99 min left" >>"$log"
   kernel_eta_note "$log"
 }
@@ -32,7 +32,7 @@ expect "rate since 5 %" "$(kernel_left 10 99)" 18
 at 190 10
 expect "10 % noted once, at 160 s" "${kseen[10]}" 160
 expect "30 s later" "$(kernel_left 10 99)" 18
-SECONDS=2000
+kernel_eta_now=2000
 expect "long past the estimate: at least a minute" "$(kernel_left 10 99)" 1
 # The cores freed up: 5 % per 20 s. The window is 15 %, so the slow start drops out.
 at 220 15
