@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 
@@ -178,6 +179,22 @@ std::vector<std::string> list_dir_names(const std::string& dir) {
   ::closedir(d);
   std::sort(out.begin(), out.end());
   return out;
+}
+
+std::vector<std::string> remove_files_except(const std::string& dir,
+                                             const std::set<std::string>& keep,
+                                             std::string_view staging_marker) {
+  std::vector<std::string> removed;
+  const time_t now = std::time(nullptr);
+  for (const auto& name : list_dir_names(dir)) {
+    if (keep.count(name)) continue;
+    std::string path = dir + "/" + name;
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0) continue;
+    if (name.find(staging_marker) != std::string::npos && now - st.st_mtime < 60) continue;
+    if (::unlink(path.c_str()) == 0) removed.push_back(name);
+  }
+  return removed;
 }
 
 bool path_exists(const std::string& path) {

@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -54,6 +55,13 @@ Status preallocate_file(const std::string& path, uint64_t bytes);
 
 // Names in a directory (without "." and ".."), sorted; empty when it cannot be read.
 std::vector<std::string> list_dir_names(const std::string& dir);
+
+// Removes the entries of a cache directory whose names keep lacks; one whose name holds
+// staging_marker is left until it is a minute old (its writer may be at it still). Returns the
+// names removed.
+std::vector<std::string> remove_files_except(const std::string& dir,
+                                             const std::set<std::string>& keep,
+                                             std::string_view staging_marker);
 
 // The identity of one version of a file (device, inode, size, mtime, ctime): a rewrite,
 // truncation or chmod changes it. Empty when the file is missing.

@@ -27,6 +27,7 @@ EngineConfig EngineConfig::from_env() {
   if (const char* p = std::getenv("FORKD_COLLAPSE_CODE_PAGES"); p && *p) {
     c.collapse_code_pages = is_true_word(p);
   }
+  if (const char* w = std::getenv("FORKD_CODE_WINDOW"); w && *w) c.code_window = is_true_word(w);
   if (const char* m = std::getenv("FORKD_MACHINE"); m && std::string(m) == "pc") {
     c.machine = vmm::MachineType::kPc;
   }

@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/paths.h"
 #include "base/proc_stat.h"
+#include "engine/code_window.h"
 #include "engine/image_store.h"
 #include "engine/overlay_template.h"
 #include "engine/pool.h"
@@ -186,6 +187,7 @@ GcReport gc(const EngineConfig& cfg) {
   }
   // Disk overlay templates of tags that are gone or were replaced.
   for (auto& name : sweep_overlay_templates(cfg)) r.orphan_dirs.push_back(std::move(name));
+  for (auto& name : sweep_code_windows(cfg)) r.orphan_dirs.push_back(std::move(name));
   r.snapshot_leftovers = store::SnapshotStore(cfg.home).cleanup_stale();
   // cgroups of run dirs removed above, or of a forkd killed mid-launch.
   r.cgroups =

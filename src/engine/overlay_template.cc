@@ -1,10 +1,8 @@
 #include "engine/overlay_template.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <ctime>
 #include <set>
 
 #include "base/files.h"
@@ -88,19 +86,9 @@ std::vector<std::string> sweep_overlay_templates(const EngineConfig& cfg) {
       wanted.insert(p.substr(p.rfind('/') + 1));
     }
   }
-  std::vector<std::string> removed;
-  const std::string dir = templates_dir(cfg);
-  const time_t now = std::time(nullptr);
-  for (const auto& name : list_dir_names(dir)) {
-    if (wanted.count(name)) continue;
-    std::string path = dir + "/" + name;
-    struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) continue;
-    // A staging file may be a first child's, still being written.
-    bool staging = name.find(".tmp-") != std::string::npos;
-    if (staging && now - st.st_mtime < 60) continue;
-    if (::unlink(path.c_str()) == 0) removed.push_back("cache/overlays/" + name);
-  }
+  // A staging file (.tmp-) may be a first child's, still being written.
+  std::vector<std::string> removed = remove_files_except(templates_dir(cfg), wanted, ".tmp-");
+  for (auto& name : removed) name = "cache/overlays/" + name;
   return removed;
 }
 

@@ -29,7 +29,8 @@ Json member_json(const PrestartedVm& vm, const store::SnapshotMeta& meta) {
           {"warm", vm.loaded},
           {"jail", vm.jail},
           {"vmstate_sha256", meta.files.at("vmstate").sha256},
-          {"collapse_code_pages", vm.collapse_code_pages}};
+          {"collapse_code_pages", vm.collapse_code_pages},
+          {"code_window", vm.code_window}};
 }
 
 void kill_member(const std::string& sandboxes, const Json& m) {
@@ -113,7 +114,9 @@ std::optional<PrestartedVm> Pool::claim(const store::SnapshotMeta& meta,
                         meta.has_nic(),  // started like every child of the tag
                         std::move(*lock),
                         m.contains("jail") ? m["jail"] : Json::object(),
-                        json::bool_or(m, "collapse_code_pages", false)};
+                        json::bool_or(m, "collapse_code_pages", false),
+                        json::int_or(m, "code_window", -1),
+                        ""};  // its claim notes no hint: pool members start ahead of time
   }
   return std::nullopt;
 }

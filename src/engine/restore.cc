@@ -14,6 +14,7 @@
 #include "base/json_get.h"
 #include "base/log.h"
 #include "engine/agent_replies.h"
+#include "engine/code_window.h"
 #include "engine/migration.h"
 #include "engine/overlay_template.h"
 #include "engine/sandbox_jail.h"
@@ -52,6 +53,7 @@ class Restorer {
   static Status write_record(Sandbox& sb) { return sb.write_record(); }
   static RestoreTimings& timings(Sandbox& sb) { return sb.restore_timings_; }
   static void collapse_code_pages(Sandbox& sb) { sb.vm_.collapse_code_pages(); }
+  static std::optional<int> code_fill_step(Sandbox& sb) { return sb.vm_.code_fill_step(); }
 };
 
 Result<std::string> resolve_child_network(const store::SnapshotMeta& meta,
@@ -162,6 +164,13 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
   vc->ioapic2 = meta.ioapic2;
   static const bool can_collapse = vmm::can_collapse_other_processes();
   vc->collapse_code_pages = cfg.collapse_code_pages && can_collapse;
+  // The step where an earlier child of the tag stood after its restore (engine/code_window.h).
+  std::string hint;
+  if (cfg.code_window && can_collapse && !vc->collapse_code_pages &&
+      vmm::can_window_code_pages(*vc)) {
+    hint = code_window_path(cfg, tag_dir, meta);
+    vc->code_window = read_code_window(hint).value_or(-1);
+  }
   vc->start_paused = vc->nic;
   if (meta.has_disk) {
     std::string overlay = dir + "/overlay.qcow2";
@@ -188,7 +197,9 @@ Result<PrestartedVm> prestart_child(const EngineConfig& cfg, const store::Snapsh
                       vc->nic,
                       std::move(*lock),
                       std::move(*jail),
-                      vmm::collapses_code_pages(*vc)};
+                      vmm::collapses_code_pages(*vc),
+                      vmm::windows_code_pages(*vc) ? vc->code_window : -1,
+                      std::move(hint)};
 }
 
 // The `network` of a resumed request: the user-mode network's addresses (the same in every
@@ -263,9 +274,10 @@ Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
     auto agent = AgentClient::connect(pre.dir + "/agent.sock", std::chrono::seconds(5));
     if (!agent) return tl::unexpected(agent.error());
     // A provisional identity (replaced at claim) and one exec translate the code paths a claim
-    // and a first command take.
+    // and a first command take; the exec into huge pages, as any call's (vmm/code_pages.h).
     auto id = set_identity(**agent, "pool-" + pre.id, random_hex(16));
     if (!id) return tl::unexpected(id.error());
+    if (pre.code_window >= 0) pre.vm.collapse_code_step(pre.code_window);
     auto ex =
         (*agent)->call(Json{{"op", "exec"}, {"argv", {"true"}}}, {}, std::chrono::seconds(30));
     if (!ex) return tl::unexpected(ex.error().wrap("warm-up exec"));
@@ -353,6 +365,10 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   // The restore and the identity step translated megabytes of guest code.
   if (pre.collapse_code_pages) Restorer::collapse_code_pages(*sb);
   Restorer::timings(*sb).ready_ms = ms_since(t0);
+  // Where TCG stands now, for the tag's next children (a warm pool member ran an exec more).
+  if (!pre.code_window_hint.empty() && !pre.loaded) {
+    if (auto step = Restorer::code_fill_step(*sb)) note_code_window(pre.code_window_hint, *step);
+  }
   Restorer::set_agent(*sb, std::move(*agent), *identity);
   Json& rec = Restorer::record(*sb);
   rec = {{"image", meta.image},
@@ -368,6 +384,7 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   rec.update(pre.jail);
   rec["nic"] = pre.nic;
   rec["collapse_code_pages"] = pre.collapse_code_pages;
+  rec["code_window"] = pre.code_window;
   rec["network"] = *mode;
   rec["ports"] = std::move(ports);
   if (auto st = Restorer::write_record(*sb); !st) return fail(st.error());

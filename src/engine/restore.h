@@ -29,6 +29,10 @@ struct PrestartedVm {
   LockedDir lock;
   nlohmann::json jail;  // what sandbox.json records of its jail (engine/sandbox_jail.h)
   bool collapse_code_pages = false;  // vmm::collapses_code_pages of its QEMU
+  // The step of its code buffer in small pages (vmm::windows_code_pages), or -1; and the tag's
+  // hint file (engine/code_window.h) where finish_restore notes where TCG stands, or empty.
+  int code_window = -1;
+  std::string code_window_hint;
 };
 
 // A child's network, as asked of fork (see ForkOptions). Children of a tag without a NIC are

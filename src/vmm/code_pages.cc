@@ -49,7 +49,7 @@ std::string_view next_field(std::string_view* line) {
 }  // namespace
 
 std::optional<std::pair<uint64_t, uint64_t>> find_code_buffer(std::string_view maps) {
-  std::optional<std::pair<uint64_t, uint64_t>> best;
+  std::optional<std::pair<uint64_t, uint64_t>> best, run;
   while (!maps.empty()) {
     size_t nl = maps.find('\n');
     std::string_view line = maps.substr(0, nl);
@@ -65,7 +65,13 @@ std::optional<std::pair<uint64_t, uint64_t>> find_code_buffer(std::string_view m
       continue;
     }
     if (perms != "rwxp" || inode != "0" || !name.empty()) continue;
-    if (!best || hi - lo > best->second - best->first) best = std::make_pair(lo, hi);
+    // Pieces that differ only in their advice (a window of small pages) are one buffer.
+    if (run && run->second == lo) {
+      run->second = hi;
+    } else {
+      run = std::make_pair(lo, hi);
+    }
+    if (!best || run->second - run->first > best->second - best->first) best = run;
   }
   return best;
 }
@@ -89,24 +95,43 @@ struct CodePages::State {
 CodePages::CodePages() : state_(std::make_unique<State>()) {}
 CodePages::~CodePages() = default;
 
+bool CodePages::find_buffer(pid_t pid) {
+  State& s = *state_;
+  if (s.off || pid <= 0) return false;
+  if (s.searched) return true;
+  s.searched = true;
+  auto maps = read_file("/proc/" + std::to_string(pid) + "/maps", kMaxMapsBytes);
+  auto buffer = maps ? find_code_buffer(*maps) : std::nullopt;
+  if (!buffer) {
+    s.off = true;
+    return false;
+  }
+  s.first_step = (buffer->first + kHugeStep - 1) / kHugeStep * kHugeStep;
+  s.end = buffer->second;
+  s.next = s.first_step;
+  return true;
+}
+
+namespace {
+
+UniqueFd open_pagemap(pid_t pid) {
+  return UniqueFd(
+      ::open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+}
+
+bool collapse_range(int pidfd, uint64_t at) {
+  iovec step{reinterpret_cast<void*>(at), kHugeStep};
+  return ::syscall(SYS_process_madvise, pidfd, &step, 1, MADV_COLLAPSE, 0) ==
+         static_cast<long>(kHugeStep);
+}
+
+}  // namespace
+
 int CodePages::collapse(pid_t pid, int pidfd) {
   std::unique_lock lock(state_->mu, std::try_to_lock);
   State& s = *state_;
-  if (!lock.owns_lock() || s.off || pid <= 0 || pidfd < 0) return 0;
-  if (!s.searched) {
-    s.searched = true;
-    auto maps = read_file("/proc/" + std::to_string(pid) + "/maps", kMaxMapsBytes);
-    auto buffer = maps ? find_code_buffer(*maps) : std::nullopt;
-    if (!buffer) {
-      s.off = true;
-      return 0;
-    }
-    s.first_step = (buffer->first + kHugeStep - 1) / kHugeStep * kHugeStep;
-    s.end = buffer->second;
-    s.next = s.first_step;
-  }
-  UniqueFd pagemap(
-      ::open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!lock.owns_lock() || pidfd < 0 || !find_buffer(pid)) return 0;
+  UniqueFd pagemap = open_pagemap(pid);
   if (!pagemap) {
     s.off = true;
     return 0;
@@ -122,9 +147,7 @@ int CodePages::collapse(pid_t pid, int pidfd) {
     for (uint64_t e : entries) {
       if ((e >> 63 & 1) == 0) return collapsed;  // TCG has not filled this step yet
     }
-    iovec step{reinterpret_cast<void*>(s.next), kHugeStep};
-    if (::syscall(SYS_process_madvise, pidfd, &step, 1, MADV_COLLAPSE, 0) !=
-        static_cast<long>(kHugeStep)) {
+    if (!collapse_range(pidfd, s.next)) {
       // EAGAIN/ENOMEM: no huge page to be had now; anything else will not change.
       if (errno != EAGAIN && errno != ENOMEM) s.off = true;
       break;
@@ -133,6 +156,34 @@ int CodePages::collapse(pid_t pid, int pidfd) {
     ++collapsed;
   }
   return collapsed;
+}
+
+std::optional<int> CodePages::last_written_step(pid_t pid) {
+  std::lock_guard lock(state_->mu);
+  State& s = *state_;
+  if (!find_buffer(pid)) return std::nullopt;
+  UniqueFd pagemap = open_pagemap(pid);
+  if (!pagemap) return std::nullopt;
+  std::optional<int> last;
+  for (uint64_t at = s.first_step;
+       at + kHugeStep <= s.end && at - s.first_step < kHugeStep * kMaxCodeWindow; at += kHugeStep) {
+    uint64_t entry = 0;
+    if (::pread(pagemap.get(), &entry, sizeof entry,
+                static_cast<off_t>(at / kPage * sizeof entry)) != sizeof entry ||
+        (entry >> 63 & 1) == 0) {
+      break;
+    }
+    last = static_cast<int>((at - s.first_step) / kHugeStep);
+  }
+  return last;
+}
+
+bool CodePages::collapse_step(pid_t pid, int pidfd, int k) {
+  std::lock_guard lock(state_->mu);
+  State& s = *state_;
+  if (k < 0 || k >= kMaxCodeWindow || pidfd < 0 || !find_buffer(pid)) return false;
+  const uint64_t at = s.first_step + static_cast<uint64_t>(k) * kHugeStep;
+  return at + kHugeStep <= s.end && collapse_range(pidfd, at);
 }
 
 }  // namespace forkd::vmm

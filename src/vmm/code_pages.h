@@ -14,6 +14,14 @@
 // TCG fills its buffer from the start, one region per vCPU thread; with one vCPU there is one
 // region, so the filled steps are a prefix (VmConfig::collapse_code_pages asks for the shim's
 // part only then).
+//
+// That costs a child's first calls 25-60 % (they translate megabytes into small pages), so the
+// default is narrower: with kCodePagesEnv=kCodePagesWindow + K the shim leaves out only step K,
+// the one where TCG stood when an earlier child of the same tag had just been restored
+// (engine/code_window.h). Every other step is a huge page from its first byte, as without the
+// shim; an idle child's step K holds only the pages TCG wrote, not the rest of a huge page. Before
+// each agent call forkd collapses step K (collapse_step): a no-op once it is huge, and the call
+// then translates into huge pages as before.
 #include <sys/types.h>
 
 #include <cstddef>
@@ -27,7 +35,10 @@ namespace forkd::vmm {
 
 inline constexpr const char* kCodePagesEnv = "FORKD_QEMU_CODE_THP";
 inline constexpr const char* kCodePagesCollapse = "collapse";
+inline constexpr const char* kCodePagesWindow = "window:";
 inline constexpr uint64_t kHugeStep = 2u << 20;
+// The shim's bound on K (a 1 GiB buffer); the same number is in lean/qemu_shim.c.
+inline constexpr int kMaxCodeWindow = 512;
 
 // The TCG code buffer in the text of /proc/PID/maps: the largest private anonymous mapping that
 // is writable and executable at once (TCG's buffer without split-wx). nullopt when there is none
@@ -53,8 +64,18 @@ class CodePages {
   // step the kernel cannot collapse now (no free huge page), to try again next time.
   int collapse(pid_t pid, int pidfd);
 
+  // The last step TCG has written to (its first page present), counted from the buffer's first
+  // whole step, as far as the first step it has not: where an idle child's TCG stands. nullopt
+  // without a buffer, or when nothing is written.
+  std::optional<int> last_written_step(pid_t pid);
+
+  // Makes step k one huge page (MADV_COLLAPSE; the pages TCG has not written become zeros of
+  // it). True when it is one now; cheap when it was already.
+  bool collapse_step(pid_t pid, int pidfd, int k);
+
  private:
   struct State;
+  bool find_buffer(pid_t pid);  // with State::mu held; false: nothing to do, ever
   std::unique_ptr<State> state_;
 };
 

@@ -34,6 +34,17 @@ TEST(CodePages, FindsTheLargestWritableExecutableAnonymousMapping) {
   EXPECT_EQ(found->first, 0x7f1000000000u);
   EXPECT_EQ(found->second, 0x7f1040000000u);
   EXPECT_FALSE(find_code_buffer("7f0000000000-7f0000400000 r-xp 00000000 00:00 0\n"));
+  // The shim's window splits the buffer by advice into adjacent pieces: they are one buffer.
+  const std::string pieces =
+      "7f0000000000-7f0000800000 rwxp 00000000 00:00 0 \n"
+      "7f1000000000-7f1000400000 rwxp 00000000 00:00 0 \n"
+      "7f1000400000-7f1000600000 rwxp 00000000 00:00 0 \n"
+      "7f1000600000-7f1001000000 rwxp 00000000 00:00 0 \n"
+      "7f1001000000-7f1001200000 rw-p 00000000 00:00 0 \n";
+  found = find_code_buffer(pieces);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->first, 0x7f1000000000u);
+  EXPECT_EQ(found->second, 0x7f1001000000u);
   EXPECT_FALSE(find_code_buffer(""));
 }
 
@@ -58,67 +69,142 @@ std::pair<long, long> rss_and_huge(pid_t pid, uintptr_t start) {
   return {rss, huge};
 }
 
-// A child process stands in for QEMU: a writable, executable anonymous buffer filled from its
-// start in 4 KiB pages, 2 MiB steps at a time. Only whole steps become huge pages, each once.
-TEST(CodePages, CollapsesTheWholeStepsOfAnotherProcessOnly) {
-  auto thp = read_file("/sys/kernel/mm/transparent_hugepage/enabled");
-  if (!thp || thp->find("[madvise]") == std::string::npos) GTEST_SKIP() << "THP mode not madvise";
-  if (!can_collapse_other_processes()) GTEST_SKIP() << "needs CAP_SYS_NICE";
-  const size_t size = 32u << 20;
-  auto* buf = static_cast<unsigned char*>(::mmap(nullptr, size, PROT_READ | PROT_WRITE | PROT_EXEC,
-                                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-  ASSERT_NE(buf, MAP_FAILED);
-  const auto start = reinterpret_cast<uintptr_t>(buf);
-  const uintptr_t first_step = (start + kHugeStep - 1) / kHugeStep * kHugeStep;
-  int to_child[2], to_parent[2];
-  ASSERT_EQ(::pipe(to_child), 0);
-  ASSERT_EQ(::pipe(to_parent), 0);
-  // The parent's ends close however the test ends, and the child then exits.
-  UniqueFd child_in(to_child[0]), child_tell(to_child[1]), parent_in(to_parent[0]),
-      parent_tell(to_parent[1]);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    // Fills up to the byte count the parent sends, then reports; ends when the parent closes.
-    ::close(to_child[1]);
-    ::close(to_parent[0]);
-    uint64_t upto = 0;
-    while (::read(to_child[0], &upto, sizeof upto) == sizeof upto) {
-      for (uintptr_t p = start; p < first_step + upto; p += 4096) buf[p - start] = 0xc3;
-      char done = 1;
-      if (::write(to_parent[1], &done, 1) != 1) ::_exit(1);
+// A child process stands in for QEMU: a writable, executable anonymous buffer (mapped before the
+// fork, so both see it at one address), filled from its start in 4 KiB pages up to the byte
+// count the parent sends. The child ends when the parent closes its pipe.
+class Filler {
+ public:
+  static constexpr size_t kSize = 32u << 20;
+
+  // advise(start, first_step) runs in the parent before the fork (the child inherits it).
+  template <typename Advise>
+  explicit Filler(Advise advise) {
+    buf_ = static_cast<unsigned char*>(::mmap(nullptr, kSize, PROT_READ | PROT_WRITE | PROT_EXEC,
+                                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (buf_ == MAP_FAILED) return;
+    start = reinterpret_cast<uintptr_t>(buf_);
+    first_step = (start + kHugeStep - 1) / kHugeStep * kHugeStep;
+    advise(start, first_step);
+    int to_child[2], to_parent[2];
+    if (::pipe(to_child) != 0 || ::pipe(to_parent) != 0) return;
+    UniqueFd child_in(to_child[0]), parent_tell(to_parent[1]);
+    tell_.reset(to_child[1]);
+    hear_.reset(to_parent[0]);
+    pid = ::fork();
+    if (pid == 0) {
+      tell_.reset();
+      hear_.reset();
+      uint64_t upto = 0;
+      while (::read(to_child[0], &upto, sizeof upto) == sizeof upto) {
+        for (uintptr_t p = start; p < first_step + upto; p += 4096) buf_[p - start] = 0xc3;
+        char done = 1;
+        if (::write(to_parent[1], &done, 1) != 1) ::_exit(1);
+      }
+      ::_exit(0);
     }
-    ::_exit(0);
+    if (pid > 0) pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   }
-  child_in.reset();
-  parent_tell.reset();
-  auto fill = [&](uint64_t upto) {
+  ~Filler() {
+    if (pid > 0) {
+      tell_.reset();
+      ::waitpid(pid, nullptr, 0);
+    }
+    if (buf_ != MAP_FAILED) ::munmap(buf_, kSize);
+  }
+  bool ok() const { return pid > 0 && pidfd; }
+  // Fills up to upto bytes past the first whole step.
+  bool fill(uint64_t upto) {
     char done = 0;
-    return ::write(child_tell.get(), &upto, sizeof upto) == sizeof upto &&
-           ::read(parent_in.get(), &done, 1) == 1;
-  };
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  ASSERT_TRUE(pidfd);
+    return ::write(tell_.get(), &upto, sizeof upto) == sizeof upto &&
+           ::read(hear_.get(), &done, 1) == 1;
+  }
+  // Waits for the child's clean end.
+  bool finish() {
+    tell_.reset();
+    int status = 0;
+    bool clean = ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    pid = -1;
+    return clean;
+  }
+
+  uintptr_t start = 0, first_step = 0;
+  pid_t pid = -1;
+  UniqueFd pidfd;
+
+ private:
+  unsigned char* buf_ = static_cast<unsigned char*>(MAP_FAILED);
+  UniqueFd tell_, hear_;
+};
+
+bool can_collapse_here(std::string* why) {
+  auto thp = read_file("/sys/kernel/mm/transparent_hugepage/enabled");
+  if (!thp || thp->find("[madvise]") == std::string::npos)
+    *why = "THP mode not madvise";
+  else if (!can_collapse_other_processes())
+    *why = "needs CAP_SYS_NICE";
+  return why->empty();
+}
+
+// In 4 KiB pages all along (the shim's collapse mode), only whole steps become huge pages, each
+// once.
+TEST(CodePages, CollapsesTheWholeStepsOfAnotherProcessOnly) {
+  if (std::string why; !can_collapse_here(&why)) GTEST_SKIP() << why;
+  Filler f([](uintptr_t, uintptr_t) {});
+  ASSERT_TRUE(f.ok());
   CodePages pages;
-  ASSERT_TRUE(fill(2 * kHugeStep + kHugeStep / 2));  // two steps and half of the third
-  EXPECT_EQ(pages.collapse(pid, pidfd.get()), 2);
-  auto [rss, huge] = rss_and_huge(pid, start);
+  ASSERT_TRUE(f.fill(2 * kHugeStep + kHugeStep / 2));  // two steps and half of the third
+  EXPECT_EQ(pages.collapse(f.pid, f.pidfd.get()), 2);
+  auto [rss, huge] = rss_and_huge(f.pid, f.start);
   EXPECT_EQ(huge, 4096);
-  EXPECT_EQ(rss, static_cast<long>((first_step - start + 2 * kHugeStep + kHugeStep / 2) / 1024));
-  EXPECT_EQ(pages.collapse(pid, pidfd.get()), 0) << "the third step is not whole yet";
-  ASSERT_TRUE(fill(3 * kHugeStep));
-  EXPECT_EQ(pages.collapse(pid, pidfd.get()), 1);
-  EXPECT_EQ(rss_and_huge(pid, start).second, 6144);
+  EXPECT_EQ(rss,
+            static_cast<long>((f.first_step - f.start + 2 * kHugeStep + kHugeStep / 2) / 1024));
+  EXPECT_EQ(pages.collapse(f.pid, f.pidfd.get()), 0) << "the third step is not whole yet";
+  ASSERT_TRUE(f.fill(3 * kHugeStep));
+  EXPECT_EQ(pages.collapse(f.pid, f.pidfd.get()), 1);
+  EXPECT_EQ(rss_and_huge(f.pid, f.start).second, 6144);
   // A fresh handle (a CLI attaching) walks the done steps again, which the kernel takes as done.
   CodePages again;
-  EXPECT_EQ(again.collapse(pid, pidfd.get()), 3);
-  EXPECT_EQ(rss_and_huge(pid, start).second, 6144);
-  child_tell.reset();
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(again.collapse(f.pid, f.pidfd.get()), 3);
+  EXPECT_EQ(rss_and_huge(f.pid, f.start).second, 6144);
+  const pid_t pid = f.pid;
+  EXPECT_TRUE(f.finish());
   EXPECT_EQ(pages.collapse(pid, -1), 0);
-  ::munmap(buf, size);
+}
+
+// The shim's window mode: huge pages advised on the whole buffer but step 2, as three mappings.
+// The buffer is found whole, the last written step is where the filling stands, and only step 2
+// holds just the pages written until it is collapsed.
+TEST(CodePages, AWindowStepHoldsOnlyWrittenPagesUntilCollapsed) {
+  if (std::string why; !can_collapse_here(&why)) GTEST_SKIP() << why;
+  Filler f([](uintptr_t start, uintptr_t first_step) {
+    const uintptr_t lo = first_step + 2 * kHugeStep, hi = lo + kHugeStep;
+    ::madvise(reinterpret_cast<void*>(start), lo - start, MADV_HUGEPAGE);
+    ::madvise(reinterpret_cast<void*>(hi), start + Filler::kSize - hi, MADV_HUGEPAGE);
+  });
+  ASSERT_TRUE(f.ok());
+  auto maps = read_file("/proc/" + std::to_string(f.pid) + "/maps");
+  ASSERT_TRUE(maps);
+  auto found = find_code_buffer(*maps);
+  ASSERT_TRUE(found);
+  EXPECT_EQ(found->first, f.start);
+  EXPECT_EQ(found->second, f.start + Filler::kSize);
+  const uintptr_t window = f.first_step + 2 * kHugeStep;
+  CodePages pages;
+  EXPECT_FALSE(pages.last_written_step(f.pid)) << "nothing written yet";
+  ASSERT_TRUE(f.fill(2 * kHugeStep + kHugeStep / 4));
+  EXPECT_EQ(pages.last_written_step(f.pid), 2);
+  EXPECT_EQ(rss_and_huge(f.pid, f.first_step).second, 4096) << "steps 0 and 1 huge from the start";
+  EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(512L, 0L)) << "step 2: what was written";
+  EXPECT_TRUE(pages.collapse_step(f.pid, f.pidfd.get(), 2));
+  EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(2048L, 2048L));
+  EXPECT_TRUE(pages.collapse_step(f.pid, f.pidfd.get(), 2)) << "again: already one";
+  ASSERT_TRUE(f.fill(3 * kHugeStep + 4096));
+  EXPECT_EQ(pages.last_written_step(f.pid), 3);
+  EXPECT_EQ(rss_and_huge(f.pid, window + kHugeStep).second, 2048) << "past the window: huge";
+  EXPECT_FALSE(pages.collapse_step(f.pid, f.pidfd.get(), -1));
+  EXPECT_FALSE(pages.collapse_step(f.pid, f.pidfd.get(), kMaxCodeWindow));
+  EXPECT_FALSE(pages.collapse_step(f.pid, f.pidfd.get(), 16)) << "past the buffer's end";
+  EXPECT_TRUE(f.finish());
 }
 
 // A process without a code buffer (KVM's QEMU, say) is given up at once.
@@ -133,6 +219,8 @@ TEST(CodePages, AProcessWithoutACodeBufferIsLeftAlone) {
   CodePages pages;
   EXPECT_EQ(pages.collapse(pid, pidfd.get()), 0);
   EXPECT_EQ(pages.collapse(pid, pidfd.get()), 0);
+  EXPECT_FALSE(pages.last_written_step(pid));
+  EXPECT_FALSE(pages.collapse_step(pid, pidfd.get(), 0));
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
 }

@@ -89,38 +89,100 @@ TEST(LeanQemu, EnvironmentPutsTheStubsAndTheShimFirst) {
   EXPECT_EQ(env.at("LD_PRELOAD"), dir + "/libforkd-qemu-shim.so:/c/libother.so");
 }
 
+using MadviseFn = int (*)(void*, size_t, int);
+
+// The shim, loaded into this process beside libc, and its madvise.
+struct Shim {
+  Shim() {
+    handle = ::dlopen((lean_qemu_default_dir() + "/libforkd-qemu-shim.so").c_str(),
+                      RTLD_NOW | RTLD_LOCAL);
+    if (handle != nullptr) madvise = reinterpret_cast<MadviseFn>(::dlsym(handle, "madvise"));
+  }
+  ~Shim() {
+    if (handle != nullptr) ::dlclose(handle);
+  }
+  void* handle = nullptr;
+  MadviseFn madvise = nullptr;
+};
+
+// The VmFlags line of this process's mapping that starts at addr; empty when there is none.
+std::string flags_of(uintptr_t addr) {
+  auto smaps = read_file("/proc/self/smaps");
+  if (!smaps) return "";
+  char start[32];
+  std::snprintf(start, sizeof start, "%lx-", static_cast<unsigned long>(addr));
+  size_t at = smaps->find("\n" + std::string(start));
+  if (at == std::string::npos) return "";
+  size_t flags = smaps->find("VmFlags:", at);
+  return flags == std::string::npos ? "" : smaps->substr(flags, smaps->find('\n', flags) - flags);
+}
+bool has_flag(const std::string& flags, const char* flag) {
+  return (flags + " ").find(std::string(" ") + flag + " ") != std::string::npos;
+}
+
 // The shim's madvise, called on areas of one and of two huge pages: the small one is marked
 // "no huge pages" (VmFlags nh), the large one keeps what was asked (hg).
 TEST(LeanQemu, QemuShimRefusesHugePagesOnlyToSmallAreas) {
-  void* shim =
-      ::dlopen((lean_qemu_default_dir() + "/libforkd-qemu-shim.so").c_str(), RTLD_NOW | RTLD_LOCAL);
-  ASSERT_NE(shim, nullptr) << ::dlerror();
-  using MadviseFn = int (*)(void*, size_t, int);
-  auto shim_madvise = reinterpret_cast<MadviseFn>(::dlsym(shim, "madvise"));
-  ASSERT_NE(shim_madvise, nullptr);
-  auto flags_of = [](void* addr) -> std::string {
-    auto smaps = read_file("/proc/self/smaps");
-    if (!smaps) return "";
-    char start[32];
-    std::snprintf(start, sizeof start, "%lx-", reinterpret_cast<unsigned long>(addr));
-    size_t at = smaps->find("\n" + std::string(start));
-    if (at == std::string::npos) return "";
-    size_t flags = smaps->find("VmFlags:", at);
-    return flags == std::string::npos ? "" : smaps->substr(flags, smaps->find('\n', flags) - flags);
-  };
+  Shim shim;
+  ASSERT_NE(shim.madvise, nullptr) << ::dlerror();
   for (size_t mib : {2u, 4u}) {
     SCOPED_TRACE(std::to_string(mib) + " MiB");
     const size_t len = mib << 20;
     void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     ASSERT_NE(p, MAP_FAILED);
-    ASSERT_EQ(shim_madvise(p, len, MADV_HUGEPAGE), 0) << std::strerror(errno);
-    std::string flags = flags_of(p);
-    EXPECT_NE(flags.find(mib == 2 ? " nh" : " hg"), std::string::npos) << flags;
-    EXPECT_EQ(flags.find(mib == 2 ? " hg" : " nh"), std::string::npos) << flags;
-    ASSERT_EQ(shim_madvise(p, len, MADV_DONTNEED), 0) << "other advice passes through";
+    ASSERT_EQ(shim.madvise(p, len, MADV_HUGEPAGE), 0) << std::strerror(errno);
+    std::string flags = flags_of(reinterpret_cast<uintptr_t>(p));
+    EXPECT_EQ(has_flag(flags, "nh"), mib == 2) << flags;
+    EXPECT_EQ(has_flag(flags, "hg"), mib == 4) << flags;
+    ASSERT_EQ(shim.madvise(p, len, MADV_DONTNEED), 0) << "other advice passes through";
     ::munmap(p, len);
   }
-  ::dlclose(shim);
+}
+
+// FORKD_QEMU_CODE_THP on a reserved area (QEMU's code buffer when it asks): collapse leaves it
+// unadvised; window:K advises all of it but the 2 MiB step K counted from the first aligned one;
+// a malformed or out-of-range K advises all of it, as without the setting.
+TEST(LeanQemu, QemuShimLeavesTheCodeBuffersWindowStepOut) {
+  Shim shim;
+  ASSERT_NE(shim.madvise, nullptr) << ::dlerror();
+  constexpr uintptr_t kStep = 2u << 20;
+  struct Case {
+    const char* mode;
+    int window;  // -1: advised whole; -2: not advised at all
+  };
+  for (const Case& c : {Case{"window:1", 1}, Case{"window:0", 0}, Case{"collapse", -2},
+                        Case{"window:", -1}, Case{"window:x", -1}, Case{"window:1x", -1},
+                        Case{"window:512", -1}, Case{"window:-1", -1}, Case{"window:8", -1}}) {
+    SCOPED_TRACE(c.mode);
+    ScopedEnv mode("FORKD_QEMU_CODE_THP", c.mode);
+    const size_t len = 16u << 20;  // 7 whole steps or 8, as the area falls: K=8 never fits
+    void* p = ::mmap(nullptr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(p, MAP_FAILED);
+    const auto start = reinterpret_cast<uintptr_t>(p);
+    const uintptr_t first_step = (start + kStep - 1) / kStep * kStep;
+    ASSERT_EQ(shim.madvise(p, len, MADV_HUGEPAGE), 0) << std::strerror(errno);
+    if (c.window == -2) {
+      EXPECT_FALSE(has_flag(flags_of(start), "hg")) << flags_of(start);
+    } else if (c.window == -1) {
+      EXPECT_TRUE(has_flag(flags_of(start), "hg")) << flags_of(start);
+      EXPECT_EQ(flags_of(first_step + kStep), "") << "one mapping";
+    } else {
+      const uintptr_t lo = first_step + static_cast<uintptr_t>(c.window) * kStep;
+      if (lo > start) EXPECT_TRUE(has_flag(flags_of(start), "hg")) << flags_of(start);
+      EXPECT_FALSE(has_flag(flags_of(lo), "hg")) << flags_of(lo);
+      EXPECT_NE(flags_of(lo), "") << "the window is a mapping of its own";
+      EXPECT_TRUE(has_flag(flags_of(lo + kStep), "hg")) << flags_of(lo + kStep);
+    }
+    ::munmap(p, len);
+  }
+  // An area already opened (not ---p) is not the code buffer: advised whole.
+  ScopedEnv mode("FORKD_QEMU_CODE_THP", "window:1");
+  const size_t len = 8u << 20;
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  ASSERT_EQ(shim.madvise(p, len, MADV_HUGEPAGE), 0);
+  EXPECT_TRUE(has_flag(flags_of(reinterpret_cast<uintptr_t>(p)), "hg"));
+  ::munmap(p, len);
 }
 
 TEST(LeanQemu, VersionIsParsedFromQemusBanner) {

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "vmm/code_pages.h"
+
 namespace forkd::vmm {
 
 namespace {
@@ -71,9 +73,17 @@ std::string_view machine_name(MachineType m) {
   return "microvm";
 }
 
+bool can_window_code_pages(const VmConfig& cfg) {
+  return cfg.huge_pages && cfg.accel == Accel::kTcg && cfg.cpus == 1 && !cfg.library_dir.empty();
+}
+
 bool collapses_code_pages(const VmConfig& cfg) {
-  return cfg.collapse_code_pages && cfg.huge_pages && cfg.accel == Accel::kTcg && cfg.cpus == 1 &&
-         !cfg.library_dir.empty();
+  return cfg.collapse_code_pages && can_window_code_pages(cfg);
+}
+
+bool windows_code_pages(const VmConfig& cfg) {
+  return cfg.code_window >= 0 && cfg.code_window < kMaxCodeWindow && !cfg.collapse_code_pages &&
+         can_window_code_pages(cfg);
 }
 
 std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {

@@ -134,6 +134,10 @@ struct VmConfig {
   // Process option: with the shim, TCG's code buffer gets small pages and forkd collapses the
   // filled parts into huge pages itself (vmm/code_pages.h); see collapses_code_pages.
   bool collapse_code_pages = false;
+  // Process option: with the shim, the 2 MiB step code_window of TCG's code buffer (counted from
+  // its first whole step) gets small pages and the rest huge ones (vmm/code_pages.h); -1: none.
+  // collapse_code_pages wins over it.
+  int code_window = -1;
   // Process option, not an argument: QEMU's loader looks here first (vmm/lean_qemu.h's stubs);
   // empty: QEMU loads its own libraries.
   std::string library_dir;
@@ -165,6 +169,12 @@ bool skips_ram_sync(const VmConfig& cfg);
 // with huge_pages, under TCG with one vCPU (one TCG region, filled from its start) and the shim.
 // Its owner then calls VmProcess::collapse_code_pages after the guest ran.
 bool collapses_code_pages(const VmConfig& cfg);
+
+// Whether a QEMU started with cfg could keep one step of its code buffer in small pages (the
+// conditions of collapses_code_pages, without asking for it), and whether cfg asks for it
+// (code_window, no collapse_code_pages).
+bool can_window_code_pages(const VmConfig& cfg);
+bool windows_code_pages(const VmConfig& cfg);
 
 std::vector<std::string> build_qemu_argv(const VmConfig& cfg);
 

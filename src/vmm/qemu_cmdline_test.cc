@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "vmm/accel.h"
+#include "vmm/code_pages.h"
 
 namespace forkd::vmm {
 namespace {
@@ -147,6 +148,38 @@ TEST(BuildQemuArgv, SkipRamSyncMarksTheBackendPmemOnlyWithTheStubs) {
   c.memory_share = true;
   c.skip_ram_sync = false;
   EXPECT_THAT(values_of(build_qemu_argv(c), "-object"), Not(Contains(HasSubstr("pmem"))));
+}
+
+// The code buffer's window (vmm/code_pages.h) needs what the collapse needs: TCG, one vCPU, huge
+// pages and the shim; FORKD_COLLAPSE_CODE_PAGES wins over it, and K stays in the shim's range.
+TEST(CodePagesSettings, AWindowOnlyWhereTheShimCanKeepOne) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  c.accel = Accel::kTcg;
+  c.cpus = 1;
+  c.library_dir = "/opt/forkd/qemu-lean";
+  c.code_window = 2;
+  EXPECT_TRUE(can_window_code_pages(c));
+  EXPECT_TRUE(windows_code_pages(c));
+  EXPECT_FALSE(collapses_code_pages(c));
+  c.collapse_code_pages = true;
+  EXPECT_FALSE(windows_code_pages(c));
+  EXPECT_TRUE(collapses_code_pages(c));
+  c.collapse_code_pages = false;
+  for (int k : {-1, kMaxCodeWindow}) {
+    c.code_window = k;
+    EXPECT_FALSE(windows_code_pages(c)) << k;
+  }
+  c.code_window = kMaxCodeWindow - 1;
+  EXPECT_TRUE(windows_code_pages(c));
+  auto without = [&](auto change) {
+    VmConfig d = c;
+    change(d);
+    return !can_window_code_pages(d) && !windows_code_pages(d);
+  };
+  EXPECT_TRUE(without([](VmConfig& d) { d.accel = Accel::kKvm; }));
+  EXPECT_TRUE(without([](VmConfig& d) { d.cpus = 2; }));
+  EXPECT_TRUE(without([](VmConfig& d) { d.huge_pages = false; }));
+  EXPECT_TRUE(without([](VmConfig& d) { d.library_dir.clear(); }));
 }
 
 TEST(BuildQemuArgv, PreallocBringsASharedMemoryFileInAtStart) {

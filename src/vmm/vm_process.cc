@@ -181,6 +181,9 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   if (skips_ram_sync(cfg)) opts.env["FORKD_PMEM_PERSIST"] = "skip";
   // The shim leaves the code buffer's huge pages to forkd (vmm/code_pages.h).
   if (collapses_code_pages(cfg)) opts.env[kCodePagesEnv] = kCodePagesCollapse;
+  if (windows_code_pages(cfg)) {
+    opts.env[kCodePagesEnv] = kCodePagesWindow + std::to_string(cfg.code_window);
+  }
   // QEMU's sockets, bound here and passed in (descriptors 3 and 4).
   auto qmp_listen = listen_unix(cfg.qmp_socket);
   if (!qmp_listen) return tl::unexpected(qmp_listen.error().wrap("launch qemu"));

@@ -54,6 +54,14 @@ class VmProcess {
   // Collapses the TCG code buffer's filled 2 MiB steps into huge pages (vmm/code_pages.h); call
   // it after the guest ran new code. Cheap when there is nothing to do. Returns the steps done.
   int collapse_code_pages() { return code_pages_ ? code_pages_->collapse(pid_, pidfd_.get()) : 0; }
+  // The last step of the code buffer TCG has written to (CodePages::last_written_step).
+  std::optional<int> code_fill_step() {
+    return code_pages_ ? code_pages_->last_written_step(pid_) : std::nullopt;
+  }
+  // Makes step k of the code buffer one huge page (CodePages::collapse_step).
+  bool collapse_code_step(int k) {
+    return code_pages_ && code_pages_->collapse_step(pid_, pidfd_.get(), k);
+  }
 
  private:
   VmProcess(pid_t pid, UniqueFd pidfd)

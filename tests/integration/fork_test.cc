@@ -21,6 +21,7 @@
 
 #include "base/files.h"
 #include "base/subprocess.h"
+#include "engine/code_window.h"
 #include "engine/registry.h"
 #include "engine/snapshot.h"
 #include "integration/vm_fixture.h"
@@ -240,21 +241,37 @@ TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
 }
 
 // The TCG code buffer of a child's QEMU in /proc/PID/smaps: its writable, executable anonymous
-// area of 64 MiB or more.
-std::optional<SmapsArea> code_buffer(pid_t pid) {
+// areas of 64 MiB or more in all, adjacent (the shim's window splits it by advice, in three).
+std::vector<SmapsArea> code_buffer(pid_t pid) {
   auto areas = smaps_areas(pid);
-  if (!areas) return std::nullopt;
+  if (!areas) return {};
+  std::vector<SmapsArea> run, best;
+  auto size = [](const std::vector<SmapsArea>& r) {
+    return r.empty() ? 0ul : r.back().end - r.front().start;
+  };
   for (const SmapsArea& a : *areas) {
-    if (a.perms == "rwxp" && a.inode == 0 && a.end - a.start >= (64ul << 20)) return a;
+    if (a.perms != "rwxp" || a.inode != 0) continue;
+    if (run.empty() || run.back().end != a.start) run.clear();
+    run.push_back(a);
+    if (size(run) >= (64ul << 20) && size(run) > size(best)) best = run;
   }
-  return std::nullopt;
+  return best;
+}
+long total(const std::vector<SmapsArea>& areas, long SmapsArea::*field) {
+  long sum = 0;
+  for (const SmapsArea& a : areas) sum += a.*field;
+  return sum;
 }
 
-// FORKD_COLLAPSE_CODE_PAGES=1 (vmm/code_pages.h): the child's code buffer is not advised huge
-// pages, and forkd collapses the 2 MiB steps TCG filled (after the restore, after each call), so
-// only the step being filled is in small pages. By default QEMU's advice stands and the buffer is
-// whole huge pages. Either way the child works.
-TEST_F(Fork, FilledStepsOfTheCodeBufferAreCollapsedWhenAskedFor) {
+// The three ways a child's code buffer gets its pages (vmm/code_pages.h), each after the restore
+// and after calls. Either way the child works.
+// - FORKD_COLLAPSE_CODE_PAGES=1: not advised huge pages; forkd collapses the 2 MiB steps TCG
+//   filled, so only the step being filled is in small pages.
+// - by default: huge pages but for the one step an earlier child of the tag stood at after its
+//   restore (engine/code_window.h, noted by the first child below). Idle, that step holds only
+//   what TCG wrote there, in small pages; before a call it becomes one huge page.
+// - FORKD_CODE_WINDOW=0: QEMU's advice stands, the buffer is whole huge pages.
+TEST_F(Fork, CodeBufferPagesFollowTheSettings) {
   auto thp = read_file("/sys/kernel/mm/transparent_hugepage/enabled");
   if (!thp || thp->find("[madvise]") == std::string::npos) {
     GTEST_SKIP() << "needs the THP mode madvise";
@@ -262,24 +279,63 @@ TEST_F(Fork, FilledStepsOfTheCodeBufferAreCollapsedWhenAskedFor) {
   if (vmm::host_jail().lean.dir.empty() || !vmm::can_collapse_other_processes()) {
     GTEST_SKIP() << "needs the shim and CAP_SYS_NICE";
   }
-  for (bool collapse : {true, false}) {
-    SCOPED_TRACE(collapse ? "FORKD_COLLAPSE_CODE_PAGES=1" : "default");
+  enum Mode { kCollapse, kWindow, kNoWindow };
+  for (Mode mode : {kCollapse, kWindow, kNoWindow}) {
+    SCOPED_TRACE(mode == kCollapse ? "FORKD_COLLAPSE_CODE_PAGES=1"
+                 : mode == kWindow ? "default"
+                                   : "FORKD_CODE_WINDOW=0");
     engine::EngineConfig cfg = config();
-    cfg.collapse_code_pages = collapse;
+    cfg.collapse_code_pages = mode == kCollapse;
+    cfg.code_window = mode != kNoWindow;
+    if (mode == kWindow) ASSERT_EQ(fork(1, "base", cfg).size(), 1u) << "notes the tag's step";
     auto kids = fork(1, "base", cfg);
     ASSERT_EQ(kids.size(), 1u);
     engine::Sandbox& sb = *kids[0];
-    EXPECT_EQ(sb.record().value("collapse_code_pages", !collapse), collapse);
+    EXPECT_EQ(sb.record().value("collapse_code_pages", mode != kCollapse), mode == kCollapse);
+    const int window = sb.record().value("code_window", -2);
+    if (mode == kWindow) {
+      store::SnapshotStore snaps(cfg.home);
+      auto meta = snaps.load("base");
+      ASSERT_TRUE(meta);
+      auto noted =
+          engine::read_code_window(engine::code_window_path(cfg, snaps.dir("base"), *meta));
+      ASSERT_TRUE(noted) << "the first child noted where TCG stood";
+      EXPECT_EQ(window, *noted);
+    } else {
+      EXPECT_EQ(window, -1);
+    }
     for (int round = 0; round < 2; ++round) {  // after the restore, then after calls
       auto buffer = code_buffer(sb.qemu_pid());
-      ASSERT_TRUE(buffer);
-      EXPECT_EQ(buffer->has("hg"), !collapse);
-      EXPECT_GE(buffer->huge_kib, 2048) << "the restore alone fills more than one step";
-      EXPECT_EQ(buffer->huge_kib % 2048, 0);
-      if (collapse) {
-        EXPECT_LT(buffer->rss_kib - buffer->huge_kib, 2048) << "only the step being filled";
+      ASSERT_FALSE(buffer.empty());
+      const long rss = total(buffer, &SmapsArea::rss_kib);
+      const long huge = total(buffer, &SmapsArea::huge_kib);
+      EXPECT_GE(huge, 2048) << "the restore alone fills more than one step";
+      EXPECT_EQ(huge % 2048, 0);
+      if (mode == kCollapse) {
+        ASSERT_EQ(buffer.size(), 1u);
+        EXPECT_FALSE(buffer[0].has("hg"));
+        EXPECT_LT(rss - huge, 2048) << "only the step being filled";
+      } else if (mode == kNoWindow) {
+        ASSERT_EQ(buffer.size(), 1u);
+        EXPECT_TRUE(buffer[0].has("hg"));
+        EXPECT_EQ(rss, huge);
       } else {
-        EXPECT_EQ(buffer->rss_kib, buffer->huge_kib);
+        // The window step: the middle one of three areas, the others advised huge pages.
+        ASSERT_EQ(buffer.size(), 3u);
+        const SmapsArea& w = buffer[1];
+        const unsigned long first_step =
+            (buffer[0].start + vmm::kHugeStep - 1) / vmm::kHugeStep * vmm::kHugeStep;
+        EXPECT_EQ(w.start, first_step + static_cast<unsigned long>(window) * vmm::kHugeStep);
+        EXPECT_EQ(w.end - w.start, vmm::kHugeStep);
+        EXPECT_TRUE(buffer[0].has("hg") && buffer[2].has("hg") && !w.has("hg"));
+        if (round == 0) {  // idle: what TCG wrote, in small pages
+          EXPECT_EQ(w.huge_kib, 0);
+          EXPECT_GT(w.rss_kib, 0) << "TCG stands in or past the window";
+          EXPECT_EQ(buffer[2].rss_kib, buffer[2].huge_kib);
+        } else {  // collapsed before the calls
+          EXPECT_EQ(w.huge_kib, 2048);
+          EXPECT_EQ(rss, huge);
+        }
       }
       EXPECT_EQ(sh(sb, "cat /tmp/counter; ls -R /usr > /dev/null"), "41\n");
     }

@@ -10,7 +10,9 @@
 // code buffer whose translated code runs faster from huge pages, keep theirs, except that with
 // FORKD_QEMU_CODE_THP=collapse the code buffer's request (the one area still reserved, PROT_NONE,
 // when QEMU advises it) is left out: forkd then collapses the parts TCG has filled into huge pages
-// itself (vmm/code_pages.h), and the part TCG is filling stays in small pages.
+// itself (vmm/code_pages.h), and the part TCG is filling stays in small pages. With
+// FORKD_QEMU_CODE_THP=window:K the request holds for the whole buffer but its 2 MiB step K
+// (counted from the first aligned one), which forkd collapses itself when it wants.
 //
 // fdt_create: QEMU builds a device tree for every microvm in a 1 MiB zero-filled buffer, and
 // libfdt's fdt_create clears the whole buffer again, so all 256 pages become private copies of
@@ -110,12 +112,37 @@ static int private_anonymous(uintptr_t lo, uintptr_t hi) {
   return covered >= hi;
 }
 
+// The step of FORKD_QEMU_CODE_THP=window:K (0 <= K < 512), or -1.
+static int window_step(const char* mode) {
+  static const char kPrefix[] = "window:";
+  if (strncmp(mode, kPrefix, sizeof kPrefix - 1) != 0) return -1;
+  const char* digits = mode + sizeof kPrefix - 1;
+  char* end = NULL;
+  long k = strtol(digits, &end, 10);
+  if (end == digits || *end != '\0' || k < 0 || k >= 512) return -1;
+  return (int)k;
+}
+
+// Huge pages on [addr, addr + len) but the 2 MiB step K (counted from the first aligned one).
+static int huge_but_step(uintptr_t addr, size_t len, int k) {
+  const uintptr_t end = addr + len;
+  const uintptr_t lo = ((addr + kHugePageBytes - 1) & ~(uintptr_t)(kHugePageBytes - 1)) +
+                       (uintptr_t)k * kHugePageBytes;
+  const uintptr_t hi = lo + kHugePageBytes;
+  if (hi > end || hi < lo) return (int)syscall(SYS_madvise, addr, len, MADV_HUGEPAGE);
+  if (lo > addr && syscall(SYS_madvise, addr, lo - addr, MADV_HUGEPAGE) != 0) return -1;
+  if (end > hi && syscall(SYS_madvise, hi, end - hi, MADV_HUGEPAGE) != 0) return -1;
+  return 0;
+}
+
 int madvise(void* addr, size_t len, int advice) {
   if (advice == MADV_HUGEPAGE && len <= (size_t)kHugePageBytes) advice = MADV_NOHUGEPAGE;
   if (advice == MADV_HUGEPAGE) {
     const char* mode = getenv("FORKD_QEMU_CODE_THP");
-    if (mode != NULL && strcmp(mode, "collapse") == 0 && reserved_anonymous((uintptr_t)addr)) {
-      return 0;
+    if (mode != NULL && reserved_anonymous((uintptr_t)addr)) {
+      if (strcmp(mode, "collapse") == 0) return 0;
+      int k = window_step(mode);
+      if (k >= 0) return huge_but_step((uintptr_t)addr, len, k);
     }
   }
   return (int)syscall(SYS_madvise, addr, len, advice);
