@@ -1,7 +1,6 @@
 #include "engine/code_window.h"
 
 #include <charconv>
-#include <ctime>
 #include <set>
 
 #include "base/files.h"
@@ -48,29 +47,6 @@ void note_code_window(const std::string& path, int step) {
   const std::string dir = path.substr(0, path.rfind('/'));
   if (!make_dirs(dir)) return;
   (void)replace_file(path, std::to_string(step) + "\n");
-}
-
-std::string code_window_hint_path(const std::string& sandbox_dir, const std::string& name) {
-  const bool ours =
-      name.size() == 32 && name.find_first_not_of("0123456789abcdef") == std::string::npos;
-  // $FORKD_HOME/sandboxes/ID: the home is two levels up.
-  size_t id_at = sandbox_dir.rfind('/');
-  size_t sandboxes_at = id_at == std::string::npos || id_at == 0
-                            ? std::string::npos
-                            : sandbox_dir.rfind('/', id_at - 1);
-  if (!ours || sandboxes_at == std::string::npos) return "";
-  return sandbox_dir.substr(0, sandboxes_at) + "/cache/code-window/" + name;
-}
-
-void note_settled_code_window(vmm::VmProcess& vm, const Json& record,
-                              const std::string& sandbox_dir) {
-  const int window = json::int_or(record, "code_window", -1);
-  const int64_t created = json::int_or<int64_t>(record, "created_at", 0);
-  if (window < 0 || created <= 0 || std::time(nullptr) - created < kSettledSeconds) return;
-  std::string path =
-      code_window_hint_path(sandbox_dir, json::string_or(record, "code_window_hint", ""));
-  if (path.empty() || vm.code_step_is_huge(window) != false) return;
-  if (auto step = vm.code_fill_step()) note_code_window(path, *step);
 }
 
 std::vector<std::string> sweep_code_windows(const EngineConfig& cfg) {

@@ -64,23 +64,6 @@ TEST_F(CodeWindowTest, DamagedHintsAreNone) {
   EXPECT_EQ(read_code_window(path), 511);
 }
 
-// A record names its hint by the file's name; only a name forkd makes leads to a path, in the
-// home of the run dir.
-TEST_F(CodeWindowTest, ARecordsHintNameLeadsIntoItsHomeOnly) {
-  const std::string name = std::string(31, 'a') + "0";
-  EXPECT_EQ(code_window_hint_path("/h/sandboxes/sb-1", name), "/h/cache/code-window/" + name);
-  std::string path = code_window_path(cfg_, "/tags/t", meta_);
-  EXPECT_EQ(code_window_hint_path(cfg_.sandboxes_dir() + "/sb-1", path.substr(path.rfind('/') + 1)),
-            path);
-  for (const std::string& bad :
-       {std::string(), std::string(31, 'a'), std::string(33, 'a'), std::string(31, 'a') + "A",
-        std::string("../../../../etc/passwd0000000000"), std::string(30, 'a') + "/."}) {
-    EXPECT_EQ(code_window_hint_path("/h/sandboxes/sb-1", bad), "") << bad;
-  }
-  EXPECT_EQ(code_window_hint_path("sb-1", name), "") << "no home above it";
-  EXPECT_EQ(code_window_hint_path("/sb-1", name), "");
-}
-
 // gc removes the hints of tags that are gone, and old staging files, but not a fresh one (a
 // child may be writing it).
 TEST_F(CodeWindowTest, GcSweepsHintsOfGoneTags) {

@@ -10,7 +10,6 @@
 #include "base/files.h"
 #include "base/json_get.h"
 #include "base/paths.h"
-#include "engine/code_window.h"
 #include "engine/sandbox_jail.h"
 #include "vmm/qmp_client.h"
 #include "vmm/vm_process.h"
@@ -135,7 +134,6 @@ Status remove_sandbox(const EngineConfig& cfg, const std::string& id) {
   if (qemu_owns_dir(pid, dir)) {
     auto vm = vmm::VmProcess::adopt(pid);
     if (vm) {
-      note_settled_code_window(*vm, rec, dir);  // an idle child's last word (engine/code_window.h)
       auto qmp = vmm::QmpClient::connect(dir + "/qmp.sock", std::chrono::milliseconds(300));
       if (qmp) (void)qmp->execute("quit", vmm::Json::object(), std::chrono::milliseconds(1000));
       if (!vm->wait_exit(std::chrono::milliseconds(1500))) {

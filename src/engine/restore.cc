@@ -365,9 +365,8 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   // The restore and the identity step translated megabytes of guest code.
   if (pre.collapse_code_pages) Restorer::collapse_code_pages(*sb);
   Restorer::timings(*sb).ready_ms = ms_since(t0);
-  // Where TCG stands now, for the tag's next children while no settled child has said better
-  // (engine/code_window.h; a warm pool member ran an exec more).
-  if (!pre.code_window_hint.empty() && !pre.loaded && !read_code_window(pre.code_window_hint)) {
+  // Where TCG stands now, for the tag's next children (a warm pool member ran an exec more).
+  if (!pre.code_window_hint.empty() && !pre.loaded) {
     if (auto step = Restorer::code_fill_step(*sb)) note_code_window(pre.code_window_hint, *step);
   }
   Restorer::set_agent(*sb, std::move(*agent), *identity);
@@ -386,9 +385,6 @@ Result<std::unique_ptr<Sandbox>> finish_restore(PrestartedVm pre, const store::S
   rec["nic"] = pre.nic;
   rec["collapse_code_pages"] = pre.collapse_code_pages;
   rec["code_window"] = pre.code_window;
-  if (pre.code_window >= 0 && !pre.code_window_hint.empty()) {
-    rec["code_window_hint"] = pre.code_window_hint.substr(pre.code_window_hint.rfind('/') + 1);
-  }
   rec["network"] = *mode;
   rec["ports"] = std::move(ports);
   if (auto st = Restorer::write_record(*sb); !st) return fail(st.error());

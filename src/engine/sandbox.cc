@@ -20,7 +20,6 @@
 #include "base/log.h"
 #include "base/paths.h"
 #include "engine/agent_replies.h"
-#include "engine/code_window.h"
 #include "engine/registry.h"
 #include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
@@ -290,12 +289,8 @@ Result<AgentReply> Sandbox::call(Json request, std::string_view bin,
     return make_error(ErrorCode::kAgentError, "sandbox " + id_ + ": " + why);
   }
   // An idle child's small-page step of the code buffer becomes one huge page before the call
-  // translates into it (vmm/code_pages.h); a no-op from the second call on. Before the first,
-  // where the idle child settled is noted for its tag's next children (engine/code_window.h).
-  if (int k = json::int_or(record_, "code_window", -1); k >= 0) {
-    note_settled_code_window(vm_, record_, dir_);
-    vm_.collapse_code_step(k);
-  }
+  // translates into it (vmm/code_pages.h); a no-op from the second call on.
+  if (int k = json::int_or(record_, "code_window", -1); k >= 0) vm_.collapse_code_step(k);
   auto r = agent_->call(std::move(request), bin, timeout, std::move(on_event));
   // The call ran guest code that TCG translated (vmm/code_pages.h).
   if (r && json::bool_or(record_, "collapse_code_pages", false)) vm_.collapse_code_pages();

@@ -178,31 +178,6 @@ std::optional<int> CodePages::last_written_step(pid_t pid) {
   return last;
 }
 
-std::optional<bool> CodePages::step_is_huge(pid_t pid, int k) {
-  std::lock_guard lock(state_->mu);
-  State& s = *state_;
-  if (k < 0 || k >= kMaxCodeWindow || !find_buffer(pid)) return std::nullopt;
-  const uint64_t at = s.first_step + static_cast<uint64_t>(k) * kHugeStep;
-  if (at + kHugeStep > s.end) return std::nullopt;
-  UniqueFd pagemap = open_pagemap(pid);
-  uint64_t entry = 0;
-  if (!pagemap || ::pread(pagemap.get(), &entry, sizeof entry,
-                          static_cast<off_t>(at / kPage * sizeof entry)) != sizeof entry) {
-    return std::nullopt;
-  }
-  if ((entry >> 63 & 1) == 0) return false;
-  const uint64_t frame = entry & ((1ull << 55) - 1);
-  if (frame == 0) return std::nullopt;  // frames hidden: not root
-  UniqueFd flags(::open("/proc/kpageflags", O_RDONLY | O_CLOEXEC));
-  uint64_t bits = 0;
-  if (!flags || ::pread(flags.get(), &bits, sizeof bits, static_cast<off_t>(frame * sizeof bits)) !=
-                    sizeof bits) {
-    return std::nullopt;
-  }
-  constexpr int kKpfThp = 22;  // include/uapi/linux/kernel-page-flags.h
-  return (bits >> kKpfThp & 1) != 0;
-}
-
 bool CodePages::collapse_step(pid_t pid, int pidfd, int k) {
   std::lock_guard lock(state_->mu);
   State& s = *state_;

@@ -73,11 +73,6 @@ class CodePages {
   // it). True when it is one now; cheap when it was already.
   bool collapse_step(pid_t pid, int pidfd, int k);
 
-  // Whether step k is one huge page now (its first page's frame is part of a transparent huge
-  // page: /proc/PID/pagemap, then /proc/kpageflags, both root's). nullopt when that cannot be
-  // read; false when the step holds nothing.
-  std::optional<bool> step_is_huge(pid_t pid, int k);
-
  private:
   struct State;
   bool find_buffer(pid_t pid);  // with State::mu held; false: nothing to do, ever

@@ -195,13 +195,8 @@ TEST(CodePages, AWindowStepHoldsOnlyWrittenPagesUntilCollapsed) {
   EXPECT_EQ(pages.last_written_step(f.pid), 2);
   EXPECT_EQ(rss_and_huge(f.pid, f.first_step).second, 4096) << "steps 0 and 1 huge from the start";
   EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(512L, 0L)) << "step 2: what was written";
-  EXPECT_EQ(pages.step_is_huge(f.pid, 0), true);
-  EXPECT_EQ(pages.step_is_huge(f.pid, 2), false);
-  EXPECT_EQ(pages.step_is_huge(f.pid, 3), false) << "nothing there yet";
   EXPECT_TRUE(pages.collapse_step(f.pid, f.pidfd.get(), 2));
   EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(2048L, 2048L));
-  EXPECT_EQ(pages.step_is_huge(f.pid, 2), true);
-  EXPECT_FALSE(pages.step_is_huge(f.pid, 16)) << "past the buffer's end";
   EXPECT_TRUE(pages.collapse_step(f.pid, f.pidfd.get(), 2)) << "again: already one";
   ASSERT_TRUE(f.fill(3 * kHugeStep + 4096));
   EXPECT_EQ(pages.last_written_step(f.pid), 3);

@@ -62,10 +62,6 @@ class VmProcess {
   bool collapse_code_step(int k) {
     return code_pages_ && code_pages_->collapse_step(pid_, pidfd_.get(), k);
   }
-  // Whether step k of the code buffer is one huge page now (CodePages::step_is_huge).
-  std::optional<bool> code_step_is_huge(int k) {
-    return code_pages_ ? code_pages_->step_is_huge(pid_, k) : std::nullopt;
-  }
 
  private:
   VmProcess(pid_t pid, UniqueFd pidfd)

@@ -287,9 +287,7 @@ TEST_F(Fork, CodeBufferPagesFollowTheSettings) {
     engine::EngineConfig cfg = config();
     cfg.collapse_code_pages = mode == kCollapse;
     cfg.code_window = mode != kNoWindow;
-    if (mode == kWindow) {
-      ASSERT_EQ(fork(1, "base", cfg).size(), 1u) << "notes the tag's step";
-    }
+    if (mode == kWindow) ASSERT_EQ(fork(1, "base", cfg).size(), 1u) << "notes the tag's step";
     auto kids = fork(1, "base", cfg);
     ASSERT_EQ(kids.size(), 1u);
     engine::Sandbox& sb = *kids[0];
@@ -342,49 +340,6 @@ TEST_F(Fork, CodeBufferPagesFollowTheSettings) {
       EXPECT_EQ(sh(sb, "cat /tmp/counter; ls -R /usr > /dev/null"), "41\n");
     }
   }
-}
-
-// A child noted at ready can be wrong for where children settle (engine/code_window.h). Here the
-// tag's hint says step 0, which every restore fills at once. Of three children that start with
-// it, one is called young and says nothing; after kSettledSeconds the second corrects the hint at
-// its first call, and the third (never called) when it is removed. A child then starts with the
-// corrected step.
-TEST_F(Fork, SettledChildrenCorrectTheirTagsWindow) {
-  auto thp = read_file("/sys/kernel/mm/transparent_hugepage/enabled");
-  if (!thp || thp->find("[madvise]") == std::string::npos) {
-    GTEST_SKIP() << "needs the THP mode madvise";
-  }
-  if (vmm::host_jail().lean.dir.empty() || !vmm::can_collapse_other_processes()) {
-    GTEST_SKIP() << "needs the shim and CAP_SYS_NICE";
-  }
-  engine::EngineConfig cfg = config();
-  store::SnapshotStore snaps(cfg.home);
-  auto meta = snaps.load("base");
-  ASSERT_TRUE(meta);
-  const std::string hint = engine::code_window_path(cfg, snaps.dir("base"), *meta);
-  ASSERT_FALSE(hint.empty());
-  engine::note_code_window(hint, 0);
-  auto kids = fork(3, "base", cfg);
-  ASSERT_EQ(kids.size(), 3u);
-  for (auto& k : kids) ASSERT_EQ(k->record().value("code_window", -1), 0);
-  EXPECT_EQ(sh(*kids[0], "cat /tmp/counter"), "41\n");
-  EXPECT_EQ(engine::read_code_window(hint), 0) << "a call before the child settled";
-  std::this_thread::sleep_for(std::chrono::seconds(engine::kSettledSeconds + 1));
-  EXPECT_EQ(sh(*kids[1], "cat /tmp/counter"), "41\n");
-  auto noted = engine::read_code_window(hint);
-  ASSERT_TRUE(noted);
-  EXPECT_GE(*noted, 1) << "an idle child stands past its first step";
-  engine::note_code_window(hint, 0);
-  ASSERT_TRUE(engine::remove_sandbox(cfg, kids[0]->id()));
-  EXPECT_EQ(engine::read_code_window(hint), 0) << "a child called before says nothing";
-  ASSERT_TRUE(engine::remove_sandbox(cfg, kids[2]->id()));
-  auto at_removal = engine::read_code_window(hint);
-  ASSERT_TRUE(at_removal);
-  EXPECT_GE(*at_removal, 1) << "a settled child without calls, at its removal";
-  auto next = fork(1, "base", cfg);
-  ASSERT_EQ(next.size(), 1u);
-  EXPECT_EQ(next[0]->record().value("code_window", -1), *at_removal);
-  EXPECT_EQ(sh(*next[0], "cat /tmp/counter"), "41\n");
 }
 
 // FORKD_QEMU_HUGE_PAGES=0 forbids transparent huge pages to the child's QEMU (the kernel's
