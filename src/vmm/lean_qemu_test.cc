@@ -168,7 +168,9 @@ TEST(LeanQemu, QemuShimLeavesTheCodeBuffersWindowStepOut) {
       EXPECT_EQ(flags_of(first_step + kStep), "") << "one mapping";
     } else {
       const uintptr_t lo = first_step + static_cast<uintptr_t>(c.window) * kStep;
-      if (lo > start) EXPECT_TRUE(has_flag(flags_of(start), "hg")) << flags_of(start);
+      if (lo > start) {
+        EXPECT_TRUE(has_flag(flags_of(start), "hg")) << flags_of(start);
+      }
       EXPECT_FALSE(has_flag(flags_of(lo), "hg")) << flags_of(lo);
       EXPECT_NE(flags_of(lo), "") << "the window is a mapping of its own";
       EXPECT_TRUE(has_flag(flags_of(lo + kStep), "hg")) << flags_of(lo + kStep);

@@ -287,7 +287,9 @@ TEST_F(Fork, CodeBufferPagesFollowTheSettings) {
     engine::EngineConfig cfg = config();
     cfg.collapse_code_pages = mode == kCollapse;
     cfg.code_window = mode != kNoWindow;
-    if (mode == kWindow) ASSERT_EQ(fork(1, "base", cfg).size(), 1u) << "notes the tag's step";
+    if (mode == kWindow) {
+      ASSERT_EQ(fork(1, "base", cfg).size(), 1u) << "notes the tag's step";
+    }
     auto kids = fork(1, "base", cfg);
     ASSERT_EQ(kids.size(), 1u);
     engine::Sandbox& sb = *kids[0];
