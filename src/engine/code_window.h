@@ -1,8 +1,8 @@
 #pragma once
-// Where an idle child's TCG code buffer stands, per tag: the 2 MiB step (vmm/code_pages.h) that
-// the last measured child of the tag had reached right after its restore. The next children keep
-// that step in small pages (VmConfig::code_window), so an idle child holds only the pages TCG
-// wrote there instead of a whole huge page.
+// Where a child's TCG code buffer stands right after its restore, per tag: the 2 MiB step
+// (vmm/code_pages.h) the last measured child of the tag had reached. The next children keep the
+// buffer from that step on in small pages while they are idle (VmConfig::code_window), so an idle
+// child holds only the pages TCG wrote there instead of whole huge pages.
 //
 // A hint, not a record: $FORKD_HOME/cache/code-window/, one small file per tag (named like the
 // overlay templates, by the tag dir and its memory's content hash), replaced atomically without

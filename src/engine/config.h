@@ -32,10 +32,11 @@ struct EngineConfig {
   // CAP_SYS_NICE), instead of each step being a whole huge page from its first byte as QEMU asks:
   // ~1 MiB less per idle child, but a child's first exec and eval run 25-60 % slower.
   bool collapse_code_pages = false;
-  // A child's TCG code buffer keeps one 2 MiB step in small pages while it is idle: the one TCG
+  // A child's TCG code buffer keeps small pages while it is idle from the 2 MiB step on that TCG
   // reached in an earlier child of the same tag (vmm/code_pages.h, engine/code_window.h; needs
-  // the shim and CAP_SYS_NICE). forkd collapses it into a huge page before each agent call, so
-  // calls translate into huge pages as before. FORKD_CODE_WINDOW=0 turns it off.
+  // the shim and CAP_SYS_NICE). Before each agent call forkd has the shim advise huge pages for
+  // it and collapses what TCG wrote there, so calls translate into huge pages as before.
+  // FORKD_CODE_WINDOW=0 turns it off.
   bool code_window = true;
   // Host-side limits every sandbox's QEMU gets unless its request says otherwise (the daemon's
   // --memory-limit/--cpus/--pids; env FORKD_MEMORY_LIMIT_MIB, FORKD_CPU_LIMIT, FORKD_PIDS_LIMIT).

@@ -277,7 +277,7 @@ Status warm_up_prestarted(PrestartedVm& pre, const std::string& tag_dir) {
     // and a first command take; the exec into huge pages, as any call's (vmm/code_pages.h).
     auto id = set_identity(**agent, "pool-" + pre.id, random_hex(16));
     if (!id) return tl::unexpected(id.error());
-    if (pre.code_window >= 0) pre.vm.collapse_code_step(pre.code_window);
+    pre.vm.ready_code_for_call(pre.code_window);
     auto ex =
         (*agent)->call(Json{{"op", "exec"}, {"argv", {"true"}}}, {}, std::chrono::seconds(30));
     if (!ex) return tl::unexpected(ex.error().wrap("warm-up exec"));

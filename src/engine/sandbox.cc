@@ -288,9 +288,9 @@ Result<AgentReply> Sandbox::call(Json request, std::string_view bin,
                                                     : "agent connection lost";
     return make_error(ErrorCode::kAgentError, "sandbox " + id_ + ": " + why);
   }
-  // An idle child's small-page step of the code buffer becomes one huge page before the call
-  // translates into it (vmm/code_pages.h); a no-op from the second call on.
-  if (int k = json::int_or(record_, "code_window", -1); k >= 0) vm_.collapse_code_step(k);
+  // An idle child's code buffer past its window gets huge pages before the call translates into
+  // it (vmm/code_pages.h); cheap from the second call on.
+  vm_.ready_code_for_call(json::int_or(record_, "code_window", -1));
   auto r = agent_->call(std::move(request), bin, timeout, std::move(on_event));
   // The call ran guest code that TCG translated (vmm/code_pages.h).
   if (r && json::bool_or(record_, "collapse_code_pages", false)) vm_.collapse_code_pages();

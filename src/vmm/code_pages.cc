@@ -6,6 +6,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <charconv>
@@ -89,7 +90,8 @@ struct CodePages::State {
   bool off = false;         // nothing to do in this process, ever
   uint64_t first_step = 0;  // address of the first whole 2 MiB step of the buffer
   uint64_t end = 0;
-  uint64_t next = 0;  // the first step not collapsed yet
+  uint64_t next = 0;         // the first step not collapsed yet
+  uint64_t window_next = 0;  // collapse_written_from: the last step it collapsed
 };
 
 CodePages::CodePages() : state_(std::make_unique<State>()) {}
@@ -178,12 +180,28 @@ std::optional<int> CodePages::last_written_step(pid_t pid) {
   return last;
 }
 
-bool CodePages::collapse_step(pid_t pid, int pidfd, int k) {
+int CodePages::collapse_written_from(pid_t pid, int pidfd, int k) {
   std::lock_guard lock(state_->mu);
   State& s = *state_;
-  if (k < 0 || k >= kMaxCodeWindow || pidfd < 0 || !find_buffer(pid)) return false;
-  const uint64_t at = s.first_step + static_cast<uint64_t>(k) * kHugeStep;
-  return at + kHugeStep <= s.end && collapse_range(pidfd, at);
+  if (k < 0 || k >= kMaxCodeWindow || pidfd < 0 || !find_buffer(pid)) return 0;
+  UniqueFd pagemap = open_pagemap(pid);
+  if (!pagemap) return 0;
+  // The last step done before may have been filling then: it is huge now, and so is what TCG
+  // added to it since. Start there.
+  uint64_t at = std::max(s.first_step + static_cast<uint64_t>(k) * kHugeStep, s.window_next);
+  int asked = 0;
+  for (; at + kHugeStep <= s.end; at += kHugeStep) {
+    uint64_t entry = 0;
+    if (::pread(pagemap.get(), &entry, sizeof entry,
+                static_cast<off_t>(at / kPage * sizeof entry)) != sizeof entry ||
+        (entry >> 63 & 1) == 0) {
+      break;
+    }
+    (void)collapse_range(pidfd, at);  // a step it cannot take now stays small: slower, not wrong
+    s.window_next = at;
+    ++asked;
+  }
+  return asked;
 }
 
 }  // namespace forkd::vmm

@@ -16,12 +16,15 @@
 // part only then).
 //
 // That costs a child's first calls 25-60 % (they translate megabytes into small pages), so the
-// default is narrower: with kCodePagesEnv=kCodePagesWindow + K the shim leaves out only step K,
-// the one where TCG stood when an earlier child of the same tag had just been restored
-// (engine/code_window.h). Every other step is a huge page from its first byte, as without the
-// shim; an idle child's step K holds only the pages TCG wrote, not the rest of a huge page. Before
-// each agent call forkd collapses step K (collapse_step): a no-op once it is huge, and the call
-// then translates into huge pages as before.
+// default is narrower: with kCodePagesEnv=kCodePagesWindow + K the shim advises huge pages up to
+// step K, the one where TCG stood when an earlier child of the same tag had just been restored
+// (engine/code_window.h), and leaves the rest of the buffer in small pages while the child is
+// idle: what TCG translates there after the restore (a python child ~1.3 MiB in its first
+// seconds) takes only the pages it writes, not whole huge pages. Before each agent call forkd
+// sends QEMU kCodePagesSignal, on which the shim advises huge pages for the rest too, and
+// collapses the steps TCG wrote from K on (collapse_written_from), so the call translates into
+// huge pages as before. Both are no-ops from the second call on.
+#include <signal.h>
 #include <sys/types.h>
 
 #include <cstddef>
@@ -36,6 +39,9 @@ namespace forkd::vmm {
 inline constexpr const char* kCodePagesEnv = "FORKD_QEMU_CODE_THP";
 inline constexpr const char* kCodePagesCollapse = "collapse";
 inline constexpr const char* kCodePagesWindow = "window:";
+// What the shim's window mode answers (lean/qemu_shim.c); ignored by default, so harmless to a
+// QEMU without the shim's handler.
+inline constexpr int kCodePagesSignal = SIGURG;
 inline constexpr uint64_t kHugeStep = 2u << 20;
 // The shim's bound on K (a 1 GiB buffer); the same number is in lean/qemu_shim.c.
 inline constexpr int kMaxCodeWindow = 512;
@@ -69,9 +75,11 @@ class CodePages {
   // without a buffer, or when nothing is written.
   std::optional<int> last_written_step(pid_t pid);
 
-  // Makes step k one huge page (MADV_COLLAPSE; the pages TCG has not written become zeros of
-  // it). True when it is one now; cheap when it was already.
-  bool collapse_step(pid_t pid, int pidfd, int k);
+  // Makes every step TCG has written to from step k on one huge page (MADV_COLLAPSE; the pages of
+  // a step TCG has not written become zeros of it), up to the first step it has not written, and
+  // returns how many it asked for. Cheap for steps that are huge already; a handle starts after
+  // the steps it did before.
+  int collapse_written_from(pid_t pid, int pidfd, int k);
 
  private:
   struct State;

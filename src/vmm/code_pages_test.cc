@@ -171,15 +171,14 @@ TEST(CodePages, CollapsesTheWholeStepsOfAnotherProcessOnly) {
   EXPECT_EQ(pages.collapse(pid, -1), 0);
 }
 
-// The shim's window mode: huge pages advised on the whole buffer but step 2, as three mappings.
-// The buffer is found whole, the last written step is where the filling stands, and only step 2
-// holds just the pages written until it is collapsed.
-TEST(CodePages, AWindowStepHoldsOnlyWrittenPagesUntilCollapsed) {
+// The shim's window mode while the child is idle: huge pages advised up to step 2, the rest not
+// (two mappings). The buffer is found whole, the last written step is where the filling stands,
+// and from step 2 on the buffer holds just the pages written, until collapse_written_from makes
+// every written step huge (a partial one with zeros).
+TEST(CodePages, PastTheWindowOnlyWrittenPagesUntilCollapsed) {
   if (std::string why; !can_collapse_here(&why)) GTEST_SKIP() << why;
   Filler f([](uintptr_t start, uintptr_t first_step) {
-    const uintptr_t lo = first_step + 2 * kHugeStep, hi = lo + kHugeStep;
-    ::madvise(reinterpret_cast<void*>(start), lo - start, MADV_HUGEPAGE);
-    ::madvise(reinterpret_cast<void*>(hi), start + Filler::kSize - hi, MADV_HUGEPAGE);
+    ::madvise(reinterpret_cast<void*>(start), first_step + 2 * kHugeStep - start, MADV_HUGEPAGE);
   });
   ASSERT_TRUE(f.ok());
   auto maps = read_file("/proc/" + std::to_string(f.pid) + "/maps");
@@ -191,19 +190,22 @@ TEST(CodePages, AWindowStepHoldsOnlyWrittenPagesUntilCollapsed) {
   const uintptr_t window = f.first_step + 2 * kHugeStep;
   CodePages pages;
   EXPECT_FALSE(pages.last_written_step(f.pid)) << "nothing written yet";
-  ASSERT_TRUE(f.fill(2 * kHugeStep + kHugeStep / 4));
-  EXPECT_EQ(pages.last_written_step(f.pid), 2);
-  EXPECT_EQ(rss_and_huge(f.pid, f.first_step).second, 4096) << "steps 0 and 1 huge from the start";
-  EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(512L, 0L)) << "step 2: what was written";
-  EXPECT_TRUE(pages.collapse_step(f.pid, f.pidfd.get(), 2));
-  EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(2048L, 2048L));
-  EXPECT_TRUE(pages.collapse_step(f.pid, f.pidfd.get(), 2)) << "again: already one";
-  ASSERT_TRUE(f.fill(3 * kHugeStep + 4096));
+  ASSERT_TRUE(f.fill(3 * kHugeStep + kHugeStep / 4));
   EXPECT_EQ(pages.last_written_step(f.pid), 3);
-  EXPECT_EQ(rss_and_huge(f.pid, window + kHugeStep).second, 2048) << "past the window: huge";
-  EXPECT_FALSE(pages.collapse_step(f.pid, f.pidfd.get(), -1));
-  EXPECT_FALSE(pages.collapse_step(f.pid, f.pidfd.get(), kMaxCodeWindow));
-  EXPECT_FALSE(pages.collapse_step(f.pid, f.pidfd.get(), 16)) << "past the buffer's end";
+  EXPECT_EQ(rss_and_huge(f.pid, f.first_step).second, 4096) << "steps 0 and 1 huge from the start";
+  EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(2560L, 0L))
+      << "steps 2-3: what was written";
+  EXPECT_EQ(pages.collapse_written_from(f.pid, f.pidfd.get(), 2), 2);
+  EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(4096L, 4096L));
+  // The handle starts again at the last step it did (it may have been filling then); a fresh one
+  // walks them all, which the kernel takes as done.
+  EXPECT_EQ(pages.collapse_written_from(f.pid, f.pidfd.get(), 2), 1);
+  CodePages again;
+  EXPECT_EQ(again.collapse_written_from(f.pid, f.pidfd.get(), 2), 2);
+  EXPECT_EQ(rss_and_huge(f.pid, window), std::make_pair(4096L, 4096L));
+  EXPECT_EQ(pages.collapse_written_from(f.pid, f.pidfd.get(), -1), 0);
+  EXPECT_EQ(pages.collapse_written_from(f.pid, f.pidfd.get(), kMaxCodeWindow), 0);
+  EXPECT_EQ(pages.collapse_written_from(f.pid, f.pidfd.get(), 16), 0) << "past the buffer's end";
   EXPECT_TRUE(f.finish());
 }
 
@@ -220,7 +222,7 @@ TEST(CodePages, AProcessWithoutACodeBufferIsLeftAlone) {
   EXPECT_EQ(pages.collapse(pid, pidfd.get()), 0);
   EXPECT_EQ(pages.collapse(pid, pidfd.get()), 0);
   EXPECT_FALSE(pages.last_written_step(pid));
-  EXPECT_FALSE(pages.collapse_step(pid, pidfd.get(), 0));
+  EXPECT_EQ(pages.collapse_written_from(pid, pidfd.get(), 0), 0);
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
 }

@@ -134,9 +134,9 @@ struct VmConfig {
   // Process option: with the shim, TCG's code buffer gets small pages and forkd collapses the
   // filled parts into huge pages itself (vmm/code_pages.h); see collapses_code_pages.
   bool collapse_code_pages = false;
-  // Process option: with the shim, the 2 MiB step code_window of TCG's code buffer (counted from
-  // its first whole step) gets small pages and the rest huge ones (vmm/code_pages.h); -1: none.
-  // collapse_code_pages wins over it.
+  // Process option: with the shim, TCG's code buffer gets huge pages up to its 2 MiB step
+  // code_window (counted from its first whole step) and small ones from there until forkd asks
+  // (vmm/code_pages.h); -1: none. collapse_code_pages wins over it.
   int code_window = -1;
   // Process option, not an argument: QEMU's loader looks here first (vmm/lean_qemu.h's stubs);
   // empty: QEMU loads its own libraries.

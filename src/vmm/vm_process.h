@@ -58,9 +58,13 @@ class VmProcess {
   std::optional<int> code_fill_step() {
     return code_pages_ ? code_pages_->last_written_step(pid_) : std::nullopt;
   }
-  // Makes step k of the code buffer one huge page (CodePages::collapse_step).
-  bool collapse_code_step(int k) {
-    return code_pages_ && code_pages_->collapse_step(pid_, pidfd_.get(), k);
+  // Before an agent call to a QEMU started with a code buffer window from step k on
+  // (vmm/code_pages.h): huge pages for the rest of the buffer from now, and what TCG wrote there
+  // in small pages collapsed.
+  void ready_code_for_call(int k) {
+    if (!code_pages_ || k < 0) return;
+    signal(kCodePagesSignal);
+    code_pages_->collapse_written_from(pid_, pidfd_.get(), k);
   }
 
  private:

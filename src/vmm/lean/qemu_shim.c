@@ -11,8 +11,11 @@
 // FORKD_QEMU_CODE_THP=collapse the code buffer's request (the one area still reserved, PROT_NONE,
 // when QEMU advises it) is left out: forkd then collapses the parts TCG has filled into huge pages
 // itself (vmm/code_pages.h), and the part TCG is filling stays in small pages. With
-// FORKD_QEMU_CODE_THP=window:K the request holds for the whole buffer but its 2 MiB step K
-// (counted from the first aligned one), which forkd collapses itself when it wants.
+// FORKD_QEMU_CODE_THP=window:K the request holds for the buffer up to its 2 MiB step K (counted
+// from the first aligned one); from there on the buffer keeps small pages until forkd sends
+// QEMU a SIGURG (before a child's calls), whose handler makes the same request for the rest.
+// forkd collapses what TCG wrote there in small pages itself. SIGURG's default action is to
+// ignore it, so a QEMU without this handler is never harmed by forkd's signal.
 //
 // fdt_create: QEMU builds a device tree for every microvm in a 1 MiB zero-filled buffer, and
 // libfdt's fdt_create clears the whole buffer again, so all 256 pages become private copies of
@@ -22,7 +25,9 @@
 // function does it all.
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -123,15 +128,39 @@ static int window_step(const char* mode) {
   return (int)k;
 }
 
-// Huge pages on [addr, addr + len) but the 2 MiB step K (counted from the first aligned one).
-static int huge_but_step(uintptr_t addr, size_t len, int k) {
+// The part of the code buffer left in small pages (window mode), for the SIGURG handler.
+static uintptr_t g_rest_at;
+static size_t g_rest_len;
+
+static void advise_the_rest(int sig) {
+  (void)sig;
+  const int saved = errno;
+  const uintptr_t at = __atomic_load_n(&g_rest_at, __ATOMIC_ACQUIRE);
+  const size_t len = __atomic_load_n(&g_rest_len, __ATOMIC_ACQUIRE);
+  if (len != 0) syscall(SYS_madvise, at, len, MADV_HUGEPAGE);
+  errno = saved;
+}
+
+// Huge pages on [addr, addr + len) up to the 2 MiB step K (counted from the first aligned one);
+// the rest from a SIGURG on.
+static int huge_up_to_step(uintptr_t addr, size_t len, int k) {
   const uintptr_t end = addr + len;
   const uintptr_t lo = ((addr + kHugePageBytes - 1) & ~(uintptr_t)(kHugePageBytes - 1)) +
                        (uintptr_t)k * kHugePageBytes;
-  const uintptr_t hi = lo + kHugePageBytes;
-  if (hi > end || hi < lo) return (int)syscall(SYS_madvise, addr, len, MADV_HUGEPAGE);
+  if (lo + kHugePageBytes > end || lo < addr) {
+    return (int)syscall(SYS_madvise, addr, len, MADV_HUGEPAGE);
+  }
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = advise_the_rest;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  __atomic_store_n(&g_rest_len, 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_rest_at, lo, __ATOMIC_RELEASE);
+  __atomic_store_n(&g_rest_len, (size_t)(end - lo), __ATOMIC_RELEASE);
+  // Without the handler the rest keeps QEMU's request: no window rather than one never closed.
+  if (sigaction(SIGURG, &sa, NULL) != 0) return (int)syscall(SYS_madvise, addr, len, MADV_HUGEPAGE);
   if (lo > addr && syscall(SYS_madvise, addr, lo - addr, MADV_HUGEPAGE) != 0) return -1;
-  if (end > hi && syscall(SYS_madvise, hi, end - hi, MADV_HUGEPAGE) != 0) return -1;
   return 0;
 }
 
@@ -142,7 +171,7 @@ int madvise(void* addr, size_t len, int advice) {
     if (mode != NULL && reserved_anonymous((uintptr_t)addr)) {
       if (strcmp(mode, "collapse") == 0) return 0;
       int k = window_step(mode);
-      if (k >= 0) return huge_but_step((uintptr_t)addr, len, k);
+      if (k >= 0) return huge_up_to_step((uintptr_t)addr, len, k);
     }
   }
   return (int)syscall(SYS_madvise, addr, len, advice);
