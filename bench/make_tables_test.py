@@ -70,21 +70,21 @@ class MakeTablesTest(unittest.TestCase):
         for row in [
             "| minimal (busybox initramfs) | 1320 ms | 1906 ms | 7.9 ms |",
             "| python (bookworm + numpy, ext4 root) | 4065 ms | 4559 ms | 14 ms |",
-            "| 100 children all ready | 15.3 s | 12.8 s | 0.79 s | 17.8 s | 18.3 s | 2.8 s |",
+            "| 100 children all ready | 12.8 s | 13.3 s | 0.79 s | 17.7 s | 22.7 s | 2.8 s |",
             "| one child alone from a pool of one, p50 (target with a warm pool ≤ 30 ms) | – | – "
             "| 12 ms | – | – | 12 ms |",
-            "| per child in the batch, p50 / p99 | 429 / 983 ms | 375 / 599 ms | 21 / 46 ms"
-            " | 507 / 861 ms | 515 / 1036 ms | 32 / 1462 ms |",
-            "| fork speed-up vs cold boot + warm-up | 3x batch, 8x alone | – | 93x |"
-            " 7x batch, 17x alone | – | 157x |",
-            "| USS / PSS per idle child | 15.8 / 16.1 MiB | 13.9 / 14.3 MiB | 29.2 / 29.6 MiB |"
-            " 22.0 / 22.4 MiB | 16.6 / 17.1 MiB | 35.6 / 36.1 MiB |",
-            "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 182 MiB;"
-            " 19.9 % of a core (1000 pages / 20 ms) | – | – | 438 MiB; 21.4 % of a core"
+            "| per child in the batch, p50 / p99 | 364 / 658 ms | 386 / 619 ms | 21 / 46 ms"
+            " | 514 / 900 ms | 636 / 1306 ms | 32 / 1462 ms |",
+            "| fork speed-up vs cold boot + warm-up | 4x batch, 9x alone | – | 93x |"
+            " 10x batch, 20x alone | – | 157x |",
+            "| USS / PSS per idle child | 15.8 / 16.2 MiB | 14.0 / 14.4 MiB | 29.2 / 29.6 MiB |"
+            " 21.1 / 21.4 MiB | 16.6 / 17.1 MiB | 35.6 / 36.1 MiB |",
+            "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 184 MiB;"
+            " 20.5 % of a core (1000 pages / 20 ms) | – | – | 439 MiB; 20.1 % of a core"
             " (1000 pages / 20 ms) | – |",
-            "| CPU per idle child, median (all children, % of a core) | 0.05 % (4.9 %) over 60 s"
-            " | 0.05 % (5.6 %) over 60 s | \u2013 | 0.05 % (8.1 %) over 60 s"
-            " | 0.07 % (9.7 %) over 60 s | \u2013 |",
+            "| CPU per idle child, median (all children, % of a core) | 0.05 % (4.8 %) over 60 s"
+            " | 0.07 % (6.1 %) over 60 s | \u2013 | 0.05 % (8.6 %) over 60 s"
+            " | 0.05 % (8.6 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
             "| live: pause p50 / p90 / max | 1.24 / 2.35 / 2.35 ms | 1.61 / 2.30 / 2.30 ms |",
             "| live: whole call p50 (copy p50) | 1058 ms (641 ms) | 3921 ms (2613 ms) |",
@@ -92,12 +92,12 @@ class MakeTablesTest(unittest.TestCase):
             "| tax per link, (depth d \u2212 depth 0) / d | 4.6, \u22121.5, \u22121.5 | \u22123.6, \u22120.4, 0.1 |",
             "| forkd pack / unpack | 76.9 MB | 11.9x | 866 MB/s | 637 MB/s |",
             "| exec `true`, p50 / p90 | 13.33 / 17.78 ms |",
-            "| later eval `1 + 1` | 1.7 ms | 2.8 ms | 9.0 ms | \u2264 10 ms |",
+            "| later eval `1 + 1` | 1.6 ms | 2.1 ms | 8.6 ms | \u2264 10 ms |",
         ]:
             self.assertIn(row, readme)
-        self.assertIn("| memory per idle child, USS (minimal / python) | 15.8 / 22.0 MiB |", top)
+        self.assertIn("| memory per idle child, USS (minimal / python) | 15.8 / 21.1 MiB |", top)
         self.assertIn("| memory per idle child with FORKD_KSM=1, USS (minimal / python) |"
-                      " 13.9 / 16.6 MiB |", top)
+                      " 14.0 / 16.6 MiB |", top)
         self.assertIn("| CPU per idle child, median, 100 children idle (minimal / python) |"
                       " 0.05 / 0.05 % of a core |", top)
 
