@@ -121,6 +121,15 @@ UniqueFd open_pagemap(pid_t pid) {
       ::open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY | O_CLOEXEC));
 }
 
+// Whether TCG has written to the step at `at`: its first page is present (TCG fills a step from
+// its start).
+bool written(int pagemap, uint64_t at) {
+  uint64_t entry = 0;
+  return ::pread(pagemap, &entry, sizeof entry, static_cast<off_t>(at / kPage * sizeof entry)) ==
+             sizeof entry &&
+         (entry >> 63 & 1) != 0;
+}
+
 bool collapse_range(int pidfd, uint64_t at) {
   iovec step{reinterpret_cast<void*>(at), kHugeStep};
   return ::syscall(SYS_process_madvise, pidfd, &step, 1, MADV_COLLAPSE, 0) ==
@@ -169,12 +178,7 @@ std::optional<int> CodePages::last_written_step(pid_t pid) {
   std::optional<int> last;
   for (uint64_t at = s.first_step;
        at + kHugeStep <= s.end && at - s.first_step < kHugeStep * kMaxCodeWindow; at += kHugeStep) {
-    uint64_t entry = 0;
-    if (::pread(pagemap.get(), &entry, sizeof entry,
-                static_cast<off_t>(at / kPage * sizeof entry)) != sizeof entry ||
-        (entry >> 63 & 1) == 0) {
-      break;
-    }
+    if (!written(pagemap.get(), at)) break;
     last = static_cast<int>((at - s.first_step) / kHugeStep);
   }
   return last;
@@ -191,12 +195,7 @@ int CodePages::collapse_written_from(pid_t pid, int pidfd, int k) {
   uint64_t at = std::max(s.first_step + static_cast<uint64_t>(k) * kHugeStep, s.window_next);
   int asked = 0;
   for (; at + kHugeStep <= s.end; at += kHugeStep) {
-    uint64_t entry = 0;
-    if (::pread(pagemap.get(), &entry, sizeof entry,
-                static_cast<off_t>(at / kPage * sizeof entry)) != sizeof entry ||
-        (entry >> 63 & 1) == 0) {
-      break;
-    }
+    if (!written(pagemap.get(), at)) break;
     (void)collapse_range(pidfd, at);  // a step it cannot take now stays small: slower, not wrong
     s.window_next = at;
     ++asked;
