@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <ctime>
 
 #include "base/clock.h"
@@ -103,6 +104,11 @@ Status write_tag_disk(const std::string& frozen_layer, const std::string& base,
                       "qemu-img rebase -u: " + (r ? r->output : r.error().message()));
   }
   return {};
+}
+
+bool receiver_enabled() {
+  const char* env = std::getenv("FORKD_BRANCH_RECEIVER");
+  return env == nullptr || std::string(env) != "0";
 }
 
 }  // namespace
@@ -216,9 +222,21 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     memory_ms = ms_since(t_mem);
     return {};
   };
+  // A live branch into a link reads the source's stream itself (engine/branch_receive.h);
+  // FORKD_BRANCH_RECEIVER=0 keeps the destination QEMU for it too.
+  if (parent && opts.mode == BranchMode::kLive && receiver_enabled()) {
+    auto parent_mem = resolver.resolve(*parent);
+    if (!parent_mem) return fail(parent_mem.error());
+    mreq.link_parent_memory = *parent_mem;
+    mreq.link_dir = *staging;
+  }
   auto t_mig = Clock::now();
   auto mig = migrate_to_template(cfg, mreq);
   if (!mig) return fail(mig.error());
+  if (mig->link) {
+    link = std::move(*mig->link);
+    memory_ms = mig->link_ms;
+  }
 
   BranchResult res;
   res.mode = mig->mode;
@@ -263,9 +281,11 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     meta.files["memory_diff"] = link->diff;
     meta.files["memory_pages"] = link->pages;
     res.link_bytes = link->bytes_stored;
-    // The whole memory the destination wrote is exactly the link's assembled memory: keep it as
-    // such, so the first spawn need not assemble it.
-    if (auto st = resolver.adopt(meta, full); !st) return fail(st.error());
+    // The whole memory a destination wrote is exactly the link's assembled memory: keep it as
+    // such, so the first spawn need not assemble it. (Received into a link, there is none.)
+    if (!mig->link) {
+      if (auto st = resolver.adopt(meta, full); !st) return fail(st.error());
+    }
   } else {
     meta.files["memory"] = {};
     struct stat st;
@@ -286,7 +306,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   res.files_ms = ms_since(t_files);
   auto t_commit = Clock::now();
   if (auto st = write->commit(meta, /*hashes_known=*/true); !st) {
-    if (parent) {  // the adopted memory belongs to a tag that never appeared
+    if (parent && !mig->link) {  // the adopted memory belongs to a tag that never appeared
       std::string adopted = resolver.assembled_path(meta);
       ::unlink(adopted.c_str());
       ::unlink((adopted + ".verified").c_str());

@@ -3,11 +3,13 @@
 // QEMU whose RAM is a memory file (share=on), which then saves its device state with
 // x-ignore-shared. The source is resumed the moment the migration completes.
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "base/error.h"
 #include "engine/branch.h"
 #include "engine/config.h"
+#include "store/chain.h"
 
 namespace forkd::engine {
 
@@ -27,6 +29,12 @@ struct MigrateRequest {
   // destination's last steps (QEMU flushes the file, then saves its device state and quits);
   // its error fails the migration.
   std::function<Status()> on_memory_complete;
+  // A live branch into a chain link: no destination QEMU. forkd reads the source's stream
+  // itself (engine/branch_receive.h), writes the pages that differ from this parent memory into
+  // link_dir (memory.diff, memory.pages) and the rest of the stream into vmstate_file;
+  // memory_file and on_memory_complete are not used. Ignored for a full branch.
+  std::string link_parent_memory;
+  std::string link_dir;
 };
 
 struct MigrateResult {
@@ -42,6 +50,10 @@ struct MigrateResult {
   // overlay above it) and the raw base image at the bottom of its chain.
   std::string frozen_disk;
   std::string disk_base;
+  // The link written from the stream (link_parent_memory set), and the time from the copy's
+  // end until its hashes were done.
+  std::optional<store::LinkWrite> link;
+  double link_ms = 0;
 };
 
 Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const MigrateRequest& req);

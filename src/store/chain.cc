@@ -14,77 +14,13 @@
 #include "base/paths.h"
 #include "base/random.h"
 #include "store/link_hasher.h"
+#include "store/mem_io.h"
 
 namespace forkd::store {
 
 namespace {
 
 constexpr size_t kChunk = 1 << 20;  // bytes per read when assembling, at most per diff write
-
-Status pread_full(int fd, char* buf, size_t n, off_t off, const std::string& what) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pread(fd, buf + done, n - done, off + static_cast<off_t>(done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return errno_error(errno, "read " + what);
-    }
-    if (r == 0) return make_error(ErrorCode::kIo, what + ": unexpected end of file");
-    done += static_cast<size_t>(r);
-  }
-  return {};
-}
-
-Status pwrite_full(int fd, const char* buf, size_t n, off_t off, const std::string& what) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = ::pwrite(fd, buf + done, n - done, off + static_cast<off_t>(done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      // A file system that takes O_DIRECT at open but not this write: go on through the cache.
-      const int flags = ::fcntl(fd, F_GETFL);
-      if (errno == EINVAL && flags >= 0 && (flags & O_DIRECT) != 0 &&
-          ::fcntl(fd, F_SETFL, flags & ~O_DIRECT) == 0) {
-        continue;
-      }
-      return errno_error(errno, "write " + what);
-    }
-    done += static_cast<size_t>(r);
-  }
-  return {};
-}
-
-// A file mapped read-only, unmapped on destruction.
-class ReadMapping {
- public:
-  static Result<ReadMapping> map(int fd, uint64_t size, const std::string& path) {
-    void* p = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) return errno_error(errno, "map " + path);
-    return ReadMapping(static_cast<const char*>(p), size);
-  }
-  ReadMapping(ReadMapping&& o) noexcept : p_(std::exchange(o.p_, nullptr)), n_(o.n_) {}
-  ReadMapping& operator=(ReadMapping&&) = delete;
-  ~ReadMapping() {
-    if (p_ != nullptr) ::munmap(const_cast<char*>(p_), n_);
-  }
-  const char* data() const { return p_; }
-
- private:
-  ReadMapping(const char* p, uint64_t n) : p_(p), n_(n) {}
-  const char* p_;
-  uint64_t n_;
-};
-
-Result<uint64_t> file_size(int fd, const std::string& path) {
-  struct stat st;
-  if (::fstat(fd, &st) != 0) return errno_error(errno, "stat " + path);
-  return static_cast<uint64_t>(st.st_size);
-}
-
-Status fsync_fd(int fd, const std::string& path) {
-  if (::fsync(fd) != 0) return errno_error(errno, "fsync " + path);
-  return {};
-}
 
 // This boot of the kernel ("" when unknown).
 std::string current_boot_id() {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -13,12 +14,14 @@
 #include <thread>
 
 #include "base/files.h"
+#include "base/scoped_env.h"
 #include "engine/chain_ops.h"
 #include "engine/fork.h"
 #include "engine/migration.h"
 #include "engine/registry.h"
 #include "engine/snapshot.h"
 #include "integration/vm_fixture.h"
+#include "store/chain.h"
 #include "store/snapshot_store.h"
 #include "vmm/accel.h"
 #include "vmm/jail.h"
@@ -284,6 +287,7 @@ TEST_F(Branch, ABootedSandboxIsRefused) {
 // Either way the branch gives a working child (a stub refusing the sync would abort the
 // destination and fail the branch).
 TEST_F(Branch, TheDestinationSkipsItsMemorySyncOnlyWithTheStubs) {
+  ScopedEnv destination("FORKD_BRANCH_RECEIVER", "0");  // a live link has none otherwise
   const vmm::HostJail& host = vmm::host_jail();
   ASSERT_FALSE(host.lean.dir.empty()) << host.lean.reason;
   const bool qemu_syncs = vmm::qemu_syncs_volatile_ram(host.qemu_version);
@@ -311,6 +315,7 @@ TEST_F(Branch, TheDestinationSkipsItsMemorySyncOnlyWithTheStubs) {
 // A full branch's destination brings its memory file in at start, so that the paused copy takes
 // no page faults; a live one leaves that to forkd's prefault beside the copy.
 TEST_F(Branch, OnlyAFullBranchsDestinationPreallocatesItsMemory) {
+  ScopedEnv destination("FORKD_BRANCH_RECEIVER", "0");  // a live link has none otherwise
   for (auto mode : {engine::BranchMode::kFull, engine::BranchMode::kLive}) {
     const bool full = mode == engine::BranchMode::kFull;
     SCOPED_TRACE(full ? "full" : "live");
@@ -328,6 +333,41 @@ TEST_F(Branch, OnlyAFullBranchsDestinationPreallocatesItsMemory) {
     auto child = fork_one(bo.tag);
     ASSERT_FALSE(child.empty());
     EXPECT_EQ(sh(child, "cat /tmp/origin"), "base\n");
+  }
+}
+
+// A live branch into a link reads the source's stream itself: no destination QEMU runs, and
+// the link's memory is assembled by its first spawn (a destination's memory file used to be
+// adopted as it). FORKD_BRANCH_RECEIVER=0 brings the destination back.
+TEST_F(Branch, ALiveLinkIsReadFromTheStreamWithoutADestination) {
+  for (bool receiver : {true, false}) {
+    SCOPED_TRACE(receiver ? "receiver" : "FORKD_BRANCH_RECEIVER=0");
+    ScopedEnv env("FORKD_BRANCH_RECEIVER", receiver ? nullptr : "0");
+    auto src = fork_one("base");
+    ASSERT_FALSE(src.empty());
+    sh(src,
+       "dd if=/dev/urandom of=/tmp/blob bs=1M count=4 2>/dev/null; md5sum /tmp/blob > /tmp/sum");
+    engine::BranchOptions bo;
+    bo.sandbox_id = src;
+    bo.tag = receiver ? "received" : "via-destination";
+    auto w = branch_watching_destination(config(), bo);
+    ASSERT_TRUE(w.result) << w.result.error().describe();
+    EXPECT_EQ(w.cmdline.empty(), receiver) << "a destination QEMU ran: " << !w.cmdline.empty();
+    EXPECT_EQ(w.result->mode, engine::BranchMode::kLive);
+    ASSERT_TRUE(w.result->meta.parent_tag.has_value());
+    EXPECT_EQ(*w.result->meta.parent_tag, "base");
+    store::SnapshotStore snaps(config().home);
+    store::MemoryResolver resolver(snaps, config().home + "/cache/assembled");
+    const std::string assembled = resolver.assembled_path(w.result->meta);
+    EXPECT_EQ(path_exists(assembled), !receiver);
+    // The source carries on; a child of the link has the paused instant, its 4 MiB included.
+    sh(src, "echo after > /tmp/origin");
+    auto child = fork_one(bo.tag);
+    ASSERT_FALSE(child.empty());
+    EXPECT_TRUE(path_exists(assembled));
+    EXPECT_EQ(sh(child, "cat /tmp/origin"), "base\n");
+    EXPECT_EQ(sh(child, "md5sum -c /tmp/sum"), "/tmp/blob: OK\n");
+    EXPECT_EQ(sh(src, "cat /tmp/origin"), "after\n");
   }
 }
 
@@ -539,22 +579,41 @@ TEST_F(Branch, DiskFullResumesTheSourceAndLeavesNoTag) {
   ASSERT_TRUE(forked && !forked->children[0].error);
   auto src = engine::Sandbox::attach(cfg, forked->children[0].id);
   ASSERT_TRUE(src);
-  engine::BranchOptions bo;
-  bo.sandbox_id = (*src)->id();
-  bo.tag = "nospace";
-  auto r = engine::branch_sandbox(cfg, bo);
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), ErrorCode::kNoSpace) << r.error().describe();
-  engine::ExecOptions eo;
-  eo.shell = "echo running";
-  auto ran = (*src)->exec(eo);
-  ASSERT_TRUE(ran) << ran.error().describe();
-  EXPECT_EQ(ran->stdout_data, "running\n") << "the source runs on";
-  store::SnapshotStore snaps(cfg.home);
-  EXPECT_FALSE(snaps.exists("nospace"));
-  EXPECT_FALSE(snaps.pending("nospace"));
-  for (const auto& name : list_dir_names(snaps.root())) {
-    EXPECT_EQ(name.find("staging"), std::string::npos) << "left behind: " << name;
+  // Through a destination QEMU (its memory file does not fit), then read from the stream into a
+  // link (its changed pages do not fit: the rest of the file system is filled first).
+  for (bool receiver : {false, true}) {
+    SCOPED_TRACE(receiver ? "receiver" : "FORKD_BRANCH_RECEIVER=0");
+    ScopedEnv env("FORKD_BRANCH_RECEIVER", receiver ? nullptr : "0");
+    const std::string filler = dir->path() + "/filler";
+    if (receiver) {
+      engine::ExecOptions dirty;
+      dirty.shell = "dd if=/dev/urandom of=/tmp/blob bs=1M count=24 2>/dev/null; echo ok";
+      ASSERT_TRUE((*src)->exec(dirty));
+      struct statvfs vfs {};
+      ASSERT_EQ(::statvfs(dir->path().c_str(), &vfs), 0);
+      const uint64_t leave = 4ull << 20;
+      const uint64_t avail = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+      ASSERT_GT(avail, leave);
+      ASSERT_TRUE(write_file_atomic(filler, std::string(avail - leave, 'f')));
+    }
+    engine::BranchOptions bo;
+    bo.sandbox_id = (*src)->id();
+    bo.tag = "nospace";
+    auto r = engine::branch_sandbox(cfg, bo);
+    ::unlink(filler.c_str());
+    ASSERT_FALSE(r);
+    EXPECT_EQ(r.error().code(), ErrorCode::kNoSpace) << r.error().describe();
+    engine::ExecOptions eo;
+    eo.shell = "echo running";
+    auto ran = (*src)->exec(eo);
+    ASSERT_TRUE(ran) << ran.error().describe();
+    EXPECT_EQ(ran->stdout_data, "running\n") << "the source runs on";
+    store::SnapshotStore snaps(cfg.home);
+    EXPECT_FALSE(snaps.exists("nospace"));
+    EXPECT_FALSE(snaps.pending("nospace"));
+    for (const auto& name : list_dir_names(snaps.root())) {
+      EXPECT_EQ(name.find("staging"), std::string::npos) << "left behind: " << name;
+    }
   }
   (void)engine::remove_sandbox(cfg, (*src)->id());
 }

@@ -1,0 +1,126 @@
+#include "engine/branch_receive.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <future>
+#include <system_error>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/files.h"
+#include "base/log.h"
+#include "engine/branch_source.h"
+#include "engine/migration_stream.h"
+#include "store/link_receiver.h"
+
+namespace forkd::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The RAM block of the guest's memory backend (`-object memory-backend-file,id=mem`,
+// vmm/qemu_cmdline.cc): QEMU names a backend's block after its id.
+constexpr const char* kMainRamBlock = "mem";
+// After the source's `completed`, its side closes the stream at once; the reader has only the
+// last bytes left to take.
+constexpr auto kStreamEndWait = std::chrono::seconds(30);
+
+}  // namespace
+
+Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& src,
+                                   uint64_t ram_bytes) {
+  auto t_start = Clock::now();
+  auto disk = query_disk(src);
+  if (!disk) return tl::unexpected(disk.error());
+  auto link = store::LinkReceiver::open(req.link_parent_memory, req.link_dir, ram_bytes);
+  if (!link) return tl::unexpected(link.error());
+  auto vmstate = open_file(req.vmstate_file, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (!vmstate) return tl::unexpected(vmstate.error());
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    return errno_error(errno, "migration socketpair");
+  }
+  UniqueFd rd(pair[0]), wr(pair[1]);
+  if (auto r = src.execute_with_fd("getfd", vmm::Json{{"fdname", "branch-out"}}, wr.get()); !r) {
+    return tl::unexpected(r.error().wrap("source getfd"));
+  }
+  wr.reset();
+
+  // The reader: a thread of its own, so that the source's events are served meanwhile. On an
+  // error it shuts the socket, so the source's migration fails instead of waiting for a reader.
+  std::promise<Status> read_done;
+  auto read_result = read_done.get_future();
+  StreamStats stats;
+  auto read_stream = [&]() {
+    Status st;
+    try {
+      MigrationStreamSplitter split(
+          rd.get(), vmstate->get(), kMainRamBlock, ram_bytes,
+          [&](uint64_t off, const uint8_t* data, uint8_t) { return (*link)->page(off, data); });
+      st = split.run();
+      stats = split.stats();
+    } catch (const std::exception& e) {
+      st = make_error(ErrorCode::kInternal, std::string("migration stream reader: ") + e.what());
+    }
+    if (!st) ::shutdown(rd.get(), SHUT_RDWR);
+    read_done.set_value(st);
+  };
+  std::thread reader;
+  try {
+    reader = std::thread(read_stream);
+  } catch (const std::system_error& e) {
+    return make_error(ErrorCode::kInternal, std::string("start the stream reader: ") + e.what());
+  }
+  struct Joiner {
+    std::thread& t;
+    int fd;
+    ~Joiner() {
+      if (!t.joinable()) return;
+      ::shutdown(fd, SHUT_RDWR);
+      t.join();
+    }
+  } joiner{reader, rd.get()};
+
+  MigrateResult res;
+  res.ram_bytes = ram_bytes;
+  res.mode = BranchMode::kLive;
+  const double setup_ms = ms_since(t_start);
+  auto copied = copy_from_source(
+      SourceCopy{src, req, BranchMode::kLive, *disk, /*multifd=*/false, /*ignore_shared=*/true},
+      "fd:branch-out", res);
+  if (!copied) {
+    // The reader's error, when it has one, says more than the migration's "failed".
+    if (read_result.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+      if (Status st = read_result.get(); !st) return tl::unexpected(st.error());
+    }
+    return tl::unexpected(copied.error());
+  }
+  auto t_tail = Clock::now();
+  if (read_result.wait_for(kStreamEndWait) != std::future_status::ready) {
+    return make_error(ErrorCode::kTimeout, "the source's migration stream did not end");
+  }
+  reader.join();
+  if (Status st = read_result.get(); !st) return tl::unexpected(st.error());
+  const double tail_ms = ms_since(t_tail);
+  auto t_link = Clock::now();
+  auto written = (*link)->finish();
+  if (!written) return tl::unexpected(written.error());
+  res.link = std::move(*written);
+  res.link_ms = ms_since(t_link);
+  logger("branch")->info(
+      "event=receive_steps setup_ms={:.0f} copy_ms={:.0f} tail_ms={:.0f} link_ms={:.0f} "
+      "stream_mib={} main_pages={} other_pages={} device_kib={} changed_pages={}",
+      setup_ms, res.copy_ms, tail_ms, res.link_ms, stats.bytes_in >> 20, stats.main_pages,
+      stats.other_pages, stats.device_bytes >> 10, res.link->pages_changed);
+  if (!res.frozen_disk.empty()) {
+    auto base = chain_base(res.frozen_disk);
+    if (!base) return tl::unexpected(base.error());
+    res.disk_base = *base;
+  }
+  return res;
+}
+
+}  // namespace forkd::engine

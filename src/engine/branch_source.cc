@@ -1,0 +1,252 @@
+#include "engine/branch_source.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/json_get.h"
+#include "base/log.h"
+#include "base/random.h"
+#include "base/subprocess.h"
+#include "vmm/jail.h"
+
+namespace forkd::engine {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using vmm::Json;
+using vmm::QmpClient;
+
+constexpr auto kMigrationDeadline = std::chrono::seconds(180);
+// Live mode: after this long without converging, allow a long final pause so it finishes.
+constexpr auto kConvergeAfter = std::chrono::seconds(8);
+// QEMU switches over once what is left can be sent in this long at the measured bandwidth. At
+// 1 ms the last round is small: measured at 1 GiB with a 20 MiB/s guest writer, pause p50
+// 4.9 ms at 1 ms against 6.9 ms at 20 ms, the whole call as long (each page left for the pause
+// also costs TCG a TLB walk in QEMU's per-page dirty sync, see vmm::guest_ram_bytes).
+constexpr int kLiveDowntimeMs = 1;
+
+Status set_caps_impl(QmpClient& qmp, const std::vector<std::pair<std::string, bool>>& caps) {
+  Json list = Json::array();
+  for (const auto& [name, on] : caps) list.push_back({{"capability", name}, {"state", on}});
+  auto r = qmp.execute("migrate-set-capabilities", Json{{"capabilities", list}});
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
+
+double event_time_us(const Json& ev) {
+  auto ts = ev.find("timestamp");
+  if (ts == ev.end() || !ts->is_object()) return 0;
+  return json::number_or(*ts, "seconds", 0.0) * 1e6 + json::number_or(*ts, "microseconds", 0.0);
+}
+
+// Runs the source's side; the source is running again when this returns (on success or not).
+class SourceSide {
+ public:
+  explicit SourceSide(QmpClient& qmp) : qmp_(qmp) {}
+
+  // Resumes the source if it is not running (cancelling a migration still in progress).
+  void ensure_running() {
+    auto st = qmp_.execute("query-status");
+    if (st && json::bool_or(*st, "running", true)) return;
+    auto mig = qmp_.execute("query-migrate");
+    if (mig && mig->is_object()) {
+      std::string s = json::string_or(*mig, "status", "");
+      if (s == "active" || s == "pre-switchover" || s == "device" || s == "setup") {
+        (void)qmp_.execute("migrate_cancel");
+        for (int i = 0; i < 200; ++i) {
+          auto m = qmp_.execute("query-migrate");
+          if (!m || json::string_or(*m, "status", "") != "cancelling") break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+      }
+    }
+    (void)qmp_.execute("cont");
+  }
+
+ private:
+  QmpClient& qmp_;
+};
+
+}  // namespace
+
+Status set_migration_caps(QmpClient& qmp, const std::vector<std::pair<std::string, bool>>& caps) {
+  return set_caps_impl(qmp, caps);
+}
+
+Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
+  auto r = qmp.execute("query-block");
+  if (!r) return tl::unexpected(r.error());
+  for (const auto& dev : *r) {
+    if (json::string_or(dev, "device", "") != "root") continue;
+    auto ins = dev.find("inserted");
+    if (ins == dev.end()) continue;
+    SourceDisk d;
+    d.active = json::string_or(*ins, "file", "");
+    if (auto img = ins->find("image"); img != ins->end()) {
+      d.virtual_size = json::int_or(*img, "virtual-size", int64_t{0});
+    }
+    if (d.active.empty() || d.virtual_size <= 0) {
+      return make_error(ErrorCode::kQemuFailed, "query-block: no file or size for the disk");
+    }
+    return std::optional<SourceDisk>(d);
+  }
+  return std::optional<SourceDisk>();
+}
+
+// The bottom (raw base) of a qcow2 chain.
+Result<std::string> chain_base(const std::string& image) {
+  auto r = run_capture({"qemu-img", "info", "-U", "--backing-chain", "--output=json", image},
+                       std::chrono::seconds(30));
+  if (!r || r->exit_code != 0) {
+    return make_error(ErrorCode::kQemuFailed,
+                      "qemu-img info " + image + ": " + (r ? r->output : r.error().message()));
+  }
+  Json j = json::parse_untrusted(r->output);
+  if (!j.is_array() || j.empty() || !j.back().is_object()) {
+    return make_error(ErrorCode::kQemuFailed, "qemu-img info: unexpected output");
+  }
+  const Json& last = j.back();
+  if (json::string_or(last, "format", "") != "raw") {
+    return make_error(ErrorCode::kQemuFailed, "disk chain of " + image + " does not end in raw");
+  }
+  return json::string_or(last, "filename", "");
+}
+
+Result<SourceConn> connect_source(const MigrateRequest& req) {
+  auto src = QmpClient::connect(req.source_dir + "/qmp.sock", std::chrono::seconds(5));
+  if (!src) return tl::unexpected(src.error().wrap("source QMP"));
+  auto mem = src->execute("query-memory-size-summary");
+  if (!mem) return tl::unexpected(mem.error().wrap("source memory size"));
+  uint64_t ram_bytes = json::int_or(*mem, "base-memory", uint64_t{0});
+  if (ram_bytes < (static_cast<uint64_t>(req.memory_mib) << 20)) {
+    return make_error(ErrorCode::kInternal, "source reports " + std::to_string(ram_bytes) +
+                                                " bytes of RAM for " +
+                                                std::to_string(req.memory_mib) + " MiB");
+  }
+  return SourceConn{std::move(*src), ram_bytes};
+}
+
+BranchMode usable_mode(BranchMode asked, bool tcg, uint64_t ram_bytes) {
+  if (asked == BranchMode::kLive && tcg && vmm::host_jail().tcg_ram_pad &&
+      ram_bytes % (256u << 10) == 0) {
+    logger("branch")->warn(
+        "event=live_unsafe ram_bytes={} detail=\"this QEMU (before 9.0) needs the TCG RAM pad, "
+        "which this sandbox's tag lacks; branching it in full mode (re-create the tag for live "
+        "branches)\"",
+        ram_bytes);
+    return BranchMode::kFull;
+  }
+  return asked;
+}
+
+Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResult& res) {
+  QmpClient* src = &c.qmp;
+  const MigrateRequest& req = c.req;
+  FORKD_TRY(set_caps_impl(*src, {{"events", true},
+                                 {"x-ignore-shared", c.ignore_shared},
+                                 {"multifd", c.multifd},
+                                 {"pause-before-switchover", c.disk.has_value()}}));
+  Json params = {{"max-bandwidth", int64_t{1} << 40}, {"downtime-limit", kLiveDowntimeMs}};
+  if (c.multifd) {
+    params["multifd-channels"] = kBranchMultifdChannels;
+    params["zero-page-detection"] = "multifd";
+  }
+  if (auto r = src->execute("migrate-set-parameters", params); !r) {
+    return tl::unexpected(r.error().wrap("migrate-set-parameters"));
+  }
+  (void)src->take_events();  // only this migration's STOP/RESUME count
+
+  SourceSide source(*src);
+  auto give_up = [&](const Error& e) -> Status {
+    source.ensure_running();
+    return tl::unexpected(e);
+  };
+  if (c.mode == BranchMode::kFull) {
+    if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
+  }
+  auto t_copy = Clock::now();
+  if (auto r = src->execute("migrate", Json{{"uri", uri}}); !r) {
+    return give_up(r.error().wrap("migrate"));
+  }
+  bool raised = false;
+  double completed_us = 0;
+  for (;;) {
+    auto remaining = kMigrationDeadline - (Clock::now() - t_copy);
+    if (remaining <= Clock::duration::zero()) {
+      return give_up(Error(ErrorCode::kTimeout, "migration did not finish in 180 s"));
+    }
+    auto ev = src->wait_event("MIGRATION", std::chrono::milliseconds(250));
+    if (!ev) {
+      if (ev.error().code() != ErrorCode::kTimeout) return give_up(ev.error());
+      if (!raised && Clock::now() - t_copy > kConvergeAfter) {
+        // A guest dirtying memory faster than it can be copied: finish with a longer pause.
+        raised = true;
+        (void)src->execute("migrate-set-parameters", Json{{"downtime-limit", 10000}});
+        logger("branch")->info("event=converge_forced after_ms={:.0f}", ms_since(t_copy));
+      }
+      continue;
+    }
+    const Json* data = json::member(*ev, "data");
+    std::string status = data ? json::string_or(*data, "status", "") : "";
+    if (status == "pre-switchover") {
+      // Source stopped, device state not yet sent: freeze its disk at this instant; it goes on
+      // writing to a new overlay above the frozen layer.
+      std::string next = req.source_dir + "/overlay-" + random_hex(4) + ".qcow2";
+      // A jailed source cannot create files in its run dir: the new layer is handed to the
+      // owner of its current one (its uid) first, and QEMU writes into that.
+      struct stat active {};
+      if (::stat(c.disk->active.c_str(), &active) == 0 && active.st_uid != ::geteuid()) {
+        if (auto g = vmm::give_file(next, {active.st_uid, active.st_gid}); !g) {
+          return give_up(g.error().wrap("disk snapshot"));
+        }
+      }
+      auto snap = src->execute("blockdev-snapshot-sync", Json{{"device", "root"},
+                                                              {"snapshot-file", next},
+                                                              {"format", "qcow2"},
+                                                              {"mode", "absolute-paths"}});
+      if (!snap) return give_up(snap.error().wrap("disk snapshot"));
+      res.frozen_disk = c.disk->active;
+      if (auto r = src->execute("migrate-continue", Json{{"state", "pre-switchover"}}); !r) {
+        return give_up(r.error().wrap("migrate-continue"));
+      }
+    } else if (status == "completed") {
+      completed_us = event_time_us(*ev);
+      break;
+    } else if (status == "failed" || status == "cancelled") {
+      auto q = src->execute("query-migrate");
+      std::string why = q ? json::string_or(*q, "error-desc", "no reason given") : "";
+      return give_up(Error(ErrorCode::kQemuFailed, "migration " + status + ": " + why));
+    }
+  }
+  // The completed event can arrive a moment before QEMU's migration cleanup leaves the
+  // finish-migrate state, and `cont` is refused until then: retry briefly.
+  for (auto t_cont = Clock::now();;) {
+    auto r = src->execute("cont");
+    if (r) break;
+    bool not_final = r.error().message().find("not finalized") != std::string::npos;
+    if (!not_final || Clock::now() - t_cont > std::chrono::seconds(5)) {
+      return give_up(r.error().wrap("cont"));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  res.copy_ms = ms_since(t_copy);
+  auto stop_ev = src->wait_event("STOP", std::chrono::seconds(2));
+  auto resume_ev = src->wait_event("RESUME", std::chrono::seconds(5));
+  if (!stop_ev || !resume_ev) {
+    return make_error(ErrorCode::kQemuFailed, "no STOP/RESUME event from the source");
+  }
+  res.pause_ms = (event_time_us(*resume_ev) - event_time_us(*stop_ev)) / 1000.0;
+  if (completed_us > 0) {
+    res.switchover_ms = (completed_us - event_time_us(*stop_ev)) / 1000.0;
+    res.resume_ms = (event_time_us(*resume_ev) - completed_us) / 1000.0;
+  }
+  if (req.on_resumed) req.on_resumed(res.pause_ms, res.mode);
+  return {};
+}
+
+}  // namespace forkd::engine

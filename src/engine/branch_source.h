@@ -1,0 +1,56 @@
+#pragma once
+// The source's side of a branch, shared by both ways of receiving the copy (a destination QEMU,
+// engine/branch_migrate.cc, or forkd reading the stream itself, engine/branch_receive.cc).
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "engine/branch_migrate.h"
+#include "vmm/qmp_client.h"
+
+namespace forkd::engine {
+
+inline constexpr int kBranchMultifdChannels = 2;  // a full branch's copy, one per core here
+
+Status set_migration_caps(vmm::QmpClient& qmp,
+                          const std::vector<std::pair<std::string, bool>>& caps);
+
+// The source's disk as QEMU has it now: active image file and virtual size.
+struct SourceDisk {
+  std::string active;
+  int64_t virtual_size = 0;
+};
+Result<std::optional<SourceDisk>> query_disk(vmm::QmpClient& qmp);
+
+// The bottom (raw base) of a qcow2 chain.
+Result<std::string> chain_base(const std::string& image);
+
+// The source's QMP and its exact RAM size (with or without the TCG pad, see
+// vmm::guest_ram_bytes), checked against the record's MiB.
+struct SourceConn {
+  vmm::QmpClient qmp;
+  uint64_t ram_bytes = 0;
+};
+Result<SourceConn> connect_source(const MigrateRequest& req);
+
+// The mode a branch can use: under a QEMU before 9.0 with TCG, a source whose RAM is whole
+// 256 KiB units (a VM of a tag saved before the RAM pad, or by a newer QEMU that needs none)
+// would lose pages in a live copy (see vmm::guest_ram_bytes): it is copied stopped instead.
+BranchMode usable_mode(BranchMode asked, bool tcg, uint64_t ram_bytes);
+
+// The source's side of a copy into uri: its capabilities and parameters, the migration, its
+// disk frozen at the paused instant, and `cont` the moment the copy completes. Fills the result's
+// copy and pause figures (and frozen_disk) and calls req.on_resumed. On any failure the source is
+// running again when this returns.
+struct SourceCopy {
+  vmm::QmpClient& qmp;
+  const MigrateRequest& req;
+  BranchMode mode;
+  const std::optional<SourceDisk>& disk;
+  bool multifd;
+  bool ignore_shared;  // the stream's block list then carries each block's address
+};
+Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResult& res);
+
+}  // namespace forkd::engine

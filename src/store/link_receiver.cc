@@ -1,0 +1,419 @@
+#include "store/link_receiver.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <system_error>
+
+#include "base/files.h"
+#include "base/sha256_pair.h"
+
+namespace forkd::store {
+
+namespace {
+
+constexpr uint64_t kRunPages = 256;  // changed pages written at once, at most (1 MiB)
+constexpr uint64_t kRunBytes = kRunPages * kPageSize;
+constexpr int kBuffers = 8;  // runs in flight to the disk, and read ahead when hashing
+
+const uint8_t* zero_chunk() {
+  alignas(4096) static const uint8_t zeros[kRunBytes] = {};
+  return zeros;
+}
+
+bool all_zero(const uint8_t* p) { return p[0] == 0 && std::memcmp(p, p + 1, kPageSize - 1) == 0; }
+
+}  // namespace
+
+Result<std::unique_ptr<LinkReceiver>> LinkReceiver::open(const std::string& parent_path,
+                                                         const std::string& dir, uint64_t size) {
+  auto parent = open_file(parent_path, O_RDONLY);
+  if (!parent) return tl::unexpected(parent.error());
+  auto psize = file_size(parent->get(), parent_path);
+  if (!psize) return tl::unexpected(psize.error());
+  if (*psize != size || size % kPageSize != 0 || size == 0) {
+    return make_error(ErrorCode::kInvalidArgument, "memory of " + std::to_string(size) +
+                                                       " bytes cannot be a link of a " +
+                                                       std::to_string(*psize) + "-byte parent");
+  }
+  auto map = ReadMapping::map(parent->get(), size, parent_path);
+  if (!map) return tl::unexpected(map.error());
+  MemView view{map->data(), hole_pages(parent->get(), size)};
+  std::string diff_path = dir + "/" + snapshot_file_name("memory_diff");
+  std::string pages_path = dir + "/" + snapshot_file_name("memory_pages");
+  // Straight to the disk, as write_link does (no new page cache per changed page).
+  auto diff = open_file(diff_path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
+  if (!diff) diff = open_file(diff_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (!diff) return tl::unexpected(diff.error());
+  if (::ftruncate(diff->get(), static_cast<off_t>(size)) != 0) {
+    return errno_error(errno, "truncate " + diff_path);
+  }
+  std::unique_ptr<LinkReceiver> r(new LinkReceiver(std::move(*map), std::move(view),
+                                                   std::move(*diff), diff_path, pages_path, size));
+  void* buf = nullptr;
+  if (::posix_memalign(&buf, kPageSize, kRunBytes * kBuffers) != 0) {
+    return make_error(ErrorCode::kNoSpace, "link receiver: no memory for its buffers");
+  }
+  r->pool_ = static_cast<char*>(buf);
+  for (int i = kBuffers - 1; i >= 0; --i) r->free_.push_back(i);
+  try {
+    r->writer_ = std::thread([p = r.get()] { p->writer_loop(); });
+  } catch (const std::system_error&) {
+    // No thread: the writes happen inline.
+  }
+  return r;
+}
+
+LinkReceiver::LinkReceiver(ReadMapping parent_map, MemView parent, UniqueFd diff,
+                           std::string diff_path, std::string pages_path, uint64_t size)
+    : parent_map_(std::move(parent_map)),
+      parent_(std::move(parent)),
+      diff_(std::move(diff)),
+      diff_path_(std::move(diff_path)),
+      pages_path_(std::move(pages_path)),
+      size_(size),
+      pages_(size / kPageSize),
+      changed_(pages_, 0),
+      written_(pages_, 0),
+      seen_(pages_, 0) {}
+
+LinkReceiver::~LinkReceiver() {
+  (void)stop_writer();
+  std::free(pool_);
+}
+
+int LinkReceiver::take_buffer() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !free_.empty(); });
+  int b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void LinkReceiver::give_buffer(int b) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(b);
+  }
+  cv_.notify_all();
+}
+
+Status LinkReceiver::do_op(const Op& op) {
+  const off_t off = static_cast<off_t>(op.first * kPageSize);
+  if (op.buf >= 0) {
+    return pwrite_full(diff_.get(), pool_ + static_cast<size_t>(op.buf) * kRunBytes,
+                       op.pages * kPageSize, off, diff_path_);
+  }
+  if (::fallocate(diff_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
+                  static_cast<off_t>(kPageSize)) == 0) {
+    return {};
+  }
+  return pwrite_full(diff_.get(), reinterpret_cast<const char*>(zero_chunk()), kPageSize, off,
+                     diff_path_);
+}
+
+void LinkReceiver::writer_loop() {
+  for (;;) {
+    Op op;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !ops_.empty(); });
+      if (ops_.empty()) return;
+      op = ops_.front();
+      ops_.pop_front();
+    }
+    Status st = do_op(op);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!st && disk_error_) disk_error_ = st;
+      if (op.buf >= 0) free_.push_back(op.buf);
+    }
+    cv_.notify_all();
+  }
+}
+
+Status LinkReceiver::submit(Op op) {
+  if (!writer_.joinable()) {
+    Status st = do_op(op);
+    if (op.buf >= 0) free_.push_back(op.buf);
+    return st;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!disk_error_) return disk_error_;
+    ops_.push_back(op);
+  }
+  cv_.notify_all();
+  return {};
+}
+
+// Waits until every write and punch asked for is done; the writer's first error.
+Status LinkReceiver::stop_writer() {
+  if (writer_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    writer_.join();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  return disk_error_;
+}
+
+bool LinkReceiver::parent_page_equals(uint64_t p, const uint8_t* data) const {
+  if (parent_.is_hole(p)) return data == nullptr || all_zero(data);
+  const auto* old = reinterpret_cast<const uint8_t*>(parent_.data + p * kPageSize);
+  if (data == nullptr) return all_zero(old);
+  return std::memcmp(old, data, kPageSize) == 0;
+}
+
+Status LinkReceiver::flush_run() {
+  if (run_pages_ == 0) return {};
+  Op op{run_first_, run_pages_, run_};
+  run_ = -1;
+  run_pages_ = 0;
+  return submit(op);
+}
+
+// The diff must read as zeros at a page it no longer holds.
+Status LinkReceiver::clear_page(uint64_t p) {
+  if (!written_[p]) return {};
+  written_[p] = 0;
+  return submit(Op{p, 1, -1});
+}
+
+Status LinkReceiver::page(uint64_t offset, const uint8_t* data) {
+  if (offset % kPageSize != 0 || offset >= size_) {
+    return make_error(ErrorCode::kQemuFailed,
+                      "link receiver: page offset " + std::to_string(offset) + " out of range");
+  }
+  const uint64_t p = offset / kPageSize;
+  seen_[p] = 1;
+  ++received_;
+  const bool in_run = run_pages_ > 0 && p >= run_first_ && p < run_first_ + run_pages_;
+  if (in_run || (run_pages_ > 0 && p != run_first_ + run_pages_)) FORKD_TRY(flush_run());
+  if (parent_page_equals(p, data)) {
+    changed_[p] = 0;
+    return clear_page(p);
+  }
+  changed_[p] = 1;
+  if (data == nullptr || all_zero(data)) return clear_page(p);  // a hole reads as zeros
+  if (run_pages_ == kRunPages) FORKD_TRY(flush_run());
+  if (run_pages_ == 0) {
+    run_first_ = p;
+    run_ = take_buffer();
+  }
+  std::memcpy(pool_ + static_cast<size_t>(run_) * kRunBytes + run_pages_ * kPageSize, data,
+              kPageSize);
+  ++run_pages_;
+  written_[p] = 1;
+  return {};
+}
+
+// Feeds pages [first, first+count) of the link's memory (part 0) or of its diff (part 1) to
+// `feed` in runs whose bytes are contiguous. buf: the diff's bytes of those pages (null when the
+// diff holds none of them).
+template <typename Feed>
+void LinkReceiver::feed_chunk(uint64_t first, uint64_t count, int part, const char* buf,
+                              Feed&& feed) const {
+  const char* zeros = reinterpret_cast<const char*>(zero_chunk());
+  const char* start = nullptr;
+  size_t len = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    const uint64_t p = first + i;
+    const char* zero = zeros + i * kPageSize;
+    const char* src;
+    if (changed_[p]) {
+      src = written_[p] ? buf + i * kPageSize : zero;
+    } else if (part == 1) {
+      src = zero;
+    } else {
+      src = parent_.is_hole(p) ? zero : parent_.data + p * kPageSize;
+    }
+    if (len > 0 && src == start + len) {
+      len += kPageSize;
+      continue;
+    }
+    if (len > 0) feed(start, len);
+    start = src;
+    len = kPageSize;
+  }
+  if (len > 0) feed(start, len);
+}
+
+// Both digests over the whole memory, in order. The changed pages are read back from the diff
+// (they went to the disk, not the page cache) by a thread of its own, a few chunks ahead, and
+// the two digests run on two threads (one per core here: 0.62 s per GiB each with OpenSSL, where
+// one thread interleaving both took 0.85 s in a 1 GiB branch). Without threads: all inline.
+Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
+  const uint64_t chunks = (pages_ + kRunPages - 1) / kRunPages;
+  auto chunk_pages = [&](uint64_t c) { return std::min(kRunPages, pages_ - c * kRunPages); };
+  auto chunk_written = [&](uint64_t c) {
+    for (uint64_t p = c * kRunPages; p < c * kRunPages + chunk_pages(c); ++p) {
+      if (written_[p]) return true;
+    }
+    return false;
+  };
+  auto read_chunk = [&](uint64_t c, int b) -> Status {
+    return pread_full(diff_.get(), pool_ + static_cast<size_t>(b) * kRunBytes,
+                      chunk_pages(c) * kPageSize, static_cast<off_t>(c * kRunPages * kPageSize),
+                      diff_path_);
+  };
+  auto buffer = [&](int b) { return b < 0 ? nullptr : pool_ + static_cast<size_t>(b) * kRunBytes; };
+
+  // Chunk c is ready[c - base]; each is taken by both digests, then its buffer is free again.
+  struct Ready {
+    int buf = -1;  // -1: nothing read for it
+    Status st;
+    int left = 2;
+  };
+  std::deque<Ready> ready;
+  uint64_t base = 0;
+  bool abort = false;
+  auto produce = [&] {
+    for (uint64_t c = 0; c < chunks; ++c) {
+      Ready r;
+      if (chunk_written(c)) {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return abort || !free_.empty(); });
+        if (abort) return;
+        r.buf = free_.back();
+        free_.pop_back();
+        lock.unlock();
+        r.st = read_chunk(c, r.buf);
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ready.push_back(r);
+      }
+      cv_.notify_all();
+    }
+  };
+  // One digest's pass: waits for each chunk, feeds it, hands it back.
+  auto consume = [&](int part, Sha256& h) -> Status {
+    for (uint64_t c = 0; c < chunks; ++c) {
+      Ready r;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return abort || c - base < ready.size(); });
+        if (abort) return make_error(ErrorCode::kInternal, "link hash stopped");
+        r = ready[c - base];
+      }
+      if (!r.st) return r.st;
+      feed_chunk(c * kRunPages, chunk_pages(c), part, buffer(r.buf),
+                 [&](const char* d, size_t n) { h.update(d, n); });
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (--ready[c - base].left == 0) {
+          while (!ready.empty() && ready.front().left == 0) {
+            if (ready.front().buf >= 0) free_.push_back(ready.front().buf);
+            ready.pop_front();
+            ++base;
+          }
+        }
+      }
+      cv_.notify_all();
+    }
+    return {};
+  };
+
+  Sha256 content, diff;
+  std::thread reader, diff_thread;
+  Status diff_st;
+  try {
+    reader = std::thread(produce);
+    diff_thread = std::thread([&] { diff_st = consume(1, diff); });
+  } catch (const std::system_error&) {
+  }
+  const bool threaded = reader.joinable() && diff_thread.joinable();
+  Status content_st;
+  if (threaded) {
+    content_st = consume(0, content);
+    if (!content_st) {
+      std::lock_guard<std::mutex> lock(mu_);
+      abort = true;
+    }
+    cv_.notify_all();
+  }
+  if (diff_thread.joinable()) diff_thread.join();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    abort = true;  // the reader may wait for a buffer nobody will free
+  }
+  cv_.notify_all();
+  if (reader.joinable()) reader.join();
+  if (!content_st) return tl::unexpected(content_st.error());
+  if (!diff_st) return tl::unexpected(diff_st.error());
+  if (threaded) return std::make_pair(content.hex(), diff.hex());
+  for (const Ready& r : ready) {
+    if (r.buf >= 0) free_.push_back(r.buf);
+  }
+  return hash_inline();
+}
+
+// hash_all on this thread alone: both digests in one pass.
+Result<std::pair<std::string, std::string>> LinkReceiver::hash_inline() {
+  Sha256Pair sha;
+  char* buf = pool_ + static_cast<size_t>(free_.back()) * kRunBytes;
+  for (uint64_t first = 0; first < pages_; first += kRunPages) {
+    const uint64_t count = std::min(kRunPages, pages_ - first);
+    bool any = false;
+    for (uint64_t p = first; p < first + count; ++p) any |= written_[p] != 0;
+    if (any) {
+      FORKD_TRY(pread_full(diff_.get(), buf, count * kPageSize,
+                           static_cast<off_t>(first * kPageSize), diff_path_));
+    }
+    // The two parts of a chunk in step: the memory's runs and the diff's runs are cut at the
+    // same pages only where both are contiguous, so each part is gathered page by page.
+    for (uint64_t p = first; p < first + count; ++p) {
+      const char* a = nullptr;
+      const char* b = nullptr;
+      feed_chunk(p, 1, 0, any ? buf + (p - first) * kPageSize : nullptr,
+                 [&](const char* d, size_t) { a = d; });
+      feed_chunk(p, 1, 1, any ? buf + (p - first) * kPageSize : nullptr,
+                 [&](const char* d, size_t) { b = d; });
+      sha.update(a, b, kPageSize);
+    }
+  }
+  return sha.hex();
+}
+
+Result<LinkWrite> LinkReceiver::finish() {
+  FORKD_TRY(flush_run());
+  FORKD_TRY(stop_writer());
+  uint64_t missing = 0;
+  for (uint64_t p = 0; p < pages_; ++p) missing += seen_[p] == 0;
+  if (missing > 0) {
+    return make_error(ErrorCode::kQemuFailed, "link receiver: " + std::to_string(missing) +
+                                                  " pages of the memory never arrived");
+  }
+  LinkWrite out;
+  std::string bitmap((pages_ + 7) / 8, '\0');
+  for (uint64_t p = 0; p < pages_; ++p) {
+    if (!changed_[p]) continue;
+    bitmap[p / 8] = static_cast<char>(bitmap[p / 8] | (1 << (p % 8)));
+    ++out.pages_changed;
+  }
+  auto hashes = hash_all();
+  if (!hashes) return tl::unexpected(hashes.error());
+  auto [content, diff_hash] = *hashes;
+  FORKD_TRY(fsync_fd(diff_.get(), diff_path_));
+  struct stat st;
+  if (::fstat(diff_.get(), &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
+  out.content_sha256 = content;
+  out.diff = FileEntry{size_, diff_hash};
+  out.pages = FileEntry{bitmap.size(), sha256_hex(bitmap)};
+  auto pages_file = open_file(pages_path_, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (!pages_file) return tl::unexpected(pages_file.error());
+  FORKD_TRY(write_all(pages_file->get(), bitmap));
+  FORKD_TRY(fsync_fd(pages_file->get(), pages_path_));
+  return out;
+}
+
+}  // namespace forkd::store
