@@ -577,6 +577,11 @@ TEST_F(Branch, DiskFullResumesTheSourceAndLeavesNoTag) {
   fo.tag = "small";
   auto forked = engine::fork_children(cfg, fo);
   ASSERT_TRUE(forked && !forked->children[0].error);
+  struct RemoveSource {  // also when an assertion below ends the test early
+    const engine::EngineConfig& cfg;
+    std::string id;
+    ~RemoveSource() { (void)engine::remove_sandbox(cfg, id); }
+  } remove_source{cfg, forked->children[0].id};
   auto src = engine::Sandbox::attach(cfg, forked->children[0].id);
   ASSERT_TRUE(src);
   // Through a destination QEMU (its memory file does not fit), then read from the stream into a
@@ -615,7 +620,6 @@ TEST_F(Branch, DiskFullResumesTheSourceAndLeavesNoTag) {
       EXPECT_EQ(name.find("staging"), std::string::npos) << "left behind: " << name;
     }
   }
-  (void)engine::remove_sandbox(cfg, (*src)->id());
 }
 
 }  // namespace
