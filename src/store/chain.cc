@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <set>
 #include <utility>
@@ -284,26 +285,49 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
   std::string diff_path = tag_dir + "/" + snapshot_file_name("memory_diff");
   auto diff = open_file(diff_path, O_RDONLY);
   if (!diff) return tl::unexpected(diff.error());
+  if (::ftruncate(out->get(), static_cast<off_t>(*size)) != 0) {
+    return errno_error(errno, "size assembled memory " + tmp);
+  }
+  // Chunk by chunk: the parent's bytes (a hole in it is not read), the link's runs of changed
+  // pages over them (one read per run), then hashed, and written unless all zero (the file
+  // stays sparse there).
+  const std::vector<uint8_t> parent_holes = hole_pages(src->get(), *size);
+  auto changed = [&](uint64_t page) { return (((*bitmap)[page / 8] >> (page % 8)) & 1) != 0; };
   std::unique_ptr<char[]> buf(new char[kChunk]);
   Sha256 sha;
   for (uint64_t off = 0; off < *size; off += kChunk) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, *size - off));
-    FORKD_TRY(pread_full(src->get(), buf.get(), n, static_cast<off_t>(off), *parent_path));
-    for (size_t p = 0; p < n; p += kPageSize) {
-      uint64_t page = (off + p) / kPageSize;
-      if (((*bitmap)[page / 8] >> (page % 8)) & 1) {
-        FORKD_TRY(pread_full(diff->get(), buf.get() + p, kPageSize, static_cast<off_t>(off + p),
-                             diff_path));
+    const uint64_t first = off / kPageSize, pages = n / kPageSize;
+    bool all_hole = !parent_holes.empty();
+    for (uint64_t p = first; p < first + pages && all_hole; ++p) all_hole = parent_holes[p] != 0;
+    if (all_hole) {
+      std::memset(buf.get(), 0, n);
+    } else {
+      FORKD_TRY(pread_full(src->get(), buf.get(), n, static_cast<off_t>(off), *parent_path));
+    }
+    for (uint64_t p = first; p < first + pages;) {
+      if (!changed(p)) {
+        ++p;
+        continue;
       }
+      uint64_t q = p + 1;
+      while (q < first + pages && changed(q)) ++q;
+      FORKD_TRY(pread_full(diff->get(), buf.get() + (p - first) * kPageSize, (q - p) * kPageSize,
+                           static_cast<off_t>(p * kPageSize), diff_path));
+      p = q;
     }
     sha.update(buf.get(), n);
-    FORKD_TRY(pwrite_full(out->get(), buf.get(), n, static_cast<off_t>(off), tmp));
+    const bool zero = buf[0] == 0 && std::memcmp(buf.get(), buf.get() + 1, n - 1) == 0;
+    if (!zero) FORKD_TRY(pwrite_full(out->get(), buf.get(), n, static_cast<off_t>(off), tmp));
   }
   if (sha.hex() != meta.content_hash()) {
     return make_error(ErrorCode::kChecksumMismatch,
                       "tag '" + meta.tag + "': assembled memory does not match its content hash");
   }
-  FORKD_TRY(fsync_fd(out->get(), tmp));
+  // A cache (it can always be assembled again): like an adopted memory, it is not flushed when
+  // its stamp names this boot; after a crash and a reboot it is verified again.
+  const std::string boot = current_boot_id();
+  if (boot.empty()) FORKD_TRY(fsync_fd(out->get(), tmp));
   ::fchmod(out->get(), kTagFileMode);
   if (unnamed) {
     std::string fd_path = "/proc/self/fd/" + std::to_string(out->get());
@@ -313,7 +337,7 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
   }
   FORKD_TRY(rename_durable(tmp, path));
   guard.p.clear();
-  FORKD_TRY(stamp(path, meta.content_hash()));
+  FORKD_TRY(stamp(path, meta.content_hash(), boot));
   return path;
 }
 
