@@ -27,6 +27,7 @@ constexpr const char* kMainRamBlock = "mem";
 // After the source's `completed`, its side closes the stream at once; the reader has only the
 // last bytes left to take.
 constexpr auto kStreamEndWait = std::chrono::seconds(30);
+constexpr int kSocketBuffer = 8 << 20;
 
 }  // namespace
 
@@ -44,6 +45,12 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
     return errno_error(errno, "migration socketpair");
   }
   UniqueFd rd(pair[0]), wr(pair[1]);
+  // Room in the socket for the last round's pages and the device state: the source's pause
+  // then does not wait for the reader (root may exceed the default limit; without it, as is).
+  int sndbuf = kSocketBuffer;
+  if (::setsockopt(wr.get(), SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) != 0) {
+    (void)::setsockopt(wr.get(), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+  }
   if (auto r = src.execute_with_fd("getfd", vmm::Json{{"fdname", "branch-out"}}, wr.get()); !r) {
     return tl::unexpected(r.error().wrap("source getfd"));
   }
@@ -112,8 +119,10 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   res.link_ms = ms_since(t_link);
   logger("branch")->info(
       "event=receive_steps setup_ms={:.0f} copy_ms={:.0f} tail_ms={:.0f} link_ms={:.0f} "
-      "stream_mib={} main_pages={} other_pages={} device_kib={} changed_pages={}",
-      setup_ms, res.copy_ms, tail_ms, res.link_ms, stats.bytes_in >> 20, stats.main_pages,
+      "drain_ms={:.0f} hash_ms={:.0f} sync_ms={:.0f} stream_mib={} main_pages={} "
+      "other_pages={} device_kib={} changed_pages={}",
+      setup_ms, res.copy_ms, tail_ms, res.link_ms, (*link)->timing().drain_ms,
+      (*link)->timing().hash_ms, (*link)->timing().sync_ms, stats.bytes_in >> 20, stats.main_pages,
       stats.other_pages, stats.device_bytes >> 10, res.link->pages_changed);
   if (!res.frozen_disk.empty()) {
     auto base = chain_base(res.frozen_disk);

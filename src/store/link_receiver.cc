@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <system_error>
 
 #include "base/files.h"
@@ -305,7 +307,14 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
         if (abort) return make_error(ErrorCode::kInternal, "link hash stopped");
         r = ready[c - base];
       }
-      if (!r.st) return r.st;
+      if (!r.st) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          abort = true;
+        }
+        cv_.notify_all();
+        return r.st;
+      }
       feed_chunk(c * kRunPages, chunk_pages(c), part, buffer(r.buf),
                  [&](const char* d, size_t n) { h.update(d, n); });
       {
@@ -332,25 +341,24 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
   } catch (const std::system_error&) {
   }
   const bool threaded = reader.joinable() && diff_thread.joinable();
-  Status content_st;
-  if (threaded) {
-    content_st = consume(0, content);
-    if (!content_st) {
+  auto stop_all = [&] {
+    {
       std::lock_guard<std::mutex> lock(mu_);
-      abort = true;
+      abort = true;  // waiters for a chunk or a buffer give up
     }
     cv_.notify_all();
-  }
+  };
+  Status content_st;
+  if (threaded) content_st = consume(0, content);
+  if (!threaded || !content_st) stop_all();
   if (diff_thread.joinable()) diff_thread.join();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    abort = true;  // the reader may wait for a buffer nobody will free
-  }
-  cv_.notify_all();
+  stop_all();  // the reader may wait for a buffer nobody will free
   if (reader.joinable()) reader.join();
-  if (!content_st) return tl::unexpected(content_st.error());
-  if (!diff_st) return tl::unexpected(diff_st.error());
-  if (threaded) return std::make_pair(content.hex(), diff.hex());
+  if (threaded) {
+    if (!content_st) return tl::unexpected(content_st.error());
+    if (!diff_st) return tl::unexpected(diff_st.error());
+    return std::make_pair(content.hex(), diff.hex());
+  }
   for (const Ready& r : ready) {
     if (r.buf >= 0) free_.push_back(r.buf);
   }
@@ -385,8 +393,14 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_inline() {
 }
 
 Result<LinkWrite> LinkReceiver::finish() {
+  using Clock = std::chrono::steady_clock;
+  auto ms = [](Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+  };
+  auto t_drain = Clock::now();
   FORKD_TRY(flush_run());
   FORKD_TRY(stop_writer());
+  timing_.drain_ms = ms(t_drain);
   uint64_t missing = 0;
   for (uint64_t p = 0; p < pages_; ++p) missing += seen_[p] == 0;
   if (missing > 0) {
@@ -400,10 +414,17 @@ Result<LinkWrite> LinkReceiver::finish() {
     bitmap[p / 8] = static_cast<char>(bitmap[p / 8] | (1 << (p % 8)));
     ++out.pages_changed;
   }
+  // The diff's flush (its data went out with O_DIRECT; what is left is the file's block map)
+  // beside the hashing.
+  auto t_hash = Clock::now();
+  auto synced = std::async(std::launch::async, [&] { return fsync_fd(diff_.get(), diff_path_); });
   auto hashes = hash_all();
+  timing_.hash_ms = ms(t_hash);
+  Status sync_st = synced.get();
+  timing_.sync_ms = ms(t_hash);
   if (!hashes) return tl::unexpected(hashes.error());
+  if (!sync_st) return tl::unexpected(sync_st.error());
   auto [content, diff_hash] = *hashes;
-  FORKD_TRY(fsync_fd(diff_.get(), diff_path_));
   struct stat st;
   if (::fstat(diff_.get(), &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
   out.content_sha256 = content;

@@ -40,6 +40,12 @@ class LinkReceiver {
   Result<LinkWrite> finish();
 
   uint64_t pages_received() const { return received_; }
+  // Where finish() spent its time: the writes still queued, the two hashes, and the diff's flush
+  // (beside the hashes; from their start).
+  struct Timing {
+    double drain_ms = 0, hash_ms = 0, sync_ms = 0;
+  };
+  const Timing& timing() const { return timing_; }
 
  private:
   LinkReceiver(ReadMapping parent_map, MemView parent, UniqueFd diff, std::string diff_path,
@@ -84,6 +90,7 @@ class LinkReceiver {
   bool stopping_ = false;
   Status disk_error_;  // the writer's first error
   std::thread writer_;
+  Timing timing_;
 };
 
 }  // namespace forkd::store
