@@ -86,10 +86,10 @@ class MakeTablesTest(unittest.TestCase):
             " | 0.07 % (6.1 %) over 60 s | \u2013 | 0.05 % (8.6 %) over 60 s"
             " | 0.05 % (8.6 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
-            "| live: pause p50 / p90 / max | 1.24 / 2.35 / 2.35 ms | 1.61 / 2.30 / 2.30 ms |",
-            "| live: whole call p50 (copy p50) | 1058 ms (641 ms) | 3921 ms (2613 ms) |",
-            "| full pause p50 / plain save p50 | 88 % | 83 % |",
-            "| tax per link, (depth d \u2212 depth 0) / d | 4.6, \u22121.5, \u22121.5 | \u22123.6, \u22120.4, 0.1 |",
+            "| live: pause p50 / p90 / max | 1.55 / 2.55 / 2.55 ms | 1.43 / 2.31 / 2.31 ms |",
+            "| live: whole call p50 (copy p50) | 526 ms (231 ms) | 2226 ms (1022 ms) |",
+            "| full pause p50 / plain save p50 | 84 % | 75 % |",
+            "| tax per link, (depth d \u2212 depth 0) / d | \u22120.1, 0.6, \u22123.4 | \u22123.1, 0.7, 0.5 |",
             "| forkd pack / unpack | 76.9 MB | 11.9x | 866 MB/s | 637 MB/s |",
             "| exec `true`, p50 / p90 | 13.33 / 17.78 ms |",
             "| later eval `1 + 1` | 1.6 ms | 2.1 ms | 8.6 ms | \u2264 10 ms |",
@@ -100,6 +100,26 @@ class MakeTablesTest(unittest.TestCase):
                       " 14.0 / 16.6 MiB |", top)
         self.assertIn("| CPU per idle child, median, 100 children idle (minimal / python) |"
                       " 0.05 / 0.05 % of a core |", top)
+
+    def test_pause_series_verdict(self):
+        # Met by the median + 1 ms arm (the committed 1 GiB series), then missed by both arms.
+        readme, _ = self.generate()
+        flat = " ".join(readme.split())
+        self.assertIn("max / median = **1.62**, max \u2212 median = **0.88 ms** (target \u2264 1.5 or"
+                      " \u2264 1 ms: met)", flat)
+        src = sorted(glob.glob(os.path.join(self.results, "branch-1024-dirty20-*.json")))[-1]
+        with open(src, encoding="utf-8") as f:
+            newer = json.load(f)
+        live = next(m for m in newer["modes"] if m["mode"] == "live")
+        live["pause_series_ms"] = [1.0] * 9 + [3.5]
+        live["series_max_over_median"] = 3.5
+        with open(os.path.join(self.results, "branch-1024-dirty20-2099-01-01.json"), "w",
+                  encoding="utf-8") as f:
+            json.dump(newer, f)
+        readme, _ = self.generate()
+        flat = " ".join(readme.split())
+        self.assertIn("max / median = **3.50**, max \u2212 median = **2.50 ms** (target \u2264 1.5 or"
+                      " \u2264 1 ms: missed)", flat)
 
     def test_prose_outside_markers_is_kept(self):
         with open(self.readme, "w", encoding="utf-8") as f:

@@ -4,6 +4,7 @@ Result has the file's name, series, kind and JSON) and gives the lines of its bl
 no result of its kind is recorded. Every figure is printed at the precision it is read at.
 Python 3 standard library only.
 """
+from statistics import median
 import textwrap
 
 IMAGE_ORDER = ["minimal", "python"]
@@ -328,8 +329,13 @@ def block_branch_series(results):
         ratio = m["series_max_over_median"]
         label = mem_label(r["memory_mib"]) + (" with writer" if r.get("writer") else "")
         series = " ".join(f"{p:.1f}" for p in m["pause_series_ms"])
-        item = para(f"- {label}: {series} \u2014 max / median = **{ratio:.2f}** (target \u2264 1.5: "
-                    f"{'met' if ratio <= 1.5 else 'missed'}), later / earlier = "
+        # The target: max / median <= 1.5, or max <= median + 1 ms (the issue's words), on the
+        # recorded pauses (rounded to 0.01 ms, as the JSON holds them to the microsecond).
+        over = round(max(m["pause_series_ms"]) - median(m["pause_series_ms"]), 2)
+        met = ratio <= 1.5 or over <= 1.0
+        item = para(f"- {label}: {series} \u2014 max / median = **{ratio:.2f}**, max \u2212 median = "
+                    f"**{over:.2f} ms** (target \u2264 1.5 or \u2264 1 ms: "
+                    f"{'met' if met else 'missed'}), later / earlier = "
                     f"{m['series_late_over_early_median']:.2f}")
         out += item[:1] + ["  " + line for line in item[1:]]
     return out
