@@ -280,11 +280,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
       multifd, setup_ms, launch_ms, res.copy_ms, prefault ? prefault->done_bytes() >> 20 : 0,
       tail_ms, dest_ms, ms_since(t_finish));
 
-  if (!res.frozen_disk.empty()) {
-    auto base = chain_base(res.frozen_disk);
-    if (!base) return tl::unexpected(base.error());
-    res.disk_base = *base;
-  }
+  FORKD_TRY(find_disk_base(res));
   return res;
 }
 

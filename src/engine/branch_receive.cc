@@ -124,11 +124,7 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
       setup_ms, res.copy_ms, tail_ms, res.link_ms, (*link)->timing().drain_ms,
       (*link)->timing().hash_ms, (*link)->timing().sync_ms, stats.bytes_in >> 20, stats.main_pages,
       stats.other_pages, stats.device_bytes >> 10, res.link->pages_changed);
-  if (!res.frozen_disk.empty()) {
-    auto base = chain_base(res.frozen_disk);
-    if (!base) return tl::unexpected(base.error());
-    res.disk_base = *base;
-  }
+  FORKD_TRY(find_disk_base(res));
   return res;
 }
 

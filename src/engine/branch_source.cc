@@ -30,14 +30,6 @@ constexpr auto kConvergeAfter = std::chrono::seconds(8);
 // also costs TCG a TLB walk in QEMU's per-page dirty sync, see vmm::guest_ram_bytes).
 constexpr int kLiveDowntimeMs = 1;
 
-Status set_caps_impl(QmpClient& qmp, const std::vector<std::pair<std::string, bool>>& caps) {
-  Json list = Json::array();
-  for (const auto& [name, on] : caps) list.push_back({{"capability", name}, {"state", on}});
-  auto r = qmp.execute("migrate-set-capabilities", Json{{"capabilities", list}});
-  if (!r) return tl::unexpected(r.error());
-  return {};
-}
-
 double event_time_us(const Json& ev) {
   auto ts = ev.find("timestamp");
   if (ts == ev.end() || !ts->is_object()) return 0;
@@ -75,7 +67,11 @@ class SourceSide {
 }  // namespace
 
 Status set_migration_caps(QmpClient& qmp, const std::vector<std::pair<std::string, bool>>& caps) {
-  return set_caps_impl(qmp, caps);
+  Json list = Json::array();
+  for (const auto& [name, on] : caps) list.push_back({{"capability", name}, {"state", on}});
+  auto r = qmp.execute("migrate-set-capabilities", Json{{"capabilities", list}});
+  if (!r) return tl::unexpected(r.error());
+  return {};
 }
 
 Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
@@ -117,6 +113,14 @@ Result<std::string> chain_base(const std::string& image) {
   return json::string_or(last, "filename", "");
 }
 
+Status find_disk_base(MigrateResult& res) {
+  if (res.frozen_disk.empty()) return {};
+  auto base = chain_base(res.frozen_disk);
+  if (!base) return tl::unexpected(base.error());
+  res.disk_base = *base;
+  return {};
+}
+
 Result<SourceConn> connect_source(const MigrateRequest& req) {
   auto src = QmpClient::connect(req.source_dir + "/qmp.sock", std::chrono::seconds(5));
   if (!src) return tl::unexpected(src.error().wrap("source QMP"));
@@ -147,10 +151,10 @@ BranchMode usable_mode(BranchMode asked, bool tcg, uint64_t ram_bytes) {
 Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResult& res) {
   QmpClient* src = &c.qmp;
   const MigrateRequest& req = c.req;
-  FORKD_TRY(set_caps_impl(*src, {{"events", true},
-                                 {"x-ignore-shared", c.ignore_shared},
-                                 {"multifd", c.multifd},
-                                 {"pause-before-switchover", c.disk.has_value()}}));
+  FORKD_TRY(set_migration_caps(*src, {{"events", true},
+                                      {"x-ignore-shared", c.ignore_shared},
+                                      {"multifd", c.multifd},
+                                      {"pause-before-switchover", c.disk.has_value()}}));
   Json params = {{"max-bandwidth", int64_t{1} << 40}, {"downtime-limit", kLiveDowntimeMs}};
   if (c.multifd) {
     params["multifd-channels"] = kBranchMultifdChannels;
