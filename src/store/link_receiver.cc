@@ -417,10 +417,14 @@ Result<LinkWrite> LinkReceiver::finish() {
   // The diff's flush (its data went out with O_DIRECT; what is left is the file's block map)
   // beside the hashing.
   auto t_hash = Clock::now();
-  auto synced = std::async(std::launch::async, [&] { return fsync_fd(diff_.get(), diff_path_); });
+  std::future<Status> synced;
+  try {
+    synced = std::async(std::launch::async, [&] { return fsync_fd(diff_.get(), diff_path_); });
+  } catch (const std::system_error&) {  // no thread: flushed after the hashes
+  }
   auto hashes = hash_all();
   timing_.hash_ms = ms(t_hash);
-  Status sync_st = synced.get();
+  Status sync_st = synced.valid() ? synced.get() : fsync_fd(diff_.get(), diff_path_);
   timing_.sync_ms = ms(t_hash);
   if (!hashes) return tl::unexpected(hashes.error());
   if (!sync_st) return tl::unexpected(sync_st.error());
