@@ -371,6 +371,29 @@ TEST_F(Branch, ALiveLinkIsReadFromTheStreamWithoutADestination) {
   }
 }
 
+// The same on the pc machine, whose firmware and ROM blocks (BIOS, option ROMs, ACPI tables)
+// travel in the stream beside the main memory and go into the link's device state.
+TEST_F(Branch, ALivePcLinkIsReadFromTheStream) {
+  engine::EngineConfig cfg = config();
+  cfg.machine = vmm::MachineType::kPc;
+  engine::SnapshotOptions so;
+  so.tag = "pc-base";
+  so.warmup = {"echo pc > /tmp/origin"};
+  ASSERT_TRUE(engine::create_snapshot(cfg, so));
+  auto src = fork_one("pc-base");
+  ASSERT_FALSE(src.empty());
+  sh(src, "dd if=/dev/urandom of=/tmp/blob bs=1M count=2 2>/dev/null; md5sum /tmp/blob > /tmp/sum");
+  auto w = branch_watching_destination(config(),
+                                       engine::BranchOptions{.sandbox_id = src, .tag = "pc-link"});
+  ASSERT_TRUE(w.result) << w.result.error().describe();
+  EXPECT_TRUE(w.cmdline.empty()) << "a destination QEMU ran";
+  EXPECT_EQ(w.result->meta.machine, "pc");
+  auto child = fork_one("pc-link");
+  ASSERT_FALSE(child.empty());
+  EXPECT_EQ(sh(child, "cat /tmp/origin; md5sum -c /tmp/sum"), "pc\n/tmp/blob: OK\n");
+  EXPECT_EQ(sh(src, "echo alive"), "alive\n");
+}
+
 TEST_F(Branch, ALinkStoresOnlyTheDirtyPages) {
   auto src = fork_one("base");
   ASSERT_FALSE(src.empty());
