@@ -23,8 +23,10 @@ constexpr uint64_t kRunPages = 256;  // changed pages written at once, at most (
 constexpr uint64_t kRunBytes = kRunPages * kPageSize;
 constexpr int kBuffers = 8;  // runs in flight to the disk, and read ahead when hashing
 
+// Zeros to hash and write from. Not const, so that it sits in .bss (the kernel's zero page)
+// rather than as 1 MiB of the binary; nothing writes it.
 const uint8_t* zero_chunk() {
-  alignas(4096) static const uint8_t zeros[kRunBytes] = {};
+  alignas(4096) static uint8_t zeros[kRunBytes];
   return zeros;
 }
 
