@@ -6,11 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <set>
+#include <thread>
 #include <utility>
 
+#include "base/dir_lock.h"
 #include "base/files.h"
 #include "base/paths.h"
 #include "base/random.h"
@@ -21,7 +24,9 @@ namespace forkd::store {
 
 namespace {
 
-constexpr size_t kChunk = 1 << 20;  // bytes per read when assembling, at most per diff write
+constexpr size_t kChunk = 1 << 20;
+constexpr auto kAssemblyWait =
+    std::chrono::minutes(10);  // bytes per read when assembling, at most per diff write
 
 // This boot of the kernel ("" when unknown).
 std::string current_boot_id() {
@@ -258,8 +263,28 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
   if (!parent_path) return tl::unexpected(parent_path.error());
 
   FORKD_TRY(make_dirs(cache_dir_, 0710));
+  // One assembler of a link at a time (a link a live branch received has no adopted memory, so
+  // concurrent first spawns of it are common): the others wait for its stamp. A holder that dies
+  // releases the lock, and the next one assembles.
+  FileLock lock;
+  for (auto deadline = std::chrono::steady_clock::now() + kAssemblyWait;;) {
+    auto got = FileLock::try_lock(path + ".lock", "assembly of tag '" + meta.tag + "'");
+    if (got) {
+      lock = std::move(*got);
+      break;
+    }
+    if (got.error().code() != ErrorCode::kAlreadyExists) return tl::unexpected(got.error());
+    if (std::chrono::steady_clock::now() > deadline) {
+      return make_error(ErrorCode::kTimeout, "tag '" + meta.tag +
+                                                 "': another process has been "
+                                                 "assembling its memory for 10 minutes");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (stamp_ok(path, meta.content_hash())) return path;
+  }
+  if (stamp_ok(path, meta.content_hash())) return path;  // done while the lock was taken
   // Written unnamed (O_TMPFILE) and given a name only once complete and verified, so a process
-  // killed mid-way leaves nothing behind. Concurrent assemblers of one link each write their own.
+  // killed mid-way leaves nothing behind.
   std::string tmp = path + ".tmp-" + random_hex(8);
   struct TmpGuard {
     std::string p;

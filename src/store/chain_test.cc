@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/dir_lock.h"
 #include "base/files.h"
 #include "store/link_hasher.h"
 #include "store/tag_write.h"
@@ -316,6 +317,49 @@ TEST_F(ChainTest, AssembledMemoryIsReusedAndCheckedAgainstItsHash) {
   auto bad = resolver_->resolve(*l1);
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code(), ErrorCode::kChecksumMismatch);
+}
+
+// Concurrent first spawns of one link: one assembles, the others wait for it and take its file;
+// one that finds the lock held by a dead assembler (released) assembles itself.
+TEST_F(ChainTest, OneAssemblerOfALinkAtATime) {
+  auto a = base("a", memory('a'));
+  std::string m1 = memory('a');
+  for (size_t p = 0; p < kPages; p += 3) m1[p * kPageSize + 1] = 'c';
+  auto l1 = link("l1", a, m1);
+  ASSERT_TRUE(l1);
+  std::vector<std::string> paths(6), ids(6);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    threads.emplace_back([&, i] {
+      auto p = resolver_->resolve(*l1);
+      if (!p) return;
+      paths[i] = *p;
+      ids[i] = file_identity(*p);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < paths.size(); ++i) {
+    EXPECT_EQ(paths[i], resolver_->assembled_path(*l1)) << i;
+    EXPECT_EQ(ids[i], ids[0]) << "one file for all: assembled once, " << i;
+  }
+  EXPECT_EQ(*read_file(paths[0]), m1);
+  for (const auto& name : list_dir_names(home_->path() + "/cache/assembled")) {
+    EXPECT_EQ(name.find(".tmp-"), std::string::npos) << name;
+  }
+  // A held lock (another assembler at work) is waited for; once released, this one assembles.
+  ::unlink(paths[0].c_str());
+  auto held = FileLock::try_lock(paths[0] + ".lock", "test");
+  ASSERT_TRUE(held);
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    held = FileLock();
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  auto again = resolver_->resolve(*l1);
+  release.join();
+  ASSERT_TRUE(again) << again.error().describe();
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(140));
+  EXPECT_EQ(*read_file(*again), m1);
 }
 
 TEST_F(ChainTest, MissingParentAndCyclesAreReportedNotLoopedOn) {
