@@ -66,7 +66,7 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
     try {
       MigrationStreamSplitter split(
           rd.get(), vmstate->get(), kMainRamBlock, ram_bytes,
-          [&](uint64_t off, const uint8_t* data, uint8_t) { return (*link)->page(off, data); });
+          [&](uint64_t off, const uint8_t* data) { return (*link)->page(off, data); });
       st = split.run();
       stats = split.stats();
     } catch (const std::exception& e) {

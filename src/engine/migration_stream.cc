@@ -351,7 +351,6 @@ Status MigrationStreamSplitter::block_list(uint64_t total) {
                                         " bytes, expected " + std::to_string(main_bytes_)));
       }
       main_seen = true;
-      stats_.main_bytes = *length;
     }
     blocks_.push_back({*name, *length});
     left -= *length;
@@ -397,7 +396,7 @@ Status MigrationStreamSplitter::page_record(uint64_t flags, uint64_t offset) {
   }
   if (b.name == main_name_) {
     ++stats_.main_pages;
-    return on_page_(offset, data, 0);
+    return on_page_(offset, data);
   }
   // Another block's page (firmware, option ROMs): into the file, named whenever the file's
   // previous page record was of another block (the loader's CONTINUE means "same block").

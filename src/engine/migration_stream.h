@@ -30,14 +30,13 @@ struct StreamStats {
   uint64_t main_pages = 0;    // page records of the main block (a page sent twice counts twice)
   uint64_t other_pages = 0;   // page records of other blocks (passed through)
   uint64_t device_bytes = 0;  // the device-state part, from its first section to the end
-  uint64_t main_bytes = 0;    // the main block's size as the stream announced it
 };
 
 class MigrationStreamSplitter {
  public:
   // A page of the main block at byte offset `offset`: data points to kStreamPage bytes, or is
-  // null for a page filled with `fill` (QEMU's zero page). An error stops the read.
-  using PageFn = std::function<Status(uint64_t offset, const uint8_t* data, uint8_t fill)>;
+  // null for a zero page. An error stops the read.
+  using PageFn = std::function<Status(uint64_t offset, const uint8_t* data)>;
 
   // in_fd: the stream (read until its end). out_fd: the device-state file (written from its
   // current position). main_block: the main RAM block's id; main_bytes: its size, which the
@@ -96,9 +95,8 @@ class MigrationStreamSplitter {
 
   std::vector<Block> blocks_;
   bool have_blocks_ = false;
-  bool ignore_shared_ = false;  // the block list carries each block's address
-  int last_in_ = -1;            // block of the last page record read (the stream's CONTINUE)
-  int last_out_ = -1;           // block of the last page record written
+  int last_in_ = -1;   // block of the last page record read (the stream's CONTINUE)
+  int last_out_ = -1;  // block of the last page record written
   uint32_t ram_section_ = 0;
   bool have_ram_section_ = false;
   StreamStats stats_;

@@ -75,7 +75,7 @@ SplitRun split(const std::string& stream, uint64_t max_out = 1 << 20) {
   auto out = open_file(out_path, O_WRONLY | O_CREAT | O_TRUNC);
   MigrationStreamSplitter s(
       in->get(), out->get(), "mem", kMain,
-      [&](uint64_t off, const uint8_t* data, uint8_t) -> Status {
+      [&](uint64_t off, const uint8_t* data) -> Status {
         ++run.calls;
         run.pages[off] = data ? std::string(reinterpret_cast<const char*>(data), kStreamPage) : "";
         return {};
@@ -181,10 +181,9 @@ TEST(MigrationStream, TheSinksErrorStopsTheRead) {
   ASSERT_TRUE(write_file_atomic(dir->path() + "/in", in.s));
   auto fd = open_file(dir->path() + "/in", O_RDONLY);
   auto out = open_file(dir->path() + "/out", O_WRONLY | O_CREAT);
-  MigrationStreamSplitter s(fd->get(), out->get(), "mem", kMain,
-                            [](uint64_t, const uint8_t*, uint8_t) -> Status {
-                              return make_error(ErrorCode::kIo, "disk full");
-                            });
+  MigrationStreamSplitter s(
+      fd->get(), out->get(), "mem", kMain,
+      [](uint64_t, const uint8_t*) -> Status { return make_error(ErrorCode::kIo, "disk full"); });
   auto st = s.run();
   ASSERT_FALSE(st);
   EXPECT_EQ(st.error().message(), "disk full");

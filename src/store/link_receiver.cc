@@ -199,7 +199,6 @@ Status LinkReceiver::page(uint64_t offset, const uint8_t* data) {
   }
   const uint64_t p = offset / kPageSize;
   seen_[p] = 1;
-  ++received_;
   const bool in_run = run_pages_ > 0 && p >= run_first_ && p < run_first_ + run_pages_;
   if (in_run || (run_pages_ > 0 && p != run_first_ + run_pages_)) FORKD_TRY(flush_run());
   if (parent_page_equals(p, data)) {

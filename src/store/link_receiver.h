@@ -39,7 +39,6 @@ class LinkReceiver {
   // never arrived.
   Result<LinkWrite> finish();
 
-  uint64_t pages_received() const { return received_; }
   // Where finish() spent its time: the writes still queued, the two hashes, and the diff's flush
   // (beside the hashes; from their start).
   struct Timing {
@@ -79,8 +78,7 @@ class LinkReceiver {
   std::vector<uint8_t> changed_;  // per page: differs from the parent
   std::vector<uint8_t> written_;  // per page: the diff file holds data there
   std::vector<uint8_t> seen_;     // per page: arrived at least once
-  uint64_t received_ = 0;
-  char* pool_ = nullptr;  // kBuffers page-aligned buffers of a run each
+  char* pool_ = nullptr;          // kBuffers page-aligned buffers of a run each
   std::vector<int> free_;
   int run_ = -1;  // the buffer of the run being gathered
   uint64_t run_first_ = 0, run_pages_ = 0;
