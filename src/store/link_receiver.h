@@ -67,6 +67,11 @@ class LinkReceiver {
   void give_buffer(int b);
   Result<std::pair<std::string, std::string>> hash_all();
   Result<std::pair<std::string, std::string>> hash_inline();
+  // Hashing goes by chunks of one buffer (a run's size): their pages, whether the diff holds
+  // any of them, and reading the diff's bytes of one into buffer b.
+  uint64_t chunk_pages(uint64_t c) const;
+  bool chunk_written(uint64_t c) const;
+  Status read_chunk(uint64_t c, int b);
   template <typename Feed>
   void feed_chunk(uint64_t first, uint64_t count, int part, const char* buf, Feed&& feed) const;
 
