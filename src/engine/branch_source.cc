@@ -64,6 +64,25 @@ class SourceSide {
   QmpClient& qmp_;
 };
 
+// The bottom (raw base) of a qcow2 chain.
+Result<std::string> chain_base(const std::string& image) {
+  auto r = run_capture({"qemu-img", "info", "-U", "--backing-chain", "--output=json", image},
+                       std::chrono::seconds(30));
+  if (!r || r->exit_code != 0) {
+    return make_error(ErrorCode::kQemuFailed,
+                      "qemu-img info " + image + ": " + (r ? r->output : r.error().message()));
+  }
+  Json j = json::parse_untrusted(r->output);
+  if (!j.is_array() || j.empty() || !j.back().is_object()) {
+    return make_error(ErrorCode::kQemuFailed, "qemu-img info: unexpected output");
+  }
+  const Json& last = j.back();
+  if (json::string_or(last, "format", "") != "raw") {
+    return make_error(ErrorCode::kQemuFailed, "disk chain of " + image + " does not end in raw");
+  }
+  return json::string_or(last, "filename", "");
+}
+
 }  // namespace
 
 Status set_migration_caps(QmpClient& qmp, const std::vector<std::pair<std::string, bool>>& caps) {
@@ -92,25 +111,6 @@ Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
     return std::optional<SourceDisk>(d);
   }
   return std::optional<SourceDisk>();
-}
-
-// The bottom (raw base) of a qcow2 chain.
-Result<std::string> chain_base(const std::string& image) {
-  auto r = run_capture({"qemu-img", "info", "-U", "--backing-chain", "--output=json", image},
-                       std::chrono::seconds(30));
-  if (!r || r->exit_code != 0) {
-    return make_error(ErrorCode::kQemuFailed,
-                      "qemu-img info " + image + ": " + (r ? r->output : r.error().message()));
-  }
-  Json j = json::parse_untrusted(r->output);
-  if (!j.is_array() || j.empty() || !j.back().is_object()) {
-    return make_error(ErrorCode::kQemuFailed, "qemu-img info: unexpected output");
-  }
-  const Json& last = j.back();
-  if (json::string_or(last, "format", "") != "raw") {
-    return make_error(ErrorCode::kQemuFailed, "disk chain of " + image + " does not end in raw");
-  }
-  return json::string_or(last, "filename", "");
 }
 
 Status find_disk_base(MigrateResult& res) {

@@ -23,8 +23,6 @@ struct SourceDisk {
 };
 Result<std::optional<SourceDisk>> query_disk(vmm::QmpClient& qmp);
 
-// The bottom (raw base) of a qcow2 chain.
-Result<std::string> chain_base(const std::string& image);
 // Sets res.disk_base from res.frozen_disk (nothing to do without a disk).
 Status find_disk_base(MigrateResult& res);
 
