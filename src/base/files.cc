@@ -202,18 +202,16 @@ bool path_exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-namespace {
-std::string to_hex(const unsigned char* digest, unsigned len) {
+std::string to_hex(const unsigned char* digest, size_t len) {
   static const char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(len * 2);
-  for (unsigned i = 0; i < len; ++i) {
+  for (size_t i = 0; i < len; ++i) {
     out.push_back(kHex[digest[i] >> 4]);
     out.push_back(kHex[digest[i] & 15]);
   }
   return out;
 }
-}  // namespace
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
 Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
@@ -231,10 +229,9 @@ std::string sha256_hex(std::string_view data) {
   return h.hex();
 }
 
-Result<std::string> sha256_file(const std::string& path) {
+Status read_chunks(const std::string& path, const std::function<void(const char*, size_t)>& feed) {
   auto fd = open_file(path, O_RDONLY);
   if (!fd) return tl::unexpected(fd.error());
-  Sha256 h;
   std::unique_ptr<char[]> buf(new char[1 << 20]);
   for (;;) {
     ssize_t n = ::read(fd->get(), buf.get(), 1 << 20);
@@ -242,9 +239,14 @@ Result<std::string> sha256_file(const std::string& path) {
       if (errno == EINTR) continue;
       return errno_error(errno, "read " + path);
     }
-    if (n == 0) break;
-    h.update(buf.get(), static_cast<size_t>(n));
+    if (n == 0) return {};
+    feed(buf.get(), static_cast<size_t>(n));
   }
+}
+
+Result<std::string> sha256_file(const std::string& path) {
+  Sha256 h;
+  FORKD_TRY(read_chunks(path, [&](const char* d, size_t n) { h.update(d, n); }));
   return h.hex();
 }
 

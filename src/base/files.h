@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -66,6 +67,12 @@ std::vector<std::string> remove_files_except(const std::string& dir,
 // The identity of one version of a file (device, inode, size, mtime, ctime): a rewrite,
 // truncation or chmod changes it. Empty when the file is missing.
 std::string file_identity(const std::string& path);
+
+// Reads a whole file in pieces of up to 1 MiB, handing each to feed.
+Status read_chunks(const std::string& path, const std::function<void(const char*, size_t)>& feed);
+
+// Lowercase hex of len bytes.
+std::string to_hex(const unsigned char* bytes, size_t len);
 
 // Lowercase hex SHA-256 of a file's contents, or of a string.
 Result<std::string> sha256_file(const std::string& path);

@@ -298,7 +298,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     std::string path = *staging + "/" + store::snapshot_file_name(role);
     if (auto st = fsync_path(path); !st) return fail(st.error());
     ::chmod(path.c_str(), store::kTagFileMode);
-    if (!f.sha256.empty()) continue;
+    if (f.has_checksum()) continue;
     auto entry = store::hash_file_entry(path);
     if (!entry) return fail(entry.error());
     f = *entry;

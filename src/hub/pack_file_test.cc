@@ -70,13 +70,20 @@ class PackTest : public ::testing::Test {
     auto lw = store::write_link(w->staging() + "/full", *parent_mem, w->staging());
     ASSERT_TRUE(lw);
     ::unlink((w->staging() + "/full").c_str());
+    // As a branch commits a link: the diff's checksum (XXH3) and the bitmap's as write_link gave
+    // them, the other files hashed here.
     SnapshotMeta m = skeleton(tag);
     m.parent_tag = parent;
     m.parent_content_hash = pm->content_hash();
     m.memory_sha256 = lw->content_sha256;
-    m.files["memory_diff"] = {};
-    m.files["memory_pages"] = {};
-    ASSERT_TRUE(w->commit(m));
+    m.files["memory_diff"] = lw->diff;
+    m.files["memory_pages"] = lw->pages;
+    for (const char* role : {"vmstate", "kernel"}) {
+      auto f = store::hash_file_entry(w->staging() + "/" + store::snapshot_file_name(role));
+      ASSERT_TRUE(f);
+      m.files[role] = *f;
+    }
+    ASSERT_TRUE(w->commit(m, /*hashes_known=*/true));
   }
   std::string pack(const std::string& tag, const std::string& since = "") {
     std::string out = dir_->path() + "/" + tag + (since.empty() ? "" : "-since") + ".fpk";
@@ -165,6 +172,10 @@ TEST_F(PackTest, ChainTravelsWholeOrSinceAnAncestor) {
   auto full = resolver.resolve(*cm);
   ASSERT_TRUE(full) << full.error().message();
   EXPECT_EQ(*read_file(*full, 64u << 20), mem_c);
+  // Its diff kept its XXH3 checksum, checked on this side too.
+  EXPECT_EQ(cm->files.at("memory_diff").xxh3, src_->load("c")->files.at("memory_diff").xxh3);
+  EXPECT_EQ(cm->files.at("memory_diff").xxh3.size(), 32u);
+  EXPECT_TRUE(dst_->verify(*cm));
   // The kernel, equal in every link, travelled once: the since-pack is far smaller than a base.
   auto pm = read_pack_manifest(since);
   ASSERT_TRUE(pm);
@@ -257,6 +268,25 @@ TEST_F(PackTest, TamperedBytesAreCaught) {
   manifest_flip[100] ^= 0x01;
   EXPECT_FALSE(unpack(write_bytes("mflip.fpk", manifest_flip)));
   EXPECT_FALSE(unpack(write_bytes("garbage.fpk", std::string(4096, 'g'))));
+  EXPECT_TRUE(leftovers().empty());
+}
+
+// A link's diff travels with its XXH3 checksum, which the receiver checks against the bytes it
+// assembled (each chunk's SHA-256 only says the chunk is what the sender sent).
+TEST_F(PackTest, ALinksDiffIsCheckedByItsXxh3) {
+  std::string mem = memory(9);
+  base("a", mem);
+  mem[4096 * 33] ^= 1;
+  link("b", "a", mem);
+  std::string file = rewrite_manifest(pack("b"), [](Json& j) {
+    std::string& x = j["tags"][1]["meta"]["files"]["memory_diff"]["xxh3"].get_ref<std::string&>();
+    x.back() = x.back() == '0' ? '1' : '0';
+  });
+  auto r = unpack(file);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), ErrorCode::kChecksumMismatch);
+  EXPECT_NE(r.error().message().find("memory_diff does not match its checksum"), std::string::npos)
+      << r.error().message();
   EXPECT_TRUE(leftovers().empty());
 }
 

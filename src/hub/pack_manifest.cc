@@ -128,7 +128,8 @@ Result<PackManifest> PackManifest::from_json(const Json& j) {
     if (meta->files.empty())
       return tl::unexpected(bad_manifest("tag " + meta->tag + " has no files"));
     for (const auto& [role, f] : meta->files) {
-      if (!is_known_role(role) || f.size > kMaxPackFileBytes || !is_hex64(f.sha256)) {
+      if (!is_known_role(role) || f.size > kMaxPackFileBytes ||
+          (!f.sha256.empty() && !is_hex64(f.sha256))) {
         return tl::unexpected(bad_manifest("tag " + meta->tag + ": bad file " + role));
       }
     }
@@ -158,7 +159,7 @@ Result<PackManifest> PackManifest::from_json(const Json& j) {
       // checked against the receiver's copy.
       if (auto p = in_pack.find(ref.tag); p != in_pack.end()) {
         auto f = p->second->files.find(ref.role);
-        if (f == p->second->files.end() || f->second.sha256 != pt.meta.files[role].sha256 ||
+        if (f == p->second->files.end() || f->second.digest() != pt.meta.files[role].digest() ||
             f->second.size != pt.meta.files[role].size) {
           return tl::unexpected(bad_manifest("tag " + pt.meta.tag + ": reference for " + role +
                                              " names a different file"));

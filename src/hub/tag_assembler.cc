@@ -16,6 +16,7 @@
 #include "hub/object_pool.h"
 #include "hub/ordered_window.h"
 #include "hub/tag_chunks.h"
+#include "store/file_digest.h"
 #include "store/tag_write.h"
 
 namespace forkd::hub {
@@ -56,8 +57,9 @@ Status write_pages(int fd, const ChunkPos& pos, const DecodedChunk& c) {
 }
 
 // A file of an image of this host ($FORKD_HOME/images/*/, whose image.json records checksums)
-// with f's sha256 and size; "" when none.
+// with f's SHA-256 and size; "" when none (or when f's checksum is not a SHA-256).
 std::string image_file(const store::SnapshotStore& st, const store::FileEntry& f) {
+  if (f.sha256.empty()) return "";
   std::string images = std::filesystem::path(st.root()).parent_path().string() + "/images";
   for (const auto& name : list_dir_names(images)) {
     auto text = read_file(images + "/" + name + "/image.json", 1u << 20);
@@ -97,7 +99,7 @@ struct TagAssembler::Impl {
     return writes[pos.tag_index] && !local_src.count({pos.tag_index, pos.role});
   }
   std::map<std::pair<size_t, std::string>, UniqueFd> fds;
-  std::map<std::pair<size_t, std::string>, std::unique_ptr<Sha256>> hashers;
+  std::map<std::pair<size_t, std::string>, std::unique_ptr<store::EntryHasher>> hashers;
   // Before the window: leases held by its results go back when it is destroyed.
   ObjectPool<DecodedChunk> chunks;
   ObjectPool<ChunkCodec> codecs;
@@ -118,10 +120,15 @@ Status TagAssembler::Impl::find_local_files(const store::SnapshotStore& st,
                                             const PackManifest& pm) {
   std::map<std::pair<std::string, uint64_t>, std::pair<std::string, std::string>> have;
   for (const auto& meta : st.list()) {
-    for (const auto& [role, f] : meta.files) have.try_emplace({f.sha256, f.size}, meta.tag, role);
+    for (const auto& [role, f] : meta.files) {
+      if (!f.sha256.empty()) have.try_emplace({f.sha256, f.size}, meta.tag, role);
+    }
   }
   std::map<std::string, bool> verified;  // tag -> its files match their record
+  // Only a SHA-256 names a file well enough to take another for it: an XXH3 (a link's diff) is
+  // no defence against a pack made to collide with a file of this host.
   auto local = [&](const store::FileEntry& f) -> std::string {
+    if (f.sha256.empty()) return "";
     auto it = have.find({f.sha256, f.size});
     if (it == have.end()) return image_file(st, f);
     const auto& [tag, local_role] = it->second;
@@ -163,7 +170,7 @@ Status TagAssembler::Impl::open_target(size_t t, const std::string& role) {
     return errno_error(errno, "size " + path);
   }
   fds[{t, role}] = std::move(*fd);
-  hashers[{t, role}] = std::make_unique<Sha256>();
+  hashers[{t, role}] = std::make_unique<store::EntryHasher>(m.tags[t].meta.files.at(role));
   return {};
 }
 
@@ -185,11 +192,11 @@ Status TagAssembler::Impl::sink(Decoded& d) {
   const auto& meta = m.tags[pos.tag_index].meta;
   const auto& f = meta.files.at(pos.role);
   if (pos.index + 1 == PackManifest::chunk_count(f.size)) {
-    std::string got = h->hex();
-    if (got != f.sha256) {
-      return make_error(ErrorCode::kChecksumMismatch, "tag " + meta.tag + ": " + pos.role +
-                                                          " does not match its sha256 (got " + got +
-                                                          ", the manifest says " + f.sha256 + ")");
+    std::string got = h->digest();
+    if (got != f.digest()) {
+      return make_error(ErrorCode::kChecksumMismatch,
+                        "tag " + meta.tag + ": " + pos.role + " does not match its checksum (got " +
+                            got + ", the manifest says " + f.digest() + ")");
     }
   }
   done += pos.length;
@@ -336,7 +343,7 @@ Status TagAssembler::Impl::link_ref(size_t t, const std::string& role, const Fil
     // A file of a tag this host had: its record (verified in begin) must name the same bytes.
     auto local = store->load(ref.tag);
     auto f = local ? local->files.find(ref.role) : decltype(local->files.end()){};
-    if (!local || f == local->files.end() || f->second.sha256 != want.sha256) {
+    if (!local || f == local->files.end() || f->second.digest() != want.digest()) {
       return make_error(ErrorCode::kChecksumMismatch, "tag " + m.tags[t].meta.tag + ": " + role +
                                                           " should be the " + ref.role + " of " +
                                                           ref.tag + ", which differs here");
@@ -390,7 +397,7 @@ Result<AssembleResult> TagAssembler::finish() {
       }
       if (f.size == 0) {  // no chunks: an empty file
         FORKD_TRY(s.open_target(t, role));
-        if (sha256_hex("") != f.sha256) {
+        if (store::EntryHasher(f).digest() != f.digest()) {
           return make_error(ErrorCode::kChecksumMismatch, "tag " + pt.meta.tag + ": " + role);
         }
       }

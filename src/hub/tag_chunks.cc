@@ -38,7 +38,7 @@ bool same_content(const store::SnapshotMeta& a, const store::SnapshotMeta& b) {
   if (a.content_hash() != b.content_hash() || a.files.size() != b.files.size()) return false;
   for (const auto& [role, f] : a.files) {
     auto it = b.files.find(role);
-    if (it == b.files.end() || it->second.sha256 != f.sha256 || it->second.size != f.size) {
+    if (it == b.files.end() || it->second.digest() != f.digest() || it->second.size != f.size) {
       return false;
     }
   }
@@ -66,11 +66,12 @@ Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std
   PackManifest m;
   m.created_at = static_cast<int64_t>(std::time(nullptr));
   m.created_by = "forkd " + std::string(forkd_version());
-  // Files already described (sha256 + size -> where), so an equal one travels as a reference.
+  // Files already described (sha256 + size -> where), so an equal one travels as a reference. An
+  // XXH3 (a link's diff) does not name a file well enough for that.
   std::map<std::pair<std::string, uint64_t>, FileRef> seen;
   auto remember = [&seen](const store::SnapshotMeta& meta) {
     for (const auto& [role, f] : meta.files)
-      seen.try_emplace({f.sha256, f.size}, FileRef{meta.tag, role});
+      if (!f.sha256.empty()) seen.try_emplace({f.sha256, f.size}, FileRef{meta.tag, role});
   };
   size_t start = 0;
   if (!since.empty()) {

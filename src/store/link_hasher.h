@@ -1,11 +1,10 @@
 #pragma once
 // The two hashes of a chain link, computed on two threads of their own while write_link compares
-// and writes: the content hash of the whole memory, and the hash of memory.diff as written (the
-// pages that differ from the parent's at their offsets, zeros elsewhere), so that the commit need
-// not read the sparse diff file back (at 1 GiB that read and hash took ~1.9 s, measured). Each
-// is a SHA-256 over the memory's size (0.65 s per GiB here). With the CPU's SHA extensions one
-// thread computes both in one pass, their rounds interleaved (base/sha256_pair.h); without them
-// two threads run side by side.
+// and writes: the content hash of the whole memory (SHA-256, 0.65 s per GiB here: links name
+// their parent by it), and the checksum of memory.diff as written (the pages that differ from the
+// parent's at their offsets, zeros elsewhere; XXH3-128, which only guards the file), so that the
+// commit need not read the sparse diff file back (at 1 GiB that read and hash took ~1.9 s,
+// measured).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -13,7 +12,7 @@
 #include <vector>
 
 #include "base/files.h"
-#include "base/sha256_pair.h"
+#include "base/xxh3.h"
 
 namespace forkd::store {
 
@@ -37,16 +36,14 @@ class LinkHasher {
   // full and parent: n bytes each (a multiple of kPage); the views and their bytes stay valid and
   // unchanged until finish().
   // Starts the hashing (without threads, finish() does it all).
-  // paired: one thread hashes both (the default where the CPU has SHA extensions).
-  LinkHasher(const MemView& full, const MemView& parent, size_t n,
-             bool paired = Sha256Pair::accelerated());
+  LinkHasher(const MemView& full, const MemView& parent, size_t n);
   ~LinkHasher();  // joins
   LinkHasher(const LinkHasher&) = delete;
   LinkHasher& operator=(const LinkHasher&) = delete;
 
   struct Hashes {
     std::string content;  // SHA-256 of full
-    std::string diff;     // SHA-256 of full with the pages equal to parent's zeroed
+    std::string diff;     // XXH3-128 of full with the pages equal to parent's zeroed
   };
   Hashes finish();
 
@@ -58,18 +55,15 @@ class LinkHasher {
  private:
   void hash_content();
   void hash_diff();
-  void hash_both();
   void join();
 
   const MemView& full_;
   const MemView& parent_;
   size_t n_;
-  const bool paired_;
   Sha256 content_;
-  Sha256 diff_;
-  Hashes both_;  // hash_both's result
+  Xxh3 diff_;
   // Not started (resources exhausted): finish() hashes inline.
-  std::thread content_thread_;  // or, paired, the one thread of hash_both
+  std::thread content_thread_;
   std::thread diff_thread_;
 };
 

@@ -18,8 +18,17 @@ std::string snapshot_file_name(const std::string& role) {
 
 Json SnapshotMeta::to_json() const {
   Json files_j = Json::object();
-  for (const auto& [role, f] : files) files_j[role] = {{"size", f.size}, {"sha256", f.sha256}};
-  Json j = {{"schema", schema},
+  bool any_xxh3 = false;
+  for (const auto& [role, f] : files) {
+    if (f.xxh3.empty()) {
+      files_j[role] = {{"size", f.size}, {"sha256", f.sha256}};
+    } else {
+      files_j[role] = {{"size", f.size}, {"xxh3", f.xxh3}};
+      any_xxh3 = true;
+    }
+  }
+  // The oldest schema that holds this record, so that an older forkd still reads what it can.
+  Json j = {{"schema", any_xxh3 ? 2 : 1},
             {"tag", tag},
             {"status", status},
             {"image", image},
@@ -51,6 +60,10 @@ std::string SnapshotMeta::content_hash() const {
 }
 
 namespace {
+
+bool is_hex(const std::string& s, size_t n) {
+  return s.size() == n && s.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
 
 Error bad(const std::string& what) {
   return Error(ErrorCode::kInvalidArgument, "snapshot.json: " + what);
@@ -137,7 +150,10 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
     }
     FileEntry fe;
     if (!entry.is_object() || !get_field(entry, "size", &fe.size) ||
-        !get_field(entry, "sha256", &fe.sha256) || fe.sha256.size() != 64) {
+        !get_field(entry, "sha256", &fe.sha256, false) ||
+        !get_field(entry, "xxh3", &fe.xxh3, false) || fe.sha256.empty() == fe.xxh3.empty() ||
+        !(fe.sha256.empty() || fe.sha256.size() == 64) ||
+        !(fe.xxh3.empty() || is_hex(fe.xxh3, 32)) || (!fe.xxh3.empty() && m.schema < 2)) {
       return tl::unexpected(bad("bad entry for " + role));
     }
     m.files[role] = fe;

@@ -12,11 +12,21 @@
 
 namespace forkd::store {
 
-inline constexpr int kSnapshotSchema = 1;
+// 2: a file's checksum may be XXH3-128 (FileEntry::xxh3); records without one are written as 1.
+inline constexpr int kSnapshotSchema = 2;
 
+// A file's size and checksum: SHA-256, or XXH3-128 where only the file's integrity is at stake
+// and the hash sits on a critical path (a link's memory.diff, see base/xxh3.h). Exactly one of
+// sha256 and xxh3 is set.
 struct FileEntry {
   uint64_t size = 0;
   std::string sha256;
+  std::string xxh3;
+
+  // The checksum with its kind: the SHA-256's hex as it is, or "xxh3:" and the XXH3's hex. Two
+  // entries with equal digests and sizes name the same bytes.
+  std::string digest() const { return xxh3.empty() ? sha256 : "xxh3:" + xxh3; }
+  bool has_checksum() const { return !sha256.empty() || !xxh3.empty(); }
 };
 
 struct SnapshotMeta {

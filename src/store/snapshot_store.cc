@@ -18,6 +18,7 @@
 #include "base/random.h"
 #include "base/subprocess.h"
 #include "store/chain.h"
+#include "store/file_digest.h"
 
 namespace forkd::store {
 
@@ -170,16 +171,16 @@ Status SnapshotStore::verify(const SnapshotMeta& meta) const {
     }
   }
   for (const auto& [role, f] : meta.files) {
-    if (role != "vmstate" && stamp_matches(d, role, f.sha256)) continue;
+    if (role != "vmstate" && stamp_matches(d, role, f.digest())) continue;
     std::string path = d + "/" + snapshot_file_name(role);
-    auto sha = sha256_file(path);
-    if (!sha) return tl::unexpected(sha.error().wrap("tag " + meta.tag + ": hash " + role));
-    if (*sha != f.sha256) {
+    auto sum = file_digest(path, f);
+    if (!sum) return tl::unexpected(sum.error().wrap("tag " + meta.tag + ": hash " + role));
+    if (*sum != f.digest()) {
       return make_error(ErrorCode::kChecksumMismatch,
                         "tag " + meta.tag + ": " + role + " file " + path +
                             " does not match its checksum in snapshot.json (corrupt)");
     }
-    if (role != "vmstate") (void)record_stamp(d, role, f.sha256);
+    if (role != "vmstate") (void)record_stamp(d, role, f.digest());
   }
   return {};
 }
@@ -258,7 +259,7 @@ Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool
       if (!entry) return tl::unexpected(entry.error().wrap("commit"));
       f = *entry;
     }
-    FORKD_TRY(record_stamp(staging, role, f.sha256));
+    FORKD_TRY(record_stamp(staging, role, f.digest()));
   }
   meta.status = "ready";
   FORKD_TRY(write_file_atomic(staging + "/snapshot.json", meta.to_json().dump(2) + "\n", 0600));

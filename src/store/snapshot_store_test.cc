@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <functional>
+
 #include "base/files.h"
+#include "base/xxh3.h"
 #include "store/tag_write.h"
 
 namespace forkd::store {
@@ -85,6 +88,24 @@ TEST_F(StoreTest, VmstateIsAlwaysHashed) {
   auto st = store_->verify(m);
   ASSERT_FALSE(st);
   EXPECT_NE(st.error().message().find("vmstate"), std::string::npos);
+}
+
+// A file whose record holds an XXH3 checksum is checked by XXH3, stamp or not.
+TEST_F(StoreTest, AnXxh3ChecksumIsCheckedAsXxh3) {
+  auto m = make("t1");
+  m.files["memory"] = FileEntry{6, "", xxh3_hex("MEMORY")};
+  EXPECT_TRUE(store_->verify(m));  // the SHA-256 stamp does not stand for it: hashed again
+  EXPECT_TRUE(store_->verify(m));  // and now stamped
+  m.files["memory"].xxh3 = xxh3_hex("MEMORX");
+  auto wrong = store_->verify(m);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code(), ErrorCode::kChecksumMismatch);
+  m.files["memory"].xxh3 = xxh3_hex("MEMORY");
+  auto fd = open_file(store_->dir("t1") + "/memory", O_WRONLY);
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(::pwrite(fd->get(), "X", 1, 0), 1);
+  fd->reset();
+  EXPECT_FALSE(store_->verify(m));
 }
 
 TEST_F(StoreTest, UnknownTagListsKnownOnes) {
@@ -262,6 +283,35 @@ TEST_F(StoreTest, RemoveTag) {
   ASSERT_TRUE(store_->remove("t1"));
   EXPECT_FALSE(store_->exists("t1"));
   EXPECT_FALSE(store_->remove("t1"));
+}
+
+// An entry holds exactly one checksum, SHA-256 (64 hex digits) or XXH3 (32); a record with an
+// XXH3 one is written as schema 2, one without as 1, and a schema-1 record cannot hold one.
+TEST(SnapshotMetaChecksum, Xxh3EntriesRoundTripAsSchema2) {
+  SnapshotMeta m = minimal_meta();
+  EXPECT_EQ(m.to_json()["schema"], 1);
+  m.files["kernel"] = {7, "", std::string(32, 'c')};
+  auto j = m.to_json();
+  EXPECT_EQ(j["schema"], 2);
+  EXPECT_FALSE(j["files"]["kernel"].contains("sha256"));
+  auto back = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_EQ(back->files["kernel"].xxh3, std::string(32, 'c'));
+  EXPECT_EQ(back->files["kernel"].digest(), "xxh3:" + std::string(32, 'c'));
+  EXPECT_EQ(back->files["memory"].digest(), std::string(64, 'b'));
+
+  auto refused = [&](const std::function<void(nlohmann::json&)>& edit) {
+    auto bad = j;
+    edit(bad);
+    return !SnapshotMeta::from_json(bad).has_value();
+  };
+  EXPECT_TRUE(refused([](auto& b) { b["schema"] = 1; }));
+  EXPECT_TRUE(refused([](auto& b) { b["files"]["kernel"]["sha256"] = std::string(64, 'd'); }));
+  EXPECT_TRUE(refused([](auto& b) { b["files"]["kernel"].erase("xxh3"); }));
+  EXPECT_TRUE(refused([](auto& b) { b["files"]["kernel"]["xxh3"] = std::string(31, 'c'); }));
+  EXPECT_TRUE(refused([](auto& b) { b["files"]["kernel"]["xxh3"] = std::string(32, 'C'); }));
+  EXPECT_TRUE(refused([](auto& b) { b["files"]["kernel"]["xxh3"] = 7; }));
+  EXPECT_FALSE(refused([](auto&) {}));
 }
 
 TEST(SnapshotMetaNetwork, RoundTripsAndOlderTagsHaveNone) {
