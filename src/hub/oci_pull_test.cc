@@ -113,8 +113,8 @@ class OciPullTest : public ::testing::Test {
     meta.machine = "microvm";
     meta.memory_mib = 256;
     meta.memory_sha256 = sha256_hex(name);
-    meta.files["vmstate"] = {content.size(), sha256_hex(content)};
-    meta.files["memory"] = {content.size(), sha256_hex(content)};
+    meta.files["vmstate"] = store::FileEntry::with_sha256(content.size(), sha256_hex(content));
+    meta.files["memory"] = store::FileEntry::with_sha256(content.size(), sha256_hex(content));
     PackManifest pm;
     if (!parent.empty()) {
       meta.parent_tag = parent;

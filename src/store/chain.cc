@@ -172,8 +172,8 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
   struct stat st;
   if (::fstat(diff->get(), &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
   out.content_sha256 = hashes.content;
-  out.diff = FileEntry{*size, "", hashes.diff};
-  out.pages = FileEntry{bitmap.size(), sha256_hex(bitmap)};
+  out.diff = FileEntry::with_xxh3(*size, hashes.diff);
+  out.pages = FileEntry::with_sha256(bitmap.size(), sha256_hex(bitmap));
   auto pages_file = open_file(pages_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!pages_file) return tl::unexpected(pages_file.error());
   FORKD_TRY(write_all(pages_file->get(), bitmap));

@@ -430,8 +430,8 @@ Result<LinkWrite> LinkReceiver::finish() {
   struct stat st;
   if (::fstat(diff_.get(), &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
   out.content_sha256 = content;
-  out.diff = FileEntry{size_, "", diff_hash};
-  out.pages = FileEntry{bitmap.size(), sha256_hex(bitmap)};
+  out.diff = FileEntry::with_xxh3(size_, diff_hash);
+  out.pages = FileEntry::with_sha256(bitmap.size(), sha256_hex(bitmap));
   auto pages_file = open_file(pages_path_, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!pages_file) return tl::unexpected(pages_file.error());
   FORKD_TRY(write_all(pages_file->get(), bitmap));

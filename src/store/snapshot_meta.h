@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/error.h"
@@ -22,6 +23,19 @@ struct FileEntry {
   uint64_t size = 0;
   std::string sha256;
   std::string xxh3;
+
+  static FileEntry with_sha256(uint64_t size, std::string hex) {
+    FileEntry f;
+    f.size = size;
+    f.sha256 = std::move(hex);
+    return f;
+  }
+  static FileEntry with_xxh3(uint64_t size, std::string hex) {
+    FileEntry f;
+    f.size = size;
+    f.xxh3 = std::move(hex);
+    return f;
+  }
 
   // The checksum with its kind: the SHA-256's hex as it is, or "xxh3:" and the XXH3's hex. Two
   // entries with equal digests and sizes name the same bytes.

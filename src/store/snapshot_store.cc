@@ -239,7 +239,7 @@ Result<FileEntry> hash_file_entry(const std::string& path) {
   if (::stat(path.c_str(), &st) != 0) return errno_error(errno, "stat " + path);
   auto sha = sha256_file(path);
   if (!sha) return tl::unexpected(sha.error());
-  return FileEntry{static_cast<uint64_t>(st.st_size), *sha};
+  return FileEntry::with_sha256(static_cast<uint64_t>(st.st_size), *sha);
 }
 
 Status SnapshotStore::commit(const std::string& staging, SnapshotMeta meta, bool replace,

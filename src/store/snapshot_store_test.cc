@@ -93,7 +93,7 @@ TEST_F(StoreTest, VmstateIsAlwaysHashed) {
 // A file whose record holds an XXH3 checksum is checked by XXH3, stamp or not.
 TEST_F(StoreTest, AnXxh3ChecksumIsCheckedAsXxh3) {
   auto m = make("t1");
-  m.files["memory"] = FileEntry{6, "", xxh3_hex("MEMORY")};
+  m.files["memory"] = FileEntry::with_xxh3(6, xxh3_hex("MEMORY"));
   EXPECT_TRUE(store_->verify(m));  // the SHA-256 stamp does not stand for it: hashed again
   EXPECT_TRUE(store_->verify(m));  // and now stamped
   m.files["memory"].xxh3 = xxh3_hex("MEMORX");
@@ -141,8 +141,8 @@ SnapshotMeta minimal_meta() {
   m.image = "minimal";
   m.machine = "microvm";
   m.memory_mib = 256;
-  m.files["vmstate"] = {1, std::string(64, 'a')};
-  m.files["memory"] = {1, std::string(64, 'b')};
+  m.files["vmstate"] = FileEntry::with_sha256(1, std::string(64, 'a'));
+  m.files["memory"] = FileEntry::with_sha256(1, std::string(64, 'b'));
   return m;
 }
 
@@ -290,7 +290,7 @@ TEST_F(StoreTest, RemoveTag) {
 TEST(SnapshotMetaChecksum, Xxh3EntriesRoundTripAsSchema2) {
   SnapshotMeta m = minimal_meta();
   EXPECT_EQ(m.to_json()["schema"], 1);
-  m.files["kernel"] = {7, "", std::string(32, 'c')};
+  m.files["kernel"] = FileEntry::with_xxh3(7, std::string(32, 'c'));
   auto j = m.to_json();
   EXPECT_EQ(j["schema"], 2);
   EXPECT_FALSE(j["files"]["kernel"].contains("sha256"));
