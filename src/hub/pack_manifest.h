@@ -34,7 +34,7 @@ struct FileRef {
 };
 
 struct PackTag {
-  store::SnapshotMeta meta;             // files: every role with its size and sha256
+  store::SnapshotMeta meta;             // files: every role with its size and checksum
   std::map<std::string, FileRef> refs;  // roles whose bytes are those of another tag's file
   // Roles whose data travels in the stream, in stream order.
   std::vector<std::string> data_roles() const;

@@ -31,7 +31,7 @@ std::vector<ChunkPos> chunk_plan(const PackManifest& m);
 
 using ByteProgress = std::function<void(uint64_t done, uint64_t total)>;
 
-// Same content: equal memory content hashes and the same files (role, size and sha256).
+// Same content: equal memory content hashes and the same files (role, size and checksum).
 bool same_content(const store::SnapshotMeta& a, const store::SnapshotMeta& b);
 
 // tag's chain, root first, tag last (kFailedPrecondition for a broken one).
