@@ -136,18 +136,18 @@ Result<SnapshotMeta> SnapshotStore::load(const std::string& tag) const {
 }
 
 bool SnapshotStore::stamp_matches(const std::string& tag_dir, const std::string& role,
-                                  const std::string& sha) const {
+                                  const std::string& digest) const {
   auto text = read_file(tag_dir + "/.verified." + role, 4096);
   if (!text) return false;
-  std::string want = sha + " " + file_identity(tag_dir + "/" + snapshot_file_name(role));
+  std::string want = digest + " " + file_identity(tag_dir + "/" + snapshot_file_name(role));
   return *text == want;
 }
 
 Status SnapshotStore::record_stamp(const std::string& tag_dir, const std::string& role,
-                                   const std::string& sha) const {
+                                   const std::string& digest) const {
   std::string id = file_identity(tag_dir + "/" + snapshot_file_name(role));
   if (id.empty()) return make_error(ErrorCode::kNotFound, "stamp " + role + ": file missing");
-  return write_file_atomic(tag_dir + "/.verified." + role, sha + " " + id);
+  return write_file_atomic(tag_dir + "/.verified." + role, digest + " " + id);
 }
 
 Status SnapshotStore::verify(const SnapshotMeta& meta) const {

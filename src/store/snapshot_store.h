@@ -98,10 +98,11 @@ class SnapshotStore {
   int cleanup_stale() const;
 
  private:
+  // digest: the file's FileEntry::digest().
   Status record_stamp(const std::string& tag_dir, const std::string& role,
-                      const std::string& sha) const;
+                      const std::string& digest) const;
   bool stamp_matches(const std::string& tag_dir, const std::string& role,
-                     const std::string& sha) const;
+                     const std::string& digest) const;
   std::string root_;
 };
 
