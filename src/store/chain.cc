@@ -25,9 +25,8 @@ namespace forkd::store {
 
 namespace {
 
-constexpr size_t kChunk = 1 << 20;
-constexpr auto kAssemblyWait =
-    std::chrono::minutes(10);  // bytes per read when assembling, at most per diff write
+constexpr size_t kChunk = 1 << 20;  // bytes per read when assembling, at most per diff write
+constexpr auto kAssemblyWait = std::chrono::minutes(10);  // for another process's assembly
 
 // This boot of the kernel ("" when unknown).
 std::string current_boot_id() {
@@ -170,16 +169,22 @@ Result<LinkWrite> write_link(const std::string& full_path, const std::string& pa
   }
   auto hashes = hasher.finish();
   FORKD_TRY(fsync_fd(diff->get(), diff_path));
+  FORKD_TRY(finish_link(diff->get(), *size, hashes.content, hashes.diff, bitmap, pages_path, out));
+  return out;
+}
+
+Status finish_link(int diff_fd, uint64_t size, const std::string& content_sha256,
+                   const std::string& diff_xxh3, const std::string& bitmap,
+                   const std::string& pages_path, LinkWrite& out) {
   struct stat st;
-  if (::fstat(diff->get(), &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
-  out.content_sha256 = hashes.content;
-  out.diff = FileEntry::with_xxh3(*size, hashes.diff);
+  if (::fstat(diff_fd, &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
+  out.content_sha256 = content_sha256;
+  out.diff = FileEntry::with_xxh3(size, diff_xxh3);
   out.pages = FileEntry::with_sha256(bitmap.size(), sha256_hex(bitmap));
   auto pages_file = open_file(pages_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (!pages_file) return tl::unexpected(pages_file.error());
   FORKD_TRY(write_all(pages_file->get(), bitmap));
-  FORKD_TRY(fsync_fd(pages_file->get(), pages_path));
-  return out;
+  return fsync_fd(pages_file->get(), pages_path);
 }
 
 std::string MemoryResolver::assembled_path(const SnapshotMeta& meta) const {
@@ -276,9 +281,10 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
     }
     if (got.error().code() != ErrorCode::kAlreadyExists) return tl::unexpected(got.error());
     if (std::chrono::steady_clock::now() > deadline) {
-      return make_error(ErrorCode::kTimeout, "tag '" + meta.tag +
-                                                 "': another process has been "
-                                                 "assembling its memory for 10 minutes");
+      return make_error(ErrorCode::kTimeout,
+                        "tag '" + meta.tag +
+                            "': another process has been assembling its memory for " +
+                            std::to_string(kAssemblyWait.count()) + " minutes");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     if (stamp_ok(path, meta.content_hash())) return path;
@@ -343,8 +349,7 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
                            static_cast<off_t>(p * kPageSize), diff_path));
       p = q;
     }
-    const bool zero = buf[0] == 0 && std::memcmp(buf, buf + 1, n - 1) == 0;
-    if (!zero) FORKD_TRY(pwrite_full(out->get(), buf, n, static_cast<off_t>(off), tmp));
+    if (!all_zero(buf, n)) FORKD_TRY(pwrite_full(out->get(), buf, n, static_cast<off_t>(off), tmp));
     sha.give(buf, n);
   }
   if (sha.finish() != meta.content_hash()) {

@@ -40,8 +40,8 @@ struct LinkWrite {
   std::string content_sha256;  // of the whole memory
   uint64_t pages_changed = 0;
   uint64_t bytes_stored = 0;  // bytes allocated by memory.diff
-  // Size and SHA-256 of memory.diff and memory.pages, hashed from the bytes as they were
-  // written (a commit may take them as known).
+  // Size and checksum of memory.diff (XXH3) and memory.pages (SHA-256), hashed from the bytes as
+  // they were written (a commit may take them as known).
   FileEntry diff;
   FileEntry pages;
 };
@@ -51,6 +51,13 @@ struct LinkWrite {
 // dir/memory.pages (one bit per page), both fsynced.
 Result<LinkWrite> write_link(const std::string& full_path, const std::string& parent_path,
                              const std::string& dir);
+
+// The last step of write_link and LinkReceiver::finish, once memory.diff is written and flushed:
+// fills out's content hash, its two file entries and the diff's allocated bytes, and writes the
+// page bitmap to pages_path, flushed.
+Status finish_link(int diff_fd, uint64_t size, const std::string& content_sha256,
+                   const std::string& diff_xxh3, const std::string& bitmap,
+                   const std::string& pages_path, LinkWrite& out);
 
 class MemoryResolver {
  public:

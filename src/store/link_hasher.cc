@@ -7,6 +7,8 @@
 #include <cstring>
 #include <system_error>
 
+#include "store/mem_io.h"
+
 namespace forkd::store {
 namespace {
 const char kZeros[LinkHasher::kMaxChunk] = {};
@@ -18,8 +20,6 @@ std::thread start(void (LinkHasher::*fn)(), LinkHasher* self) {
     return std::thread();
   }
 }
-
-bool page_is_zero(const char* page) { return std::memcmp(page, kZeros, LinkHasher::kPage) == 0; }
 
 // Feeds `bytes` zeros to h.
 template <typename Hash>
@@ -114,8 +114,8 @@ bool LinkHasher::page_changed(const MemView& full, const MemView& parent, size_t
   const bool full_hole = full.is_hole(p);
   const bool parent_hole = parent.is_hole(p);
   if (full_hole && parent_hole) return false;
-  if (full_hole) return !page_is_zero(parent.data + p * kPage);
-  if (parent_hole) return !page_is_zero(full.data + p * kPage);
+  if (full_hole) return !all_zero(parent.data + p * kPage, kPage);
+  if (parent_hole) return !all_zero(full.data + p * kPage, kPage);
   return std::memcmp(full.data + p * kPage, parent.data + p * kPage, kPage) != 0;
 }
 

@@ -30,8 +30,6 @@ const uint8_t* zero_chunk() {
   return zeros;
 }
 
-bool all_zero(const uint8_t* p) { return p[0] == 0 && std::memcmp(p, p + 1, kPageSize - 1) == 0; }
-
 }  // namespace
 
 Result<std::unique_ptr<LinkReceiver>> LinkReceiver::open(const std::string& parent_path,
@@ -99,14 +97,6 @@ int LinkReceiver::take_buffer() {
   return b;
 }
 
-void LinkReceiver::give_buffer(int b) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    free_.push_back(b);
-  }
-  cv_.notify_all();
-}
-
 Status LinkReceiver::do_op(const Op& op) {
   const off_t off = static_cast<off_t>(op.first * kPageSize);
   if (op.buf >= 0) {
@@ -171,9 +161,9 @@ Status LinkReceiver::stop_writer() {
 }
 
 bool LinkReceiver::parent_page_equals(uint64_t p, const uint8_t* data) const {
-  if (parent_.is_hole(p)) return data == nullptr || all_zero(data);
+  if (parent_.is_hole(p)) return data == nullptr || all_zero(data, kPageSize);
   const auto* old = reinterpret_cast<const uint8_t*>(parent_.data + p * kPageSize);
-  if (data == nullptr) return all_zero(old);
+  if (data == nullptr) return all_zero(old, kPageSize);
   return std::memcmp(old, data, kPageSize) == 0;
 }
 
@@ -206,7 +196,7 @@ Status LinkReceiver::page(uint64_t offset, const uint8_t* data) {
     return clear_page(p);
   }
   changed_[p] = 1;
-  if (data == nullptr || all_zero(data)) return clear_page(p);  // a hole reads as zeros
+  if (data == nullptr || all_zero(data, kPageSize)) return clear_page(p);  // a hole reads as zeros
   if (run_pages_ == kRunPages) FORKD_TRY(flush_run());
   if (run_pages_ == 0) {
     run_first_ = p;
@@ -426,16 +416,8 @@ Result<LinkWrite> LinkReceiver::finish() {
   timing_.sync_ms = ms(t_hash);
   if (!hashes) return tl::unexpected(hashes.error());
   if (!sync_st) return tl::unexpected(sync_st.error());
-  auto [content, diff_hash] = *hashes;
-  struct stat st;
-  if (::fstat(diff_.get(), &st) == 0) out.bytes_stored = static_cast<uint64_t>(st.st_blocks) * 512;
-  out.content_sha256 = content;
-  out.diff = FileEntry::with_xxh3(size_, diff_hash);
-  out.pages = FileEntry::with_sha256(bitmap.size(), sha256_hex(bitmap));
-  auto pages_file = open_file(pages_path_, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (!pages_file) return tl::unexpected(pages_file.error());
-  FORKD_TRY(write_all(pages_file->get(), bitmap));
-  FORKD_TRY(fsync_fd(pages_file->get(), pages_path_));
+  FORKD_TRY(
+      finish_link(diff_.get(), size_, hashes->first, hashes->second, bitmap, pages_path_, out));
   return out;
 }
 

@@ -64,7 +64,6 @@ class LinkReceiver {
   void writer_loop();
   Status stop_writer();
   int take_buffer();
-  void give_buffer(int b);
   Result<std::pair<std::string, std::string>> hash_all();
   Result<std::pair<std::string, std::string>> hash_inline();
   // Hashing goes by chunks of one buffer (a run's size): their pages, whether the diff holds

@@ -6,7 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
+
 namespace forkd::store {
+
+bool all_zero(const void* p, size_t n) {
+  const auto* b = static_cast<const unsigned char*>(p);
+  return b[0] == 0 && std::memcmp(b, b + 1, n - 1) == 0;
+}
 
 Status pread_full(int fd, char* buf, size_t n, off_t off, const std::string& what) {
   size_t done = 0;

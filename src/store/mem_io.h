@@ -18,6 +18,9 @@ Status pread_full(int fd, char* buf, size_t n, off_t off, const std::string& wha
 Status pwrite_full(int fd, const char* buf, size_t n, off_t off, const std::string& what);
 
 Result<uint64_t> file_size(int fd, const std::string& path);
+
+// Whether n bytes (n >= 1) at p are all zero.
+bool all_zero(const void* p, size_t n);
 Status fsync_fd(int fd, const std::string& path);
 
 // A file mapped read-only, unmapped on destruction.
