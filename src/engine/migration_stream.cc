@@ -95,19 +95,22 @@ Result<uint8_t> MigrationStreamSplitter::u8() {
   return in_[in_pos_++];
 }
 
-Result<uint32_t> MigrationStreamSplitter::be32() {
-  FORKD_TRY(need(4));
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = (v << 8) | in_[in_pos_++];
+Result<uint64_t> MigrationStreamSplitter::big_endian(int n) {
+  FORKD_TRY(need(static_cast<size_t>(n)));
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | in_[in_pos_++];
   return v;
 }
 
-Result<uint64_t> MigrationStreamSplitter::be64() {
-  FORKD_TRY(need(8));
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | in_[in_pos_++];
-  return v;
+Result<uint16_t> MigrationStreamSplitter::be16() {
+  return big_endian(2).map([](uint64_t v) { return static_cast<uint16_t>(v); });
 }
+
+Result<uint32_t> MigrationStreamSplitter::be32() {
+  return big_endian(4).map([](uint64_t v) { return static_cast<uint32_t>(v); });
+}
+
+Result<uint64_t> MigrationStreamSplitter::be64() { return big_endian(8); }
 
 Result<std::string> MigrationStreamSplitter::bytes(size_t n) {
   FORKD_TRY(need(n));
@@ -289,16 +292,12 @@ Status MigrationStreamSplitter::footer(uint32_t id) {
 }
 
 Status MigrationStreamSplitter::command() {
-  auto cmd = bytes(2);
-  if (!cmd) return tl::unexpected(cmd.error());
-  auto len = bytes(2);
-  if (!len) return tl::unexpected(len.error());
-  const auto* c = reinterpret_cast<const uint8_t*>(cmd->data());
-  const auto* l = reinterpret_cast<const uint8_t*>(len->data());
-  uint16_t code = static_cast<uint16_t>((c[0] << 8) | c[1]);
-  uint16_t size = static_cast<uint16_t>((l[0] << 8) | l[1]);
-  if (code != kCmdSwitchoverStart || size != 0) {
-    return tl::unexpected(malformed("unexpected command " + std::to_string(code)));
+  auto code = be16();
+  if (!code) return tl::unexpected(code.error());
+  auto size = be16();
+  if (!size) return tl::unexpected(size.error());
+  if (*code != kCmdSwitchoverStart || *size != 0) {
+    return tl::unexpected(malformed("unexpected command " + std::to_string(*code)));
   }
   return {};
 }

@@ -59,6 +59,8 @@ class MigrationStreamSplitter {
   Status fill();
   Status need(size_t n);
   Result<uint8_t> u8();
+  Result<uint64_t> big_endian(int n);  // the next n bytes (n <= 8) as a big-endian number
+  Result<uint16_t> be16();
   Result<uint32_t> be32();
   Result<uint64_t> be64();
   Result<std::string> bytes(size_t n);
