@@ -383,8 +383,10 @@ TEST_F(Branch, ALivePcLinkIsReadFromTheStream) {
   auto src = fork_one("pc-base");
   ASSERT_FALSE(src.empty());
   sh(src, "dd if=/dev/urandom of=/tmp/blob bs=1M count=2 2>/dev/null; md5sum /tmp/blob > /tmp/sum");
-  auto w = branch_watching_destination(config(),
-                                       engine::BranchOptions{.sandbox_id = src, .tag = "pc-link"});
+  engine::BranchOptions bo;
+  bo.sandbox_id = src;
+  bo.tag = "pc-link";
+  auto w = branch_watching_destination(config(), bo);
   ASSERT_TRUE(w.result) << w.result.error().describe();
   EXPECT_TRUE(w.cmdline.empty()) << "a destination QEMU ran";
   EXPECT_EQ(w.result->meta.machine, "pc");
