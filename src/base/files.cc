@@ -213,6 +213,12 @@ std::string to_hex(const unsigned char* digest, size_t len) {
   return out;
 }
 
+bool is_lower_hex(std::string_view s, size_t n) {
+  return s.size() == n && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
 Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
 void Sha256::update(const void* data, size_t n) { EVP_DigestUpdate(ctx_, data, n); }

@@ -73,6 +73,8 @@ Status read_chunks(const std::string& path, const std::function<void(const char*
 
 // Lowercase hex of len bytes.
 std::string to_hex(const unsigned char* bytes, size_t len);
+// Whether s is exactly n lowercase hex digits (as to_hex writes them).
+bool is_lower_hex(std::string_view s, size_t n);
 
 // Lowercase hex SHA-256 of a file's contents, or of a string.
 Result<std::string> sha256_file(const std::string& path);

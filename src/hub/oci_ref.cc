@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/files.h"
+
 namespace forkd::hub {
 
 namespace {
@@ -153,8 +155,7 @@ bool is_valid_digest(std::string_view digest) {
   if (digest.size() != kPrefix.size() + 64 || digest.substr(0, kPrefix.size()) != kPrefix) {
     return false;
   }
-  return std::all_of(digest.begin() + kPrefix.size(), digest.end(),
-                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  return is_lower_hex(digest.substr(kPrefix.size()), 64);
 }
 
 Result<OciRef> parse_oci_ref(std::string_view text) {
