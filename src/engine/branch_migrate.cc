@@ -60,7 +60,9 @@ std::future<Status> start_task(const std::function<Status()>& fn) {
 // against 0.75-1.0 s; 256 MiB: 0.14-0.16 s against 0.21-0.32 s, side by side). A live branch
 // stays on one channel: there multifd gained nothing (1 GiB with a 20 MiB/s writer: ready in
 // 3.95 s against 3.9-4.2 s) or lost (256 MiB idle: 1.04 s against 0.86-0.94 s), measured side by
-// side, cause not traced. FORKD_BRANCH_MULTIFD=0 turns it off.
+// side; nor did it when forkd read the channels itself (bench/results/README.md, "Three more
+// tries"): the two send threads together took as long as one, cores to spare.
+// FORKD_BRANCH_MULTIFD=0 turns it off.
 bool use_multifd(BranchMode mode) {
   const char* env = std::getenv("FORKD_BRANCH_MULTIFD");
   if (env != nullptr && std::string(env) == "0") return false;
