@@ -186,6 +186,14 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   if (!opts.flat) parent = source_parent(snaps, rec, memory_mib);
   // Replacing the very tag the source came from: a link to it would outlive its parent.
   if (parent && parent->tag == tag) parent.reset();
+  store::MemoryResolver resolver(snaps, snaps.assembled_dir());
+  if (parent && parent->content_pending) {
+    // The link names its parent by the parent's content hash (its source was forked from the
+    // parent, whose assembly recorded it; settled here in case it did not).
+    auto settled = resolver.settle(*parent);
+    if (!settled) return fail(settled.error());
+    parent = std::move(*settled);
+  }
 
   MigrateRequest mreq;
   mreq.source_dir = cfg.sandboxes_dir() + "/" + opts.sandbox_id;
@@ -205,7 +213,6 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   // The memory step, beside the destination's last steps: a link's diff against the parent's
   // memory (compare, write, hash), or a flat tag's memory flushed.
   const std::string full = *staging + "/memory";
-  store::MemoryResolver resolver(snaps, cfg.home + "/cache/assembled");
   std::optional<store::LinkWrite> link;
   double memory_ms = 0;
   mreq.on_memory_complete = [&]() -> Status {
@@ -278,6 +285,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
     meta.parent_tag = parent->tag;
     meta.parent_content_hash = parent->content_hash();
     meta.memory_sha256 = link->content_sha256;
+    meta.content_pending = link->content_sha256.empty();
     meta.files["memory_diff"] = link->diff;
     meta.files["memory_pages"] = link->pages;
     res.link_bytes = link->bytes_stored;

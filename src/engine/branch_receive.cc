@@ -113,7 +113,9 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   if (Status st = read_result.get(); !st) return tl::unexpected(st.error());
   const double tail_ms = ms_since(t_tail);
   auto t_link = Clock::now();
-  auto written = (*link)->finish();
+  // The content hash is left to the link's first assembly, which reads and hashes the same
+  // bytes anyway (SnapshotMeta::content_pending): the tag is ready without it.
+  auto written = (*link)->finish(/*content_hash=*/false);
   if (!written) return tl::unexpected(written.error());
   res.link = std::move(*written);
   res.link_ms = ms_since(t_link);

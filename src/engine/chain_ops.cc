@@ -142,6 +142,7 @@ Result<Json> snapshot_detail_json(const EngineConfig& cfg, const std::string& ta
   j["parent_tag"] = opt(m->parent_tag);
   j["parent_content_hash"] = opt(m->parent_content_hash);
   j["content_hash"] = m->content_hash();
+  if (m->content_pending) j["content_pending"] = true;  // until its memory is first assembled
   j["chain_depth"] = chain->depth;
   j["ancestors"] = chain->ancestors;
   j["dependents"] = chain->dependents;
@@ -195,6 +196,8 @@ Result<store::SnapshotMeta> compact_tag(const EngineConfig& cfg, const std::stri
   auto m = snaps.load(tag);
   if (!m) return tl::unexpected(m.error());
   FORKD_TRY(snaps.verify(*m));
+  m = store::MemoryResolver(snaps, cache_dir(cfg)).settle(*m);  // the new tag takes its hash
+  if (!m) return tl::unexpected(m.error());
   auto memory = tag_memory_path(cfg, *m);
   if (!memory) return tl::unexpected(memory.error());
 

@@ -105,6 +105,8 @@ Result<PushResult> push_tag(const store::SnapshotStore& store, const std::string
     const std::string& name = names[i];
     bool is_top = i + 1 == names.size();
     auto meta = store.load(name);
+    // A link still without its content hash gets it first: the cache is keyed by that record.
+    if (meta) meta = store::MemoryResolver(store, store.assembled_dir()).settle(*meta);
     if (!meta) return tl::unexpected(meta.error());
     std::string reference;
     std::string cached_path = push_cache_path(cache_dir, *meta, parent_digest, ref);

@@ -56,7 +56,9 @@ class PackTest : public ::testing::Test {
     m.files["memory"] = {};
     ASSERT_TRUE(w->commit(m));
   }
-  void link(const std::string& tag, const std::string& parent, const std::string& mem) {
+  // pending: committed without its content hash, as a live branch commits a link.
+  void link(const std::string& tag, const std::string& parent, const std::string& mem,
+            bool pending = false) {
     auto pm = src_->load(parent);
     ASSERT_TRUE(pm);
     store::MemoryResolver resolver(*src_, dir_->path() + "/assembled");
@@ -75,7 +77,8 @@ class PackTest : public ::testing::Test {
     SnapshotMeta m = skeleton(tag);
     m.parent_tag = parent;
     m.parent_content_hash = pm->content_hash();
-    m.memory_sha256 = lw->content_sha256;
+    m.memory_sha256 = pending ? "" : lw->content_sha256;
+    m.content_pending = pending;
     m.files["memory_diff"] = lw->diff;
     m.files["memory_pages"] = lw->pages;
     for (const char* role : {"vmstate", "kernel"}) {
@@ -287,6 +290,37 @@ TEST_F(PackTest, ALinksDiffIsCheckedByItsXxh3) {
   EXPECT_EQ(r.error().code(), ErrorCode::kChecksumMismatch);
   EXPECT_NE(r.error().message().find("memory_diff does not match its checksum"), std::string::npos)
       << r.error().message();
+  EXPECT_TRUE(leftovers().empty());
+}
+
+// A link whose content hash is pending is assembled (and so hashed) before it is packed: the
+// pack carries the hash, and this host's record holds it too. A pack that leaves it out is
+// refused.
+TEST_F(PackTest, APendingLinkIsSettledBeforeItTravels) {
+  std::string mem = memory(5);
+  base("a", mem);
+  mem[4096 * 12] ^= 1;
+  link("b", "a", mem, /*pending=*/true);
+  ASSERT_TRUE(src_->load("b")->content_pending);
+  std::string file = pack("b");
+  auto here = src_->load("b");
+  ASSERT_TRUE(here);
+  EXPECT_FALSE(here->content_pending);
+  EXPECT_EQ(here->content_hash(), sha256_hex(mem));
+  auto r = unpack(file);
+  ASSERT_TRUE(r) << r.error().message();
+  EXPECT_EQ(dst_->load("b")->content_hash(), sha256_hex(mem));
+
+  std::string pending = rewrite_manifest(file, [](Json& j) {
+    j["tags"][1]["meta"]["content_pending"] = true;
+    j["tags"][1]["meta"]["memory_sha256"] = "";
+  });
+  ASSERT_TRUE(dst_->remove("b"));
+  auto refused = unpack(pending);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("without its content hash"), std::string::npos)
+      << refused.error().message();
+  EXPECT_FALSE(dst_->exists("b"));
   EXPECT_TRUE(leftovers().empty());
 }
 

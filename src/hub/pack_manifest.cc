@@ -120,6 +120,9 @@ Result<PackManifest> PackManifest::from_json(const Json& j) {
     if (known.count(meta->tag)) return tl::unexpected(bad_manifest("tag " + meta->tag + " twice"));
     if (meta->files.empty())
       return tl::unexpected(bad_manifest("tag " + meta->tag + " has no files"));
+    // A pack vouches for each link's content hash (the sender settles it before packing).
+    if (meta->content_pending)
+      return tl::unexpected(bad_manifest("link " + meta->tag + " without its content hash"));
     for (const auto& [role, f] : meta->files) {
       if (!is_known_role(role) || f.size > kMaxPackFileBytes ||
           (!f.sha256.empty() && !is_lower_hex(f.sha256, 64))) {

@@ -73,6 +73,8 @@ Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std
     for (const auto& [role, f] : meta.files)
       if (!f.sha256.empty()) seen.try_emplace({f.sha256, f.size}, FileRef{meta.tag, role});
   };
+  // A pack names every link's content hash: one still pending is assembled (and so hashed) now.
+  store::MemoryResolver resolver(store, store.assembled_dir());
   size_t start = 0;
   if (!since.empty()) {
     auto it = std::find(names.begin(), names.end(), since);
@@ -90,6 +92,7 @@ Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std
     }
     start = static_cast<size_t>(it - names.begin()) + 1;
     auto base = store.load(since);
+    if (base) base = resolver.settle(*base);
     if (!base) return tl::unexpected(base.error());
     m.requires_tags.push_back({since, base->content_hash()});
     remember(*base);
@@ -98,6 +101,8 @@ Result<PackManifest> build_manifest(const store::SnapshotStore& store, const std
     auto meta = store.load(names[i]);
     if (!meta) return tl::unexpected(meta.error());
     if (auto st = store.verify(*meta); !st) return tl::unexpected(st.error());
+    meta = resolver.settle(*meta);
+    if (!meta) return tl::unexpected(meta.error());
     PackTag pt;
     pt.meta = *meta;
     for (const auto& [role, f] : meta->files) {

@@ -188,6 +188,7 @@ Status finish_link(int diff_fd, uint64_t size, const std::string& content_sha256
 }
 
 std::string MemoryResolver::assembled_path(const SnapshotMeta& meta) const {
+  if (meta.content_pending) return cache_dir_ + "/" + meta.tag + "-pending.mem";
   return cache_dir_ + "/" + meta.tag + "-" + meta.content_hash().substr(0, 16) + ".mem";
 }
 
@@ -238,11 +239,50 @@ Result<std::string> MemoryResolver::resolve(const SnapshotMeta& meta) const {
   return resolve_depth(meta, 0);
 }
 
+Result<SnapshotMeta> MemoryResolver::settle(const SnapshotMeta& meta) const {
+  return settle_depth(meta, 0);
+}
+
+Result<SnapshotMeta> MemoryResolver::settle_depth(const SnapshotMeta& meta, int depth) const {
+  if (!meta.content_pending) return meta;
+  FORKD_TRY(store_.verify(meta));
+  auto path = resolve_depth(meta, depth);
+  if (!path) return tl::unexpected(path.error());
+  if (auto now = settled_since(meta)) return *now;
+  return make_error(ErrorCode::kInternal,
+                    "tag '" + meta.tag + "': its content hash was not recorded");
+}
+
+std::optional<SnapshotMeta> MemoryResolver::settled_since(const SnapshotMeta& meta) const {
+  auto now = store_.load(meta.tag);
+  if (!now || now->content_pending || !now->is_link() ||
+      now->files.at("memory_diff").digest() != meta.files.at("memory_diff").digest() ||
+      now->files.at("memory_pages").digest() != meta.files.at("memory_pages").digest()) {
+    return std::nullopt;
+  }
+  return *now;
+}
+
 Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int depth) const {
   std::string tag_dir = store_.dir(meta.tag);
   if (!meta.is_link()) return tag_dir + "/" + snapshot_file_name("memory");
+  if (meta.content_pending) {
+    if (auto now = settled_since(meta)) return resolve_depth(*now, depth);
+  }
   std::string path = assembled_path(meta);
-  if (stamp_ok(path, meta.content_hash())) return path;
+  // A pending link's assembly is found through its record, once that holds the hash.
+  auto done = [&]() -> std::optional<std::string> {
+    if (!meta.content_pending) {
+      if (stamp_ok(path, meta.content_hash())) return path;
+      return std::nullopt;
+    }
+    auto now = settled_since(meta);
+    if (!now) return std::nullopt;
+    std::string settled = assembled_path(*now);
+    if (stamp_ok(settled, now->content_hash())) return settled;
+    return std::nullopt;
+  };
+  if (auto p = done()) return *p;
 
   if (depth >= kMaxChainDepth) {
     return make_error(ErrorCode::kInvalidArgument, "chain of '" + meta.tag + "' is deeper than " +
@@ -259,6 +299,8 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
         ErrorCode::kFailedPrecondition,
         "tag '" + meta.tag + "' cannot be assembled: its parent '" + parent_tag + "' is missing");
   }
+  parent = settle_depth(*parent, depth + 1);
+  if (!parent) return tl::unexpected(parent.error());
   if (parent->content_hash() != *meta.parent_content_hash) {
     return make_error(ErrorCode::kFailedPrecondition,
                       "tag '" + meta.tag + "' cannot be assembled: its parent '" + parent_tag +
@@ -287,9 +329,9 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
                             std::to_string(kAssemblyWait.count()) + " minutes");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    if (stamp_ok(path, meta.content_hash())) return path;
+    if (auto p = done()) return *p;
   }
-  if (stamp_ok(path, meta.content_hash())) return path;  // done while the lock was taken
+  if (auto p = done()) return *p;  // done while the lock was taken
   // Written unnamed (O_TMPFILE) and given a name only once complete and verified, so a process
   // killed mid-way leaves nothing behind.
   std::string tmp = path + ".tmp-" + random_hex(8);
@@ -352,7 +394,15 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
     if (!all_zero(buf, n)) FORKD_TRY(pwrite_full(out->get(), buf, n, static_cast<off_t>(off), tmp));
     sha.give(buf, n);
   }
-  if (sha.finish() != meta.content_hash()) {
+  const std::string content = sha.finish();
+  if (meta.content_pending) {
+    // The hash is this memory's: the file is named by it, and it goes into the record (after
+    // the file is in place, so that whoever reads the record finds it).
+    SnapshotMeta settled = meta;
+    settled.content_pending = false;
+    settled.memory_sha256 = content;
+    path = assembled_path(settled);
+  } else if (content != meta.content_hash()) {
     return make_error(ErrorCode::kChecksumMismatch,
                       "tag '" + meta.tag + "': assembled memory does not match its content hash");
   }
@@ -369,7 +419,8 @@ Result<std::string> MemoryResolver::resolve_depth(const SnapshotMeta& meta, int 
   }
   FORKD_TRY(rename_durable(tmp, path));
   guard.p.clear();
-  FORKD_TRY(stamp(path, meta.content_hash(), boot));
+  FORKD_TRY(stamp(path, content, boot));
+  if (meta.content_pending) FORKD_TRY(store_.record_content_hash(meta, content));
   return path;
 }
 

@@ -37,7 +37,7 @@ std::vector<std::string> all_descendants(const SnapshotStore& store, const std::
 
 // Result of writing a link's pages.
 struct LinkWrite {
-  std::string content_sha256;  // of the whole memory
+  std::string content_sha256;  // of the whole memory; empty when left pending
   uint64_t pages_changed = 0;
   uint64_t bytes_stored = 0;  // bytes allocated by memory.diff
   // Size and checksum of memory.diff (XXH3) and memory.pages (SHA-256), hashed from the bytes as
@@ -66,10 +66,15 @@ class MemoryResolver {
       : store_(store), cache_dir_(std::move(cache_dir)) {}
 
   // The flat memory file children of meta map: a base's memory file, or a link's assembled
-  // memory (assembled and verified now if missing or changed). The meta must be verified.
+  // memory (assembled and verified now if missing or changed). The meta must be verified. A
+  // link whose content hash is pending gets it recorded by its assembly.
   Result<std::string> resolve(const SnapshotMeta& meta) const;
+  // meta with its content hash: as it is, or (pending) after the link's memory was assembled
+  // and the hash recorded, reloaded. Verifies a pending meta first.
+  Result<SnapshotMeta> settle(const SnapshotMeta& meta) const;
 
-  // Where a link's assembled memory lives.
+  // Where a link's assembled memory lives (for a link whose content hash is pending, the name
+  // its assembly locks).
   std::string assembled_path(const SnapshotMeta& meta) const;
   // Adopts full_path (the whole memory of a link, hash already known) as its assembled memory,
   // so the first spawn need not assemble it.
@@ -79,6 +84,9 @@ class MemoryResolver {
 
  private:
   Result<std::string> resolve_depth(const SnapshotMeta& meta, int depth) const;
+  Result<SnapshotMeta> settle_depth(const SnapshotMeta& meta, int depth) const;
+  // A pending link's record as it is now, when it has been settled meanwhile (the same diff).
+  std::optional<SnapshotMeta> settled_since(const SnapshotMeta& meta) const;
   bool stamp_ok(const std::string& path, const std::string& sha) const;
   // boot_id: the data may not be on disk yet, so the stamp holds only while this boot lasts.
   Status stamp(const std::string& path, const std::string& sha,

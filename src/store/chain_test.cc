@@ -45,10 +45,11 @@ class ChainTest : public ::testing::Test {
     return *store_->load(tag);
   }
   // A link of parent whose whole memory is mem; returns its meta. before_commit runs between
-  // writing the link and committing it (what another operation does meanwhile).
+  // writing the link and committing it (what another operation does meanwhile). pending: the
+  // link is committed without its content hash, as a live branch commits it.
   Result<SnapshotMeta> link(const std::string& tag, const SnapshotMeta& parent,
                             const std::string& mem, LinkWrite* out = nullptr,
-                            const std::function<void()>& before_commit = {}) {
+                            const std::function<void()>& before_commit = {}, bool pending = false) {
     auto write = TagWrite::begin(*store_, tag, false);
     if (!write) return tl::unexpected(write.error());
     const std::string* staging = &write->staging();
@@ -63,7 +64,8 @@ class ChainTest : public ::testing::Test {
     SnapshotMeta m = skeleton(tag);
     m.parent_tag = parent.tag;
     m.parent_content_hash = parent.content_hash();
-    m.memory_sha256 = w->content_sha256;
+    m.memory_sha256 = pending ? "" : w->content_sha256;
+    m.content_pending = pending;
     m.files["memory_diff"] = {};
     m.files["memory_pages"] = {};
     if (before_commit) before_commit();
@@ -360,6 +362,93 @@ TEST_F(ChainTest, OneAssemblerOfALinkAtATime) {
   ASSERT_TRUE(again) << again.error().describe();
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(140));
   EXPECT_EQ(*read_file(*again), m1);
+}
+
+// A link committed without its content hash gets it from its first assembly: the record then
+// holds the SHA-256 of the assembled bytes (what write_link computed), the file is named by it,
+// and a stale copy of the pending record finds that file without assembling again.
+TEST_F(ChainTest, APendingLinkGetsItsContentHashFromItsFirstAssembly) {
+  auto a = base("a", memory('a'));
+  std::string mem = memory('a');
+  mem.replace(3 * kPageSize, kPageSize, std::string(kPageSize, 'z'));
+  mem[40 * kPageSize + 1] = 'y';
+  LinkWrite w;
+  auto l = link("l", a, mem, &w, {}, /*pending=*/true);
+  ASSERT_TRUE(l) << l.error().message();
+  EXPECT_TRUE(l->content_pending);
+  EXPECT_EQ(l->content_hash(), "");
+
+  auto path = resolver_->resolve(*l);
+  ASSERT_TRUE(path) << path.error().message();
+  EXPECT_EQ(*read_file(*path), mem);
+  auto now = store_->load("l");
+  ASSERT_TRUE(now);
+  EXPECT_FALSE(now->content_pending);
+  EXPECT_EQ(now->content_hash(), w.content_sha256);
+  EXPECT_EQ(now->content_hash(), sha256_hex(mem));
+  EXPECT_EQ(*path, resolver_->assembled_path(*now));
+
+  struct stat before {};
+  ASSERT_EQ(::stat(path->c_str(), &before), 0);
+  auto again = resolver_->resolve(*l);  // the stale, pending record
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, *path);
+  struct stat after {};
+  ASSERT_EQ(::stat(again->c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
+  auto settled = resolver_->settle(*l);
+  ASSERT_TRUE(settled);
+  EXPECT_EQ(settled->content_hash(), w.content_sha256);
+
+  // A link on top names it by that hash, and assembles.
+  std::string mem2 = mem;
+  mem2[9 * kPageSize] = 'q';
+  auto l2 = link("l2", *now, mem2);
+  ASSERT_TRUE(l2) << l2.error().message();
+  EXPECT_EQ(l2->parent_content_hash.value_or(""), w.content_sha256);
+  auto p2 = resolver_->resolve(*l2);
+  ASSERT_TRUE(p2) << p2.error().message();
+  EXPECT_EQ(*read_file(*p2), mem2);
+}
+
+// settle() of a pending link whose parent is also pending settles both, parent first; and a
+// hash is recorded only into the very link it was computed for.
+TEST_F(ChainTest, SettlingGoesUpTheChainAndRecordsOnlyIntoTheSameLink) {
+  auto a = base("a", memory('a'));
+  std::string m1 = memory('a');
+  m1[2 * kPageSize] = '1';
+  auto l1 = link("l1", a, m1, nullptr, {}, /*pending=*/true);
+  ASSERT_TRUE(l1);
+  // A link on it, made while it held its hash, then the parent's record set back to pending and
+  // its assembled memory dropped (a branch settles its parent first; this is made by hand).
+  edit("l1", [&](nlohmann::json& j) {
+    j["content_pending"] = false;
+    j["memory_sha256"] = sha256_hex(m1);
+  });
+  std::string m2 = m1;
+  m2[5 * kPageSize] = '2';
+  auto l2 = link("l2", *store_->load("l1"), m2, nullptr, {}, /*pending=*/true);
+  ASSERT_TRUE(l2) << l2.error().message();
+  edit("l1", [](nlohmann::json& j) {
+    j["content_pending"] = true;
+    j["memory_sha256"] = "";
+  });
+  resolver_->forget("l1");
+  auto settled = resolver_->settle(*store_->load("l2"));
+  ASSERT_TRUE(settled) << settled.error().message();
+  EXPECT_EQ(settled->content_hash(), sha256_hex(m2));
+  EXPECT_EQ(store_->load("l1")->content_hash(), sha256_hex(m1));
+
+  // A record that holds another hash, or another link under the same tag, takes none.
+  auto st = store_->record_content_hash(*settled, std::string(64, '9'));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code(), ErrorCode::kChecksumMismatch);
+  SnapshotMeta other = *settled;
+  other.files["memory_diff"].xxh3 = std::string(32, '7');
+  st = store_->record_content_hash(other, sha256_hex(m2));
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code(), ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(store_->load("l2")->content_hash(), sha256_hex(m2));
 }
 
 TEST_F(ChainTest, MissingParentAndCyclesAreReportedNotLoopedOn) {

@@ -240,11 +240,11 @@ void LinkReceiver::feed_chunk(uint64_t first, uint64_t count, int part, const ch
   if (len > 0) feed(start, len);
 }
 
-// Both digests over the whole memory, in order: the content's SHA-256 (~0.65 s per GiB here, the
-// floor of this step) and the diff's XXH3-128 (a small fraction of that), on two threads. The
-// changed pages are read back from the diff (they went to the disk, not the page cache) by a
-// third, a few chunks ahead. Without threads: all inline.
-Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
+// The digests over the whole memory, in order: the diff's XXH3-128, and with `content` the
+// content's SHA-256 (~0.65 s per GiB here), on two threads. The changed pages are read back from
+// the diff (they went to the disk, not the page cache) by a third, a few chunks ahead. Without
+// threads: all inline. Without `content` the first digest is empty.
+Result<std::pair<std::string, std::string>> LinkReceiver::hash_all(bool content_hash) {
   const uint64_t chunks = (pages_ + kRunPages - 1) / kRunPages;
   auto buffer = [&](int b) { return b < 0 ? nullptr : pool_ + static_cast<size_t>(b) * kRunBytes; };
 
@@ -252,7 +252,7 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
   struct Ready {
     int buf = -1;  // -1: nothing read for it
     Status st;
-    int left = 2;
+    int left = 1;
   };
   std::deque<Ready> ready;
   uint64_t base = 0;
@@ -260,6 +260,7 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
   auto produce = [&] {
     for (uint64_t c = 0; c < chunks; ++c) {
       Ready r;
+      r.left = content_hash ? 2 : 1;
       if (chunk_written(c)) {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return abort || !free_.empty(); });
@@ -317,10 +318,10 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
   Status diff_st;
   try {
     reader = std::thread(produce);
-    diff_thread = std::thread([&] { diff_st = consume(1, diff); });
+    if (content_hash) diff_thread = std::thread([&] { diff_st = consume(1, diff); });
   } catch (const std::system_error&) {
   }
-  const bool threaded = reader.joinable() && diff_thread.joinable();
+  const bool threaded = reader.joinable() && (!content_hash || diff_thread.joinable());
   auto stop_all = [&] {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -328,8 +329,8 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
     }
     cv_.notify_all();
   };
-  Status content_st;
-  if (threaded) content_st = consume(0, content);
+  Status content_st;  // this thread's pass: the content's, or without it the diff's
+  if (threaded) content_st = content_hash ? consume(0, content) : consume(1, diff);
   if (!threaded || !content_st) stop_all();
   if (diff_thread.joinable()) diff_thread.join();
   stop_all();  // the reader may wait for a buffer nobody will free
@@ -337,16 +338,16 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_all() {
   if (threaded) {
     if (!content_st) return tl::unexpected(content_st.error());
     if (!diff_st) return tl::unexpected(diff_st.error());
-    return std::make_pair(content.hex(), diff.hex());
+    return std::make_pair(content_hash ? content.hex() : std::string(), diff.hex());
   }
   for (const Ready& r : ready) {
     if (r.buf >= 0) free_.push_back(r.buf);
   }
-  return hash_inline();
+  return hash_inline(content_hash);
 }
 
-// hash_all on this thread alone: both digests, chunk by chunk.
-Result<std::pair<std::string, std::string>> LinkReceiver::hash_inline() {
+// hash_all on this thread alone: the digests, chunk by chunk.
+Result<std::pair<std::string, std::string>> LinkReceiver::hash_inline(bool content_hash) {
   Sha256 content;
   Xxh3 diff;
   const int b = free_.back();
@@ -354,12 +355,14 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_inline() {
     const bool read = chunk_written(c);
     if (read) FORKD_TRY(read_chunk(c, b));
     const char* buf = read ? pool_ + static_cast<size_t>(b) * kRunBytes : nullptr;
-    feed_chunk(c * kRunPages, chunk_pages(c), 0, buf,
-               [&](const char* d, size_t n) { content.update(d, n); });
+    if (content_hash) {
+      feed_chunk(c * kRunPages, chunk_pages(c), 0, buf,
+                 [&](const char* d, size_t n) { content.update(d, n); });
+    }
     feed_chunk(c * kRunPages, chunk_pages(c), 1, buf,
                [&](const char* d, size_t n) { diff.update(d, n); });
   }
-  return std::make_pair(content.hex(), diff.hex());
+  return std::make_pair(content_hash ? content.hex() : std::string(), diff.hex());
 }
 
 uint64_t LinkReceiver::chunk_pages(uint64_t c) const {
@@ -380,7 +383,7 @@ Status LinkReceiver::read_chunk(uint64_t c, int b) {
                     diff_path_);
 }
 
-Result<LinkWrite> LinkReceiver::finish() {
+Result<LinkWrite> LinkReceiver::finish(bool content_hash) {
   using Clock = std::chrono::steady_clock;
   auto ms = [](Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
@@ -410,7 +413,7 @@ Result<LinkWrite> LinkReceiver::finish() {
     synced = std::async(std::launch::async, [&] { return fsync_fd(diff_.get(), diff_path_); });
   } catch (const std::system_error&) {  // no thread: flushed after the hashes
   }
-  auto hashes = hash_all();
+  auto hashes = hash_all(content_hash);
   timing_.hash_ms = ms(t_hash);
   Status sync_st = synced.valid() ? synced.get() : fsync_fd(diff_.get(), diff_path_);
   timing_.sync_ms = ms(t_hash);

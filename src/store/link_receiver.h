@@ -3,8 +3,8 @@
 // migration stream as they arrive, without a whole new memory file: each page is compared with
 // the parent's page at once, and only the ones that differ are written. A page may arrive more
 // than once (a live copy sends a page again after the guest wrote it); the last one counts.
-// finish() checks that every page arrived, then hashes the memory the link stands for (the
-// parent's pages with the diff's over them) and the diff, in one pass.
+// finish() checks that every page arrived, then hashes the diff and (unless asked not to) the
+// memory the link stands for (the parent's pages with the diff's over them), in one pass.
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -35,9 +35,11 @@ class LinkReceiver {
   // for a zero page.
   Status page(uint64_t offset, const uint8_t* data);
 
-  // Flushes and syncs the diff, writes the bitmap, computes both hashes. kQemuFailed when a page
-  // never arrived.
-  Result<LinkWrite> finish();
+  // Flushes and syncs the diff, writes the bitmap, computes the diff's hash and, with
+  // content_hash, the memory's (otherwise LinkWrite::content_sha256 stays empty: the link is
+  // committed with its content hash pending, SnapshotMeta::content_pending). kQemuFailed when a
+  // page never arrived.
+  Result<LinkWrite> finish(bool content_hash = true);
 
   // Where finish() spent its time: the writes still queued, the two hashes, and the diff's flush
   // (beside the hashes; from their start).
@@ -64,8 +66,8 @@ class LinkReceiver {
   void writer_loop();
   Status stop_writer();
   int take_buffer();
-  Result<std::pair<std::string, std::string>> hash_all();
-  Result<std::pair<std::string, std::string>> hash_inline();
+  Result<std::pair<std::string, std::string>> hash_all(bool content_hash);
+  Result<std::pair<std::string, std::string>> hash_inline(bool content_hash);
   // Hashing goes by chunks of one buffer (a run's size): their pages, whether the diff holds
   // any of them, and reading the diff's bytes of one into buffer b.
   uint64_t chunk_pages(uint64_t c) const;

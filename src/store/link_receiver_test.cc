@@ -34,14 +34,19 @@ class LinkReceiverTest : public ::testing::Test {
     ASSERT_TRUE(make_dirs(path("ref"), 0700));
   }
   std::string path(const std::string& name) const { return dir_->path() + "/" + name; }
+  void matches_write_link(bool content_hash);
 
   std::unique_ptr<TempDir> dir_;
   std::string parent_;
 };
 
 // The receiver, fed the parent's pages with changes, pages sent again and out of order, gives
-// exactly what write_link gives for the final memory: hashes, bitmap, diff bytes.
-TEST_F(LinkReceiverTest, MatchesWriteLinkOfTheFinalMemory) {
+// exactly what write_link gives for the final memory: hashes, bitmap, diff bytes. Without the
+// content hash, the same but that hash, which is left empty.
+TEST_F(LinkReceiverTest, MatchesWriteLinkOfTheFinalMemory) { matches_write_link(true); }
+TEST_F(LinkReceiverTest, LeavesTheContentHashWhenNotAsked) { matches_write_link(false); }
+
+void LinkReceiverTest::matches_write_link(bool content_hash) {
   auto r = LinkReceiver::open(path("parent"), path("recv"), kBytes);
   ASSERT_TRUE(r) << r.error().message();
   std::string final_mem = parent_;
@@ -73,14 +78,14 @@ TEST_F(LinkReceiverTest, MatchesWriteLinkOfTheFinalMemory) {
   send(20, &x);
   send(300, nullptr);
   send(5, &y);
-  auto got = (*r)->finish();
+  auto got = (*r)->finish(content_hash);
   ASSERT_TRUE(got) << got.error().message();
 
   ASSERT_TRUE(write_file_atomic(path("final"), final_mem));
   auto want = write_link(path("final"), path("parent"), path("ref"));
   ASSERT_TRUE(want) << want.error().message();
-  EXPECT_EQ(got->content_sha256, want->content_sha256);
-  EXPECT_EQ(got->content_sha256, sha256_hex(final_mem));
+  EXPECT_EQ(want->content_sha256, sha256_hex(final_mem));
+  EXPECT_EQ(got->content_sha256, content_hash ? want->content_sha256 : "");
   EXPECT_EQ(got->diff.xxh3, want->diff.xxh3);
   EXPECT_TRUE(got->diff.sha256.empty());
   EXPECT_EQ(got->pages.sha256, want->pages.sha256);

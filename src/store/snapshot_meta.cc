@@ -29,7 +29,7 @@ Json SnapshotMeta::to_json() const {
     }
   }
   // The oldest schema that holds this record, so that an older forkd still reads what it can.
-  Json j = {{"schema", any_xxh3 ? 2 : 1},
+  Json j = {{"schema", any_xxh3 || content_pending ? 2 : 1},
             {"tag", tag},
             {"status", status},
             {"image", image},
@@ -51,6 +51,7 @@ Json SnapshotMeta::to_json() const {
             {"memory_sha256", content_hash()},
             {"files", files_j}};
   if (branched_from) j["branched_from"] = *branched_from;
+  if (content_pending) j["content_pending"] = true;
   return j;
 }
 
@@ -113,6 +114,7 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
       !get_field(j, "parent_content_hash", &parent_hash, false) ||
       !get_field(j, "branched_from", &branched, false) ||
       !get_field(j, "memory_sha256", &m.memory_sha256, false) ||
+      !get_field(j, "content_pending", &m.content_pending, false) ||
       !get_field(j, "ram_bytes", &m.ram_bytes, false) ||
       !get_field(j, "network", &m.network, false) || !get_field(j, "pit", &m.pit, false) ||
       !get_field(j, "ioapic2", &m.ioapic2, false)) {
@@ -158,11 +160,12 @@ Result<SnapshotMeta> SnapshotMeta::from_json(const Json& j) {
   if (!m.files.count("vmstate")) return tl::unexpected(bad("no vmstate file"));
   if (m.is_link()) {
     if (!m.files.count("memory_pages") || !m.parent_tag || !m.parent_content_hash ||
-        m.memory_sha256.size() != 64) {
+        (m.content_pending ? !m.memory_sha256.empty() || m.schema < 2
+                           : !is_lower_hex(m.memory_sha256, 64))) {
       return tl::unexpected(bad("chain link without pages bitmap, parent or content hash"));
     }
-  } else if (!m.files.count("memory")) {
-    return tl::unexpected(bad("no memory file"));
+  } else if (!m.files.count("memory") || m.content_pending) {
+    return tl::unexpected(bad("no memory file, or a pending content hash outside a link"));
   }
   if (m.has_disk && (!m.files.count("disk") || !m.files.count("base"))) {
     return tl::unexpected(bad("disk files missing"));

@@ -13,7 +13,8 @@
 
 namespace forkd::store {
 
-// 2: a file's checksum may be XXH3-128 (FileEntry::xxh3); records without one are written as 1.
+// 2: a file's checksum may be XXH3-128 (FileEntry::xxh3), and a link's content hash may be
+// pending (SnapshotMeta::content_pending); records with neither are written as 1.
 inline constexpr int kSnapshotSchema = 2;
 
 // A file's size and checksum: SHA-256, or XXH3-128 where only the file's integrity is at stake
@@ -77,6 +78,11 @@ struct SnapshotMeta {
   // hash; for a chain link, the hash of the assembled memory). A link of this tag records it as
   // its parent_content_hash.
   std::string memory_sha256;
+  // A link received from a live branch is committed before its content hash: memory_sha256 is
+  // then empty until the link's memory is first assembled (MemoryResolver, which hashes those
+  // bytes anyway) and records it. Whoever needs the hash sooner settles it the same way
+  // (MemoryResolver::settle).
+  bool content_pending = false;
   std::vector<std::string> warmup;
   // Files in the tag directory by role: vmstate, memory (a base's whole memory) or memory_diff
   // + memory_pages (a link: the pages that differ from the parent, and their bitmap), kernel,
@@ -92,7 +98,8 @@ struct SnapshotMeta {
   uint64_t guest_ram_bytes() const {
     return ram_bytes ? ram_bytes : static_cast<uint64_t>(memory_mib) << 20;
   }
-  // memory_sha256, or for records written before it existed the memory file's hash.
+  // memory_sha256, or for records written before it existed the memory file's hash; empty
+  // while content_pending.
   std::string content_hash() const;
 };
 

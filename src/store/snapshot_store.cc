@@ -80,7 +80,8 @@ std::string leftover_name(const char* prefix, const std::string& tag) {
 
 }  // namespace
 
-SnapshotStore::SnapshotStore(std::string home) : root_(std::move(home) + "/snapshots") {}
+SnapshotStore::SnapshotStore(std::string home)
+    : home_(std::move(home)), root_(home_ + "/snapshots") {}
 
 Status SnapshotStore::validate_tag(const std::string& tag) {
   if (!is_safe_name(tag)) {
@@ -221,6 +222,33 @@ Result<FileLock> SnapshotStore::lock_tag_waiting(const std::string& tag,
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+Status SnapshotStore::record_content_hash(const SnapshotMeta& link,
+                                          const std::string& sha256) const {
+  const std::string& tag = link.tag;
+  auto lock = lock_tag_waiting(tag, std::chrono::seconds(10));
+  if (!lock) return tl::unexpected(lock.error().wrap("record the content hash of tag " + tag));
+  auto m = load(tag);
+  if (!m) return tl::unexpected(m.error());
+  auto same_file = [&](const char* role) {
+    auto a = m->files.find(role);
+    auto b = link.files.find(role);
+    return a != m->files.end() && b != link.files.end() && a->second.digest() == b->second.digest();
+  };
+  if (!m->is_link() || !same_file("memory_diff") || !same_file("memory_pages")) {
+    return make_error(ErrorCode::kFailedPrecondition,
+                      "tag " + tag + " was replaced while its memory was being assembled");
+  }
+  if (!m->content_pending) {
+    if (m->content_hash() == sha256) return {};
+    return make_error(ErrorCode::kChecksumMismatch, "tag " + tag + ": its memory hashes to " +
+                                                        sha256 + ", its record says " +
+                                                        m->content_hash());
+  }
+  m->content_pending = false;
+  m->memory_sha256 = sha256;
+  return write_file_atomic(dir(tag) + "/snapshot.json", m->to_json().dump(2) + "\n", 0600);
 }
 
 namespace {

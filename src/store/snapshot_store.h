@@ -43,6 +43,8 @@ class SnapshotStore {
   explicit SnapshotStore(std::string home);
 
   std::string root() const { return root_; }
+  // Where links' assembled memories are cached (store/chain.h's MemoryResolver).
+  std::string assembled_dir() const { return home_ + "/cache/assembled"; }
   // The directory of a tag; the tag must already be validated.
   std::string dir(const std::string& tag) const { return root_ + "/" + tag; }
 
@@ -83,6 +85,10 @@ class SnapshotStore {
   // refuse_dependents, a tag that is a chain link's parent is kept (kFailedPrecondition naming
   // them), checked under the lock, so a link being committed cannot slip in between.
   Status remove(const std::string& tag, bool refuse_dependents = false) const;
+  // Records the content hash of link, committed with it pending (SnapshotMeta::content_pending),
+  // under the tag's lock. kFailedPrecondition when the tag is no longer that link (replaced
+  // meanwhile); a record that already holds a hash must hold this one (kChecksumMismatch).
+  Status record_content_hash(const SnapshotMeta& link, const std::string& sha256) const;
   // Lists tag as being written (status "writing") until end_pending. The caller holds the
   // tag's lock (a TagWrite); kAlreadyExists when the tag exists, unless replace.
   Status begin_pending(const PendingTag& p, bool replace = false) const;
@@ -103,6 +109,7 @@ class SnapshotStore {
                       const std::string& digest) const;
   bool stamp_matches(const std::string& tag_dir, const std::string& role,
                      const std::string& digest) const;
+  std::string home_;
   std::string root_;
 };
 

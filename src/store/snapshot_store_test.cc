@@ -314,6 +314,46 @@ TEST(SnapshotMetaChecksum, Xxh3EntriesRoundTripAsSchema2) {
   EXPECT_FALSE(refused([](auto&) {}));
 }
 
+// A link committed before its content hash: schema 2, the flag and an empty hash, and nothing
+// else (a base, a hash beside the flag, schema 1).
+TEST(SnapshotMetaChecksum, APendingContentHashRoundTripsOnALinkOnly) {
+  SnapshotMeta m = minimal_meta();
+  m.files.erase("memory");
+  m.files["memory_diff"] = FileEntry::with_xxh3(1, std::string(32, 'c'));
+  m.files["memory_pages"] = FileEntry::with_sha256(1, std::string(64, 'd'));
+  m.parent_tag = "p";
+  m.parent_content_hash = std::string(64, 'e');
+  m.content_pending = true;
+  auto j = m.to_json();
+  EXPECT_EQ(j["schema"], 2);
+  EXPECT_EQ(j["memory_sha256"], "");
+  EXPECT_EQ(j["content_pending"], true);
+  auto back = SnapshotMeta::from_json(j);
+  ASSERT_TRUE(back) << back.error().message();
+  EXPECT_TRUE(back->content_pending);
+  EXPECT_EQ(back->content_hash(), "");
+
+  auto refused = [&](const std::function<void(nlohmann::json&)>& edit) {
+    auto bad = j;
+    edit(bad);
+    return !SnapshotMeta::from_json(bad).has_value();
+  };
+  EXPECT_TRUE(refused([](auto& b) { b["memory_sha256"] = std::string(64, 'f'); }));
+  EXPECT_TRUE(refused([](auto& b) { b["content_pending"] = false; }));  // a link needs its hash
+  EXPECT_TRUE(refused([](auto& b) { b["content_pending"] = "yes"; }));
+  EXPECT_TRUE(refused([](auto& b) {
+    b["schema"] = 1;
+    b["files"]["memory_diff"] = {{"size", 1}, {"sha256", std::string(64, 'c')}};
+  }));
+  EXPECT_FALSE(refused([](auto& b) {
+    b["content_pending"] = false;
+    b["memory_sha256"] = std::string(64, 'f');
+  }));
+  auto base = minimal_meta().to_json();
+  base["content_pending"] = true;
+  EXPECT_FALSE(SnapshotMeta::from_json(base));
+}
+
 TEST(SnapshotMetaNetwork, RoundTripsAndOlderTagsHaveNone) {
   SnapshotMeta m = minimal_meta();
   m.network = "outbound";

@@ -338,7 +338,8 @@ TEST_F(Branch, OnlyAFullBranchsDestinationPreallocatesItsMemory) {
 
 // A live branch into a link reads the source's stream itself: no destination QEMU runs, and
 // the link's memory is assembled by its first spawn (a destination's memory file used to be
-// adopted as it). FORKD_BRANCH_RECEIVER=0 brings the destination back.
+// adopted as it), which also records the link's content hash: the tag was ready before it.
+// FORKD_BRANCH_RECEIVER=0 brings the destination back.
 TEST_F(Branch, ALiveLinkIsReadFromTheStreamWithoutADestination) {
   for (bool receiver : {true, false}) {
     SCOPED_TRACE(receiver ? "receiver" : "FORKD_BRANCH_RECEIVER=0");
@@ -358,13 +359,21 @@ TEST_F(Branch, ALiveLinkIsReadFromTheStreamWithoutADestination) {
     EXPECT_EQ(*w.result->meta.parent_tag, "base");
     store::SnapshotStore snaps(config().home);
     store::MemoryResolver resolver(snaps, config().home + "/cache/assembled");
-    const std::string assembled = resolver.assembled_path(w.result->meta);
-    EXPECT_EQ(path_exists(assembled), !receiver);
+    EXPECT_EQ(w.result->meta.content_pending, receiver);
+    EXPECT_EQ(w.result->meta.content_hash().empty(), receiver);
+    EXPECT_EQ(path_exists(resolver.assembled_path(w.result->meta)), !receiver);
     // The source carries on; a child of the link has the paused instant, its 4 MiB included.
     sh(src, "echo after > /tmp/origin");
     auto child = fork_one(bo.tag);
     ASSERT_FALSE(child.empty());
-    EXPECT_TRUE(path_exists(assembled));
+    auto settled = snaps.load(bo.tag);
+    ASSERT_TRUE(settled);
+    EXPECT_FALSE(settled->content_pending);
+    const std::string assembled = resolver.assembled_path(*settled);
+    ASSERT_TRUE(path_exists(assembled));
+    auto sha = store::hash_file_entry(assembled);
+    ASSERT_TRUE(sha);
+    EXPECT_EQ(sha->sha256, settled->content_hash());
     EXPECT_EQ(sh(child, "cat /tmp/origin"), "base\n");
     EXPECT_EQ(sh(child, "md5sum -c /tmp/sum"), "/tmp/blob: OK\n");
     EXPECT_EQ(sh(src, "cat /tmp/origin"), "after\n");
@@ -456,7 +465,10 @@ TEST_F(Branch, ChainsRecordAncestorsAndRefuseToOrphan) {
   ASSERT_TRUE(flat) << flat.error().describe();
   EXPECT_FALSE(flat->parent_tag);
   EXPECT_EQ(flat->branched_from.value_or(""), "compact:l2");
-  EXPECT_EQ(flat->content_hash(), l2->meta.content_hash());
+  auto l2_now = store::SnapshotStore(config().home).load("l2");  // settled by c's fork
+  ASSERT_TRUE(l2_now);
+  EXPECT_FALSE(l2_now->content_hash().empty());
+  EXPECT_EQ(flat->content_hash(), l2_now->content_hash());
   auto again = engine::compact_tag(config(), "l2", "l2flat");
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code(), ErrorCode::kAlreadyExists);
