@@ -240,10 +240,10 @@ void LinkReceiver::feed_chunk(uint64_t first, uint64_t count, int part, const ch
   if (len > 0) feed(start, len);
 }
 
-// The digests over the whole memory, in order: the diff's XXH3-128, and with `content` the
+// The digests over the whole memory, in order: the diff's XXH3-128, and with content_hash the
 // content's SHA-256 (~0.65 s per GiB here), on two threads. The changed pages are read back from
-// the diff (they went to the disk, not the page cache) by a third, a few chunks ahead. Without
-// threads: all inline. Without `content` the first digest is empty.
+// the diff (they went to the disk, not the page cache) by another, a few chunks ahead. Without
+// threads: all inline. Without content_hash the first digest is empty.
 Result<std::pair<std::string, std::string>> LinkReceiver::hash_all(bool content_hash) {
   const uint64_t chunks = (pages_ + kRunPages - 1) / kRunPages;
   auto buffer = [&](int b) { return b < 0 ? nullptr : pool_ + static_cast<size_t>(b) * kRunBytes; };
@@ -252,7 +252,7 @@ Result<std::pair<std::string, std::string>> LinkReceiver::hash_all(bool content_
   struct Ready {
     int buf = -1;  // -1: nothing read for it
     Status st;
-    int left = 1;
+    int left = 0;  // the digests still to take it
   };
   std::deque<Ready> ready;
   uint64_t base = 0;
