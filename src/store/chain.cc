@@ -255,11 +255,7 @@ Result<SnapshotMeta> MemoryResolver::settle_depth(const SnapshotMeta& meta, int 
 
 std::optional<SnapshotMeta> MemoryResolver::settled_since(const SnapshotMeta& meta) const {
   auto now = store_.load(meta.tag);
-  if (!now || now->content_pending || !now->is_link() ||
-      now->files.at("memory_diff").digest() != meta.files.at("memory_diff").digest() ||
-      now->files.at("memory_pages").digest() != meta.files.at("memory_pages").digest()) {
-    return std::nullopt;
-  }
+  if (!now || now->content_pending || !now->same_link_as(meta)) return std::nullopt;
   return *now;
 }
 

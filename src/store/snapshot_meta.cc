@@ -55,6 +55,17 @@ Json SnapshotMeta::to_json() const {
   return j;
 }
 
+bool SnapshotMeta::same_link_as(const SnapshotMeta& other) const {
+  for (const char* role : {"memory_diff", "memory_pages"}) {
+    auto a = files.find(role);
+    auto b = other.files.find(role);
+    if (a == files.end() || b == other.files.end() || a->second.digest() != b->second.digest()) {
+      return false;
+    }
+  }
+  return true;
+}
+
 std::string SnapshotMeta::content_hash() const {
   if (!memory_sha256.empty()) return memory_sha256;
   auto it = files.find("memory");

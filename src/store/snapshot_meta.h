@@ -95,6 +95,8 @@ struct SnapshotMeta {
   static Result<SnapshotMeta> from_json(const nlohmann::json& j);
 
   bool is_link() const { return files.count("memory_diff") != 0; }
+  // Both links, with the same diff and page bitmap (a tag replaced meanwhile is another link).
+  bool same_link_as(const SnapshotMeta& other) const;
   uint64_t guest_ram_bytes() const {
     return ram_bytes ? ram_bytes : static_cast<uint64_t>(memory_mib) << 20;
   }

@@ -231,12 +231,7 @@ Status SnapshotStore::record_content_hash(const SnapshotMeta& link,
   if (!lock) return tl::unexpected(lock.error().wrap("record the content hash of tag " + tag));
   auto m = load(tag);
   if (!m) return tl::unexpected(m.error());
-  auto same_file = [&](const char* role) {
-    auto a = m->files.find(role);
-    auto b = link.files.find(role);
-    return a != m->files.end() && b != link.files.end() && a->second.digest() == b->second.digest();
-  };
-  if (!m->is_link() || !same_file("memory_diff") || !same_file("memory_pages")) {
+  if (!m->same_link_as(link)) {
     return make_error(ErrorCode::kFailedPrecondition,
                       "tag " + tag + " was replaced while its memory was being assembled");
   }
