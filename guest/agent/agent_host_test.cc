@@ -217,6 +217,16 @@ TEST_F(AgentHostTest, Files) {
   EXPECT_EQ(gone.final["error"]["code"], "not_found");
 }
 
+TEST_F(AgentHostTest, SyncAnswersWithItsDuration) {
+  // What it is for (a child of a tag does not commit its parent's journal) is checked in a VM:
+  // PythonEval.ChildrenOfATagLeaveItsDiskAlone.
+  Client c(sock_);
+  Reply r = c.call({{"op", "sync"}});
+  ASSERT_EQ(r.final["ok"], true) << r.final;
+  ASSERT_TRUE(r.final["ms"].is_number()) << r.final;
+  EXPECT_GE(r.final["ms"].get<double>(), 0.0);
+}
+
 TEST_F(AgentHostTest, Eval) {
   Client c(sock_);
   Reply p = c.call({{"op", "ping"}});

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 
 #include "base/unique_fd.h"
@@ -224,6 +225,16 @@ AgentResult<OpReply> rename_op(const Request& req) {
     return errno_agent_error(errno, "rename " + *from + " to " + *to);
   }
   return OpReply{};
+}
+
+AgentResult<OpReply> sync_op(const Request&) {
+  auto t0 = std::chrono::steady_clock::now();
+  ::sync();
+  OpReply reply;
+  reply.result = Json{
+      {"ms",
+       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count()}};
+  return reply;
 }
 
 }  // namespace forkd::agent

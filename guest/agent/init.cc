@@ -1,12 +1,15 @@
 #include "init.h"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <net/if.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,6 +45,22 @@ void bring_up_loopback() {
   if (::ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) log_line("lo up failed");
 }
 
+// A root on a disk keeps file times in memory (lazytime) and writes them with the inode's next
+// real change, a sync, or after 12 h. Without it, reading a file or following a link for the
+// first time since its last change (relatime) is an inode write that the journal commits a few
+// seconds later: every child of a tag did that for the files its first calls touched (and for
+// /etc/hostname's link, which `resumed` reads), each time a disk write into its own overlay and
+// guest pages copied. What a program in the guest sees is the same.
+void remount_root_lazytime() {
+  struct statfs fs {};
+  if (::statfs("/", &fs) != 0) return;
+  if (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC) return;  // the minimal initramfs
+  if ((fs.f_flags & ST_RDONLY) != 0) return;
+  if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_LAZYTIME, nullptr) != 0) {
+    log_line(std::string("remount / lazytime: ") + std::strerror(errno));
+  }
+}
+
 }  // namespace
 
 void ensure_std_fds() {
@@ -54,6 +73,7 @@ void ensure_std_fds() {
 
 void init_system() {
   const unsigned long nosuid_nodev = MS_NOSUID | MS_NODEV;
+  remount_root_lazytime();
   mount_fs("proc", "/proc", "proc", nosuid_nodev | MS_NOEXEC, nullptr);
   mount_fs("sysfs", "/sys", "sysfs", nosuid_nodev | MS_NOEXEC, nullptr);
   mount_fs("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");

@@ -39,9 +39,9 @@ tl::expected<Request, RequestError> parse_request(std::string_view json, std::st
 }
 
 bool is_known_op(std::string_view op) {
-  static constexpr std::array<std::string_view, 14> kOps = {
-      "ping",  "exec",   "eval",   "file_write", "file_read", "file_list", "file_stat",
-      "mkdir", "remove", "rename", "resumed",    "hello",     "heartbeat", "signal"};
+  static constexpr std::array<std::string_view, 15> kOps = {
+      "ping",   "exec",   "eval", "file_write", "file_read", "file_list", "file_stat", "mkdir",
+      "remove", "rename", "sync", "resumed",    "hello",     "heartbeat", "signal"};
   for (auto known : kOps) {
     if (op == known) return true;
   }

@@ -36,6 +36,7 @@ TEST(ParseRequest, KnownOps) {
   EXPECT_TRUE(is_known_op("exec"));
   EXPECT_TRUE(is_known_op("remove"));
   EXPECT_TRUE(is_known_op("resumed"));
+  EXPECT_TRUE(is_known_op("sync"));
   EXPECT_FALSE(is_known_op("resume"));
   EXPECT_FALSE(is_known_op(""));
 }

@@ -172,6 +172,7 @@ AgentResult<OpReply> Server::dispatch(const Request& req, uint64_t gen) {
   if (op == "remove") return remove_op(req);
   if (op == "rename") return rename_op(req);
   if (op == "signal") return signal_op(req);
+  if (op == "sync") return sync_op(req);
   return agent_error("unknown_op", "unknown op: " + op.substr(0, 64));
 }
 

@@ -189,6 +189,8 @@ class Sandbox {
   Status write_chunk(const std::string& guest_path, uint64_t offset, std::string_view data,
                      bool truncate, uint32_t mode);
   Status rename(const std::string& from, const std::string& to);
+  // sync(2) in the guest: its filesystems' data and journals on its disk.
+  Status sync_filesystems();
   // Sends sig to the process group of the running command started with ExecOptions::handle.
   // kNotFound when none runs with that handle.
   Status signal(const std::string& handle, int sig);

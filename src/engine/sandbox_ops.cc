@@ -282,6 +282,12 @@ Status Sandbox::rename(const std::string& from, const std::string& to) {
   return {};
 }
 
+Status Sandbox::sync_filesystems() {
+  auto r = call(Json{{"op", "sync"}}, {}, kFileOpTimeout);
+  if (!r) return tl::unexpected(r.error().wrap("sync the guest's filesystems"));
+  return {};
+}
+
 Status Sandbox::signal(const std::string& handle, int sig) {
   auto r = call(Json{{"op", "signal"}, {"handle", handle}, {"signal", sig}}, {},
                 std::chrono::seconds(10));

@@ -1,6 +1,10 @@
 // eval in the warm Python worker of the python image (numpy imported before any request).
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <sstream>
+#include <thread>
+
 #include "base/files.h"
 #include "engine/fork.h"
 #include "engine/gc.h"
@@ -134,6 +138,69 @@ TEST_F(PythonEval, ForkedChildrenKeepTheWarmWorker) {
   ASSERT_TRUE(snaps.remove("pywarm"));
   (void)engine::gc(config());
   EXPECT_FALSE(path_exists(tpl)) << tpl;
+}
+
+// The disk of a child stays untouched while it idles and when it reads files: the tag was
+// frozen after a sync (no journal left for every child to commit again), the root is mounted
+// with lazytime (no inode write for an access time, /etc/hostname's link included, which
+// `resumed` reads) and without ext4's background read of every block bitmap.
+TEST_F(PythonEval, ChildrenOfATagLeaveItsDiskAlone) {
+  engine::SnapshotOptions so;
+  so.tag = "pyquiet";
+  so.image = "python";
+  so.memory_mib = 512;
+  so.warmup = {"echo warm > /root/warm"};  // a change on the disk right before the freeze
+  auto snap = engine::create_snapshot(config(), so);
+  ASSERT_TRUE(snap) << snap.error().describe();
+  engine::ForkOptions fo;
+  fo.tag = "pyquiet";
+  auto forked = engine::fork_children(config(), fo);
+  ASSERT_TRUE(forked) << forked.error().describe();
+  ASSERT_FALSE(forked->children[0].error) << forked->children[0].error->describe();
+  struct RemoveChild {  // on every way out, failed assertions included
+    std::string id;
+    ~RemoveChild() { (void)engine::remove_sandbox(config(), id); }
+  } remove_child{forked->children[0].id};
+  auto sb = engine::Sandbox::attach(config(), forked->children[0].id);
+  ASSERT_TRUE(sb) << sb.error().describe();
+  // Reads and writes completed on the root disk (/proc/diskstats' 4th and 8th fields).
+  auto disk_ops = [&]() -> std::pair<long, long> {
+    auto text = (*sb)->read_file("/proc/diskstats");
+    EXPECT_TRUE(text) << text.error().describe();
+    std::istringstream in(text ? *text : "");
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string major, minor, name;
+      long reads = 0, f2 = 0, f3 = 0, f4 = 0, writes = 0;
+      f >> major >> minor >> name >> reads >> f2 >> f3 >> f4 >> writes;
+      if (name == "vda") return {reads, writes};
+    }
+    ADD_FAILURE() << "no vda in /proc/diskstats:\n" << (text ? *text : "");
+    return {-1, -1};
+  };
+  auto mounts = (*sb)->read_file("/proc/mounts");
+  ASSERT_TRUE(mounts) << mounts.error().describe();
+  std::string root = mounts->substr(0, mounts->find('\n'));
+  EXPECT_NE(root.find(" / ext4 "), std::string::npos) << root;
+  EXPECT_NE(root.find("lazytime"), std::string::npos) << root;
+  EXPECT_NE(root.find("no_prefetch_block_bitmaps"), std::string::npos) << root;
+  // The guest's kernel commits its journal 5 s after a change, and started the bitmaps' read up
+  // to 5 s after the mount: 7 s covers both.
+  auto at_fork = disk_ops();
+  std::this_thread::sleep_for(std::chrono::seconds(7));
+  auto idle = disk_ops();
+  EXPECT_EQ(idle.first, at_fork.first) << "the idle child read its disk";
+  EXPECT_EQ(idle.second, at_fork.second) << "the idle child wrote its disk";
+  // Files read for the first time since they changed (relatime would write their access time).
+  engine::ExecOptions eo;
+  eo.argv = {"cat", "/etc/hostname", "/root/warm"};
+  auto r = (*sb)->exec(eo);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->exit_code, 0) << r->stderr_data;
+  EXPECT_NE(r->stdout_data.find("warm"), std::string::npos) << r->stdout_data;
+  std::this_thread::sleep_for(std::chrono::seconds(6));
+  EXPECT_EQ(disk_ops().second, at_fork.second) << "reading files wrote the child's disk";
 }
 
 }  // namespace
