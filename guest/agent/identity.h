@@ -70,8 +70,11 @@ inline constexpr char kKernelHostnamePath[] = "/proc/sys/kernel/hostname";
 // ms of the child's first wake-up. A failure (read-only /etc) is reported; `resumed` then writes
 // the file as before.
 StepResult link_hostname_file(const std::string& file = kHostnameFile);
-// True when `file` is such a link.
+// True when `file` is such a link. A link found so before is known by its inode and change time
+// (lstat), so a restored child's check does not read it: a read writes its access time.
 bool hostname_file_is_linked(const std::string& file = kHostnameFile);
+// How many times hostname_file_is_linked has read a link (for tests).
+uint64_t hostname_link_reads();
 
 // 32 bytes for the Python worker's reseed, as hex: getrandom() output XOR the seed folded to 32
 // bytes, so clones differ even when the kernel reseed failed, without handing out the seed.

@@ -165,6 +165,16 @@ TEST(Resumed, HostnameFileBecomesALinkToTheKernelsHostname) {
   EXPECT_STREQ(target, kKernelHostnamePath);
   ASSERT_TRUE(link_hostname_file(file).ok) << "a second call keeps the link";
   EXPECT_TRUE(hostname_file_is_linked(file));
+  // Known since it was made: checked without reading it again, until it is replaced.
+  const uint64_t reads = hostname_link_reads();
+  EXPECT_TRUE(hostname_file_is_linked(file));
+  EXPECT_EQ(hostname_link_reads(), reads);
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  ASSERT_EQ(::symlink(kKernelHostnamePath, file.c_str()), 0);
+  EXPECT_TRUE(hostname_file_is_linked(file));
+  EXPECT_EQ(hostname_link_reads(), reads + 1) << "a new link is read once";
+  EXPECT_TRUE(hostname_file_is_linked(file));
+  EXPECT_EQ(hostname_link_reads(), reads + 1);
   EXPECT_NE(::access((file + ".forkd-link").c_str(), F_OK), 0) << "no staged link left behind";
   // A link elsewhere, or a longer target that starts the same, is not the kernel's.
   ASSERT_EQ(::unlink(file.c_str()), 0);

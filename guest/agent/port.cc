@@ -65,7 +65,8 @@ class FdPort : public Port {
     for (;;) {
       ssize_t n = ::read(fd_.get(), buf, want);
       if (n > 0) {
-        if (was_disconnected_) log_line("host connected");
+        // Connections come and go with every host command: not logged, since every line is
+        // written through the guest's serial console, code each child would translate afresh.
         was_disconnected_ = false;
         if (!confirmed()) unconfirmed_data_ = true;
         out->append(buf, static_cast<size_t>(n));
@@ -127,7 +128,6 @@ class FdPort : public Port {
     unconfirmed_data_ = false;
     lag_since_.reset();
     if (!was_disconnected_) {
-      log_line("host disconnected; waiting");
       {
         // Release writers waiting out an open lag before taking the write lock.
         std::lock_guard lock(state_mu_);
