@@ -48,9 +48,9 @@ void bring_up_loopback() {
 // A root on a disk keeps file times in memory (lazytime) and writes them with the inode's next
 // real change, a sync, or after 12 h. Without it, reading a file or following a link for the
 // first time since its last change (relatime) is an inode write that the journal commits a few
-// seconds later: every child of a tag did that for the files its first calls touched (and for
-// /etc/hostname's link, which `resumed` reads), each time a disk write into its own overlay and
-// guest pages copied. What a program in the guest sees is the same.
+// seconds later: every child of a tag did that for the files its first calls touched, each time
+// a disk write into its own overlay and guest pages copied. What a program in the guest sees is
+// the same.
 void remount_root_lazytime() {
   struct statfs fs {};
   if (::statfs("/", &fs) != 0) return;

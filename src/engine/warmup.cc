@@ -58,7 +58,10 @@ Status run_warmup(Sandbox& sb, const Warmup& w, const ProgressFn& progress) {
   // a tag made without it is as correct.
   if (progress) progress("syncing the guest's disk");
   if (auto st = sb.sync_filesystems(); !st) {
-    logger("snapshot")->warn("event=guest_sync_failed detail=\"{}\"", st.error().message());
+    // The message may come from the guest: bounded, and quoted as JSON (no raw newlines).
+    std::string why = Json(st.error().message().substr(0, 300))
+                          .dump(-1, ' ', false, Json::error_handler_t::replace);
+    logger("snapshot")->warn("event=guest_sync_failed detail={}", why);
   }
   return {};
 }
