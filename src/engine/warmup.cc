@@ -56,7 +56,7 @@ Status run_warmup(Sandbox& sb, const Warmup& w, const ProgressFn& progress) {
   // that leaves every child to commit it again: 140 KiB more in each child's disk overlay and
   // the guest kernel's work to write it. Best effort: an image's older agent lacks the op, and
   // a tag made without it is as correct.
-  if (progress) progress("syncing the guest's disk");
+  if (progress) progress("syncing the guest's filesystems");
   if (auto st = sb.sync_filesystems(); !st) {
     // The message may come from the guest: bounded, and quoted as JSON (no raw newlines).
     std::string why = Json(st.error().message().substr(0, 300))
