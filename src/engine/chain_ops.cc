@@ -17,8 +17,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-std::string cache_dir(const EngineConfig& cfg) { return cfg.home + "/cache/assembled"; }
-
 // Names the first artifact that is missing or has the wrong size (what a restore would refuse).
 std::optional<std::string> artifact_problem(const std::string& dir, const store::SnapshotMeta& m) {
   for (const auto& [role, f] : m.files) {
@@ -58,7 +56,7 @@ Json snapshot_info_json(const EngineConfig& cfg, const store::SnapshotMeta& m) {
   auto problem = artifact_problem(dir, m);
   if (!problem && m.is_link()) {
     // A link whose chain is broken can still spawn from its assembled memory.
-    store::MemoryResolver resolver(snaps, cache_dir(cfg));
+    store::MemoryResolver resolver(snaps, snaps.assembled_dir());
     // Ancestors only: dependents would read every tag, for each tag of a listing.
     auto chain = store::walk_ancestors(snaps, m);
     if (!chain.warning.empty() && !path_exists(resolver.assembled_path(m))) {
@@ -148,7 +146,7 @@ Result<Json> snapshot_detail_json(const EngineConfig& cfg, const std::string& ta
   j["dependents"] = chain->dependents;
   if (!chain->warning.empty()) j["chain_warning"] = chain->warning;
   if (m->is_link()) {
-    store::MemoryResolver resolver(snaps, cache_dir(cfg));
+    store::MemoryResolver resolver(snaps, snaps.assembled_dir());
     j["assembled_bytes"] = file_sizes(resolver.assembled_path(*m)).physical;
   }
   return j;
@@ -172,7 +170,7 @@ Result<std::vector<std::string>> remove_tag(const EngineConfig& cfg, const std::
     if (mode == RemoveMode::kCascade) doomed = store::all_descendants(snaps, tag);
   }
   doomed.push_back(tag);
-  store::MemoryResolver resolver(snaps, cache_dir(cfg));
+  store::MemoryResolver resolver(snaps, snaps.assembled_dir());
   std::vector<std::string> removed;
   for (const auto& t : doomed) {
     Pool(cfg).drain(t);
@@ -196,7 +194,7 @@ Result<store::SnapshotMeta> compact_tag(const EngineConfig& cfg, const std::stri
   auto m = snaps.load(tag);
   if (!m) return tl::unexpected(m.error());
   FORKD_TRY(snaps.verify(*m));
-  m = store::MemoryResolver(snaps, cache_dir(cfg)).settle(*m);  // the new tag takes its hash
+  m = store::MemoryResolver(snaps, snaps.assembled_dir()).settle(*m);  // the new tag takes its hash
   if (!m) return tl::unexpected(m.error());
   auto memory = tag_memory_path(cfg, *m);
   if (!memory) return tl::unexpected(memory.error());

@@ -95,7 +95,7 @@ Result<std::string> resolve_child_network(const store::SnapshotMeta& meta,
 
 Result<std::string> tag_memory_path(const EngineConfig& cfg, const store::SnapshotMeta& meta) {
   store::SnapshotStore snaps(cfg.home);
-  store::MemoryResolver resolver(snaps, cfg.home + "/cache/assembled");
+  store::MemoryResolver resolver(snaps, snaps.assembled_dir());
   auto path = resolver.resolve(meta);
   if (!path) return tl::unexpected(path.error().wrap("tag " + meta.tag));
   return path;
