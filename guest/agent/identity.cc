@@ -128,10 +128,31 @@ std::vector<std::pair<std::string, std::string>> identity_env() {
   return {{"FORKD_SANDBOX_ID", id->sandbox_id}, {"FORKD_EPOCH", id->epoch}};
 }
 
+namespace {
+// /dev/urandom, opened once at start (keep_rng_device_open). A child's `resumed` then makes no
+// open and close: their path walk, file set-up and the RCU grace period that frees the file were
+// guest kernel code every restored child translated afresh.
+std::atomic<int> g_rng_fd{-1};
+}  // namespace
+
+void keep_rng_device_open() {
+  int fd = ::open("/dev/urandom", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return;  // reseed_kernel_rng opens it each time instead
+  int none = -1;
+  if (!g_rng_fd.compare_exchange_strong(none, fd)) ::close(fd);
+}
+
+bool rng_device_kept_open() { return g_rng_fd.load() >= 0; }
+
 StepResult reseed_kernel_rng(std::string_view seed) {
   if (seed.empty() || seed.size() > kMaxSeedLen) return StepResult{false, "bad seed length"};
-  UniqueFd fd(::open("/dev/urandom", O_RDWR | O_CLOEXEC));
-  if (!fd) return step_error(errno, "open /dev/urandom");
+  UniqueFd opened;
+  int fd = g_rng_fd.load();
+  if (fd < 0) {
+    opened = UniqueFd(::open("/dev/urandom", O_RDWR | O_CLOEXEC));
+    if (!opened) return step_error(errno, "open /dev/urandom");
+    fd = opened.get();
+  }
   // rand_pool_info ends in a flexible array: allocate header + bytes (zeroed, so the padding of a
   // length that is not a multiple of 4 is defined).
   const size_t size = sizeof(rand_pool_info) + seed.size();
@@ -141,8 +162,8 @@ StepResult reseed_kernel_rng(std::string_view seed) {
   info->entropy_count = static_cast<int>(seed.size() * 8);
   info->buf_size = static_cast<int>(seed.size());
   std::memcpy(info->buf, seed.data(), seed.size());
-  if (::ioctl(fd.get(), RNDADDENTROPY, info.get()) != 0) return step_error(errno, "RNDADDENTROPY");
-  if (::ioctl(fd.get(), RNDRESEEDCRNG) != 0) return step_error(errno, "RNDRESEEDCRNG");
+  if (::ioctl(fd, RNDADDENTROPY, info.get()) != 0) return step_error(errno, "RNDADDENTROPY");
+  if (::ioctl(fd, RNDRESEEDCRNG) != 0) return step_error(errno, "RNDRESEEDCRNG");
   return StepResult{true, {}};
 }
 

@@ -55,7 +55,12 @@ struct StepResult {
   bool ok = false;
   std::string error;
 };
-// RNDADDENTROPY (crediting 8 bits per byte) then RNDRESEEDCRNG on /dev/urandom.
+// Opens /dev/urandom for the rest of the process (close-on-exec), for reseed_kernel_rng. Call it
+// at start, before any snapshot: a restored child then reseeds without opening a file.
+void keep_rng_device_open();
+bool rng_device_kept_open();
+// RNDADDENTROPY (crediting 8 bits per byte) then RNDRESEEDCRNG on /dev/urandom (the kept
+// descriptor, or one opened for the call).
 StepResult reseed_kernel_rng(std::string_view seed);
 StepResult set_wall_clock(int64_t time_ns);
 // sethostname, then /etc/hostname when writable (its failure is ignored), unless that file is

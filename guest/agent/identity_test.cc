@@ -1,6 +1,7 @@
 #include "identity.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -124,6 +125,27 @@ TEST(Resumed, KernelReseed) {
     EXPECT_FALSE(r.error.empty());
   }
   EXPECT_FALSE(reseed_kernel_rng("").ok);
+}
+
+// After keep_rng_device_open a reseed opens no file: with no descriptor left to open it still
+// reaches the ioctls.
+TEST(Resumed, KernelReseedUsesTheDescriptorKeptFromStart) {
+  keep_rng_device_open();
+  ASSERT_TRUE(rng_device_kept_open());
+  keep_rng_device_open();  // a second call keeps the first descriptor
+  std::string seed(64, '\0');
+  ASSERT_EQ(::getentropy(seed.data(), seed.size()), 0);
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit none = saved;
+  none.rlim_cur = 0;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &none), 0);
+  StepResult r = reseed_kernel_rng(seed);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  EXPECT_EQ(r.error.find("open"), std::string::npos) << r.error;
+  if (::geteuid() == 0) {
+    EXPECT_TRUE(r.ok) << r.error;
+  }
 }
 
 TEST(Resumed, ResumedOpReportsStepsWithoutSystemIdentity) {

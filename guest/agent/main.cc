@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "identity.h"
 #include "init.h"
 #include "log.h"
 #include "port.h"
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
     split_reaper();  // returns in the server process only
   }
   ::signal(SIGPIPE, SIG_IGN);
+  keep_rng_device_open();
   // SIGIO (virtio port state changes) is consumed with sigtimedwait by the reader; block it in
   // every thread, i.e. before any thread exists.
   sigset_t sigio;
