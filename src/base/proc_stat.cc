@@ -1,6 +1,9 @@
 #include "base/proc_stat.h"
 
+#include <dirent.h>
+
 #include <charconv>
+#include <limits>
 #include <string>
 
 #include "base/files.h"
@@ -42,6 +45,40 @@ std::optional<ProcStat> read_proc_stat(int pid) {
   auto text = read_file("/proc/" + std::to_string(pid) + "/stat", 4096);
   if (!text) return std::nullopt;
   return parse_proc_stat(*text);
+}
+
+std::optional<uint64_t> parse_schedstat_busy_ns(std::string_view text) {
+  const char* p = text.data();
+  const char* end = p + text.size();
+  uint64_t v[2] = {};
+  for (uint64_t& x : v) {
+    while (p < end && *p == ' ') ++p;
+    auto [next, ec] = std::from_chars(p, end, x);
+    if (ec != std::errc() || next == p) return std::nullopt;
+    p = next;
+  }
+  if (v[0] > std::numeric_limits<uint64_t>::max() - v[1]) return std::nullopt;
+  return v[0] + v[1];
+}
+
+std::optional<uint64_t> process_busy_ns(int pid) {
+  if (pid <= 0) return std::nullopt;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = ::opendir(tasks.c_str());
+  if (d == nullptr) return std::nullopt;
+  uint64_t sum = 0;
+  int read = 0;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    if (++read > 4096) break;
+    // A thread that ended between readdir and here is skipped: its time is gone from the sum
+    // either way.
+    if (auto text = read_file(tasks + "/" + e->d_name + "/schedstat", 256)) {
+      if (auto ns = parse_schedstat_busy_ns(*text)) sum += *ns;
+    }
+  }
+  ::closedir(d);
+  return sum;
 }
 
 }  // namespace forkd

@@ -22,4 +22,14 @@ std::optional<ProcStat> parse_proc_stat(std::string_view text);
 // parse_proc_stat of /proc/PID/stat; nullopt when the process is gone or the file unreadable.
 std::optional<ProcStat> read_proc_stat(int pid);
 
+// The first two fields of a /proc/PID/task/TID/schedstat: ns the thread ran, and ns it waited,
+// runnable, for a CPU. nullopt unless both are numbers.
+std::optional<uint64_t> parse_schedstat_busy_ns(std::string_view text);
+
+// What every thread of PID has cost so far: ran plus waited for a CPU (parse_schedstat_busy_ns,
+// summed over /proc/PID/task, at most 4096 threads read). A thread that is runnable but finds no
+// CPU counts as busy, so a VM starved by a loaded host does not look idle. nullopt when the
+// process is gone.
+std::optional<uint64_t> process_busy_ns(int pid);
+
 }  // namespace forkd

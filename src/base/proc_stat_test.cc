@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdint>
+
 namespace forkd {
 namespace {
 
@@ -31,6 +34,27 @@ TEST(ProcStat, ThisProcessHasItsParent) {
   EXPECT_EQ(s->ppid, ::getppid());
   EXPECT_FALSE(read_proc_stat(-1));
   EXPECT_FALSE(read_proc_stat(0));
+}
+
+TEST(ProcStat, SchedstatIsRunPlusWait) {
+  EXPECT_EQ(parse_schedstat_busy_ns("126494999 26366593 577\n"), 152861592u);
+  EXPECT_FALSE(parse_schedstat_busy_ns("126494999"));
+  EXPECT_FALSE(parse_schedstat_busy_ns("x 1 2"));
+  EXPECT_FALSE(parse_schedstat_busy_ns(""));
+  EXPECT_FALSE(parse_schedstat_busy_ns("18446744073709551615 1 1"));  // the sum overflows
+}
+
+TEST(ProcStat, ThisProcessGetsBusierWhileItSpins) {
+  auto before = process_busy_ns(::getpid());
+  ASSERT_TRUE(before);
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(30);
+  volatile uint64_t spins = 0;
+  while (std::chrono::steady_clock::now() < until) spins = spins + 1;
+  auto after = process_busy_ns(::getpid());
+  ASSERT_TRUE(after);
+  EXPECT_GE(*after - *before, 20'000'000u);  // 30 ms spun: ran, or waited for a CPU
+  EXPECT_FALSE(process_busy_ns(-1));
+  EXPECT_FALSE(process_busy_ns(0));
 }
 
 }  // namespace

@@ -53,6 +53,7 @@ Result<PlainRestoreResult> plain_restore(const engine::EngineConfig& cfg,
   if (auto st = engine::run_warmup(**src, engine::Warmup::from_record(meta.warmup), {}); !st) {
     return tl::unexpected(st.error().wrap("plain restore: source"));
   }
+  engine::settle_guest((*src)->qemu_pid(), {});  // frozen as a tag's template is
   auto saved =
       engine::save_device_state((*src)->dir() + "/qmp.sock", state, /*ignore_shared=*/false);
   if (!saved) return tl::unexpected(saved.error().wrap("plain restore: save"));

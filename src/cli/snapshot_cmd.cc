@@ -93,15 +93,16 @@ int do_snapshot(const GlobalOptions& g, const SnapshotArgs& a) {
     auto j = r->meta.to_json();
     j["timings_ms"] = {{"boot", r->boot_ms},
                        {"warmup", r->warmup_ms},
+                       {"settle", r->settle_ms},
                        {"save", r->save_ms},
                        {"commit", r->commit_ms}};
     print_json(j);
   } else {
     std::printf(
         "tag %s ready: image %s, %d MiB, network %s, boot %.0f ms, warm-up %.0f ms, "
-        "save %.0f ms, commit %.0f ms\n",
+        "settle %.0f ms, save %.0f ms, commit %.0f ms\n",
         a.tag.c_str(), a.image.c_str(), a.memory_mib, a.network.c_str(), r->boot_ms, r->warmup_ms,
-        r->save_ms, r->commit_ms);
+        r->settle_ms, r->save_ms, r->commit_ms);
   }
   return 0;
 }

@@ -52,6 +52,7 @@ void create_snapshot(DaemonContext& ctx, const httplib::Request& req, httplib::R
   Json j = engine::snapshot_info_json(ctx.cfg, made->meta);
   j["timings_ms"] = {{"boot", made->boot_ms},
                      {"warmup", made->warmup_ms},
+                     {"settle", made->settle_ms},
                      {"save", made->save_ms},
                      {"commit", made->commit_ms}};
   send_json(res, 201, j);

@@ -356,12 +356,16 @@ Result<BranchResult> snapshot_from(const EngineConfig& cfg, const SnapshotFromOp
     ~ChildGuard() { (void)remove_sandbox(cfg, id); }
   } guard{cfg, child.id};
   if (opts.progress) opts.progress("forked " + child.id + " from " + opts.from_tag);
+  pid_t qemu_pid = 0;
   {
     // The warm-up's agent connection is closed again before the branch (see branch.h).
     auto sb = Sandbox::attach(cfg, child.id);
     if (!sb) return tl::unexpected(sb.error());
     FORKD_TRY(run_warmup(**sb, Warmup{opts.exec, opts.eval}, opts.progress));
+    qemu_pid = (*sb)->qemu_pid();
   }
+  // After the close, which the guest's agent wakes up for too.
+  settle_guest(qemu_pid, opts.progress);
   BranchOptions bo;
   bo.sandbox_id = child.id;
   bo.tag = opts.new_tag;

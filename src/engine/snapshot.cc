@@ -88,6 +88,7 @@ Result<SnapshotResult> create_snapshot(const EngineConfig& cfg, const SnapshotOp
         Error(st.error().code(), "snapshot " + opts.tag + ": " + st.error().message()));
   }
   res.warmup_ms = ms_since(t_warm);
+  res.settle_ms = settle_guest((*sb)->qemu_pid(), opts.progress);
 
   auto t_save = Clock::now();
   auto saved = save_device_state((*sb)->dir() + "/qmp.sock", *staging + "/vmstate");

@@ -37,6 +37,7 @@ struct SnapshotResult {
   store::SnapshotMeta meta;
   double boot_ms = 0;
   double warmup_ms = 0;
+  double settle_ms = 0;  // waiting for the guest to go idle after the warm-up (settle_guest)
   double save_ms = 0;    // stop until the device state is on disk
   double commit_ms = 0;  // hashing, fsync, rename
 };

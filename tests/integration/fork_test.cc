@@ -98,6 +98,25 @@ TEST_F(Fork, ChildrenContinueTheParentsState) {
 // An idle child under TCG on microvm is tickless: its clocksource stays the TSC (with refined
 // jiffies the guest ticks 250 times a second, ~500 in the 2 s below) and it has no PIT. Under
 // KVM or on pc it keeps its PIT.
+// A tag's template is frozen once its guest is idle (engine::settle_guest): a warm-up that leaves
+// a loop running for a second is waited for; an idle one costs about one window.
+TEST_F(Fork, SnapshotWaitsForTheGuestToGoIdle) {
+  engine::SnapshotOptions so;
+  so.tag = "settle-busy";
+  so.image = "minimal";
+  so.warmup = {"timeout 1 sh -c 'while :; do :; done' >/dev/null 2>&1 &"};
+  auto busy = engine::create_snapshot(config(), so);
+  ASSERT_TRUE(busy) << busy.error().describe();
+  EXPECT_GE(busy->settle_ms, 700);
+  EXPECT_LT(busy->settle_ms, 3500);
+  so.tag = "settle-idle";
+  so.warmup = {"true"};
+  auto idle = engine::create_snapshot(config(), so);
+  ASSERT_TRUE(idle) << idle.error().describe();
+  EXPECT_GE(idle->settle_ms, 100);  // one whole window
+  EXPECT_LT(idle->settle_ms, busy->settle_ms);
+}
+
 TEST_F(Fork, IdleChildrenAreTickless) {
   auto accel = vmm::choose_accel(config().accel);
   ASSERT_TRUE(accel);
