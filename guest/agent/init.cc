@@ -61,6 +61,19 @@ void remount_root_lazytime() {
   }
 }
 
+// The kernel's periodic writeback off (vm.dirty_writeback_centisecs = 0): its timer, armed by
+// whatever the boot and the warm-up dirtied, fired in every child of a tag seconds after the
+// restore, and with it the flusher's code (and, when two such works met, a new kernel worker
+// thread) was translated afresh in each. The guest's page cache is part of every snapshot and
+// branch, so nothing depends on it reaching the disk on a timer; writeback still runs over the
+// kernel's dirty thresholds, on sync and fsync, and under memory pressure.
+void stop_periodic_writeback() {
+  UniqueFd fd(::open("/proc/sys/vm/dirty_writeback_centisecs", O_WRONLY | O_CLOEXEC));
+  if (!fd || ::write(fd.get(), "0\n", 2) != 2) {
+    log_line(std::string("vm.dirty_writeback_centisecs: ") + std::strerror(errno));
+  }
+}
+
 }  // namespace
 
 void ensure_std_fds() {
@@ -75,6 +88,7 @@ void init_system() {
   const unsigned long nosuid_nodev = MS_NOSUID | MS_NODEV;
   remount_root_lazytime();
   mount_fs("proc", "/proc", "proc", nosuid_nodev | MS_NOEXEC, nullptr);
+  stop_periodic_writeback();
   mount_fs("sysfs", "/sys", "sysfs", nosuid_nodev | MS_NOEXEC, nullptr);
   mount_fs("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
   mount_fs("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");

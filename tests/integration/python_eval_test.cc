@@ -145,7 +145,8 @@ TEST_F(PythonEval, ForkedChildrenKeepTheWarmWorker) {
 // The disk of a child stays untouched while it idles and when it reads files: the tag was
 // frozen after a sync (no journal left for every child to commit again), the root is mounted
 // with lazytime (no inode write for an access time, /etc/hostname's link included, which
-// `resumed` reads) and without ext4's background read of every block bitmap.
+// `resumed` reads) and without ext4's background read of every block bitmap, and the kernel's
+// periodic writeback is off.
 TEST_F(PythonEval, ChildrenOfATagLeaveItsDiskAlone) {
   engine::SnapshotOptions so;
   so.tag = "pyquiet";
@@ -188,6 +189,9 @@ TEST_F(PythonEval, ChildrenOfATagLeaveItsDiskAlone) {
   EXPECT_NE(root.find(" / ext4 "), std::string::npos) << root;
   EXPECT_NE(root.find("lazytime"), std::string::npos) << root;
   EXPECT_NE(root.find("no_prefetch_block_bitmaps"), std::string::npos) << root;
+  auto writeback = (*sb)->read_file("/proc/sys/vm/dirty_writeback_centisecs");
+  ASSERT_TRUE(writeback) << writeback.error().describe();
+  EXPECT_EQ(*writeback, "0\n") << "periodic writeback is on";
   // The guest's kernel commits its journal 5 s after a change, and started the bitmaps' read up
   // to 5 s after the mount: 7 s covers both.
   auto at_fork = disk_ops();
