@@ -67,10 +67,10 @@ std::optional<uint64_t> process_busy_ns(int pid) {
   DIR* d = ::opendir(tasks.c_str());
   if (d == nullptr) return std::nullopt;
   uint64_t sum = 0;
-  int read = 0;
+  int threads = 0;
   while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    if (++read > 4096) break;
+    if (++threads > 4096) break;
     // A thread that ended between readdir and here is skipped: its time is gone from the sum
     // either way.
     if (auto text = read_file(tasks + "/" + e->d_name + "/schedstat", 256)) {

@@ -23,7 +23,8 @@ QuietResult wait_until_quiet(const std::function<std::optional<uint64_t>()>& bus
     samples.emplace_back(now, *busy);
     while (samples.size() > 1 && samples[1].first <= now - w.window) samples.pop_front();
     const auto& [oldest_at, oldest] = samples.front();
-    // A counter that went backwards (a thread's time left the sum) counts as no progress.
+    // A sum that went down (a thread ended, and its time left the sum) is not quiet either:
+    // something just happened there.
     if (oldest_at <= now - w.window && *busy >= oldest && *busy - oldest < budget) {
       return QuietResult{true, false, waited()};
     }
