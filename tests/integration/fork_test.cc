@@ -95,9 +95,6 @@ TEST_F(Fork, ChildrenContinueTheParentsState) {
   }
 }
 
-// An idle child under TCG on microvm is tickless: its clocksource stays the TSC (with refined
-// jiffies the guest ticks 250 times a second, ~500 in the 2 s below) and it has no PIT. Under
-// KVM or on pc it keeps its PIT.
 // A tag's template is frozen once its guest is idle (engine::settle_guest): a warm-up that leaves
 // a loop running for a second is waited for; an idle one costs about one window.
 TEST_F(Fork, SnapshotWaitsForTheGuestToGoIdle) {
@@ -117,6 +114,9 @@ TEST_F(Fork, SnapshotWaitsForTheGuestToGoIdle) {
   EXPECT_LT(idle->settle_ms, busy->settle_ms);
 }
 
+// An idle child under TCG on microvm is tickless: its clocksource stays the TSC (with refined
+// jiffies the guest ticks 250 times a second, ~500 in the 2 s below) and it has no PIT. Under
+// KVM or on pc it keeps its PIT.
 TEST_F(Fork, IdleChildrenAreTickless) {
   auto accel = vmm::choose_accel(config().accel);
   ASSERT_TRUE(accel);
