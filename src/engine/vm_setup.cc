@@ -29,7 +29,10 @@ Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string&
   vc.accel = accel->accel;
   vc.tb_size_mib = cfg.tb_size_mib;
   vc.memory_merge = cfg.ksm;
-  if (cfg.lean_qemu) vc.library_dir = vmm::host_jail().lean.dir;
+  if (cfg.lean_qemu) {
+    vc.library_dir = vmm::host_jail().lean.dir;
+    vc.library_unused = vmm::host_jail().lean.unused_stubs;
+  }
   vc.huge_pages = cfg.qemu_huge_pages;
   vc.qmp_socket = dir + "/qmp.sock";
   vc.agent_socket = dir + "/agent.sock";

@@ -61,6 +61,10 @@ HostJail probe() {
   // The stubs' directory is checked again each time: the key covers its files, not every
   // directory above it.
   if (known && !known->lean.dir.empty() && !check_lean_dir(known->lean.dir)) known.reset();
+  if (known && known->lean.unused_stubs &&
+      !check_lean_dir(known->lean.dir + "/" + kUnusedStubsDirName)) {
+    known.reset();
+  }
   if (!known) {
     known.emplace();
     known->lean = probe_lean_qemu(binary, lean_dir);

@@ -80,17 +80,15 @@ Result<std::string> check_lean_dir(const std::string& dir) {
   return real.string();
 }
 
-LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir) {
+namespace {
+
+// One start of `binary --version` with abs (and abs/unused when asked); p.dir stays empty when
+// QEMU did not start with them, p.reason says why.
+LeanQemuProbe probe_once(const std::string& binary, const std::string& abs, bool unused) {
   LeanQemuProbe p;
-  auto checked = check_lean_dir(dir);
-  if (!checked) {
-    p.reason = "stub libraries not usable: " + checked.error().message();
-    return p;
-  }
-  const std::string& abs = *checked;
   // LD_DEBUG=files: the loader names every library it maps, so the probe sees whether this
   // QEMU links the stubs' sonames at all.
-  auto env = lean_qemu_env(abs);
+  auto env = lean_qemu_env(abs, unused);
   env["LD_DEBUG"] = "files";
   auto r = run_capture({binary, "--version"}, std::chrono::seconds(10), env);
   if (!r) {
@@ -106,17 +104,18 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
                (nl == std::string::npos ? out : out.substr(nl + 1)).substr(0, 300);
     return p;
   }
-  auto mapped = [&](const char* stub) {
-    return r->output.find(abs + "/" + stub) != std::string::npos;
-  };
-  if (!mapped(kCapstoneStub) && !mapped(kPmemStub)) {
+  auto mapped = [&](const std::string& path) { return r->output.find(path) != std::string::npos; };
+  if (!mapped(abs + "/" + kCapstoneStub) && !mapped(abs + "/" + kPmemStub)) {
     p.reason = binary + " links neither libcapstone.so.4 nor libpmem.so.1";
+    return p;
+  }
+  if (unused && !mapped(abs + "/" + kUnusedStubsDirName + "/")) {
+    p.reason = binary + " links none of the libraries in " + abs + "/" + kUnusedStubsDirName;
     return p;
   }
   // The loader names a preload it could not load too, in its warning; only a loaded one is
   // initialised.
-  const bool preloaded =
-      r->output.find("calling init: " + abs + "/" + kQemuShim) != std::string::npos;
+  const bool preloaded = mapped("calling init: " + abs + "/" + kQemuShim);
   if (has_qemu_shim(abs) && !preloaded) {
     p.reason = binary + " did not preload " + abs + "/" + kQemuShim;
     return p;
@@ -126,12 +125,38 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
     p.reason = binary + " --version printed no version";
     return p;
   }
-  p.pmem_stub = mapped(kPmemStub);
+  p.pmem_stub = mapped(abs + "/" + kPmemStub);
+  p.unused_stubs = unused;
   p.dir = abs;
   return p;
 }
 
-std::map<std::string, std::string> lean_qemu_env(const std::string& dir) {
+}  // namespace
+
+LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir) {
+  auto checked = check_lean_dir(dir);
+  if (!checked) {
+    LeanQemuProbe p;
+    p.reason = "stub libraries not usable: " + checked.error().message();
+    return p;
+  }
+  const std::string unused_dir = *checked + "/" + kUnusedStubsDirName;
+  std::string why_not;
+  if (::access(unused_dir.c_str(), F_OK) != 0) {
+    why_not = unused_dir + " does not exist";
+  } else if (auto ok = check_lean_dir(unused_dir); !ok) {
+    why_not = "not usable: " + ok.error().message();
+  } else {
+    LeanQemuProbe both = probe_once(binary, *checked, true);
+    if (!both.dir.empty()) return both;
+    why_not = both.reason;
+  }
+  LeanQemuProbe p = probe_once(binary, *checked, false);
+  p.unused_reason = why_not;
+  return p;
+}
+
+std::map<std::string, std::string> lean_qemu_env(const std::string& dir, bool unused_stubs) {
   if (dir.empty()) return {};
   // Ahead of whatever forkd itself was given, which QEMU keeps.
   auto first = [](std::string ours, const char* var) {
@@ -140,7 +165,8 @@ std::map<std::string, std::string> lean_qemu_env(const std::string& dir) {
     }
     return ours;
   };
-  std::map<std::string, std::string> env{{"LD_LIBRARY_PATH", first(dir, "LD_LIBRARY_PATH")}};
+  const std::string path = unused_stubs ? dir + "/" + kUnusedStubsDirName + ":" + dir : dir;
+  std::map<std::string, std::string> env{{"LD_LIBRARY_PATH", first(path, "LD_LIBRARY_PATH")}};
   if (has_qemu_shim(dir)) env["LD_PRELOAD"] = first(dir + "/" + kQemuShim, "LD_PRELOAD");
   return env;
 }

@@ -13,6 +13,13 @@
 // the opposite advice, and libfdt's clearing of the already zero 1 MiB device-tree buffer is
 // skipped. 3 MiB less per child where THP is `madvise`, 1 MiB elsewhere. Asked to
 // (vmm/code_pages.h), it also leaves QEMU's huge-page advice on the TCG code buffer out.
+// A second set, in qemu-lean/unused (src/vmm/lean/unused_libs.txt), stands in for libraries
+// whose features forkd never configures: TLS and its crypto (gnutls, nettle, hogweed, gmp), VNC's
+// encodings and SASL, RDMA, VDE, eBPF, FUSE, NUMA policies, udev. Their loading, relocation and
+// start-up code cost every QEMU ~10-20 ms of CPU here, and their relocated data is private to
+// each. Each symbol stops QEMU with a message naming it, but for QEMU's crypto start-up and its
+// random bytes (the guest's RDRAND under TCG), which get the kernel's RNG. A QEMU that imports
+// a symbol the set lacks does not start with it; the probe then tries the first set alone.
 // FORKD_LEAN_QEMU=0 loads the real libraries and no shim.
 #include <map>
 #include <string>
@@ -22,12 +29,16 @@
 namespace forkd::vmm {
 
 inline constexpr const char* kLeanQemuDirName = "qemu-lean";
+// The second set's directory, inside the first.
+inline constexpr const char* kUnusedStubsDirName = "unused";
 
 struct LeanQemuProbe {
-  std::string dir;         // the stubs' directory QEMU is started with; empty: its own libraries
-  std::string reason;      // why not, when dir is empty
-  std::string version;     // QEMU's version, when it started with the stubs ("10.0.2")
-  bool pmem_stub = false;  // QEMU loaded the libpmem stub (so its backends have pmem=)
+  std::string dir;            // the stubs' directory QEMU is started with; empty: its own libraries
+  std::string reason;         // why not, when dir is empty
+  std::string version;        // QEMU's version, when it started with the stubs ("10.0.2")
+  bool pmem_stub = false;     // QEMU loaded the libpmem stub (so its backends have pmem=)
+  bool unused_stubs = false;  // QEMU starts with dir/unused too
+  std::string unused_reason;  // why not, when !unused_stubs (and dir is set)
 };
 
 // Where the stubs are built: qemu-lean/ beside this executable.
@@ -41,11 +52,14 @@ std::string lean_qemu_default_dir();
 Result<std::string> check_lean_dir(const std::string& dir);
 
 // Starts `binary --version` with the stubs in dir: a QEMU that imports a symbol they lack, or
-// links other sonames, fails to start or does not load them; either way dir is not used.
+// links other sonames, fails to start or does not load them; either way dir is not used. With
+// dir/unused first when that directory exists; when QEMU does not start with it, or maps none of
+// its libraries, without it (the reason in unused_reason).
 LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir);
 
 // The environment QEMU gets for dir (empty map for an empty dir): the stubs' directory first in
-// LD_LIBRARY_PATH and, when dir holds it, the shim first in LD_PRELOAD.
-std::map<std::string, std::string> lean_qemu_env(const std::string& dir);
+// LD_LIBRARY_PATH (with unused_stubs, dir/unused before it) and, when dir holds it, the shim
+// first in LD_PRELOAD.
+std::map<std::string, std::string> lean_qemu_env(const std::string& dir, bool unused_stubs = false);
 
 }  // namespace forkd::vmm

@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <sstream>
 
 #include "base/files.h"
 #include "base/scoped_env.h"
@@ -350,6 +351,76 @@ TEST(LeanQemu, PmemStubSkipsTheSyncOnlyWhereForkdAsked) {
   EXPECT_TRUE(WIFSIGNALED(copied) && WTERMSIG(copied) == SIGABRT) << copied;
 }
 
+// The second set (src/vmm/lean/unused_libs.txt): every library listed is built and exports every
+// symbol with the version QEMU binds to; a call stops the process with the symbol's name, but for
+// gnutls's start-up and its random bytes, which fill the buffer from the kernel.
+TEST(LeanQemu, UnusedStubsExportWhatQemuImportsAndStopOnACall) {
+  const std::string dir = lean_qemu_default_dir() + "/" + kUnusedStubsDirName;
+  auto list = read_file(std::string(FORKD_SOURCE_DIR) + "/src/vmm/lean/unused_libs.txt", 1 << 20);
+  ASSERT_TRUE(list) << list.error().message();
+  size_t libs = 0, symbols = 0;
+  std::istringstream lines(*list);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("lib", 0) != 0) continue;
+    std::istringstream words(line);
+    std::string soname, version, sym;
+    words >> soname >> version;
+    void* h = ::dlopen((dir + "/" + soname).c_str(), RTLD_NOW | RTLD_LOCAL);
+    ASSERT_NE(h, nullptr) << ::dlerror();
+    ++libs;
+    while (words >> sym) {
+      if (sym[0] == '+') sym.erase(0, 1);
+      void* f =
+          version == "-" ? ::dlsym(h, sym.c_str()) : ::dlvsym(h, sym.c_str(), version.c_str());
+      EXPECT_NE(f, nullptr) << soname << " " << sym << "@" << version;
+      ++symbols;
+    }
+    ::dlclose(h);
+  }
+  EXPECT_GE(libs, 10u);
+  EXPECT_GE(symbols, 200u);
+
+  void* tls = ::dlopen((dir + "/libgnutls.so.30").c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(tls, nullptr) << ::dlerror();
+  using InitFn = int (*)();
+  using RndFn = int (*)(int, void*, size_t);
+  auto init = reinterpret_cast<InitFn>(::dlvsym(tls, "gnutls_global_init", "GNUTLS_3_4"));
+  auto rnd = reinterpret_cast<RndFn>(::dlvsym(tls, "gnutls_rnd", "GNUTLS_3_4"));
+  ASSERT_NE(init, nullptr);
+  ASSERT_NE(rnd, nullptr);
+  EXPECT_EQ(init(), 0);
+  unsigned char a[4096] = {}, b[4096] = {};
+  ASSERT_EQ(rnd(1, a, sizeof a), 0);
+  ASSERT_EQ(rnd(1, b, sizeof b), 0);
+  EXPECT_NE(std::memcmp(a, b, sizeof a), 0);
+  size_t zeros = 0;
+  for (unsigned char c : a) zeros += c == 0;
+  EXPECT_LT(zeros, 64u) << "about 16 of 4096 random bytes are zero";
+  ::dlclose(tls);
+
+  // Any other symbol: the process stops, saying which one QEMU called.
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(pipe_fds[1], STDERR_FILENO);
+    void* h = ::dlopen((dir + "/libgnutls.so.30").c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (h == nullptr) ::_exit(3);
+    using ByeFn = int (*)(void*, int);
+    reinterpret_cast<ByeFn>(::dlvsym(h, "gnutls_bye", "GNUTLS_3_4"))(nullptr, 0);
+    ::_exit(0);
+  }
+  ::close(pipe_fds[1]);
+  std::string said;
+  char buf[256];
+  for (ssize_t n; (n = ::read(pipe_fds[0], buf, sizeof buf)) > 0;) said.append(buf, n);
+  ::close(pipe_fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT) << status;
+  EXPECT_NE(said.find("QEMU called gnutls_bye"), std::string::npos) << said;
+}
+
 // With this host's QEMU: it starts with the stubs and the shim and reports the same version; a
 // broken stub or shim, or a directory without stubs, is not used, with the reason.
 TEST(LeanQemu, ProbeStartsTheRealQemu) {
@@ -361,6 +432,34 @@ TEST(LeanQemu, ProbeStartsTheRealQemu) {
   EXPECT_FALSE(lean.dir.empty()) << lean.reason;
   EXPECT_EQ(lean.version, probe_qemu_version(qemu));
   EXPECT_TRUE(lean.pmem_stub) << "Debian's QEMU links libpmem";
+  // unused_libs.txt was made from the QEMU install-deps installs.
+  if (lean.version == "10.0.2") {
+    EXPECT_TRUE(lean.unused_stubs) << lean.unused_reason;
+  }
+  if (lean.unused_stubs) {
+    EXPECT_NE(
+        lean_qemu_env(lean.dir, true)["LD_LIBRARY_PATH"].find(lean.dir + "/unused:" + lean.dir),
+        std::string::npos);
+  }
+
+  // A second set that QEMU cannot start with (a symbol missing) leaves the first in use.
+  auto copy = TempDir::create("lean-probe-unused");
+  ASSERT_TRUE(copy);
+  std::error_code ec;
+  std::filesystem::copy(
+      lean_qemu_default_dir(), copy->path(),
+      std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  const std::string tls = copy->path() + "/" + kUnusedStubsDirName + "/libgnutls.so.30";
+  ASSERT_EQ(::unlink(tls.c_str()), 0);
+  auto capstone = read_file(lean_qemu_default_dir() + "/libcapstone.so.4");
+  ASSERT_TRUE(capstone);
+  ASSERT_TRUE(write_file_atomic(tls, *capstone, 0644));  // a library, but not gnutls
+  auto fallback = probe_lean_qemu(qemu, copy->path());
+  EXPECT_FALSE(fallback.dir.empty()) << fallback.reason;
+  EXPECT_FALSE(fallback.unused_stubs);
+  EXPECT_NE(fallback.unused_reason.find("does not start"), std::string::npos)
+      << fallback.unused_reason;
 
   auto d = TempDir::create("lean-probe");
   ASSERT_TRUE(d);

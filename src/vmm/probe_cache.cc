@@ -10,6 +10,7 @@
 #include "base/files.h"
 #include "base/paths.h"
 #include "base/subprocess.h"
+#include "vmm/lean_qemu.h"
 
 namespace forkd::vmm {
 
@@ -17,7 +18,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr int kSchema = 1;
+constexpr int kSchema = 2;
 constexpr size_t kMaxCacheBytes = 64 * 1024;
 
 // One line per file: path, device, inode, size, mode, owner, modification and change times (ns).
@@ -74,9 +75,12 @@ std::string qemu_probe_key(const std::string& binary, const std::string& lean_di
     up = slash == 0 ? "/" : up.substr(0, slash);
     key += owner_and_mode(up);
   }
-  std::vector<std::string> names = list_dir_names(lean_dir);
-  std::sort(names.begin(), names.end());
-  for (const std::string& n : names) key += identity(lean_dir + "/" + n);
+  // Its files, and those of the second set's directory in it.
+  for (const std::string& dir : {lean_dir, lean_dir + "/" + kUnusedStubsDirName}) {
+    std::vector<std::string> names = list_dir_names(dir);
+    std::sort(names.begin(), names.end());
+    for (const std::string& n : names) key += identity(dir + "/" + n);
+  }
   key += env_line("LD_LIBRARY_PATH") + env_line("LD_PRELOAD") + env_line("PATH");
   return key;
 }
@@ -94,9 +98,11 @@ std::optional<QemuProbe> load_qemu_probe(const std::string& file, const std::str
   };
   auto k = str("key"), dir = str("lean_dir"), reason = str("lean_reason"),
        lean_version = str("lean_version"), version = str("qemu_version");
-  auto pmem = j.find("pmem_stub");
+  auto unused_reason = str("unused_reason");
+  auto pmem = j.find("pmem_stub"), unused = j.find("unused_stubs");
   if (!k || *k != key || !dir || !reason || !lean_version || !version || pmem == j.end() ||
-      !pmem->is_boolean() || version->empty()) {
+      !pmem->is_boolean() || unused == j.end() || !unused->is_boolean() || !unused_reason ||
+      version->empty()) {
     return std::nullopt;
   }
   QemuProbe p;
@@ -104,6 +110,8 @@ std::optional<QemuProbe> load_qemu_probe(const std::string& file, const std::str
   p.lean.reason = *reason;
   p.lean.version = *lean_version;
   p.lean.pmem_stub = pmem->get<bool>();
+  p.lean.unused_stubs = unused->get<bool>();
+  p.lean.unused_reason = *unused_reason;
   p.qemu_version = *version;
   return p;
 }
@@ -115,6 +123,8 @@ void store_qemu_probe(const std::string& file, const std::string& key, const Qem
             {"lean_reason", p.lean.reason},
             {"lean_version", p.lean.version},
             {"pmem_stub", p.lean.pmem_stub},
+            {"unused_stubs", p.lean.unused_stubs},
+            {"unused_reason", p.lean.unused_reason},
             {"qemu_version", p.qemu_version}};
   std::string text = j.dump(2) + "\n";
   if (text.size() > kMaxCacheBytes) return;

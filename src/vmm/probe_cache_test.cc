@@ -31,6 +31,7 @@ class ProbeCache : public ::testing::Test {
     p.lean.dir = "/some/lean";
     p.lean.version = "10.0.2";
     p.lean.pmem_stub = true;
+    p.lean.unused_reason = "why not";
     p.qemu_version = "10.0.2";
     return p;
   }
@@ -53,6 +54,8 @@ TEST_F(ProbeCache, AnswerComesBackForTheSameFilesOnly) {
   EXPECT_EQ(got->lean.dir, "/some/lean");
   EXPECT_EQ(got->lean.version, "10.0.2");
   EXPECT_TRUE(got->lean.pmem_stub);
+  EXPECT_FALSE(got->lean.unused_stubs);
+  EXPECT_EQ(got->lean.unused_reason, "why not");
   EXPECT_EQ(got->qemu_version, "10.0.2");
 
   // A QEMU reinstalled in place (a new file renamed over it, as dpkg does) has another key.
@@ -63,6 +66,14 @@ TEST_F(ProbeCache, AnswerComesBackForTheSameFilesOnly) {
   // So does a rebuilt or added stub.
   ASSERT_TRUE(write_file_atomic(lean_ + "/libcapstone.so.4", "stub", 0755));
   EXPECT_NE(qemu_probe_key(bin_, lean_), after_qemu);
+  // Or one in the second set's directory.
+  const std::string before_unused = qemu_probe_key(bin_, lean_);
+  ASSERT_EQ(::mkdir((lean_ + "/unused").c_str(), 0755), 0);
+  ASSERT_TRUE(write_file_atomic(lean_ + "/unused/libgnutls.so.30", "stub", 0755));
+  const std::string with_unused = qemu_probe_key(bin_, lean_);
+  EXPECT_NE(with_unused, before_unused);
+  ASSERT_TRUE(write_file_atomic(lean_ + "/unused/libgnutls.so.30", "stub 2", 0755));
+  EXPECT_NE(qemu_probe_key(bin_, lean_), with_unused);
   // And the modes of the directories above the stubs (the probe checks them).
   const std::string before_mode = qemu_probe_key(bin_, lean_);
   ASSERT_EQ(::chmod(path().c_str(), 0775), 0);

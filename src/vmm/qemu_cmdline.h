@@ -139,8 +139,9 @@ struct VmConfig {
   // (vmm/code_pages.h); -1: none. collapse_code_pages wins over it.
   int code_window = -1;
   // Process option, not an argument: QEMU's loader looks here first (vmm/lean_qemu.h's stubs);
-  // empty: QEMU loads its own libraries.
+  // empty: QEMU loads its own libraries. With library_unused, library_dir/unused before it.
   std::string library_dir;
+  bool library_unused = false;
   // Process options, not arguments: run QEMU as this identity (see vmm/jail.h) inside the cgroups
   // whose cgroup.procs files are listed (both empty: as the caller, in the caller's cgroups).
   std::optional<JailIdentity> jail;
