@@ -31,6 +31,8 @@ UNUSED = {
     "libfuse3.so.3": "FUSE block exports",
     "libnuma.so.1": "host NUMA policies of memory backends",
     "libudev.so.1": "host device discovery (forkd hands QEMU no host devices)",
+    "libgio-2.0.so.0": "D-Bus: dbus-vmstate objects and the D-Bus display",
+    "libgobject-2.0.so.0": "GObject casts for those D-Bus parts",
 }
 # Defined by hand in src/vmm/lean/unused_answers.c (QEMU calls them in every run).
 ANSWERED = {"gnutls_global_init", "gnutls_rnd"}
