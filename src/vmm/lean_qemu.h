@@ -17,10 +17,10 @@
 // whose features forkd never configures: TLS and its crypto (gnutls, nettle, hogweed, gmp), VNC's
 // encodings and SASL, RDMA, VDE, eBPF, FUSE, NUMA policies, udev, D-Bus (gio). Their loading,
 // relocation and start-up code cost every QEMU 10-25 ms of CPU here, and their relocated data is
-// private to each (0.4 MiB per child). Each symbol stops QEMU with a message naming it, but for QEMU's crypto start-up and its
-// random bytes (the guest's RDRAND under TCG), which get the kernel's RNG. A QEMU that imports
-// a symbol the set lacks does not start with it; the probe then tries the first set alone.
-// FORKD_LEAN_QEMU=0 loads the real libraries and no shim.
+// private to each (0.4 MiB per child). Each symbol stops QEMU with a message naming it, but for
+// QEMU's crypto start-up and its random bytes (the guest's RDRAND under TCG), which get the
+// kernel's RNG. A QEMU that imports a symbol the set lacks does not start with it; the probe then
+// tries the first set alone. FORKD_LEAN_QEMU=0 loads the real libraries and no shim.
 #include <map>
 #include <string>
 
