@@ -19,6 +19,8 @@ namespace {
 // The stubs (src/vmm/lean), by the sonames Debian's QEMU links.
 constexpr const char* kCapstoneStub = "libcapstone.so.4";
 constexpr const char* kPmemStub = "libpmem.so.1";
+// In the second set's directory: the QEMU version its list was made from (unused_stubs.cmake).
+constexpr const char* kUnusedStubsForFile = "for-qemu";
 // Preloaded, not found by soname (src/vmm/lean/qemu_shim.c).
 constexpr const char* kQemuShim = "libforkd-qemu-shim.so";
 
@@ -148,8 +150,20 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
     why_not = "not usable: " + ok.error().message();
   } else {
     LeanQemuProbe both = probe_once(binary, *checked, true);
-    if (!both.dir.empty()) return both;
-    why_not = both.reason;
+    // Made from one QEMU's imports (src/vmm/lean/unused_libs.txt): another version may call a
+    // stub at start where this one did not.
+    std::string made_for = read_file(unused_dir + "/" + kUnusedStubsForFile, 64).value_or("");
+    while (!made_for.empty() && (made_for.back() == '\n' || made_for.back() == ' ')) {
+      made_for.pop_back();
+    }
+    if (both.dir.empty()) {
+      why_not = both.reason;
+    } else if (made_for != both.version) {
+      why_not = "they were made for QEMU " + (made_for.empty() ? "(unknown)" : made_for) +
+                ", this one is " + both.version;
+    } else {
+      return both;
+    }
   }
   LeanQemuProbe p = probe_once(binary, *checked, false);
   p.unused_reason = why_not;

@@ -53,8 +53,9 @@ Result<std::string> check_lean_dir(const std::string& dir);
 
 // Starts `binary --version` with the stubs in dir: a QEMU that imports a symbol they lack, or
 // links other sonames, fails to start or does not load them; either way dir is not used. With
-// dir/unused first when that directory exists; when QEMU does not start with it, or maps none of
-// its libraries, without it (the reason in unused_reason).
+// dir/unused first when that directory exists; when QEMU does not start with it, maps none of
+// its libraries, or is another version than the one its list was made from (dir/unused/for-qemu),
+// without it (the reason in unused_reason).
 LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir);
 
 // The environment QEMU gets for dir (empty map for an empty dir): the stubs' directory first in

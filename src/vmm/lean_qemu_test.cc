@@ -461,6 +461,25 @@ TEST(LeanQemu, ProbeStartsTheRealQemu) {
   EXPECT_NE(fallback.unused_reason.find("does not start"), std::string::npos)
       << fallback.unused_reason;
 
+  // A set made for another QEMU version is not used either, even where QEMU starts with it.
+  if (lean.unused_stubs) {
+    auto other = TempDir::create("lean-probe-version");
+    ASSERT_TRUE(other);
+    std::filesystem::copy(
+        lean_qemu_default_dir(), other->path(),
+        std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks,
+        ec);
+    ASSERT_FALSE(ec) << ec.message();
+    const std::string for_file = other->path() + "/" + kUnusedStubsDirName + "/for-qemu";
+    ASSERT_TRUE(write_file_atomic(for_file, "9.2.0\n", 0644));
+    auto mismatch = probe_lean_qemu(qemu, other->path());
+    EXPECT_FALSE(mismatch.dir.empty()) << mismatch.reason;
+    EXPECT_FALSE(mismatch.unused_stubs);
+    EXPECT_NE(mismatch.unused_reason.find("made for QEMU 9.2.0, this one is " + lean.version),
+              std::string::npos)
+        << mismatch.unused_reason;
+  }
+
   auto d = TempDir::create("lean-probe");
   ASSERT_TRUE(d);
   auto none = probe_lean_qemu(qemu, d->path());

@@ -1,9 +1,15 @@
 # One stub library per soname of src/vmm/lean/unused_libs.txt, built into qemu-lean/unused: every
 # symbol QEMU imports from it stops QEMU with a message (unused_stub.h), but for those marked +,
 # which unused_answers.c defines. Each has the symbol versions QEMU binds to. Defines
-# FORKD_UNUSED_STUBS, the targets.
+# FORKD_UNUSED_STUBS, the targets. The QEMU version the list was made from goes into the
+# directory's file for-qemu: the probe uses the set with that version only.
 set(_unused_list ${CMAKE_CURRENT_LIST_DIR}/unused_libs.txt)
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${_unused_list})
+file(STRINGS ${_unused_list} _unused_from REGEX "^# From: QEMU emulator version [0-9.]+")
+if(NOT _unused_from MATCHES "version ([0-9]+\\.[0-9]+\\.[0-9]+)")
+  message(FATAL_ERROR "unused_libs.txt: no '# From: QEMU emulator version X.Y.Z' line")
+endif()
+file(CONFIGURE OUTPUT ${CMAKE_BINARY_DIR}/qemu-lean/unused/for-qemu CONTENT "${CMAKE_MATCH_1}\n")
 file(STRINGS ${_unused_list} _unused_lines REGEX "^lib")
 set(_unused_sonames)
 foreach(_line IN LISTS _unused_lines)
