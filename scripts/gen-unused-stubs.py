@@ -8,7 +8,8 @@ commit the result:
 
     python3 scripts/gen-unused-stubs.py [QEMU_BINARY] > src/vmm/lean/unused_libs.txt
 
-A QEMU that imports a symbol the file lacks does not start with the stubs; forkd then starts it
+The build records the QEMU version of the file's "From:" line, and forkd uses the stubs only
+with that version; with another, or a QEMU that imports a symbol the file lacks, it starts QEMU
 with its own libraries (the probe in vmm/lean_qemu.cc), so a stale file costs speed, not function.
 """
 import re
@@ -34,7 +35,7 @@ UNUSED = {
     "libgio-2.0.so.0": "D-Bus: dbus-vmstate objects and the D-Bus display",
     "libgobject-2.0.so.0": "GObject casts for those D-Bus parts",
 }
-# Defined by hand in src/vmm/lean/unused_answers.c (QEMU calls them in every run).
+# Defined by hand in src/vmm/lean/unused_answers.c (QEMU calls them in normal use).
 ANSWERED = {"gnutls_global_init", "gnutls_rnd"}
 
 

@@ -1,6 +1,5 @@
-// The few calls into an unused library (src/vmm/lean/unused_libs.txt) that QEMU makes whatever
-// it is asked to do, answered here; every other symbol of the stubs stops QEMU with a message
-// (unused_stub.h).
+// The calls into an unused library (src/vmm/lean/unused_libs.txt) that QEMU makes in normal use,
+// answered here; every other symbol of the stubs stops QEMU with a message (unused_stub.h).
 #include <errno.h>
 #include <stddef.h>
 #include <sys/random.h>
