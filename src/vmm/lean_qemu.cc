@@ -133,6 +133,15 @@ LeanQemuProbe probe_once(const std::string& binary, const std::string& abs, bool
   return p;
 }
 
+// The QEMU version the second set's list was made from (src/vmm/lean/unused_libs.txt), as the
+// build wrote it into the set's directory; empty when unreadable. Another version may call a
+// stub at start where that one did not.
+std::string unused_stubs_made_for(const std::string& unused_dir) {
+  std::string v = read_file(unused_dir + "/" + kUnusedStubsForFile, 64).value_or("");
+  while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+  return v;
+}
+
 }  // namespace
 
 LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir) {
@@ -150,15 +159,9 @@ LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir)
     why_not = "not usable: " + ok.error().message();
   } else {
     LeanQemuProbe both = probe_once(binary, *checked, true);
-    // Made from one QEMU's imports (src/vmm/lean/unused_libs.txt): another version may call a
-    // stub at start where this one did not.
-    std::string made_for = read_file(unused_dir + "/" + kUnusedStubsForFile, 64).value_or("");
-    while (!made_for.empty() && (made_for.back() == '\n' || made_for.back() == ' ')) {
-      made_for.pop_back();
-    }
     if (both.dir.empty()) {
       why_not = both.reason;
-    } else if (made_for != both.version) {
+    } else if (std::string made_for = unused_stubs_made_for(unused_dir); made_for != both.version) {
       why_not = "they were made for QEMU " + (made_for.empty() ? "(unknown)" : made_for) +
                 ", this one is " + both.version;
     } else {
