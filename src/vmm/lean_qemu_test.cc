@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <sstream>
 
 #include "base/files.h"
@@ -442,14 +443,22 @@ TEST(LeanQemu, ProbeStartsTheRealQemu) {
         std::string::npos);
   }
 
+  // A copy of the built stubs' directory, to break one part of.
+  auto copy_of_lean_dir = [](const char* name) -> std::optional<TempDir> {
+    auto d = TempDir::create(name);
+    if (!d) return std::nullopt;
+    std::error_code ec;
+    std::filesystem::copy(
+        lean_qemu_default_dir(), d->path(),
+        std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks,
+        ec);
+    if (ec) return std::nullopt;
+    return std::move(*d);
+  };
+
   // A second set that QEMU cannot start with (a symbol missing) leaves the first in use.
-  auto copy = TempDir::create("lean-probe-unused");
+  auto copy = copy_of_lean_dir("lean-probe-unused");
   ASSERT_TRUE(copy);
-  std::error_code ec;
-  std::filesystem::copy(
-      lean_qemu_default_dir(), copy->path(),
-      std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks, ec);
-  ASSERT_FALSE(ec) << ec.message();
   const std::string tls = copy->path() + "/" + kUnusedStubsDirName + "/libgnutls.so.30";
   ASSERT_EQ(::unlink(tls.c_str()), 0);
   auto capstone = read_file(lean_qemu_default_dir() + "/libcapstone.so.4");
@@ -463,13 +472,8 @@ TEST(LeanQemu, ProbeStartsTheRealQemu) {
 
   // A set made for another QEMU version is not used either, even where QEMU starts with it.
   if (lean.unused_stubs) {
-    auto other = TempDir::create("lean-probe-version");
+    auto other = copy_of_lean_dir("lean-probe-version");
     ASSERT_TRUE(other);
-    std::filesystem::copy(
-        lean_qemu_default_dir(), other->path(),
-        std::filesystem::copy_options::recursive | std::filesystem::copy_options::copy_symlinks,
-        ec);
-    ASSERT_FALSE(ec) << ec.message();
     const std::string for_file = other->path() + "/" + kUnusedStubsDirName + "/for-qemu";
     ASSERT_TRUE(write_file_atomic(for_file, "9.2.0\n", 0644));
     auto mismatch = probe_lean_qemu(qemu, other->path());
