@@ -166,9 +166,44 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
   (void)src->take_events();  // only this migration's STOP/RESUME count
 
   SourceSide source(*src);
+  // The disk's next layer, made before the copy: at the paused instant only the snapshot's
+  // command is left to send. Removed again if that command was never sent (an armed one that
+  // is not fired never runs: QmpClient::disarm).
+  std::string next_layer;
+  bool snapshot_sent = false;
+  struct LayerCleanup {
+    const std::string& path;
+    const bool& sent;
+    ~LayerCleanup() {
+      if (!path.empty() && !sent) ::unlink(path.c_str());
+    }
+  } layer_cleanup{next_layer, snapshot_sent};
+  Json snapshot_args;
+  if (c.disk) {
+    // The source goes on writing to a new overlay above the frozen layer. A jailed source
+    // cannot create files in its run dir: the new layer is handed to the owner of its current
+    // one (its uid) first, and QEMU writes into that.
+    next_layer = req.source_dir + "/overlay-" + random_hex(4) + ".qcow2";
+    struct stat active {};
+    if (::stat(c.disk->active.c_str(), &active) == 0 && active.st_uid != ::geteuid()) {
+      if (auto g = vmm::give_file(next_layer, {active.st_uid, active.st_gid}); !g) {
+        return tl::unexpected(g.error().wrap("disk snapshot"));
+      }
+    }
+    snapshot_args = Json{{"device", "root"},
+                         {"snapshot-file", next_layer},
+                         {"format", "qcow2"},
+                         {"mode", "absolute-paths"}};
+  }
   auto give_up = [&](const Error& e) -> Status {
     source.ensure_running();
     return tl::unexpected(e);
+  };
+  // The first command the paused instant needs, armed ahead (QmpClient::arm: QEMU reads QMP a
+  // byte at a time, ~10 us each here): the disk's snapshot, or `cont`. Without it, sent whole.
+  auto arm_first = [&] {
+    (void)(c.disk && !snapshot_sent ? src->arm("blockdev-snapshot-sync", snapshot_args)
+                                    : src->arm("cont"));
   };
   if (c.mode == BranchMode::kFull) {
     if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
@@ -177,6 +212,7 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
   if (auto r = src->execute("migrate", Json{{"uri", uri}}); !r) {
     return give_up(r.error().wrap("migrate"));
   }
+  arm_first();
   bool raised = false;
   double completed_us = 0;
   for (;;) {
@@ -192,32 +228,23 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
         raised = true;
         (void)src->execute("migrate-set-parameters", Json{{"downtime-limit", 10000}});
         logger("branch")->info("event=converge_forced after_ms={:.0f}", ms_since(t_copy));
+        arm_first();
       }
       continue;
     }
     const Json* data = json::member(*ev, "data");
     std::string status = data ? json::string_or(*data, "status", "") : "";
     if (status == "pre-switchover") {
-      // Source stopped, device state not yet sent: freeze its disk at this instant; it goes on
-      // writing to a new overlay above the frozen layer.
-      std::string next = req.source_dir + "/overlay-" + random_hex(4) + ".qcow2";
-      // A jailed source cannot create files in its run dir: the new layer is handed to the
-      // owner of its current one (its uid) first, and QEMU writes into that.
-      struct stat active {};
-      if (::stat(c.disk->active.c_str(), &active) == 0 && active.st_uid != ::geteuid()) {
-        if (auto g = vmm::give_file(next, {active.st_uid, active.st_gid}); !g) {
-          return give_up(g.error().wrap("disk snapshot"));
-        }
-      }
-      auto snap = src->execute("blockdev-snapshot-sync", Json{{"device", "root"},
-                                                              {"snapshot-file", next},
-                                                              {"format", "qcow2"},
-                                                              {"mode", "absolute-paths"}});
+      // Source stopped, device state not yet sent: freeze its disk at this instant.
+      snapshot_sent = true;
+      auto snap =
+          src->armed() ? src->fire() : src->execute("blockdev-snapshot-sync", snapshot_args);
       if (!snap) return give_up(snap.error().wrap("disk snapshot"));
       res.frozen_disk = c.disk->active;
       if (auto r = src->execute("migrate-continue", Json{{"state", "pre-switchover"}}); !r) {
         return give_up(r.error().wrap("migrate-continue"));
       }
+      arm_first();
     } else if (status == "completed") {
       completed_us = event_time_us(*ev);
       break;
@@ -230,7 +257,7 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
   // The completed event can arrive a moment before QEMU's migration cleanup leaves the
   // finish-migrate state, and `cont` is refused until then: retry briefly.
   for (auto t_cont = Clock::now();;) {
-    auto r = src->execute("cont");
+    auto r = src->armed() ? src->fire() : src->execute("cont");
     if (r) break;
     bool not_final = r.error().message().find("not finalized") != std::string::npos;
     if (!not_final || Clock::now() - t_cont > std::chrono::seconds(5)) {

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
+#include <utility>
 
 #include "base/json_get.h"
 
@@ -191,19 +192,67 @@ Result<Json> QmpClient::execute(std::string_view command, const Json& arguments,
   return execute_with_fd(command, arguments, -1, timeout);
 }
 
-Result<Json> QmpClient::execute_with_fd(std::string_view command, const Json& arguments, int fd,
-                                        std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  const std::string id = std::to_string(next_id_++);
-  const std::string cmd(command);
-  Json req = {{"execute", cmd}, {"id", id}};
+std::string QmpClient::request_line(const std::string& command, const Json& arguments,
+                                    uint64_t id) const {
+  Json req = {{"execute", command}, {"id", id}};
   if (!arguments.is_null() && !(arguments.is_object() && arguments.empty())) {
     req["arguments"] = arguments;
   }
-  std::string line = req.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return req.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+Result<Json> QmpClient::execute_with_fd(std::string_view command, const Json& arguments, int fd,
+                                        std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  const std::string cmd(command);
+  if (armed_) {
+    if (auto d = disarm(); !d) return tl::unexpected(d.error().wrap(cmd));
+  }
+  const uint64_t id = next_id_++;
+  std::string line = request_line(cmd, arguments, id);
   line += '\n';
   if (auto s = send_line(line, fd, deadline); !s) return tl::unexpected(s.error().wrap(cmd));
+  return await_reply(cmd, id, deadline, timeout);
+}
 
+Status QmpClient::arm(std::string_view command, const Json& arguments) {
+  const std::string cmd(command);
+  if (armed_) FORKD_TRY(disarm());
+  const uint64_t id = next_id_++;
+  std::string line = request_line(cmd, arguments, id);
+  line.pop_back();  // the object's closing brace, sent by fire()
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  if (auto s = send_line(line, -1, deadline); !s) return tl::unexpected(s.error().wrap(cmd));
+  armed_ = Armed{cmd, id};
+  return {};
+}
+
+Result<Json> QmpClient::fire(std::chrono::milliseconds timeout) {
+  if (!armed_) return make_error(ErrorCode::kInternal, "qmp: fire with no command armed");
+  const Armed a = *std::exchange(armed_, std::nullopt);
+  const auto deadline = Clock::now() + timeout;
+  if (auto s = send_line("}\n", -1, deadline); !s) return tl::unexpected(s.error().wrap(a.command));
+  return await_reply(a.command, a.id, deadline, timeout);
+}
+
+Status QmpClient::disarm() {
+  if (!armed_) return {};
+  const Armed a = *std::exchange(armed_, std::nullopt);
+  const auto timeout = std::chrono::seconds(10);
+  const auto deadline = Clock::now() + timeout;
+  const std::string what = "disarm " + a.command;
+  if (auto s = send_line(",\"forkd-disarmed\":true}\n", -1, deadline); !s) {
+    return tl::unexpected(s.error().wrap(what));
+  }
+  auto r = await_reply(a.command, a.id, deadline, timeout);
+  if (r) return make_error(ErrorCode::kQemuFailed, what + ": QEMU ran it instead of rejecting it");
+  if (r.error().code() != ErrorCode::kQemuFailed) return tl::unexpected(r.error().wrap(what));
+  return {};  // rejected, as meant
+}
+
+Result<Json> QmpClient::await_reply(const std::string& cmd, uint64_t id_number,
+                                    Clock::time_point deadline, std::chrono::milliseconds timeout) {
+  const std::string id = std::to_string(id_number);
   // Bounded by the deadline; each iteration consumes one message.
   for (;;) {
     auto msg = read_message(deadline);

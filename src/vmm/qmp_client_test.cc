@@ -3,15 +3,21 @@
 #include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <thread>
 
 #include "base/files.h"
+#include "base/subprocess.h"
+#include "vmm/qemu_cmdline.h"
 
 namespace forkd::vmm {
 namespace {
@@ -308,6 +314,102 @@ TEST_F(QmpClientTest, ExecuteWithFdPassesDescriptor) {
   char buf[16] = {};
   ASSERT_EQ(::read(rd.get(), buf, sizeof(buf)), 7);
   EXPECT_STREQ(buf, "via-scm");
+}
+
+// The bytes that arrive on fd within wait, up to max (no line framing: an armed command has no
+// newline).
+std::string read_for(int fd, std::chrono::milliseconds wait, size_t max = 4096) {
+  std::string got;
+  const auto end = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || got.size() >= max) return got;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return got;
+    char buf[256];
+    ssize_t n = ::read(fd, buf, std::min(sizeof(buf), max - got.size()));
+    if (n <= 0) return got;
+    got.append(buf, static_cast<size_t>(n));
+  }
+}
+
+TEST_F(QmpClientTest, ArmSendsAllButTheClosingBraceAndFireSendsIt) {
+  FakeQmpServer server(dir(), [](int fd) {
+    greet_and_negotiate(fd);
+    std::string armed = read_for(fd, 200ms);
+    EXPECT_EQ(armed, R"({"execute":"cont","id":2)");  // ids are numbers, the brace held back
+    std::string fired = read_for(fd, 2000ms, 2);
+    EXPECT_EQ(fired, "}\n");
+    write_str(fd, R"({"return": {}, "id": 2})"
+                  "\r\n");
+    std::string next = read_for(fd, 200ms);
+    EXPECT_EQ(next, R"({"execute":"stop","id":3)");
+    const std::string disarm = ",\"forkd-disarmed\":true}\n";
+    EXPECT_EQ(read_for(fd, 2000ms, disarm.size()), disarm);
+    write_str(fd, R"({"id": 3, "error": {"class": "GenericError", "desc": "unexpected"}})"
+                  "\r\n");
+    read_line(fd);
+  });
+  auto client = QmpClient::connect(server.path(), 2s);
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->arm("cont"));
+  EXPECT_TRUE(client->armed());
+  std::this_thread::sleep_for(300ms);
+  auto r = client->fire();
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_FALSE(client->armed());
+  ASSERT_TRUE(client->arm("stop"));
+  std::this_thread::sleep_for(300ms);
+  auto d = client->disarm();
+  EXPECT_TRUE(d) << d.error().describe();
+  auto none = client->fire();
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code(), ErrorCode::kInternal);
+}
+
+// QEMU itself: an armed command stays unrun until fired, and one disarmed (here by the next
+// execute) never runs.
+TEST_F(QmpClientTest, RealQemuHoldsAnArmedCommandUntilFired) {
+  const std::string qemu = default_qemu_binary();
+  if (find_in_path(qemu).empty() && ::access(qemu.c_str(), X_OK) != 0) {
+    GTEST_SKIP() << qemu << " not installed";
+  }
+  const std::string sock = dir() + "/real.sock";
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string qmp = "unix:" + sock + ",server=on,wait=off";
+    ::execlp(qemu.c_str(), qemu.c_str(), "-M", "none", "-S", "-display", "none", "-nodefaults",
+             "-qmp", qmp.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reaper{pid};
+  auto client = QmpClient::connect(sock, 10s);
+  ASSERT_TRUE(client) << client.error().describe();
+  auto running = [&] {
+    auto st = client->execute("query-status");
+    EXPECT_TRUE(st) << st.error().describe();
+    return st && st->value("running", false);
+  };
+  ASSERT_TRUE(client->arm("cont"));
+  std::this_thread::sleep_for(200ms);  // QEMU has read the armed bytes by now
+  EXPECT_FALSE(running());             // disarmed by this execute: never ran
+  ASSERT_TRUE(client->arm("cont"));
+  std::this_thread::sleep_for(200ms);
+  auto fired = client->fire();
+  ASSERT_TRUE(fired) << fired.error().describe();
+  EXPECT_TRUE(running());
+  ASSERT_TRUE(client->arm("stop"));
+  auto d = client->disarm();
+  EXPECT_TRUE(d) << d.error().describe();
+  EXPECT_TRUE(running());
 }
 
 }  // namespace
