@@ -17,10 +17,12 @@
 #include <filesystem>
 #include <optional>
 #include <sstream>
+#include <vector>
 
 #include "base/files.h"
 #include "base/scoped_env.h"
 #include "base/subprocess.h"
+#include "base/unique_fd.h"
 #include "vmm/jail.h"
 #include "vmm/qemu_cmdline.h"
 
@@ -106,6 +108,24 @@ struct Shim {
   void* handle = nullptr;
   MadviseFn madvise = nullptr;
 };
+
+// Pages of the file at path in the page cache (mincore over a mapping of it).
+size_t cached_pages(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || st.st_size == 0) return 0;
+  const size_t len = static_cast<size_t>(st.st_size);
+  void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return 0;
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> vec((len + page - 1) / page);
+  size_t n = 0;
+  if (::mincore(p, len, vec.data()) == 0) {
+    for (unsigned char v : vec) n += v & 1;
+  }
+  ::munmap(p, len);
+  return n;
+}
 
 // The VmFlags line of this process's mapping that starts at addr; empty when there is none.
 std::string flags_of(uintptr_t addr) {
@@ -511,6 +531,48 @@ TEST(LeanQemu, ProbeStartsTheRealQemu) {
   auto unloaded = probe_lean_qemu(qemu, s->path());
   EXPECT_TRUE(unloaded.dir.empty());
   EXPECT_NE(unloaded.reason.find("did not preload"), std::string::npos) << unloaded.reason;
+}
+
+// The shim's posix_fadvise keeps a file's page cache where QEMU asks to drop it (a disk's
+// activation), and passes other advice on. Checked against libc's own first: on a file system
+// whose cache the advice cannot drop (tmpfs) there is nothing to show.
+TEST(LeanQemu, ShimKeepsThePageCacheQemuAsksToDrop) {
+  using FadviseFn = int (*)(int, off_t, off_t, int);
+  void* shim =
+      ::dlopen((lean_qemu_default_dir() + "/libforkd-qemu-shim.so").c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(shim, nullptr) << ::dlerror();
+  auto shim_fadvise = reinterpret_cast<FadviseFn>(::dlsym(shim, "posix_fadvise"));
+  auto shim_fadvise64 = reinterpret_cast<FadviseFn>(::dlsym(shim, "posix_fadvise64"));
+  ASSERT_NE(shim_fadvise, nullptr);
+  ASSERT_NE(shim_fadvise64, nullptr);
+  // Beside the build (a disk file system), not in /tmp, which may be tmpfs.
+  const std::string path =
+      lean_qemu_default_dir() + "/../fadvise-test-" + std::to_string(::getpid()) + ".bin";
+  ASSERT_TRUE(write_file_atomic(path, std::string(4 << 20, 'x')));
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  auto fill = [&] {
+    std::string buf(1 << 20, '\0');
+    for (off_t off = 0; ::pread(fd.get(), buf.data(), buf.size(), off) > 0; off += 1 << 20) {
+    }
+  };
+  fill();
+  const size_t all = cached_pages(path);
+  ASSERT_GT(all, 0u);
+  ASSERT_EQ(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+  if (cached_pages(path) == all) {
+    ::unlink(path.c_str());
+    ::dlclose(shim);
+    GTEST_SKIP() << "this file system keeps its cache against the advice anyway";
+  }
+  fill();
+  EXPECT_EQ(shim_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+  EXPECT_EQ(shim_fadvise64(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+  EXPECT_GE(cached_pages(path), all) << "the shim dropped the cache";
+  EXPECT_EQ(shim_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL), 0) << "other advice passes";
+  EXPECT_EQ(shim_fadvise(-1, 0, 0, POSIX_FADV_SEQUENTIAL), EBADF) << "and its errors come back";
+  ::unlink(path.c_str());
+  ::dlclose(shim);
 }
 
 }  // namespace
