@@ -11,7 +11,9 @@
 // (LD_PRELOAD, src/vmm/lean/qemu_shim.c) that answers two calls of QEMU's start-up itself: a
 // request for transparent huge pages on an area of at most 2 MiB (the ACPI tables' block) gets
 // the opposite advice, and libfdt's clearing of the already zero 1 MiB device-tree buffer is
-// skipped. 3 MiB less per child where THP is `madvise`, 1 MiB elsewhere. Asked to
+// skipped. 3 MiB less per child where THP is `madvise`, 1 MiB elsewhere. It also keeps the host
+// page cache of a disk's files when QEMU activates the disk (a tag's base image is shared by
+// all its children, and each restore dropped its cache for all of them). Asked to
 // (vmm/code_pages.h), it also leaves QEMU's huge-page advice on the TCG code buffer out.
 // A second set, in qemu-lean/unused (src/vmm/lean/unused_libs.txt), stands in for libraries
 // whose features forkd never configures: TLS and its crypto (gnutls, nettle, hogweed, gmp), VNC's
