@@ -97,6 +97,10 @@ class Sha256 {
 // fsync(2) of a file by path.
 Status fsync_path(const std::string& path);
 
+// Pages of the file at path in the page cache now (mincore over a read-only mapping of it); 0
+// for an empty or unreadable file.
+size_t page_cache_pages(const std::string& path);
+
 // Removes a directory tree on destruction unless release()d: the staging directory of a write
 // that must leave nothing behind when it fails.
 class TreeGuard {

@@ -109,24 +109,6 @@ struct Shim {
   MadviseFn madvise = nullptr;
 };
 
-// Pages of the file at path in the page cache (mincore over a mapping of it).
-size_t cached_pages(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  struct stat st {};
-  if (!fd || ::fstat(fd.get(), &st) != 0 || st.st_size == 0) return 0;
-  const size_t len = static_cast<size_t>(st.st_size);
-  void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd.get(), 0);
-  if (p == MAP_FAILED) return 0;
-  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> vec((len + page - 1) / page);
-  size_t n = 0;
-  if (::mincore(p, len, vec.data()) == 0) {
-    for (unsigned char v : vec) n += v & 1;
-  }
-  ::munmap(p, len);
-  return n;
-}
-
 // The VmFlags line of this process's mapping that starts at addr; empty when there is none.
 std::string flags_of(uintptr_t addr) {
   auto smaps = read_file("/proc/self/smaps");
@@ -549,6 +531,14 @@ TEST(LeanQemu, ShimKeepsThePageCacheQemuAsksToDrop) {
   const std::string path =
       lean_qemu_default_dir() + "/../fadvise-test-" + std::to_string(::getpid()) + ".bin";
   ASSERT_TRUE(write_file_atomic(path, std::string(4 << 20, 'x')));
+  struct Cleanup {  // on every way out, failed assertions included
+    std::string path;
+    void* shim;
+    ~Cleanup() {
+      ::unlink(path.c_str());
+      ::dlclose(shim);
+    }
+  } cleanup{path, shim};
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   ASSERT_TRUE(fd);
   auto fill = [&] {
@@ -557,22 +547,18 @@ TEST(LeanQemu, ShimKeepsThePageCacheQemuAsksToDrop) {
     }
   };
   fill();
-  const size_t all = cached_pages(path);
+  const size_t all = page_cache_pages(path);
   ASSERT_GT(all, 0u);
   ASSERT_EQ(::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
-  if (cached_pages(path) == all) {
-    ::unlink(path.c_str());
-    ::dlclose(shim);
+  if (page_cache_pages(path) == all) {
     GTEST_SKIP() << "this file system keeps its cache against the advice anyway";
   }
   fill();
   EXPECT_EQ(shim_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
   EXPECT_EQ(shim_fadvise64(fd.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
-  EXPECT_GE(cached_pages(path), all) << "the shim dropped the cache";
+  EXPECT_GE(page_cache_pages(path), all) << "the shim dropped the cache";
   EXPECT_EQ(shim_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL), 0) << "other advice passes";
   EXPECT_EQ(shim_fadvise(-1, 0, 0, POSIX_FADV_SEQUENTIAL), EBADF) << "and its errors come back";
-  ::unlink(path.c_str());
-  ::dlclose(shim);
 }
 
 }  // namespace

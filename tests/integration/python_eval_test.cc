@@ -1,8 +1,6 @@
 // eval in the warm Python worker of the python image (numpy imported before any request).
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -32,27 +30,12 @@ struct PythonEvalTraits {
 };
 class PythonEval : public SharedSandboxTest<PythonEvalTraits> {};
 
-// Pages of the file at path in the host's page cache; with fill, read whole first.
-size_t host_cached_pages(const std::string& path, bool fill = false) {
+// Reads the file at path whole (into the host's page cache).
+void read_whole(const std::string& path) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  struct stat st {};
-  if (!fd || ::fstat(fd.get(), &st) != 0 || st.st_size == 0) return 0;
-  if (fill) {
-    std::string buf(1 << 20, '\0');
-    for (off_t off = 0; ::pread(fd.get(), buf.data(), buf.size(), off) > 0; off += 1 << 20) {
-    }
+  std::string buf(1 << 20, '\0');
+  for (off_t off = 0; fd && ::pread(fd.get(), buf.data(), buf.size(), off) > 0; off += 1 << 20) {
   }
-  const size_t len = static_cast<size_t>(st.st_size);
-  void* p = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd.get(), 0);
-  if (p == MAP_FAILED) return 0;
-  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> vec((len + page - 1) / page);
-  size_t n = 0;
-  if (::mincore(p, len, vec.data()) == 0) {
-    for (unsigned char v : vec) n += v & 1;
-  }
-  ::munmap(p, len);
-  return n;
 }
 
 TEST_F(PythonEval, PingReportsNumpy) {
@@ -116,7 +99,8 @@ TEST_F(PythonEval, ForkedChildrenKeepTheWarmWorker) {
   // The tag's base image stays in the host's page cache through its children's restores: the
   // shim drops QEMU's advice to evict it when it activates their disks (vmm/lean/qemu_shim.c).
   const std::string base = store::SnapshotStore(config().home).dir("pywarm") + "/base.img";
-  const size_t cached = host_cached_pages(base, /*fill=*/true);
+  read_whole(base);
+  const size_t cached = page_cache_pages(base);
   ASSERT_GT(cached, 0u) << base;
   engine::ForkOptions fo;
   fo.tag = "pywarm";
@@ -124,7 +108,7 @@ TEST_F(PythonEval, ForkedChildrenKeepTheWarmWorker) {
   auto forked = engine::fork_children(config(), fo);
   ASSERT_TRUE(forked) << forked.error().describe();
   if (!vmm::host_jail().lean.dir.empty()) {
-    EXPECT_GE(host_cached_pages(base), cached * 99 / 100) << "a restore emptied the base's cache";
+    EXPECT_GE(page_cache_pages(base), cached * 99 / 100) << "a restore emptied the base's cache";
   }
   std::vector<std::unique_ptr<engine::Sandbox>> kids;
   for (const auto& c : forked->children) {
