@@ -63,14 +63,17 @@ std::string host_kernel_args(const vmm::VmConfig& vc) {
 }
 
 Status create_overlay(const std::string& base, const std::string& base_format,
-                      const std::string& overlay) {
+                      const std::string& overlay, int64_t size) {
   if (find_in_path("qemu-img").empty()) {
     return make_error(ErrorCode::kQemuMissing,
                       "qemu-img not found; install it with: apt-get install qemu-utils");
   }
-  auto r = run_capture(
-      {"qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b", base, overlay},
-      std::chrono::seconds(30));
+  std::vector<std::string> argv = {"qemu-img", "create",    "-q", "-f", "qcow2",
+                                   "-F",       base_format, "-b", base};
+  if (size > 0) argv.push_back("-u");
+  argv.push_back(overlay);
+  if (size > 0) argv.push_back(std::to_string(size));
+  auto r = run_capture(argv, std::chrono::seconds(30));
   if (!r) return tl::unexpected(r.error().wrap("qemu-img create"));
   if (r->exit_code != 0) {
     return make_error(ErrorCode::kQemuFailed, "qemu-img create " + overlay + ": " + r->output);

@@ -33,8 +33,10 @@ bool idle_quiet_tcg(const vmm::VmConfig& vc);
 std::string host_kernel_args(const vmm::VmConfig& vc);
 
 // A qcow2 overlay at overlay whose backing file (never written) is base in format base_format.
+// With size > 0 base is not opened (it may be in use, locked by a running QEMU): the overlay gets
+// that virtual size.
 Status create_overlay(const std::string& base, const std::string& base_format,
-                      const std::string& overlay);
+                      const std::string& overlay, int64_t size = 0);
 
 // "sb-" + 12 random hex digits.
 std::string new_sandbox_id();
