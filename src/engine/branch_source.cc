@@ -86,14 +86,6 @@ Result<std::string> chain_base(const std::string& image) {
 
 }  // namespace
 
-Status set_migration_caps(QmpClient& qmp, const std::vector<std::pair<std::string, bool>>& caps) {
-  Json list = Json::array();
-  for (const auto& [name, on] : caps) list.push_back({{"capability", name}, {"state", on}});
-  auto r = qmp.execute("migrate-set-capabilities", Json{{"capabilities", list}});
-  if (!r) return tl::unexpected(r.error());
-  return {};
-}
-
 Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
   auto r = qmp.execute("query-block");
   if (!r) return tl::unexpected(r.error());

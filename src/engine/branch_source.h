@@ -7,14 +7,12 @@
 
 #include "base/error.h"
 #include "engine/branch_migrate.h"
+#include "engine/migration.h"
 #include "vmm/qmp_client.h"
 
 namespace forkd::engine {
 
 inline constexpr int kBranchMultifdChannels = 2;  // a full branch's copy, one per core here
-
-Status set_migration_caps(vmm::QmpClient& qmp,
-                          const std::vector<std::pair<std::string, bool>>& caps);
 
 // The source's disk as QEMU has it now: active image file and virtual size.
 struct SourceDisk {

@@ -21,25 +21,9 @@ constexpr auto kMigrationTimeout = std::chrono::seconds(60);
 // branch of this VM may have left on (a file takes one channel, and nobody answers a pause before
 // the switch-over here).
 Status set_file_caps(vmm::QmpClient& qmp, bool ignore_shared) {
-  Json caps = {{"capabilities",
-                Json::array({{{"capability", "x-ignore-shared"}, {"state", ignore_shared}},
-                             {{"capability", "multifd"}, {"state", false}},
-                             {{"capability", "pause-before-switchover"}, {"state", false}}})}};
-  auto r = qmp.execute("migrate-set-capabilities", caps);
-  if (!r) return tl::unexpected(r.error());
-  return {};
-}
-
-// The capabilities of a load, into a QEMU started with -incoming defer: every capability is off
-// there, so only x-ignore-shared is sent, when asked. QEMU reads QMP a byte at a time (~10 us
-// each here, vmm::QmpClient::arm): this is half of set_file_caps' command, ~1 ms per restore.
-Status set_load_caps(vmm::QmpClient& qmp, bool ignore_shared) {
-  if (!ignore_shared) return {};
-  Json caps = {
-      {"capabilities", Json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}};
-  auto r = qmp.execute("migrate-set-capabilities", caps);
-  if (!r) return tl::unexpected(r.error());
-  return {};
+  return set_migration_caps(
+      qmp,
+      {{"x-ignore-shared", ignore_shared}, {"multifd", false}, {"pause-before-switchover", false}});
 }
 
 // Polls query-migrate until the migration completed or failed.
@@ -68,6 +52,15 @@ Status pass_fd(vmm::QmpClient& qmp, int fd, const std::string& name) {
 }
 
 }  // namespace
+
+Status set_migration_caps(vmm::QmpClient& qmp,
+                          const std::vector<std::pair<std::string, bool>>& caps) {
+  Json list = Json::array();
+  for (const auto& [name, on] : caps) list.push_back({{"capability", name}, {"state", on}});
+  auto r = qmp.execute("migrate-set-capabilities", Json{{"capabilities", list}});
+  if (!r) return tl::unexpected(r.error());
+  return {};
+}
 
 Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path,
                                      bool ignore_shared, bool sync) {
@@ -105,7 +98,9 @@ Result<SaveResult> save_device_state(const std::string& qmp_socket, const std::s
 
 Status load_device_state(vmm::QmpClient& qmp, const std::string& path, bool ignore_shared,
                          bool run) {
-  FORKD_TRY(set_load_caps(qmp, ignore_shared));
+  // Every capability is off in a QEMU started with -incoming defer: only x-ignore-shared is
+  // sent, when asked (QEMU reads QMP a byte at a time, ~10 us each here: vmm::QmpClient::arm).
+  if (ignore_shared) FORKD_TRY(set_migration_caps(qmp, {{"x-ignore-shared", true}}));
   auto fd = open_file(path, O_RDONLY);
   if (!fd) return tl::unexpected(fd.error());
   FORKD_TRY(pass_fd(qmp, fd->get(), "vmstate"));

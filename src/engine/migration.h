@@ -2,11 +2,17 @@
 // Device-state save and load over QMP, the heart of snapshot and fork. Guest RAM never goes
 // through the migration stream: it lives in a memory file that x-ignore-shared skips.
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "base/error.h"
 #include "vmm/qmp_client.h"
 
 namespace forkd::engine {
+
+// Sets these migration capabilities (name, on) in one migrate-set-capabilities.
+Status set_migration_caps(vmm::QmpClient& qmp,
+                          const std::vector<std::pair<std::string, bool>>& caps);
 
 struct SaveResult {
   double pause_ms = 0;    // from `stop` until the file was written and fsynced

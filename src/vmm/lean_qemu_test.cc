@@ -520,32 +520,23 @@ TEST(LeanQemu, ProbeStartsTheRealQemu) {
 // whose cache the advice cannot drop (tmpfs) there is nothing to show.
 TEST(LeanQemu, ShimKeepsThePageCacheQemuAsksToDrop) {
   using FadviseFn = int (*)(int, off_t, off_t, int);
-  void* shim =
-      ::dlopen((lean_qemu_default_dir() + "/libforkd-qemu-shim.so").c_str(), RTLD_NOW | RTLD_LOCAL);
-  ASSERT_NE(shim, nullptr) << ::dlerror();
-  auto shim_fadvise = reinterpret_cast<FadviseFn>(::dlsym(shim, "posix_fadvise"));
-  auto shim_fadvise64 = reinterpret_cast<FadviseFn>(::dlsym(shim, "posix_fadvise64"));
+  Shim shim;
+  ASSERT_NE(shim.handle, nullptr) << ::dlerror();
+  auto shim_fadvise = reinterpret_cast<FadviseFn>(::dlsym(shim.handle, "posix_fadvise"));
+  auto shim_fadvise64 = reinterpret_cast<FadviseFn>(::dlsym(shim.handle, "posix_fadvise64"));
   ASSERT_NE(shim_fadvise, nullptr);
   ASSERT_NE(shim_fadvise64, nullptr);
   // Beside the build (a disk file system), not in /tmp, which may be tmpfs.
   const std::string path =
       lean_qemu_default_dir() + "/../fadvise-test-" + std::to_string(::getpid()) + ".bin";
   ASSERT_TRUE(write_file_atomic(path, std::string(4 << 20, 'x')));
-  struct Cleanup {  // on every way out, failed assertions included
+  struct Remove {  // on every way out, failed assertions included
     std::string path;
-    void* shim;
-    ~Cleanup() {
-      ::unlink(path.c_str());
-      ::dlclose(shim);
-    }
-  } cleanup{path, shim};
+    ~Remove() { ::unlink(path.c_str()); }
+  } remove{path};
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   ASSERT_TRUE(fd);
-  auto fill = [&] {
-    std::string buf(1 << 20, '\0');
-    for (off_t off = 0; ::pread(fd.get(), buf.data(), buf.size(), off) > 0; off += 1 << 20) {
-    }
-  };
+  auto fill = [&] { ASSERT_TRUE(read_chunks(path, [](const char*, size_t) {})); };
   fill();
   const size_t all = page_cache_pages(path);
   ASSERT_GT(all, 0u);

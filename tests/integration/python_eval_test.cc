@@ -1,7 +1,5 @@
 // eval in the warm Python worker of the python image (numpy imported before any request).
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -11,7 +9,6 @@
 #include <vector>
 
 #include "base/files.h"
-#include "base/unique_fd.h"
 #include "engine/fork.h"
 #include "engine/gc.h"
 #include "engine/overlay_template.h"
@@ -29,14 +26,6 @@ struct PythonEvalTraits {
   static constexpr int kMemoryMib = 512;
 };
 class PythonEval : public SharedSandboxTest<PythonEvalTraits> {};
-
-// Reads the file at path whole (into the host's page cache).
-void read_whole(const std::string& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  std::string buf(1 << 20, '\0');
-  for (off_t off = 0; fd && ::pread(fd.get(), buf.data(), buf.size(), off) > 0; off += 1 << 20) {
-  }
-}
 
 TEST_F(PythonEval, PingReportsNumpy) {
   auto p = sb_->ping();
@@ -99,7 +88,7 @@ TEST_F(PythonEval, ForkedChildrenKeepTheWarmWorker) {
   // The tag's base image stays in the host's page cache through its children's restores: the
   // shim drops QEMU's advice to evict it when it activates their disks (vmm/lean/qemu_shim.c).
   const std::string base = store::SnapshotStore(config().home).dir("pywarm") + "/base.img";
-  read_whole(base);
+  ASSERT_TRUE(read_chunks(base, [](const char*, size_t) {}));  // into the page cache
   const size_t cached = page_cache_pages(base);
   ASSERT_GT(cached, 0u) << base;
   engine::ForkOptions fo;
