@@ -29,6 +29,9 @@ PKGS=(
 # distribution registry, on loopback only) and the benchmark charts (matplotlib brings scipy
 # and the boost headers: most of a fresh machine's download).
 TEST_PKGS=(docker-registry python3-matplotlib)
+# forkd's static QEMU build (scripts/build-qemu-static.sh; make test and make bench build it),
+# with meson 1.5+ and pycotap below.
+TEST_PKGS+=(libglib2.0-dev libseccomp-dev libfdt-dev zlib1g-dev ninja-build curl xz-utils)
 # The TypeScript SDK's tests and example need Node.js 20 or newer with npm. Debian 12's own
 # nodejs is 18: take it only when there is no node at all (a newer one, e.g. NodeSource's, is
 # kept; it bundles npm, which Debian's npm package would conflict with).
@@ -36,13 +39,17 @@ if ! command -v node >/dev/null; then
   TEST_PKGS+=(nodejs npm)
 fi
 kernel_only=0
+full=0
 case ${1:-} in
   --kernel)
     kernel_only=1
     PKGS=("${KERNEL_PKGS[@]}")
     ;;
   --demo) PKGS=("${KERNEL_PKGS[@]}" "${PKGS[@]}") ;;
-  "") PKGS=("${KERNEL_PKGS[@]}" "${PKGS[@]}" "${TEST_PKGS[@]}") ;;
+  "")
+    full=1
+    PKGS=("${KERNEL_PKGS[@]}" "${PKGS[@]}" "${TEST_PKGS[@]}")
+    ;;
   *)
     echo "usage: install-deps.sh [--kernel | --demo]" >&2
     exit 2
@@ -71,17 +78,20 @@ export DEBIAN_FRONTEND=noninteractive
 qemu_major_minor() {
   qemu-system-x86_64 --version 2>/dev/null | sed -n 's/.*version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p' | head -1
 }
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+add_backports_list() {
+  local list=/etc/apt/sources.list.d/forkd-backports.list
+  if [[ ! -f $list ]]; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$list" >/dev/null
+  fi
+}
 backports=0
 if ((!kernel_only)); then
   read -r qmaj qmin <<<"$(qemu_major_minor)"
   if [[ -z ${qmaj:-} ]] || ((qmaj < 8 || (qmaj == 8 && qmin < 2))); then
-    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     if [[ $codename == bookworm ]]; then
       backports=1
-      list=/etc/apt/sources.list.d/forkd-backports.list
-      if [[ ! -f $list ]]; then
-        echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee "$list" >/dev/null
-      fi
+      add_backports_list
       kept=()
       for p in "${missing[@]}"; do
         [[ $p == qemu-system-x86 ]] || kept+=("$p")
@@ -97,6 +107,21 @@ if ((!kernel_only)); then
         "unjailed (see forkd doctor)" >&2
     fi
   fi
+fi
+
+# The static QEMU build's configure needs meson 1.5 or newer and pycotap; Debian 12 has them in
+# bookworm-backports only (meson 1.0 in bookworm itself).
+if ((full)); then
+  from=
+  [[ $codename == bookworm ]] && from=/bookworm-backports
+  meson_version=$(meson --version 2>/dev/null || true)
+  if [[ -z $meson_version || $(printf '%s\n1.5.0\n' "$meson_version" | sort -V | head -1) != 1.5.0 ]]; then
+    missing+=("meson$from")
+  fi
+  if ! dpkg-query -W -f='${Status}' python3-pycotap 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("python3-pycotap$from")
+  fi
+  [[ -n $from && " ${missing[*]} " == *"$from "* ]] && add_backports_list
 fi
 
 # apt-get update, retried while another apt or dpkg holds the lists' lock (a fresh cloud machine's

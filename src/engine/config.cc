@@ -21,6 +21,7 @@ EngineConfig EngineConfig::from_env() {
   if (const char* t = std::getenv("FORKD_TB_SIZE_MIB"); t && *t) c.tb_size_mib = std::atoi(t);
   if (const char* k = std::getenv("FORKD_KSM"); k && *k) c.ksm = is_true_word(k);
   if (const char* l = std::getenv("FORKD_LEAN_QEMU"); l && *l) c.lean_qemu = is_true_word(l);
+  if (const char* q = std::getenv("FORKD_STATIC_QEMU"); q && *q) c.static_qemu = is_true_word(q);
   if (const char* h = std::getenv("FORKD_QEMU_HUGE_PAGES"); h && *h) {
     c.qemu_huge_pages = is_true_word(h);
   }

@@ -21,6 +21,9 @@ struct EngineConfig {
   // QEMU starts with forkd's stub libraries where they work (vmm/lean_qemu.h);
   // FORKD_LEAN_QEMU=0 loads the real libcapstone and libpmem, and no shim.
   bool lean_qemu = true;
+  // VMs that fit it run forkd's static QEMU build where it is built (vmm/static_qemu.h);
+  // FORKD_STATIC_QEMU=0 runs the installed QEMU for all. Only with lean_qemu.
+  bool static_qemu = true;
   // QEMU may use transparent huge pages where it asks for them (its TCG code buffer and its RAM
   // blocks; with the stubs, areas of at most 2 MiB get none, vmm/lean_qemu.h).
   // FORKD_QEMU_HUGE_PAGES=0 forbids them: the code buffer then grows in 4 KiB pages instead of

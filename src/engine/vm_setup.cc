@@ -32,6 +32,7 @@ Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string&
   if (cfg.lean_qemu) {
     vc.library_dir = vmm::host_jail().lean.dir;
     vc.library_unused = vmm::host_jail().lean.unused_stubs;
+    if (cfg.static_qemu) vc.static_qemu = vmm::host_jail().static_qemu.binary;
   }
   vc.huge_pages = cfg.qemu_huge_pages;
   vc.qmp_socket = dir + "/qmp.sock";

@@ -76,6 +76,11 @@ HostJail probe() {
   j.qemu_version = known->qemu_version;
   j.private_readonly_ram = version_at_least(j.qemu_version, 8, 2);
   j.tcg_ram_pad = needs_tcg_ram_pad(j.qemu_version);
+  if (const char* q = std::getenv("FORKD_QEMU"); q && *q) {
+    j.static_qemu.reason = std::string("FORKD_QEMU names the QEMU to run (") + q + ")";
+  } else {
+    j.static_qemu = find_static_qemu(static_qemu_default_dir(), j.qemu_version);
+  }
   const char* env = std::getenv("FORKD_JAIL");
   if (env && std::string(env) == "off") {
     j.reason = "turned off by FORKD_JAIL=off";

@@ -17,6 +17,7 @@
 #include "base/error.h"
 #include "vmm/cgroup.h"
 #include "vmm/lean_qemu.h"
+#include "vmm/static_qemu.h"
 
 namespace forkd::vmm {
 
@@ -47,6 +48,9 @@ struct HostJail {
   bool tcg_ram_pad = true;
   // Whether QEMU starts with forkd's stub libraries (vmm/lean_qemu.h), and why not.
   LeanQemuProbe lean;
+  // forkd's static QEMU build (vmm/static_qemu.h), and why not; none when FORKD_QEMU names the
+  // QEMU to run.
+  StaticQemu static_qemu;
 };
 
 // Probes once: root, the forkd-qemu user and group (created with useradd/groupadd when missing),

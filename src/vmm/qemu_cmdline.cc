@@ -7,6 +7,7 @@
 #include <string>
 
 #include "vmm/code_pages.h"
+#include "vmm/static_qemu.h"
 
 namespace forkd::vmm {
 
@@ -94,7 +95,7 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
     a.push_back(std::move(value));
   };
 
-  a.push_back(cfg.qemu_binary);
+  a.push_back(qemu_binary_for(cfg));
   // Keep QEMU from reading /etc/qemu/*.conf or adding default devices we do not control.
   a.push_back("-nodefaults");
   a.push_back("-no-user-config");

@@ -38,6 +38,8 @@ constexpr uint64_t kTcgRamPadBytes = 8192;
 
 struct VmConfig {
   std::string qemu_binary = default_qemu_binary();
+  // forkd's static build (vmm/static_qemu.h), run instead where the VM fits it; empty: never.
+  std::string static_qemu;
   std::string name;  // -name, for ps output
   MachineType machine = MachineType::kMicrovm;
   Accel accel = Accel::kTcg;

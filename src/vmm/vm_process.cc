@@ -21,6 +21,7 @@
 #include "base/subprocess.h"
 #include "vmm/lean_qemu.h"
 #include "vmm/qmp_client.h"
+#include "vmm/static_qemu.h"
 
 namespace forkd::vmm {
 
@@ -145,7 +146,7 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
     return make_error(ErrorCode::kInvalidArgument,
                       "launch qemu: config needs a pid file and a QMP socket");
   }
-  const std::string& bin = cfg.qemu_binary;
+  const std::string bin = qemu_binary_for(cfg);
   bool found = bin.find('/') != std::string::npos ? ::access(bin.c_str(), X_OK) == 0
                                                   : !find_in_path(bin).empty();
   if (!found) {

@@ -230,31 +230,67 @@ std::optional<SmallAreas> small_areas(pid_t pid) {
 // A child's QEMU maps forkd's stubs instead of libcapstone and libpmem (vmm/lean_qemu.h), and
 // none of what the real libpmem loads (libcrypto among them); FORKD_LEAN_QEMU=0 maps the real
 // ones. Either way the child works.
+// The version scripts/build-qemu-static.sh builds, from the source tree.
+std::string pinned_static_qemu_version() {
+  auto text = read_file(std::string(FORKD_SOURCE_DIR) + "/src/vmm/lean/qemu-static/source.txt");
+  if (!text) return "";
+  std::istringstream in(*text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("version ", 0) == 0) return line.substr(8);
+  }
+  return "";
+}
+
+// By default a child runs forkd's static QEMU build (make test builds it), which maps no
+// library and answers as the shim does; with FORKD_STATIC_QEMU=0 the installed QEMU with the
+// stubs and the shim; with FORKD_LEAN_QEMU=0 the installed QEMU with its own libraries. The
+// static build's child and the installed QEMU's child come from the same tag.
 TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
   const vmm::LeanQemuProbe& lean = vmm::host_jail().lean;
   ASSERT_FALSE(lean.dir.empty()) << "this host's QEMU should start with the stubs: " << lean.reason;
-  for (bool stubs : {true, false}) {
-    SCOPED_TRACE(stubs ? "stubs" : "FORKD_LEAN_QEMU=0");
+  const std::string pinned = pinned_static_qemu_version();
+  ASSERT_FALSE(pinned.empty());
+  const bool static_built = vmm::host_jail().qemu_version == pinned;
+  if (static_built) {
+    ASSERT_FALSE(vmm::host_jail().static_qemu.binary.empty())
+        << "make test builds it (scripts/build-qemu-static.sh): "
+        << vmm::host_jail().static_qemu.reason;
+  }
+  enum Setting { kStatic, kStubs, kOwnLibraries };
+  for (Setting setting : {kStatic, kStubs, kOwnLibraries}) {
+    if (setting == kStatic && !static_built) continue;  // the script skips another version
+    SCOPED_TRACE(setting == kStatic  ? "static build"
+                 : setting == kStubs ? "FORKD_STATIC_QEMU=0"
+                                     : "FORKD_LEAN_QEMU=0");
+    const bool stubs = setting == kStubs;
     engine::EngineConfig cfg = config();
-    cfg.lean_qemu = stubs;
+    cfg.lean_qemu = setting != kOwnLibraries;
+    cfg.static_qemu = setting == kStatic;
     auto kids = fork(1, "base", cfg);
     ASSERT_EQ(kids.size(), 1u);
     engine::Sandbox& sb = *kids[0];
-    auto maps = read_file("/proc/" + std::to_string(sb.qemu_pid()) + "/maps");
+    const std::string proc = "/proc/" + std::to_string(sb.qemu_pid());
+    std::error_code ec;
+    EXPECT_EQ(std::filesystem::read_symlink(proc + "/exe", ec).string() ==
+                  vmm::host_jail().static_qemu.binary,
+              setting == kStatic);
+    auto maps = read_file(proc + "/maps");
     ASSERT_TRUE(maps);
     auto mapped = [&](const std::string& what) { return maps->find(what) != std::string::npos; };
+    EXPECT_EQ(mapped("/libc.so"), setting != kStatic) << "the static build maps no library";
     EXPECT_EQ(mapped(lean.dir + "/libcapstone.so.4"), stubs);
     EXPECT_EQ(mapped(lean.dir + "/libpmem.so.1"), stubs);
-    EXPECT_TRUE(mapped("/libcapstone.so")) << "the real one or the stub";
-    EXPECT_EQ(mapped("/libcrypto.so"), !stubs) << "loaded by the real libpmem's libkmod";
-    // With the stubs, the preloaded shim turns QEMU's request for huge pages on its small areas
-    // (the ACPI tables' 2 MiB block) into "no huge pages" (VmFlags nh), and none of them holds
-    // one. QEMU itself never asks for nh.
+    EXPECT_EQ(mapped("/libcapstone.so"), setting != kStatic) << "the real one or the stub";
+    EXPECT_EQ(mapped("/libcrypto.so"), setting == kOwnLibraries)
+        << "loaded by the real libpmem's libkmod";
+    // The shim (preloaded with the stubs, linked into the static build) turns QEMU's request for
+    // huge pages on its small areas (the ACPI tables' 2 MiB block) into "no huge pages" (VmFlags
+    // nh), and none of them holds one. QEMU itself never asks for nh.
     EXPECT_EQ(mapped(lean.dir + "/libforkd-qemu-shim.so"), stubs);
     auto areas = small_areas(sb.qemu_pid());
     ASSERT_TRUE(areas);
-    EXPECT_EQ(areas->marked_no_huge > 0, stubs) << areas->marked_no_huge;
-    if (stubs) {
+    EXPECT_EQ(areas->marked_no_huge > 0, setting != kOwnLibraries) << areas->marked_no_huge;
+    if (setting != kOwnLibraries) {
       EXPECT_EQ(areas->huge_kib, 0) << "huge pages in areas of at most 2 MiB";
     }
     EXPECT_EQ(sh(sb, "cat /tmp/counter"), "41\n");

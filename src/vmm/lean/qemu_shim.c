@@ -34,6 +34,10 @@
 // advice is dropped; any other passes. (The option itself, drop-cache=off on every layer,
 // would make QEMU name the chain's nodes json:{...}, which a branch's frozen layer would then
 // carry as its backing name.)
+//
+// Built with FORKD_SHIM_WRAP, the same answers go into forkd's static QEMU build instead
+// (scripts/build-qemu-static.sh): it is linked with --wrap for each of these functions, so
+// QEMU's calls reach __wrap_NAME here and the real one is __real_NAME.
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -52,6 +56,12 @@ enum { kHugePageBytes = 2 << 20 };
 
 typedef int (*FdtCreateFn)(void*, int);
 
+#ifdef FORKD_SHIM_WRAP
+#define SHIM_ANSWER(name) __wrap_##name
+int __real_fdt_create(void* buf, int bufsize) __attribute__((weak));  // --wrap binds it
+static FdtCreateFn real_fdt_create(void) { return __real_fdt_create; }
+#else
+#define SHIM_ANSWER(name) name
 static FdtCreateFn real_fdt_create(void) {
   static FdtCreateFn cached;
   FdtCreateFn fn = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
@@ -64,6 +74,7 @@ static FdtCreateFn real_fdt_create(void) {
   if (fn != NULL) __atomic_store_n(&cached, fn, __ATOMIC_RELEASE);
   return fn;
 }
+#endif
 
 // One line of /proc/self/maps.
 struct Mapping {
@@ -175,7 +186,7 @@ static int huge_up_to_step(uintptr_t addr, size_t len, int k) {
   return 0;
 }
 
-int madvise(void* addr, size_t len, int advice) {
+int SHIM_ANSWER(madvise)(void* addr, size_t len, int advice) {
   if (advice == MADV_HUGEPAGE && len <= (size_t)kHugePageBytes) advice = MADV_NOHUGEPAGE;
   if (advice == MADV_HUGEPAGE) {
     const char* mode = getenv("FORKD_QEMU_CODE_THP");
@@ -224,7 +235,7 @@ static int small_header(FdtCreateFn real, unsigned char* head, int size) {
   return real(head, size);
 }
 
-int fdt_create(void* buf, int bufsize) {
+int SHIM_ANSWER(fdt_create)(void* buf, int bufsize) {
   FdtCreateFn real = real_fdt_create();
   if (real == NULL) return -13;  // -FDT_ERR_INTERNAL
   if (buf == NULL || bufsize < (64 << 10) || !known_zero(buf, (size_t)bufsize)) {
@@ -259,10 +270,10 @@ static int fadvise_call(int fd, off64_t offset, off64_t len, int advice) {
   return r < 0 ? errno : 0;  // the error number itself, as posix_fadvise returns it
 }
 
-int posix_fadvise64(int fd, off64_t offset, off64_t len, int advice) {
+int SHIM_ANSWER(posix_fadvise64)(int fd, off64_t offset, off64_t len, int advice) {
   return fadvise_call(fd, offset, len, advice);
 }
 
-int posix_fadvise(int fd, off_t offset, off_t len, int advice) {
+int SHIM_ANSWER(posix_fadvise)(int fd, off_t offset, off_t len, int advice) {
   return fadvise_call(fd, offset, len, advice);
 }
