@@ -12,7 +12,8 @@
 # when the installed QEMU is another version than the pinned source. About 5 minutes on 2 cores;
 # the log is BUILD/logs/qemu-static.log.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self=$(realpath "$0")
+cd "$(dirname "$self")/.."
 
 BUILD=${1:-build}
 JOBS=${JOBS:-$(nproc)}
@@ -49,7 +50,7 @@ configure_args=(--prefix=/usr --disable-relocatable --python=/usr/bin/python3
   --static --disable-docs --disable-tools --disable-guest-agent --disable-install-blobs)
 wraps=madvise,fdt_create,posix_fadvise,posix_fadvise64
 key=$({
-  cat "$here/source.txt" "$here/devices.mak" src/vmm/lean/qemu_shim.c "$0"
+  cat "$here/source.txt" "$here/devices.mak" src/vmm/lean/qemu_shim.c "$self"
   echo "${configure_args[*]} $wraps"
   dpkg-query -W libc6-dev libglib2.0-dev libpcre2-dev libseccomp-dev libfdt-dev zlib1g-dev gcc meson 2>/dev/null
 } | sha256sum | cut -c1-16)

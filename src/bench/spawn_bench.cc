@@ -16,6 +16,7 @@
 #include "engine/fork.h"
 #include "engine/pool.h"
 #include "engine/registry.h"
+#include "engine/vm_setup.h"
 #include "store/snapshot_store.h"
 #include "vmm/jail.h"
 #include "vmm/ksm.h"
@@ -303,6 +304,9 @@ Result<nlohmann::json> run_spawn_bench(const engine::EngineConfig& given,
       {"child_latency_includes_claim", true},
       {"single_child_ms", one.to_json()},
       {"jailed", jail_on},
+      {"qemu_version", vmm::host_jail().qemu_version},
+      // Children without a network ran forkd's static QEMU build (vmm/static_qemu.h).
+      {"qemu_static_build", !engine::static_qemu_binary(cfg).empty()},
       {"single_child_unjailed_ms", summarize(unjailed).to_json()},
       {"single_child_pooled_ms", summarize(pooled_single).to_json()},
       {"network", meta->network},
@@ -364,9 +368,10 @@ void print_spawn_bench(const nlohmann::json& r) {
   std::printf("  all ready after          %9.0f ms\n", r["wall_ms"].get<double>());
   std::printf("  per child p50 / p99      %9.1f / %.1f ms\n", ms(r["child_latency_ms"]),
               r["child_latency_ms"]["p99"].get<double>());
-  std::printf("  one child alone, p50      %9.1f ms (no pool%s, network %s)\n",
+  std::printf("  one child alone, p50      %9.1f ms (no pool%s, network %s%s)\n",
               ms(r["single_child_ms"]), r["jailed"].get<bool>() ? "; jailed, with limits" : "",
-              r["network"].get<std::string>().c_str());
+              r["network"].get<std::string>().c_str(),
+              r.value("qemu_static_build", false) ? "; forkd's static QEMU" : "");
   if (r.contains("single_child_pooled_ms") && r["single_child_pooled_ms"]["n"].get<size_t>() > 0) {
     std::printf("  one child from the pool   %9.1f ms p50 (max %.1f; a pool of one, %s)\n",
                 ms(r["single_child_pooled_ms"]), r["single_child_pooled_ms"]["max"].get<double>(),

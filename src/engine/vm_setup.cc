@@ -17,6 +17,12 @@ Status check_ksm(const EngineConfig& cfg) {
   return {};
 }
 
+std::string static_qemu_binary(const EngineConfig& cfg) {
+  const vmm::HostJail& j = vmm::host_jail();
+  if (!cfg.lean_qemu || !cfg.static_qemu || j.lean.dir.empty()) return {};
+  return j.static_qemu.binary;
+}
+
 Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string& id,
                                      const std::string& dir) {
   auto accel = vmm::choose_accel(cfg.accel);
@@ -32,7 +38,7 @@ Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string&
   if (cfg.lean_qemu) {
     vc.library_dir = vmm::host_jail().lean.dir;
     vc.library_unused = vmm::host_jail().lean.unused_stubs;
-    if (cfg.static_qemu) vc.static_qemu = vmm::host_jail().static_qemu.binary;
+    vc.static_qemu = static_qemu_binary(cfg);
   }
   vc.huge_pages = cfg.qemu_huge_pages;
   vc.qmp_socket = dir + "/qmp.sock";

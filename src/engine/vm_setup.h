@@ -12,6 +12,10 @@ namespace forkd::engine {
 // kernel cannot give it (vmm/ksm.h). Every VM's launch checks it; the daemon before it serves.
 Status check_ksm(const EngineConfig& cfg);
 
+// forkd's static QEMU build, which VMs that fit it run (vmm/static_qemu.h), or empty: only with
+// the stubs and shim in use (cfg.lean_qemu and a working qemu-lean) and FORKD_STATIC_QEMU not 0.
+std::string static_qemu_binary(const EngineConfig& cfg);
+
 // A VmConfig with the run-dir files (sockets, console, pid file), machine, accelerator and TCG
 // settings filled in; the caller adds kernel, memory and disk.
 Result<vmm::VmConfig> base_vm_config(const EngineConfig& cfg, const std::string& id,
