@@ -31,7 +31,8 @@ StaticQemu find_static_qemu(const std::string& dir, const std::string& qemu_vers
     s.reason = "built from QEMU " + (v.empty() ? std::string("(unknown)") : v) +
                ", but the installed QEMU is " +
                (qemu_version.empty() ? std::string("(not found)") : qemu_version) +
-               " (make qemu-static builds it again)";
+               " (make qemu-static builds the version src/vmm/lean/qemu-static/source.txt pins, "
+               "when the installed QEMU has it)";
     return s;
   }
   s.binary = binary;
