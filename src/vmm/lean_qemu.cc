@@ -137,12 +137,16 @@ LeanQemuProbe probe_once(const std::string& binary, const std::string& abs, bool
 // build wrote it into the set's directory; empty when unreadable. Another version may call a
 // stub at start where that one did not.
 std::string unused_stubs_made_for(const std::string& unused_dir) {
-  std::string v = read_file(unused_dir + "/" + kUnusedStubsForFile, 64).value_or("");
-  while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
-  return v;
+  return read_version_file(unused_dir + "/" + kUnusedStubsForFile);
 }
 
 }  // namespace
+
+std::string read_version_file(const std::string& path) {
+  std::string v = read_file(path, 64).value_or("");
+  while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+  return v;
+}
 
 LeanQemuProbe probe_lean_qemu(const std::string& binary, const std::string& dir) {
   auto checked = check_lean_dir(dir);

@@ -43,6 +43,10 @@ struct LeanQemuProbe {
   std::string unused_reason;  // why not, when !unused_stubs (and dir is set)
 };
 
+// The QEMU version a forkd build wrote into path (qemu-lean/unused/for-qemu,
+// qemu-static/version), without its newline; empty when unreadable.
+std::string read_version_file(const std::string& path);
+
 // Where the stubs are built: qemu-lean/ beside this executable.
 std::string lean_qemu_default_dir();
 

@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include "base/files.h"
 #include "base/paths.h"
 #include "vmm/lean_qemu.h"
 #include "vmm/qemu_cmdline.h"
@@ -24,9 +23,7 @@ StaticQemu find_static_qemu(const std::string& dir, const std::string& qemu_vers
       return s;
     }
   }
-  auto version = read_file(dir + "/version", 64);
-  std::string v = version ? *version : std::string();
-  while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+  const std::string v = read_version_file(dir + "/version");
   if (v.empty() || v != qemu_version) {
     s.reason = "built from QEMU " + (v.empty() ? std::string("(unknown)") : v) +
                ", but the installed QEMU is " +

@@ -227,9 +227,6 @@ std::optional<SmallAreas> small_areas(pid_t pid) {
   return out;
 }
 
-// A child's QEMU maps forkd's stubs instead of libcapstone and libpmem (vmm/lean_qemu.h), and
-// none of what the real libpmem loads (libcrypto among them); FORKD_LEAN_QEMU=0 maps the real
-// ones. Either way the child works.
 // The version scripts/build-qemu-static.sh builds, from the source tree.
 std::string pinned_static_qemu_version() {
   auto text = read_file(std::string(FORKD_SOURCE_DIR) + "/src/vmm/lean/qemu-static/source.txt");
@@ -242,9 +239,10 @@ std::string pinned_static_qemu_version() {
 }
 
 // By default a child runs forkd's static QEMU build (make test builds it), which maps no
-// library and answers as the shim does; with FORKD_STATIC_QEMU=0 the installed QEMU with the
-// stubs and the shim; with FORKD_LEAN_QEMU=0 the installed QEMU with its own libraries. The
-// static build's child and the installed QEMU's child come from the same tag.
+// library and answers as the shim does. With FORKD_STATIC_QEMU=0 it runs the installed QEMU,
+// which maps forkd's stubs instead of libcapstone and libpmem (vmm/lean_qemu.h), none of what the
+// real libpmem loads (libcrypto among them), and the shim; with FORKD_LEAN_QEMU=0 the installed
+// QEMU maps the real ones. All three children come from the same tag, and each works.
 TEST_F(Fork, ChildQemuRunsWithTheStubLibraries) {
   const vmm::LeanQemuProbe& lean = vmm::host_jail().lean;
   ASSERT_FALSE(lean.dir.empty()) << "this host's QEMU should start with the stubs: " << lean.reason;
