@@ -264,67 +264,82 @@ std::string python_salt_hex(std::string_view seed) {
   return hex;
 }
 
+ResumedOutcome run_resumed(ResumedSpec& spec, PythonWorker* python, const ResumedOptions& opts) {
+  ResumedOutcome out;
+  // a. The kernel CRNG first: everything after (Python's os.urandom included) draws from it.
+  out.rng = reseed_kernel_rng(spec.seed);
+  // b. Wall clock, exactly the host's value (the request is a few ms old at most).
+  out.clock = StepResult{false, "disabled (--no-system-identity)"};
+  if (opts.system_identity) out.clock = set_wall_clock(spec.time_ns);
+  // c. Hostname; the reply reports what the kernel now says.
+  out.host = StepResult{false, "disabled (--no-system-identity)"};
+  if (opts.system_identity) out.host = set_host_name(spec.hostname);
+  char actual[256] = {};
+  if (::gethostname(actual, sizeof actual - 1) != 0) actual[0] = '\0';
+  out.hostname = actual;
+  // d. The NIC: address, route, neighbour and resolver as the host asks (a child of a networked
+  // tag). Failing it fails nothing else; the host decides what a child without network means.
+  if (spec.has_network) {
+    out.has_network = true;
+    out.network = StepResult{false, "disabled (--no-system-identity)"};
+    if (!has_nic()) {
+      out.network = StepResult{false, "the VM has no NIC"};
+    } else if (opts.system_identity) {
+      bool changed = false;
+      out.network = apply_net_spec(*parse_net_spec(spec.network), &changed);
+      out.network_changed = changed;
+    }
+  }
+  // e. Identity for ping and every later exec.
+  set_identity(Identity{spec.sandbox_id, spec.epoch});
+  // f. The warm Python worker's PRNGs (and its os.environ): applied by the next eval, before
+  // its code (PythonWorker::defer_reseed).
+  if (python != nullptr) {
+    std::string salt = python_salt_hex(spec.seed);
+    python->defer_reseed(salt, identity_env());
+    explicit_bzero(salt.data(), salt.size());
+  }
+  explicit_bzero(spec.seed.data(), spec.seed.size());
+  out.python_reseed_pending = python != nullptr;
+  out.epoch = spec.epoch;
+  out.sandbox_id = spec.sandbox_id;
+  // The reply tells the host all of it; the guest's console gets a line only when a step
+  // failed. Every line goes through the serial console, whose driver code each child would
+  // otherwise translate afresh right after its restore.
+  if (!out.rng.ok || !out.clock.ok || !out.host.ok) {
+    log_line("resumed: sandbox_id=" + spec.sandbox_id + " epoch=" + spec.epoch +
+             " reseeded=" + (out.rng.ok ? "1" : "0") + " clock_set=" + (out.clock.ok ? "1" : "0") +
+             " hostname_set=" + (out.host.ok ? "1" : "0"));
+  }
+  return out;
+}
+
+Json resumed_result(const ResumedOutcome& o) {
+  Json out = Json::object();
+  out["reseeded"] = o.rng.ok;
+  if (!o.rng.ok) out["reseed_error"] = o.rng.error;
+  out["clock_set"] = o.clock.ok;
+  if (!o.clock.ok) out["clock_error"] = o.clock.error;
+  out["hostname_set"] = o.host.ok;
+  if (!o.host.ok) out["hostname_error"] = o.host.error;
+  out["hostname"] = o.hostname;
+  if (o.has_network) {
+    if (o.network_changed) out["network_changed"] = *o.network_changed;
+    out["network_set"] = o.network.ok;
+    if (!o.network.error.empty()) out["network_error"] = o.network.error;
+  }
+  out["python_reseed_pending"] = o.python_reseed_pending;
+  out["epoch"] = o.epoch;
+  out["sandbox_id"] = o.sandbox_id;
+  return out;
+}
+
 AgentResult<OpReply> resumed_op(const Request& req, PythonWorker* python,
                                 const ResumedOptions& opts) {
   auto spec = parse_resumed(req);
   if (!spec) return tl::unexpected(spec.error());
-  Json out = Json::object();
-  // a. The kernel CRNG first: everything after (Python's os.urandom included) draws from it.
-  StepResult rng = reseed_kernel_rng(spec->seed);
-  out["reseeded"] = rng.ok;
-  if (!rng.ok) out["reseed_error"] = rng.error;
-  // b. Wall clock, exactly the host's value (the request is a few ms old at most).
-  StepResult clock{false, "disabled (--no-system-identity)"};
-  if (opts.system_identity) clock = set_wall_clock(spec->time_ns);
-  out["clock_set"] = clock.ok;
-  if (!clock.ok) out["clock_error"] = clock.error;
-  // c. Hostname; the reply reports what the kernel now says.
-  StepResult host{false, "disabled (--no-system-identity)"};
-  if (opts.system_identity) host = set_host_name(spec->hostname);
-  out["hostname_set"] = host.ok;
-  if (!host.ok) out["hostname_error"] = host.error;
-  char actual[256] = {};
-  if (::gethostname(actual, sizeof actual - 1) != 0) actual[0] = '\0';
-  out["hostname"] = std::string(actual);
-  // d. The NIC: address, route, neighbour and resolver as the host asks (a child of a networked
-  // tag). Failing it fails nothing else; the host decides what a child without network means.
-  if (spec->has_network) {
-    StepResult net{false, "disabled (--no-system-identity)"};
-    if (!has_nic()) {
-      net = StepResult{false, "the VM has no NIC"};
-    } else if (opts.system_identity) {
-      bool changed = false;
-      net = apply_net_spec(*parse_net_spec(spec->network), &changed);
-      out["network_changed"] = changed;
-    }
-    out["network_set"] = net.ok;
-    if (!net.error.empty()) out["network_error"] = net.error;
-  }
-  // e. Identity for ping and every later exec.
-  set_identity(Identity{spec->sandbox_id, spec->epoch});
-  // f. The warm Python worker's PRNGs (and its os.environ): applied by the next eval, before
-  // its code (PythonWorker::defer_reseed).
-  if (python != nullptr) {
-    std::string salt = python_salt_hex(spec->seed);
-    Json env = Json::object();
-    for (const auto& [k, v] : identity_env()) env[k] = v;
-    python->defer_reseed(salt, env);
-    explicit_bzero(salt.data(), salt.size());
-  }
-  explicit_bzero(spec->seed.data(), spec->seed.size());
-  out["python_reseed_pending"] = python != nullptr;
-  out["epoch"] = spec->epoch;
-  out["sandbox_id"] = spec->sandbox_id;
-  // The reply tells the host all of it; the guest's console gets a line only when a step
-  // failed. Every line goes through the serial console, whose driver code each child would
-  // otherwise translate afresh right after its restore.
-  if (!rng.ok || !clock.ok || !host.ok) {
-    log_line("resumed: sandbox_id=" + spec->sandbox_id + " epoch=" + spec->epoch +
-             " reseeded=" + (rng.ok ? "1" : "0") + " clock_set=" + (clock.ok ? "1" : "0") +
-             " hostname_set=" + (host.ok ? "1" : "0"));
-  }
   OpReply reply;
-  reply.result = std::move(out);
+  reply.result = resumed_result(run_resumed(*spec, python, opts));
   return reply;
 }
 

@@ -91,6 +91,23 @@ struct ResumedOptions {
   bool system_identity = true;
 };
 
+// What the steps of a resumed request did, for its reply.
+struct ResumedOutcome {
+  StepResult rng, clock, host;
+  std::string hostname;  // what the kernel says after the steps
+  bool has_network = false;
+  StepResult network;  // when has_network
+  std::optional<bool> network_changed;
+  bool python_reseed_pending = false;
+  std::string epoch;
+  std::string sandbox_id;
+};
+
+// Runs the steps of a valid request (spec from parse_resumed); wipes the seed in spec.
+ResumedOutcome run_resumed(ResumedSpec& spec, PythonWorker* python, const ResumedOptions& opts);
+// The reply's result fields.
+Json resumed_result(const ResumedOutcome& outcome);
+
 // The resumed op. Fails only on a malformed request; failed steps are reported in the result.
 AgentResult<OpReply> resumed_op(const Request& req, PythonWorker* python,
                                 const ResumedOptions& opts);

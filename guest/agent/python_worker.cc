@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,7 +283,9 @@ bool PythonWorker::apply_reseed_locked(int64_t timeout_ms) {
   {
     std::lock_guard lock(info_mu_);
     if (reseed_gen_ == 0 || applied_reseed_ == reseed_gen_) return true;
-    msg = reseed_msg_;
+    Json env = Json::object();
+    for (const auto& [k, v] : reseed_env_) env[k] = v;
+    msg = Json{{"reseed", reseed_salt_}, {"env", std::move(env)}};
     gen = reseed_gen_;
   }
   if (pid_ < 0) return false;
@@ -303,13 +306,9 @@ bool PythonWorker::apply_reseed_locked(int64_t timeout_ms) {
   return true;
 }
 
-bool PythonWorker::reseed(const std::string& salt_hex, const Json& env, int timeout_ms) {
+bool PythonWorker::reseed(const std::string& salt_hex, const WorkerEnv& env, int timeout_ms) {
   const auto start = Clock::now();
-  {
-    std::lock_guard lock(info_mu_);
-    reseed_msg_ = Json{{"reseed", salt_hex}, {"env", env}};
-    ++reseed_gen_;
-  }
+  defer_reseed(salt_hex, env);
   std::unique_lock lock(eval_mu_, std::defer_lock);
   if (!lock.try_lock_for(std::chrono::milliseconds(timeout_ms))) {
     log_line("python worker busy; reseeding it before the next eval");
@@ -321,9 +320,11 @@ bool PythonWorker::reseed(const std::string& salt_hex, const Json& env, int time
   return apply_reseed_locked(std::max<int64_t>(left, 1));
 }
 
-void PythonWorker::defer_reseed(const std::string& salt_hex, const Json& env) {
+void PythonWorker::defer_reseed(const std::string& salt_hex, const WorkerEnv& env) {
   std::lock_guard lock(info_mu_);
-  reseed_msg_ = Json{{"reseed", salt_hex}, {"env", env}};
+  explicit_bzero(reseed_salt_.data(), reseed_salt_.size());
+  reseed_salt_ = salt_hex;
+  reseed_env_ = env;
   ++reseed_gen_;
 }
 

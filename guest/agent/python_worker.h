@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "base/unique_fd.h"
 #include "request.h"
@@ -22,6 +24,9 @@ inline constexpr int kWorkerReseedMs = 2000;
 
 // u32 little-endian length + the JSON text.
 std::string encode_worker_message(const Json& msg);
+
+// Variables a reseed sets in the worker's os.environ.
+using WorkerEnv = std::vector<std::pair<std::string, std::string>>;
 // Reads the length prefix of buf (at least 4 bytes).
 uint32_t decode_worker_length(std::string_view buf);
 
@@ -60,13 +65,14 @@ class PythonWorker {
   // most timeout_ms in all, also for a running eval. True when the running worker confirmed it.
   // The request is remembered: when it cannot be applied now (worker busy, starting, or dead)
   // it is applied before the next eval, and to every worker started later.
-  bool reseed(const std::string& salt_hex, const Json& env, int timeout_ms);
+  bool reseed(const std::string& salt_hex, const WorkerEnv& env, int timeout_ms);
 
   // Records the reseed like reseed() without applying it: the next eval applies it first, and
   // nothing else runs in the worker. So `resumed` never waits for Python, and a child that never
   // evaluates never pays for it (cold Python code under TCG: 60-100 ms of the host's CPU per
   // child, measured, which a fan-out of 100 children paid whether they evaluated or not).
-  void defer_reseed(const std::string& salt_hex, const Json& env);
+  // It builds no JSON: the message is made when it is sent.
+  void defer_reseed(const std::string& salt_hex, const WorkerEnv& env);
 
  private:
   AgentStatus start_locked();
@@ -89,7 +95,8 @@ class PythonWorker {
   bool starting_ = false;
   bool python_ = false;
   Json numpy_;
-  Json reseed_msg_;          // the latest reseed message
+  std::string reseed_salt_;  // the latest reseed request
+  WorkerEnv reseed_env_;
   uint64_t reseed_gen_ = 0;  // bumped with every reseed() call
 };
 

@@ -58,7 +58,7 @@ TEST(ReseedReply, Validates) {
 
 TEST(PythonWorker, ReseedWithoutWorkerIsFalse) {
   PythonWorker w;  // never started
-  EXPECT_FALSE(w.reseed(std::string(64, 'a'), Json::object(), 100));
+  EXPECT_FALSE(w.reseed(std::string(64, 'a'), {}, 100));
 }
 
 TEST(PythonWorker, EvalRejectsBadArgs) {

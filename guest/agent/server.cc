@@ -1,5 +1,6 @@
 #include "server.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #include <exception>
@@ -11,6 +12,7 @@
 #include "exec_op.h"
 #include "file_ops.h"
 #include "log.h"
+#include "resumed_fast.h"
 
 namespace forkd::agent {
 
@@ -69,6 +71,7 @@ void Server::run_request(const Request& req, uint64_t gen) {
   }();
   // Released before the reply goes out, so a host that saw the reply can reuse the slot.
   in_flight_.fetch_sub(1);
+  if (req.op == "resumed" || req.op == "hello") sessions_pending_.fetch_sub(1);
   send_reply(req.id, result, gen);
 }
 
@@ -102,7 +105,31 @@ void Server::run() {
   }
 }
 
+bool Server::try_flat_resumed(proto::Frame& frame) {
+  // Only the reader thread adds session requests, so none can start between this and the run.
+  if (sessions_pending_.load() != 0) return false;
+  auto r = parse_flat_resumed(frame.json, frame.bin);
+  if (!r) return false;
+  explicit_bzero(frame.bin.data(), frame.bin.size());  // the seed, now in r
+  port_->new_generation();  // as handle_frame does for every session request
+  const uint64_t gen = port_->generation();
+  // Nothing thrown may leave the reader thread.
+  try {
+    ResumedOutcome outcome = run_resumed(r->spec, python_, opts_);
+    auto text = resumed_reply_text(r->id, outcome);
+    std::string wire;
+    if (proto::encode_frame(text ? *text : to_wire(ok_reply(r->id, resumed_result(outcome))), {},
+                            &wire)) {
+      port_->write(wire, gen);
+    }
+  } catch (const std::exception& e) {
+    send_reply(r->id, agent_error("internal", std::string("request failed: ") + e.what()), gen);
+  }
+  return true;
+}
+
 void Server::handle_frame(proto::Frame frame) {
+  if (try_flat_resumed(frame)) return;
   // Runs on the reader thread, so this is the generation the frame's bytes arrived on.
   uint64_t gen = port_->generation();
   auto req = parse_request(frame.json, std::move(frame.bin));
@@ -141,6 +168,7 @@ void Server::handle_frame(proto::Frame frame) {
     send_reply(req->id, agent_error("busy", "too many requests in flight"), gen);
     return;
   }
+  if (resumed) sessions_pending_.fetch_add(1);
   if (resumed && to_lane(*req, gen)) return;
   const uint64_t id = req->id;
   // Detached: the server outlives every request (it never returns from run()). std::thread
@@ -149,6 +177,7 @@ void Server::handle_frame(proto::Frame frame) {
     std::thread([this, gen, r = std::move(*req)]() { run_request(r, gen); }).detach();
   } catch (const std::system_error&) {
     in_flight_.fetch_sub(1);
+    if (resumed) sessions_pending_.fetch_sub(1);
     send_reply(id, agent_error("busy", "cannot start a request thread"), gen);
   }
 }

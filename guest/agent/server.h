@@ -5,6 +5,8 @@
 // `hello` run on one thread that lives as long as the server (the session lane): a restored
 // clone's first request then starts no thread, which cost ~15-20 ms of its first wake-up under
 // TCG. When the lane is busy (at most kLaneDepth waiting), they get a thread of their own too.
+// A `resumed` as the host sends it does not even wake the lane when no other session request is
+// queued or running: the reader thread reads, runs and answers it itself (resumed_fast.h).
 // Events and replies are tagged with the connection generation their request arrived on and dropped
 // if the host has reconnected since; a valid `resumed` starts a new generation itself.
 #include <atomic>
@@ -45,6 +47,9 @@ class Server {
   void handle_frame(proto::Frame frame);
 
  private:
+  // A `resumed` as the host sends it (resumed_fast.h), run here on the reader thread when no
+  // other session request is queued or running; true when it was (and answered).
+  bool try_flat_resumed(proto::Frame& frame);
   AgentResult<OpReply> dispatch(const Request& req, uint64_t gen);
   // Runs req (already counted in in_flight_) and sends its reply.
   void run_request(const Request& req, uint64_t gen);
@@ -61,6 +66,7 @@ class Server {
   PythonWorker* python_;
   const ResumedOptions opts_;
   std::atomic<int> in_flight_{0};
+  std::atomic<int> sessions_pending_{0};  // resumed and hello requests queued or running
   const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::mutex lane_mu_;
   std::condition_variable_any lane_cv_;
