@@ -44,18 +44,6 @@ std::vector<std::string> merged_env(const std::map<std::string, std::string>& ex
 
 namespace {
 
-// Formats n in decimal into buf (no allocation: runs between fork and exec). Returns the length.
-size_t format_pid(pid_t n, char* buf) {
-  char tmp[16];
-  size_t len = 0;
-  do {
-    tmp[len++] = static_cast<char>('0' + n % 10);
-    n /= 10;
-  } while (n > 0 && len < sizeof tmp);
-  for (size_t i = 0; i < len; ++i) buf[i] = tmp[len - 1 - i];
-  return len;
-}
-
 // Linux 6.4's PR_SET_MEMORY_MERGE, which Debian 12's headers predate.
 constexpr int kPrSetMemoryMerge = 67;
 
@@ -93,10 +81,9 @@ enum Step {
 [[noreturn]] void child_exec(const SpawnOptions& opts, const char* path, char* const* cargv,
                              char* const* cenv, int null_fd, pid_t parent, int report_fd) {
   // (report_fd is moved above the passed descriptors below; failures before use the original.)
-  char num[16];
-  size_t len = format_pid(::getpid(), num);
+  // "0": the writer itself (see SpawnOptions::cgroup_procs_fds).
   for (int fd : opts.cgroup_procs_fds) {
-    if (::write(fd, num, len) != static_cast<ssize_t>(len)) child_fail(report_fd, kJoin);
+    if (::write(fd, "0", 1) != 1) child_fail(report_fd, kJoin);
   }
   // While still privileged (joining a namespace needs CAP_SYS_ADMIN).
   if (opts.netns_fd >= 0 && ::setns(opts.netns_fd, CLONE_NEWNET) != 0) {

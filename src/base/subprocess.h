@@ -34,8 +34,9 @@ struct SpawnOptions {
   // Descriptors the child keeps, renumbered 3, 4, ... in this order (CLOEXEC cleared); every
   // other descriptor above 2 is closed.
   std::vector<int> pass_fds;
-  // Open cgroup.procs (or tasks) files: the child writes its own pid to each before anything
-  // else, so it never runs outside its cgroups.
+  // Open cgroup.procs (or v1 tasks) files: the child writes "0" (itself) to each before anything
+  // else, so it never runs outside its cgroups. Through `tasks` the child, one thread then, moves
+  // without the kernel's global cgroup lock (see vmm::SandboxCgroup::join_files).
   std::vector<int> cgroup_procs_fds;
   // An open network namespace (/run/netns/NAME) the child joins, before dropping privileges.
   int netns_fd = -1;

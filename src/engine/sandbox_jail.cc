@@ -117,7 +117,7 @@ Result<nlohmann::json> jail_vm(const EngineConfig& cfg, const std::string& dir,
   if (host.cgroups.version != vmm::CgroupVersion::kNone) {
     auto cg = vmm::SandboxCgroup::create(host.cgroups, kCgroupParent, base_name(dir), limits);
     if (!cg) return tl::unexpected(cg.error());
-    vc->cgroup_procs = cg->procs_files();
+    vc->cgroup_procs = cg->join_files();
     rec["cgroup"] = std::string(kCgroupParent) + "/" + base_name(dir);
   } else if (!limits.empty()) {
     return make_error(ErrorCode::kUnavailable, "limits need cgroups: " + host.cgroups.reason);

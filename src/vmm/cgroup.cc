@@ -174,9 +174,10 @@ Result<SandboxCgroup> SandboxCgroup::create(const CgroupLayout& layout, const st
   return cg;
 }
 
-std::vector<std::string> SandboxCgroup::procs_files() const {
+std::vector<std::string> SandboxCgroup::join_files() const {
   std::vector<std::string> out;
-  for (const auto& d : dirs_) out.push_back(d + "/cgroup.procs");
+  const char* file = version_ == CgroupVersion::kV1 ? "/tasks" : "/cgroup.procs";
+  for (const auto& d : dirs_) out.push_back(d + file);
   return out;
 }
 

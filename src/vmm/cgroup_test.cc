@@ -79,7 +79,7 @@ TEST_F(FakeCgroupRoot, V2CreateWritesLimitsAndEnablesControllers) {
   EXPECT_EQ(get("forkd/sb-1/cpu.max"), "50000 100000");
   EXPECT_EQ(get("forkd/sb-1/pids.max"), "64");
   EXPECT_EQ(get("forkd/sb-1/memory.swap.max"), "<missing>");  // optional, absent: skipped
-  EXPECT_EQ(cg->procs_files(), (std::vector<std::string>{root_ + "/forkd/sb-1/cgroup.procs"}));
+  EXPECT_EQ(cg->join_files(), (std::vector<std::string>{root_ + "/forkd/sb-1/cgroup.procs"}));
   put("forkd/sb-1/memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
   EXPECT_EQ(cg->oom_kills(), 1u);
   ASSERT_TRUE(cg->remove());
@@ -102,7 +102,10 @@ TEST_F(FakeCgroupRoot, V1CreateUsesOneHierarchyPerController) {
   EXPECT_EQ(get("cpu/forkd/sb-2/cpu.cfs_period_us"), "100000");
   EXPECT_EQ(get("cpu/forkd/sb-2/cpu.cfs_quota_us"), "200000");
   EXPECT_EQ(get("pids/forkd/sb-2/pids.max"), "100");
-  EXPECT_EQ(cg->procs_files().size(), 3u);
+  // v1: each through its tasks file (a one-thread process moves without the global lock).
+  EXPECT_EQ(cg->join_files(), (std::vector<std::string>{root_ + "/memory/forkd/sb-2/tasks",
+                                                        root_ + "/cpu/forkd/sb-2/tasks",
+                                                        root_ + "/pids/forkd/sb-2/tasks"}));
   put("memory/forkd/sb-2/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
   EXPECT_EQ(cg->oom_kills(), 2u);
   auto again = SandboxCgroup::existing(l, "forkd", "sb-2");

@@ -145,7 +145,8 @@ struct VmConfig {
   std::string library_dir;
   bool library_unused = false;
   // Process options, not arguments: run QEMU as this identity (see vmm/jail.h) inside the cgroups
-  // whose cgroup.procs files are listed (both empty: as the caller, in the caller's cgroups).
+  // whose join files are listed (SandboxCgroup::join_files; both empty: as the caller, in the
+  // caller's cgroups).
   std::optional<JailIdentity> jail;
   std::vector<std::string> cgroup_procs;
 };

@@ -108,7 +108,7 @@ Result<UniqueFd> listen_unix(const std::string& path) {
   return fd;
 }
 
-// Opens the cgroup.procs files the child joins (write end only, before it drops privileges).
+// Opens the cgroup files the child joins (write end only, before it drops privileges).
 Result<std::vector<UniqueFd>> open_cgroup_procs(const std::vector<std::string>& paths) {
   std::vector<UniqueFd> fds;
   for (const auto& p : paths) {
