@@ -70,36 +70,36 @@ class MakeTablesTest(unittest.TestCase):
         for row in [
             "| minimal (busybox initramfs) | 1320 ms | 1906 ms | 7.9 ms |",
             "| python (bookworm + numpy, ext4 root) | 4065 ms | 4559 ms | 14 ms |",
-            "| 100 children all ready | 8.7 s | 13.4 s | 0.79 s | 8.0 s | 13.2 s | 2.8 s |",
+            "| 100 children all ready | 4.1 s | 13.4 s | 0.79 s | 4.1 s | 13.2 s | 2.8 s |",
             "| one child alone from a pool of one, p50 (target with a warm pool ≤ 30 ms) | – | – "
             "| 12 ms | – | – | 12 ms |",
-            "| per child in the batch, p50 / p99 | 244 / 514 ms | 385 / 756 ms | 21 / 46 ms"
-            " | 224 / 424 ms | 383 / 710 ms | 32 / 1462 ms |",
-            "| fork speed-up vs cold boot + warm-up | 5x batch, 10x alone | – | 93x |"
-            " 19x batch, 30x alone | – | 157x |",
-            "| USS / PSS per idle child | 11.8 / 12.0 MiB | 12.5 / 12.8 MiB | 29.2 / 29.6 MiB |"
-            " 11.9 / 12.1 MiB | 12.8 / 13.2 MiB | 35.6 / 36.1 MiB |",
+            "| per child in the batch, p50 / p99 | 119 / 199 ms | 385 / 756 ms | 21 / 46 ms"
+            " | 120 / 234 ms | 383 / 710 ms | 32 / 1462 ms |",
+            "| fork speed-up vs cold boot + warm-up | 13x batch, 27x alone | – | 93x |"
+            " 30x batch, 63x alone | – | 157x |",
+            "| USS / PSS per idle child | 11.2 / 11.3 MiB | 12.5 / 12.8 MiB | 29.2 / 29.6 MiB |"
+            " 11.4 / 11.6 MiB | 12.8 / 13.2 MiB | 35.6 / 36.1 MiB |",
             "| KSM: saved on the host; ksmd's CPU in the idle window (scan rate) | – | 170 MiB;"
             " 24.1 % of a core (1000 pages / 20 ms) | – | – | 204 MiB; 23.0 % of a core"
             " (1000 pages / 20 ms) | – |",
-            "| CPU per idle child, median (all children, % of a core) | 0.05 % (5.1 %) over 60 s"
-            " | 0.07 % (7.3 %) over 60 s | \u2013 | 0.05 % (5.2 %) over 60 s"
+            "| CPU per idle child, median (all children, % of a core) | 0.03 % (3.1 %) over 60 s"
+            " | 0.07 % (7.3 %) over 60 s | \u2013 | 0.03 % (2.7 %) over 60 s"
             " | 0.07 % (6.4 %) over 60 s | \u2013 |",
             "| REST minus direct | 0.62 ms | -0.06 ms | 0.82 ms |",
-            "| live: pause p50 / p90 / max | 1.30 / 4.93 / 4.93 ms | 1.57 / 27.3 / 27.3 ms |",
-            "| live: whole call p50 (copy p50) | 489 ms (271 ms) | 2026 ms (1305 ms) |",
-            "| full pause p50 / plain save p50 | 74 % | 74 % |",
-            "| tax per link, (depth d \u2212 depth 0) / d | 4.0, 5.6, 1.9 | 3.0, 5.5, 2.8 |",
+            "| live: pause p50 / p90 / max | 1.30 / 4.93 / 4.93 ms | 0.88 / 1.18 / 1.18 ms |",
+            "| live: whole call p50 (copy p50) | 489 ms (271 ms) | 773 ms (427 ms) |",
+            "| full pause p50 / plain save p50 | 74 % | 54 % |",
+            "| tax per link, (depth d \u2212 depth 0) / d | 4.0, 5.6, 1.9 | 1.3, \u22120.6, 0.5 |",
             "| forkd pack / unpack | 76.9 MB | 11.9x | 866 MB/s | 637 MB/s |",
             "| exec `true`, p50 / p90 | 13.33 / 17.78 ms |",
-            "| later eval `1 + 1` | 1.8 ms | 2.5 ms | 9.1 ms | \u2264 10 ms |",
+            "| later eval `1 + 1` | 2.0 ms | 2.7 ms | 7.2 ms | \u2264 10 ms |",
         ]:
             self.assertIn(row, readme)
-        self.assertIn("| memory per idle child, USS (minimal / python) | 11.8 / 11.9 MiB |", top)
+        self.assertIn("| memory per idle child, USS (minimal / python) | 11.2 / 11.4 MiB |", top)
         self.assertIn("| memory per idle child with FORKD_KSM=1, USS (minimal / python) |"
                       " 12.5 / 12.8 MiB |", top)
         self.assertIn("| CPU per idle child, median, 100 children idle (minimal / python) |"
-                      " 0.05 / 0.05 % of a core |", top)
+                      " 0.03 / 0.03 % of a core |", top)
 
     def test_pause_series_verdict(self):
         # A newer 1 GiB file with a given series: met by the median + 1 ms arm alone, then missed
