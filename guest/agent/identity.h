@@ -103,7 +103,8 @@ struct ResumedOutcome {
   std::string sandbox_id;
 };
 
-// Runs the steps of a valid request (spec from parse_resumed); wipes the seed in spec.
+// Runs the steps of a valid request (spec from parse_resumed or parse_flat_resumed); wipes the
+// seed in spec.
 ResumedOutcome run_resumed(ResumedSpec& spec, PythonWorker* python, const ResumedOptions& opts);
 // The reply's result fields.
 Json resumed_result(const ResumedOutcome& outcome);
