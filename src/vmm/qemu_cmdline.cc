@@ -99,7 +99,7 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   // Keep QEMU from reading /etc/qemu/*.conf or adding default devices we do not control.
   a.push_back("-nodefaults");
   a.push_back("-no-user-config");
-  if (!cfg.name.empty()) add("-name", qemu_opt_escape(cfg.name));
+  if (!cfg.name.empty()) add("-name", qemu_opt_escape(cfg.name) + ",debug-threads=on");
 
   // Machine. microvm: no option ROMs (qboot boots the kernel directly), the ISA serial port for
   // console=ttyS0 and the RTC so the guest has a wall clock before the agent sets it.
@@ -113,6 +113,10 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
   // guest pages across sandboxes (the page-deduplication side channel) without being asked.
   // FORKD_KSM=1 asks for it (vmm/ksm.h), for all of QEMU's memory.
   if (!cfg.memory_merge) machine += ",mem-merge=off";
+  // No JSON description of every device field in a migration stream (only QEMU's stream
+  // analyser reads it): QEMU builds it while the guest is stopped, 0.15 ms of a live branch's
+  // 0.9 ms pause here (the CPU's state alone 0.1 ms). A loader never needs it.
+  machine += ",suppress-vmdesc=on";
   add("-machine", machine);
 
   if (cfg.accel == Accel::kKvm) {

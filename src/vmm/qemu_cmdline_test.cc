@@ -52,9 +52,10 @@ bool has_flag(const std::vector<std::string>& argv, const std::string& flag) {
 TEST(BuildQemuArgv, MicrovmDefaults) {
   auto argv = build_qemu_argv(base_config(MachineType::kMicrovm));
   EXPECT_EQ(argv[0], "qemu-system-x86_64");
-  EXPECT_EQ(value_of(argv, "-name"), "sb-1");
+  // Thread names: a branch finds QEMU's migration and monitor threads by them.
+  EXPECT_EQ(value_of(argv, "-name"), "sb-1,debug-threads=on");
   EXPECT_EQ(value_of(argv, "-machine"),
-            "microvm,x-option-roms=off,isa-serial=on,rtc=on,mem-merge=off");
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,mem-merge=off,suppress-vmdesc=on");
   EXPECT_EQ(value_of(argv, "-accel"), "tcg");
   EXPECT_EQ(value_of(argv, "-cpu"), "max");
   EXPECT_EQ(value_of(argv, "-smp"), "1");
@@ -120,7 +121,8 @@ TEST(BuildQemuArgv, MemoryFileSharedAndPrivate) {
   c.memory_share = true;
   auto argv = build_qemu_argv(c);
   EXPECT_EQ(value_of(argv, "-machine"),
-            "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem,mem-merge=off");
+            "microvm,x-option-roms=off,isa-serial=on,rtc=on,memory-backend=mem,mem-merge=off,"
+            "suppress-vmdesc=on");
   EXPECT_EQ(value_of(argv, "-m"), "524296K");
   EXPECT_THAT(
       values_of(argv, "-object"),
