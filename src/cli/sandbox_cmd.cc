@@ -199,15 +199,16 @@ int do_gc(const GlobalOptions& g, bool json) {
                 {"pool_members", r.pool_members},
                 {"cgroups", r.cgroups},
                 {"netns", r.netns},
-                {"pull_blobs", r.pull_blobs}});
+                {"pull_blobs", r.pull_blobs},
+                {"lifted_threads", r.lifted_threads}});
     return 0;
   }
   std::printf(
       "removed %zu dead sandbox record(s), %zu orphan dir(s), %d orphan QEMU(s), "
       "%d snapshot leftover(s), %d dead pool member(s), %d stale cgroup(s), %d unused network "
-      "namespace(s), %d stale pull blob(s)\n",
+      "namespace(s), %d stale pull blob(s), %d lifted thread(s) put back\n",
       r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus, r.snapshot_leftovers,
-      r.pool_members, r.cgroups, r.netns, r.pull_blobs);
+      r.pool_members, r.cgroups, r.netns, r.pull_blobs, r.lifted_threads);
   return 0;
 }
 

@@ -198,6 +198,10 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   MigrateRequest mreq;
   mreq.source_dir = cfg.sandboxes_dir() + "/" + opts.sandbox_id;
   mreq.memory_mib = memory_mib;
+  if (pid_t pid = json::int_or(rec, "pid", pid_t{0});
+      pid > 1 && qemu_owns_dir(pid, mreq.source_dir)) {
+    mreq.source_pid = pid;
+  }
   mreq.cpus = json::int_or(rec, "cpus", 1);
   mreq.machine = json::string_or(rec, "machine", "microvm");
   mreq.nic = json::bool_or(rec, "nic", false);

@@ -15,6 +15,7 @@ namespace forkd::engine {
 
 struct MigrateRequest {
   std::string source_dir;  // the source sandbox's run dir (qmp.sock)
+  pid_t source_pid = 0;    // its QEMU, checked to own source_dir; 0: unknown (no boost)
   int memory_mib = 256;
   int cpus = 1;
   std::string machine = "microvm";

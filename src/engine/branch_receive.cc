@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <future>
@@ -13,7 +14,10 @@
 #include "base/log.h"
 #include "engine/branch_source.h"
 #include "engine/migration_stream.h"
+#include "engine/sandbox_jail.h"
 #include "store/link_receiver.h"
+#include "vmm/cpu_lift.h"
+#include "vmm/jail.h"
 
 namespace forkd::engine {
 
@@ -62,6 +66,10 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   auto read_result = read_done.get_future();
   StreamStats stats;
   auto read_stream = [&]() {
+    // While the socket is full (the source sends faster than this reads), the pause's last
+    // pages wait for this thread to make room: it is lifted with the pause's threads.
+    vmm::CpuLift lift(vmm::host_jail().cgroups, kPauseCgroup);
+    (void)lift.lift(0, static_cast<pid_t>(::gettid()));
     Status st;
     try {
       MigrationStreamSplitter split(

@@ -11,7 +11,10 @@
 #include "base/log.h"
 #include "base/random.h"
 #include "base/subprocess.h"
+#include "base/thread_boost.h"
+#include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
+#include "vmm/cpu_lift.h"
 #include "vmm/jail.h"
 
 namespace forkd::engine {
@@ -36,6 +39,41 @@ double event_time_us(const Json& ev) {
   if (ts == ev.end() || !ts->is_object()) return 0;
   return json::number_or(*ts, "seconds", 0.0) * 1e6 + json::number_or(*ts, "microseconds", 0.0);
 }
+
+// The threads a branch's pause passes through, raised for the copy and put back after it: the
+// source QEMU's migration thread (stops the guest, sends the last pages and the device state),
+// its monitor thread (reads `cont`), its main thread (runs it), and this thread (waits for
+// `completed`, sends `cont`). Never a vCPU. Each wake-up of that relay could otherwise wait a
+// scheduler slice behind the copy's other work (the stream's reader and writer, the guest).
+class PauseThreads {
+ public:
+  explicit PauseThreads(pid_t qemu) : lift_(vmm::host_jail().cgroups, kPauseCgroup) {
+    if (qemu <= 1) return;
+    const BoostLevel wake{-10, kWakeSlice};
+    auto both = [&](pid_t pid, pid_t tid, BoostLevel level) {
+      (void)lift_.lift(pid, tid);
+      (void)nice_.raise(pid, tid, level);
+    };
+    both(qemu, qemu, wake);
+    for (pid_t tid : threads_named(qemu, {kMonitorThread})) both(qemu, tid, wake);
+    // Busy throughout the copy: a larger share, its own slice.
+    for (pid_t tid : threads_named(qemu, {kMigrationThread10, kMigrationThread72})) {
+      both(qemu, tid, BoostLevel{-10, 0});
+    }
+    both(0, static_cast<pid_t>(::gettid()), wake);
+    logger("branch")->debug("event=pause_threads lifted={} raised={}", lift_.lifted(),
+                            nice_.raised());
+  }
+
+ private:
+  // QEMU's names for its threads with -name debug-threads=on (vmm/qemu_cmdline.cc).
+  static constexpr std::string_view kMonitorThread = "IO mon_iothread";
+  static constexpr std::string_view kMigrationThread10 = "mig/src/main";
+  static constexpr std::string_view kMigrationThread72 = "live_migration";
+  static constexpr uint64_t kWakeSlice = 100'000;  // ns
+  vmm::CpuLift lift_;
+  ThreadBoost nice_;
+};
 
 // Runs the source's side; the source is running again when this returns (on success or not).
 class SourceSide {
@@ -212,6 +250,7 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
     return give_up(r.error().wrap("migrate"));
   }
   arm_first();
+  PauseThreads pause_threads(req.source_pid);
   bool raised = false;
   double completed_us = 0;
   for (;;) {

@@ -25,6 +25,7 @@
 #include "engine/registry.h"
 #include "engine/sandbox_jail.h"
 #include "store/snapshot_store.h"
+#include "vmm/cpu_lift.h"
 #include "vmm/jail.h"
 #include "vmm/netns.h"
 #include "vmm/qmp_client.h"
@@ -152,6 +153,31 @@ int sweep_pull_blobs(const std::string& dir, std::chrono::hours max_age) {
 
 }  // namespace
 
+// Threads of sandboxes' QEMUs that a branch lifted into the pause's CPU cgroup and never put
+// back (its forkd died mid-copy): they would stay outside the sandbox's CPU limit. Only for a
+// sandbox with no branch in flight (its branch lock is free).
+namespace {
+
+int return_lifted_threads(const EngineConfig& cfg) {
+  vmm::CpuLift lift(vmm::host_jail().cgroups, kPauseCgroup);
+  std::vector<SandboxInfo> sandboxes;
+  bool listed = false;
+  return lift.return_leftovers([&](pid_t process) {
+    if (!listed) {
+      sandboxes = list_sandboxes(cfg);
+      listed = true;
+    }
+    for (const auto& s : sandboxes) {
+      if (!s.alive() || s.pid != process) continue;
+      const std::string dir = cfg.sandboxes_dir() + "/" + s.id;
+      return qemu_owns_dir(process, dir) && !FileLock::held(dir + "/.branch.lock");
+    }
+    return false;
+  });
+}
+
+}  // namespace
+
 GcReport gc(const EngineConfig& cfg) {
   GcReport r;
   // Records whose QEMU is gone.
@@ -192,16 +218,18 @@ GcReport gc(const EngineConfig& cfg) {
   // cgroups of run dirs removed above, or of a forkd killed mid-launch.
   r.cgroups =
       vmm::sweep_stale_leaves(vmm::host_jail().cgroups, kCgroupParent, std::chrono::seconds(120));
+  r.lifted_threads = return_lifted_threads(cfg);
   // Namespaces of children whose launcher died mid-launch, or whose run dir went above.
   if (::geteuid() == 0) r.netns = vmm::sweep_stale_netns(std::chrono::seconds(120));
   r.pull_blobs = sweep_pull_blobs(cfg.home + "/cache/oci/blobs", std::chrono::hours(24));
   if (!r.dead_sandboxes.empty() || !r.orphan_dirs.empty() || r.orphan_qemus > 0 ||
-      r.snapshot_leftovers > 0 || r.pool_members > 0 || r.cgroups > 0 || r.netns > 0) {
+      r.snapshot_leftovers > 0 || r.pool_members > 0 || r.cgroups > 0 || r.netns > 0 ||
+      r.lifted_threads > 0) {
     logger("gc")->info(
         "event=gc dead_sandboxes={} orphan_dirs={} orphan_qemus={} snapshot_leftovers={} "
-        "pool_members={} cgroups={} netns={}",
+        "pool_members={} cgroups={} netns={} lifted_threads={}",
         r.dead_sandboxes.size(), r.orphan_dirs.size(), r.orphan_qemus, r.snapshot_leftovers,
-        r.pool_members, r.cgroups, r.netns);
+        r.pool_members, r.cgroups, r.netns, r.lifted_threads);
   }
   return r;
 }

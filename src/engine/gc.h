@@ -20,6 +20,7 @@ struct GcReport {
   int pool_members = 0;                     // pool members whose QEMU was gone: dropped
   int cgroups = 0;                          // empty sandbox cgroups of removed sandboxes
   int netns = 0;                            // unused network namespaces of children (as root)
+  int lifted_threads = 0;  // QEMU threads a dead branch left in the pause's CPU cgroup: put back
   int pull_blobs = 0;  // blobs of pulls cut a day ago or more and never resumed
 };
 

@@ -13,6 +13,8 @@
 namespace forkd::engine {
 
 inline constexpr const char* kCgroupParent = "forkd";
+// Beside it: the CPU cgroup a branch lifts its pause's threads into (vmm/cpu_lift.h).
+inline constexpr const char* kPauseCgroup = "forkd-pause";
 
 // Limits as JSON ({"memory_mib", "cpus", "pids"}, unset ones null) and back.
 nlohmann::json limits_json(const vmm::Limits& limits);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -19,11 +20,13 @@
 #include "engine/fork.h"
 #include "engine/migration.h"
 #include "engine/registry.h"
+#include "engine/sandbox_jail.h"
 #include "engine/snapshot.h"
 #include "integration/vm_fixture.h"
 #include "store/chain.h"
 #include "store/snapshot_store.h"
 #include "vmm/accel.h"
+#include "vmm/cpu_lift.h"
 #include "vmm/jail.h"
 #include "vmm/qemu_cmdline.h"
 
@@ -383,6 +386,51 @@ TEST_F(Branch, ALiveLinkIsReadFromTheStreamWithoutADestination) {
     EXPECT_EQ(sh(child, "md5sum -c /tmp/sum"), "/tmp/blob: OK\n");
     EXPECT_EQ(sh(src, "cat /tmp/origin"), "after\n");
   }
+}
+
+// The threads the pause passes through (vmm/cpu_lift.h, engine/branch_source.cc) sit in the
+// pause's CPU cgroup, at a raised priority, while the copy runs, and are back after it: in the
+// sandbox's own cgroup (its CPU limit counts them again) and at their own priority.
+TEST_F(Branch, ThePausesThreadsAreLiftedForTheCopyAndPutBackAfter) {
+  auto src = fork_one("base");
+  ASSERT_FALSE(src.empty());
+  pid_t qemu = 0;
+  {
+    auto sb = engine::Sandbox::attach(config(), src);
+    ASSERT_TRUE(sb) << sb.error().describe();
+    qemu = (*sb)->qemu_pid();
+  }
+  const std::string task = "/proc/" + std::to_string(qemu) + "/task/";
+  auto cpu_cgroup = [&](pid_t tid) {
+    auto text = read_file(task + std::to_string(tid) + "/cgroup");
+    return text ? vmm::v1_cpu_cgroup(*text).value_or("-") : "-";
+  };
+  const std::string home = cpu_cgroup(qemu);
+  const bool v1_cpu = vmm::host_jail().cgroups.version == vmm::CgroupVersion::kV1 &&
+                      vmm::host_jail().cgroups.has("cpu") && home != "-";
+  std::string during;
+  int nice_during = 0;
+  engine::BranchOptions bo;
+  bo.sandbox_id = src;
+  bo.tag = "lifted";
+  bo.on_resumed = [&](const std::string&, double, engine::BranchMode) {
+    // Still inside the copy: the source runs again, its threads not yet put back.
+    during = cpu_cgroup(qemu);
+    nice_during = ::getpriority(PRIO_PROCESS, static_cast<id_t>(qemu));
+  };
+  auto r = engine::branch_sandbox(config(), bo);
+  ASSERT_TRUE(r) << r.error().describe();
+  if (v1_cpu) {
+    EXPECT_EQ(during, std::string("/") + engine::kPauseCgroup);
+    EXPECT_EQ(nice_during, -10);
+  }
+  // After: every thread of the source where the sandbox's cgroup is, at nice 0.
+  for (const auto& e : std::filesystem::directory_iterator(task)) {
+    pid_t tid = std::atoi(e.path().filename().c_str());
+    EXPECT_EQ(cpu_cgroup(tid), home) << "thread " << tid;
+    EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(tid)), 0) << "thread " << tid;
+  }
+  EXPECT_EQ(sh(src, "echo alive"), "alive\n");
 }
 
 // The same on the pc machine, whose firmware and ROM blocks (BIOS, option ROMs, ACPI tables)

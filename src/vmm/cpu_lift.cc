@@ -1,0 +1,131 @@
+#include "vmm/cpu_lift.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdlib>
+
+#include "base/files.h"
+
+namespace forkd::vmm {
+
+std::optional<std::string> v1_cpu_cgroup(std::string_view text) {
+  while (!text.empty()) {
+    size_t eol = text.find('\n');
+    std::string_view line = text.substr(0, eol);
+    text = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);
+    // hierarchy-id:controller,list:/path
+    size_t a = line.find(':');
+    if (a == std::string_view::npos) continue;
+    size_t b = line.find(':', a + 1);
+    if (b == std::string_view::npos) continue;
+    std::string_view controllers = line.substr(a + 1, b - a - 1);
+    std::string_view path = line.substr(b + 1);
+    bool cpu = false;
+    while (!controllers.empty()) {
+      size_t comma = controllers.find(',');
+      if (controllers.substr(0, comma) == "cpu") cpu = true;
+      controllers =
+          comma == std::string_view::npos ? std::string_view() : controllers.substr(comma + 1);
+    }
+    if (!cpu || path.empty() || path.front() != '/') continue;
+    // A path climbing out of the hierarchy is not one the kernel writes.
+    if (path.find("/..") != std::string_view::npos) return std::nullopt;
+    return std::string(path);
+  }
+  return std::nullopt;
+}
+
+CpuLift::CpuLift(const CgroupLayout& layout, std::string name, std::string proc)
+    : proc_(std::move(proc)) {
+  if (layout.version != CgroupVersion::kV1 || !layout.has("cpu")) return;
+  hierarchy_ = layout.hierarchy("cpu");
+  group_ = hierarchy_ + "/" + name;
+}
+
+std::string CpuLift::task_dir(pid_t pid, pid_t tid) const {
+  return proc_ + "/" + (pid == 0 ? std::string("self") : std::to_string(pid)) + "/task/" +
+         std::to_string(tid);
+}
+
+bool CpuLift::ensure_group() {
+  if (group_ready_) return true;
+  if (!make_dirs(group_, 0755)) return false;
+  // Written each time: a group made by hand or by another forkd may hold another weight.
+  if (!write_control_file(group_ + "/cpu.shares", std::to_string(kLiftShares))) return false;
+  group_ready_ = true;
+  return true;
+}
+
+std::optional<std::string> CpuLift::cpu_cgroup_of(pid_t pid, pid_t tid) const {
+  auto text = read_file(task_dir(pid, tid) + "/cgroup", 64 << 10);
+  if (!text) return std::nullopt;
+  auto path = v1_cpu_cgroup(*text);
+  if (!path) return std::nullopt;
+  return hierarchy_ + (*path == "/" ? "" : *path);
+}
+
+bool CpuLift::lift(pid_t pid, pid_t tid) {
+  if (hierarchy_.empty() || tid <= 0 || pid < 0) return false;
+  auto from = cpu_cgroup_of(pid, tid);
+  if (!from || *from == group_ || !ensure_group()) return false;
+  if (!write_control_file(group_ + "/tasks", std::to_string(tid))) return false;
+  moved_.push_back(Moved{pid, tid, *from});
+  return true;
+}
+
+int CpuLift::return_leftovers(const std::function<bool(pid_t process)>& may_return) {
+  if (hierarchy_.empty() || !path_exists(group_ + "/tasks")) return 0;
+  auto tasks = read_file(group_ + "/tasks", 1 << 20);
+  if (!tasks) return 0;
+  int returned = 0;
+  std::string_view rest = *tasks;
+  while (!rest.empty()) {
+    size_t eol = rest.find('\n');
+    std::string_view word = rest.substr(0, eol);
+    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
+    pid_t tid = 0;
+    if (std::from_chars(word.data(), word.data() + word.size(), tid).ptr !=
+            word.data() + word.size() ||
+        tid <= 0) {
+      continue;
+    }
+    // The thread's process: the Tgid line of its status.
+    auto status = read_file(proc_ + "/" + std::to_string(tid) + "/status", 64 << 10);
+    if (!status) continue;
+    size_t at = status->find("\nTgid:");
+    if (at == std::string::npos) continue;
+    pid_t tgid = static_cast<pid_t>(std::strtol(status->c_str() + at + 6, nullptr, 10));
+    if (tgid <= 0 || !may_return(tgid)) continue;
+    // Where its process's other threads are.
+    DIR* d = ::opendir((proc_ + "/" + std::to_string(tgid) + "/task").c_str());
+    if (!d) continue;
+    std::optional<std::string> home;
+    int seen = 0;
+    while (auto* e = ::readdir(d)) {
+      if (++seen > 4096) break;
+      pid_t sibling = static_cast<pid_t>(std::strtol(e->d_name, nullptr, 10));
+      if (sibling <= 0 || sibling == tid) continue;
+      auto where = cpu_cgroup_of(tgid, sibling);
+      if (where && *where != group_) {
+        home = where;
+        break;
+      }
+    }
+    ::closedir(d);
+    if (home && write_control_file(*home + "/tasks", std::to_string(tid))) ++returned;
+  }
+  return returned;
+}
+
+void CpuLift::restore() {
+  for (auto it = moved_.rbegin(); it != moved_.rend(); ++it) {
+    // A thread that has exited may have left its tid to another process's thread.
+    if (::access(task_dir(it->pid, it->tid).c_str(), F_OK) != 0) continue;
+    (void)write_control_file(it->from + "/tasks", std::to_string(it->tid));
+  }
+  moved_.clear();
+}
+
+}  // namespace forkd::vmm
