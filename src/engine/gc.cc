@@ -153,11 +153,11 @@ int sweep_pull_blobs(const std::string& dir, std::chrono::hours max_age) {
 
 }  // namespace
 
+namespace {
+
 // Threads of sandboxes' QEMUs that a branch lifted into the pause's CPU cgroup and never put
 // back (its forkd died mid-copy): they would stay outside the sandbox's CPU limit. Only for a
 // sandbox with no branch in flight (its branch lock is free).
-namespace {
-
 int return_lifted_threads(const EngineConfig& cfg) {
   vmm::CpuLift lift(vmm::host_jail().cgroups, kPauseCgroup);
   std::vector<SandboxInfo> sandboxes;

@@ -18,6 +18,7 @@
 #include "base/scoped_env.h"
 #include "engine/chain_ops.h"
 #include "engine/fork.h"
+#include "engine/gc.h"
 #include "engine/migration.h"
 #include "engine/registry.h"
 #include "engine/sandbox_jail.h"
@@ -431,6 +432,14 @@ TEST_F(Branch, ThePausesThreadsAreLiftedForTheCopyAndPutBackAfter) {
     EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(tid)), 0) << "thread " << tid;
   }
   EXPECT_EQ(sh(src, "echo alive"), "alive\n");
+  if (!v1_cpu) return;
+  // A forkd killed mid-copy leaves the main thread lifted: gc puts it back beside its vCPU.
+  const std::string group = vmm::host_jail().cgroups.hierarchy("cpu") + "/" + engine::kPauseCgroup;
+  ASSERT_TRUE(write_control_file(group + "/tasks", std::to_string(qemu)));
+  ASSERT_EQ(cpu_cgroup(qemu), std::string("/") + engine::kPauseCgroup);
+  auto swept = engine::gc(config());
+  EXPECT_GE(swept.lifted_threads, 1);
+  EXPECT_EQ(cpu_cgroup(qemu), home);
 }
 
 // The same on the pc machine, whose firmware and ROM blocks (BIOS, option ROMs, ACPI tables)
