@@ -66,12 +66,12 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   auto read_result = read_done.get_future();
   StreamStats stats;
   auto read_stream = [&]() {
-    // While the socket is full (the source sends faster than this reads), the pause's last
-    // pages wait for this thread to make room: it is lifted with the pause's threads.
-    vmm::CpuLift lift(vmm::host_jail().cgroups, kPauseCgroup);
-    (void)lift.lift(0, static_cast<pid_t>(::gettid()));
     Status st;
     try {
+      // While the socket is full (the source sends faster than this reads), the pause's last
+      // pages wait for this thread to make room: it is lifted with the pause's threads.
+      vmm::CpuLift lift(vmm::host_jail().cgroups, kPauseCgroup);
+      (void)lift.lift(0, static_cast<pid_t>(::gettid()));
       MigrationStreamSplitter split(
           rd.get(), vmstate->get(), kMainRamBlock, ram_bytes,
           [&](uint64_t off, const uint8_t* data) { return (*link)->page(off, data); });
