@@ -1,8 +1,10 @@
 #include "base/proc_stat.h"
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include <charconv>
+#include <cstring>
 #include <limits>
 #include <string>
 
@@ -61,23 +63,42 @@ std::optional<uint64_t> parse_schedstat_busy_ns(std::string_view text) {
   return v[0] + v[1];
 }
 
-std::optional<uint64_t> process_busy_ns(int pid) {
+std::string thread_dir(int pid, int tid, const std::string& proc) {
+  return proc + "/" + (pid == 0 ? std::string("self") : std::to_string(pid)) + "/task/" +
+         std::to_string(tid);
+}
+
+bool thread_of(int pid, int tid, const std::string& proc) {
+  return pid >= 0 && tid > 0 && ::access(thread_dir(pid, tid, proc).c_str(), F_OK) == 0;
+}
+
+std::optional<std::vector<int>> process_threads(int pid, const std::string& proc) {
   if (pid <= 0) return std::nullopt;
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = ::opendir(tasks.c_str());
+  DIR* d = ::opendir((proc + "/" + std::to_string(pid) + "/task").c_str());
   if (d == nullptr) return std::nullopt;
-  uint64_t sum = 0;
-  int threads = 0;
+  std::vector<int> out;
   while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    if (++threads > 4096) break;
-    // A thread that ended between readdir and here is skipped: its time is gone from the sum
-    // either way.
-    if (auto text = read_file(tasks + "/" + e->d_name + "/schedstat", 256)) {
+    int tid = 0;
+    const char* end = e->d_name + std::strlen(e->d_name);
+    auto [next, ec] = std::from_chars(e->d_name, end, tid);
+    if (ec != std::errc() || next != end || tid <= 0) continue;
+    if (out.size() >= 4096) break;
+    out.push_back(tid);
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::optional<uint64_t> process_busy_ns(int pid) {
+  auto threads = process_threads(pid);
+  if (!threads) return std::nullopt;
+  uint64_t sum = 0;
+  for (int tid : *threads) {
+    // A thread that ended since the listing is skipped: its time is gone from the sum either way.
+    if (auto text = read_file(thread_dir(pid, tid) + "/schedstat", 256)) {
       if (auto ns = parse_schedstat_busy_ns(*text)) sum += *ns;
     }
   }
-  ::closedir(d);
   return sum;
 }
 

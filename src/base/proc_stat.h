@@ -3,7 +3,9 @@
 // the CPU time used so far (bench: what a VM cost while it idled).
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 namespace forkd {
 
@@ -25,6 +27,15 @@ std::optional<ProcStat> read_proc_stat(int pid);
 // The first two fields of a /proc/PID/task/TID/schedstat: ns the thread ran, and ns it waited,
 // runnable, for a CPU. nullopt unless both are numbers.
 std::optional<uint64_t> parse_schedstat_busy_ns(std::string_view text);
+
+// The /proc directory of thread tid of process pid (pid 0: of this process, "self"), under proc
+// (tests give a fake tree).
+std::string thread_dir(int pid, int tid, const std::string& proc = "/proc");
+// Whether tid is (still) a thread of process pid (pid 0: of this process).
+bool thread_of(int pid, int tid, const std::string& proc = "/proc");
+// The threads of process pid (its /proc/PID/task entries), at most 4096; nullopt when the
+// process is gone.
+std::optional<std::vector<int>> process_threads(int pid, const std::string& proc = "/proc");
 
 // What every thread of PID has cost so far: ran plus waited for a CPU (parse_schedstat_busy_ns,
 // summed over /proc/PID/task, at most 4096 threads read). A thread that is runnable but finds no

@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+
+#include "base/files.h"
 
 namespace forkd {
 namespace {
@@ -55,6 +58,32 @@ TEST(ProcStat, ThisProcessGetsBusierWhileItSpins) {
   EXPECT_GE(*after - *before, 20'000'000u);  // 30 ms spun: ran, or waited for a CPU
   EXPECT_FALSE(process_busy_ns(-1));
   EXPECT_FALSE(process_busy_ns(0));
+}
+
+TEST(ProcStat, ThreadsOfAProcess) {
+  const int tid = static_cast<int>(::gettid());
+  auto mine = process_threads(::getpid());
+  ASSERT_TRUE(mine);
+  EXPECT_NE(std::find(mine->begin(), mine->end(), tid), mine->end());
+  EXPECT_TRUE(thread_of(0, tid));
+  EXPECT_TRUE(thread_of(::getpid(), tid));
+  EXPECT_FALSE(thread_of(1, tid));  // not a thread of init
+  EXPECT_FALSE(thread_of(-1, tid));
+  EXPECT_FALSE(thread_of(0, 0));
+  EXPECT_EQ(thread_dir(0, 5, "/x"), "/x/self/task/5");
+  EXPECT_EQ(thread_dir(7, 5), "/proc/7/task/5");
+  EXPECT_FALSE(process_threads(0));
+  EXPECT_FALSE(process_threads(999'999'999));
+  // Entries that are not thread ids are not threads.
+  auto dir = TempDir::create("proctest");
+  ASSERT_TRUE(dir);
+  for (const char* e : {"/9/task/12", "/9/task/13", "/9/task/x1", "/9/task/14x"}) {
+    ASSERT_TRUE(make_dirs(dir->path() + e));
+  }
+  auto fake = process_threads(9, dir->path());
+  ASSERT_TRUE(fake);
+  std::sort(fake->begin(), fake->end());
+  EXPECT_EQ(*fake, (std::vector<int>{12, 13}));
 }
 
 }  // namespace

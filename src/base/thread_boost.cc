@@ -1,15 +1,14 @@
 #include "base/thread_boost.h"
 
-#include <dirent.h>
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 
 #include "base/files.h"
+#include "base/proc_stat.h"
 
 namespace forkd {
 
@@ -39,17 +38,10 @@ int set_attr(pid_t tid, const sched_attr& attr) {
   return static_cast<int>(::syscall(SYS_sched_setattr, tid, &attr, 0));
 }
 
-std::string task_dir(pid_t pid, pid_t tid) {
-  if (pid == 0) return "/proc/self/task/" + std::to_string(tid);
-  return "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid);
-}
-
-bool belongs(pid_t pid, pid_t tid) { return ::access(task_dir(pid, tid).c_str(), F_OK) == 0; }
-
 }  // namespace
 
 bool ThreadBoost::raise(pid_t pid, pid_t tid, BoostLevel level) {
-  if (tid <= 0 || pid < 0 || !belongs(pid, tid)) return false;
+  if (!thread_of(pid, tid)) return false;
   sched_attr old{};
   if (get_attr(tid, old) != 0 || old.sched_policy != kSchedNormal) return false;
   sched_attr next = old;
@@ -72,7 +64,7 @@ bool ThreadBoost::raise(pid_t pid, pid_t tid, BoostLevel level) {
 void ThreadBoost::restore() {
   for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
     // A thread that has exited since may have left its tid to another process's thread.
-    if (!belongs(it->pid, it->tid)) continue;
+    if (!thread_of(it->pid, it->tid)) continue;
     sched_attr attr{};
     if (get_attr(it->tid, attr) != 0) continue;
     attr.size = sizeof attr;
@@ -86,22 +78,13 @@ void ThreadBoost::restore() {
 
 std::vector<pid_t> threads_named(pid_t pid, const std::vector<std::string_view>& names) {
   std::vector<pid_t> out;
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return out;
-  int seen = 0;
-  while (auto* e = ::readdir(d)) {
-    if (++seen > 4096) break;
-    pid_t tid = 0;
-    const char* end = e->d_name + std::strlen(e->d_name);
-    if (std::from_chars(e->d_name, end, tid).ptr != end || tid <= 0) continue;
-    auto comm = read_file(dir + "/" + e->d_name + "/comm", 64);
+  for (int tid : process_threads(pid).value_or(std::vector<int>())) {
+    auto comm = read_file(thread_dir(pid, tid) + "/comm", 64);
     if (!comm) continue;
     std::string_view name = *comm;
     if (!name.empty() && name.back() == '\n') name.remove_suffix(1);
     if (std::find(names.begin(), names.end(), name) != names.end()) out.push_back(tid);
   }
-  ::closedir(d);
   return out;
 }
 

@@ -1,12 +1,10 @@
 #include "vmm/cpu_lift.h"
 
-#include <dirent.h>
-#include <unistd.h>
-
 #include <charconv>
 #include <cstdlib>
 
 #include "base/files.h"
+#include "base/proc_stat.h"
 
 namespace forkd::vmm {
 
@@ -44,11 +42,6 @@ CpuLift::CpuLift(const CgroupLayout& layout, std::string name, std::string proc)
   group_ = hierarchy_ + "/" + name;
 }
 
-std::string CpuLift::task_dir(pid_t pid, pid_t tid) const {
-  return proc_ + "/" + (pid == 0 ? std::string("self") : std::to_string(pid)) + "/task/" +
-         std::to_string(tid);
-}
-
 bool CpuLift::ensure_group() {
   if (group_ready_) return true;
   if (!make_dirs(group_, 0755)) return false;
@@ -59,7 +52,7 @@ bool CpuLift::ensure_group() {
 }
 
 std::optional<std::string> CpuLift::cpu_cgroup_of(pid_t pid, pid_t tid) const {
-  auto text = read_file(task_dir(pid, tid) + "/cgroup", 64 << 10);
+  auto text = read_file(thread_dir(pid, tid, proc_) + "/cgroup", 64 << 10);
   if (!text) return std::nullopt;
   auto path = v1_cpu_cgroup(*text);
   if (!path) return std::nullopt;
@@ -99,21 +92,15 @@ int CpuLift::return_leftovers(const std::function<bool(pid_t process)>& may_retu
     pid_t tgid = static_cast<pid_t>(std::strtol(status->c_str() + at + 6, nullptr, 10));
     if (tgid <= 0 || !may_return(tgid)) continue;
     // Where its process's other threads are.
-    DIR* d = ::opendir((proc_ + "/" + std::to_string(tgid) + "/task").c_str());
-    if (!d) continue;
     std::optional<std::string> home;
-    int seen = 0;
-    while (auto* e = ::readdir(d)) {
-      if (++seen > 4096) break;
-      pid_t sibling = static_cast<pid_t>(std::strtol(e->d_name, nullptr, 10));
-      if (sibling <= 0 || sibling == tid) continue;
+    for (int sibling : process_threads(tgid, proc_).value_or(std::vector<int>())) {
+      if (sibling == tid) continue;
       auto where = cpu_cgroup_of(tgid, sibling);
       if (where && *where != group_) {
         home = where;
         break;
       }
     }
-    ::closedir(d);
     if (home && write_control_file(*home + "/tasks", std::to_string(tid))) ++returned;
   }
   return returned;
@@ -122,7 +109,7 @@ int CpuLift::return_leftovers(const std::function<bool(pid_t process)>& may_retu
 void CpuLift::restore() {
   for (auto it = moved_.rbegin(); it != moved_.rend(); ++it) {
     // A thread that has exited may have left its tid to another process's thread.
-    if (::access(task_dir(it->pid, it->tid).c_str(), F_OK) != 0) continue;
+    if (!thread_of(it->pid, it->tid, proc_)) continue;
     (void)write_control_file(it->from + "/tasks", std::to_string(it->tid));
   }
   moved_.clear();

@@ -54,7 +54,6 @@ class CpuLift {
   int return_leftovers(const std::function<bool(pid_t process)>& may_return);
 
  private:
-  std::string task_dir(pid_t pid, pid_t tid) const;
   std::optional<std::string> cpu_cgroup_of(pid_t pid, pid_t tid) const;
   bool ensure_group();
 
