@@ -22,6 +22,11 @@ namespace {
 constexpr uint64_t kRunPages = 256;  // changed pages written at once, at most (1 MiB)
 constexpr uint64_t kRunBytes = kRunPages * kPageSize;
 constexpr int kBuffers = 8;  // runs in flight to the disk, and read ahead when hashing
+// A stretch of fewer changed pages than this in a run goes through the page cache, the rest
+// straight to the disk. A live copy sends pages again, one here and one there, after the guest
+// wrote them: straight to the disk each was a write of its own, ~50 us here, and the stream's
+// reader waited for those (the first pass's runs are long).
+constexpr uint64_t kDirectPages = 16;
 
 // Zeros to hash and write from. Not const, so that it sits in .bss (the kernel's zero page)
 // rather than as 1 MiB of the binary; nothing writes it.
@@ -48,15 +53,20 @@ Result<std::unique_ptr<LinkReceiver>> LinkReceiver::open(const std::string& pare
   MemView view{map->data(), hole_pages(parent->get(), size)};
   std::string diff_path = dir + "/" + snapshot_file_name("memory_diff");
   std::string pages_path = dir + "/" + snapshot_file_name("memory_pages");
-  // Straight to the disk, as write_link does (no new page cache per changed page).
+  // Straight to the disk, as write_link does (no new page cache per changed page), but for
+  // short stretches (kDirectPages), which go through a second descriptor.
   auto diff = open_file(diff_path, O_RDWR | O_CREAT | O_TRUNC | O_DIRECT, 0600);
   if (!diff) diff = open_file(diff_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
   if (!diff) return tl::unexpected(diff.error());
   if (::ftruncate(diff->get(), static_cast<off_t>(size)) != 0) {
     return errno_error(errno, "truncate " + diff_path);
   }
+  auto cached = open_file(diff_path, O_WRONLY);
+  if (!cached) return tl::unexpected(cached.error());
   std::unique_ptr<LinkReceiver> r(new LinkReceiver(std::move(*map), std::move(view),
                                                    std::move(*diff), diff_path, pages_path, size));
+  r->diff_cached_ = std::move(*cached);
+  r->slots_.resize(kRunPages * kBuffers);
   void* buf = nullptr;
   if (::posix_memalign(&buf, kPageSize, kRunBytes * kBuffers) != 0) {
     return make_error(ErrorCode::kNoSpace, "link receiver: no memory for its buffers");
@@ -91,18 +101,33 @@ LinkReceiver::~LinkReceiver() {
 
 int LinkReceiver::take_buffer() {
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return !free_.empty(); });
+  if (free_.empty()) {
+    auto t = std::chrono::steady_clock::now();
+    cv_.wait(lock, [&] { return !free_.empty(); });
+    timing_.buffer_wait_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+    ++timing_.buffer_waits;
+  }
   int b = free_.back();
   free_.pop_back();
   return b;
 }
 
 Status LinkReceiver::do_op(const Op& op) {
-  const off_t off = static_cast<off_t>(op.first * kPageSize);
   if (op.buf >= 0) {
-    return pwrite_full(diff_.get(), pool_ + static_cast<size_t>(op.buf) * kRunBytes,
-                       op.pages * kPageSize, off, diff_path_);
+    // The run's pages in the order they came, each stretch of consecutive pages in one write.
+    const uint64_t* slot = slots_.data() + static_cast<size_t>(op.buf) * kRunPages;
+    const char* data = pool_ + static_cast<size_t>(op.buf) * kRunBytes;
+    for (uint64_t i = 0, n = 0; i < op.pages; i += n) {
+      n = 1;
+      while (i + n < op.pages && slot[i + n] == slot[i] + n) ++n;
+      const int fd = n >= kDirectPages ? diff_.get() : diff_cached_.get();
+      FORKD_TRY(pwrite_full(fd, data + i * kPageSize, n * kPageSize,
+                            static_cast<off_t>(slot[i] * kPageSize), diff_path_));
+    }
+    return {};
   }
+  const off_t off = static_cast<off_t>(op.first * kPageSize);
   if (::fallocate(diff_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
                   static_cast<off_t>(kPageSize)) == 0) {
     return {};
@@ -169,16 +194,18 @@ bool LinkReceiver::parent_page_equals(uint64_t p, const uint8_t* data) const {
 
 Status LinkReceiver::flush_run() {
   if (run_pages_ == 0) return {};
-  Op op{run_first_, run_pages_, run_};
+  Op op{0, run_pages_, run_};
   run_ = -1;
   run_pages_ = 0;
   return submit(op);
 }
 
-// The diff must read as zeros at a page it no longer holds.
+// The diff must read as zeros at a page it no longer holds. The run being gathered may hold the
+// page: it goes to the disk first.
 Status LinkReceiver::clear_page(uint64_t p) {
   if (!written_[p]) return {};
   written_[p] = 0;
+  FORKD_TRY(flush_run());
   return submit(Op{p, 1, -1});
 }
 
@@ -188,9 +215,10 @@ Status LinkReceiver::page(uint64_t offset, const uint8_t* data) {
                       "link receiver: page offset " + std::to_string(offset) + " out of range");
   }
   const uint64_t p = offset / kPageSize;
-  seen_[p] = 1;
-  const bool in_run = run_pages_ > 0 && p >= run_first_ && p < run_first_ + run_pages_;
-  if (in_run || (run_pages_ > 0 && p != run_first_ + run_pages_)) FORKD_TRY(flush_run());
+  if (!seen_[p]) {
+    seen_[p] = 1;
+    ++seen_count_;
+  }
   if (parent_page_equals(p, data)) {
     changed_[p] = 0;
     return clear_page(p);
@@ -198,10 +226,9 @@ Status LinkReceiver::page(uint64_t offset, const uint8_t* data) {
   changed_[p] = 1;
   if (data == nullptr || all_zero(data, kPageSize)) return clear_page(p);  // a hole reads as zeros
   if (run_pages_ == kRunPages) FORKD_TRY(flush_run());
-  if (run_pages_ == 0) {
-    run_first_ = p;
-    run_ = take_buffer();
-  }
+  if (run_pages_ == 0) run_ = take_buffer();
+  // A page sent again while the run still holds it is written twice, in order: the last counts.
+  slots_[static_cast<size_t>(run_) * kRunPages + run_pages_] = p;
   std::memcpy(pool_ + static_cast<size_t>(run_) * kRunBytes + run_pages_ * kPageSize, data,
               kPageSize);
   ++run_pages_;
@@ -392,9 +419,7 @@ Result<LinkWrite> LinkReceiver::finish(bool content_hash) {
   FORKD_TRY(flush_run());
   FORKD_TRY(stop_writer());
   timing_.drain_ms = ms(t_drain);
-  uint64_t missing = 0;
-  for (uint64_t p = 0; p < pages_; ++p) missing += seen_[p] == 0;
-  if (missing > 0) {
+  if (const uint64_t missing = pages_ - seen_count_; missing > 0) {
     return make_error(ErrorCode::kQemuFailed, "link receiver: " + std::to_string(missing) +
                                                   " pages of the memory never arrived");
   }

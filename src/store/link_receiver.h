@@ -35,6 +35,9 @@ class LinkReceiver {
   // for a zero page.
   Status page(uint64_t offset, const uint8_t* data);
 
+  // Whether every page arrived at least once (a live copy's first pass is over).
+  bool all_seen() const { return seen_count_ == pages_; }
+
   // Flushes and syncs the diff, writes the bitmap, computes the diff's hash and, with
   // content_hash, the memory's (otherwise LinkWrite::content_sha256 stays empty: the link is
   // committed with its content hash pending, SnapshotMeta::content_pending). kQemuFailed when a
@@ -45,6 +48,9 @@ class LinkReceiver {
   // (beside the hashes; from their start).
   struct Timing {
     double drain_ms = 0, hash_ms = 0, sync_ms = 0;
+    // How long and how often page() waited for a buffer the disk had not given back yet.
+    double buffer_wait_ms = 0;
+    uint64_t buffer_waits = 0;
   };
   const Timing& timing() const { return timing_; }
 
@@ -56,7 +62,7 @@ class LinkReceiver {
   // was asked for: a run of changed pages written, or a page punched out again.
   struct Op {
     uint64_t first = 0, pages = 0;
-    int buf = -1;  // a run's buffer; -1: punch page `first`
+    int buf = -1;  // a run's buffer (its pages: slots_); -1: punch page `first`
   };
   bool parent_page_equals(uint64_t p, const uint8_t* data) const;
   Status flush_run();
@@ -79,15 +85,20 @@ class LinkReceiver {
   ReadMapping parent_map_;
   MemView parent_;
   UniqueFd diff_;
+  UniqueFd diff_cached_;  // the same file without O_DIRECT, for short stretches
   std::string diff_path_, pages_path_;
   uint64_t size_, pages_;
   std::vector<uint8_t> changed_;  // per page: differs from the parent
   std::vector<uint8_t> written_;  // per page: the diff file holds data there
   std::vector<uint8_t> seen_;     // per page: arrived at least once
+  uint64_t seen_count_ = 0;       // pages with seen_ set
   char* pool_ = nullptr;          // kBuffers page-aligned buffers of a run each
   std::vector<int> free_;
-  int run_ = -1;  // the buffer of the run being gathered
-  uint64_t run_first_ = 0, run_pages_ = 0;
+  // The run being gathered: changed pages in the order they came, in buffer run_, the page
+  // number of each in slots_ (kRunPages per buffer).
+  int run_ = -1;
+  uint64_t run_pages_ = 0;
+  std::vector<uint64_t> slots_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Op> ops_;

@@ -59,6 +59,7 @@ void LinkReceiverTest::matches_write_link(bool content_hash) {
   // First pass, in order: what the parent has, except a few changes.
   const std::string x = page_of('X'), y = page_of('Y');
   for (size_t p = 0; p < kTestPages; ++p) {
+    EXPECT_FALSE((*r)->all_seen());
     std::string cur = parent_.substr(p * kPageSize, kPageSize);
     bool zero = cur == std::string(kPageSize, '\0');
     if (p >= 100 && p < 400) {  // a long run of changes: several writes
@@ -71,6 +72,7 @@ void LinkReceiverTest::matches_write_link(bool content_hash) {
       send(p, zero ? nullptr : &cur);
     }
   }
+  EXPECT_TRUE((*r)->all_seen()) << "the first pass is over";
   // Sent again: back to the parent's content, changed again, zeroed after holding data.
   std::string orig150 = parent_.substr(150 * kPageSize, kPageSize);
   send(150, &orig150);
@@ -78,6 +80,7 @@ void LinkReceiverTest::matches_write_link(bool content_hash) {
   send(20, &x);
   send(300, nullptr);
   send(5, &y);
+  send(200, &y);  // alone (through the page cache) over a page of a long run (straight to disk)
   auto got = (*r)->finish(content_hash);
   ASSERT_TRUE(got) << got.error().message();
 
@@ -105,6 +108,8 @@ TEST_F(LinkReceiverTest, AMissingPageOrAPageOutsideFails) {
   EXPECT_FALSE((*r)->page(kBytes, d));
   EXPECT_FALSE((*r)->page(100, d));  // not page-aligned
   for (size_t p = 0; p + 1 < kTestPages; ++p) ASSERT_TRUE((*r)->page(p * kPageSize, d));
+  ASSERT_TRUE((*r)->page(0, d));  // a page again does not count twice
+  EXPECT_FALSE((*r)->all_seen());
   auto got = (*r)->finish();
   ASSERT_FALSE(got);
   EXPECT_NE(got.error().message().find("1 pages of the memory never arrived"), std::string::npos);
