@@ -59,6 +59,7 @@ Result<Json> branch_series(const engine::EngineConfig& cfg, const std::string& i
                        {"switchover_ms", r->switchover_ms},
                        {"resume_ms", r->resume_ms},
                        {"copy_ms", r->copy_ms},
+                       {"gate_ms", r->gate_ms},
                        {"total_ms", r->total_ms},
                        {"link_mib", static_cast<double>(r->link_bytes) / (1 << 20)}});
     progress(std::string(engine::branch_mode_name(mode)) + " " + std::to_string(i + 1) + "/" +

@@ -255,6 +255,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   res.copy_ms = mig->copy_ms;
   res.switchover_ms = mig->switchover_ms;
   res.resume_ms = mig->resume_ms;
+  res.gate_ms = mig->gate_ms;
   res.migrate_ms = ms_since(t_mig);
 
   store::SnapshotMeta meta;
@@ -333,11 +334,11 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   res.total_ms = ms_since(t0);
   logger("branch")->info(
       "event=branch tag={} source={} mode={} pause_ms={:.1f} switchover_ms={:.1f} "
-      "resume_ms={:.1f} total_ms={:.0f} copy_ms={:.0f} migrate_ms={:.0f} memory_ms={:.0f} "
-      "files_ms={:.0f} commit_ms={:.0f}",
+      "resume_ms={:.1f} total_ms={:.0f} copy_ms={:.0f} gate_ms={:.0f} migrate_ms={:.0f} "
+      "memory_ms={:.0f} files_ms={:.0f} commit_ms={:.0f}",
       tag, opts.sandbox_id, branch_mode_name(res.mode), res.pause_ms, res.switchover_ms,
-      res.resume_ms, res.total_ms, res.copy_ms, res.migrate_ms, res.memory_ms, res.files_ms,
-      res.commit_ms);
+      res.resume_ms, res.total_ms, res.copy_ms, res.gate_ms, res.migrate_ms, res.memory_ms,
+      res.files_ms, res.commit_ms);
   return res;
 }
 

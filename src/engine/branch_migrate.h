@@ -47,6 +47,9 @@ struct MigrateResult {
   // snapshot), and from that event until RESUME (event delivery and our `cont`).
   double switchover_ms = 0;
   double resume_ms = 0;
+  // A gated switch-over (engine/switchover_gate.h): when the reader let the source switch over,
+  // from the call's start; 0 when the copy was not gated.
+  double gate_ms = 0;
   // With a disk: the source's layer frozen at the paused instant (the source went on on a new
   // overlay above it) and the raw base image at the bottom of its chain.
   std::string frozen_disk;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <future>
+#include <optional>
 #include <system_error>
 #include <thread>
 
@@ -15,6 +16,7 @@
 #include "engine/branch_source.h"
 #include "engine/migration_stream.h"
 #include "engine/sandbox_jail.h"
+#include "engine/switchover_gate.h"
 #include "store/link_receiver.h"
 #include "vmm/cpu_lift.h"
 #include "vmm/jail.h"
@@ -60,6 +62,11 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   }
   wr.reset();
 
+  // The source switches over only once the reader has caught up (engine/switchover_gate.h).
+  const bool gated = vmm::host_jail().switchover_ack;
+  SwitchoverGate gate(rd.get());
+  std::optional<double> gate_ms;  // when the gate opened, from the call's start
+
   // The reader: a thread of its own, so that the source's events are served meanwhile. On an
   // error it shuts the socket, so the source's migration fails instead of waiting for a reader.
   std::promise<Status> read_done;
@@ -75,6 +82,14 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
       MigrationStreamSplitter split(
           rd.get(), vmstate->get(), kMainRamBlock, ram_bytes,
           [&](uint64_t off, const uint8_t* data) { return (*link)->page(off, data); });
+      if (gated) {
+        split.expect_return_path();
+        split.set_before_read([&](const StreamStats& s) -> Status {
+          FORKD_TRY(gate.poll(s.return_path, (*link)->all_seen()));
+          if (gate.opened() && !gate_ms) gate_ms = ms_since(t_start);
+          return {};
+        });
+      }
       st = split.run();
       stats = split.stats();
     } catch (const std::exception& e) {
@@ -103,9 +118,9 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   res.ram_bytes = ram_bytes;
   res.mode = BranchMode::kLive;
   const double setup_ms = ms_since(t_start);
-  auto copied = copy_from_source(
-      SourceCopy{src, req, BranchMode::kLive, *disk, /*multifd=*/false, /*ignore_shared=*/true},
-      "fd:branch-out", res);
+  auto copied = copy_from_source(SourceCopy{src, req, BranchMode::kLive, *disk, /*multifd=*/false,
+                                            /*ignore_shared=*/true, gated},
+                                 "fd:branch-out", res);
   if (!copied) {
     // The reader's error, when it has one, says more than the migration's "failed".
     if (read_result.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
@@ -120,6 +135,7 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   reader.join();
   if (Status st = read_result.get(); !st) return tl::unexpected(st.error());
   const double tail_ms = ms_since(t_tail);
+  if (gate_ms) res.gate_ms = *gate_ms;
   auto t_link = Clock::now();
   // The content hash is left to the link's first assembly, which reads and hashes the same
   // bytes anyway (SnapshotMeta::content_pending): the tag is ready without it.
@@ -128,12 +144,14 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   res.link = std::move(*written);
   res.link_ms = ms_since(t_link);
   logger("branch")->info(
-      "event=receive_steps setup_ms={:.0f} copy_ms={:.0f} tail_ms={:.0f} link_ms={:.0f} "
-      "drain_ms={:.0f} hash_ms={:.0f} sync_ms={:.0f} stream_mib={} main_pages={} "
+      "event=receive_steps setup_ms={:.0f} copy_ms={:.0f} gate_ms={:.0f} gate_wait_ms={:.1f} "
+      "gate_backlog_kib={} tail_ms={:.0f} link_ms={:.0f} drain_ms={:.0f} hash_ms={:.0f} "
+      "sync_ms={:.0f} buffer_wait_ms={:.0f} buffer_waits={} stream_mib={} main_pages={} "
       "other_pages={} device_kib={} changed_pages={}",
-      setup_ms, res.copy_ms, tail_ms, res.link_ms, (*link)->timing().drain_ms,
-      (*link)->timing().hash_ms, (*link)->timing().sync_ms, stats.bytes_in >> 20, stats.main_pages,
-      stats.other_pages, stats.device_bytes >> 10, res.link->pages_changed);
+      setup_ms, res.copy_ms, res.gate_ms, gate.waited_ms(), gate.backlog() >> 10, tail_ms,
+      res.link_ms, (*link)->timing().drain_ms, (*link)->timing().hash_ms, (*link)->timing().sync_ms,
+      (*link)->timing().buffer_wait_ms, (*link)->timing().buffer_waits, stats.bytes_in >> 20,
+      stats.main_pages, stats.other_pages, stats.device_bytes >> 10, res.link->pages_changed);
   FORKD_TRY(find_disk_base(res));
   return res;
 }

@@ -182,10 +182,15 @@ BranchMode usable_mode(BranchMode asked, bool tcg, uint64_t ram_bytes) {
 Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResult& res) {
   QmpClient* src = &c.qmp;
   const MigrateRequest& req = c.req;
-  FORKD_TRY(set_migration_caps(*src, {{"events", true},
-                                      {"x-ignore-shared", c.ignore_shared},
-                                      {"multifd", c.multifd},
-                                      {"pause-before-switchover", c.disk.has_value()}}));
+  std::vector<std::pair<std::string, bool>> caps = {
+      {"events", true},
+      {"x-ignore-shared", c.ignore_shared},
+      {"multifd", c.multifd},
+      {"pause-before-switchover", c.disk.has_value()}};
+  auto gate = switchover_gate_caps(c.switchover_gate);
+  if (!gate) return tl::unexpected(gate.error());
+  caps.insert(caps.end(), gate->begin(), gate->end());
+  FORKD_TRY(set_migration_caps(*src, caps));
   Json params = {{"max-bandwidth", int64_t{1} << 40}, {"downtime-limit", kLiveDowntimeMs}};
   if (c.multifd) {
     params["multifd-channels"] = kBranchMultifdChannels;

@@ -48,6 +48,8 @@ struct SourceCopy {
   const std::optional<SourceDisk>& disk;
   bool multifd;
   bool ignore_shared;  // the stream's block list then carries each block's address
+  // The source waits for the reader's word before it switches over (engine/switchover_gate.h).
+  bool switchover_gate = false;
 };
 Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResult& res);
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "base/files.h"
+#include "vmm/jail.h"
 
 namespace forkd::engine {
 
@@ -18,12 +19,15 @@ using vmm::Json;
 constexpr auto kMigrationTimeout = std::chrono::seconds(60);
 
 // The capabilities of a migration to or from a file: x-ignore-shared as asked, and off what a
-// branch of this VM may have left on (a file takes one channel, and nobody answers a pause before
-// the switch-over here).
+// branch of this VM may have left on (a file takes one channel, has no return path, and nobody
+// answers a pause before the switch-over here).
 Status set_file_caps(vmm::QmpClient& qmp, bool ignore_shared) {
-  return set_migration_caps(
-      qmp,
-      {{"x-ignore-shared", ignore_shared}, {"multifd", false}, {"pause-before-switchover", false}});
+  std::vector<std::pair<std::string, bool>> caps = {
+      {"x-ignore-shared", ignore_shared}, {"multifd", false}, {"pause-before-switchover", false}};
+  auto gate = switchover_gate_caps(false);
+  if (!gate) return tl::unexpected(gate.error());
+  caps.insert(caps.end(), gate->begin(), gate->end());
+  return set_migration_caps(qmp, caps);
 }
 
 // Polls query-migrate until the migration completed or failed.
@@ -60,6 +64,17 @@ Status set_migration_caps(vmm::QmpClient& qmp,
   auto r = qmp.execute("migrate-set-capabilities", Json{{"capabilities", list}});
   if (!r) return tl::unexpected(r.error());
   return {};
+}
+
+Result<std::vector<std::pair<std::string, bool>>> switchover_gate_caps(bool on) {
+  const bool have = vmm::host_jail().switchover_ack;
+  if (on && !have) {
+    return make_error(ErrorCode::kInternal, "this QEMU (" + vmm::host_jail().qemu_version +
+                                                ") has no switchover-ack capability (8.1+)");
+  }
+  std::vector<std::pair<std::string, bool>> caps = {{"return-path", on}};
+  if (have) caps.emplace_back("switchover-ack", on);
+  return caps;
 }
 
 Result<SaveResult> save_device_state(vmm::QmpClient& qmp, const std::string& path,

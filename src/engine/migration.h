@@ -14,6 +14,11 @@ namespace forkd::engine {
 Status set_migration_caps(vmm::QmpClient& qmp,
                           const std::vector<std::pair<std::string, bool>>& caps);
 
+// The capabilities of the switch-over gate (engine/switchover_gate.h): return-path and
+// switchover-ack both on, or both off. switchover-ack is named only where the QEMU in use has it
+// (vmm::HostJail::switchover_ack); without it, on is refused here.
+Result<std::vector<std::pair<std::string, bool>>> switchover_gate_caps(bool on);
+
 struct SaveResult {
   double pause_ms = 0;    // from `stop` until the file was written and fsynced
   double written_ms = 0;  // from `stop` until QEMU completed the stream (before the fsync)

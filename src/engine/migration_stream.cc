@@ -23,6 +23,10 @@ constexpr uint8_t kSubsection = 0x05;
 constexpr uint8_t kConfiguration = 0x07;
 constexpr uint8_t kCommand = 0x08;
 constexpr uint8_t kFooter = 0x7e;
+// The return path's commands (QEMU_VM_COMMAND): the source opens it at the stream's start and
+// pings it once (a PONG nobody waits for in pre-copy). Neither goes into the file.
+constexpr uint16_t kCmdOpenReturnPath = 1;
+constexpr uint16_t kCmdPing = 2;
 // MIG_CMD_SWITCHOVER_START (QEMU 10.0+): a notice without data for the receiving QEMU's devices
 // that the switch-over begins. A file saved from a VM never holds it, so it is dropped.
 constexpr uint16_t kCmdSwitchoverStart = 11;
@@ -65,6 +69,7 @@ Status MigrationStreamSplitter::fill() {
     std::memmove(in_.data(), in_.data() + in_pos_, in_len_ - in_pos_);
   in_len_ -= in_pos_;
   in_pos_ = 0;
+  if (before_read_ && !eof_) FORKD_TRY(before_read_(stats_));
   while (!eof_ && in_len_ < in_.size()) {
     ssize_t n = ::read(in_fd_, in_.data() + in_len_, in_.size() - in_len_);
     if (n < 0) {
@@ -296,10 +301,17 @@ Status MigrationStreamSplitter::command() {
   if (!code) return tl::unexpected(code.error());
   auto size = be16();
   if (!size) return tl::unexpected(size.error());
-  if (*code != kCmdSwitchoverStart || *size != 0) {
-    return tl::unexpected(malformed("unexpected command " + std::to_string(*code)));
+  if (*code == kCmdSwitchoverStart && *size == 0) return {};
+  if (return_path_ok_ && *code == kCmdOpenReturnPath && *size == 0 && !stats_.return_path) {
+    stats_.return_path = true;
+    return {};
   }
-  return {};
+  if (stats_.return_path && *code == kCmdPing && *size == 4) {
+    FORKD_TRY(need(4));
+    in_pos_ += 4;
+    return {};
+  }
+  return tl::unexpected(malformed("unexpected command " + std::to_string(*code)));
 }
 
 // A RAM section's records up to its end-of-section flag.

@@ -10,7 +10,10 @@
 // The stream comes from a jailed QEMU, so it is untrusted input: every length and offset is
 // checked, the device-state part is bounded, and anything this reader does not know (a section
 // other than RAM before the device state, a RAM flag such as XBZRLE, a page of an unknown
-// block or outside its block) fails the read with kQemuFailed. The layout read here is QEMU's
+// block or outside its block) fails the read with kQemuFailed. A return path (QEMU's
+// capability return-path, which a branch turns on for the switch-over's gate, engine/
+// switchover_gate.h) is accepted only when asked for; its commands are dropped from the file, which
+// a QEMU loads without one. The layout read here is QEMU's
 // savevm and RAM migration format (migration/savevm.c, migration/ram.c, since 2.x; checked
 // against 7.2 and 10.0).
 #include <cstddef>
@@ -30,6 +33,7 @@ struct StreamStats {
   uint64_t main_pages = 0;    // page records of the main block (a page sent twice counts twice)
   uint64_t other_pages = 0;   // page records of other blocks (passed through)
   uint64_t device_bytes = 0;  // the device-state part, from its first section to the end
+  bool return_path = false;   // the source opened its return path (and waits for its messages)
 };
 
 class MigrationStreamSplitter {
@@ -37,6 +41,9 @@ class MigrationStreamSplitter {
   // A page of the main block at byte offset `offset`: data points to kStreamPage bytes, or is
   // null for a zero page. An error stops the read.
   using PageFn = std::function<Status(uint64_t offset, const uint8_t* data)>;
+  // Called before each read from the stream, with the figures so far: what was read before is
+  // parsed then (but for the first bytes of a record). An error stops the read.
+  using ReadFn = std::function<Status(const StreamStats&)>;
 
   // in_fd: the stream (read until its end). out_fd: the device-state file (written from its
   // current position). main_block: the main RAM block's id; main_bytes: its size, which the
@@ -47,6 +54,11 @@ class MigrationStreamSplitter {
   // Reads the whole stream. kQemuFailed for a malformed or unexpected stream, kIo for a read or
   // write error, or the sink's error.
   Status run();
+
+  // Before run(): accept the commands of a return path (OPEN_RETURN_PATH, PING), which are
+  // refused otherwise; and call before_read before each read.
+  void expect_return_path() { return_path_ok_ = true; }
+  void set_before_read(ReadFn before_read) { before_read_ = std::move(before_read); }
 
   const StreamStats& stats() const { return stats_; }
 
@@ -87,7 +99,9 @@ class MigrationStreamSplitter {
   std::string main_name_;
   uint64_t main_bytes_;
   PageFn on_page_;
+  ReadFn before_read_;
   uint64_t max_out_;
+  bool return_path_ok_ = false;
 
   std::vector<uint8_t> in_;
   size_t in_pos_ = 0, in_len_ = 0;

@@ -173,6 +173,64 @@ TEST(MigrationStream, MalformedStreamsAreRefused) {
   EXPECT_NE(run.status.error().message().find("besides the main memory"), std::string::npos);
 }
 
+// A source with a return path (capability return-path): it opens it after the header and pings
+// it once. Neither command goes into the file, which a QEMU loads without a return path; the
+// hook before each read learns that the path is open.
+TEST(MigrationStream, AReturnPathIsTakenOnlyWhenAskedAndKeptOutOfTheFile) {
+  const std::string a = page_of('a');
+  auto stream = [&](bool with_path) {
+    Bytes in = header();
+    if (with_path) in.u8(0x08).be16(1).be16(0).u8(0x08).be16(2).be16(4).be32(1);
+    in.raw(ram_start().s);
+    in.u8(0x02).be32(2).be64(0 | 0x08).str("mem").raw(a).be64(0x10).u8(0x7e).be32(2);
+    in.u8(0x04).raw("dev");
+    return in.s;
+  };
+  auto dir = TempDir::create("forkd-stream-test");
+  ASSERT_TRUE(dir);
+  auto run = [&](const std::string& stream, bool expect) {
+    EXPECT_TRUE(write_file_atomic(dir->path() + "/in", stream));
+    auto in = open_file(dir->path() + "/in", O_RDONLY);
+    auto out = open_file(dir->path() + "/out", O_WRONLY | O_CREAT | O_TRUNC);
+    MigrationStreamSplitter s(in->get(), out->get(), "mem", kMain,
+                              [](uint64_t, const uint8_t*) -> Status { return {}; });
+    int reads = 0;
+    bool saw_path = false;
+    if (expect) s.expect_return_path();
+    s.set_before_read([&](const StreamStats& st) -> Status {
+      ++reads;
+      saw_path = saw_path || st.return_path;
+      return {};
+    });
+    Status st = s.run();
+    EXPECT_GE(reads, 1);
+    if (st) EXPECT_EQ(saw_path, s.stats().return_path) << "seen by the hook";
+    return std::make_pair(st, s.stats().return_path);
+  };
+  auto [plain, plain_path] = run(stream(false), true);
+  ASSERT_TRUE(plain) << plain.error().message();
+  EXPECT_FALSE(plain_path);
+  const std::string plain_file = *read_file(dir->path() + "/out");
+
+  auto [gated, gated_path] = run(stream(true), true);
+  ASSERT_TRUE(gated) << gated.error().message();
+  EXPECT_TRUE(gated_path);
+  EXPECT_EQ(*read_file(dir->path() + "/out"), plain_file) << "the commands are dropped";
+
+  auto [refused, refused_path] = run(stream(true), false);
+  ASSERT_FALSE(refused) << "a return path nobody asked for";
+  EXPECT_EQ(refused.error().code(), ErrorCode::kQemuFailed);
+
+  Bytes twice = header();
+  twice.u8(0x08).be16(1).be16(0).u8(0x08).be16(1).be16(0);
+  auto [again, again_path] = run(twice.s, true);
+  EXPECT_FALSE(again) << "opened twice";
+  Bytes ping_first = header();
+  ping_first.u8(0x08).be16(2).be16(4).be32(1);
+  auto [ping, ping_path] = run(ping_first.s, true);
+  EXPECT_FALSE(ping) << "a ping before the path is open";
+}
+
 TEST(MigrationStream, TheSinksErrorStopsTheRead) {
   Bytes in = header();
   in.raw(ram_start().s).u8(0x02).be32(2).be64(0 | 0x08).str("mem").raw(page_of('a'));

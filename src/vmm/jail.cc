@@ -76,6 +76,7 @@ HostJail probe() {
   j.qemu_version = known->qemu_version;
   j.private_readonly_ram = version_at_least(j.qemu_version, 8, 2);
   j.tcg_ram_pad = needs_tcg_ram_pad(j.qemu_version);
+  j.switchover_ack = has_switchover_ack(j.qemu_version);
   if (const char* q = std::getenv("FORKD_QEMU"); q && *q) {
     j.static_qemu.reason = std::string("FORKD_QEMU names the QEMU to run (") + q + ")";
   } else {

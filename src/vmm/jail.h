@@ -46,6 +46,8 @@ struct HostJail {
   bool private_readonly_ram = false;
   // New TCG VMs get the RAM pad (QEMU before 9.0, see guest_ram_bytes in vmm/qemu_cmdline.h).
   bool tcg_ram_pad = true;
+  // QEMU has the migration capability switchover-ack (has_switchover_ack in qemu_cmdline.h).
+  bool switchover_ack = false;
   // Whether QEMU starts with forkd's stub libraries (vmm/lean_qemu.h), and why not.
   LeanQemuProbe lean;
   // forkd's static QEMU build (vmm/static_qemu.h), and why not; none when FORKD_QEMU names the

@@ -41,6 +41,10 @@ bool needs_tcg_ram_pad(const std::string& qemu_version) {
   return !version_at_least(qemu_version, 9, 0);
 }
 
+bool has_switchover_ack(const std::string& qemu_version) {
+  return version_at_least(qemu_version, 8, 1);
+}
+
 bool qemu_syncs_volatile_ram(const std::string& qemu_version) {
   int major = 0, minor = 0, micro = 0;
   if (std::sscanf(qemu_version.c_str(), "%d.%d.%d", &major, &minor, &micro) < 2) return true;

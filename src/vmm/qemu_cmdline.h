@@ -25,6 +25,9 @@ std::string_view machine_name(MachineType m);
 uint64_t guest_ram_bytes(int memory_mib, Accel accel, bool tcg_pad = true);
 // Whether a QEMU of this version ("7.2.22") needs the pad above: before 9.0, or unknown.
 bool needs_tcg_ram_pad(const std::string& qemu_version);
+// Whether this QEMU has the migration capability switchover-ack (8.1+): a destination on the
+// return path decides when the source may switch over (engine/switchover_gate.h).
+bool has_switchover_ack(const std::string& qemu_version);
 
 // Whether this QEMU msyncs a file-backed RAM block that is not persistent memory after an
 // incoming migration: before upstream's "migration: Don't sync volatile memory after migration

@@ -227,6 +227,14 @@ TEST(GuestRamBytes, PadOnlyUnderTcgBeforeQemu9) {
   EXPECT_FALSE(needs_tcg_ram_pad("10.0.2"));
 }
 
+TEST(QemuVersion, SwitchoverAckFrom81) {
+  EXPECT_FALSE(has_switchover_ack("7.2.22"));
+  EXPECT_FALSE(has_switchover_ack("8.0.5"));
+  EXPECT_FALSE(has_switchover_ack("")) << "unknown: no gate";
+  EXPECT_TRUE(has_switchover_ack("8.1.0"));
+  EXPECT_TRUE(has_switchover_ack("10.0.2"));
+}
+
 TEST(BuildQemuArgv, ExplicitRamBytes) {
   VmConfig c = base_config(MachineType::kMicrovm);
   c.memory_file = "/m";
