@@ -10,12 +10,11 @@
 // The stream comes from a jailed QEMU, so it is untrusted input: every length and offset is
 // checked, the device-state part is bounded, and anything this reader does not know (a section
 // other than RAM before the device state, a RAM flag such as XBZRLE, a page of an unknown
-// block or outside its block) fails the read with kQemuFailed. A return path (QEMU's
-// capability return-path, which a branch turns on for the switch-over's gate, engine/
-// switchover_gate.h) is accepted only when asked for; its commands are dropped from the file, which
-// a QEMU loads without one. The layout read here is QEMU's
-// savevm and RAM migration format (migration/savevm.c, migration/ram.c, since 2.x; checked
-// against 7.2 and 10.0).
+// block or outside its block) fails the read with kQemuFailed. A return path (capability
+// return-path, which a branch turns on for the switch-over's gate, engine/switchover_gate.h) is
+// accepted only when asked for; its commands are dropped from the file, which a QEMU loads
+// without one. The layout read here is QEMU's savevm and RAM migration format
+// (migration/savevm.c, migration/ram.c, since 2.x; checked against 7.2 and 10.0).
 #include <cstddef>
 #include <cstdint>
 #include <functional>

@@ -5,11 +5,13 @@
 // round until it is told it may.
 //
 // Why a branch gates it: the source sends faster than the branch's reader takes the stream in
-// (~1.5 against ~1.1 GB/s here), so the socket between them is full when the source's first pass
-// ends. Without the gate the source switched over then, and the last pages and the device state,
-// sent while the guest is stopped, waited for the reader to make room. The reader opens the gate
-// once it has caught up with the first pass (every page of the main memory arrived) and the
-// socket is nearly empty: the pause then writes into an empty socket.
+// (the reader also writes the changed pages to the disk), so the socket between them held 5-16
+// MiB when the source's first pass ended. Without the gate the source switched over then: the
+// last pages and the device state, sent while the guest is stopped, could wait for the reader to
+// make room, and the reader was busy with that backlog during the pause. The reader opens the
+// gate once it has caught up with the first pass (every page of the main memory arrived) and the
+// socket is nearly empty. It looks just before each read, when what it read before is parsed, so
+// a source that sends nothing more while it waits is answered at once.
 //
 // What is sent is QEMU's return-path framing (migration/migration.c): a be16 type and a be16
 // length, then the data. SWITCHOVER_ACK, then SHUT with 0 (no error), at once: the source's
