@@ -119,7 +119,8 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   res.mode = BranchMode::kLive;
   const double setup_ms = ms_since(t_start);
   auto copied = copy_from_source(SourceCopy{src, req, BranchMode::kLive, *disk, /*multifd=*/false,
-                                            /*ignore_shared=*/true, gated},
+                                            /*ignore_shared=*/true, gated,
+                                            /*snapshot_after=*/true},
                                  "fd:branch-out", res);
   if (!copied) {
     // The reader's error, when it has one, says more than the migration's "failed".

@@ -50,6 +50,10 @@ struct SourceCopy {
   bool ignore_shared;  // the stream's block list then carries each block's address
   // The source waits for the reader's word before it switches over (engine/switchover_gate.h).
   bool switchover_gate = false;
+  // The disk's snapshot after the migration completed (the source still stopped, its images
+  // inactive: QEMU supports an external snapshot then) instead of in a pause before the
+  // switch-over. Only without a destination QEMU, which would open the frozen layer meanwhile.
+  bool snapshot_after = false;
 };
 Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResult& res);
 
