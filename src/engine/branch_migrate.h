@@ -43,8 +43,9 @@ struct MigrateResult {
   BranchMode mode = BranchMode::kLive;  // as asked, or kFull when live was unsafe (see .cc)
   double pause_ms = 0;                  // source STOP to RESUME, by QEMU's event timestamps
   double copy_ms = 0;                   // migrate command until completion
-  // The pause in two: STOP until QEMU's `completed` event (last dirty pages, device state, disk
-  // snapshot), and from that event until RESUME (event delivery and our `cont`).
+  // The pause in two: STOP until QEMU's `completed` event (last dirty pages, device state, and
+  // with a destination QEMU the disk snapshot), and from that event until RESUME (event delivery,
+  // a link's disk snapshot (SourceCopy::snapshot_after), our `cont`).
   double switchover_ms = 0;
   double resume_ms = 0;
   // A gated switch-over (engine/switchover_gate.h): when the reader let the source switch over,
