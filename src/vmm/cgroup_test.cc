@@ -8,32 +8,13 @@
 #include <optional>
 
 #include "base/files.h"
+#include "vmm/fake_root_test.h"
 #include "vmm/jail.h"
 
 namespace forkd::vmm {
 namespace {
 
-class FakeCgroupRoot : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto dir = TempDir::create("cgtest");
-    ASSERT_TRUE(dir) << dir.error().message();
-    dir_.emplace(std::move(*dir));
-    root_ = dir_->path();
-  }
-  std::optional<TempDir> dir_;
-  void put(const std::string& rel, const std::string& text) {
-    if (size_t slash = rel.rfind('/'); slash != std::string::npos) {
-      ASSERT_TRUE(make_dirs(root_ + "/" + rel.substr(0, slash)));
-    }
-    ASSERT_TRUE(write_file_atomic(root_ + "/" + rel, text));
-  }
-  std::string get(const std::string& rel) {
-    auto t = read_file(root_ + "/" + rel);
-    return t ? *t : "<missing>";
-  }
-  std::string root_;
-};
+using FakeCgroupRoot = FakeRoot;
 
 TEST_F(FakeCgroupRoot, DetectsV2FromRootControllers) {
   put("cgroup.controllers", "cpuset cpu io memory hugetlb pids rdma\n");

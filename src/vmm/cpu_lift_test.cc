@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "base/files.h"
+#include "vmm/fake_root_test.h"
 
 namespace forkd::vmm {
 namespace {
@@ -24,13 +25,11 @@ TEST(V1CpuCgroup, FindsTheCpuLine) {
 
 // A fake v1 cpu hierarchy and /proc: process 100 has threads 100 (main) and 101 (vCPU), both
 // in /forkd/sb-1.
-class FakeLift : public ::testing::Test {
+class FakeLift : public FakeRoot {
  protected:
   void SetUp() override {
-    auto dir = TempDir::create("lifttest");
-    ASSERT_TRUE(dir) << dir.error().message();
-    dir_.emplace(std::move(*dir));
-    root_ = dir_->path();
+    FakeRoot::SetUp();
+    if (HasFatalFailure()) return;
     layout_.version = CgroupVersion::kV1;
     layout_.root = root_ + "/cg";
     layout_.controllers = {"cpu"};
@@ -41,16 +40,6 @@ class FakeLift : public ::testing::Test {
           std::string("Name:\tqemu\nTgid:\t100\nPid:\t") + tid + "\n");
     }
   }
-  void put(const std::string& rel, const std::string& text) {
-    ASSERT_TRUE(make_dirs(root_ + "/" + rel.substr(0, rel.rfind('/'))));
-    ASSERT_TRUE(write_file_atomic(root_ + "/" + rel, text));
-  }
-  std::string get(const std::string& rel) {
-    auto t = read_file(root_ + "/" + rel);
-    return t ? *t : "<missing>";
-  }
-  std::optional<TempDir> dir_;
-  std::string root_;
   CgroupLayout layout_;
 };
 
