@@ -8,11 +8,21 @@
 
 namespace forkd::vmm {
 
+namespace {
+
+// The part of rest before the first sep (all of it without one); rest keeps what follows sep.
+std::string_view take(std::string_view& rest, char sep) {
+  size_t at = rest.find(sep);
+  std::string_view part = rest.substr(0, at);
+  rest = at == std::string_view::npos ? std::string_view() : rest.substr(at + 1);
+  return part;
+}
+
+}  // namespace
+
 std::optional<std::string> v1_cpu_cgroup(std::string_view text) {
   while (!text.empty()) {
-    size_t eol = text.find('\n');
-    std::string_view line = text.substr(0, eol);
-    text = eol == std::string_view::npos ? std::string_view() : text.substr(eol + 1);
+    std::string_view line = take(text, '\n');
     // hierarchy-id:controller,list:/path
     size_t a = line.find(':');
     if (a == std::string_view::npos) continue;
@@ -22,10 +32,7 @@ std::optional<std::string> v1_cpu_cgroup(std::string_view text) {
     std::string_view path = line.substr(b + 1);
     bool cpu = false;
     while (!controllers.empty()) {
-      size_t comma = controllers.find(',');
-      if (controllers.substr(0, comma) == "cpu") cpu = true;
-      controllers =
-          comma == std::string_view::npos ? std::string_view() : controllers.substr(comma + 1);
+      if (take(controllers, ',') == "cpu") cpu = true;
     }
     if (!cpu || path.empty() || path.front() != '/') continue;
     // A path climbing out of the hierarchy is not one the kernel writes.
@@ -75,9 +82,7 @@ int CpuLift::return_leftovers(const std::function<bool(pid_t process)>& may_retu
   int returned = 0;
   std::string_view rest = *tasks;
   while (!rest.empty()) {
-    size_t eol = rest.find('\n');
-    std::string_view word = rest.substr(0, eol);
-    rest = eol == std::string_view::npos ? std::string_view() : rest.substr(eol + 1);
+    std::string_view word = take(rest, '\n');
     pid_t tid = 0;
     if (std::from_chars(word.data(), word.data() + word.size(), tid).ptr !=
             word.data() + word.size() ||
