@@ -306,7 +306,8 @@ Result<int> Child::wait(std::optional<std::chrono::milliseconds> timeout) {
 
 Result<RunResult> run_capture(const std::vector<std::string>& argv,
                               std::chrono::milliseconds timeout,
-                              const std::map<std::string, std::string>& env) {
+                              const std::map<std::string, std::string>& env,
+                              const std::optional<SpawnOptions::Credentials>& as) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return errno_error(errno, "pipe");
   UniqueFd rd(fds[0]), wr(fds[1]);
@@ -314,6 +315,10 @@ Result<RunResult> run_capture(const std::vector<std::string>& argv,
   opts.stdout_fd = wr.get();
   opts.stderr_fd = wr.get();
   opts.env = env;
+  if (as) {
+    opts.drop_to = *as;
+    opts.no_new_privs = true;
+  }
   auto child = Child::spawn(argv, opts);
   if (!child) return tl::unexpected(child.error());
   wr.reset();

@@ -84,9 +84,13 @@ struct RunResult {
 };
 
 // Runs argv to completion, capturing up to 1 MiB of its output; env is added to this process's.
+// With as, it runs as that uid and gid (no supplementary groups, no new privileges): a tool
+// that follows what a sandbox's QEMU wrote (an image's backing file) reaches no more than that
+// QEMU could.
 Result<RunResult> run_capture(const std::vector<std::string>& argv,
                               std::chrono::milliseconds timeout,
-                              const std::map<std::string, std::string>& env = {});
+                              const std::map<std::string, std::string>& env = {},
+                              const std::optional<SpawnOptions::Credentials>& as = std::nullopt);
 
 // True when a process with this pid exists (signal 0 succeeds or fails with EPERM).
 bool process_alive(pid_t pid);

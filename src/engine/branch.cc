@@ -14,6 +14,8 @@
 #include "base/log.h"
 #include "base/subprocess.h"
 #include "engine/branch_migrate.h"
+#include "engine/disk_checks.h"
+#include "engine/disk_fold.h"
 #include "engine/fork.h"
 #include "engine/registry.h"
 #include "engine/sandbox.h"
@@ -21,6 +23,7 @@
 #include "store/chain.h"
 #include "store/snapshot_store.h"
 #include "store/tag_write.h"
+#include "vmm/jail.h"
 
 namespace forkd::engine {
 
@@ -80,20 +83,36 @@ std::optional<store::SnapshotMeta> source_parent(const store::SnapshotStore& sna
 
 // Makes the frozen top layer of the source's disk a self-contained tag disk: a copy of the
 // layer, rebased (safe mode: differing clusters are copied in) straight onto the base image, and
-// the base hard-linked beside it.
+// the base hard-linked beside it. The safe rebase reads the source's chain, whose names its
+// QEMU wrote, so it runs as that QEMU's owner, on a copy lent to it; the tag keeps a copy of that
+// in turn, made by forkd (a descriptor the lent file leaked reaches no tag).
 Status write_tag_disk(const std::string& frozen_layer, const std::string& base,
+                      const std::optional<SpawnOptions::Credentials>& owner,
                       const std::string& staging) {
+  auto copy = [](const std::string& from, const std::string& to) -> Status {
+    auto r = run_capture({"cp", "--sparse=always", from, to}, std::chrono::minutes(5));
+    if (!r || r->exit_code != 0) {
+      return make_error(ErrorCode::kIo, "copy disk layer: " + (r ? r->output : ""));
+    }
+    return {};
+  };
   std::string disk = staging + "/disk.qcow2";
-  auto data = run_capture({"cp", "--sparse=always", frozen_layer, disk}, std::chrono::minutes(5));
-  if (!data || data->exit_code != 0) {
-    return make_error(ErrorCode::kIo, "copy disk layer: " + (data ? data->output : ""));
-  }
-  auto r = run_capture({"qemu-img", "rebase", "-U", "-f", "qcow2", "-F", "raw", "-b", base, disk},
-                       std::chrono::minutes(10));
+  std::string work = owner ? staging + "/disk.lent.qcow2" : disk;
+  FORKD_TRY(copy(frozen_layer, work));
+  struct Unlent {
+    std::string path;
+    ~Unlent() {
+      if (!path.empty()) ::unlink(path.c_str());
+    }
+  } unlent{owner ? work : ""};
+  if (owner) FORKD_TRY(vmm::give_file(work, {owner->uid, owner->gid}));
+  auto r = run_capture({"qemu-img", "rebase", "-U", "-f", "qcow2", "-F", "raw", "-b", base, work},
+                       std::chrono::minutes(10), {}, owner);
   if (!r || r->exit_code != 0) {
     return make_error(ErrorCode::kQemuFailed,
                       "qemu-img rebase: " + (r ? r->output : r.error().message()));
   }
+  if (owner) FORKD_TRY(copy(work, disk));
   if (::link(base.c_str(), (staging + "/base.img").c_str()) != 0) {
     return errno_error(errno, "link base image into the tag");
   }
@@ -104,6 +123,28 @@ Status write_tag_disk(const std::string& frozen_layer, const std::string& base,
                       "qemu-img rebase -u: " + (r ? r->output : r.error().message()));
   }
   return {};
+}
+
+// A fold of the source's frozen disk layer may take this long (it copies what the guest wrote
+// to its disk since the branch before; bounded by the disk's size).
+constexpr auto kFoldLimit = std::chrono::seconds(60);
+
+// The source's chain one layer shorter again (engine/disk_fold.h). The tag is committed by
+// then: a fold that fails leaves the chain a layer deeper, never a broken branch.
+void fold_source_disk(const std::string& source_dir, const std::string& frozen, BranchResult& res) {
+  auto t0 = Clock::now();
+  auto qmp = vmm::QmpClient::connect(source_dir + "/qmp.sock", std::chrono::seconds(5));
+  auto r = qmp ? fold_frozen_layer(*qmp, source_dir, frozen, kFoldLimit)
+               : Result<FoldResult>(tl::unexpected(qmp.error()));
+  res.fold_ms = ms_since(t0);
+  if (!r) {
+    logger("branch")->warn("event=fold_failed layer={} error=\"{}\"", frozen, r.error().describe());
+    return;
+  }
+  res.folded = r->folded;
+  if (!r->skipped.empty()) {
+    logger("branch")->info("event=fold_skipped layer={} why=\"{}\"", frozen, r->skipped);
+  }
 }
 
 bool receiver_enabled() {
@@ -277,9 +318,11 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   meta.files["vmstate"] = {};
 
   if (!mig->frozen_disk.empty()) {
-    std::string base = mig->disk_base;
-    if (base.empty()) return fail(Error(ErrorCode::kInternal, "disk without a base image"));
-    if (auto st = write_tag_disk(mig->frozen_disk, base, *staging); !st) return fail(st.error());
+    auto base = check_tag_base(snaps.root(), mig->disk_base);
+    if (!base) return fail(base.error());
+    if (auto st = write_tag_disk(mig->frozen_disk, *base, mig->disk_owner, *staging); !st) {
+      return fail(st.error());
+    }
     meta.has_disk = true;
     meta.files["disk"] = {};
     meta.files["base"] = {};
@@ -332,13 +375,14 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   if (!loaded) return tl::unexpected(loaded.error());
   res.meta = *loaded;
   res.total_ms = ms_since(t0);
+  if (!mig->frozen_disk.empty()) fold_source_disk(mreq.source_dir, mig->frozen_disk, res);
   logger("branch")->info(
       "event=branch tag={} source={} mode={} pause_ms={:.1f} switchover_ms={:.1f} "
       "resume_ms={:.1f} total_ms={:.0f} copy_ms={:.0f} gate_ms={:.0f} migrate_ms={:.0f} "
-      "memory_ms={:.0f} files_ms={:.0f} commit_ms={:.0f}",
+      "memory_ms={:.0f} files_ms={:.0f} commit_ms={:.0f} fold_ms={:.1f} folded={}",
       tag, opts.sandbox_id, branch_mode_name(res.mode), res.pause_ms, res.switchover_ms,
       res.resume_ms, res.total_ms, res.copy_ms, res.gate_ms, res.migrate_ms, res.memory_ms,
-      res.files_ms, res.commit_ms);
+      res.files_ms, res.commit_ms, res.fold_ms, res.folded);
   return res;
 }
 

@@ -61,6 +61,10 @@ struct BranchResult {
   // end of the migration), the other files' fsync and hash, and the commit.
   double migrate_ms = 0, memory_ms = 0, files_ms = 0, commit_ms = 0;
   uint64_t link_bytes = 0;  // bytes of memory stored by the tag (dirty set for a link)
+  // After the commit, outside total_ms: the source's frozen disk layer folded into the one below
+  // (engine/disk_fold.h; false when there was none of the sandbox's own below it).
+  double fold_ms = 0;
+  bool folded = false;
 };
 
 // Branches a running sandbox. The caller may hold an agent connection to it; its children's

@@ -129,7 +129,7 @@ Result<MigrateResult> migrate_to_template(const EngineConfig& cfg, const Migrate
   auto t_start = Clock::now();
   // Before anything stops: a full disk fails here, with the source untouched.
   FORKD_TRY(preallocate_file(req.memory_file, ram_bytes));
-  auto disk = query_disk(*src);
+  auto disk = query_disk(*src, req.source_dir);
   if (!disk) return tl::unexpected(disk.error());
 
   auto dest_lock = make_dest_dir(cfg);

@@ -55,6 +55,7 @@ struct MigrateResult {
   // overlay above it) and the raw base image at the bottom of its chain.
   std::string frozen_disk;
   std::string disk_base;
+  std::optional<SpawnOptions::Credentials> disk_owner;  // SourceDisk::owner
   // The link written from the stream (link_parent_memory set), and the time from the copy's
   // end until its hashes were done.
   std::optional<store::LinkWrite> link;

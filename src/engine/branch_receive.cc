@@ -40,7 +40,7 @@ constexpr int kSocketBuffer = 8 << 20;
 Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& src,
                                    uint64_t ram_bytes) {
   auto t_start = Clock::now();
-  auto disk = query_disk(src);
+  auto disk = query_disk(src, req.source_dir);
   if (!disk) return tl::unexpected(disk.error());
   auto link = store::LinkReceiver::open(req.link_parent_memory, req.link_dir, ram_bytes);
   if (!link) return tl::unexpected(link.error());

@@ -12,6 +12,7 @@
 #include "base/random.h"
 #include "base/subprocess.h"
 #include "base/thread_boost.h"
+#include "engine/disk_checks.h"
 #include "engine/sandbox_jail.h"
 #include "engine/vm_setup.h"
 #include "vmm/cpu_lift.h"
@@ -104,9 +105,10 @@ class SourceSide {
 };
 
 // The bottom (raw base) of a qcow2 chain.
-Result<std::string> chain_base(const std::string& image) {
+Result<std::string> chain_base(const std::string& image,
+                               const std::optional<SpawnOptions::Credentials>& owner) {
   auto r = run_capture({"qemu-img", "info", "-U", "--backing-chain", "--output=json", image},
-                       std::chrono::seconds(30));
+                       std::chrono::seconds(30), {}, owner);
   if (!r || r->exit_code != 0) {
     return make_error(ErrorCode::kQemuFailed,
                       "qemu-img info " + image + ": " + (r ? r->output : r.error().message()));
@@ -124,7 +126,7 @@ Result<std::string> chain_base(const std::string& image) {
 
 }  // namespace
 
-Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
+Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp, const std::string& source_dir) {
   auto r = qmp.execute("query-block");
   if (!r) return tl::unexpected(r.error());
   for (const auto& dev : *r) {
@@ -139,6 +141,9 @@ Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
     if (d.active.empty() || d.virtual_size <= 0) {
       return make_error(ErrorCode::kQemuFailed, "query-block: no file or size for the disk");
     }
+    auto owner = check_active_image(source_dir, d.active);
+    if (!owner) return tl::unexpected(owner.error().wrap("query-block"));
+    d.owner = *owner;
     return std::optional<SourceDisk>(d);
   }
   return std::optional<SourceDisk>();
@@ -146,7 +151,7 @@ Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp) {
 
 Status find_disk_base(MigrateResult& res) {
   if (res.frozen_disk.empty()) return {};
-  auto base = chain_base(res.frozen_disk);
+  auto base = chain_base(res.frozen_disk, res.disk_owner);
   if (!base) return tl::unexpected(base.error());
   res.disk_base = *base;
   return {};
@@ -225,9 +230,8 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
         !made) {
       return tl::unexpected(made.error().wrap("disk snapshot"));
     }
-    struct stat active {};
-    if (::stat(c.disk->active.c_str(), &active) == 0 && active.st_uid != ::geteuid()) {
-      if (auto g = vmm::give_file(next_layer, {active.st_uid, active.st_gid}); !g) {
+    if (c.disk->owner) {
+      if (auto g = vmm::give_file(next_layer, {c.disk->owner->uid, c.disk->owner->gid}); !g) {
         ::unlink(next_layer.c_str());
         return tl::unexpected(g.error().wrap("disk snapshot"));
       }
@@ -250,6 +254,7 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
     auto snap = src->armed() ? src->fire() : src->execute("blockdev-snapshot-sync", snapshot_args);
     if (!snap) return tl::unexpected(snap.error().wrap("disk snapshot"));
     res.frozen_disk = c.disk->active;
+    res.disk_owner = c.disk->owner;
     return {};
   };
   auto arm_first = [&] {

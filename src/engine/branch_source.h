@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/subprocess.h"
 #include "engine/branch_migrate.h"
 #include "engine/migration.h"
 #include "vmm/qmp_client.h"
@@ -14,14 +15,20 @@ namespace forkd::engine {
 
 inline constexpr int kBranchMultifdChannels = 2;  // a full branch's copy, one per core here
 
-// The source's disk as QEMU has it now: active image file and virtual size.
+// The source's disk as QEMU has it now: active image file and virtual size, and the uid and gid
+// that own that file (a jailed QEMU's; none when forkd's own).
+// QEMU's word is checked: the active image must be a regular file directly in source_dir. What
+// the layers name as their backing files is QEMU's to write, so the tools that follow them
+// (find_disk_base, the tag's rebase) run as the owner.
 struct SourceDisk {
   std::string active;
   int64_t virtual_size = 0;
+  std::optional<SpawnOptions::Credentials> owner;
 };
-Result<std::optional<SourceDisk>> query_disk(vmm::QmpClient& qmp);
+Result<std::optional<SourceDisk>> query_disk(vmm::QmpClient& qmp, const std::string& source_dir);
 
-// Sets res.disk_base from res.frozen_disk (nothing to do without a disk).
+// Sets res.disk_base from res.frozen_disk (nothing to do without a disk), following the chain as
+// res.disk_owner.
 Status find_disk_base(MigrateResult& res);
 
 // The source's QMP and its exact RAM size (with or without the TCG pad, see

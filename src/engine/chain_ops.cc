@@ -88,6 +88,8 @@ Json branch_result_json(const EngineConfig& cfg, const BranchResult& r) {
                      {"resume", r.resume_ms},
                      {"copy", r.copy_ms},
                      {"total", r.total_ms}};
+  // The source's disk fold, after the tag was ready (engine/disk_fold.h).
+  if (r.folded) j["timings_ms"]["disk_fold"] = r.fold_ms;
   j["memory_stored_bytes"] = r.link_bytes;
   return j;
 }

@@ -613,9 +613,27 @@ TEST_F(Branch, DiskIsFrozenAtThePausedInstant) {
                "test -e /root/after && echo leaked || echo absent"),
             "before\nabsent\n");
 
+  // The first branch froze the sandbox's first overlay, above the tag's disk: nothing to fold.
+  EXPECT_FALSE(r->folded);
+  auto overlays = [&] {
+    int n = 0;
+    for (const auto& e :
+         std::filesystem::directory_iterator(config().sandboxes_dir() + "/" + src)) {
+      if (e.path().extension() == ".qcow2") ++n;
+    }
+    return n;
+  };
+  EXPECT_EQ(overlays(), 2);
+
   auto full = branch(src, "pyfull", engine::BranchMode::kFull);
   ASSERT_TRUE(full) << full.error().describe();
   EXPECT_EQ(full->mode, engine::BranchMode::kFull);
+  // The second froze the first branch's overlay, which went into the sandbox's first one: the
+  // chain is as deep as after the first branch, and what the guest wrote still reads back.
+  EXPECT_TRUE(full->folded);
+  EXPECT_EQ(overlays(), 2);
+  EXPECT_EQ(sh(src, "sync; echo 3 > /proc/sys/vm/drop_caches; cat /root/before /root/after"),
+            "before\nafter\n");
   sh(src, "echo later > /root/later; sync");
   auto child2 = fork_one("pyfull");
   ASSERT_FALSE(child2.empty());
