@@ -31,8 +31,10 @@ bool file_directly_in(const std::string& dir, const std::string& path) {
 Result<std::optional<SpawnOptions::Credentials>> check_active_image(const std::string& source_dir,
                                                                     const std::string& path) {
   struct stat st {};
-  if (!file_directly_in(source_dir, path) || ::lstat(path.c_str(), &st) != 0 ||
-      !S_ISREG(st.st_mode)) {
+  std::string name = file_directly_in(source_dir, path) ? path.substr(source_dir.size() + 1) : "";
+  bool overlay_name = name.rfind("overlay", 0) == 0 && name.size() >= 13 &&
+                      name.compare(name.size() - 6, 6, ".qcow2") == 0;
+  if (!overlay_name || ::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
     return make_error(ErrorCode::kQemuFailed, "the disk's active image " + path +
                                                   " is not a file of the sandbox's directory");
   }

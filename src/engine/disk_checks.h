@@ -14,7 +14,7 @@ bool file_directly_in(const std::string& dir, const std::string& path);
 
 // The disk's active image, as QEMU named it, must be a regular file (not a link) directly in
 // the sandbox's directory, where forkd makes every layer and QEMU can make nothing (its group
-// may only pass through). Returns the uid and gid that own it when they are not this process's
+// may only pass through), and named as forkd names layers (overlay*.qcow2, not the record). Returns the uid and gid that own it when they are not this process's
 // (a jailed QEMU's), for the tools that then follow its chain.
 Result<std::optional<SpawnOptions::Credentials>> check_active_image(const std::string& source_dir,
                                                                     const std::string& path);

@@ -45,11 +45,16 @@ TEST_F(DiskChecksOnFiles, TheActiveImageIsAPlainFileOfTheSandboxsOwnDirectory) {
   EXPECT_FALSE(own->has_value());  // this process's file: nobody to run the tools as
   EXPECT_FALSE(check_active_image(sb, root() + "/sb-2/overlay.qcow2"));
   EXPECT_FALSE(check_active_image(sb, sb + "/../sb-2/overlay.qcow2"));
-  EXPECT_FALSE(check_active_image(sb, sb + "/missing.qcow2"));
-  ASSERT_EQ(::symlink((root() + "/sb-2/overlay.qcow2").c_str(), (sb + "/link.qcow2").c_str()), 0);
-  EXPECT_FALSE(check_active_image(sb, sb + "/link.qcow2"));
-  ASSERT_EQ(::mkdir((sb + "/d.qcow2").c_str(), 0700), 0);
-  EXPECT_FALSE(check_active_image(sb, sb + "/d.qcow2"));
+  EXPECT_FALSE(check_active_image(sb, sb + "/overlay-missing.qcow2"));
+  ASSERT_TRUE(write_file_atomic(sb + "/sandbox.json", "{}"));  // the record, not a layer
+  EXPECT_FALSE(check_active_image(sb, sb + "/sandbox.json"));
+  ASSERT_TRUE(write_file_atomic(sb + "/overlay-1.qcow2", "x"));
+  EXPECT_TRUE(check_active_image(sb, sb + "/overlay-1.qcow2"));
+  ASSERT_EQ(
+      ::symlink((root() + "/sb-2/overlay.qcow2").c_str(), (sb + "/overlay-link.qcow2").c_str()), 0);
+  EXPECT_FALSE(check_active_image(sb, sb + "/overlay-link.qcow2"));
+  ASSERT_EQ(::mkdir((sb + "/overlay-dir.qcow2").c_str(), 0700), 0);
+  EXPECT_FALSE(check_active_image(sb, sb + "/overlay-dir.qcow2"));
   if (::geteuid() == 0) {
     ASSERT_EQ(::chown((sb + "/overlay.qcow2").c_str(), 1900000123, 4321), 0);
     auto jailed = check_active_image(sb, sb + "/overlay.qcow2");
