@@ -61,6 +61,7 @@ Result<Json> branch_series(const engine::EngineConfig& cfg, const std::string& i
                        {"copy_ms", r->copy_ms},
                        {"gate_ms", r->gate_ms},
                        {"total_ms", r->total_ms},
+                       {"disk_fold_ms", r->folded ? r->fold_ms : 0.0},
                        {"link_mib", static_cast<double>(r->link_bytes) / (1 << 20)}});
     progress(std::string(engine::branch_mode_name(mode)) + " " + std::to_string(i + 1) + "/" +
              std::to_string(runs) + ": pause " + num(r->pause_ms) + " ms, total " +

@@ -142,8 +142,9 @@ void fold_source_disk(const std::string& source_dir, const std::string& frozen, 
     return;
   }
   res.folded = r->folded;
-  if (!r->skipped.empty()) {
-    logger("branch")->info("event=fold_skipped layer={} why=\"{}\"", frozen, r->skipped);
+  if (!r->note.empty()) {
+    logger("branch")->info("event=fold_note layer={} folded={} note=\"{}\"", frozen, r->folded,
+                           r->note);
   }
 }
 

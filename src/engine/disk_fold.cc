@@ -83,7 +83,7 @@ Result<FoldResult> fold_frozen_layer(vmm::QmpClient& qmp, const std::string& sou
   FoldResult out;
   auto nodes = named_nodes(qmp);
   if (!nodes) return tl::unexpected(nodes.error());
-  auto plan = plan_fold(*nodes, source_dir, frozen, &out.skipped);
+  auto plan = plan_fold(*nodes, source_dir, frozen, &out.note);
   if (!plan) return tl::unexpected(plan.error());
   if (!*plan) return out;
 
@@ -119,14 +119,22 @@ Result<FoldResult> fold_frozen_layer(vmm::QmpClient& qmp, const std::string& sou
     break;
   }
   (void)qmp.take_events();
+  out.folded = true;
+  // The commit rewrote the active overlay's header (the name of its backing file). Written back
+  // here, while the guest runs; otherwise the next branch's stop pays for it (QEMU flushes the
+  // disk there: an fdatasync, 0.37 ms in QEMU's trace, inside that branch's pause).
+  auto flushed =
+      qmp.execute("human-monitor-command", Json{{"command-line", "qemu-io root \"flush\""}});
+  if (!flushed || !flushed->is_string() || !flushed->get_ref<const std::string&>().empty()) {
+    out.note = "the active overlay was not flushed";
+  }
   // Removed once QEMU holds it no more (a commit's nodes are closed when its job ends).
   auto after = named_nodes(qmp);
   if (!after) return tl::unexpected(after.error());
-  out.folded = true;
   if (still_open(*after, frozen)) {
-    out.skipped = "the folded layer is still open";
+    out.note = "the folded layer is still open";
   } else if (::unlink(frozen.c_str()) != 0) {
-    out.skipped = "the folded layer could not be removed";
+    out.note = "the folded layer could not be removed";
   }
   out.ms = ms_since(t0);
   return out;

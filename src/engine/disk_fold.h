@@ -31,7 +31,7 @@ Result<std::optional<FoldPlan>> plan_fold(const nlohmann::json& nodes,
 struct FoldResult {
   bool folded = false;
   double ms = 0;
-  std::string skipped;  // why nothing was folded
+  std::string note;  // why nothing was folded, or what was left undone after a fold
 };
 
 // qmp: the source's. frozen: the layer the branch froze, a file directly in source_dir. A
