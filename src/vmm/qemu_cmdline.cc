@@ -133,6 +133,12 @@ std::vector<std::string> build_qemu_argv(const VmConfig& cfg) {
     // `max` exposes every feature TCG emulates (x86-64-v2+), which a 6.1 kernel and modern
     // userland binaries expect; qemu64 lacks e.g. SSE4.2/POPCNT.
     add("-cpu", "max");
+    // A queue's notification is then an MMIO write the vCPU thread serves itself (an ioeventfd
+    // spares KVM an exit; TCG has none to spare). With ioeventfds QEMU takes every queue's down
+    // and up again at each stop and start of the VM, memory-map updates under the global lock:
+    // 0.21 ms of a live branch's 0.30 ms stop in QEMU's trace, with the guest already stopped.
+    // Host-side only (nothing of it is in a device's saved state): tags restore either way.
+    if (microvm) add("-global", "virtio-mmio.ioeventfd=off");
   }
   add("-smp", std::to_string(cfg.cpus));
   uint64_t ram_bytes = cfg.ram_bytes ? cfg.ram_bytes : guest_ram_bytes(cfg.memory_mib, cfg.accel);

@@ -296,6 +296,15 @@ TEST(BuildQemuArgv, TcgTbSize) {
   EXPECT_EQ(value_of(build_qemu_argv(c), "-accel"), "tcg,tb-size=4");
 }
 
+TEST(BuildQemuArgv, NoIoeventfdsForMicrovmUnderTcgOnly) {
+  VmConfig c = base_config(MachineType::kMicrovm);
+  EXPECT_THAT(values_of(build_qemu_argv(c), "-global"), Contains("virtio-mmio.ioeventfd=off"));
+  c.accel = Accel::kKvm;
+  EXPECT_FALSE(has_flag(build_qemu_argv(c), "-global"));
+  VmConfig pc = base_config(MachineType::kPc);
+  EXPECT_FALSE(has_flag(build_qemu_argv(pc), "-global"));
+}
+
 TEST(BuildQemuArgv, KvmUsesHostCpuAndIgnoresTbSize) {
   VmConfig c = base_config(MachineType::kMicrovm);
   c.accel = Accel::kKvm;
