@@ -47,10 +47,8 @@ void cancel_job(vmm::QmpClient& qmp, const std::string& job) {
   auto deadline = SteadyClock::now() + std::chrono::seconds(5);
   while (SteadyClock::now() < deadline) {
     auto ev = qmp.wait_event("BLOCK_JOB_CANCELLED", std::chrono::milliseconds(250));
-    if (ev && json::string_or(json::member(*ev, "data") ? *json::member(*ev, "data") : Json(),
-                              "device", "") == job) {
-      return;
-    }
+    const Json* data = ev ? json::member(*ev, "data") : nullptr;
+    if (data && json::string_or(*data, "device", "") == job) return;
   }
 }
 
@@ -130,8 +128,9 @@ Result<FoldResult> fold_frozen_layer(vmm::QmpClient& qmp, const std::string& sou
   }
   // Removed once QEMU holds it no more (a commit's nodes are closed when its job ends).
   auto after = named_nodes(qmp);
-  if (!after) return tl::unexpected(after.error());
-  if (still_open(*after, frozen)) {
+  if (!after) {
+    out.note = "the folded layer is left in place: " + after.error().message();
+  } else if (still_open(*after, frozen)) {
     out.note = "the folded layer is still open";
   } else if (::unlink(frozen.c_str()) != 0) {
     out.note = "the folded layer could not be removed";
