@@ -17,9 +17,9 @@ inline constexpr int kBranchMultifdChannels = 2;  // a full branch's copy, one p
 
 // The source's disk as QEMU has it now: active image file and virtual size, and the uid and gid
 // that own that file (a jailed QEMU's; none when forkd's own).
-// QEMU's word is checked: the active image must be a regular file directly in source_dir. What
-// the layers name as their backing files is QEMU's to write, so the tools that follow them
-// (find_disk_base, the tag's rebase) run as the owner.
+// QEMU's word is checked (engine/disk_checks.h): the active image must be a layer's regular file
+// directly in source_dir. What the layers name as their backing files is QEMU's to write, so the
+// tools that follow them (find_disk_base, the tag's rebase) run as the owner.
 struct SourceDisk {
   std::string active;
   int64_t virtual_size = 0;
