@@ -3,23 +3,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdlib>
+#include <filesystem>
 
 #include "store/snapshot_meta.h"
 
 namespace forkd::engine {
-
-namespace {
-
-std::string real_path(const std::string& p) {
-  char* r = ::realpath(p.c_str(), nullptr);
-  if (!r) return "";
-  std::string out(r);
-  std::free(r);
-  return out;
-}
-
-}  // namespace
 
 bool file_directly_in(const std::string& dir, const std::string& path) {
   if (dir.empty() || path.size() <= dir.size() + 1) return false;
@@ -43,10 +31,12 @@ Result<std::optional<SpawnOptions::Credentials>> check_active_image(const std::s
 }
 
 Result<std::string> check_tag_base(const std::string& snapshots_root, const std::string& base) {
-  std::string path = real_path(base), root = real_path(snapshots_root);
+  std::error_code ec, ec_root;
+  std::string path = std::filesystem::canonical(base, ec).string();
+  std::string root = std::filesystem::canonical(snapshots_root, ec_root).string();
   auto slash = path.rfind('/');
   struct stat st {};
-  if (path.empty() || root.empty() || slash == std::string::npos ||
+  if (ec || ec_root || slash == std::string::npos ||
       path.substr(slash + 1) != store::snapshot_file_name("base") ||
       !file_directly_in(root, path.substr(0, slash)) || ::lstat(path.c_str(), &st) != 0 ||
       !S_ISREG(st.st_mode)) {
