@@ -4,7 +4,8 @@
 # sandbox without a network needs (x86_64, TCG and KVM, microvm and its virtio devices, qcow2,
 # seccomp) and linked statically. Such a QEMU starts without the dynamic loader's work for ~50
 # libraries (relocations, symbol lookups, their start-up code), about 25 against 65-100 ms of
-# CPU here. forkd runs it for the VMs it fits (src/vmm/static_qemu.h) and the installed QEMU for
+# CPU here. forkd's changes to QEMU's source are applied first: src/vmm/lean/qemu-static/patches,
+# one file each, its reason at its top. forkd runs it for the VMs it fits (src/vmm/static_qemu.h) and the installed QEMU for
 # the rest. The answers of forkd's QEMU shim (src/vmm/lean/qemu_shim.c) are linked in (--wrap).
 #
 # usage: build-qemu-static.sh [BUILD_DIR]     (make qemu-static; make test and make bench run it)
@@ -50,7 +51,7 @@ configure_args=(--prefix=/usr --disable-relocatable --python=/usr/bin/python3
   --static --disable-docs --disable-tools --disable-guest-agent --disable-install-blobs)
 wraps=madvise,fdt_create,posix_fadvise,posix_fadvise64
 key=$({
-  cat "$here/source.txt" "$here/devices.mak" src/vmm/lean/qemu_shim.c "$self"
+  cat "$here/source.txt" "$here/devices.mak" src/vmm/lean/qemu_shim.c "$self" "$here"/patches/*.patch
   echo "${configure_args[*]} $wraps"
   dpkg-query -W libc6-dev libglib2.0-dev libpcre2-dev libseccomp-dev libfdt-dev zlib1g-dev gcc meson 2>/dev/null
 } | sha256sum | cut -c1-16)
@@ -87,6 +88,13 @@ if [[ ! -f $src/.unpacked ]]; then
     exit 1
   }
   cp "$here/devices.mak" "$src/configs/devices/x86_64-softmmu/forkd.mak"
+  # forkd's changes to QEMU, each explained in its file.
+  for p in "$here"/patches/*.patch; do
+    patch -s -p1 -d "$src" --forward --no-backup-if-mismatch <"$p" || {
+      echo "qemu-static: $p does not apply to the QEMU $version source" >&2
+      exit 1
+    }
+  done
   touch "$src/.unpacked"
 fi
 
