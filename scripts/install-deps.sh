@@ -30,8 +30,8 @@ PKGS=(
 # and the boost headers: most of a fresh machine's download).
 TEST_PKGS=(docker-registry python3-matplotlib)
 # forkd's static QEMU build (scripts/build-qemu-static.sh; make test and make bench build it),
-# with meson 1.5+ and pycotap below.
-TEST_PKGS+=(libglib2.0-dev libseccomp-dev libfdt-dev zlib1g-dev ninja-build curl xz-utils)
+# with meson 1.5+ and pycotap below; patch applies forkd's changes to its source.
+TEST_PKGS+=(libglib2.0-dev libseccomp-dev libfdt-dev zlib1g-dev ninja-build curl xz-utils patch)
 # The TypeScript SDK's tests and example need Node.js 20 or newer with npm. Debian 12's own
 # nodejs is 18: take it only when there is no node at all (a newer one, e.g. NodeSource's, is
 # kept; it bundles npm, which Debian's npm package would conflict with).
