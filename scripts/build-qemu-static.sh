@@ -4,9 +4,10 @@
 # sandbox without a network needs (x86_64, TCG and KVM, microvm and its virtio devices, qcow2,
 # seccomp) and linked statically. Such a QEMU starts without the dynamic loader's work for ~50
 # libraries (relocations, symbol lookups, their start-up code), about 25 against 65-100 ms of
-# CPU here. forkd's changes to QEMU's source are applied first: src/vmm/lean/qemu-static/patches,
-# one file each, its reason at its top. forkd runs it for the VMs it fits (src/vmm/static_qemu.h) and the installed QEMU for
+# CPU here. forkd runs it for the VMs it fits (src/vmm/static_qemu.h) and the installed QEMU for
 # the rest. The answers of forkd's QEMU shim (src/vmm/lean/qemu_shim.c) are linked in (--wrap).
+# forkd's changes to QEMU's source are applied after unpacking: src/vmm/lean/qemu-static/patches,
+# one file each, its reason at its top.
 #
 # usage: build-qemu-static.sh [BUILD_DIR]     (make qemu-static; make test and make bench run it)
 # Nothing to do when BUILD/qemu-static was built from the same inputs. Skipped, with a message,
