@@ -235,11 +235,11 @@ std::string block_writer_damage(const std::string& id) {
   long last = -1;
   in >> last;
   if (last < 0) return "no /tmp/last in: " + out.substr(0, 200);
+  const long next = last + 1;
   for (long k = 0; k < kBlocks; ++k) {
     long v = -1;
     if (!(in >> v)) return "block " + std::to_string(k) + " unreadable";
-    // The newest i <= last + 1 with i % kBlocks == k (0: none yet).
-    long next = last + 1;
+    // The newest i <= next with i % kBlocks == k (0: none yet).
     long want = next - ((next - k) % kBlocks + kBlocks) % kBlocks;
     if (want < 1) want = 0;
     bool ok = v == want || (want == next && v == std::max(0L, want - kBlocks));
