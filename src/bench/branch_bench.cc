@@ -58,6 +58,7 @@ Result<Json> branch_series(const engine::EngineConfig& cfg, const std::string& i
     per_run.push_back({{"pause_ms", r->pause_ms},
                        {"switchover_ms", r->switchover_ms},
                        {"resume_ms", r->resume_ms},
+                       {"resumed_by", r->resumed_by_qemu ? "qemu" : "cont"},
                        {"copy_ms", r->copy_ms},
                        {"gate_ms", r->gate_ms},
                        {"total_ms", r->total_ms},

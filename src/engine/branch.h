@@ -53,9 +53,11 @@ struct BranchResult {
   double pause_ms = 0;                  // source vCPUs stopped (QEMU STOP to RESUME event)
   double copy_ms = 0;                   // migration start to completion
   double switchover_ms = 0;  // of the pause: STOP until QEMU's migration `completed` event
-  double resume_ms = 0;  // of the pause: `completed` until RESUME (a link's disk snapshot, `cont`)
-  double gate_ms = 0;    // a gated switch-over: when the source was let switch over (0: not gated)
-  double total_ms = 0;   // call start to tag committed
+  // Of the pause: `completed` until RESUME (a link's disk snapshot, `cont`; or QEMU's own start).
+  double resume_ms = 0;
+  double gate_ms = 0;  // a gated switch-over: when the source was let switch over (0: not gated)
+  bool resumed_by_qemu = false;  // QEMU resumed the source itself (MigrateResult::resumed_by_qemu)
+  double total_ms = 0;           // call start to tag committed
   // Steps of total_ms: the whole migration (destination start until it saved its device state
   // and quit), the memory step (link: compare, write, hash; flat: fsync; it runs beside the
   // end of the migration), the other files' fsync and hash, and the commit.

@@ -45,9 +45,12 @@ struct MigrateResult {
   double copy_ms = 0;                   // migrate command until completion
   // The pause in two: STOP until QEMU's `completed` event (last dirty pages, device state, and
   // with a destination QEMU the disk snapshot), and from that event until RESUME (event delivery,
-  // a link's disk snapshot (SourceCopy::snapshot_after), our `cont`).
+  // a link's disk snapshot (SourceCopy::snapshot_after), our `cont`; or QEMU's own start).
   double switchover_ms = 0;
   double resume_ms = 0;
+  // QEMU started the source again itself as the copy completed (x-resume-on-completion, see
+  // engine/branch_source.cc), without forkd's `cont`.
+  bool resumed_by_qemu = false;
   // A gated switch-over (engine/switchover_gate.h): when the reader let the source switch over,
   // from the call's start; 0 when the copy was not gated.
   double gate_ms = 0;

@@ -34,6 +34,10 @@ constexpr auto kConvergeAfter = std::chrono::seconds(8);
 // 4.9 ms at 1 ms against 6.9 ms at 20 ms, the whole call as long (each page left for the pause
 // also costs TCG a TLB walk in QEMU's per-page dirty sync, see vmm::guest_ram_bytes).
 constexpr int kLiveDowntimeMs = 1;
+// The migration capability of forkd's static QEMU that starts the source again when the copy
+// completes, and how long after `completed` its RESUME may take before `cont` is sent instead.
+constexpr const char* kResumeOnCompletion = "x-resume-on-completion";
+constexpr auto kSelfResumeWait = std::chrono::seconds(1);
 
 double event_time_us(const Json& ev) {
   auto ts = ev.find("timestamp");
@@ -44,8 +48,9 @@ double event_time_us(const Json& ev) {
 // The threads a branch's pause passes through, raised for the copy and put back after it: the
 // source QEMU's migration thread (stops the guest, sends the last pages and the device state),
 // its monitor thread (reads `cont`), its main thread (runs it), and this thread (waits for
-// `completed`, sends `cont`). Never a vCPU. Each wake-up of that relay could otherwise wait a
-// scheduler slice behind the copy's other work (the stream's reader and writer, the guest).
+// `completed`, sends `cont`): the last three only where QEMU does not start the source again
+// itself (has_resume_on_completion). Never a vCPU. Each wake-up of that relay could otherwise wait
+// a scheduler slice behind the copy's other work (the stream's reader and writer, the guest).
 class PauseThreads {
  public:
   explicit PauseThreads(pid_t qemu) : lift_(vmm::host_jail().cgroups, kPauseCgroup) {
@@ -124,6 +129,24 @@ Result<std::string> chain_base(const std::string& image,
   return json::string_or(last, "filename", "");
 }
 
+// forkd's static QEMU starts a source again itself when its migration completes, if asked
+// (src/vmm/lean/qemu-static/patches/migration-resume-on-completion.patch): no `cont` relay
+// in the pause. Whether this QEMU has it, from its own list.
+bool has_resume_on_completion(QmpClient& qmp) {
+  auto r = qmp.execute("query-migrate-capabilities");
+  if (!r || !r->is_array()) return false;
+  for (const Json& c : *r) {
+    if (c.is_object() && json::string_or(c, "capability", "") == kResumeOnCompletion) return true;
+  }
+  return false;
+}
+
+// Whether the source runs now (a live branch of a paused source stays on the `cont` path).
+bool source_running(QmpClient& qmp) {
+  auto st = qmp.execute("query-status");
+  return st && json::bool_or(*st, "running", false);
+}
+
 }  // namespace
 
 Result<std::optional<SourceDisk>> query_disk(QmpClient& qmp, const std::string& source_dir) {
@@ -192,6 +215,14 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
       {"x-ignore-shared", c.ignore_shared},
       {"multifd", c.multifd},
       {"pause-before-switchover", c.disk.has_value() && !c.snapshot_after}};
+  // QEMU resumes the source itself only when nothing is left to do in the pause after the copy:
+  // a live copy (a full one stopped the source before) of a source without a disk to snapshot.
+  // Set either way where QEMU has it: a capability stays as the last migration left it.
+  bool qemu_resumes = false;
+  if (has_resume_on_completion(*src)) {
+    qemu_resumes = c.mode == BranchMode::kLive && !c.disk && source_running(*src);
+    caps.emplace_back(kResumeOnCompletion, qemu_resumes);
+  }
   auto gate = switchover_gate_caps(c.switchover_gate);
   if (!gate) return tl::unexpected(gate.error());
   caps.insert(caps.end(), gate->begin(), gate->end());
@@ -258,8 +289,11 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
     return {};
   };
   auto arm_first = [&] {
-    (void)(c.disk && !snapshot_sent ? src->arm("blockdev-snapshot-sync", snapshot_args)
-                                    : src->arm("cont"));
+    if (c.disk && !snapshot_sent) {
+      (void)src->arm("blockdev-snapshot-sync", snapshot_args);
+    } else if (!qemu_resumes) {
+      (void)src->arm("cont");
+    }
   };
   if (c.mode == BranchMode::kFull) {
     if (auto r = src->execute("stop"); !r) return give_up(r.error().wrap("stop"));
@@ -314,9 +348,20 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
       return give_up(Error(ErrorCode::kQemuFailed, "migration " + status + ": " + why));
     }
   }
+  // QEMU started the source itself, or (its block devices could not be activated again) left it
+  // stopped: then `cont` says why.
+  std::optional<Json> resume_ev;
+  if (qemu_resumes) {
+    if (auto ev = src->wait_event("RESUME", kSelfResumeWait)) {
+      resume_ev = std::move(*ev);
+      res.resumed_by_qemu = true;
+    } else if (ev.error().code() != ErrorCode::kTimeout) {
+      return give_up(ev.error());
+    }
+  }
   // The completed event can arrive a moment before QEMU's migration cleanup leaves the
   // finish-migrate state, and `cont` is refused until then: retry briefly.
-  for (auto t_cont = Clock::now();;) {
+  for (auto t_cont = Clock::now(); !resume_ev;) {
     auto r = src->armed() ? src->fire() : src->execute("cont");
     if (r) break;
     bool not_final = r.error().message().find("not finalized") != std::string::npos;
@@ -327,7 +372,10 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
   }
   res.copy_ms = ms_since(t_copy);
   auto stop_ev = src->wait_event("STOP", std::chrono::seconds(2));
-  auto resume_ev = src->wait_event("RESUME", std::chrono::seconds(5));
+  if (!resume_ev) {
+    auto ev = src->wait_event("RESUME", std::chrono::seconds(5));
+    if (ev) resume_ev = std::move(*ev);
+  }
   if (!stop_ev || !resume_ev) {
     return make_error(ErrorCode::kQemuFailed, "no STOP/RESUME event from the source");
   }

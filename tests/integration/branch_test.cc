@@ -111,6 +111,18 @@ WatchedBranch branch_watching_destination(const engine::EngineConfig& cfg,
   return WatchedBranch{running.get(), cmdline, environ_text};
 }
 
+// Whether the sandbox's QEMU is forkd's static build, which starts a live branch's source again
+// itself when the copy completes (x-resume-on-completion, src/vmm/lean/qemu-static/patches).
+bool runs_static_qemu(const std::string& id) {
+  const std::string& binary = vmm::host_jail().static_qemu.binary;
+  auto pid = read_file(config().sandboxes_dir() + "/" + id + "/qemu.pid", 64);
+  if (binary.empty() || !pid || pid->empty()) return false;
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink(
+      "/proc/" + std::to_string(std::atoi(pid->c_str())) + "/exe", ec);
+  return !ec && exe == std::filesystem::canonical(binary, ec);
+}
+
 class Branch : public ForkingTest {
  protected:
   static void SetUpTestSuite() { create_base_tag({"echo base > /tmp/origin"}); }
@@ -124,6 +136,7 @@ void check_consistency(engine::BranchMode mode, const std::string& tag) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   long before = counter(src);
   ASSERT_GT(before, 0);
+  const bool static_qemu = runs_static_qemu(src);
   double pause_ms = -1;
   engine::BranchOptions bo;
   bo.sandbox_id = src;
@@ -143,6 +156,9 @@ void check_consistency(engine::BranchMode mode, const std::string& tag) {
   EXPECT_EQ(reported, mode) << "and the mode used (as asked: the tag has the RAM pad)";
   EXPECT_EQ(r->mode, mode);
   EXPECT_GE(r->pause_ms, 0);
+  // Started again by QEMU itself in a live branch of a source without a disk, where QEMU can;
+  // by forkd's `cont` after a full one (the source was stopped before the copy).
+  EXPECT_EQ(r->resumed_by_qemu, static_qemu && mode == engine::BranchMode::kLive);
   ASSERT_TRUE(r->meta.parent_tag);
   EXPECT_EQ(*r->meta.parent_tag, "base");
   EXPECT_EQ(r->meta.branched_from.value_or(""), src);
@@ -667,6 +683,7 @@ TEST_F(Branch, DiskIsFrozenAtThePausedInstant) {
   auto r = branch(src, "pylink");
   ASSERT_TRUE(r) << r.error().describe();
   EXPECT_TRUE(r->meta.has_disk);
+  EXPECT_FALSE(r->resumed_by_qemu) << "the disk's snapshot comes before `cont`";
   sh(src, "echo after > /root/after; sync");
   EXPECT_EQ(sh(src, "cat /root/before /root/after"), "before\nafter\n");
   auto child = fork_one("pylink");
