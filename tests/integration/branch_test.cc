@@ -4,11 +4,13 @@
 #include "engine/branch.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <future>
@@ -534,6 +536,48 @@ TEST_F(Branch, ThePausesThreadsAreLiftedForTheCopyAndPutBackAfter) {
 
 // The same on the pc machine, whose firmware and ROM blocks (BIOS, option ROMs, ACPI tables)
 // travel in the stream beside the main memory and go into the link's device state.
+// The threads of this process whose scheduling policy is SCHED_BATCH (field 41 of
+// /proc/self/task/TID/stat).
+int batch_threads() {
+  int n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    auto stat = read_file(e.path().string() + "/stat", 4096);
+    if (!stat) continue;
+    auto close = stat->rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(stat->substr(close + 2));  // from field 3 on
+    std::string field;
+    for (int i = 3; i <= 41 && rest >> field; ++i) {
+      if (i == 41 && field == std::to_string(SCHED_BATCH)) ++n;
+    }
+  }
+  return n;
+}
+
+// The reader of a live link's stream runs as a batch thread while it reads, so that a wake-up
+// never takes the core from the source's migration thread in the pause; it ends with the copy.
+TEST_F(Branch, TheStreamReaderIsABatchThread) {
+  auto src = fork_one("base");
+  ASSERT_FALSE(src.empty());
+  ASSERT_EQ(batch_threads(), 0);
+  std::atomic<bool> done{false};
+  std::atomic<int> seen{0};
+  std::thread watch([&] {
+    while (!done) {
+      seen = std::max(seen.load(), batch_threads());
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  auto r = branch(src, "batch");
+  done = true;
+  watch.join();
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(seen.load(), 1) << "one batch thread during the copy: the reader";
+  EXPECT_EQ(batch_threads(), 0) << "and none after it";
+  (void)engine::remove_tag(config(), "batch", engine::RemoveMode::kForce);
+  (void)engine::remove_sandbox(config(), src);
+}
+
 TEST_F(Branch, ALivePcLinkIsReadFromTheStream) {
   engine::EngineConfig cfg = config();
   cfg.machine = vmm::MachineType::kPc;
