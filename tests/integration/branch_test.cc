@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "base/files.h"
+#include "base/proc_stat.h"
 #include "base/scoped_env.h"
 #include "engine/chain_ops.h"
 #include "engine/fork.h"
@@ -534,22 +535,11 @@ TEST_F(Branch, ThePausesThreadsAreLiftedForTheCopyAndPutBackAfter) {
   EXPECT_EQ(cpu_cgroup(qemu), home);
 }
 
-// The same on the pc machine, whose firmware and ROM blocks (BIOS, option ROMs, ACPI tables)
-// travel in the stream beside the main memory and go into the link's device state.
-// The threads of this process whose scheduling policy is SCHED_BATCH (field 41 of
-// /proc/self/task/TID/stat).
+// The threads of this process whose scheduling policy is SCHED_BATCH.
 int batch_threads() {
   int n = 0;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
-    auto stat = read_file(e.path().string() + "/stat", 4096);
-    if (!stat) continue;
-    auto close = stat->rfind(')');
-    if (close == std::string::npos) continue;
-    std::istringstream rest(stat->substr(close + 2));  // from field 3 on
-    std::string field;
-    for (int i = 3; i <= 41 && rest >> field; ++i) {
-      if (i == 41 && field == std::to_string(SCHED_BATCH)) ++n;
-    }
+  for (int tid : process_threads(::getpid()).value_or(std::vector<int>{})) {
+    if (::sched_getscheduler(tid) == SCHED_BATCH) ++n;
   }
   return n;
 }
@@ -578,6 +568,8 @@ TEST_F(Branch, TheStreamReaderIsABatchThread) {
   (void)engine::remove_sandbox(config(), src);
 }
 
+// The same on the pc machine, whose firmware and ROM blocks (BIOS, option ROMs, ACPI tables)
+// travel in the stream beside the main memory and go into the link's device state.
 TEST_F(Branch, ALivePcLinkIsReadFromTheStream) {
   engine::EngineConfig cfg = config();
   cfg.machine = vmm::MachineType::kPc;
