@@ -61,6 +61,7 @@ Result<Json> branch_series(const engine::EngineConfig& cfg, const std::string& i
                        {"resumed_by", r->resumed_by_qemu ? "qemu" : "cont"},
                        {"copy_ms", r->copy_ms},
                        {"gate_ms", r->gate_ms},
+                       {"rt_window_ms", r->rt_window_ms},
                        {"total_ms", r->total_ms},
                        {"disk_fold_ms", r->folded ? r->fold_ms : 0.0},
                        {"link_mib", static_cast<double>(r->link_bytes) / (1 << 20)}});

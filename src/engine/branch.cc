@@ -299,6 +299,7 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   res.resume_ms = mig->resume_ms;
   res.resumed_by_qemu = mig->resumed_by_qemu;
   res.gate_ms = mig->gate_ms;
+  res.rt_window_ms = mig->rt_window_ms;
   res.migrate_ms = ms_since(t_mig);
 
   store::SnapshotMeta meta;
@@ -381,10 +382,12 @@ Result<BranchResult> branch_sandbox(const EngineConfig& cfg, const BranchOptions
   logger("branch")->info(
       "event=branch tag={} source={} mode={} pause_ms={:.1f} switchover_ms={:.1f} "
       "resume_ms={:.1f} total_ms={:.0f} copy_ms={:.0f} gate_ms={:.0f} migrate_ms={:.0f} "
-      "memory_ms={:.0f} files_ms={:.0f} commit_ms={:.0f} fold_ms={:.1f} folded={} resumed_by={}",
+      "memory_ms={:.0f} files_ms={:.0f} commit_ms={:.0f} fold_ms={:.1f} folded={} resumed_by={} "
+      "rt_window_ms={:.2f}",
       tag, opts.sandbox_id, branch_mode_name(res.mode), res.pause_ms, res.switchover_ms,
       res.resume_ms, res.total_ms, res.copy_ms, res.gate_ms, res.migrate_ms, res.memory_ms,
-      res.files_ms, res.commit_ms, res.fold_ms, res.folded, res.resumed_by_qemu ? "qemu" : "cont");
+      res.files_ms, res.commit_ms, res.fold_ms, res.folded, res.resumed_by_qemu ? "qemu" : "cont",
+      res.rt_window_ms);
   return res;
 }
 

@@ -56,6 +56,7 @@ struct BranchResult {
   // Of the pause: `completed` until RESUME (a link's disk snapshot, `cont`; or QEMU's own start).
   double resume_ms = 0;
   double gate_ms = 0;  // a gated switch-over: when the source was let switch over (0: not gated)
+  double rt_window_ms = 0;       // MigrateResult::rt_window_ms
   bool resumed_by_qemu = false;  // QEMU resumed the source itself (MigrateResult::resumed_by_qemu)
   double total_ms = 0;           // call start to tag committed
   // Steps of total_ms: the whole migration (destination start until it saved its device state

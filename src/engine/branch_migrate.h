@@ -54,6 +54,9 @@ struct MigrateResult {
   // A gated switch-over (engine/switchover_gate.h): when the reader let the source switch over,
   // from the call's start; 0 when the copy was not gated.
   double gate_ms = 0;
+  // How long the source's migration thread ran at a real-time priority around the pause (from
+  // the gate's opening, base/rt_window.h); 0 when it did not (not gated, or not permitted here).
+  double rt_window_ms = 0;
   // With a disk: the source's layer frozen at the paused instant (the source went on on a new
   // overlay above it) and the raw base image at the bottom of its chain.
   std::string frozen_disk;

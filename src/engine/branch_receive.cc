@@ -35,6 +35,11 @@ constexpr const char* kMainRamBlock = "mem";
 // last bytes left to take.
 constexpr auto kStreamEndWait = std::chrono::seconds(30);
 constexpr int kSocketBuffer = 8 << 20;
+// How long the source's migration thread may run at a real-time priority from the gate's opening
+// (base/rt_window.h). The pause follows the gate within about a millisecond and lasts under one;
+// a source that keeps copying instead (its guest dirties memory too fast) goes on at the normal
+// priority after this.
+constexpr auto kPauseWindowMax = std::chrono::milliseconds(20);
 
 }  // namespace
 
@@ -67,6 +72,11 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   const bool gated = vmm::host_jail().switchover_ack;
   SwitchoverGate gate(rd.get());
   std::optional<double> gate_ms;  // when the gate opened, from the call's start
+  // From the gate's opening until the source runs again, its migration thread runs before any
+  // normal thread of the host: traced, a kernel thread, the host's own agent and this reader
+  // each took that thread's core in a pause for 0.3-3.8 ms at times (bench/results/README.md).
+  RtWindow pause_window(kPauseWindowMax);
+  gate.before_open([&] { (void)pause_window.open(); });
 
   // The reader: a thread of its own, so that the source's events are served meanwhile. On an
   // error it shuts the socket, so the source's migration fails instead of waiting for a reader.
@@ -130,7 +140,7 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   const double setup_ms = ms_since(t_start);
   auto copied = copy_from_source(SourceCopy{src, req, BranchMode::kLive, *disk, /*multifd=*/false,
                                             /*ignore_shared=*/true, gated,
-                                            /*snapshot_after=*/true},
+                                            /*snapshot_after=*/true, &pause_window},
                                  "fd:branch-out", res);
   if (!copied) {
     // The reader's error, when it has one, says more than the migration's "failed".
@@ -147,6 +157,7 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   if (Status st = read_result.get(); !st) return tl::unexpected(st.error());
   const double tail_ms = ms_since(t_tail);
   if (gate_ms) res.gate_ms = *gate_ms;
+  res.rt_window_ms = pause_window.open_ms();
   auto t_link = Clock::now();
   // The content hash is left to the link's first assembly, which reads and hashes the same
   // bytes anyway (SnapshotMeta::content_pending): the tag is ready without it.
@@ -156,13 +167,14 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   res.link_ms = ms_since(t_link);
   logger("branch")->info(
       "event=receive_steps setup_ms={:.0f} copy_ms={:.0f} gate_ms={:.0f} gate_wait_ms={:.1f} "
-      "gate_backlog_kib={} tail_ms={:.0f} link_ms={:.0f} drain_ms={:.0f} hash_ms={:.0f} "
-      "sync_ms={:.0f} buffer_wait_ms={:.0f} buffer_waits={} stream_mib={} main_pages={} "
-      "other_pages={} device_kib={} changed_pages={}",
-      setup_ms, res.copy_ms, res.gate_ms, gate.waited_ms(), gate.backlog() >> 10, tail_ms,
-      res.link_ms, (*link)->timing().drain_ms, (*link)->timing().hash_ms, (*link)->timing().sync_ms,
-      (*link)->timing().buffer_wait_ms, (*link)->timing().buffer_waits, stats.bytes_in >> 20,
-      stats.main_pages, stats.other_pages, stats.device_bytes >> 10, res.link->pages_changed);
+      "gate_backlog_kib={} rt_window_ms={:.2f} rt_expired={} tail_ms={:.0f} link_ms={:.0f} "
+      "drain_ms={:.0f} hash_ms={:.0f} sync_ms={:.0f} buffer_wait_ms={:.0f} buffer_waits={} "
+      "stream_mib={} main_pages={} other_pages={} device_kib={} changed_pages={}",
+      setup_ms, res.copy_ms, res.gate_ms, gate.waited_ms(), gate.backlog() >> 10, res.rt_window_ms,
+      pause_window.expired(), tail_ms, res.link_ms, (*link)->timing().drain_ms,
+      (*link)->timing().hash_ms, (*link)->timing().sync_ms, (*link)->timing().buffer_wait_ms,
+      (*link)->timing().buffer_waits, stats.bytes_in >> 20, stats.main_pages, stats.other_pages,
+      stats.device_bytes >> 10, res.link->pages_changed);
   FORKD_TRY(find_disk_base(res));
   return res;
 }

@@ -51,9 +51,12 @@ double event_time_us(const Json& ev) {
 // `completed`, sends `cont`): the last three only where QEMU does not start the source again
 // itself (has_resume_on_completion). Never a vCPU. Each wake-up of that relay could otherwise wait
 // a scheduler slice behind the copy's other work (the stream's reader and writer, the guest).
+// The migration thread is also the one a pause window (base/rt_window.h) runs at a real-time
+// priority: armed here, opened by the gate, closed here before the thread is put back.
 class PauseThreads {
  public:
-  explicit PauseThreads(pid_t qemu) : lift_(vmm::host_jail().cgroups, kPauseCgroup) {
+  PauseThreads(pid_t qemu, RtWindow* window)
+      : lift_(vmm::host_jail().cgroups, kPauseCgroup), window_(window) {
     if (qemu <= 1) return;
     const BoostLevel wake{-10, kWakeSlice};
     auto both = [&](pid_t pid, pid_t tid, BoostLevel level) {
@@ -65,11 +68,18 @@ class PauseThreads {
     // Busy throughout the copy: a larger share, its own slice.
     for (pid_t tid : threads_named(qemu, {kMigrationThread10, kMigrationThread72})) {
       both(qemu, tid, BoostLevel{-10, 0});
+      if (window_) (void)window_->arm(qemu, tid);
     }
     both(0, static_cast<pid_t>(::gettid()), wake);
     logger("branch")->debug("event=pause_threads lifted={} raised={}", lift_.lifted(),
                             nice_.raised());
   }
+  // A thread at a real-time priority may not go back to a group without a real-time budget.
+  ~PauseThreads() {
+    if (window_) window_->close();
+  }
+  PauseThreads(const PauseThreads&) = delete;
+  PauseThreads& operator=(const PauseThreads&) = delete;
 
  private:
   // QEMU's names for its threads with -name debug-threads=on (vmm/qemu_cmdline.cc).
@@ -79,6 +89,7 @@ class PauseThreads {
   static constexpr uint64_t kWakeSlice = 100'000;  // ns
   vmm::CpuLift lift_;
   ThreadBoost nice_;
+  RtWindow* window_;
 };
 
 // Runs the source's side; the source is running again when this returns (on success or not).
@@ -303,7 +314,7 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
     return give_up(r.error().wrap("migrate"));
   }
   arm_first();
-  PauseThreads pause_threads(req.source_pid);
+  PauseThreads pause_threads(req.source_pid, c.pause_window);
   bool raised = false;
   double completed_us = 0;
   for (;;) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/rt_window.h"
 #include "base/subprocess.h"
 #include "engine/branch_migrate.h"
 #include "engine/migration.h"
@@ -61,6 +62,9 @@ struct SourceCopy {
   // inactive: QEMU supports an external snapshot then) instead of in a pause before the
   // switch-over. Only without a destination QEMU, which would open the frozen layer meanwhile.
   bool snapshot_after = false;
+  // Opened by the gate's reader as the source switches over: copy_from_source arms it with the
+  // source's migration thread and closes it once the source runs again.
+  RtWindow* pause_window = nullptr;
 };
 Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResult& res);
 

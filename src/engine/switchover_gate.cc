@@ -25,6 +25,7 @@ Status SwitchoverGate::poll(bool return_path, bool caught_up) {
   if (static_cast<uint64_t>(unread) > opt_.max_backlog && waited < opt_.max_wait) return {};
   waited_ms_ = std::chrono::duration<double, std::milli>(waited).count();
   backlog_ = static_cast<uint64_t>(unread);
+  if (before_open_) before_open_();
   return open();
 }
 

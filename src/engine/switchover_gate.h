@@ -19,6 +19,7 @@
 // stopped, so it must have ended by then.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "base/error.h"
@@ -47,6 +48,8 @@ class SwitchoverGate {
   // caught_up: every page of the main memory arrived at least once. Opens the gate when it is
   // time; an error when the messages cannot be sent (a source that never reads its side).
   Status poll(bool return_path, bool caught_up);
+  // Called just before the gate opens (the pause is about to begin), on poll's thread.
+  void before_open(std::function<void()> f) { before_open_ = std::move(f); }
 
   bool opened() const { return opened_; }
   // How long after the first pass arrived the gate opened, and the bytes unread then.
@@ -62,6 +65,7 @@ class SwitchoverGate {
   double waited_ms_ = 0;
   uint64_t backlog_ = 0;
   std::optional<std::chrono::steady_clock::time_point> caught_up_at_;
+  std::function<void()> before_open_;
 };
 
 }  // namespace forkd::engine

@@ -49,12 +49,22 @@ TEST(SwitchoverGate, OpensOnceTheFirstPassArrivedAndTheSocketIsNearlyEmpty) {
   ASSERT_TRUE(gate.poll(true, true));  // 3000 bytes unread
   EXPECT_FALSE(gate.opened());
   EXPECT_EQ(p.at_source(), "");
+  // The hook before the gate opens (a pause's window, base/rt_window.h) runs once, before the
+  // source can read its word.
+  int hooked = 0;
+  std::string readable_at_hook = "-";
+  gate.before_open([&] {
+    ++hooked;
+    readable_at_hook = p.at_source();
+  });
   p.take_at_gate(2000);
   ASSERT_TRUE(gate.poll(true, true));  // 1000 left
   EXPECT_TRUE(gate.opened());
   EXPECT_EQ(p.at_source(), kAckAndShut);
   ASSERT_TRUE(gate.poll(true, true));
   EXPECT_EQ(p.at_source(), "") << "sent once";
+  EXPECT_EQ(hooked, 1);
+  EXPECT_EQ(readable_at_hook, "");
 }
 
 TEST(SwitchoverGate, OpensAfterItsWaitWhenTheSocketNeverEmpties) {

@@ -5,6 +5,7 @@
 
 #include "base/files.h"
 #include "base/proc_stat.h"
+#include "base/sched_attr.h"
 
 namespace forkd::vmm {
 
@@ -54,6 +55,10 @@ bool CpuLift::ensure_group() {
   if (!make_dirs(group_, 0755)) return false;
   // Written each time: a group made by hand or by another forkd may hold another weight.
   if (!write_control_file(group_ + "/cpu.shares", std::to_string(kLiftShares))) return false;
+  // With real-time group scheduling, a budget for a thread of the pause run at a real-time
+  // priority (base/rt_window.h); a kernel without it has no such file.
+  const std::string rt = group_ + "/cpu.rt_runtime_us";
+  if (path_exists(rt)) (void)write_control_file(rt, std::to_string(kLiftRtRuntimeUs));
   group_ready_ = true;
   return true;
 }
@@ -106,16 +111,32 @@ int CpuLift::return_leftovers(const std::function<bool(pid_t process)>& may_retu
         break;
       }
     }
-    if (home && write_control_file(*home + "/tasks", std::to_string(tid))) ++returned;
+    if (home && move_thread(*home, tid)) ++returned;
   }
   return returned;
+}
+
+bool CpuLift::move_thread(const std::string& dir, pid_t tid) {
+  if (write_control_file(dir + "/tasks", std::to_string(tid))) return true;
+  // A group without a real-time budget refuses a thread at a real-time priority: one a forkd
+  // left so (it died with a pause's window open, base/rt_window.h) goes back at the normal one.
+  // (Only in the host's own /proc: a test's fake tree names no real thread.)
+  if (proc_ != "/proc") return false;
+  sched::Attr attr{};
+  if (sched::get_attr(tid, attr) != 0 || !sched::real_time(attr.sched_policy)) return false;
+  attr.size = sizeof attr;
+  attr.sched_policy = sched::kNormal;
+  attr.sched_flags = 0;
+  attr.sched_priority = 0;
+  if (sched::set_attr(tid, attr) != 0) return false;
+  return write_control_file(dir + "/tasks", std::to_string(tid)).has_value();
 }
 
 void CpuLift::restore() {
   for (auto it = moved_.rbegin(); it != moved_.rend(); ++it) {
     // A thread that has exited may have left its tid to another process's thread.
     if (!thread_of(it->pid, it->tid, proc_)) continue;
-    (void)write_control_file(it->from + "/tasks", std::to_string(it->tid));
+    (void)move_thread(it->from, it->tid);
   }
   moved_.clear();
 }

@@ -30,6 +30,10 @@ std::optional<std::string> v1_cpu_cgroup(std::string_view proc_cgroup_text);
 
 // The lift group's weight (v1 cpu.shares; a plain group has 1024).
 inline constexpr int kLiftShares = 10240;
+// Its real-time budget where the kernel schedules real-time threads by group (v1
+// cpu.rt_runtime_us, of cpu.rt_period_us, 1 s by default): room for a pause's window at a
+// real-time priority (base/rt_window.h; ~1 ms each, 20 ms at most) in several branches at once.
+inline constexpr int kLiftRtRuntimeUs = 100'000;
 
 class CpuLift {
  public:
@@ -55,6 +59,8 @@ class CpuLift {
 
  private:
   std::optional<std::string> cpu_cgroup_of(pid_t pid, pid_t tid) const;
+  // Writes tid into the group dir's tasks.
+  bool move_thread(const std::string& dir, pid_t tid);
   bool ensure_group();
 
   std::string hierarchy_;  // empty: nothing to do

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <future>
 #include <sstream>
@@ -517,22 +519,34 @@ TEST_F(Branch, ThePausesThreadsAreLiftedForTheCopyAndPutBackAfter) {
   if (v1_cpu) {
     EXPECT_EQ(during, std::string("/") + engine::kPauseCgroup);
     EXPECT_EQ(nice_during, -10);
+    // The lift's group has a real-time budget, so the migration thread ran at a real-time
+    // priority from the gate's opening until the source ran again (base/rt_window.h).
+    if (vmm::host_jail().switchover_ack) {
+      EXPECT_GT(r->rt_window_ms, 0.0);
+    }
   }
-  // After: every thread of the source where the sandbox's cgroup is, at nice 0.
+  // After: every thread of the source where the sandbox's cgroup is, at nice 0, none at a
+  // real-time priority.
   for (const auto& e : std::filesystem::directory_iterator(task)) {
     pid_t tid = std::atoi(e.path().filename().c_str());
     EXPECT_EQ(cpu_cgroup(tid), home) << "thread " << tid;
     EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(tid)), 0) << "thread " << tid;
+    EXPECT_EQ(::sched_getscheduler(tid), SCHED_OTHER) << "thread " << tid;
   }
   EXPECT_EQ(sh(src, "echo alive"), "alive\n");
   if (!v1_cpu) return;
-  // A forkd killed mid-copy leaves the main thread lifted: gc puts it back beside its vCPU.
+  // A forkd killed mid-copy leaves the main thread lifted, here with its pause's window open (at
+  // a real-time priority, which the sandbox's group, without a real-time budget, refuses): gc
+  // puts it back beside its vCPU, at the normal policy.
   const std::string group = vmm::host_jail().cgroups.hierarchy("cpu") + "/" + engine::kPauseCgroup;
   ASSERT_TRUE(write_control_file(group + "/tasks", std::to_string(qemu)));
   ASSERT_EQ(cpu_cgroup(qemu), std::string("/") + engine::kPauseCgroup);
+  const sched_param fifo{1};
+  ASSERT_EQ(::sched_setscheduler(qemu, SCHED_FIFO, &fifo), 0) << std::strerror(errno);
   auto swept = engine::gc(config());
   EXPECT_GE(swept.lifted_threads, 1);
   EXPECT_EQ(cpu_cgroup(qemu), home);
+  EXPECT_EQ(::sched_getscheduler(qemu), SCHED_OTHER);
 }
 
 // The threads of this process whose scheduling policy is SCHED_BATCH.
