@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <thread>
 
@@ -35,7 +36,9 @@ TEST(RtWindow, RunsTheThreadAtFifoUntilClosedThenAsItWas) {
   if (!fifo_allowed()) GTEST_SKIP() << "SCHED_FIFO is not permitted to this process here";
   std::thread t([] {
     const pid_t tid = self_tid();
-    ASSERT_EQ(::nice(3), 3);  // a nice of its own, to be given back
+    errno = 0;
+    const int own = ::nice(3);  // a nice of its own, to be given back
+    ASSERT_EQ(errno, 0);
     RtWindow w(10s);
     EXPECT_FALSE(w.open());  // not armed yet
     ASSERT_TRUE(w.arm(0, tid));
@@ -51,7 +54,7 @@ TEST(RtWindow, RunsTheThreadAtFifoUntilClosedThenAsItWas) {
     w.close();
     EXPECT_EQ(policy_of(tid), SCHED_OTHER);
     errno = 0;
-    EXPECT_EQ(::nice(0), 3);
+    EXPECT_EQ(::nice(0), own);
     EXPECT_FALSE(w.expired());
     EXPECT_GT(w.open_ms(), 0.0);
     EXPECT_FALSE(w.open());  // closed for good
