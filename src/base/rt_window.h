@@ -10,7 +10,8 @@
 //
 // The thread may be another process's, untrusted (a jailed QEMU): it runs with
 // SCHED_RESET_ON_FORK, so no thread it makes in the window inherits the priority, and the
-// watchdog ends the window after max_open whatever the thread does. A cgroup v1 hierarchy with
+// watchdog (at the next real-time priority, where this process may have one) ends the window
+// after max_open whatever the thread does. A cgroup v1 hierarchy with
 // real-time group scheduling also needs the thread in a group with a real-time budget
 // (vmm/cpu_lift.h gives its group one), which bounds it in the kernel too.
 //
@@ -57,6 +58,7 @@ class RtWindow {
   void watch();
   void put_back_locked();
 
+  static constexpr uint32_t kPriority = 1;  // the lowest SCHED_FIFO priority
   const std::chrono::microseconds max_open_;
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -7,6 +7,9 @@
 #include <cerrno>
 #include <chrono>
 #include <thread>
+#include <vector>
+
+#include "base/proc_stat.h"
 
 namespace forkd {
 namespace {
@@ -32,6 +35,19 @@ bool fifo_allowed() {
   return ok;
 }
 
+// How many threads of this process run at SCHED_FIFO with this priority.
+int threads_at_fifo(int priority) {
+  int n = 0;
+  for (int tid : process_threads(::getpid()).value_or(std::vector<int>{})) {
+    sched_param p{};
+    if (policy_of(tid) == SCHED_FIFO && ::sched_getparam(tid, &p) == 0 &&
+        p.sched_priority == priority) {
+      ++n;
+    }
+  }
+  return n;
+}
+
 TEST(RtWindow, RunsTheThreadAtFifoUntilClosedThenAsItWas) {
   if (!fifo_allowed()) GTEST_SKIP() << "SCHED_FIFO is not permitted to this process here";
   std::thread t([] {
@@ -43,6 +59,13 @@ TEST(RtWindow, RunsTheThreadAtFifoUntilClosedThenAsItWas) {
     EXPECT_FALSE(w.open());  // not armed yet
     ASSERT_TRUE(w.arm(0, tid));
     EXPECT_FALSE(w.arm(0, tid));  // once
+    // Its watchdog runs at the next real-time priority, so that a deadline is never late behind
+    // the thread it ends.
+    auto until = std::chrono::steady_clock::now() + 5s;
+    while (threads_at_fifo(2) != 1 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(1ms);
+    }
+    EXPECT_EQ(threads_at_fifo(2), 1);
     EXPECT_TRUE(w.open());
     EXPECT_TRUE(w.opened());
     EXPECT_EQ(policy_of(tid), SCHED_FIFO);

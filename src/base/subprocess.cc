@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -52,10 +53,19 @@ struct ChildFailure {
   int step;
   int err;
 };
-constexpr const char* kSteps[] = {
-    "join cgroup",  "join network namespace", "setgroups",    "setresgid", "setresuid",
-    "no_new_privs", "memory merge (KSM)",     "death signal", "chdir",     "pass descriptor",
-    "exec",         "no huge pages"};
+constexpr const char* kSteps[] = {"join cgroup",
+                                  "join network namespace",
+                                  "setgroups",
+                                  "setresgid",
+                                  "setresuid",
+                                  "no_new_privs",
+                                  "memory merge (KSM)",
+                                  "death signal",
+                                  "chdir",
+                                  "pass descriptor",
+                                  "exec",
+                                  "no huge pages",
+                                  "no real-time priority"};
 enum Step {
   kJoin,
   kSetns,
@@ -68,7 +78,8 @@ enum Step {
   kChdir,
   kPassFd,
   kExec,
-  kThpDisable
+  kThpDisable,
+  kNoRealTime
 };
 
 [[noreturn]] void child_fail(int report_fd, int step) {
@@ -113,6 +124,10 @@ enum Step {
   }
   if (opts.no_huge_pages && ::prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0) {
     child_fail(report_fd, kThpDisable);
+  }
+  if (opts.no_real_time) {
+    const struct rlimit none = {0, 0};
+    if (::setrlimit(RLIMIT_RTPRIO, &none) != 0) child_fail(report_fd, kNoRealTime);
   }
   // After the credential change, which clears a death signal set earlier.
   if (opts.die_with_parent) {
@@ -188,7 +203,7 @@ Result<pid_t> fork_exec(const std::vector<std::string>& argv, const SpawnOptions
 bool needs_fork_exec(const SpawnOptions& o) {
   return o.die_with_parent || !o.pass_fds.empty() || !o.cgroup_procs_fds.empty() ||
          o.drop_to.has_value() || o.no_new_privs || o.netns_fd >= 0 || o.memory_merge ||
-         o.no_huge_pages;
+         o.no_huge_pages || o.no_real_time;
 }
 
 }  // namespace

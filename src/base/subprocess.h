@@ -54,6 +54,10 @@ struct SpawnOptions {
   // PR_SET_THP_DISABLE before exec: no transparent huge pages for the child, even where it asks
   // for them with madvise (the setting survives exec). Also a fork+exec step.
   bool no_huge_pages = false;
+  // RLIMIT_RTPRIO 0, soft and hard, before exec: the child can never give itself a real-time
+  // priority (an unprivileged process may, up to that limit, which it otherwise inherits), and
+  // a thread that forkd runs at one for a while (base/rt_window.h) cannot raise it further.
+  bool no_real_time = false;
 };
 
 class Child {

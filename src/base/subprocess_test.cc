@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,6 +63,25 @@ TEST(Subprocess, NoHugePagesReachesTheProgram) {
     ASSERT_TRUE(code);
     EXPECT_EQ(*code, off ? 0 : 1) << "no_huge_pages " << off;
   }
+}
+
+// no_real_time leaves the launched program no real-time priority to give itself: its limit is
+// 0, soft and hard, where without it the program inherits this process's (raised here).
+TEST(Subprocess, NoRealTimeReachesTheProgram) {
+  struct rlimit own {};
+  ASSERT_EQ(::getrlimit(RLIMIT_RTPRIO, &own), 0);
+  const struct rlimit raised = {5, 5};
+  if (::setrlimit(RLIMIT_RTPRIO, &raised) != 0) GTEST_SKIP() << "cannot raise RLIMIT_RTPRIO here";
+  for (bool off : {false, true}) {
+    SpawnOptions o;
+    o.no_real_time = off;
+    auto r = Child::spawn({"sh", "-c", "test \"$(ulimit -r) $(ulimit -H -r)\" = \"0 0\""}, o);
+    ASSERT_TRUE(r) << r.error().describe();
+    auto code = r->wait(std::chrono::seconds(10));
+    ASSERT_TRUE(code);
+    EXPECT_EQ(*code, off ? 0 : 1) << "no_real_time " << off;
+  }
+  EXPECT_EQ(::setrlimit(RLIMIT_RTPRIO, &own), 0);
 }
 
 // A die_with_parent child is killed when the process that spawned it dies.

@@ -177,6 +177,7 @@ Result<std::pair<VmProcess, QmpClient>> VmProcess::launch_with_qmp(
   opts.no_new_privs = true;
   opts.memory_merge = cfg.memory_merge;
   opts.no_huge_pages = !cfg.huge_pages;
+  opts.no_real_time = true;
   opts.env = lean_qemu_env(cfg.library_dir, cfg.library_unused);
   // The stub's pmem_persist returns at once in this process only (see VmConfig::skip_ram_sync).
   if (skips_ram_sync(cfg)) opts.env["FORKD_PMEM_PERSIST"] = "skip";

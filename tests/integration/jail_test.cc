@@ -5,9 +5,11 @@
 #include "vmm/jail.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <set>
+#include <sstream>
 
 #include "base/files.h"
 #include "engine/fork.h"
@@ -68,7 +70,15 @@ TEST_F(Jail, QemuRunsAsItsOwnUnprivilegedUidInItsCgroup) {
   lim.memory_bytes = 300ull << 20;
   lim.cpus = 0.5;
   lim.pids = 64;
+  // forkd itself allowed real-time priorities up to 5, where it may raise its limit (root without
+  // CAP_SYS_RESOURCE, as on these hosts, may not: its limit is 0 then): its QEMUs must not
+  // inherit that.
+  struct rlimit own {};
+  ASSERT_EQ(::getrlimit(RLIMIT_RTPRIO, &own), 0);
+  const struct rlimit raised = {5, 5};
+  const bool was_raised = ::setrlimit(RLIMIT_RTPRIO, &raised) == 0;
   auto ids = fork(2, lim);
+  if (was_raised) ASSERT_EQ(::setrlimit(RLIMIT_RTPRIO, &own), 0);
   ASSERT_EQ(ids.size(), 2u);
   std::set<std::string> uids;
   for (const auto& id : ids) {
@@ -88,6 +98,16 @@ TEST_F(Jail, QemuRunsAsItsOwnUnprivilegedUidInItsCgroup) {
     EXPECT_EQ(status_field(pid, "CapPrm"), "0000000000000000");
     EXPECT_EQ(status_field(pid, "NoNewPrivs"), "1");
     EXPECT_EQ(status_field(pid, "Seccomp"), "2") << "QEMU's -sandbox filter";
+    // No real-time priority it could give itself (a branch's window, base/rt_window.h, is set by
+    // forkd): soft and hard limit 0, whatever forkd's were when it started QEMU.
+    auto limits = read_file("/proc/" + std::to_string(pid) + "/limits", 1 << 16);
+    ASSERT_TRUE(limits);
+    const size_t rt = limits->find("Max realtime priority");
+    ASSERT_NE(rt, std::string::npos);
+    std::istringstream rt_line(limits->substr(rt + 21, limits->find('\n', rt) - rt - 21));
+    std::string soft, hard;
+    rt_line >> soft >> hard;
+    EXPECT_EQ(soft + " " + hard, "0 0");
     // Its cgroups hold it, with the limits asked for.
     auto cg = read_file("/proc/" + std::to_string(pid) + "/cgroup", 1 << 16);
     ASSERT_TRUE(cg);
