@@ -6,6 +6,19 @@
 
 namespace forkd {
 
+namespace {
+
+sched::Attr fifo(uint32_t priority, uint64_t flags) {
+  sched::Attr a{};
+  a.size = sizeof a;
+  a.sched_policy = sched::kFifo;
+  a.sched_flags = flags;
+  a.sched_priority = priority;
+  return a;
+}
+
+}  // namespace
+
 RtWindow::~RtWindow() {
   close();
   if (watchdog_.joinable()) watchdog_.join();
@@ -13,7 +26,7 @@ RtWindow::~RtWindow() {
 
 bool RtWindow::arm(pid_t pid, pid_t tid) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (armed_ || closed_ || tid <= 0 || pid < 0) return false;
+  if (tid_ > 0 || closed_ || tid <= 0 || pid < 0) return false;
   try {
     watchdog_ = std::thread([this] { watch(); });
   } catch (const std::system_error&) {
@@ -21,23 +34,17 @@ bool RtWindow::arm(pid_t pid, pid_t tid) {
   }
   pid_ = pid;
   tid_ = tid;
-  armed_ = true;
   return true;
 }
 
 bool RtWindow::open() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!armed_ || closed_ || opened_at_) return false;
+  if (tid_ <= 0 || closed_ || opened_at_) return false;
   opened_at_ = Clock::now();  // once, changed or not
   if (!thread_of(pid_, tid_)) return false;
   sched::Attr old{};
   if (sched::get_attr(tid_, old) != 0 || old.sched_policy != sched::kNormal) return false;
-  sched::Attr rt{};
-  rt.size = sizeof rt;
-  rt.sched_policy = sched::kFifo;
-  rt.sched_flags = sched::kResetOnFork;
-  rt.sched_priority = kPriority;
-  if (sched::set_attr(tid_, rt) != 0) return false;
+  if (sched::set_attr(tid_, fifo(kPriority, sched::kResetOnFork)) != 0) return false;
   saved_ = old;
   cv_.notify_all();
   return true;
@@ -68,11 +75,7 @@ void RtWindow::watch() {
   // holds its core would otherwise wait for this watchdog to be moved to the other core (seen:
   // a window of 34.9 ms for 20). Where it may not (a cgroup without a real-time budget), the
   // deadline is as late as the scheduler makes it, and the group's budget bounds the thread.
-  sched::Attr self{};
-  self.size = sizeof self;
-  self.sched_policy = sched::kFifo;
-  self.sched_priority = kPriority + 1;
-  (void)sched::set_attr(0, self);
+  (void)sched::set_attr(0, fifo(kPriority + 1, 0));
   std::unique_lock<std::mutex> lock(mu_);
   while (!closed_) {
     if (!saved_) {

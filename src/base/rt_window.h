@@ -64,8 +64,7 @@ class RtWindow {
   std::condition_variable cv_;
   std::thread watchdog_;
   pid_t pid_ = 0;
-  pid_t tid_ = 0;
-  bool armed_ = false;
+  pid_t tid_ = 0;  // set by arm()
   bool closed_ = false;
   bool expired_ = false;
   std::optional<sched::Attr> saved_;  // set while the thread runs at the real-time priority
