@@ -24,6 +24,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 
 TRACEFS = "/sys/kernel/tracing"
 EVENTS = ["sched:sched_switch", "sched:sched_stat_runtime"]
@@ -194,8 +195,15 @@ def run(args):
         raise SystemExit(f"pause_steal: needs root and tracefs at {TRACEFS}")
     here = os.path.dirname(os.path.abspath(__file__))
     forkd = args.forkd or os.path.join(here, "..", "build", "forkd")
+    if not os.access(forkd, os.X_OK):
+        raise SystemExit(f"pause_steal: no forkd binary at {forkd} (build it, or give --forkd)")
     argv = [forkd, "bench", *(args.bench or DEFAULT_BENCH)]
-    os.makedirs(args.out, exist_ok=True)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+    else:
+        args.out = tempfile.mkdtemp(prefix="pause-steal-")
+    print(f"pause_steal: traces of missed series and pause-steal.json go to {args.out}",
+          flush=True)
     summary = []
     with Tracing() as tr:
         for i in range(1, args.series + 1):
@@ -224,8 +232,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="series under the trace (root)")
-    r.add_argument("--series", type=int, default=10)
-    r.add_argument("--out", default="pause-steal")
+    r.add_argument("--series", type=int, default=10, help="series of the bench (default 10)")
+    r.add_argument("--out", help="directory for the results (default: a new temporary one)")
     r.add_argument("--forkd", help="the forkd binary (default: build/forkd)")
     r.add_argument("bench", nargs="*", help="forkd bench's arguments (after --)")
     a = sub.add_parser("analyze", help="a saved trace and the bench's JSON")
