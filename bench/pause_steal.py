@@ -14,7 +14,7 @@ opens at the gate, a little before the pause, and a stretch is counted whole if 
 window: a pause less the time lost in its window is a lower bound of what it would have been.
 
     pause_steal.py run [--series N] [--out DIR] [-- BENCH ARGS...]   (root; tracefs)
-    pause_steal.py analyze TRACE BENCH_JSON
+    pause_steal.py analyze TRACE BENCH_JSON   (a missed series' trace-N.txt and bench-N.json)
 
 Standard library only."""
 import argparse
@@ -191,8 +191,8 @@ def host_steal_ms(stat="/proc/stat"):
 
 
 def run(args):
-    if os.geteuid() != 0 or not os.path.isdir(TRACEFS):
-        raise SystemExit(f"pause_steal: needs root and tracefs at {TRACEFS}")
+    if not os.access(os.path.join(args.tracefs, "set_event"), os.W_OK):
+        raise SystemExit(f"pause_steal: needs root and tracefs at {args.tracefs}")
     here = os.path.dirname(os.path.abspath(__file__))
     forkd = args.forkd or os.path.join(here, "..", "build", "forkd")
     if not os.access(forkd, os.X_OK):
@@ -205,7 +205,7 @@ def run(args):
     print(f"pause_steal: traces of missed series and pause-steal.json go to {args.out}",
           flush=True)
     summary = []
-    with Tracing() as tr:
+    with Tracing(root=args.tracefs) as tr:
         for i in range(1, args.series + 1):
             steal0 = host_steal_ms()
             r, trace = tr.capture(argv)
@@ -216,16 +216,18 @@ def run(args):
             s = analyze(trace, bench)
             s["host_steal_ms"] = steal
             print(f"{line(i, s)}; the host's steal over the series {steal:.0f} ms", flush=True)
-            if not s["met"]:
+            if not s["met"]:  # what `analyze` reads again
                 with open(os.path.join(args.out, f"trace-{i}.txt"), "w") as f:
                     f.write("\n".join(trace) + "\n")
+                with open(os.path.join(args.out, f"bench-{i}.json"), "w") as f:
+                    f.write(r.stdout)
             summary.append(s)
+            with open(os.path.join(args.out, "pause-steal.json"), "w") as f:  # so far
+                json.dump({"command": ["forkd", *argv[1:]], "series": summary}, f, indent=1)
     missed = [s for s in summary if not s["met"]]
     explained = [s for s in missed if s["met_without_lost"]]
     print(f"{len(summary) - len(missed)} of {len(summary)} series met; of the {len(missed)} "
           f"missed, {len(explained)} meet without the time their thread lost to the host")
-    with open(os.path.join(args.out, "pause-steal.json"), "w") as f:
-        json.dump({"command": ["forkd", *argv[1:]], "series": summary}, f, indent=1)
 
 
 def main():
@@ -235,6 +237,7 @@ def main():
     r.add_argument("--series", type=int, default=10, help="series of the bench (default 10)")
     r.add_argument("--out", help="directory for the results (default: a new temporary one)")
     r.add_argument("--forkd", help="the forkd binary (default: build/forkd)")
+    r.add_argument("--tracefs", default=TRACEFS, help=f"where tracefs is (default {TRACEFS})")
     r.add_argument("bench", nargs="*", help="forkd bench's arguments (after --)")
     a = sub.add_parser("analyze", help="a saved trace and the bench's JSON")
     a.add_argument("trace")

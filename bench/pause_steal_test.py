@@ -2,6 +2,7 @@
 """bench/pause_steal.py on a scheduler trace written here in tracefs's format: the migration
 thread's windows, the time it lost on a core, the series criterion, and tracefs put back as it
 was. No VM, no root. Standard library only."""
+import json
 import os
 import sys
 import tempfile
@@ -137,6 +138,51 @@ def test_host_steal():
             f.write("cpu  5306549 39502 1434225 6216146 363459 0 18062 9442 0 0\ncpu0 1 2 3\n")
         assert abs(ps.host_steal_ms(stat) - 9442 * 1000.0 / os.sysconf("SC_CLK_TCK")) < 1e-9
     assert ps.host_steal_ms() >= 0
+
+
+def fake_tracefs(d):
+    files = {"tracing_on": "1\n", "set_event": "", "trace_clock": "[local] global\n",
+             "buffer_size_kb": "1408\n", "trace": ""}
+    for name, text in files.items():
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+
+
+def test_run_keeps_what_a_missed_series_needs():
+    """run() end to end with a fake forkd that writes the trace and prints its JSON: series 1
+    meets, series 2 misses; the second's trace and JSON are kept, the summary has both."""
+    with tempfile.TemporaryDirectory() as d:
+        tfs, out = os.path.join(d, "tracefs"), os.path.join(d, "out")
+        os.mkdir(tfs)
+        fake_tracefs(tfs)
+        with open(os.path.join(d, "trace.txt"), "w") as f:
+            f.write("\n".join(trace()) + "\n")
+        forkd = os.path.join(d, "forkd")
+        with open(forkd, "w") as f:
+            f.write(f"""#!/bin/sh
+n=$(cat {d}/n 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {d}/n
+cp {d}/trace.txt {tfs}/trace
+[ "$(cat {tfs}/tracing_on)" = 1 ] || exit 3
+if [ $n = 1 ]; then p='[0.4, 0.45, 0.5]'; else p='[2.0, 0.4, 0.45]'; fi
+echo '{{"modes": [{{"mode": "live", "pause_series_ms": '"$p"'}}]}}'
+""")
+        os.chmod(forkd, 0o755)
+        sys.argv = ["pause_steal.py", "run", "--series", "2", "--out", out, "--forkd", forkd,
+                    "--tracefs", tfs]
+        ps.main()
+        assert sorted(os.listdir(out)) == ["bench-2.json", "pause-steal.json", "trace-2.txt"]
+        with open(os.path.join(out, "pause-steal.json")) as f:
+            got = json.load(f)
+        assert got["command"][:3] == ["forkd", "bench", "branch"], got["command"]
+        assert [s["met"] for s in got["series"]] == [True, False], got
+        assert got["series"][1]["met_without_lost"], got
+        with open(os.path.join(tfs, "tracing_on")) as f:
+            assert f.read() == "1"
+        with open(os.path.join(tfs, "set_event")) as f:
+            assert f.read() == ""
+        sys.argv = ["pause_steal.py", "analyze", os.path.join(out, "trace-2.txt"),
+                    os.path.join(out, "bench-2.json")]
+        ps.main()
 
 
 def main():
