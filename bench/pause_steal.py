@@ -61,7 +61,7 @@ def windows(events, thread=THREAD, prio=WINDOW_PRIO):
         m = SWITCH.match(rest)
         if not m:
             continue
-        for comm, tid, p in ((m.group(1), m.group(2), m.group(3)), (m.group(5), m.group(6), m.group(7))):
+        for comm, tid, p in (m.group(1, 2, 3), m.group(5, 6, 7)):
             if comm != thread:
                 continue
             tid, p = int(tid), int(p)
@@ -155,10 +155,12 @@ class Tracing:
 
     def __enter__(self):
         clock = re.search(r"\[(\w+)\]", self.read("trace_clock"))
+        # "7 (expanded: 1408)": not allocated yet, and 1408 once used; 1408 is the size to keep.
+        size = re.search(r"(\d+)(?:\s*\(expanded:\s*(\d+)\))?", self.read("buffer_size_kb"))
         self.saved = {"tracing_on": self.read("tracing_on").strip(),
                       "set_event": self.read("set_event"),
                       "trace_clock": clock.group(1) if clock else "local",
-                      "buffer_size_kb": self.read("buffer_size_kb").split()[0]}
+                      "buffer_size_kb": (size.group(2) or size.group(1)) if size else "1408"}
         self.write("tracing_on", "0")
         self.write("set_event", "\n".join(EVENTS) + "\n")
         self.write("trace_clock", "local")

@@ -113,7 +113,8 @@ def test_a_bench_without_live_branches_is_an_error():
 def test_tracefs_is_put_back():
     with tempfile.TemporaryDirectory() as d:
         files = {"tracing_on": "1\n", "set_event": "irq:irq_handler_entry\n",
-                 "trace_clock": "[global] local counter\n", "buffer_size_kb": "7 (expanded: 1408)\n"}
+                 "trace_clock": "[global] local counter\n",
+                 "buffer_size_kb": "7 (expanded: 1408)\n"}  # as before the first trace
         for name, text in files.items():
             with open(os.path.join(d, name), "w") as f:
                 f.write(text)
@@ -125,7 +126,7 @@ def test_tracefs_is_put_back():
             with open(os.path.join(d, "tracing_on")) as f:
                 assert f.read() == "0"
         want = {"tracing_on": "1", "set_event": "irq:irq_handler_entry\n",
-                "trace_clock": "global", "buffer_size_kb": "7"}
+                "trace_clock": "global", "buffer_size_kb": "1408"}
         for name, text in want.items():
             with open(os.path.join(d, name)) as f:
                 assert f.read() == text, (name, text)
@@ -180,6 +181,8 @@ echo '{{"modes": [{{"mode": "live", "pause_series_ms": '"$p"'}}]}}'
             assert f.read() == "1"
         with open(os.path.join(tfs, "set_event")) as f:
             assert f.read() == ""
+        with open(os.path.join(tfs, "buffer_size_kb")) as f:
+            assert f.read() == "1408"
         sys.argv = ["pause_steal.py", "analyze", os.path.join(out, "trace-2.txt"),
                     os.path.join(out, "bench-2.json")]
         ps.main()
