@@ -40,13 +40,24 @@ RUNTIME = re.compile(r"pid=(\d+) runtime=(\d+)")
 
 
 def parse(lines):
-    """The trace's events as (seconds, cpu, event, text after the event's name), in time order
-    (the file's order where two share a timestamp)."""
+    """The switches and run-time charges of the trace, decoded once, in time order (the file's
+    order where two share a timestamp): (seconds, cpu, "switch", (prev comm, tid, prio),
+    (next comm, tid, prio)) and (seconds, cpu, "runtime", tid, ms). Other lines are skipped."""
     out = []
     for line in lines:
         m = LINE.match(line)
-        if m:
-            out.append((float(m.group(4)), int(m.group(3)), m.group(5), m.group(6)))
+        if not m:
+            continue
+        t, cpu, name, rest = float(m.group(4)), int(m.group(3)), m.group(5), m.group(6)
+        if name == "sched_switch":
+            sw = SWITCH.match(rest)
+            if sw:
+                out.append((t, cpu, "switch", (sw.group(1), int(sw.group(2)), int(sw.group(3))),
+                            (sw.group(5), int(sw.group(6)), int(sw.group(7)))))
+        elif name == "sched_stat_runtime":
+            rt = RUNTIME.search(rest)
+            if rt:
+                out.append((t, cpu, "runtime", int(rt.group(1)), int(rt.group(2)) / 1e6))
     out.sort(key=lambda e: e[0])
     return out
 
@@ -55,16 +66,12 @@ def windows(events, thread=THREAD, prio=WINDOW_PRIO):
     """[(tid, first, last)]: the span in which each thread named `thread` showed at `prio` in a
     switch, in order of their start."""
     open_, done = {}, []
-    for t, _, name, rest in events:
-        if name != "sched_switch":
+    for t, _, kind, prev, next_ in events:
+        if kind != "switch":
             continue
-        m = SWITCH.match(rest)
-        if not m:
-            continue
-        for comm, tid, p in (m.group(1, 2, 3), m.group(5, 6, 7)):
+        for comm, tid, p in (prev, next_):
             if comm != thread:
                 continue
-            tid, p = int(tid), int(p)
             if p == prio:
                 open_.setdefault(tid, [t, t])[1] = t
             elif tid in open_:
@@ -78,26 +85,22 @@ def lost_ms(events, tid, start, end):
     stretches on a core that end within [start, end]."""
     on = {}  # cpu -> (since, charged ms)
     total = largest = 0.0
-    for t, cpu, name, rest in events:
+    for t, cpu, kind, a, b in events:
         if t > end:
             break
-        if name == "sched_stat_runtime":
-            m = RUNTIME.search(rest)
-            if m and int(m.group(1)) == tid and cpu in on:
+        if kind == "runtime":
+            if a == tid and cpu in on:
                 since, charged = on[cpu]
-                on[cpu] = (since, charged + int(m.group(2)) / 1e6)
-        elif name == "sched_switch":
-            m = SWITCH.match(rest)
-            if not m:
-                continue
-            if int(m.group(2)) == tid and cpu in on:
-                since, charged = on.pop(cpu)
-                if t >= start:
-                    gap = max(0.0, (t - since) * 1e3 - charged)
-                    total += gap
-                    largest = max(largest, gap)
-            if int(m.group(6)) == tid:
-                on[cpu] = (t, 0.0)
+                on[cpu] = (since, charged + b)
+            continue
+        if a[1] == tid and cpu in on:
+            since, charged = on.pop(cpu)
+            if t >= start:
+                gap = max(0.0, (t - since) * 1e3 - charged)
+                total += gap
+                largest = max(largest, gap)
+        if b[1] == tid:
+            on[cpu] = (t, 0.0)
     return total, largest
 
 
