@@ -6,10 +6,12 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <thread>
 #include <vector>
 
 #include "base/proc_stat.h"
+#include "base/sched_attr.h"
 
 namespace forkd {
 namespace {
@@ -36,12 +38,12 @@ bool fifo_allowed() {
 }
 
 // How many threads of this process run at SCHED_FIFO with this priority.
-int threads_at_fifo(int priority) {
+int threads_at_fifo(uint32_t priority) {
   int n = 0;
   for (int tid : process_threads(::getpid()).value_or(std::vector<int>{})) {
-    sched_param p{};
-    if (policy_of(tid) == SCHED_FIFO && ::sched_getparam(tid, &p) == 0 &&
-        p.sched_priority == priority) {
+    sched::Attr a{};
+    if (sched::get_attr(tid, a) == 0 && a.sched_policy == sched::kFifo &&
+        a.sched_priority == priority) {
       ++n;
     }
   }

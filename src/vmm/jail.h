@@ -2,9 +2,10 @@
 // The jail every QEMU runs in when forkd runs as root: its own uid (one per sandbox, from a range
 // no account uses), the group forkd-qemu and no other, no capabilities, PR_SET_NO_NEW_PRIVS, no
 // real-time priority of its own (RLIMIT_RTPRIO 0), its own cgroup with the sandbox's limits, only
-// the descriptors it is given, and QEMU's seccomp filter. What QEMU must open it gets as a descriptor (its sockets) or through the group (tag and
-// image files are group-readable in directories only the group may traverse, never through
-// world bits); what it must write (its disk overlay, a template's memory) is chowned to its uid.
+// the descriptors it is given, and QEMU's seccomp filter. What QEMU must open it gets as a
+// descriptor (its sockets) or through the group (tag and image files are group-readable in
+// directories only the group may traverse, never through world bits); what it must write (its
+// disk overlay, a template's memory) is chowned to its uid.
 //
 // Why one uid per sandbox: under TCG, QEMU is the only boundary, and a QEMU that is escaped runs
 // as its uid. Two QEMUs sharing a uid could ptrace each other or read each other's

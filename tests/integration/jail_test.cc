@@ -78,7 +78,9 @@ TEST_F(Jail, QemuRunsAsItsOwnUnprivilegedUidInItsCgroup) {
   const struct rlimit raised = {5, 5};
   const bool was_raised = ::setrlimit(RLIMIT_RTPRIO, &raised) == 0;
   auto ids = fork(2, lim);
-  if (was_raised) ASSERT_EQ(::setrlimit(RLIMIT_RTPRIO, &own), 0);
+  if (was_raised) {
+    ASSERT_EQ(::setrlimit(RLIMIT_RTPRIO, &own), 0);
+  }
   ASSERT_EQ(ids.size(), 2u);
   std::set<std::string> uids;
   for (const auto& id : ids) {
@@ -102,9 +104,11 @@ TEST_F(Jail, QemuRunsAsItsOwnUnprivilegedUidInItsCgroup) {
     // forkd): soft and hard limit 0, whatever forkd's were when it started QEMU.
     auto limits = read_file("/proc/" + std::to_string(pid) + "/limits", 1 << 16);
     ASSERT_TRUE(limits);
-    const size_t rt = limits->find("Max realtime priority");
+    const std::string rt_key = "Max realtime priority";
+    const size_t rt = limits->find(rt_key);
     ASSERT_NE(rt, std::string::npos);
-    std::istringstream rt_line(limits->substr(rt + 21, limits->find('\n', rt) - rt - 21));
+    const size_t from = rt + rt_key.size();
+    std::istringstream rt_line(limits->substr(from, limits->find('\n', rt) - from));
     std::string soft, hard;
     rt_line >> soft >> hard;
     EXPECT_EQ(soft + " " + hard, "0 0");
