@@ -34,11 +34,15 @@ bool RtWindow::arm(pid_t pid, pid_t tid) {
   }
   pid_ = pid;
   tid_ = tid;
+  cv_.notify_all();  // an open() waiting for the thread
   return true;
 }
 
-bool RtWindow::open() {
-  std::lock_guard<std::mutex> lock(mu_);
+bool RtWindow::open(std::chrono::microseconds wait_for_arm) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (tid_ <= 0 && !closed_ && wait_for_arm > std::chrono::microseconds::zero()) {
+    (void)cv_.wait_for(lock, wait_for_arm, [this] { return tid_ > 0 || closed_; });
+  }
   if (tid_ <= 0 || closed_ || opened_at_) return false;
   opened_at_ = Clock::now();  // once, changed or not
   if (!thread_of(pid_, tid_)) return false;

@@ -42,9 +42,10 @@ class RtWindow {
   // set before, the window is closed, or the watchdog cannot start.
   bool arm(pid_t pid, pid_t tid);
   // Runs the thread at SCHED_FIFO priority 1 until close() or max_open. From any thread; once.
-  // False when nothing changed: not armed, closed, opened before, or the thread could not be
+  // Not armed yet, it first waits up to wait_for_arm for arm() (close() ends that wait). False
+  // when nothing changed: not armed in time, closed, opened before, or the thread could not be
   // changed.
-  bool open();
+  bool open(std::chrono::microseconds wait_for_arm = std::chrono::microseconds::zero());
   // Puts the thread back as it was (if it is still its process's) and ends the window for good.
   void close();
 

@@ -121,5 +121,53 @@ TEST(RtWindow, LeavesThreadsItDoesNotHaveAlone) {
   EXPECT_FALSE(closed.arm(0, self_tid()));
 }
 
+// The gate may want the window open before the thread is known (a live branch's first pass can
+// arrive before the migration thread is found): open() then waits for arm(), or for close().
+TEST(RtWindow, AnOpenBeforeTheArmingWaitsForIt) {
+  if (!fifo_allowed()) GTEST_SKIP() << "SCHED_FIFO is not permitted to this process here";
+  std::thread t([] {
+    const pid_t tid = self_tid();
+    RtWindow w(10s);
+    std::thread armer([&] {
+      std::this_thread::sleep_for(50ms);
+      EXPECT_TRUE(w.arm(0, tid));
+    });
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_TRUE(w.open(10s));
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    armer.join();
+    EXPECT_GE(waited, 50ms);
+    EXPECT_LT(waited, 5s);
+    EXPECT_EQ(policy_of(tid), SCHED_FIFO);
+    w.close();
+    EXPECT_EQ(policy_of(tid), SCHED_OTHER);
+  });
+  t.join();
+}
+
+TEST(RtWindow, AnOpenWaitingForTheArmingEndsOnCloseOrAfterItsWait) {
+  RtWindow closed(10s);
+  std::thread closer([&] {
+    std::this_thread::sleep_for(50ms);
+    closed.close();
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(closed.open(10s));
+  auto waited = std::chrono::steady_clock::now() - t0;
+  closer.join();
+  EXPECT_GE(waited, 50ms);
+  EXPECT_LT(waited, 5s);
+  EXPECT_FALSE(closed.opened());
+
+  RtWindow never(10s);
+  t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(never.open(30ms));
+  waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 30ms);
+  EXPECT_LT(waited, 5s);
+  EXPECT_FALSE(never.opened());
+  EXPECT_EQ(never.open_ms(), 0.0);
+}
+
 }  // namespace
 }  // namespace forkd

@@ -40,6 +40,11 @@ constexpr int kSocketBuffer = 8 << 20;
 // a source that keeps copying instead (its guest dirties memory too fast) goes on at the normal
 // priority after this.
 constexpr auto kPauseWindowMax = std::chrono::milliseconds(20);
+// How long the gate holds the switch-over for the source's side to find the migration thread and
+// lift the pause's threads (copy_from_source, right after `migrate`). A small guest's first pass
+// can arrive before that: under load the gate opened 15 ms before the threads were lifted, and
+// the whole pause then ran with none of them raised. The source goes on copying meanwhile.
+constexpr auto kLiftWait = std::chrono::seconds(1);
 
 }  // namespace
 
@@ -76,7 +81,7 @@ Result<MigrateResult> receive_link(const MigrateRequest& req, vmm::QmpClient& sr
   // normal thread of the host: traced, a kernel thread, the host's own agent and this reader
   // each took that thread's core in a pause for 0.3-3.8 ms at times (bench/results/README.md).
   RtWindow pause_window(kPauseWindowMax);
-  gate.before_open([&] { (void)pause_window.open(); });
+  gate.before_open([&] { (void)pause_window.open(kLiftWait); });
 
   // The reader: a thread of its own, so that the source's events are served meanwhile. On an
   // error it shuts the socket, so the source's migration fails instead of waiting for a reader.

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/json_get.h"
@@ -52,12 +53,17 @@ double event_time_us(const Json& ev) {
 // itself (has_resume_on_completion). Never a vCPU. Each wake-up of that relay could otherwise wait
 // a scheduler slice behind the copy's other work (the stream's reader and writer, the guest).
 // The migration thread is also the one a pause window (base/rt_window.h) runs at a real-time
-// priority: armed here, opened by the gate, closed here before the thread is put back.
+// priority: armed here once every thread is lifted (the gate waits for that before it lets the
+// source switch over), opened by the gate, closed here before the thread is put back.
 class PauseThreads {
  public:
+  // window: only where the gate opens it, and so holds the migration until this is done.
   PauseThreads(pid_t qemu, RtWindow* window)
       : lift_(vmm::host_jail().cgroups, kPauseCgroup), window_(window) {
-    if (qemu <= 1) return;
+    if (qemu <= 1) {
+      if (window_) window_->close();
+      return;
+    }
     const BoostLevel wake{-10, kWakeSlice};
     auto both = [&](pid_t pid, pid_t tid, BoostLevel level) {
       (void)lift_.lift(pid, tid);
@@ -66,13 +72,14 @@ class PauseThreads {
     both(qemu, qemu, wake);
     for (pid_t tid : threads_named(qemu, {kMonitorThread})) both(qemu, tid, wake);
     // Busy throughout the copy: a larger share, its own slice.
-    for (pid_t tid : threads_named(qemu, {kMigrationThread10, kMigrationThread72})) {
-      both(qemu, tid, BoostLevel{-10, 0});
-      if (window_) (void)window_->arm(qemu, tid);
-    }
+    auto migration = migration_threads(qemu);
+    for (pid_t tid : migration) both(qemu, tid, BoostLevel{-10, 0});
     both(0, static_cast<pid_t>(::gettid()), wake);
-    logger("branch")->debug("event=pause_threads lifted={} raised={}", lift_.lifted(),
-                            nice_.raised());
+    if (window_) {
+      if (migration.empty() || !window_->arm(qemu, migration.front())) window_->close();
+    }
+    logger("branch")->debug("event=pause_threads lifted={} raised={} migration_threads={}",
+                            lift_.lifted(), nice_.raised(), migration.size());
   }
   // A thread at a real-time priority may not go back to a group without a real-time budget.
   ~PauseThreads() {
@@ -87,6 +94,19 @@ class PauseThreads {
   static constexpr std::string_view kMigrationThread10 = "mig/src/main";
   static constexpr std::string_view kMigrationThread72 = "live_migration";
   static constexpr uint64_t kWakeSlice = 100'000;  // ns
+  static constexpr auto kNameWait = std::chrono::milliseconds(50);
+
+  // A thread takes its name once it runs, which may be after `migrate` returned. Looked for
+  // again meanwhile only where the gate holds the migration (with a window): without it, a
+  // small guest's migration may have ended, its thread gone, by the time this looks.
+  std::vector<pid_t> migration_threads(pid_t qemu) const {
+    const auto until = Clock::now() + kNameWait;
+    for (;;) {
+      auto found = threads_named(qemu, {kMigrationThread10, kMigrationThread72});
+      if (!found.empty() || !window_ || Clock::now() >= until) return found;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
   vmm::CpuLift lift_;
   ThreadBoost nice_;
   RtWindow* window_;
@@ -314,7 +334,7 @@ Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResu
     return give_up(r.error().wrap("migrate"));
   }
   arm_first();
-  PauseThreads pause_threads(req.source_pid, c.pause_window);
+  PauseThreads pause_threads(req.source_pid, c.switchover_gate ? c.pause_window : nullptr);
   bool raised = false;
   double completed_us = 0;
   for (;;) {

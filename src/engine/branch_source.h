@@ -62,8 +62,10 @@ struct SourceCopy {
   // inactive: QEMU supports an external snapshot then) instead of in a pause before the
   // switch-over. Only without a destination QEMU, which would open the frozen layer meanwhile.
   bool snapshot_after = false;
-  // Opened by the gate's reader as the source switches over: copy_from_source arms it with the
-  // source's migration thread and closes it once the source runs again.
+  // Opened by the gate's reader as the source switches over (with switchover_gate only; it waits
+  // for the arming): copy_from_source arms it with the source's migration thread once the
+  // pause's threads are lifted, or closes it when it finds none, and closes it once the source
+  // runs again.
   RtWindow* pause_window = nullptr;
 };
 Status copy_from_source(const SourceCopy& c, const std::string& uri, MigrateResult& res);
