@@ -213,7 +213,10 @@ def run(args):
             steal = host_steal_ms() - steal0
             if r.returncode != 0:
                 raise SystemExit(f"pause_steal: {' '.join(argv)} exited {r.returncode}")
-            bench = json.loads(r.stdout)
+            try:
+                bench = json.loads(r.stdout)
+            except ValueError as e:
+                raise SystemExit(f"pause_steal: {' '.join(argv)} printed no JSON ({e})")
             s = analyze(trace, bench)
             s["host_steal_ms"] = steal
             print(f"{line(i, s)}; the host's steal over the series {steal:.0f} ms", flush=True)
@@ -247,8 +250,14 @@ def main():
     if args.cmd == "run":
         run(args)
         return
-    with open(args.trace) as f, open(args.bench_json) as g:
-        s = analyze(f.read().splitlines(), json.load(g))
+    try:
+        with open(args.trace) as f, open(args.bench_json) as g:
+            trace, bench = f.read().splitlines(), json.load(g)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SystemExit(f"pause_steal: cannot read the trace or the bench's JSON: {e}")
+    if not isinstance(bench, dict):
+        raise SystemExit(f"pause_steal: {args.bench_json} is not forkd bench's JSON object")
+    s = analyze(trace, bench)
     print(line(1, s))
     for r in s["runs"]:
         print(f"  pause {r['pause_ms']:.3f} ms, window {r['window_ms']:.3f} ms, lost "

@@ -4,10 +4,12 @@ thread's windows, the time it lost on a core, the series criterion, and tracefs 
 was. No VM, no root. Standard library only."""
 import json
 import os
+import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 import pause_steal as ps  # noqa: E402
 
 
@@ -186,6 +188,28 @@ echo '{{"modes": [{{"mode": "live", "pause_series_ms": '"$p"'}}]}}'
         sys.argv = ["pause_steal.py", "analyze", os.path.join(out, "trace-2.txt"),
                     os.path.join(out, "bench-2.json")]
         ps.main()
+
+
+def test_analyze_names_what_it_cannot_read():
+    """A missing file, or a bench file that is not JSON, ends with a message and exit 1, not a
+    traceback."""
+    with tempfile.TemporaryDirectory() as d:
+        trace_path, not_json = os.path.join(d, "trace.txt"), os.path.join(d, "bench.json")
+        with open(trace_path, "w") as f:
+            f.write("\n".join(trace()) + "\n")
+        with open(not_json, "w") as f:
+            f.write("not json")
+        for argv in ([os.path.join(d, "missing.txt"), not_json], [trace_path, not_json]):
+            r = subprocess.run([sys.executable, os.path.join(HERE, "pause_steal.py"), "analyze",
+                                *argv], capture_output=True, text=True)
+            assert r.returncode == 1, r
+            assert r.stderr.startswith("pause_steal: cannot read"), r
+            assert "Traceback" not in r.stderr, r
+        with open(not_json, "w") as f:
+            f.write("[1, 2]")
+        r = subprocess.run([sys.executable, os.path.join(HERE, "pause_steal.py"), "analyze",
+                            trace_path, not_json], capture_output=True, text=True)
+        assert r.returncode == 1 and "is not forkd bench's JSON object" in r.stderr, r
 
 
 def main():
